@@ -1,0 +1,263 @@
+"""Feature schemas v1, v2 and v3: model columns, row registries, hashes.
+
+A schema fixes two lists. The *model feature columns* are the booster's
+matrix columns, in order. The *row registry* lists every column of a full
+feature row with its type name; its hash identifies the schema in saved
+bundles and in the ``schema_hash`` column of feature frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Final
+
+import attrs
+import pandas as pd
+
+from taskclf.exceptions import SchemaMismatchError
+
+_V1_FEATURES_HEAD: Final = (
+    "app_id",
+    "app_category",
+    "is_browser",
+    "is_editor",
+    "is_terminal",
+)
+# v1 feature columns from app_switch_count_last_5m to session_length_so_far,
+# with their registry type names.
+_V1_FEATURES_BODY: Final[tuple[tuple[str, str], ...]] = (
+    ("app_switch_count_last_5m", "int"),
+    ("app_foreground_time_ratio", "float"),
+    ("app_change_count", "int"),
+    ("app_dwell_time_seconds", "float"),
+    ("app_entropy_5m", "float"),
+    ("app_entropy_15m", "float"),
+    ("top2_app_concentration_15m", "float"),
+    ("idle_return_indicator", "bool"),
+    ("keys_per_min", "float"),
+    ("backspace_ratio", "float"),
+    ("shortcut_rate", "float"),
+    ("clicks_per_min", "float"),
+    ("scroll_events_per_min", "float"),
+    ("mouse_distance", "float"),
+    ("active_seconds_keyboard", "float"),
+    ("active_seconds_mouse", "float"),
+    ("active_seconds_any", "float"),
+    ("max_idle_run_seconds", "float"),
+    ("event_density", "float"),
+    ("domain_category", "str"),
+    ("window_title_bucket", "int"),
+    ("title_repeat_count_session", "int"),
+    ("keys_per_min_rolling_5", "float"),
+    ("keys_per_min_rolling_15", "float"),
+    ("mouse_distance_rolling_5", "float"),
+    ("mouse_distance_rolling_15", "float"),
+    ("keys_per_min_delta", "float"),
+    ("clicks_per_min_delta", "float"),
+    ("mouse_distance_delta", "float"),
+    ("app_switch_count_last_15m", "int"),
+    ("hour_of_day", "int"),
+    ("day_of_week", "int"),
+    ("session_length_so_far", "float"),
+)
+_V1_REGISTRY_HEAD: Final[tuple[tuple[str, str], ...]] = (
+    ("user_id", "str"),
+    ("device_id", "str"),
+    ("session_id", "str"),
+    ("bucket_start_ts", "datetime"),
+    ("bucket_end_ts", "datetime"),
+    ("schema_version", "str"),
+    ("schema_hash", "str"),
+    ("source_ids", "list"),
+    ("app_id", "str"),
+    ("app_category", "str"),
+    ("window_title_hash", "str"),
+    ("is_browser", "bool"),
+    ("is_editor", "bool"),
+    ("is_terminal", "bool"),
+)
+SKETCH_COLUMNS: Final[tuple[str, ...]] = tuple(
+    f"title_token_sketch_{i:03d}" for i in range(128)
+) + tuple(f"title_char3_sketch_{i:03d}" for i in range(128))
+"""The 256 title sketch columns of schema v3."""
+
+_TITLE_SCALARS: Final[tuple[tuple[str, str], ...]] = (
+    ("title_char_count", "int"),
+    ("title_token_count", "int"),
+    ("title_unique_token_ratio", "float"),
+    ("title_digit_ratio", "float"),
+    ("title_separator_count", "int"),
+)
+
+_V1_FEATURES: Final = (
+    _V1_FEATURES_HEAD + tuple(name for name, _ in _V1_FEATURES_BODY) + ("user_id",)
+)
+_V1_REGISTRY: Final = _V1_REGISTRY_HEAD + _V1_FEATURES_BODY
+_V3_EXTRA: Final = tuple((c, "float") for c in SKETCH_COLUMNS) + _TITLE_SCALARS
+
+
+def _hash_registry(registry: tuple[tuple[str, str], ...]) -> str:
+    payload = json.dumps([[name, kind] for name, kind in registry], separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+
+
+@attrs.frozen
+class FeatureSchema:
+    """One version of the feature row layout.
+
+    Attributes
+    ----------
+    version : str
+        ``"v1"``, ``"v2"`` or ``"v3"``.
+    feature_columns : tuple of str
+        The booster's matrix columns, in order.
+    categorical_columns : tuple of str
+        The feature columns encoded as categories.
+    registry : tuple of (str, str)
+        Every column of a full feature row with its type name.
+    """
+
+    version: str
+    feature_columns: tuple[str, ...]
+    categorical_columns: tuple[str, ...]
+    registry: tuple[tuple[str, str], ...]
+
+    @property
+    def schema_hash(self) -> str:
+        """First 12 hex digits of SHA-256 over the compact JSON registry."""
+        return _hash_registry(self.registry)
+
+    @property
+    def n_features(self) -> int:
+        """Number of model feature columns."""
+        return len(self.feature_columns)
+
+
+SCHEMA_V1: Final = FeatureSchema(
+    version="v1",
+    feature_columns=_V1_FEATURES,
+    categorical_columns=("app_id", "app_category", "domain_category", "user_id"),
+    registry=_V1_REGISTRY,
+)
+SCHEMA_V2: Final = FeatureSchema(
+    version="v2",
+    feature_columns=tuple(c for c in _V1_FEATURES if c != "user_id"),
+    categorical_columns=("app_id", "app_category", "domain_category"),
+    registry=tuple(item for item in _V1_REGISTRY if item[0] != "user_id"),
+)
+SCHEMA_V3: Final = FeatureSchema(
+    version="v3",
+    feature_columns=SCHEMA_V2.feature_columns + tuple(name for name, _ in _V3_EXTRA),
+    categorical_columns=SCHEMA_V2.categorical_columns,
+    registry=_V1_REGISTRY + _V3_EXTRA,
+)
+SCHEMAS: Final[dict[str, FeatureSchema]] = {
+    s.version: s for s in (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+}
+SCHEMA_VERSIONS: Final[tuple[str, ...]] = tuple(SCHEMAS)
+
+
+def get_schema(version: str) -> FeatureSchema:
+    """Return the :class:`FeatureSchema` of ``version`` (``"v1"``, ``"v2"``, ``"v3"``).
+
+    Raises
+    ------
+    SchemaMismatchError
+        If the version is not one taskclf knows.
+    """
+    try:
+        return SCHEMAS[str(version)]
+    except KeyError:
+        raise SchemaMismatchError(
+            f"unknown schema version {version!r}; expected one of {list(SCHEMAS)}"
+        ) from None
+
+
+def get_feature_columns(version: str) -> list[str]:
+    """Model feature columns of a schema version, in the booster's order."""
+    return list(get_schema(version).feature_columns)
+
+
+def get_categorical_columns(version: str) -> list[str]:
+    """Categorical feature columns of a schema version."""
+    return list(get_schema(version).categorical_columns)
+
+
+def schema_for_n_features(n_features: int) -> FeatureSchema | None:
+    """The schema whose model has ``n_features`` columns, if exactly one has."""
+    matches = [s for s in SCHEMAS.values() if s.n_features == n_features]
+    return matches[0] if len(matches) == 1 else None
+
+
+def resolve_schema_version(df: pd.DataFrame, schema_version: str | None = None) -> str:
+    """Decide which schema a feature frame follows.
+
+    The caller's ``schema_version`` wins. Otherwise: the first value of the
+    frame's ``schema_version`` column; else ``"v3"`` if every sketch column
+    is present; else ``"v1"`` if the frame has ``user_id``; else ``"v2"``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> resolve_schema_version(pd.DataFrame({"user_id": ["a"]}))
+    'v1'
+    >>> resolve_schema_version(pd.DataFrame({"x": [1]}))
+    'v2'
+    """
+    if schema_version is not None:
+        return get_schema(schema_version).version
+    if "schema_version" in df.columns and len(df) > 0:
+        return get_schema(df["schema_version"].iloc[0]).version
+    if all(c in df.columns for c in SKETCH_COLUMNS):
+        return "v3"
+    if "user_id" in df.columns:
+        return "v1"
+    return "v2"
+
+
+def check_frame_schema(df: pd.DataFrame, schema: FeatureSchema) -> None:
+    """Refuse a frame that declares another schema than the model's.
+
+    A frame declares its schema through ``schema_version`` and
+    ``schema_hash`` columns; a frame without them is checked by its columns
+    alone (elsewhere).
+
+    Raises
+    ------
+    SchemaMismatchError
+        If a declared version or hash differs from ``schema``'s.
+    """
+    if len(df) == 0:
+        return
+    for column, expected in (
+        ("schema_version", schema.version),
+        ("schema_hash", schema.schema_hash),
+    ):
+        if column not in df.columns:
+            continue
+        found = pd.unique(df[column].astype("object"))
+        wrong = [v for v in found if v != expected]
+        if wrong:
+            raise SchemaMismatchError(
+                f"the frame's {column} column holds {wrong[:5]!r} but the model "
+                f"expects {expected!r} (schema {schema.version}, hash "
+                f"{schema.schema_hash})"
+            )
+
+
+__all__ = [
+    "SCHEMAS",
+    "SCHEMA_V1",
+    "SCHEMA_V2",
+    "SCHEMA_V3",
+    "SCHEMA_VERSIONS",
+    "SKETCH_COLUMNS",
+    "FeatureSchema",
+    "check_frame_schema",
+    "get_categorical_columns",
+    "get_feature_columns",
+    "get_schema",
+    "resolve_schema_version",
+    "schema_for_n_features",
+]

@@ -1,0 +1,102 @@
+"""UTC handling of timestamps.
+
+All timestamps in taskclf are UTC. Naive values are read as UTC, aware ones
+are converted to UTC, and written timestamps are ISO 8601 with ``+00:00``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from taskclf.exceptions import MissingColumnsError, TimestampError
+
+
+def ts_utc_aware_get(value: dt.datetime) -> dt.datetime:
+    """Return ``value`` as an aware UTC datetime (naive values are read as UTC).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> ts_utc_aware_get(dt.datetime(2025, 1, 1, 9, 30)).isoformat()
+    '2025-01-01T09:30:00+00:00'
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.Series:
+    """Parse a column of timestamps into ``datetime64[ns, UTC]``.
+
+    Raises
+    ------
+    TimestampError
+        If a value is missing or cannot be parsed; the message names the
+        column and the first offending row.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        out = values.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(values.dtype):
+        out = values.dt.tz_localize("UTC")
+    else:
+        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(
+            values.dtype
+        ):
+            raise TimestampError(
+                f"column {column!r} holds {values.dtype} values, not timestamps"
+            )
+        try:
+            out = pd.to_datetime(values, utc=True, format="ISO8601")
+        except (ValueError, TypeError, OverflowError) as exc:
+            parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+            bad = parsed.isna() & values.notna()
+            position = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            raise TimestampError(
+                f"column {column!r}: cannot parse {values.iloc[position]!r} "
+                f"(row {position}) as a timestamp: {exc}"
+            ) from None
+    missing = out.isna().to_numpy()
+    if missing.any():
+        position = int(np.flatnonzero(missing)[0])
+        raise TimestampError(
+            f"column {column!r} has {int(missing.sum())} missing timestamp(s); "
+            f"first at row {position}"
+        )
+    return out.astype("datetime64[ns, UTC]")
+
+
+def timestamps_ns(df: pd.DataFrame, column: str = "bucket_start_ts") -> np.ndarray:
+    """The ``column`` of ``df`` as int64 nanoseconds since the epoch, UTC."""
+    if column not in df.columns:
+        raise MissingColumnsError([column])
+    series = to_utc_series(df[column], column=column)
+    return series.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def ns_to_datetime(value_ns: int) -> dt.datetime:
+    """An int64 nanosecond timestamp as an aware UTC datetime."""
+    return pd.Timestamp(int(value_ns), tz="UTC").to_pydatetime()
+
+
+def format_utc(values_ns: np.ndarray) -> np.ndarray:
+    """ISO 8601 strings with ``+00:00`` for an array of ns timestamps."""
+    index = pd.DatetimeIndex(np.asarray(values_ns, dtype="datetime64[ns]"))
+    text = index.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = np.asarray(values_ns, dtype=np.int64) % 1_000_000_000
+    out = np.asarray(text, dtype=object) + "+00:00"
+    if fraction.any():
+        with_us = index.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        out = np.where(fraction != 0, np.asarray(with_us, dtype=object) + "+00:00", out)
+    return out
+
+
+__all__ = [
+    "format_utc",
+    "ns_to_datetime",
+    "timestamps_ns",
+    "to_utc_series",
+    "ts_utc_aware_get",
+]

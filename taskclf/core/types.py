@@ -1,0 +1,48 @@
+"""Label vocabulary: the eight core task labels and their class order."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class CoreLabel(enum.StrEnum):
+    """One of the eight core task-type labels (v1 label set)."""
+
+    Build = "Build"
+    Debug = "Debug"
+    Review = "Review"
+    Write = "Write"
+    ReadResearch = "ReadResearch"
+    Communicate = "Communicate"
+    Meet = "Meet"
+    BreakIdle = "BreakIdle"
+
+
+LABEL_SET_V1: Final[frozenset[str]] = frozenset(label.value for label in CoreLabel)
+"""The eight core label names."""
+
+CLASS_ORDER: Final[tuple[str, ...]] = tuple(sorted(LABEL_SET_V1))
+"""Class index order used everywhere: probability columns, booster classes."""
+
+CLASS_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(CLASS_ORDER)}
+"""Map a core label name to its class index."""
+
+N_CLASSES: Final[int] = len(CLASS_ORDER)
+
+MIXED_UNKNOWN: Final[str] = "Mixed/Unknown"
+"""Label of a rejected bucket."""
+
+OUTPUT_LABELS: Final[tuple[str, ...]] = CLASS_ORDER + (MIXED_UNKNOWN,)
+"""Categories of every label column the pipeline writes: the classes, then
+``Mixed/Unknown`` (code 8)."""
+
+__all__ = [
+    "CLASS_INDEX",
+    "CLASS_ORDER",
+    "LABEL_SET_V1",
+    "MIXED_UNKNOWN",
+    "N_CLASSES",
+    "OUTPUT_LABELS",
+    "CoreLabel",
+]

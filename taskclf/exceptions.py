@@ -1,0 +1,96 @@
+"""The exceptions taskclf raises.
+
+Every refusal is a :class:`TaskclfError`. Those caused by a bad value also
+subclass :class:`ValueError`, so code written against plain scikit-learn
+conventions (``except ValueError``) keeps working, while callers who want
+to be precise can catch the specific class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class TaskclfError(Exception):
+    """Base class of every error taskclf raises on purpose."""
+
+
+class InputError(TaskclfError, ValueError):
+    """The input frame, matrix or file content is not usable as given."""
+
+
+class MissingColumnsError(InputError):
+    """The frame lacks columns the stage needs.
+
+    Parameters
+    ----------
+    columns : iterable of str
+        The missing column names, reported in the message.
+    where : str
+        What needed them (a stage or function name).
+    """
+
+    def __init__(self, columns: Iterable[str], where: str = "input frame") -> None:
+        self.columns = list(columns)
+        shown = ", ".join(repr(c) for c in self.columns[:20])
+        more = f" (and {len(self.columns) - 20} more)" if len(self.columns) > 20 else ""
+        super().__init__(
+            f"{where}: missing {len(self.columns)} required column(s): {shown}{more}"
+        )
+
+
+class ColumnTypeError(InputError):
+    """A column holds values of the wrong type."""
+
+
+class TimestampError(InputError):
+    """Timestamps are missing or cannot be parsed."""
+
+
+class DuplicateRowsError(InputError):
+    """Two rows share the same (user_id, bucket_start_ts)."""
+
+
+class SchemaMismatchError(InputError):
+    """The frame's feature schema differs from the model's."""
+
+
+class ProbabilityShapeError(InputError):
+    """A probability matrix does not have one column per class."""
+
+
+class InvalidParameterError(TaskclfError, ValueError):
+    """A parameter value is out of its allowed range."""
+
+
+class NotFittedError(TaskclfError, ValueError):
+    """A stage was used before it was fitted."""
+
+
+class TaxonomyError(TaskclfError, ValueError):
+    """A taxonomy configuration is invalid (unknown label, bad colour, ...)."""
+
+
+class BundleError(TaskclfError, ValueError):
+    """A bundle file or directory is corrupt, tampered with or incompatible."""
+
+
+class ReaderError(InputError):
+    """A features, segments or configuration file cannot be read."""
+
+
+__all__ = [
+    "BundleError",
+    "ColumnTypeError",
+    "DuplicateRowsError",
+    "InputError",
+    "InvalidParameterError",
+    "MissingColumnsError",
+    "NotFittedError",
+    "ProbabilityShapeError",
+    "ReaderError",
+    "SchemaMismatchError",
+    "TaskclfError",
+    "TaxonomyError",
+    "TimestampError",
+]
