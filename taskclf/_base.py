@@ -1,0 +1,119 @@
+"""Shared plumbing of the pipeline stages.
+
+Every stage is a scikit-learn transformer that takes a pandas DataFrame and
+returns a new one: the caller's columns are kept, the stage's columns are
+added (replacing same-named ones), rows stay in input order and the input
+is never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from taskclf.core.types import OUTPUT_LABELS
+from taskclf.exceptions import ColumnTypeError, InputError, MissingColumnsError
+
+LABEL_DTYPE = pd.CategoricalDtype(list(OUTPUT_LABELS))
+"""Dtype of every label column a stage writes: the eight classes in class
+order, then ``Mixed/Unknown``."""
+
+
+def check_frame(X: object, where: str) -> pd.DataFrame:
+    """Refuse anything but a pandas DataFrame."""
+    if not isinstance(X, pd.DataFrame):
+        raise InputError(
+            f"{where} expects a pandas DataFrame, got {type(X).__name__}"
+        )
+    return X
+
+
+def require_columns(X: pd.DataFrame, columns: Iterable[str], where: str) -> None:
+    """Raise :class:`MissingColumnsError` listing every absent column."""
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise MissingColumnsError(missing, where=where)
+
+
+def label_codes(column: pd.Series, name: str) -> np.ndarray:
+    """Codes of a label column over :data:`LABEL_DTYPE` (int8; -1 never occurs).
+
+    Raises
+    ------
+    ColumnTypeError
+        If the column holds a value that is neither a core label nor
+        ``Mixed/Unknown``, or a missing value.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype) and column.dtype == LABEL_DTYPE:
+        codes = column.cat.codes.to_numpy()
+    else:
+        codes = pd.Categorical(column, dtype=LABEL_DTYPE).codes
+    if len(codes) and codes.min() < 0:
+        position = int(np.flatnonzero(codes < 0)[0])
+        raise ColumnTypeError(
+            f"column {name!r} holds {column.iloc[position]!r} (row {position}), "
+            f"which is not one of {list(OUTPUT_LABELS)}"
+        )
+    return np.asarray(codes, dtype=np.int8)
+
+
+def labels_from_codes(codes: np.ndarray) -> pd.Categorical:
+    """A label column from codes over :data:`LABEL_DTYPE`."""
+    return pd.Categorical.from_codes(codes, dtype=LABEL_DTYPE)
+
+
+class FrameTransformer(TransformerMixin, BaseEstimator):
+    """Base of the stateless stages: DataFrame in, annotated DataFrame out.
+
+    Subclasses implement ``_validate_params`` (raise on a bad parameter) and
+    ``_transform`` (compute the new columns). Parameters are checked in
+    ``fit``, ``transform`` and ``set_params``; a refused ``set_params``
+    leaves the stage unchanged.
+    """
+
+    def _validate_params(self) -> None:
+        """Raise :class:`~taskclf.exceptions.InvalidParameterError` on bad values."""
+
+    def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def set_params(self, **params: Any) -> FrameTransformer:
+        """Set parameters; refuse invalid values and keep the old ones then."""
+        old = {name: getattr(self, name) for name in params if hasattr(self, name)}
+        super().set_params(**params)
+        try:
+            self._validate_params()
+        except Exception:
+            super().set_params(**old)
+            raise
+        return self
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> FrameTransformer:
+        """Check the parameters; the stage learns nothing.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Ignored apart from its type.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        check_frame(X, type(self).__name__)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Return a copy of ``X`` with this stage's columns added."""
+        self._validate_params()
+        check_frame(X, type(self).__name__)
+        return self._transform(X)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True

@@ -1,0 +1,278 @@
+"""Hysteresis: merge segments shorter than the minimum block duration.
+
+:func:`merge_runs` is the rule on one timeline's segments;
+:func:`merge_segment_codes` applies it to many timelines;
+:class:`HysteresisMerger` is the pipeline stage and
+:func:`merge_short_segments` the list form of the functional API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+import pandas as pd
+
+from taskclf._base import FrameTransformer, label_codes, labels_from_codes, require_columns
+from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL
+from taskclf._timeline import check_positive_seconds, find_timelines
+from taskclf.core.defaults import (
+    DEFAULT_BUCKET_SECONDS,
+    DEFAULT_MAX_GAP_SECONDS,
+    MIN_BLOCK_DURATION_SECONDS,
+)
+from taskclf.exceptions import InvalidParameterError
+from taskclf.segment import Segment, run_starts
+
+
+def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
+    """``max(1, min_duration_seconds // bucket_seconds)``."""
+    return max(1, int(min_duration_seconds) // int(bucket_seconds))
+
+
+def check_min_duration(value: object) -> int:
+    """Validate a minimum block duration: an integer ≥ 0 (seconds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidParameterError(
+            f"min_block_seconds must be an integer >= 0, got {value!r}"
+        )
+    if value < 0:
+        raise InvalidParameterError(f"min_block_seconds must be >= 0, got {value!r}")
+    return int(value)
+
+
+def merge_runs(
+    labels: list[int], counts: list[int], min_buckets: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Apply the hysteresis rule to the segments of one timeline.
+
+    Left-to-right passes repeat until a pass changes nothing. In a pass a
+    segment of at least ``min_buckets`` buckets is kept. A short one
+    (i) joins the previous emitted segment if that has its label; else
+    (ii) joins the next if that has its label, the pair emitted as one;
+    else (iii) stays if it is the first; else (iv) is absorbed by the
+    previous one if it is the last; else (v) is absorbed by the neighbour
+    with more buckets, the previous one on ties (the next one's label wins
+    when the next absorbs it).
+
+    Parameters
+    ----------
+    labels, counts : list of int
+        Label code and bucket count of each segment, in time order.
+    min_buckets : int
+        Shortest segment kept as it is.
+
+    Returns
+    -------
+    firsts : list of int
+        For each merged segment, the index of its first input segment.
+    labels : list of int
+        Label of each merged segment.
+    counts : list of int
+        Bucket count of each merged segment.
+
+    Examples
+    --------
+    >>> merge_runs([0, 1, 0], [5, 1, 5], min_buckets=3)
+    ([0, 2], [0, 0], [6, 5])
+    """
+    firsts = list(range(len(labels)))
+    if len(labels) <= 1:
+        return firsts, list(labels), list(counts)
+    while True:
+        n = len(labels)
+        out_first: list[int] = []
+        out_label: list[int] = []
+        out_count: list[int] = []
+        i = 0
+        while i < n:
+            label, count = labels[i], counts[i]
+            if count >= min_buckets:
+                out_first.append(firsts[i])
+                out_label.append(label)
+                out_count.append(count)
+                i += 1
+            elif out_label and out_label[-1] == label:  # (i)
+                out_count[-1] += count
+                i += 1
+            elif i + 1 < n and labels[i + 1] == label:  # (ii)
+                out_first.append(firsts[i])
+                out_label.append(label)
+                out_count.append(count + counts[i + 1])
+                i += 2
+            elif not out_label:  # (iii)
+                out_first.append(firsts[i])
+                out_label.append(label)
+                out_count.append(count)
+                i += 1
+            elif i + 1 == n or counts[i + 1] <= out_count[-1]:  # (iv), (v) previous
+                out_count[-1] += count
+                i += 1
+            else:  # (v) next
+                out_first.append(firsts[i])
+                out_label.append(labels[i + 1])
+                out_count.append(count + counts[i + 1])
+                i += 2
+        if len(out_label) == n:
+            return firsts, labels, counts
+        firsts, labels, counts = out_first, out_label, out_count
+
+
+def merge_segment_codes(
+    labels: np.ndarray, counts: np.ndarray, bounds: np.ndarray, min_buckets: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hysteresis over the segments of many timelines.
+
+    Parameters
+    ----------
+    labels, counts : ndarray, shape (n_segments,)
+        Label code and bucket count of each segment, timelines concatenated.
+    bounds : ndarray of int, shape (n_timelines + 1,)
+        Index of each timeline's first segment, then ``n_segments``.
+    min_buckets : int
+        Shortest segment kept as it is.
+
+    Returns
+    -------
+    merged_id : ndarray of int64, shape (n_segments,)
+        Merged segment of each input segment, numbered from 0 in order.
+    merged_labels : ndarray, shape (n_merged,)
+        Label code of each merged segment.
+    """
+    n = len(labels)
+    keep_start = np.ones(n, dtype=bool)  # segments untouched by merging stay
+    merged_labels = labels.copy()
+    short = counts < min_buckets
+    sizes = np.diff(bounds)
+    # Only timelines with a short segment and more than one segment change.
+    has_short = np.add.reduceat(short, bounds[:-1]) > 0 if n else np.zeros(0, bool)
+    work = np.flatnonzero(has_short & (sizes > 1))
+    for t in work.tolist():
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
+        firsts, new_labels, _ = merge_runs(
+            labels[lo:hi].tolist(), counts[lo:hi].tolist(), min_buckets
+        )
+        keep_start[lo:hi] = False
+        starts = np.asarray(firsts, dtype=np.int64) + lo
+        keep_start[starts] = True
+        merged_labels[starts] = new_labels
+    merged_id = np.cumsum(keep_start) - 1
+    return merged_id.astype(np.int64), merged_labels[keep_start]
+
+
+def merge_short_segments(
+    segments: Sequence[Segment],
+    *,
+    min_duration_seconds: int = MIN_BLOCK_DURATION_SECONDS,
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+) -> list[Segment]:
+    """Merge segments shorter than ``min_duration_seconds`` into neighbours.
+
+    The list form of :class:`HysteresisMerger` for one ordered sequence of
+    segments. Merged segments span from the earlier start to the later end
+    and add their bucket counts. A list of one segment is returned as it is.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> t = [dt.datetime(2025, 1, 6, 9, m) for m in (0, 5, 6, 11)]
+    >>> segs = [Segment(t[0], t[1], "A", 5), Segment(t[1], t[2], "B", 1),
+    ...         Segment(t[2], t[3], "A", 5)]
+    >>> [(s.label, s.bucket_count) for s in merge_short_segments(segs)]
+    [('A', 6), ('A', 5)]
+    """
+    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
+    min_buckets = min_buckets_of(check_min_duration(min_duration_seconds), width)
+    segments = list(segments)
+    if len(segments) <= 1:
+        return segments
+    codes, uniques = pd.factorize(pd.Series([s.label for s in segments], dtype=object))
+    counts = np.array([s.bucket_count for s in segments], dtype=np.int64)
+    firsts, labels, merged_counts = merge_runs(codes.tolist(), counts.tolist(), min_buckets)
+    lasts = [*(f - 1 for f in firsts[1:]), len(segments) - 1]
+    names = np.asarray(uniques, dtype=object)
+    return [
+        attrs.evolve(
+            segments[first],
+            end_ts=segments[last].end_ts,
+            label=str(names[label]),
+            bucket_count=count,
+        )
+        for first, last, label, count in zip(firsts, lasts, labels, merged_counts)
+    ]
+
+
+class HysteresisMerger(FrameTransformer):
+    """Pipeline stage: merge short segments and give every row its final label.
+
+    Reads ``segment_id`` and ``smoothed_label``; rewrites ``segment_id`` to
+    the merged segments (numbered from 0 in timeline order) and adds
+    ``label``, the final label of each row. ``predict`` returns it.
+
+    Parameters
+    ----------
+    min_block_seconds : int, default 180
+        Segments of fewer than ``max(1, min_block_seconds // bucket_seconds)``
+        buckets are merged into a neighbour.
+    bucket_seconds : int, default 60
+        Bucket width (> 0).
+    max_gap_seconds : int, default 300
+        Longest gap between bucket starts inside one timeline.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({
+    ...     "bucket_start_ts": pd.date_range("2025-01-06 09:00", periods=7, freq="min"),
+    ...     "smoothed_label": ["Build"] * 3 + ["Debug"] + ["Build"] * 3,
+    ...     "segment_id": [0, 0, 0, 1, 2, 2, 2],
+    ... })
+    >>> HysteresisMerger().predict(frame).tolist().count("Build")
+    7
+    """
+
+    def __init__(
+        self,
+        min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
+        bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+        max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    ) -> None:
+        self.min_block_seconds = min_block_seconds
+        self.bucket_seconds = bucket_seconds
+        self.max_gap_seconds = max_gap_seconds
+
+    def _validate_params(self) -> None:
+        check_min_duration(self.min_block_seconds)
+        check_positive_seconds(self.bucket_seconds, "bucket_seconds")
+        check_positive_seconds(self.max_gap_seconds, "max_gap_seconds")
+
+    def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        require_columns(
+            X, [SEGMENT_ID, SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__
+        )
+        timelines = find_timelines(X, self.max_gap_seconds)
+        segment = timelines.to_sorted(X[SEGMENT_ID].to_numpy())
+        codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
+        # A segment starts where the id changes or a timeline starts.
+        starts = run_starts(segment, timelines.bounds)
+        counts = np.diff(np.append(starts, len(segment)))
+        seg_bounds = np.searchsorted(starts, timelines.bounds)
+        merged_id, merged_labels = merge_segment_codes(
+            codes[starts],
+            counts,
+            seg_bounds,
+            min_buckets_of(self.min_block_seconds, self.bucket_seconds),
+        )
+        row_segment = np.repeat(merged_id, counts)
+        row_label = merged_labels[row_segment]
+        return X.assign(
+            **{
+                SEGMENT_ID: timelines.to_input(row_segment),
+                LABEL: labels_from_codes(timelines.to_input(row_label)),
+            }
+        )
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Final label of each row, in input order."""
+        return np.asarray(self.transform(X)[LABEL].to_numpy(dtype=object))
