@@ -26,9 +26,7 @@ order, then ``Mixed/Unknown``."""
 def check_frame(X: object, where: str) -> pd.DataFrame:
     """Refuse anything but a pandas DataFrame."""
     if not isinstance(X, pd.DataFrame):
-        raise InputError(
-            f"{where} expects a pandas DataFrame, got {type(X).__name__}"
-        )
+        raise InputError(f"{where} expects a pandas DataFrame, got {type(X).__name__}")
     return X
 
 

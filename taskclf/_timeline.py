@@ -115,8 +115,7 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: int) -> Timelines:
     step = np.diff(ts)
     same_user = np.ones(n - 1, dtype=bool) if codes is None else codes[1:] == codes[:-1]
     in_order = bool(
-        np.all(step[same_user] > 0)
-        and (codes is None or np.all(codes[1:] >= codes[:-1]))
+        np.all(step[same_user] > 0) and (codes is None or np.all(codes[1:] >= codes[:-1]))
     )
     order: np.ndarray | None = None
     if not in_order:

@@ -34,9 +34,7 @@ class MissingColumnsError(InputError):
         self.columns = list(columns)
         shown = ", ".join(repr(c) for c in self.columns[:20])
         more = f" (and {len(self.columns) - 20} more)" if len(self.columns) > 20 else ""
-        super().__init__(
-            f"{where}: missing {len(self.columns)} required column(s): {shown}{more}"
-        )
+        super().__init__(f"{where}: missing {len(self.columns)} required column(s): {shown}{more}")
 
 
 class ColumnTypeError(InputError):

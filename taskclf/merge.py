@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -34,9 +35,7 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
 def check_min_duration(value: object) -> int:
     """Validate a minimum block duration: an integer ≥ 0 (seconds)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterError(
-            f"min_block_seconds must be an integer >= 0, got {value!r}"
-        )
+        raise InvalidParameterError(f"min_block_seconds must be an integer >= 0, got {value!r}")
     if value < 0:
         raise InvalidParameterError(f"min_block_seconds must be >= 0, got {value!r}")
     return int(value)
@@ -248,9 +247,7 @@ class HysteresisMerger(FrameTransformer):
         check_positive_seconds(self.max_gap_seconds, "max_gap_seconds")
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        require_columns(
-            X, [SEGMENT_ID, SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__
-        )
+        require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds)
         segment = timelines.to_sorted(X[SEGMENT_ID].to_numpy())
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
@@ -266,12 +263,11 @@ class HysteresisMerger(FrameTransformer):
         )
         row_segment = np.repeat(merged_id, counts)
         row_label = merged_labels[row_segment]
-        return X.assign(
-            **{
-                SEGMENT_ID: timelines.to_input(row_segment),
-                LABEL: labels_from_codes(timelines.to_input(row_label)),
-            }
-        )
+        new: dict[str, Any] = {
+            SEGMENT_ID: timelines.to_input(row_segment),
+            LABEL: labels_from_codes(timelines.to_input(row_label)),
+        }
+        return X.assign(**new)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Final label of each row, in input order."""

@@ -109,9 +109,7 @@ def flap_rate(labels: Sequence[object]) -> float:
     return float(np.count_nonzero(values[1:] != values[:-1]) / len(values))
 
 
-def rolling_majority(
-    labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW
-) -> list[str]:
+def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW) -> list[str]:
     """Smooth one sequence of labels with a centred rolling majority.
 
     The list form of :class:`MajoritySmoother` for a single timeline.
@@ -186,9 +184,5 @@ class MajoritySmoother(FrameTransformer):
         require_columns(X, [RAW_LABEL, "bucket_start_ts"], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds)
         codes = timelines.to_sorted(label_codes(X[RAW_LABEL], RAW_LABEL))
-        smoothed = rolling_majority_codes(
-            codes, timelines.bounds, int(self.window), n_labels=9
-        )
-        return X.assign(
-            **{SMOOTHED_LABEL: labels_from_codes(timelines.to_input(smoothed))}
-        )
+        smoothed = rolling_majority_codes(codes, timelines.bounds, int(self.window), n_labels=9)
+        return X.assign(**{SMOOTHED_LABEL: labels_from_codes(timelines.to_input(smoothed))})

@@ -33,8 +33,14 @@ def test_feature_column_counts_and_order():
 
 def test_class_order_is_sorted_labels():
     assert CLASS_ORDER == (
-        "BreakIdle", "Build", "Communicate", "Debug",
-        "Meet", "ReadResearch", "Review", "Write",
+        "BreakIdle",
+        "Build",
+        "Communicate",
+        "Debug",
+        "Meet",
+        "ReadResearch",
+        "Review",
+        "Write",
     )
     assert len(LABEL_SET_V1) == 8
 

@@ -152,9 +152,7 @@ SCHEMA_V3: Final = FeatureSchema(
     categorical_columns=SCHEMA_V2.categorical_columns,
     registry=_V1_REGISTRY + _V3_EXTRA,
 )
-SCHEMAS: Final[dict[str, FeatureSchema]] = {
-    s.version: s for s in (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
-}
+SCHEMAS: Final[dict[str, FeatureSchema]] = {s.version: s for s in (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)}
 SCHEMA_VERSIONS: Final[tuple[str, ...]] = tuple(SCHEMAS)
 
 

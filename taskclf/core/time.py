@@ -24,8 +24,8 @@ def ts_utc_aware_get(value: dt.datetime) -> dt.datetime:
     '2025-01-01T09:30:00+00:00'
     """
     if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.Series:
@@ -42,12 +42,8 @@ def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.S
     elif pd.api.types.is_datetime64_dtype(values.dtype):
         out = values.dt.tz_localize("UTC")
     else:
-        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(
-            values.dtype
-        ):
-            raise TimestampError(
-                f"column {column!r} holds {values.dtype} values, not timestamps"
-            )
+        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+            raise TimestampError(f"column {column!r} holds {values.dtype} values, not timestamps")
         try:
             out = pd.to_datetime(values, utc=True, format="ISO8601")
         except (ValueError, TypeError, OverflowError) as exc:

@@ -33,7 +33,7 @@ N_CLASSES: Final[int] = len(CLASS_ORDER)
 MIXED_UNKNOWN: Final[str] = "Mixed/Unknown"
 """Label of a rejected bucket."""
 
-OUTPUT_LABELS: Final[tuple[str, ...]] = CLASS_ORDER + (MIXED_UNKNOWN,)
+OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)
 """Categories of every label column the pipeline writes: the classes, then
 ``Mixed/Unknown`` (code 8)."""
 

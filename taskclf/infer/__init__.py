@@ -1,0 +1,1 @@
+"""The functional API: batch inference as plain function calls."""

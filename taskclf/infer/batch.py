@@ -1,0 +1,354 @@
+"""Batch inference, the functional API: predict, smooth and segment a frame.
+
+These functions keep the names, signatures and results of the batch API
+taskclf users already call. Each is a thin composition of the pipeline
+stages (:func:`taskclf.build_pipeline`); no algorithm lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import LabelEncoder
+
+from taskclf._columns import (
+    CONFIDENCE,
+    IS_REJECTED,
+    PROBA_COLUMNS,
+    RAW_LABEL,
+    SMOOTHED_LABEL,
+    USER_ID,
+)
+from taskclf._io import atomic_path, atomic_write_text
+from taskclf.calibration import CalibratorStore, check_proba
+from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_SMOOTH_WINDOW
+from taskclf.core.schema import get_schema, resolve_schema_version
+from taskclf.core.time import format_utc, timestamps_ns
+from taskclf.core.types import MIXED_UNKNOWN
+from taskclf.encode import CategoricalEncoder, vocabulary_of
+from taskclf.exceptions import InputError, ReaderError
+from taskclf.pipeline import build_pipeline
+from taskclf.predict import BoosterPredictor
+from taskclf.reject import check_threshold, reject_codes
+from taskclf.segment import Segment, frame_to_segments
+
+__all__ = [
+    "BatchInferenceResult",
+    "predict_labels",
+    "predict_proba",
+    "read_segments_json",
+    "run_batch_inference",
+    "write_predictions_csv",
+    "write_segments_json",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInferenceResult:
+    """What :func:`run_batch_inference` returns.
+
+    Attributes
+    ----------
+    raw_labels : list of str
+        Label of each row before smoothing (``Mixed/Unknown`` if rejected).
+    smoothed_labels : list of str
+        Label of each row after rolling-majority smoothing.
+    segments : list of Segment
+        Hysteresis-merged segments, by user and time.
+    confidences : ndarray
+        Maximum calibrated probability of each row.
+    is_rejected : ndarray of bool
+        Rejection flag of each row.
+    core_probs : ndarray, shape (n, 8)
+        Calibrated probabilities in class order.
+    mapped_labels : list of str or None
+        Taxonomy bucket of each row, when a taxonomy was given.
+    mapped_probs : list of dict or None
+        Bucket probabilities of each row, when a taxonomy was given.
+    """
+
+    raw_labels: list[str]
+    smoothed_labels: list[str]
+    segments: list[Segment]
+    confidences: np.ndarray
+    is_rejected: np.ndarray
+    core_probs: np.ndarray
+    mapped_labels: list[str] | None = field(default=None)
+    mapped_probs: list[dict[str, float]] | None = field(default=None)
+
+
+def _vocabulary(
+    features_df: pd.DataFrame, cat_encoders: dict[str, LabelEncoder] | None, version: str
+) -> dict[str, list[Any]]:
+    if cat_encoders is not None:
+        return {column: vocabulary_of(enc) for column, enc in cat_encoders.items()}
+    # Without encoders, each categorical column is coded over its own values.
+    columns = [c for c in get_schema(version).categorical_columns if c in features_df]
+    return {c: vocabulary_of(pd.unique(features_df[c].dropna())) for c in columns}
+
+
+def predict_proba(
+    model: Any,
+    features_df: pd.DataFrame,
+    cat_encoders: dict[str, LabelEncoder] | None = None,
+    *,
+    schema_version: str | None = None,
+) -> np.ndarray:
+    """Raw class probabilities of each row of ``features_df``.
+
+    Parameters
+    ----------
+    model : lightgbm.Booster
+        Trained booster.
+    features_df : DataFrame
+        Frame with the schema's feature columns.
+    cat_encoders : dict of str to LabelEncoder, optional
+        Fitted encoders of the categorical columns.
+    schema_version : str, optional
+        ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
+
+    Returns
+    -------
+    ndarray, shape (n_rows, 8)
+    """
+    version = resolve_schema_version(features_df, schema_version)
+    encoder = CategoricalEncoder(_vocabulary(features_df, cat_encoders, version))
+    stage = BoosterPredictor(model, schema_version=version)
+    return stage.predict_proba(encoder.transform(features_df))
+
+
+def predict_labels(
+    model: Any,
+    features_df: pd.DataFrame,
+    label_encoder: LabelEncoder,
+    cat_encoders: dict[str, LabelEncoder] | None = None,
+    *,
+    reject_threshold: float | None = None,
+    schema_version: str | None = None,
+) -> list[str]:
+    """Predicted label of each row; ``Mixed/Unknown`` below ``reject_threshold``.
+
+    Parameters
+    ----------
+    model : lightgbm.Booster
+        Trained booster.
+    features_df : DataFrame
+        Frame with the schema's feature columns.
+    label_encoder : LabelEncoder
+        Encoder fitted on the label vocabulary (class index → name).
+    cat_encoders : dict of str to LabelEncoder, optional
+        Fitted encoders of the categorical columns.
+    reject_threshold : float, optional
+        Rows whose maximum probability is below it become ``Mixed/Unknown``.
+    schema_version : str, optional
+        ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
+
+    Returns
+    -------
+    list of str
+    """
+    threshold = check_threshold(reject_threshold)
+    proba = predict_proba(model, features_df, cat_encoders, schema_version=schema_version)
+    _, rejected, _ = reject_codes(proba, threshold)
+    names = np.asarray(label_encoder.inverse_transform(proba.argmax(axis=1)), dtype=object)
+    names[rejected] = MIXED_UNKNOWN
+    return [str(v) for v in names]
+
+
+def run_batch_inference(
+    model: Any,
+    features_df: pd.DataFrame,
+    *,
+    cat_encoders: dict[str, LabelEncoder] | None = None,
+    smooth_window: int = DEFAULT_SMOOTH_WINDOW,
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+    reject_threshold: float | None = None,
+    taxonomy: Any = None,
+    calibrator: Any = None,
+    calibrator_store: CalibratorStore | None = None,
+    schema_version: str | None = None,
+) -> BatchInferenceResult:
+    """Predict, calibrate, reject, smooth, segment and merge in one call.
+
+    Runs the stages of :func:`taskclf.build_pipeline` on ``features_df``.
+    Timelines are per user (when the frame has ``user_id``), in time order
+    and split at gaps of more than 300 s; per-row results come back in
+    input order.
+
+    Parameters
+    ----------
+    model : lightgbm.Booster
+        Trained booster.
+    features_df : DataFrame
+        Feature columns of the schema and ``bucket_start_ts``.
+    cat_encoders : dict of str to LabelEncoder, optional
+        Fitted encoders of the categorical columns.
+    smooth_window : int, default 3
+        Rolling-majority window.
+    bucket_seconds : int, default 60
+        Bucket width.
+    reject_threshold : float, optional
+        Confidence floor; rows below it become ``Mixed/Unknown``.
+    taxonomy : TaxonomyConfig, optional
+        Fills ``mapped_labels`` and ``mapped_probs``.
+    calibrator : calibration map, optional
+        Applied to every row before rejection.
+    calibrator_store : CalibratorStore, optional
+        Per-user calibration; wins over ``calibrator`` when the frame has
+        ``user_id``.
+    schema_version : str, optional
+        ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
+
+    Returns
+    -------
+    BatchInferenceResult
+    """
+    version = resolve_schema_version(features_df, schema_version)
+    pipeline = build_pipeline(
+        model,
+        _vocabulary(features_df, cat_encoders, version),
+        reject_threshold=reject_threshold,
+        smooth_window=smooth_window,
+        bucket_seconds=bucket_seconds,
+        calibrator=calibrator,
+        calibrator_store=calibrator_store,
+        schema_version=version,
+    )
+    frame = pipeline.transform(features_df)
+    proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+    is_rejected = frame[IS_REJECTED].to_numpy(dtype=bool)
+    mapped_labels: list[str] | None = None
+    mapped_probs: list[dict[str, float]] | None = None
+    if taxonomy is not None:
+        from taskclf.taxonomy import TaxonomyResolver
+
+        results = TaxonomyResolver(taxonomy).resolve_batch(
+            proba.argmax(axis=1), proba, is_rejected=is_rejected
+        )
+        mapped_labels = [r.mapped_label for r in results]
+        mapped_probs = [r.mapped_probs for r in results]
+    return BatchInferenceResult(
+        raw_labels=frame[RAW_LABEL].astype(object).tolist(),
+        smoothed_labels=frame[SMOOTHED_LABEL].astype(object).tolist(),
+        segments=frame_to_segments(frame, bucket_seconds=bucket_seconds),
+        confidences=frame[CONFIDENCE].to_numpy(dtype=np.float64),
+        is_rejected=is_rejected,
+        core_probs=proba,
+        mapped_labels=mapped_labels,
+        mapped_probs=mapped_probs,
+    )
+
+
+def _check_length(name: str, values: Any, n: int) -> None:
+    if values is not None and len(values) != n:
+        raise InputError(f"{name} has {len(values)} values but features_df has {n} rows")
+
+
+def write_predictions_csv(
+    features_df: pd.DataFrame,
+    labels: Sequence[str],
+    path: Path,
+    *,
+    confidences: np.ndarray | None = None,
+    is_rejected: np.ndarray | None = None,
+    mapped_labels: Sequence[str] | None = None,
+    core_probs: np.ndarray | None = None,
+    include_user_id: bool = False,
+) -> Path:
+    """Write one CSV row per bucket, atomically.
+
+    Columns: ``bucket_start_ts`` (ISO 8601, UTC), ``user_id`` (only with
+    ``include_user_id`` and a frame that has it), ``predicted_label``, then
+    ``confidence`` (4 decimals), ``is_rejected``, ``mapped_label`` and
+    ``core_probs`` (a JSON list of 4-decimal probabilities in class order)
+    for the arguments given.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    n = len(features_df)
+    for name, values in (
+        ("labels", labels),
+        ("confidences", confidences),
+        ("is_rejected", is_rejected),
+        ("mapped_labels", mapped_labels),
+        ("core_probs", core_probs),
+    ):
+        _check_length(name, values, n)
+    data: dict[str, Any] = {"bucket_start_ts": format_utc(timestamps_ns(features_df))}
+    if include_user_id and USER_ID in features_df.columns:
+        data[USER_ID] = features_df[USER_ID].to_numpy()
+    data["predicted_label"] = np.asarray(labels, dtype=object)
+    if confidences is not None:
+        data["confidence"] = np.round(np.asarray(confidences, dtype=np.float64), 4)
+    if is_rejected is not None:
+        data["is_rejected"] = np.asarray(is_rejected, dtype=bool)
+    if mapped_labels is not None:
+        data["mapped_label"] = np.asarray(mapped_labels, dtype=object)
+    if core_probs is not None:
+        rounded = np.round(check_proba(core_probs, "core_probs"), 4)
+        data["core_probs"] = [json.dumps(row) for row in rounded.tolist()]
+    out = pd.DataFrame(data)
+    with atomic_path(path) as temporary:
+        out.to_csv(temporary, index=False)
+    return Path(path)
+
+
+def write_segments_json(segments: Sequence[Segment], path: Path) -> Path:
+    """Write segments to a JSON list, atomically, timestamps in ISO 8601.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    records = [segment.to_dict() for segment in segments]
+    return atomic_write_text(path, json.dumps(records, indent=2))
+
+
+def read_segments_json(path: Path) -> list[Segment]:
+    """Read segments written by :func:`write_segments_json`.
+
+    Also reads files of earlier taskclf versions, whose records have no
+    ``user_id``.
+
+    Raises
+    ------
+    ReaderError
+        Naming the file, when it cannot be read or does not hold a list of
+        segment records.
+    """
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReaderError(f"cannot read segments file {str(path)!r}: {exc}") from None
+    if not isinstance(records, list):
+        raise ReaderError(
+            f"segments file {str(path)!r} must hold a JSON list, got {type(records).__name__}"
+        )
+    segments = []
+    for i, record in enumerate(records):
+        try:
+            segments.append(
+                Segment(
+                    start_ts=pd.Timestamp(record["start_ts"]).to_pydatetime(),
+                    end_ts=pd.Timestamp(record["end_ts"]).to_pydatetime(),
+                    label=str(record["label"]),
+                    bucket_count=int(record["bucket_count"]),
+                    user_id=record.get("user_id"),
+                )
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ReaderError(
+                f"segments file {str(path)!r}: record {i} is not a segment ({exc!r})"
+            ) from None
+    return segments

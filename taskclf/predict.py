@@ -1,0 +1,170 @@
+"""The model stage: LightGBM class probabilities for each bucket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from taskclf._base import check_frame, require_columns
+from taskclf._columns import PROBA_COLUMNS
+from taskclf.core.schema import (
+    FeatureSchema,
+    check_frame_schema,
+    get_schema,
+    schema_for_n_features,
+)
+from taskclf.core.types import N_CLASSES
+from taskclf.exceptions import (
+    ColumnTypeError,
+    InvalidParameterError,
+    NotFittedError,
+    ProbabilityShapeError,
+    SchemaMismatchError,
+)
+
+
+def feature_matrix(X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    """The booster's input: the schema's feature columns as a float64 matrix.
+
+    Categorical columns (pandas ``category`` dtype, as the encoder writes
+    them) become their codes, booleans 0/1, and missing values 0.
+
+    Raises
+    ------
+    MissingColumnsError
+        Listing every absent feature column.
+    ColumnTypeError
+        Naming a column of text values, or a categorical column that was
+        not encoded.
+    """
+    columns = schema.feature_columns
+    require_columns(X, columns, "feature matrix")
+    categorical = set(schema.categorical_columns)
+    matrix = np.empty((len(X), len(columns)), dtype=np.float64)
+    for j, name in enumerate(columns):
+        column = X[name]
+        dtype = column.dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            matrix[:, j] = column.cat.codes.to_numpy()
+            continue
+        if name in categorical:
+            raise ColumnTypeError(
+                f"categorical column {name!r} is not encoded ({dtype}); put a "
+                "CategoricalEncoder before the model stage"
+            )
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+            sample = column.dropna().head(3).tolist()
+            raise ColumnTypeError(
+                f"column {name!r} must hold numbers, found {dtype} values such as {sample!r}"
+            )
+        matrix[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    np.nan_to_num(matrix, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    return matrix
+
+
+def booster_schema(booster: Any, schema_version: str | None) -> FeatureSchema:
+    """The feature schema of ``booster``: the given version, or guessed from its width."""
+    n_features = int(booster.num_feature())
+    if schema_version is not None:
+        schema = get_schema(schema_version)
+        if schema.n_features != n_features:
+            raise SchemaMismatchError(
+                f"schema {schema.version} has {schema.n_features} feature columns but "
+                f"the booster expects {n_features}"
+            )
+        return schema
+    guessed = schema_for_n_features(n_features)
+    if guessed is None:
+        raise SchemaMismatchError(
+            f"the booster expects {n_features} features, which matches no schema "
+            "(v1: 39, v2: 38, v3: 299)"
+        )
+    return guessed
+
+
+def predict_matrix(booster: Any, matrix: np.ndarray) -> np.ndarray:
+    """``booster.predict`` checked to give one probability column per class."""
+    if len(matrix) == 0:
+        return np.zeros((0, N_CLASSES))
+    proba = np.asarray(booster.predict(matrix), dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] != N_CLASSES:
+        raise ProbabilityShapeError(
+            f"the booster returned probabilities of shape {proba.shape}; "
+            f"expected (n, {N_CLASSES}): one column per class"
+        )
+    return proba
+
+
+class BoosterPredictor(TransformerMixin, BaseEstimator):
+    """Pipeline stage: class probabilities from a LightGBM booster.
+
+    Adds one column per class, ``proba_<Label>``, in class order
+    (BreakIdle, Build, Communicate, Debug, Meet, ReadResearch, Review,
+    Write). A booster passed in is pre-trained and frozen: ``fit`` leaves
+    it alone and ``clone`` returns the stage itself, so grid searches never
+    copy or retrain it.
+
+    Parameters
+    ----------
+    booster : lightgbm.Booster
+        A trained multiclass booster over the eight classes in class order.
+    schema_version : str, optional
+        Feature schema of the booster; guessed from its number of features
+        when omitted.
+
+    See Also
+    --------
+    taskclf.CategoricalEncoder : the stage before, which encodes categories.
+    """
+
+    def __init__(self, booster: Any = None, schema_version: str | None = None) -> None:
+        self.booster = booster
+        self.schema_version = schema_version
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.booster is not None or hasattr(self, "booster_")
+
+    def __sklearn_clone__(self) -> BoosterPredictor:
+        return self
+
+    def _model(self) -> Any:
+        model = getattr(self, "booster_", None) or self.booster
+        if model is None:
+            raise NotFittedError("BoosterPredictor has no booster: pass booster= or call fit first")
+        if not hasattr(model, "predict") or not hasattr(model, "num_feature"):
+            raise InvalidParameterError(
+                f"booster must be a lightgbm.Booster, got {type(model).__name__}"
+            )
+        return model
+
+    @property
+    def schema_(self) -> FeatureSchema:
+        """The feature schema the booster was trained on."""
+        return booster_schema(self._model(), self.schema_version)
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> BoosterPredictor:
+        """Keep the pre-trained booster as it is.
+
+        Returns
+        -------
+        self
+        """
+        check_frame(X, type(self).__name__)
+        self._model()
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """The (n, 8) probability matrix of the rows of ``X``."""
+        check_frame(X, type(self).__name__)
+        model = self._model()
+        schema = booster_schema(model, self.schema_version)
+        check_frame_schema(X, schema)
+        return predict_matrix(model, feature_matrix(X, schema))
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Return ``X`` with the probability columns added."""
+        proba = self.predict_proba(X)
+        return X.assign(**dict(zip(PROBA_COLUMNS, proba.T)))

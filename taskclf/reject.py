@@ -1,0 +1,94 @@
+"""Rejection of unsure buckets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from taskclf._base import FrameTransformer, labels_from_codes, require_columns
+from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL
+from taskclf.core.types import N_CLASSES
+from taskclf.exceptions import InvalidParameterError
+
+MIXED_CODE = N_CLASSES
+"""Code of ``Mixed/Unknown`` in the label columns (after the eight classes)."""
+
+
+def check_threshold(threshold: object) -> float | None:
+    """Validate a reject threshold: None or a number in [0, 1]."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(
+        threshold, (int, float, np.integer, np.floating)
+    ):
+        raise InvalidParameterError(
+            f"threshold must be a number in [0, 1] or None, got {threshold!r}"
+        )
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise InvalidParameterError(f"threshold must lie in [0, 1], got {threshold!r}")
+    return float(threshold)
+
+
+def reject_codes(
+    proba: np.ndarray, threshold: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Confidence, rejection flags and label codes of a probability matrix.
+
+    Confidence is the row maximum; a row is rejected iff its confidence is
+    strictly below ``threshold`` (``None`` rejects nothing); its label code
+    is the class of the first maximum, or :data:`MIXED_CODE` when rejected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([[0.5, 0.5, 0, 0, 0, 0, 0, 0], [0.1, 0.9, 0, 0, 0, 0, 0, 0]])
+    >>> [a.tolist() for a in reject_codes(p, 0.6)]
+    [[0.5, 0.9], [True, False], [8, 1]]
+    """
+    best = proba.argmax(axis=1)
+    confidence = proba[np.arange(len(proba)), best]
+    rejected = np.zeros(len(proba), dtype=bool) if threshold is None else confidence < threshold
+    codes = np.where(rejected, MIXED_CODE, best).astype(np.int8)
+    return confidence, rejected, codes
+
+
+class Rejector(FrameTransformer):
+    """Pipeline stage: confidence, rejection flag and raw label of each bucket.
+
+    Adds ``confidence`` (row maximum of the calibrated probabilities),
+    ``is_rejected`` (confidence strictly below ``threshold``) and
+    ``raw_label`` (class of the first maximum, or ``Mixed/Unknown`` when
+    rejected).
+
+    Parameters
+    ----------
+    threshold : float or None, default None
+        Reject threshold in [0, 1]; ``None`` rejects nothing.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from taskclf._columns import PROBA_COLUMNS
+    >>> frame = pd.DataFrame([[0.5, 0.5] + [0.0] * 6], columns=PROBA_COLUMNS)
+    >>> Rejector(threshold=0.55).transform(frame)["raw_label"].tolist()
+    ['Mixed/Unknown']
+    """
+
+    def __init__(self, threshold: float | None = None) -> None:
+        self.threshold = threshold
+
+    def _validate_params(self) -> None:
+        check_threshold(self.threshold)
+
+    def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        require_columns(X, PROBA_COLUMNS, type(self).__name__)
+        proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+        confidence, rejected, codes = reject_codes(proba, check_threshold(self.threshold))
+        new: dict[str, Any] = {
+            CONFIDENCE: confidence,
+            IS_REJECTED: rejected,
+            RAW_LABEL: labels_from_codes(codes),
+        }
+        return X.assign(**new)
