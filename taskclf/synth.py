@@ -338,6 +338,7 @@ _LOOKALIKE: Final[dict[str, dict[str, float]]] = {
     "BreakIdle": {"ReadResearch": 2, "Communicate": 1, "Meet": 1},
 }
 _LOOKALIKE_SHARE: Final = 0.2  # share of segments that look like another task at noise 1
+_MAX_LOOKALIKE_SHARE: Final = 0.75
 _SKETCH_WIDTH: Final = 128
 _SKETCH_ACTIVE: Final = 24  # coordinates a label's mean sketch pattern uses
 
@@ -429,8 +430,8 @@ class _Timelines:
     Attributes (one entry per row unless noted): ``user`` (user index),
     ``day`` (global user-day index), ``minute`` (bucket start in minutes since
     the epoch), ``label`` (class index), ``segment`` (global segment index);
-    per segment: ``segment_user``, ``segment_label``; per user-day:
-    ``day_user``.
+    per segment: ``segment_user``, ``segment_label`` (class index, or -1 for
+    time away from the computer, which has no rows).
     """
 
     def __init__(
@@ -593,7 +594,9 @@ def _object_take(values: list[str] | tuple[str, ...], codes: IntArray) -> np.nda
     return table[codes]
 
 
-def _lognormal(rng: np.random.Generator, sigma: float, size: int | tuple[int, ...]):
+def _lognormal(
+    rng: np.random.Generator, sigma: float, size: int | tuple[int, ...]
+) -> FloatArray:
     """Multiplicative noise with median 1 (exactly 1 when ``sigma`` is 0)."""
     return np.exp(sigma * rng.standard_normal(size))
 
@@ -729,7 +732,7 @@ def _features(
     lookalike = _draw_grouped(
         rng, _cumulative(_weight_table(_LOOKALIKE, CLASS_ORDER)), seg_label
     )
-    swapped = rng.random(n_segments) < min(1.0, _LOOKALIKE_SHARE * noise)
+    swapped = rng.random(n_segments) < min(_MAX_LOOKALIKE_SHARE, _LOOKALIKE_SHARE * noise)
     seg_look = np.where(swapped, lookalike, seg_label)
     lab = seg_look[seg]
     act = _label_table(_ACTIVITY)
@@ -751,7 +754,7 @@ def _features(
 
     unseen = np.flatnonzero(rng.random(n) < unseen_app_rate)
     pool_size = max(1, len(unseen))
-    pool_ids = rng.integers(0, 16**7, size=pool_size)
+    pool_ids = rng.choice(16**7, size=pool_size, replace=False)  # distinct names
     pool_names = [f"{UNSEEN_APP_PREFIX}{v:07x}" for v in pool_ids.tolist()]
     pool_cats = rng.integers(0, len(_UNSEEN_CATEGORIES), size=pool_size)
     app[unseen] = n_apps + rng.integers(0, pool_size, size=len(unseen))
@@ -827,7 +830,7 @@ def _features(
     session_minutes = (tl.minute - tl.minute[start_row]).astype(np.float64)
     on_break = (tl.label == _CODE["BreakIdle"]).astype(np.float64)
     after_break = _previous(on_break, is_start) > 0
-    idle_return = is_start | (after_break & ~is_start)
+    idle_return = is_start | after_break
     hour = (tl.minute // 60) % 24
     weekday = (tl.minute // 1440 + 3) % 7  # 1970-01-01 was a Thursday
 
@@ -895,6 +898,8 @@ def _features(
         rows["__sketch__"] = _title_sketches(rng, title_label, title_of_row, noise)
 
     # -- missing values ----------------------------------------------------
+    # Each float column independently; a hit in the 2-D sketch block blanks
+    # the whole sketch of that row (no title was captured).
     if missing_rate > 0 and n:
         for name, values in rows.items():
             if values.dtype == np.float64 and name not in _NEVER_MISSING:
@@ -934,8 +939,8 @@ def _title_sketches(
 
     Each label has a sparse mean pattern for the token sketch and one for
     the character-trigram sketch; a title's sketch is its label's pattern,
-    scaled, plus noise. Sketches are drawn per title in float32 and spread
-    to rows once, straight into the float64 result.
+    scaled, plus noise. Sketches are drawn per title in float32 (titles are
+    far fewer than rows) and spread to rows once, as float64.
     """
     width = 2 * _SKETCH_WIDTH
     pattern = np.zeros((_N_LABELS, width), dtype=np.float32)
@@ -946,9 +951,7 @@ def _title_sketches(
     scale = rng.uniform(0.6, 1.4, size=(m, 1)).astype(np.float32)
     per_title = pattern[title_label] * scale
     per_title += np.float32(0.2 * noise) * rng.standard_normal((m, width), dtype=np.float32)
-    out = np.empty((len(title_of_row), width), dtype=np.float64)
-    np.take(per_title.astype(np.float64), title_of_row, axis=0, out=out)
-    return out
+    return per_title.astype(np.float64)[title_of_row]
 
 
 def _assemble(
@@ -988,8 +991,8 @@ def _assemble(
         "session_id": _object_take(session_names, session),
         "bucket_start_ts": pd.to_datetime(ns, unit="ns", utc=True),
         "bucket_end_ts": pd.to_datetime(ns + bucket, unit="ns", utc=True),
-        "schema_version": np.full(n, schema.version, dtype=object),
-        "schema_hash": np.full(n, schema.schema_hash, dtype=object),
+        "schema_version": _shared(schema.version, n),
+        "schema_hash": _shared(schema.schema_hash, n),
         "source_ids": _shared(SOURCE_IDS, n),
     }
     sketch = columns.pop("__sketch__", None)
@@ -1007,8 +1010,11 @@ def _assemble(
     return frame
 
 
-def _shared(value: tuple[str, ...], n: int) -> np.ndarray:
-    """An object array holding the same tuple ``n`` times."""
+def _shared(value: object, n: int) -> np.ndarray:
+    """An object array holding the one object ``value`` ``n`` times.
+
+    (``np.full(n, "v1", dtype=object)`` would make ``n`` new strings.)
+    """
     out = np.empty(n, dtype=object)
     out.fill(value)
     return out
