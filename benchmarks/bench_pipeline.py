@@ -17,7 +17,7 @@ import tracemalloc
 
 import lightgbm as lgb
 import numpy as np
-from _data import make_v1_rows  # type: ignore[import-not-found]
+from taskclf.synth import make_activity_frame
 
 from taskclf import build_pipeline
 from taskclf.core.schema import SCHEMA_V1
