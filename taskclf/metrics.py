@@ -59,7 +59,7 @@ from sklearn.metrics import f1_score
 
 from taskclf._base import require_columns
 from taskclf._columns import BUCKET_START_TS, IS_REJECTED
-from taskclf._timeline import check_positive_seconds, find_timelines
+from taskclf._timeline import Timelines, check_positive_seconds, find_timelines
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
     DEFAULT_MAX_GAP_SECONDS,
@@ -186,14 +186,19 @@ class _Aligned:
     bounds: np.ndarray
     true_runs: _Runs
     pred_runs: _Runs
+    timelines: Timelines | None
 
     @classmethod
     def of(
-        cls, true: np.ndarray, pred: np.ndarray, labels: np.ndarray, bounds: np.ndarray
+        cls,
+        true: np.ndarray,
+        pred: np.ndarray,
+        labels: np.ndarray,
+        bounds: np.ndarray,
+        timelines: Timelines | None = None,
     ) -> _Aligned:
-        return cls(
-            true, pred, labels, bounds, _Runs.of(true, bounds), _Runs.of(pred, bounds)
-        )
+        true_runs, pred_runs = _Runs.of(true, bounds), _Runs.of(pred, bounds)
+        return cls(true, pred, labels, bounds, true_runs, pred_runs, timelines)
 
     @property
     def n_timelines(self) -> int:
@@ -210,7 +215,11 @@ def _align(
     true, pred, labels = _encode(y_true, y_pred, frame, where)
     timelines = find_timelines(frame, max_gap_seconds)
     return _Aligned.of(
-        timelines.to_sorted(true), timelines.to_sorted(pred), labels, timelines.bounds
+        timelines.to_sorted(true),
+        timelines.to_sorted(pred),
+        labels,
+        timelines.bounds,
+        timelines,
     )
 
 
@@ -295,12 +304,15 @@ def _macro_f1_of(true: np.ndarray, pred: np.ndarray, n_labels: int) -> float:
     return float(f1_score(true, pred, labels=labels, average="macro", zero_division=0))
 
 
+def _mixed_code(labels: np.ndarray) -> int:
+    """Code of ``Mixed/Unknown`` among ``labels``, or -1 when absent."""
+    mixed = np.flatnonzero(labels == MIXED_UNKNOWN)
+    return int(mixed[0]) if len(mixed) else -1
+
+
 def _reject_of(pred: np.ndarray, labels: np.ndarray) -> float:
     """Share of codes ``pred`` standing for ``Mixed/Unknown``."""
-    if len(pred) == 0:
-        return 0.0
-    mixed = np.flatnonzero(labels == MIXED_UNKNOWN)
-    return float(np.mean(pred == mixed[0])) if len(mixed) else 0.0
+    return float(np.mean(pred == _mixed_code(labels))) if len(pred) else 0.0
 
 
 def _f1_from_counts(tp: int, fp: int, fn: int) -> float:
@@ -876,6 +888,128 @@ def summarize(
     return scores
 
 
+def _f1_per_timeline(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Segmental F1 of each timeline from its counts (every timeline has runs)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * tp / (2 * tp + fp + fn)
+    return np.where(tp > 0, f1, 0.0)
+
+
+def _macro_f1_per_timeline(aligned: _Aligned) -> np.ndarray:
+    """Macro F1 of each timeline over the labels present in it.
+
+    Per (timeline, label) pair present in the truth or the prediction,
+    F1 = 2 TP / (true count + predicted count), the value of
+    :func:`sklearn.metrics.f1_score`; each timeline averages its pairs.
+    """
+    k, n_labels, n = aligned.n_timelines, len(aligned.labels), len(aligned.true)
+    row_timeline = np.repeat(np.arange(k), np.diff(aligned.bounds))
+    keys, pair = np.unique(
+        np.concatenate(
+            [row_timeline * n_labels + aligned.true, row_timeline * n_labels + aligned.pred]
+        ),
+        return_inverse=True,
+    )
+    true_count = np.bincount(pair[:n], minlength=len(keys))
+    pred_count = np.bincount(pair[n:], minlength=len(keys))
+    hits = np.bincount(pair[:n], weights=aligned.true == aligned.pred, minlength=len(keys))
+    f1 = 2 * hits / (true_count + pred_count)
+    owner = keys // n_labels
+    return np.bincount(owner, weights=f1, minlength=k) / np.bincount(owner, minlength=k)
+
+
+def timeline_report(
+    X: pd.DataFrame,
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    overlaps: Iterable[float] = DEFAULT_OVERLAPS,
+    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+) -> pd.DataFrame:
+    """Every measure of every timeline, one row per timeline.
+
+    Each row holds what :func:`summarize` would give for that timeline
+    alone; :func:`summarize` pools the same per-timeline counts.
+
+    Parameters
+    ----------
+    X : DataFrame
+        Has ``bucket_start_ts``, and ``user_id`` when there are several users.
+    y_true, y_pred : sequence
+        Labels of the rows of ``X``, in the same (any) order.
+    overlaps : iterable of float, default (0.1, 0.25, 0.5)
+        IoU thresholds of the segmental F1 scores.
+    max_gap_seconds : int, default 300
+        Longest gap between bucket starts inside one timeline.
+    min_block_seconds : int, default 180
+        Minimum block duration of :func:`block_share_score`.
+    bucket_seconds : int, default 60
+        Bucket width; a timeline ends at its last bucket's start plus this.
+
+    Returns
+    -------
+    DataFrame
+        Timelines in order (users by first appearance, then time):
+        ``user_id`` (when ``X`` has it), ``start_ts``, ``end_ts`` (UTC),
+        ``bucket_count``, then the columns named as the keys of
+        :func:`summarize`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> minutes = list(pd.date_range("2025-01-06 09:00", periods=4, freq="min"))
+    >>> X = pd.DataFrame(
+    ...     {"user_id": ["u1"] * 4 + ["u2"] * 4, "bucket_start_ts": minutes * 2}
+    ... )
+    >>> report = timeline_report(X, list("AABBAAAA"), list("AABBAAAB"))
+    >>> report[["user_id", "bucket_count", "segmental_f1@50", "flap_rate"]]
+      user_id  bucket_count  segmental_f1@50  flap_rate
+    0      u1             4         1.000000       0.25
+    1      u2             4         0.666667       0.25
+    """
+    where = "timeline_report"
+    frame = _check_frame(X, where)
+    checked = [_check_overlap(overlap) for overlap in overlaps]
+    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
+    min_buckets = min_buckets_of(check_min_duration(min_block_seconds), width)
+    aligned = _align(y_true, y_pred, frame, max_gap_seconds, where)
+    timelines = aligned.timelines
+    assert timelines is not None
+    k = aligned.n_timelines
+    first, last = aligned.bounds[:-1], aligned.bounds[1:] - 1
+    size = np.diff(aligned.bounds)
+    row_timeline = np.repeat(np.arange(k), size)
+
+    columns: dict[str, Any] = {}
+    if timelines.user_codes is not None and timelines.users is not None:
+        columns["user_id"] = timelines.users[timelines.user_codes[first]]
+    end_ns = timelines.ts_ns[last] + np.int64(width) * 1_000_000_000
+    columns["start_ts"] = pd.to_datetime(timelines.ts_ns[first], utc=True)
+    columns["end_ts"] = pd.to_datetime(end_ns, utc=True)
+    columns["bucket_count"] = size
+    correct = np.bincount(row_timeline, weights=aligned.true == aligned.pred, minlength=k)
+    columns["accuracy"] = correct / size
+    columns["macro_f1"] = _macro_f1_per_timeline(aligned)
+    for overlap, (tp, fp, fn) in zip(
+        checked, _segment_counts(aligned, checked), strict=True
+    ):
+        columns[_overlap_key(overlap)] = _f1_per_timeline(tp, fp, fn)
+    distance, normalizer = _edit_counts(aligned)
+    columns["edit_score"] = 1.0 - distance / np.maximum(normalizer, 1)
+    runs = aligned.pred_runs
+    n_runs = runs.per_timeline(k)
+    columns["flap_rate"] = (n_runs - 1) / size
+    rejected = aligned.pred == _mixed_code(aligned.labels)
+    columns["reject_rate"] = np.bincount(row_timeline, weights=rejected, minlength=k) / size
+    long_runs = (runs.end - runs.start) >= min_buckets
+    columns["block_share"] = np.bincount(
+        runs.timeline, weights=long_runs, minlength=k
+    ) / np.maximum(n_runs, 1)
+    return pd.DataFrame(columns)
+
+
 # --------------------------------------------------------------------------
 # scikit-learn scorers
 # --------------------------------------------------------------------------
@@ -1153,4 +1287,5 @@ __all__ = [
     "segmental_f1",
     "segmental_f1_score",
     "summarize",
+    "timeline_report",
 ]

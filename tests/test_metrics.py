@@ -37,6 +37,7 @@ from taskclf.metrics import (
     segmental_f1,
     segmental_f1_score,
     summarize,
+    timeline_report,
 )
 from taskclf.smooth import flap_rate
 
@@ -414,6 +415,36 @@ def test_summarize_other_overlaps_and_empty_frame():
     }
 
 
+def test_timeline_report_by_hand():
+    X = frame_of(PIECES)
+    report = timeline_report(X, Y_TRUE, Y_PRED)
+    assert list(report.columns[:4]) == ["user_id", "start_ts", "end_ts", "bucket_count"]
+    assert report["user_id"].tolist() == ["u1", "u1", "u2"]
+    assert report["bucket_count"].tolist() == [10, 6, 8]
+    assert report["start_ts"].iloc[1] == pd.Timestamp("2025-01-06 09:20", tz="UTC")
+    assert report["end_ts"].iloc[1] == pd.Timestamp("2025-01-06 09:26", tz="UTC")
+    # Same pieces as test_frame_scores_pool_the_pieces_by_hand:
+    # @50 counts (2, 2, 0), (2, 0, 0), (2, 0, 0).
+    assert report["segmental_f1@50"].tolist() == pytest.approx([2 / 3, 1.0, 1.0])
+    assert report["edit_score"].tolist() == pytest.approx([0.5, 1.0, 1.0])
+    assert report["flap_rate"].tolist() == pytest.approx([3 / 10, 1 / 6, 1 / 8])
+    assert report["block_share"].tolist() == pytest.approx([2 / 4, 1 / 2, 2 / 2])
+    # Accuracy: u1a 8/10 (rows 4 and 8 wrong), u1b 5/6, u2 7/8.
+    assert report["accuracy"].tolist() == pytest.approx([0.8, 5 / 6, 7 / 8])
+    # Pooling by bucket count gives back the pooled rates.
+    pooled = summarize(X, Y_TRUE, Y_PRED)
+    weights = report["bucket_count"] / report["bucket_count"].sum()
+    for key in ("accuracy", "flap_rate", "reject_rate"):
+        assert (report[key] * weights).sum() == pytest.approx(pooled[key])
+
+
+def test_timeline_report_without_user_id():
+    report = timeline_report(one_timeline(3), list("ABB"), list("ABB"))
+    assert list(report.columns[:3]) == ["start_ts", "end_ts", "bucket_count"]
+    assert report["macro_f1"].tolist() == [1.0]
+    assert len(timeline_report(one_timeline(0), [], [])) == 0
+
+
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------
@@ -540,6 +571,26 @@ def test_frame_scores_pool_the_references_over_timelines(drawn, overlap, random)
         assert segmental_edit_score(t, p, frame) == pytest.approx(expected["edit"])
         assert flap_rate_score(t, p, frame) == pytest.approx(expected["flap"])
         assert block_share_score(t, p, frame) == pytest.approx(expected["blocks"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(frames())
+def test_timeline_report_rows_are_the_pieces_summarized(drawn):
+    pieces, y_true, y_pred = drawn
+    X = frame_of(pieces)
+    # One user's pieces may sit apart in X; the report lists them in time order.
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    report = timeline_report(X, y_true, y_pred).sort_values(["user_id", "start_ts"])
+    at = np.cumsum([0] + [n for _, _, n in pieces])
+    expected = []
+    for (user, _start, n), a in sorted(zip(pieces, at[:-1], strict=True)):
+        one = summarize(X.iloc[a : a + n], y_true[a : a + n], y_pred[a : a + n])
+        expected.append({"user_id": user, "bucket_count": n, **one})
+    expected_frame = pd.DataFrame(expected)
+    assert report["user_id"].tolist() == expected_frame["user_id"].tolist()
+    for column in expected_frame.columns[1:]:
+        assert report[column].tolist() == pytest.approx(expected_frame[column].tolist())
 
 
 @settings(max_examples=100, deadline=None)
