@@ -22,7 +22,8 @@ Three layers use one set of kernels:
 - the ``*_score`` functions, ``(y_true, y_pred, X, **params) -> float``,
   read the timelines from the frame ``X`` (``bucket_start_ts``, and
   ``user_id`` when present), score every timeline and pool the results;
-  :func:`summarize` computes all of them in one pass;
+  :func:`summarize` computes all of them in one pass and
+  :func:`timeline_report` lists them for each timeline;
 - scorers (:func:`get_scorer`, :func:`make_timeline_scorer`,
   :func:`make_summary_scorer`) wrap them in scikit-learn's scorer protocol
   ``scorer(estimator, X, y)`` for ``cross_val_score`` and ``GridSearchCV``.
@@ -1079,10 +1080,13 @@ def _check_params(
         )
 
 
-def _unknown_name(name: object) -> InvalidParameterError:
-    return InvalidParameterError(
-        f"unknown scorer {name!r}; valid names: {sorted(_METRICS)}"
-    )
+def _unknown_name(name: object, valid: Iterable[str]) -> InvalidParameterError:
+    return InvalidParameterError(f"unknown scorer {name!r}; valid names: {sorted(valid)}")
+
+
+def _check_y(y: object, name: str) -> None:
+    if y is None:
+        raise InputError(f"scorer {name!r} needs the true labels y, got None")
 
 
 class TimelineScorer:
@@ -1110,8 +1114,8 @@ class TimelineScorer:
     """
 
     def __init__(self, name: str, **params: Any) -> None:
-        if name not in _METRICS:
-            raise _unknown_name(name)
+        if not isinstance(name, str) or name not in _METRICS:
+            raise _unknown_name(name, _METRICS)
         metric = _METRICS[name]
         merged = {**metric.defaults, **params}
         _check_params(name, metric.function, merged)
@@ -1126,6 +1130,7 @@ class TimelineScorer:
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> float:
         """Predict ``X`` with ``estimator`` once and score against ``y``."""
+        _check_y(y, self.name)
         return self.score(y, estimator.predict(X), X)
 
     def __repr__(self) -> str:
@@ -1154,7 +1159,7 @@ class SummaryScorer:
         names = list(names)
         unknown = [name for name in names if name not in _SUMMARY_KEYS]
         if unknown:
-            raise _unknown_name(unknown[0])
+            raise _unknown_name(unknown[0], _SUMMARY_KEYS)
         _check_params("summary", summarize, params)
         if "overlaps" in params:
             raise InvalidParameterError(
@@ -1166,6 +1171,7 @@ class SummaryScorer:
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> dict[str, float]:
         """Predict ``X`` once; score every named measure (signs applied)."""
+        _check_y(y, "summary")
         scores = summarize(X, y, estimator.predict(X), **self.params)
         return {
             name: float(_METRICS[name].sign * scores[_SUMMARY_KEYS[name]]) + 0.0
@@ -1210,9 +1216,7 @@ def get_scorer(name: str) -> TimelineScorer:
     TimelineScorer('segmental_f1@50', overlap=0.5)
     """
     if not isinstance(name, str) or name not in SCORERS:
-        raise InvalidParameterError(
-            f"unknown scorer {name!r}; valid names: {sorted(SCORERS)}"
-        )
+        raise _unknown_name(name, SCORERS)
     return TimelineScorer(name)
 
 

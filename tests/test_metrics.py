@@ -685,6 +685,20 @@ def test_scorer_names():
     assert "segmental_f1@50" in str(info.value)
     with pytest.raises(InvalidParameterError, match="valid names"):
         make_timeline_scorer("flap_rate")
+    with pytest.raises(InvalidParameterError, match="valid names"):
+        make_timeline_scorer(["accuracy"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="valid names") as info:
+        make_summary_scorer(["segmental_f1"])
+    assert "'segmental_f1'," not in str(info.value).split("valid names")[1]
+
+
+def test_scorers_need_true_labels(activity):
+    X, y = activity
+    model = ThresholdLabeler().fit(X, y)
+    with pytest.raises(InputError, match="needs the true labels"):
+        get_scorer("accuracy")(model, X, None)
+    with pytest.raises(InputError, match="needs the true labels"):
+        make_summary_scorer()(model, X, None)
 
 
 def test_scorers_score_the_prediction_with_signs(activity):
