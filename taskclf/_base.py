@@ -8,12 +8,13 @@ is never modified.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Tags
 
 from taskclf.core.types import OUTPUT_LABELS
 from taskclf.exceptions import ColumnTypeError, InputError, MissingColumnsError
@@ -79,6 +80,63 @@ def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> p
     return pd.concat([base, appended], axis=1)
 
 
+def frame_tags(
+    tags: Tags,
+    *,
+    allow_nan: bool = False,
+    string: bool = False,
+    categorical: bool = False,
+    requires_fit: bool = False,
+) -> Tags:
+    """Declare, in scikit-learn tags, that a stage takes a pandas DataFrame.
+
+    A stage reads columns by name (``bucket_start_ts``, ``raw_label``,
+    the schema's features, ...), so a bare 2-D array, which has no column
+    names, is not an input it accepts: ``two_d_array`` is False, which
+    tells scikit-learn's generic estimator checks (built on numpy arrays)
+    that they do not apply. The output is a DataFrame of mixed dtypes, so
+    no input dtype is preserved.
+
+    Parameters
+    ----------
+    tags : sklearn.utils.Tags
+        The tags from ``super().__sklearn_tags__()``, changed in place.
+    allow_nan : bool
+        Missing values in the stage's input columns are handled (rather
+        than refused with an :class:`~taskclf.exceptions.InputError`).
+    string, categorical : bool
+        The stage's input columns may hold strings / pandas categories.
+    requires_fit : bool
+        The stage must be fitted before ``transform``.
+    """
+    tags.input_tags.two_d_array = False
+    tags.input_tags.allow_nan = allow_nan
+    tags.input_tags.string = string
+    tags.input_tags.categorical = categorical
+    tags.requires_fit = requires_fit
+    if tags.transformer_tags is not None:
+        tags.transformer_tags.preserves_dtype = []
+    return tags
+
+
+def check_finite_columns(values: np.ndarray, columns: Sequence[str]) -> None:
+    """Refuse a missing or infinite value in a numeric matrix of ``columns``.
+
+    Raises
+    ------
+    InputError
+        Naming the column and row of the first such value.
+    """
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        row, col = int(rows[0]), int(cols[0])
+        raise InputError(
+            f"column {columns[col]!r} holds {float(values[row, col])!r} at row {row} "
+            f"({int(bad.sum())} missing or infinite value(s)); probabilities must be finite"
+        )
+
+
 def labels_from_codes(codes: np.ndarray) -> pd.Categorical:
     """A label column from codes over :data:`LABEL_DTYPE`."""
     return pd.Categorical.from_codes(codes, dtype=LABEL_DTYPE)
@@ -135,3 +193,8 @@ class FrameTransformer(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return True
+
+    def __sklearn_tags__(self) -> Tags:
+        # Label stages read label columns given as strings or categories and
+        # refuse missing labels, timestamps and segment ids.
+        return frame_tags(super().__sklearn_tags__(), string=True, categorical=True)

@@ -16,8 +16,15 @@ import attrs
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Tags
 
-from taskclf._base import add_columns, check_frame, require_columns
+from taskclf._base import (
+    add_columns,
+    check_finite_columns,
+    check_frame,
+    frame_tags,
+    require_columns,
+)
 from taskclf._columns import PROBA_COLUMNS, USER_ID
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError
@@ -91,7 +98,11 @@ class TemperatureCalibrator:
         """Scale the log-probabilities by ``1 / T`` and renormalize."""
         if self.temperature == 1.0:
             return core_probs
-        logits = np.log(np.clip(core_probs, PROBA_FLOOR, None)) / self.temperature
+        # C order: each row is then reduced the same way, whatever the
+        # number of rows or the layout of the input (a frame's columns come
+        # out in Fortran order), so a row's result never depends on the others.
+        logits = np.log(np.clip(np.ascontiguousarray(core_probs), PROBA_FLOOR, None))
+        logits /= self.temperature
         logits -= logits.max(axis=-1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=-1, keepdims=True)
@@ -285,5 +296,10 @@ class Calibrator(TransformerMixin, BaseEstimator):
         if self.calibrator is None and self.calibrator_store is None:
             return X.copy(deep=False)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+        check_finite_columns(proba, PROBA_COLUMNS)
         calibrated = self.calibrate_proba(proba, X)
         return add_columns(X, pd.DataFrame(calibrated, columns=list(PROBA_COLUMNS)))
+
+    def __sklearn_tags__(self) -> Tags:
+        # Probability columns by name; missing probabilities are refused.
+        return frame_tags(super().__sklearn_tags__())

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._base import add_columns, check_frame, require_columns
+from taskclf._base import add_columns, check_frame, frame_tags, require_columns
 from taskclf._columns import ENCODED_USER_ID, USER_ID
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
@@ -113,6 +114,17 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return self.categories is not None or hasattr(self, "vocabulary_")
+
+    def __sklearn_tags__(self) -> Tags:
+        # Columns by name, as strings or categories; a missing value is an
+        # unseen one. A given vocabulary needs no fitting.
+        return frame_tags(
+            super().__sklearn_tags__(),
+            allow_nan=True,
+            string=True,
+            categorical=True,
+            requires_fit=self.categories is None,
+        )
 
     def __sklearn_clone__(self) -> CategoricalEncoder:
         # A given vocabulary is data, not an estimator to refit: share it

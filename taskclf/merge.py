@@ -29,7 +29,7 @@ from taskclf.core.defaults import (
     DEFAULT_MAX_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
-from taskclf.exceptions import InvalidParameterError
+from taskclf.exceptions import ColumnTypeError, InvalidParameterError
 from taskclf.segment import Segment, run_starts
 
 
@@ -45,6 +45,28 @@ def check_min_duration(value: object) -> int:
     if value < 0:
         raise InvalidParameterError(f"min_block_seconds must be >= 0, got {value!r}")
     return int(value)
+
+
+def segment_ids(column: pd.Series) -> np.ndarray:
+    """The ``segment_id`` column as int64, refusing anything but whole numbers.
+
+    Raises
+    ------
+    ColumnTypeError
+        On a missing value or a column that is not of an integer dtype.
+    """
+    if column.hasnans:
+        position = int(np.flatnonzero(column.isna().to_numpy())[0])
+        raise ColumnTypeError(
+            f"column {SEGMENT_ID!r} has {int(column.isna().sum())} missing value(s); "
+            f"first at row {position}"
+        )
+    if not pd.api.types.is_integer_dtype(column.dtype):
+        raise ColumnTypeError(
+            f"column {SEGMENT_ID!r} must hold integers (as Segmenter writes them), "
+            f"found {column.dtype}"
+        )
+    return column.to_numpy(dtype=np.int64)
 
 
 def merge_runs(
@@ -255,7 +277,7 @@ class HysteresisMerger(FrameTransformer):
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds)
-        segment = timelines.to_sorted(X[SEGMENT_ID].to_numpy())
+        segment = timelines.to_sorted(segment_ids(X[SEGMENT_ID]))
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
         # A segment starts where the id changes or a timeline starts.
         starts = run_starts(segment, timelines.bounds)

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Tags
 
-from taskclf._base import add_columns, check_frame, require_columns
+from taskclf._base import add_columns, check_frame, frame_tags, require_columns
 from taskclf._columns import ENCODED_USER_ID, PROBA_COLUMNS, USER_ID
 from taskclf.core.schema import (
     FeatureSchema,
@@ -172,6 +173,16 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return self.booster is not None or hasattr(self, "booster_")
+
+    def __sklearn_tags__(self) -> Tags:
+        # The schema's feature columns by name, categoricals encoded as
+        # pandas categories; missing values become 0.
+        return frame_tags(
+            super().__sklearn_tags__(),
+            allow_nan=True,
+            categorical=True,
+            requires_fit=self.booster is None,
+        )
 
     def __sklearn_clone__(self) -> BoosterPredictor:
         return self

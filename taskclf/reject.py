@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, add_columns, labels_from_codes, require_columns
+from taskclf._base import (
+    FrameTransformer,
+    add_columns,
+    check_finite_columns,
+    labels_from_codes,
+    require_columns,
+)
 from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError
@@ -85,6 +91,7 @@ class Rejector(FrameTransformer):
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+        check_finite_columns(proba, PROBA_COLUMNS)
         confidence, rejected, codes = reject_codes(proba, check_threshold(self.threshold))
         new: dict[str, Any] = {
             CONFIDENCE: confidence,

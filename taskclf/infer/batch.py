@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
+from taskclf._base import check_frame
 from taskclf._columns import (
     CONFIDENCE,
     IS_REJECTED,
@@ -117,6 +118,7 @@ def predict_proba(
     -------
     ndarray, shape (n_rows, 8)
     """
+    check_frame(features_df, "predict_proba")
     version = resolve_schema_version(features_df, schema_version)
     encoder = CategoricalEncoder(_vocabulary(features_df, cat_encoders, version))
     stage = BoosterPredictor(model, schema_version=version)
@@ -209,6 +211,7 @@ def run_batch_inference(
     -------
     BatchInferenceResult
     """
+    check_frame(features_df, "run_batch_inference")
     version = resolve_schema_version(features_df, schema_version)
     pipeline = build_pipeline(
         model,
