@@ -35,6 +35,26 @@ PREDICT_ROWS = 131_072
 feature matrix."""
 
 
+_NUMBER_KINDS = frozenset(
+    {"integer", "floating", "mixed-integer-float", "boolean", "decimal", "empty"}
+)
+
+
+def holds_numbers(column: pd.Series) -> bool:
+    """Whether a column holds real numbers (or booleans), missing values aside.
+
+    Numeric and boolean dtypes (nullable ones included) do, complex ones do
+    not; an ``object`` column does when every value present is a number,
+    as after concatenating frames or reading JSON.
+    """
+    dtype = column.dtype
+    if pd.api.types.is_complex_dtype(dtype):
+        return False
+    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        return True
+    return dtype == object and pd.api.types.infer_dtype(column, skipna=True) in _NUMBER_KINDS
+
+
 def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
     """The schema's feature columns of ``X`` as 1-D numeric arrays, in order.
 
@@ -68,7 +88,7 @@ def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
             )
         if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
             arrays.append(column.to_numpy())
-        elif pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        elif holds_numbers(column):
             arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
             sample = column.dropna().head(3).tolist()
