@@ -46,13 +46,15 @@ def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.S
             raise TimestampError(f"column {column!r} holds {values.dtype} values, not timestamps")
         try:
             out = pd.to_datetime(values, utc=True, format="ISO8601")
-        except (ValueError, TypeError, OverflowError) as exc:
+        except (ValueError, TypeError, OverflowError):
+            # pandas' own message advises arguments of pd.to_datetime, which
+            # taskclf's callers cannot pass: name the value and row instead.
             parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
             bad = parsed.isna() & values.notna()
             position = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
             raise TimestampError(
                 f"column {column!r}: cannot parse {values.iloc[position]!r} "
-                f"(row {position}) as a timestamp: {exc}"
+                f"(row {position}) as an ISO 8601 timestamp"
             ) from None
     missing = out.isna().to_numpy()
     if missing.any():
