@@ -1,0 +1,553 @@
+"""Bad input at every entry point (DESIGN §5): a specific error naming the problem.
+
+Each case is run through every entry point it applies to, and asserts the
+exact exception class from :mod:`taskclf.exceptions` and the words of its
+message (the column, value or file). An empty frame gives an empty result
+and unseen category values are not errors. Writers leave no output file
+when they refuse.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_frame
+
+from taskclf import build_pipeline
+from taskclf._columns import LABEL, PROBA_COLUMNS
+from taskclf.core.schema import get_schema
+from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
+from taskclf.exceptions import (
+    ColumnTypeError,
+    DuplicateRowsError,
+    InputError,
+    InvalidParameterError,
+    MissingColumnsError,
+    ProbabilityShapeError,
+    ReaderError,
+    SchemaMismatchError,
+    TaskclfError,
+    TimestampError,
+)
+from taskclf.infer.batch import (
+    predict_labels,
+    predict_proba,
+    read_segments_json,
+    run_batch_inference,
+    write_predictions_csv,
+    write_segments_json,
+)
+
+SCHEMA = get_schema("v1")
+
+
+def refused(call: Callable[[], object], error: type[Exception], *words: str) -> Exception:
+    """Run ``call``; it must raise exactly ``error`` with every word in its message."""
+    with pytest.raises(error) as caught:
+        call()
+    assert type(caught.value) is error, f"{type(caught.value).__name__} is not {error.__name__}"
+    message = str(caught.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert isinstance(caught.value, TaskclfError)
+    return caught.value
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    """Two users, 30 minutes each, without the label column."""
+    return make_frame(n_users=2, minutes=30, seed=3).drop(columns="label")
+
+
+# --------------------------------------------------------------------------
+# Entry points: the same frame through each way in
+# --------------------------------------------------------------------------
+
+
+def via_predict(booster, encoders, frame, **params):
+    return build_pipeline(booster, encoders, **params).predict(frame)
+
+
+def via_transform(booster, encoders, frame, **params):
+    return build_pipeline(booster, encoders, **params).transform(frame)
+
+
+def via_fit(booster, encoders, frame, **params):
+    return build_pipeline(booster, encoders, **params).fit(frame).predict(frame)
+
+
+def via_batch(booster, encoders, frame, **params):
+    return run_batch_inference(booster, frame, cat_encoders=encoders, **params)
+
+
+ENTRY_POINTS = {
+    "pipeline.predict": via_predict,
+    "pipeline.transform": via_transform,
+    "pipeline.fit": via_fit,
+    "run_batch_inference": via_batch,
+}
+
+
+def via_predict_proba(booster, encoders, frame, **params):
+    return predict_proba(booster, frame, encoders)
+
+
+def via_predict_labels(booster, encoders, frame, **params):
+    from sklearn.preprocessing import LabelEncoder
+
+    return predict_labels(booster, frame, LabelEncoder().fit(list(CLASS_ORDER)), encoders)
+
+
+FEATURE_ENTRY_POINTS = {
+    **ENTRY_POINTS,
+    "predict_proba": via_predict_proba,
+    "predict_labels": via_predict_labels,
+}
+"""Entry points that read feature columns only (no timestamps)."""
+
+
+# --------------------------------------------------------------------------
+# Bad frames
+# --------------------------------------------------------------------------
+
+
+def _nat_at(frame, row):
+    ts = frame["bucket_start_ts"].copy()
+    ts.iloc[row] = pd.NaT
+    return frame.assign(bucket_start_ts=ts)
+
+
+def _text_ts(frame, row, text):
+    ts = frame["bucket_start_ts"].map(lambda t: t.isoformat()).astype(object)
+    ts.iloc[row] = text
+    return frame.assign(bucket_start_ts=ts)
+
+
+def _duplicate(frame, row):
+    return pd.concat([frame, frame.iloc[[row]]], ignore_index=True)
+
+
+FEATURE_CASES = {
+    "missing feature columns": (
+        lambda f: f.drop(columns=["keys_per_min", "app_id", "hour_of_day"]),
+        MissingColumnsError,
+        ("3 required column(s)", "'keys_per_min'", "'app_id'", "'hour_of_day'"),
+    ),
+    "text in a numeric column": (
+        lambda f: f.assign(keys_per_min="fast"),
+        ColumnTypeError,
+        ("'keys_per_min'", "'fast'"),
+    ),
+    "words in a boolean column": (
+        lambda f: f.assign(is_browser=np.where(f["is_browser"], "yes", "no")),
+        ColumnTypeError,
+        ("'is_browser'", "'no'"),
+    ),
+    "timestamps in a numeric column": (
+        lambda f: f.assign(hour_of_day=f["bucket_start_ts"]),
+        ColumnTypeError,
+        ("'hour_of_day'", "datetime64"),
+    ),
+    "complex numbers": (
+        lambda f: f.assign(mouse_distance=f["mouse_distance"] + 1j),
+        ColumnTypeError,
+        ("'mouse_distance'", "complex"),
+    ),
+    "lists in a numeric column": (
+        lambda f: f.assign(clicks_per_min=[[1, 2]] * len(f)),
+        ColumnTypeError,
+        ("'clicks_per_min'", "[1, 2]"),
+    ),
+    "another schema version": (
+        lambda f: f.assign(schema_version="v2"),
+        SchemaMismatchError,
+        ("v2",),
+    ),
+    "an unknown schema version": (
+        lambda f: f.assign(schema_version="v9"),
+        SchemaMismatchError,
+        ("'v9'",),
+    ),
+    "another schema hash": (
+        lambda f: f.assign(schema_version="v1", schema_hash="a15f4751a947"),
+        SchemaMismatchError,
+        ("schema_hash", "'a15f4751a947'", "4077fe0dba70"),
+    ),
+}
+
+TIMELINE_CASES = {
+    "no bucket_start_ts": (
+        lambda f: f.drop(columns="bucket_start_ts"),
+        MissingColumnsError,
+        ("'bucket_start_ts'",),
+    ),
+    "a missing timestamp": (
+        lambda f: _nat_at(f, 7),
+        TimestampError,
+        ("'bucket_start_ts'", "1 missing", "row 7"),
+    ),
+    "an unparseable timestamp": (
+        lambda f: _text_ts(f, 4, "half past nine"),
+        TimestampError,
+        ("'bucket_start_ts'", "'half past nine'", "row 4"),
+    ),
+    "numbers as timestamps": (
+        lambda f: f.assign(bucket_start_ts=np.arange(len(f)) * 60),
+        TimestampError,
+        ("'bucket_start_ts'", "int64"),
+    ),
+    "a duplicate (user_id, bucket_start_ts) row": (
+        lambda f: _duplicate(f, 35),
+        DuplicateRowsError,
+        ("1 duplicate", "'user1'", "2025-01-06T09:05:00+00:00"),
+    ),
+    "a missing user_id": (
+        lambda f: f.assign(user_id=f["user_id"].where(f.index != 12)),
+        ColumnTypeError,
+        ("'user_id'", "1 missing", "row 12"),
+    ),
+}
+
+
+def _cases(cases, entry_points):
+    return [
+        pytest.param(entry, *case, id=f"{name} @ {entry}")
+        for name, case in cases.items()
+        for entry in entry_points
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "mutate", "error", "words"),
+    _cases(FEATURE_CASES, FEATURE_ENTRY_POINTS) + _cases(TIMELINE_CASES, ENTRY_POINTS),
+)
+def test_bad_frame_is_refused(entry, mutate, error, words, frame, booster_v1, encoders_v1):
+    bad = mutate(frame)
+    before = bad.copy(deep=True)
+    points = FEATURE_ENTRY_POINTS
+    refused(lambda: points[entry](booster_v1, encoders_v1, bad), error, *words)
+    pd.testing.assert_frame_equal(bad, before)
+
+
+def test_missing_columns_error_lists_them(frame, booster_v1, encoders_v1):
+    lacking = frame.drop(columns=["app_id", "mouse_distance"])
+    error = refused(lambda: via_predict(booster_v1, encoders_v1, lacking), MissingColumnsError)
+    assert sorted(error.columns) == ["app_id", "mouse_distance"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("value", [np.zeros((3, 4)), [[1, 2]], None, {"app_id": ["x"]}])
+def test_not_a_frame_is_refused(entry, value, booster_v1, encoders_v1):
+    where = "run_batch_inference" if entry == "run_batch_inference" else "CategoricalEncoder"
+    refused(
+        lambda: ENTRY_POINTS[entry](booster_v1, encoders_v1, value),
+        InputError,
+        where,
+        "DataFrame",
+        type(value).__name__,
+    )
+
+
+# --------------------------------------------------------------------------
+# Models that do not fit
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def booster_3_classes(frame_v1) -> lgb.Booster:
+    """A real booster over the v1 feature width, trained on only 3 classes."""
+    matrix = frame_v1[list(SCHEMA.feature_columns)].copy()
+    for column in SCHEMA.categorical_columns:
+        matrix[column] = pd.factorize(matrix[column])[0]
+    y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
+    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
+    return lgb.train(params, lgb.Dataset(matrix.to_numpy(dtype=float), y), 3)
+
+
+@pytest.fixture(scope="module")
+def booster_10_features() -> lgb.Booster:
+    rng = np.random.default_rng(0)
+    params = {"objective": "multiclass", "num_class": 8, "verbose": -1, "num_threads": 1}
+    data = lgb.Dataset(rng.normal(size=(200, 10)), np.arange(200) % 8)
+    return lgb.train(params, data, 2)
+
+
+@pytest.mark.parametrize("entry", FEATURE_ENTRY_POINTS)
+def test_probability_matrix_of_wrong_width(entry, frame, booster_3_classes, encoders_v1):
+    refused(
+        lambda: FEATURE_ENTRY_POINTS[entry](booster_3_classes, encoders_v1, frame),
+        ProbabilityShapeError,
+        f"({len(frame)}, 3)",
+        "(n, 8)",
+    )
+
+
+@pytest.mark.parametrize("entry", ["pipeline.predict", "pipeline.transform", "pipeline.fit"])
+def test_booster_of_no_known_schema(entry, frame, booster_10_features, encoders_v1):
+    refused(
+        lambda: ENTRY_POINTS[entry](booster_10_features, encoders_v1, frame),
+        SchemaMismatchError,
+        "10 features",
+    )
+
+
+def test_schema_version_against_the_booster(frame, booster_v1, encoders_v1):
+    refused(
+        lambda: build_pipeline(booster_v1, encoders_v1, schema_version="v3").predict(frame),
+        SchemaMismatchError,
+        "v3",
+        "299",
+        "39",
+    )
+
+
+@pytest.mark.parametrize("column", PROBA_COLUMNS[:1] + PROBA_COLUMNS[-1:])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("stage", ["calibrate", "reject"])
+def test_missing_probabilities_are_refused(column, value, stage, frame, booster_v1, encoders_v1):
+    pipeline = build_pipeline(booster_v1, encoders_v1, calibrator=None)
+    position = [name for name, _ in pipeline.steps].index(stage)
+    upstream = pipeline[:position].transform(frame)
+    proba = upstream[column].to_numpy(copy=True)
+    proba[9] = value
+    bad = upstream.assign(**{column: proba})
+    if stage == "calibrate":
+        from taskclf import TemperatureCalibrator
+
+        pipeline.set_params(calibrate__calibrator=TemperatureCalibrator(2.0))
+    refused(lambda: pipeline[position:].transform(bad), InputError, repr(column), "row 9")
+
+
+# --------------------------------------------------------------------------
+# Parameters: at build time, set_params and the functional API
+# --------------------------------------------------------------------------
+
+BAD_PARAMETERS = [
+    # (build_pipeline / run_batch_inference name, set_params name, value, words)
+    ("reject_threshold", "reject__threshold", 1.5, ("threshold", "1.5")),
+    ("reject_threshold", "reject__threshold", -0.01, ("threshold", "-0.01")),
+    ("reject_threshold", "reject__threshold", float("nan"), ("threshold", "nan")),
+    ("reject_threshold", "reject__threshold", "0.5", ("threshold", "'0.5'")),
+    ("reject_threshold", "reject__threshold", True, ("threshold", "True")),
+    ("smooth_window", "smooth__window", 0, ("window", "0")),
+    ("smooth_window", "smooth__window", -3, ("window", "-3")),
+    ("smooth_window", "smooth__window", 2.5, ("window", "2.5")),
+    ("smooth_window", "smooth__window", None, ("window", "None")),
+    ("bucket_seconds", "segment__bucket_seconds", 0, ("bucket_seconds", "0")),
+    ("bucket_seconds", "merge__bucket_seconds", -60, ("bucket_seconds", "-60")),
+    ("bucket_seconds", "segment__bucket_seconds", 60.0, ("bucket_seconds", "60.0")),
+    ("max_gap_seconds", "smooth__max_gap_seconds", 0, ("max_gap_seconds", "0")),
+    ("min_block_seconds", "merge__min_block_seconds", -1, ("min_block_seconds", "-1")),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "name", "value", "words"),
+    [
+        pytest.param(entry, name, value, words, id=f"{name}={value!r} @ {entry}")
+        for name, _, value, words in BAD_PARAMETERS
+        for entry in ("pipeline.predict", "pipeline.fit", "run_batch_inference")
+        # the seed API has no gap or minimum-block parameter
+        if entry != "run_batch_inference" or name not in ("max_gap_seconds", "min_block_seconds")
+    ],
+)
+def test_bad_parameter_is_refused(entry, name, value, words, frame, booster_v1, encoders_v1):
+    refused(
+        lambda: ENTRY_POINTS[entry](booster_v1, encoders_v1, frame, **{name: value}),
+        InvalidParameterError,
+        *words,
+    )
+
+
+@pytest.mark.parametrize(("_", "param", "value", "words"), BAD_PARAMETERS)
+def test_set_params_refuses_and_keeps_the_old_value(
+    _, param, value, words, frame, booster_v1, encoders_v1
+):
+    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.4)
+    before = pipeline.get_params()[param]
+    expected = pipeline.predict(frame)
+    refused(lambda: pipeline.set_params(**{param: value}), InvalidParameterError, *words)
+    assert pipeline.get_params()[param] == before
+    np.testing.assert_array_equal(pipeline.predict(frame), expected)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, None])
+@pytest.mark.parametrize("window", [1, 2])
+def test_parameters_on_the_boundary_are_accepted(threshold, window, frame, booster_v1, encoders_v1):
+    pipeline = build_pipeline(booster_v1, encoders_v1)
+    pipeline.set_params(reject__threshold=threshold, smooth__window=window)
+    labels = pipeline.predict(frame)
+    assert len(labels) == len(frame)
+    if threshold == 1.0:  # nothing is certain: every bucket is rejected
+        assert set(labels) == {MIXED_UNKNOWN}
+    if threshold == 0.0:
+        assert MIXED_UNKNOWN not in set(labels)
+
+
+# --------------------------------------------------------------------------
+# Not errors: empty frames, unseen values
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_empty_frame_gives_an_empty_result(entry, frame, booster_v1, encoders_v1):
+    empty = frame.iloc[:0]
+    result = ENTRY_POINTS[entry](booster_v1, encoders_v1, empty)
+    if entry == "run_batch_inference":
+        assert result.raw_labels == [] and result.smoothed_labels == [] and result.segments == []
+        assert result.core_probs.shape == (0, 8)
+        assert result.confidences.shape == (0,) and result.is_rejected.shape == (0,)
+    elif entry == "pipeline.transform":
+        assert len(result) == 0
+        assert set(PROBA_COLUMNS) | {LABEL} <= set(result.columns)
+        assert list(result.columns[: empty.shape[1]]) == list(empty.columns)
+    else:
+        assert len(result) == 0
+
+
+def test_empty_frame_through_the_functional_api(frame, booster_v1, encoders_v1, tmp_path):
+    empty = frame.iloc[:0]
+    assert predict_proba(booster_v1, empty, encoders_v1).shape == (0, 8)
+    result = run_batch_inference(booster_v1, empty, cat_encoders=encoders_v1)
+    csv = write_predictions_csv(empty, result.raw_labels, tmp_path / "p.csv")
+    assert pd.read_csv(csv).shape == (0, 2)
+    segments = write_segments_json(result.segments, tmp_path / "s.json")
+    assert read_segments_json(segments) == []
+
+
+UNSEEN = {
+    "an unseen app": lambda f: f.assign(app_id="app-never-seen"),
+    "unseen users": lambda f: f.assign(user_id=f["user_id"].map({"user0": "zed", "user1": "ann"})),
+    "a missing category": lambda f: f.assign(domain_category=None),
+    "categories with unused values": lambda f: f.assign(
+        app_category=pd.Categorical(f["app_category"], categories=["other", "dev", "zzz"])
+    ),
+    "integer user ids": lambda f: f.assign(user_id=f["user_id"].str[-1].astype(int)),
+    "numbers as app ids": lambda f: f.assign(app_id=np.arange(len(f))),
+}
+
+
+@pytest.mark.parametrize("mutate", UNSEEN.values(), ids=UNSEEN.keys())
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_unseen_category_values_are_not_errors(entry, mutate, frame, booster_v1, encoders_v1):
+    odd = mutate(frame)
+    result = ENTRY_POINTS[entry](booster_v1, encoders_v1, odd)
+    if entry == "run_batch_inference":
+        assert len(result.raw_labels) == len(frame)
+        assert np.allclose(result.core_probs.sum(axis=1), 1.0)
+    else:
+        assert len(result) == len(frame)
+
+
+def test_numbers_in_object_columns_are_numbers(frame, booster_v1, encoders_v1):
+    # concatenation with missing values, or JSON, leaves numbers in object columns
+    as_object = frame.assign(
+        keys_per_min=frame["keys_per_min"].astype(object).where(frame.index != 3, None),
+        hour_of_day=frame["hour_of_day"].astype(object),
+    )
+    reference = frame.assign(keys_per_min=frame["keys_per_min"].where(frame.index != 3))
+    np.testing.assert_array_equal(
+        via_predict(booster_v1, encoders_v1, as_object),
+        via_predict(booster_v1, encoders_v1, reference),
+    )
+    refused(
+        lambda: via_predict(
+            booster_v1, encoders_v1, as_object.assign(hour_of_day=["9"] + [9] * (len(frame) - 1))
+        ),
+        ColumnTypeError,
+        "'hour_of_day'",
+        "'9'",
+    )
+
+
+# --------------------------------------------------------------------------
+# Writers and readers of the functional API
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "words"),
+    [
+        ("labels", ["Build"], ("labels has 1 values", "60 rows")),
+        ("confidences", np.ones(5), ("confidences has 5 values",)),
+        ("is_rejected", np.zeros(61, bool), ("is_rejected has 61 values",)),
+        ("core_probs", np.full((60, 3), 1 / 3), ("core_probs", "(60, 3)")),
+    ],
+)
+def test_prediction_writer_refuses_and_writes_nothing(argument, value, words, frame, tmp_path):
+    target = tmp_path / "out" / "predictions.csv"
+    kwargs = {"labels": ["Build"] * len(frame), argument: value}
+    error = ProbabilityShapeError if argument == "core_probs" else InputError
+    refused(lambda: write_predictions_csv(frame, path=target, **kwargs), error, *words)
+    assert not target.exists()
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+
+
+def test_prediction_writer_keeps_the_old_file_when_refusing(frame, tmp_path):
+    target = tmp_path / "predictions.csv"
+    target.write_text("old,content\n")
+    refused(
+        lambda: write_predictions_csv(frame, ["Build"], target),
+        InputError,
+        "labels has 1 values",
+    )
+    assert target.read_text() == "old,content\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+T0, T1 = "2025-01-06T09:00:00", "2025-01-06T09:01:00"
+SEGMENT_FILES = {
+    "not JSON": (b"[{'start_ts': 1}", "cannot read segments file"),
+    "binary garbage": (bytes(range(256)) * 4, "cannot read segments file"),
+    "empty": (b"", "cannot read segments file"),
+    "an object, not a list": (b'{"start_ts": "2025-01-06T09:00:00"}', "must hold a JSON list"),
+    "a record without a label": (
+        json.dumps([{"start_ts": T0, "end_ts": T1, "bucket_count": 1}]).encode(),
+        "record 0",
+    ),
+    "a bad timestamp": (
+        json.dumps(
+            [
+                {
+                    "start_ts": "2025-01-06T09:00:00",
+                    "end_ts": "2025-01-06T09:01:00",
+                    "label": "Build",
+                    "bucket_count": 1,
+                },
+                {"start_ts": "soon", "end_ts": "later", "label": "Build", "bucket_count": 1},
+            ]
+        ).encode(),
+        "record 1",
+    ),
+    "a zero bucket count": (
+        json.dumps(
+            [
+                {
+                    "start_ts": "2025-01-06T09:00:00",
+                    "end_ts": "2025-01-06T09:01:00",
+                    "label": "Build",
+                    "bucket_count": 0,
+                }
+            ]
+        ).encode(),
+        "record 0",
+    ),
+    "a record that is a list": (b"[[1, 2, 3]]", "record 0"),
+}
+
+
+@pytest.mark.parametrize(("content", "words"), SEGMENT_FILES.values(), ids=SEGMENT_FILES.keys())
+def test_segment_reader_names_the_file(content, words, tmp_path):
+    path = tmp_path / "odd segments.json"
+    path.write_bytes(content)
+    refused(lambda: read_segments_json(path), ReaderError, str(path), words)
+
+
+def test_segment_reader_names_a_missing_file(tmp_path):
+    path = tmp_path / "nowhere" / "segments.json"
+    refused(lambda: read_segments_json(path), ReaderError, str(path))
