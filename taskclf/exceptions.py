@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
 
 class TaskclfError(Exception):
     """Base class of every error taskclf raises on purpose."""
@@ -61,8 +63,13 @@ class InvalidParameterError(TaskclfError, ValueError):
     """A parameter value is out of its allowed range."""
 
 
-class NotFittedError(TaskclfError, ValueError):
-    """A stage was used before it was fitted."""
+class NotFittedError(TaskclfError, SklearnNotFittedError):
+    """A stage was used before it was fitted.
+
+    Also a :class:`sklearn.exceptions.NotFittedError` (hence a ``ValueError``
+    and an ``AttributeError``), so scikit-learn's own handling of unfitted
+    estimators, and callers catching it, see it as one.
+    """
 
 
 class TaxonomyError(TaskclfError, ValueError):
