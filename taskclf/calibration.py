@@ -293,10 +293,10 @@ class Calibrator(TransformerMixin, BaseEstimator):
         self._validate_params()
         check_frame(X, type(self).__name__)
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
-        if self.calibrator is None and self.calibrator_store is None:
-            return X.copy(deep=False)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)
+        if self.calibrator is None and self.calibrator_store is None:
+            return X.copy(deep=False)
         calibrated = self.calibrate_proba(proba, X)
         return add_columns(X, pd.DataFrame(calibrated, columns=list(PROBA_COLUMNS)))
 

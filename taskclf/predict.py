@@ -52,7 +52,9 @@ def holds_numbers(column: pd.Series) -> bool:
         return False
     if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         return True
-    return dtype == object and pd.api.types.infer_dtype(column, skipna=True) in _NUMBER_KINDS
+    if not pd.api.types.is_object_dtype(dtype):
+        return False
+    return pd.api.types.infer_dtype(column, skipna=True) in _NUMBER_KINDS
 
 
 def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:

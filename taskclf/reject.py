@@ -6,11 +6,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.utils import Tags
 
 from taskclf._base import (
     FrameTransformer,
     add_columns,
     check_finite_columns,
+    frame_tags,
     labels_from_codes,
     require_columns,
 )
@@ -87,6 +89,10 @@ class Rejector(FrameTransformer):
 
     def _validate_params(self) -> None:
         check_threshold(self.threshold)
+
+    def __sklearn_tags__(self) -> Tags:
+        # Probability columns by name; missing probabilities are refused.
+        return frame_tags(super().__sklearn_tags__())
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
