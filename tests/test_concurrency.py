@@ -1,0 +1,91 @@
+"""One loaded pipeline used from many threads at once gives the serial results."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_frame
+
+from taskclf import CalibratorStore, TemperatureCalibrator, build_pipeline, frame_to_segments
+from taskclf.infer.batch import run_batch_inference
+
+THREADS = 8
+
+
+@pytest.fixture(scope="module")
+def loaded(booster_v1, encoders_v1, tmp_path_factory):
+    """A pipeline saved with joblib and loaded back, as a service would."""
+    store = CalibratorStore(TemperatureCalibrator(1.3), {"user1": TemperatureCalibrator(0.7)})
+    pipeline = build_pipeline(
+        booster_v1, encoders_v1, reject_threshold=0.45, smooth_window=5, calibrator_store=store
+    )
+    path = tmp_path_factory.mktemp("bundle") / "pipeline.joblib"
+    joblib.dump(pipeline, path)
+    return joblib.load(path)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[pd.DataFrame]:
+    """Different frames (sizes, users, orders), one per task."""
+    out = []
+    for seed in range(THREADS):
+        frame = make_frame(n_users=1 + seed % 3, minutes=60 + 25 * seed, seed=100 + seed)
+        frame = frame.drop(columns="label")
+        out.append(frame.iloc[np.random.default_rng(seed).permutation(len(frame))])
+    return out
+
+
+def run_together(function, items):
+    """Call ``function`` on every item from its own thread, all starting at once."""
+    barrier = threading.Barrier(len(items))
+
+    def task(item):
+        barrier.wait()
+        return function(item)
+
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(task, items))
+
+
+def test_threads_predict_the_serial_labels(loaded, frames):
+    serial = [loaded.predict(frame) for frame in frames]
+    for _ in range(3):
+        together = run_together(loaded.predict, frames)
+        for expected, got in zip(serial, together, strict=True):
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_threads_on_one_frame_transform_identically(loaded, frames):
+    frame = frames[-1]
+    before = frame.copy(deep=True)
+    serial = loaded.transform(frame)
+    together = run_together(lambda f: loaded.transform(f), [frame] * THREADS)
+    for got in together:
+        pd.testing.assert_frame_equal(got, serial, check_exact=True)
+    pd.testing.assert_frame_equal(frame, before, check_exact=True)
+
+
+def test_threads_get_the_serial_segments(loaded, frames):
+    serial = [frame_to_segments(loaded.transform(frame)) for frame in frames]
+    together = run_together(lambda f: frame_to_segments(loaded.transform(f)), frames)
+    assert together == serial
+
+
+def test_threads_through_the_functional_api(booster_v1, encoders_v1, frames):
+    def infer(frame):
+        return run_batch_inference(
+            booster_v1, frame, cat_encoders=encoders_v1, reject_threshold=0.5, smooth_window=3
+        )
+
+    serial = [infer(frame) for frame in frames]
+    together = run_together(infer, frames)
+    for expected, got in zip(serial, together, strict=True):
+        assert got.raw_labels == expected.raw_labels
+        assert got.smoothed_labels == expected.smoothed_labels
+        assert got.segments == expected.segments
+        np.testing.assert_array_equal(got.core_probs, expected.core_probs)
