@@ -1,0 +1,815 @@
+"""User taxonomies: map the eight core labels onto user-defined buckets.
+
+A taxonomy groups core labels (Build, Debug, ...) into buckets a user cares
+about ("Coding", "Meetings", ...). This module holds
+
+* the configuration as immutable values (:class:`TaxonomyConfig` and its
+  parts), read from and written to YAML (:func:`load_taxonomy`,
+  :func:`save_taxonomy`) or plain dicts (:func:`taxonomy_to_dict`,
+  :func:`taxonomy_from_dict`);
+
+The mapping rules are the contract of DESIGN section 3 ("Taxonomy").
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import yaml
+
+from taskclf.core.types import CLASS_INDEX, CLASS_ORDER, LABEL_SET_V1, MIXED_UNKNOWN
+from taskclf.exceptions import ReaderError, TaxonomyError
+
+FALLBACK_BUCKET: Final = "Other"
+"""Name of the bucket appended last for core labels that no bucket lists."""
+
+DEFAULT_BUCKET_COLOR: Final = "#808080"
+"""Colour of a bucket that does not set one (also the fallback bucket's)."""
+
+LABEL_SCHEMA_VERSIONS: Final[tuple[str, ...]] = ("labels_v1",)
+"""Label schema versions a taxonomy may declare."""
+
+AGGREGATIONS: Final[tuple[str, ...]] = ("sum", "max")
+"""How a bucket combines its core labels' probabilities."""
+
+DEFAULT_VIEWS: Final[tuple[str, ...]] = ("mapped", "core")
+"""Which labels a report shows first."""
+
+_COLOR_RE: Final = re.compile(r"#[0-9A-Fa-f]{6}")
+_CORE_LABELS_TEXT: Final = ", ".join(CLASS_ORDER)
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers shared by the value objects
+# ---------------------------------------------------------------------------
+
+
+def _describe(value: object) -> str:
+    """Return ``"<type> <repr>"`` for error messages."""
+    return f"{type(value).__name__} {value!r}"
+
+
+def _as_tuple(value: Any) -> Any:
+    """Turn a list (as read from YAML) into a tuple; leave anything else as is.
+
+    Anything that is not a list or tuple is passed through unchanged so that
+    the field's validator can report it with its context.
+    """
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return value
+
+
+def _as_float(value: Any) -> Any:
+    """Turn an int (not a bool) into a float; leave anything else as is."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check_text(where: str, field: str, value: object, *, allow_empty: bool) -> None:
+    if not isinstance(value, str):
+        raise TaxonomyError(f"{where}: {field} must be a string, got {_describe(value)}")
+    if not allow_empty and not value.strip():
+        raise TaxonomyError(f"{where}: {field} must not be empty, got {value!r}")
+
+
+def _check_bool(where: str, field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TaxonomyError(
+            f"{where}: {field} must be true or false, got {_describe(value)}"
+        )
+
+
+def _check_choice(where: str, field: str, value: object, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        shown = " or ".join(repr(c) for c in choices)
+        raise TaxonomyError(f"{where}: {field} must be {shown}, got {_describe(value)}")
+
+
+# ---------------------------------------------------------------------------
+# Value objects
+# ---------------------------------------------------------------------------
+
+
+def _bucket_where(instance: TaxonomyBucket) -> str:
+    name = getattr(instance, "name", None)
+    return f"bucket {name!r}" if isinstance(name, str) else "bucket"
+
+
+def _check_bucket_name(
+    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
+) -> None:
+    _check_text("bucket", "name", value, allow_empty=False)
+
+
+def _check_core_labels(
+    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
+) -> None:
+    where = _bucket_where(instance)
+    if not isinstance(value, tuple):
+        raise TaxonomyError(
+            f"{where}: core_labels must be a list of core label names, "
+            f"got {_describe(value)}"
+        )
+    if not value:
+        raise TaxonomyError(
+            f"{where}: core_labels is empty; list at least one of {_CORE_LABELS_TEXT}"
+        )
+    seen: set[str] = set()
+    for label in value:
+        if not isinstance(label, str):
+            raise TaxonomyError(
+                f"{where}: core_labels entries must be strings, got {_describe(label)}"
+            )
+        if label not in LABEL_SET_V1:
+            raise TaxonomyError(
+                f"{where}: unknown core label {label!r} in core_labels; "
+                f"expected one of {_CORE_LABELS_TEXT}"
+            )
+        if label in seen:
+            raise TaxonomyError(f"{where}: core label {label!r} is listed more than once")
+        seen.add(label)
+
+
+def _check_color(
+    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
+) -> None:
+    if not isinstance(value, str) or _COLOR_RE.fullmatch(value) is None:
+        raise TaxonomyError(
+            f"{_bucket_where(instance)}: color must be a #RRGGBB hex colour "
+            f"such as '#1F77B4', got {_describe(value)}"
+        )
+
+
+def _check_description(
+    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
+) -> None:
+    _check_text(_bucket_where(instance), "description", value, allow_empty=True)
+
+
+@attrs.frozen
+class TaxonomyBucket:
+    """One user-defined bucket: a name and the core labels it gathers.
+
+    Parameters
+    ----------
+    name : str
+        Bucket name, unique within a taxonomy; the mapped label.
+    core_labels : sequence of str
+        The core labels the bucket holds (at least one, no repeats), in any
+        order. A list is stored as a tuple.
+    color : str, default "#808080"
+        Display colour as ``#RRGGBB``.
+    description : str, default ""
+        Free text for reports.
+
+    Raises
+    ------
+    TaxonomyError
+        If a field is invalid; the message names the bucket, the field and
+        the bad value.
+
+    Examples
+    --------
+    >>> TaxonomyBucket("Coding", ["Build", "Debug"], color="#1F77B4").core_labels
+    ('Build', 'Debug')
+    >>> TaxonomyBucket("Coding", ["Build", "Coding"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    taskclf.exceptions.TaxonomyError: bucket 'Coding': unknown core label 'Coding' ...
+    """
+
+    name: str = attrs.field(validator=_check_bucket_name)
+    core_labels: tuple[str, ...] = attrs.field(
+        converter=_as_tuple, validator=_check_core_labels
+    )
+    color: str = attrs.field(default=DEFAULT_BUCKET_COLOR, validator=_check_color)
+    description: str = attrs.field(default="", validator=_check_description)
+
+
+def _check_display(
+    instance: TaxonomyDisplay, attribute: attrs.Attribute, value: Any
+) -> None:
+    where = "display"
+    if attribute.name == "show_core_labels":
+        _check_bool(where, attribute.name, value)
+    elif attribute.name == "default_view":
+        _check_choice(where, attribute.name, value, DEFAULT_VIEWS)
+    else:
+        _check_text(where, attribute.name, value, allow_empty=False)
+
+
+@attrs.frozen
+class TaxonomyDisplay:
+    """How reports present a taxonomy.
+
+    Parameters
+    ----------
+    show_core_labels : bool, default False
+        Also show the core label next to the mapped one.
+    default_view : {"mapped", "core"}, default "mapped"
+        Which labels a report shows first.
+    color_theme : str, default "default"
+        Name of the colour theme.
+    """
+
+    show_core_labels: bool = attrs.field(default=False, validator=_check_display)
+    default_view: str = attrs.field(default="mapped", validator=_check_display)
+    color_theme: str = attrs.field(default="default", validator=_check_display)
+
+
+def _check_reject(instance: TaxonomyReject, attribute: attrs.Attribute, value: Any) -> None:
+    if attribute.name == "mixed_label_name":
+        _check_text("reject", attribute.name, value, allow_empty=False)
+    else:
+        _check_bool("reject", attribute.name, value)
+
+
+@attrs.frozen
+class TaxonomyReject:
+    """How rejected buckets are labelled.
+
+    Parameters
+    ----------
+    mixed_label_name : str, default "Mixed/Unknown"
+        The mapped label of a rejected bucket. It must differ from every
+        bucket name.
+    include_rejected_in_reports : bool, default False
+        Whether reports list rejected buckets.
+    """
+
+    mixed_label_name: str = attrs.field(default=MIXED_UNKNOWN, validator=_check_reject)
+    include_rejected_in_reports: bool = attrs.field(default=False, validator=_check_reject)
+
+
+def _as_weight_pairs(value: Any) -> tuple[tuple[str, float], ...]:
+    """Validate core-label weights and store them as sorted ``(label, weight)`` pairs.
+
+    Accepts a mapping (as read from YAML) or a sequence of pairs. Pairs are
+    sorted in class-index order so that equal weights compare equal however
+    they were written.
+    """
+    where = "advanced.reweight_core_labels"
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple):
+        pairs = list(value)
+    else:
+        raise TaxonomyError(
+            f"{where} must map core labels to weights, got {_describe(value)}"
+        )
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise TaxonomyError(
+                f"{where}: expected (core label, weight) pairs, got {_describe(pair)}"
+            )
+        label, weight = pair
+        if not isinstance(label, str) or label not in LABEL_SET_V1:
+            raise TaxonomyError(
+                f"{where}: unknown core label {label!r}; "
+                f"expected one of {_CORE_LABELS_TEXT}"
+            )
+        if label in weights:
+            raise TaxonomyError(f"{where}: core label {label!r} is weighted more than once")
+        if not isinstance(weight, numbers.Real) or isinstance(weight, bool):
+            raise TaxonomyError(
+                f"{where}: weight of {label!r} must be a number, got {_describe(weight)}"
+            )
+        as_float = float(weight)
+        if not (math.isfinite(as_float) and as_float > 0.0):
+            raise TaxonomyError(
+                f"{where}: weight of {label!r} must be finite and > 0, got {weight!r}"
+            )
+        weights[label] = as_float
+    return tuple(sorted(weights.items(), key=lambda item: CLASS_INDEX[item[0]]))
+
+
+def _check_advanced(
+    instance: TaxonomyAdvanced, attribute: attrs.Attribute, value: Any
+) -> None:
+    where = "advanced"
+    if attribute.name == "probability_aggregation":
+        _check_choice(where, attribute.name, value, AGGREGATIONS)
+    elif not isinstance(value, float) or not 0.0 <= value <= 1.0:
+        raise TaxonomyError(
+            f"{where}: min_confidence_for_mapping must be a number in [0, 1], "
+            f"got {_describe(value)}"
+        )
+
+
+@attrs.frozen
+class TaxonomyAdvanced:
+    """Tuning knobs of the mapping.
+
+    Parameters
+    ----------
+    probability_aggregation : {"sum", "max"}, default "sum"
+        How a bucket combines its core labels' probabilities.
+    min_confidence_for_mapping : float, default 0.55
+        Kept for compatibility with existing configuration files and
+        validated to lie in [0, 1]. The resolver does not use it (neither
+        did earlier taskclf versions): rejection is decided upstream by the
+        reject threshold.
+    reweight_core_labels : mapping of str to float, optional
+        Per-core-label multipliers (> 0) applied to the probabilities before
+        aggregation; labels not listed keep weight 1. Stored as a tuple of
+        ``(label, weight)`` pairs in class-index order; :attr:`weights`
+        gives a dict.
+
+    Examples
+    --------
+    >>> adv = TaxonomyAdvanced(reweight_core_labels={"Write": 2, "Build": 0.5})
+    >>> adv.reweight_core_labels
+    (('Build', 0.5), ('Write', 2.0))
+    >>> adv.weights
+    {'Build': 0.5, 'Write': 2.0}
+    """
+
+    probability_aggregation: str = attrs.field(default="sum", validator=_check_advanced)
+    min_confidence_for_mapping: float = attrs.field(
+        default=0.55, converter=_as_float, validator=_check_advanced
+    )
+    reweight_core_labels: tuple[tuple[str, float], ...] = attrs.field(
+        default=(), converter=_as_weight_pairs
+    )
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The reweighted core labels as a new ``{label: weight}`` dict."""
+        return dict(self.reweight_core_labels)
+
+
+def _check_buckets(
+    instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any
+) -> None:
+    if not isinstance(value, tuple):
+        raise TaxonomyError(f"buckets must be a list of buckets, got {_describe(value)}")
+    if not value:
+        raise TaxonomyError("buckets is empty; a taxonomy needs at least one bucket")
+    for i, bucket in enumerate(value):
+        if not isinstance(bucket, TaxonomyBucket):
+            raise TaxonomyError(
+                f"buckets[{i}] must be a TaxonomyBucket, got {type(bucket).__name__} "
+                "(use taxonomy_from_dict to build a taxonomy from plain data)"
+            )
+    names = [bucket.name for bucket in value]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        shown = ", ".join(repr(name) for name in duplicates)
+        raise TaxonomyError(f"buckets: bucket names must be unique; repeated: {shown}")
+
+
+def _check_config_field(
+    instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any
+) -> None:
+    name = attribute.name
+    if name == "version":
+        _check_text("taxonomy", name, value, allow_empty=False)
+    elif name == "label_schema_version":
+        _check_choice("taxonomy", name, value, LABEL_SCHEMA_VERSIONS)
+    elif name == "user_id":
+        if value is not None:
+            _check_text("taxonomy", name, value, allow_empty=False)
+    else:
+        expected = {
+            "display": TaxonomyDisplay,
+            "reject": TaxonomyReject,
+            "advanced": TaxonomyAdvanced,
+        }[name]
+        if not isinstance(value, expected):
+            raise TaxonomyError(
+                f"taxonomy: {name} must be a {expected.__name__}, got {_describe(value)}"
+            )
+
+
+def _uncovered_labels(buckets: Sequence[TaxonomyBucket]) -> tuple[str, ...]:
+    """Core labels that no bucket lists, in class-index order."""
+    covered = {label for bucket in buckets for label in bucket.core_labels}
+    return tuple(label for label in CLASS_ORDER if label not in covered)
+
+
+@attrs.frozen
+class TaxonomyConfig:
+    """A user taxonomy: buckets of core labels plus display and mapping options.
+
+    Parameters
+    ----------
+    buckets : sequence of TaxonomyBucket
+        At least one bucket, names unique. Core labels that no bucket lists
+        go to an extra bucket named ``"Other"`` appended last (see
+        :attr:`resolved_buckets`). A core label may appear in several
+        buckets.
+    version : str, default "1.0"
+        Version of the user's taxonomy file.
+    label_schema_version : str, default "labels_v1"
+        The core label set the buckets refer to; only ``"labels_v1"``.
+    user_id : str or None, default None
+        The user the taxonomy belongs to, if any.
+    display : TaxonomyDisplay, optional
+    reject : TaxonomyReject, optional
+    advanced : TaxonomyAdvanced, optional
+
+    Raises
+    ------
+    TaxonomyError
+        If a field is invalid, bucket names repeat, the rejected label
+        equals a bucket name, or a bucket named ``"Other"`` coexists with
+        uncovered core labels (which would need the fallback bucket).
+
+    See Also
+    --------
+    load_taxonomy, taxonomy_from_dict, default_taxonomy, TaxonomyResolver
+
+    Examples
+    --------
+    >>> config = TaxonomyConfig(
+    ...     [
+    ...         TaxonomyBucket("Coding", ["Build", "Debug", "Review"]),
+    ...         TaxonomyBucket("Talking", ["Communicate", "Meet"]),
+    ...     ]
+    ... )
+    >>> [bucket.name for bucket in config.resolved_buckets]
+    ['Coding', 'Talking', 'Other']
+    >>> config.resolved_buckets[-1].core_labels
+    ('BreakIdle', 'ReadResearch', 'Write')
+    >>> attrs.evolve(config, user_id="alice").user_id
+    'alice'
+    """
+
+    buckets: tuple[TaxonomyBucket, ...] = attrs.field(
+        converter=_as_tuple, validator=_check_buckets
+    )
+    version: str = attrs.field(default="1.0", validator=_check_config_field)
+    label_schema_version: str = attrs.field(
+        default="labels_v1", validator=_check_config_field
+    )
+    user_id: str | None = attrs.field(default=None, validator=_check_config_field)
+    display: TaxonomyDisplay = attrs.field(
+        factory=TaxonomyDisplay, validator=_check_config_field
+    )
+    reject: TaxonomyReject = attrs.field(
+        factory=TaxonomyReject, validator=_check_config_field
+    )
+    advanced: TaxonomyAdvanced = attrs.field(
+        factory=TaxonomyAdvanced, validator=_check_config_field
+    )
+
+    def __attrs_post_init__(self) -> None:
+        uncovered = _uncovered_labels(self.buckets)
+        names = {bucket.name for bucket in self.buckets}
+        if uncovered and FALLBACK_BUCKET in names:
+            raise TaxonomyError(
+                f"buckets: the name {FALLBACK_BUCKET!r} is reserved for core labels no "
+                f"bucket lists ({', '.join(uncovered)}); list them in a bucket or "
+                f"rename bucket {FALLBACK_BUCKET!r}"
+            )
+        if uncovered:
+            names.add(FALLBACK_BUCKET)
+        mixed = self.reject.mixed_label_name
+        if mixed in names:
+            raise TaxonomyError(
+                f"reject: mixed_label_name {mixed!r} is also a bucket name; rejected "
+                "rows would be indistinguishable from that bucket"
+            )
+
+    @property
+    def resolved_buckets(self) -> tuple[TaxonomyBucket, ...]:
+        """The buckets a prediction maps to, in order.
+
+        The configured buckets, followed by a bucket named ``"Other"``
+        holding the core labels no bucket lists (in class-index order) when
+        there are any.
+        """
+        uncovered = _uncovered_labels(self.buckets)
+        if not uncovered:
+            return self.buckets
+        fallback = TaxonomyBucket(
+            FALLBACK_BUCKET,
+            uncovered,
+            color=DEFAULT_BUCKET_COLOR,
+            description="Core labels that no bucket lists",
+        )
+        return (*self.buckets, fallback)
+
+    @property
+    def bucket_names(self) -> tuple[str, ...]:
+        """Names of :attr:`resolved_buckets`, in order."""
+        return tuple(bucket.name for bucket in self.resolved_buckets)
+
+
+_DEFAULT_COLORS: Final[dict[str, str]] = {
+    "BreakIdle": "#7F7F7F",
+    "Build": "#1F77B4",
+    "Communicate": "#FF7F0E",
+    "Debug": "#D62728",
+    "Meet": "#9467BD",
+    "ReadResearch": "#2CA02C",
+    "Review": "#17BECF",
+    "Write": "#BCBD22",
+}
+
+
+def default_taxonomy() -> TaxonomyConfig:
+    """Return the identity taxonomy: one bucket per core label, in class order.
+
+    Returns
+    -------
+    TaxonomyConfig
+        Eight buckets, each named after and holding one core label.
+
+    Examples
+    --------
+    >>> default_taxonomy().bucket_names[:3]
+    ('BreakIdle', 'Build', 'Communicate')
+    """
+    return TaxonomyConfig(
+        tuple(
+            TaxonomyBucket(label, (label,), color=_DEFAULT_COLORS[label])
+            for label in CLASS_ORDER
+        )
+    )
+
+
+# ---------------------------------------------------------------------------
+# Plain data (dict / YAML) <-> TaxonomyConfig
+# ---------------------------------------------------------------------------
+
+_TOP_KEYS: Final = (
+    "version",
+    "label_schema_version",
+    "user_id",
+    "display",
+    "reject",
+    "buckets",
+    "advanced",
+)
+_DISPLAY_KEYS: Final = ("show_core_labels", "default_view", "color_theme")
+_REJECT_KEYS: Final = ("mixed_label_name", "include_rejected_in_reports")
+_BUCKET_KEYS: Final = ("name", "description", "core_labels", "color")
+_ADVANCED_KEYS: Final = (
+    "probability_aggregation",
+    "min_confidence_for_mapping",
+    "reweight_core_labels",
+)
+
+
+def _section(value: object, where: str, allowed: Sequence[str]) -> dict[str, Any]:
+    """Check that *value* is a mapping with only *allowed* keys; drop null values.
+
+    A key whose value is null (an empty YAML entry) counts as absent, so the
+    field keeps its default.
+    """
+    if not isinstance(value, Mapping):
+        raise TaxonomyError(f"{where} must be a mapping, got {_describe(value)}")
+    unknown = [key for key in value if key not in allowed]
+    if unknown:
+        shown = ", ".join(repr(key) for key in unknown)
+        raise TaxonomyError(
+            f"{where}: unknown key(s) {shown}; allowed keys: {', '.join(allowed)}"
+        )
+    return {key: item for key, item in value.items() if item is not None}
+
+
+def _bucket_from_dict(value: object, index: int) -> TaxonomyBucket:
+    where = f"buckets[{index}]"
+    fields = _section(value, where, _BUCKET_KEYS)
+    missing = [key for key in ("name", "core_labels") if key not in fields]
+    if missing:
+        raise TaxonomyError(f"{where}: missing required key(s) {', '.join(missing)}")
+    try:
+        return TaxonomyBucket(**fields)
+    except TaxonomyError as exc:
+        raise TaxonomyError(f"{where}: {exc}") from None
+
+
+def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
+    """Build a :class:`TaxonomyConfig` from plain data (parsed YAML or JSON).
+
+    The layout is the YAML file's: ``version``, ``label_schema_version``,
+    ``user_id``, ``display``, ``reject``, ``buckets`` (required) and
+    ``advanced``. Unknown keys are refused. A null value means "use the
+    default". A numeric ``version`` is turned into a string.
+
+    Parameters
+    ----------
+    data : mapping
+        The taxonomy as plain dicts, lists and scalars.
+
+    Returns
+    -------
+    TaxonomyConfig
+
+    Raises
+    ------
+    TaxonomyError
+        If the structure or a value is invalid; the message says where.
+
+    See Also
+    --------
+    taxonomy_to_dict : The inverse.
+
+    Examples
+    --------
+    >>> config = taxonomy_from_dict(
+    ...     {"version": 2, "buckets": [{"name": "Focus", "core_labels": ["Build"]}]}
+    ... )
+    >>> config.version, config.bucket_names
+    ('2', ('Focus', 'Other'))
+    """
+    fields = _section(data, "taxonomy", _TOP_KEYS)
+    if "buckets" not in fields:
+        raise TaxonomyError("taxonomy: missing required key 'buckets'")
+    raw_buckets = fields.pop("buckets")
+    if not isinstance(raw_buckets, list | tuple):
+        raise TaxonomyError(
+            f"buckets must be a list of bucket mappings, got {_describe(raw_buckets)}"
+        )
+    buckets = tuple(_bucket_from_dict(item, i) for i, item in enumerate(raw_buckets))
+    version = fields.get("version")
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        fields["version"] = str(version)
+    sections: tuple[tuple[str, type, tuple[str, ...]], ...] = (
+        ("display", TaxonomyDisplay, _DISPLAY_KEYS),
+        ("reject", TaxonomyReject, _REJECT_KEYS),
+        ("advanced", TaxonomyAdvanced, _ADVANCED_KEYS),
+    )
+    for key, cls, allowed in sections:
+        if key in fields:
+            fields[key] = cls(**_section(fields[key], key, allowed))
+    return TaxonomyConfig(buckets=buckets, **fields)
+
+
+def taxonomy_to_dict(config: TaxonomyConfig) -> dict[str, Any]:
+    """Return *config* as plain dicts, lists and scalars (YAML/JSON ready).
+
+    Parameters
+    ----------
+    config : TaxonomyConfig
+
+    Returns
+    -------
+    dict
+        The YAML layout; ``taxonomy_from_dict(taxonomy_to_dict(c)) == c``.
+        The fallback bucket is not included (it is derived).
+
+    Examples
+    --------
+    >>> d = taxonomy_to_dict(default_taxonomy())
+    >>> list(d)  # doctest: +NORMALIZE_WHITESPACE
+    ['version', 'label_schema_version', 'user_id', 'display', 'reject',
+     'buckets', 'advanced']
+    >>> d["buckets"][1]
+    {'name': 'Build', 'description': '', 'core_labels': ['Build'], 'color': '#1F77B4'}
+    """
+    if not isinstance(config, TaxonomyConfig):
+        raise TaxonomyError(f"expected a TaxonomyConfig, got {_describe(config)}")
+    return {
+        "version": config.version,
+        "label_schema_version": config.label_schema_version,
+        "user_id": config.user_id,
+        "display": {
+            "show_core_labels": config.display.show_core_labels,
+            "default_view": config.display.default_view,
+            "color_theme": config.display.color_theme,
+        },
+        "reject": {
+            "mixed_label_name": config.reject.mixed_label_name,
+            "include_rejected_in_reports": config.reject.include_rejected_in_reports,
+        },
+        "buckets": [
+            {
+                "name": bucket.name,
+                "description": bucket.description,
+                "core_labels": list(bucket.core_labels),
+                "color": bucket.color,
+            }
+            for bucket in config.buckets
+        ],
+        "advanced": {
+            "probability_aggregation": config.advanced.probability_aggregation,
+            "min_confidence_for_mapping": config.advanced.min_confidence_for_mapping,
+            "reweight_core_labels": config.advanced.weights,
+        },
+    }
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Describe a YAML parse error by its position and problem."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
+
+
+def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
+    """Read a taxonomy YAML file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The YAML file (layout as in :func:`taxonomy_from_dict`).
+
+    Returns
+    -------
+    TaxonomyConfig
+
+    Raises
+    ------
+    ReaderError
+        If the file is missing, unreadable, not UTF-8 or not valid YAML.
+    TaxonomyError
+        If the content is not a valid taxonomy (not a mapping, unknown
+        keys, wrong types, unknown core labels, ...).
+
+    Both messages start with the file's path.
+
+    See Also
+    --------
+    save_taxonomy : The inverse.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReaderError(f"taxonomy file {file}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ReaderError(f"taxonomy file {file}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ReaderError(
+            f"taxonomy file {file}: cannot be read ({exc.strerror})"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ReaderError(
+            f"taxonomy file {file}: not valid YAML: {_yaml_problem(exc)}"
+        ) from None
+    if data is None:
+        raise TaxonomyError(
+            f"taxonomy file {file}: the file is empty; expected a mapping with "
+            "at least a 'buckets' list"
+        )
+    if not isinstance(data, dict):
+        raise TaxonomyError(
+            f"taxonomy file {file}: the top level must be a mapping of taxonomy "
+            f"keys, got a {type(data).__name__}"
+        )
+    try:
+        return taxonomy_from_dict(data)
+    except TaxonomyError as exc:
+        raise TaxonomyError(f"taxonomy file {file}: {exc}") from None
+
+
+def save_taxonomy(config: TaxonomyConfig, path: str | os.PathLike[str]) -> Path:
+    """Write *config* as YAML, atomically.
+
+    The YAML goes to a temporary file in the destination directory, which
+    is flushed, synced and then renamed over *path*, so readers never see a
+    partial file and a failure leaves no file behind.
+
+    Parameters
+    ----------
+    config : TaxonomyConfig
+    path : str or path-like
+        Destination; missing parent directories are created.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    See Also
+    --------
+    load_taxonomy : The inverse.
+    """
+    text = yaml.safe_dump(
+        taxonomy_to_dict(config), sort_keys=False, allow_unicode=True, indent=2
+    )
+    destination = Path(path)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, destination)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return destination
