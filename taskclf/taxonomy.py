@@ -7,6 +7,9 @@ about ("Coding", "Meetings", ...). This module holds
   parts), read from and written to YAML (:func:`load_taxonomy`,
   :func:`save_taxonomy`) or plain dicts (:func:`taxonomy_to_dict`,
   :func:`taxonomy_from_dict`);
+* the mapping itself, :class:`TaxonomyResolver`, whose vectorized kernel
+  :meth:`TaxonomyResolver.resolve_matrix` maps a whole probability matrix
+  at once.
 
 The mapping rules are the contract of DESIGN section 3 ("Taxonomy").
 """
@@ -19,14 +22,29 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import reduce
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import attrs
+import numpy as np
+import numpy.typing as npt
 import yaml
 
-from taskclf.core.types import CLASS_INDEX, CLASS_ORDER, LABEL_SET_V1, MIXED_UNKNOWN
-from taskclf.exceptions import ReaderError, TaxonomyError
+from taskclf.core.types import (
+    CLASS_INDEX,
+    CLASS_ORDER,
+    LABEL_SET_V1,
+    MIXED_UNKNOWN,
+    N_CLASSES,
+)
+from taskclf.exceptions import (
+    InputError,
+    InvalidParameterError,
+    ProbabilityShapeError,
+    ReaderError,
+    TaxonomyError,
+)
 
 FALLBACK_BUCKET: Final = "Other"
 """Name of the bucket appended last for core labels that no bucket lists."""
@@ -813,3 +831,428 @@ def save_taxonomy(config: TaxonomyConfig, path: str | os.PathLike[str]) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return destination
+
+
+# ---------------------------------------------------------------------------
+# Numeric kernels: sums in numpy's order, rounding as Python rounds
+# ---------------------------------------------------------------------------
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+_PAIRWISE_BLOCK: Final = 128  # numpy's PW_BLOCKSIZE
+_PAIRWISE_UNROLL: Final = 8  # numpy's 8 partial accumulators
+
+
+def _pairwise_columns(columns: Sequence[FloatArray], n_rows: int) -> FloatArray:
+    """Sum *columns* element-wise in the order numpy's pairwise summation uses."""
+    n = len(columns)
+    if n < _PAIRWISE_UNROLL:
+        total = np.zeros(n_rows, dtype=np.float64)
+        for column in columns:
+            total += column
+        return total
+    if n <= _PAIRWISE_BLOCK:
+        partial = [
+            columns[j].astype(np.float64, copy=True) for j in range(_PAIRWISE_UNROLL)
+        ]
+        end_of_blocks = n - n % _PAIRWISE_UNROLL
+        for start in range(_PAIRWISE_UNROLL, end_of_blocks, _PAIRWISE_UNROLL):
+            for j in range(_PAIRWISE_UNROLL):
+                partial[j] += columns[start + j]
+        total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + (
+            (partial[4] + partial[5]) + (partial[6] + partial[7])
+        )
+        for column in columns[end_of_blocks:]:
+            total += column
+        return total
+    half = n // 2
+    half -= half % _PAIRWISE_UNROLL
+    return _pairwise_columns(columns[:half], n_rows) + _pairwise_columns(
+        columns[half:], n_rows
+    )
+
+
+def _sum_like_numpy(columns: Sequence[FloatArray], n_rows: int) -> FloatArray:
+    """Row sums of *columns* that equal numpy's 1-D ``.sum()`` of each row, bit for bit.
+
+    ``row.sum()`` on a contiguous 1-D float64 array of length n adds the
+    elements in numpy's pairwise order: fewer than 8 elements one after the
+    other starting from 0.0; up to 128 elements in 8 interleaved partial
+    sums (element j, j+8, j+16, ... into accumulator j) combined as
+    ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))``, then the leftover tail one by
+    one; more than 128 by splitting at half the length rounded down to a
+    multiple of 8 and adding the two halves' sums. The reduction starts
+    from 0.0, which turns a total of -0.0 into 0.0. Doing the same
+    additions column-wise gives every row the same bits as the per-row sum.
+    (A 2-D ``.sum(axis=1)`` matches only while each row is contiguous in
+    memory; on a column-major array numpy adds the columns one after the
+    other, which differs in the last bit.)
+
+    Parameters
+    ----------
+    columns : sequence of ndarray of shape (n_rows,)
+        The summands, in the order the per-row array holds them.
+    n_rows : int
+        Number of rows (needed when *columns* is empty).
+
+    Returns
+    -------
+    ndarray of shape (n_rows,)
+    """
+    return _pairwise_columns(columns, n_rows) + 0.0
+
+
+_TIE_TOLERANCE: Final = 1e-6
+_FAST_ROUND_LIMIT: Final = float(2**30)
+
+
+def round_like_python(values: npt.ArrayLike, ndigits: int = 6) -> FloatArray:
+    """Round element-wise exactly as Python's ``round(float(v), ndigits)`` does.
+
+    Python rounds the exact binary value half-to-even at *ndigits* decimals
+    and returns the double nearest that decimal. ``np.round`` scales,
+    rounds and divides with intermediate rounding errors, so it can differ
+    in the last bit. Here ``k = rint(v * 10**ndigits)`` gives the right
+    integer whenever ``v * 10**ndigits`` is not within 1e-6 of a .5 tie,
+    and ``k / 10**ndigits`` (one correctly rounded IEEE division of exact
+    operands) is then the double Python returns. Values near a tie, very
+    large values and non-finite values (rare) are rounded by Python itself.
+
+    Parameters
+    ----------
+    values : array_like of float
+    ndigits : int, default 6
+        Decimal places, 0 to 15.
+
+    Returns
+    -------
+    ndarray of float64
+        Same shape as *values*.
+
+    Examples
+    --------
+    >>> float(round_like_python(0.0078125)), round(0.0078125, 6)  # exact binary tie
+    (0.007812, 0.007812)
+    >>> round_like_python([0.1234565, 2.675], 2).tolist() == [round(0.1234565, 2), 2.67]
+    True
+    """
+    if not 0 <= ndigits <= 15:
+        raise InvalidParameterError(f"ndigits must be in [0, 15], got {ndigits!r}")
+    x = np.asarray(values, dtype=np.float64)
+    scale = 10.0**ndigits
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = x * scale
+        rounded = np.rint(scaled) / scale
+        distance_to_tie = np.abs(scaled - np.floor(scaled) - 0.5)
+        exact = (np.abs(scaled) < _FAST_ROUND_LIMIT) & (distance_to_tie > _TIE_TOLERANCE)
+    slow = np.flatnonzero(~exact)
+    if slow.size:
+        rounded = np.array(rounded, dtype=np.float64)  # writable, owns its data
+        flat_in = x.reshape(-1)
+        flat_out = rounded.reshape(-1)
+        for i in slow.tolist():
+            flat_out[i] = round(float(flat_in[i]), ndigits)
+    return rounded
+
+
+# ---------------------------------------------------------------------------
+# The resolver
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TaxonomyResult:
+    """The mapping of one row.
+
+    Parameters
+    ----------
+    mapped_label : str
+        The bucket name, or the configured mixed label for a rejected row.
+    mapped_probs : dict of str to float
+        Bucket name to probability rounded to 6 decimals, in bucket order;
+        empty for a rejected row.
+    """
+
+    mapped_label: str
+    mapped_probs: dict[str, float]
+
+
+class MappedMatrix(NamedTuple):
+    """What :meth:`TaxonomyResolver.resolve_matrix` returns."""
+
+    bucket_index: IntArray
+    """Shape (n,): index into ``bucket_names``; -1 for a rejected row."""
+    mapped_proba: FloatArray
+    """Shape (n, n_buckets): rounded bucket probabilities; NaN for a rejected row."""
+
+
+def _as_rejected(is_rejected: npt.ArrayLike | None, n_rows: int, where: str) -> np.ndarray:
+    if is_rejected is None:
+        return np.zeros(n_rows, dtype=bool)
+    flags = np.asarray(is_rejected)
+    if flags.shape != (n_rows,):
+        raise InputError(
+            f"{where}: is_rejected must have one flag per row, shape ({n_rows},), "
+            f"got shape {flags.shape}"
+        )
+    if flags.dtype != np.bool_:
+        raise InputError(f"{where}: is_rejected must be booleans, got dtype {flags.dtype}")
+    return flags
+
+
+class TaxonomyResolver:
+    """Map core-label probabilities to a taxonomy's buckets.
+
+    Construction precomputes everything the mapping needs: the bucket
+    names (the configured buckets, then ``"Other"`` for uncovered core
+    labels), each bucket's member class indices, an (8, n_buckets)
+    membership matrix and the per-class weights.
+
+    The rules (DESIGN section 3): each row's probabilities are multiplied
+    by the per-core-label weights (1 for labels not reweighted) and
+    renormalized when the row total is positive; a bucket's probability
+    is the sum (or, by config, the max) of its core labels' probabilities
+    taken in class-index order; bucket probabilities are renormalized to
+    sum 1 when their total is positive; the mapped label is the first
+    bucket with the highest probability; mapped probabilities are rounded
+    as ``round(value, 6)``. Every sum is done in numpy's 1-D order, so the
+    results equal a per-row computation with ``ndarray.sum()`` bit for bit.
+    ``advanced.min_confidence_for_mapping`` is not used: rejection comes
+    from the caller's ``is_rejected``.
+
+    Parameters
+    ----------
+    config : TaxonomyConfig
+
+    Attributes
+    ----------
+    config : TaxonomyConfig
+    bucket_names : tuple of str
+    membership : ndarray of bool, shape (8, n_buckets)
+        ``membership[c, b]`` is True when class ``c`` belongs to bucket ``b``.
+    weights : ndarray of float, shape (8,)
+        Per-class weights in class order.
+
+    See Also
+    --------
+    TaxonomyMapper : The pipeline stage built on this resolver.
+
+    Examples
+    --------
+    >>> config = TaxonomyConfig(
+    ...     [TaxonomyBucket("Coding", ["Build", "Debug"]), TaxonomyBucket("Talk", ["Meet"])]
+    ... )
+    >>> resolver = TaxonomyResolver(config)
+    >>> resolver.bucket_names
+    ('Coding', 'Talk', 'Other')
+    >>> # class order: BreakIdle Build Communicate Debug Meet ReadResearch Review Write
+    >>> proba = np.array([[0.0, 0.3, 0.0, 0.2, 0.4, 0.0, 0.1, 0.0]])
+    >>> result = resolver.resolve(4, proba[0])
+    >>> result.mapped_label, result.mapped_probs
+    ('Coding', {'Coding': 0.5, 'Talk': 0.4, 'Other': 0.1})
+    >>> resolver.resolve(4, proba[0], is_rejected=True)
+    TaxonomyResult(mapped_label='Mixed/Unknown', mapped_probs={})
+    """
+
+    def __init__(self, config: TaxonomyConfig) -> None:
+        if not isinstance(config, TaxonomyConfig):
+            raise InvalidParameterError(
+                f"TaxonomyResolver needs a TaxonomyConfig, got {type(config).__name__}"
+            )
+        self._config = config
+        buckets = config.resolved_buckets
+        self._bucket_names = tuple(bucket.name for bucket in buckets)
+        self._members = tuple(
+            tuple(sorted(CLASS_INDEX[label] for label in bucket.core_labels))
+            for bucket in buckets
+        )
+        membership = np.zeros((N_CLASSES, len(buckets)), dtype=bool)
+        for b, members in enumerate(self._members):
+            membership[list(members), b] = True
+        membership.flags.writeable = False
+        self._membership = membership
+        weights = np.ones(N_CLASSES, dtype=np.float64)
+        for label, weight in config.advanced.reweight_core_labels:
+            weights[CLASS_INDEX[label]] = weight
+        weights.flags.writeable = False
+        self._weights = weights
+        self._use_max = config.advanced.probability_aggregation == "max"
+        self._mixed_label = config.reject.mixed_label_name
+
+    def __repr__(self) -> str:
+        return f"TaxonomyResolver(buckets={list(self._bucket_names)!r})"
+
+    @property
+    def config(self) -> TaxonomyConfig:
+        """The taxonomy this resolver maps to."""
+        return self._config
+
+    @property
+    def bucket_names(self) -> tuple[str, ...]:
+        """Bucket names in output order, ``"Other"`` last when present."""
+        return self._bucket_names
+
+    @property
+    def mixed_label(self) -> str:
+        """The mapped label of a rejected row."""
+        return self._mixed_label
+
+    @property
+    def membership(self) -> np.ndarray:
+        """Read-only (8, n_buckets) boolean membership of classes in buckets."""
+        return self._membership
+
+    @property
+    def weights(self) -> FloatArray:
+        """Read-only per-class weights in class order."""
+        return self._weights
+
+    def _check_proba(self, proba: npt.ArrayLike) -> FloatArray:
+        matrix = np.asarray(proba, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] != N_CLASSES:
+            raise ProbabilityShapeError(
+                f"TaxonomyResolver: expected a probability matrix of shape (n, "
+                f"{N_CLASSES}) with columns in class order ({', '.join(CLASS_ORDER)}), "
+                f"got shape {matrix.shape}"
+            )
+        return matrix
+
+    def _bucket_proba(self, proba: FloatArray) -> FloatArray:
+        """Unrounded, renormalized bucket probabilities of every row."""
+        n_rows = proba.shape[0]
+        # Class-major layout: row c holds class c for every input row.
+        weighted = np.ascontiguousarray((proba * self._weights).T)
+        total = _sum_like_numpy(list(weighted), n_rows)
+        np.divide(weighted, total, out=weighted, where=total > 0)
+        buckets = np.empty((len(self._members), n_rows), dtype=np.float64)
+        for b, members in enumerate(self._members):
+            columns = [weighted[c] for c in members]
+            if self._use_max:
+                buckets[b] = reduce(np.maximum, columns)
+            else:
+                buckets[b] = _sum_like_numpy(columns, n_rows)
+        bucket_total = _sum_like_numpy(list(buckets), n_rows)
+        np.divide(buckets, bucket_total, out=buckets, where=bucket_total > 0)
+        return np.ascontiguousarray(buckets.T)
+
+    def resolve_matrix(
+        self, proba: npt.ArrayLike, is_rejected: npt.ArrayLike | None = None
+    ) -> MappedMatrix:
+        """Map every row of a probability matrix at once (the vectorized kernel).
+
+        Parameters
+        ----------
+        proba : array_like of shape (n, 8)
+            Core-label probabilities, columns in class order. Rows that are
+            not rejected must be finite.
+        is_rejected : array_like of bool, shape (n,), optional
+            Rows to map to the mixed label. None rejects nothing.
+
+        Returns
+        -------
+        MappedMatrix
+            ``bucket_index`` (n,) into :attr:`bucket_names`, -1 for
+            rejected rows; ``mapped_proba`` (n, n_buckets) rounded as
+            ``round(value, 6)``, NaN on rejected rows.
+
+        Raises
+        ------
+        ProbabilityShapeError
+            If *proba* is not (n, 8).
+        InputError
+            If *is_rejected* has the wrong shape or type, or a row that is
+            not rejected holds NaN or infinity.
+        """
+        matrix = self._check_proba(proba)
+        n_rows = matrix.shape[0]
+        rejected = _as_rejected(is_rejected, n_rows, "TaxonomyResolver")
+        bad = ~np.isfinite(matrix).all(axis=1) & ~rejected
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise InputError(
+                f"TaxonomyResolver: {rows.size} row(s) have NaN or infinite "
+                f"probabilities (first at row {int(rows[0])})"
+            )
+        if rejected.any():
+            matrix = np.where(rejected[:, None], 0.0, matrix)
+        bucket_proba = self._bucket_proba(matrix)
+        bucket_index = np.argmax(bucket_proba, axis=1).astype(np.intp)
+        mapped = round_like_python(bucket_proba, 6)
+        bucket_index[rejected] = -1
+        mapped[rejected] = np.nan
+        return MappedMatrix(bucket_index, mapped)
+
+    def resolve_batch(
+        self,
+        core_label_ids: npt.ArrayLike,
+        core_probs: npt.ArrayLike,
+        *,
+        is_rejected: npt.ArrayLike | None = None,
+    ) -> list[TaxonomyResult]:
+        """Map a batch of rows and return one :class:`TaxonomyResult` per row.
+
+        Parameters
+        ----------
+        core_label_ids : array_like of int, shape (n,)
+            The core class index of each row (checked, but the bucket follows
+            from the probabilities).
+        core_probs : array_like of shape (n, 8)
+            Core-label probabilities in class order.
+        is_rejected : array_like of bool, shape (n,), optional
+
+        Returns
+        -------
+        list of TaxonomyResult
+        """
+        matrix = self._check_proba(core_probs)
+        ids = np.asarray(core_label_ids)
+        if ids.shape != (matrix.shape[0],):
+            raise InputError(
+                f"TaxonomyResolver: core_label_ids must have one id per row, shape "
+                f"({matrix.shape[0]},), got shape {ids.shape}"
+            )
+        if ids.size and (
+            not np.issubdtype(ids.dtype, np.integer)
+            or ids.min() < 0
+            or ids.max() >= N_CLASSES
+        ):
+            raise InputError(
+                f"TaxonomyResolver: core_label_ids must be class indices in "
+                f"[0, {N_CLASSES - 1}], got dtype {ids.dtype} with values {ids[:5]!r}..."
+            )
+        bucket_index, mapped = self.resolve_matrix(matrix, is_rejected)
+        names = self._bucket_names
+        return [
+            TaxonomyResult(names[b], dict(zip(names, row, strict=True)))
+            if b >= 0
+            else TaxonomyResult(self._mixed_label, {})
+            for b, row in zip(bucket_index.tolist(), mapped.tolist(), strict=True)
+        ]
+
+    def resolve(
+        self, core_label_id: int, core_probs: npt.ArrayLike, *, is_rejected: bool = False
+    ) -> TaxonomyResult:
+        """Map one row.
+
+        Parameters
+        ----------
+        core_label_id : int
+            The row's core class index.
+        core_probs : array_like of shape (8,)
+            Its probabilities in class order.
+        is_rejected : bool, default False
+
+        Returns
+        -------
+        TaxonomyResult
+        """
+        probs = np.asarray(core_probs, dtype=np.float64)
+        if probs.shape != (N_CLASSES,):
+            raise ProbabilityShapeError(
+                f"TaxonomyResolver: expected {N_CLASSES} probabilities in class order, "
+                f"got shape {probs.shape}"
+            )
+        return self.resolve_batch(
+            [core_label_id], probs[None, :], is_rejected=np.array([bool(is_rejected)])
+        )[0]

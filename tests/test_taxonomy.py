@@ -9,21 +9,33 @@ import re
 from pathlib import Path
 
 import attrs
+import numpy as np
 import pytest
 import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import taskclf.taxonomy as taxonomy_module
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
-from taskclf.exceptions import ReaderError, TaxonomyError
+from taskclf.exceptions import (
+    InputError,
+    ProbabilityShapeError,
+    ReaderError,
+    TaxonomyError,
+)
 from taskclf.taxonomy import (
     FALLBACK_BUCKET,
+    MappedMatrix,
     TaxonomyAdvanced,
     TaxonomyBucket,
     TaxonomyConfig,
     TaxonomyDisplay,
     TaxonomyReject,
+    TaxonomyResolver,
+    TaxonomyResult,
     default_taxonomy,
     load_taxonomy,
+    round_like_python,
     save_taxonomy,
     taxonomy_from_dict,
     taxonomy_to_dict,
@@ -459,3 +471,452 @@ class TestFiles:
             TaxonomyError, match=_at(path) + r": .*unknown core label 'Coding'"
         ):
             load_taxonomy(path)
+
+
+# ---------------------------------------------------------------------------
+# The mapping rules, stated once in plain per-row Python (the reference)
+# ---------------------------------------------------------------------------
+
+
+def reference_bucket_probs(
+    config: TaxonomyConfig, p: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """DESIGN section 3 for one row, as earlier taskclf versions computed it:
+    bucket names and unrounded, renormalized bucket probabilities."""
+    buckets = [(b.name, list(b.core_labels)) for b in config.buckets]
+    covered = {label for _, labels in buckets for label in labels}
+    uncovered = [label for label in CLASS_ORDER if label not in covered]
+    if uncovered:
+        buckets.append(("Other", uncovered))
+    w = np.ones(len(CLASS_ORDER))
+    for label, weight in config.advanced.weights.items():
+        w[CLASS_ORDER.index(label)] = weight
+    probs = np.asarray(p, dtype=np.float64) * w
+    total = probs.sum()
+    if total > 0:
+        probs /= total
+    bucket_probs = np.zeros(len(buckets))
+    for i, (_, labels) in enumerate(buckets):
+        indices = sorted(CLASS_ORDER.index(label) for label in labels)
+        if config.advanced.probability_aggregation == "max":
+            bucket_probs[i] = probs[indices].max()
+        else:
+            bucket_probs[i] = probs[indices].sum()
+    bp_total = bucket_probs.sum()
+    if bp_total > 0:
+        bucket_probs /= bp_total
+    return [name for name, _ in buckets], bucket_probs
+
+
+def reference_resolve(
+    config: TaxonomyConfig, p: np.ndarray, rejected: bool
+) -> tuple[str, dict[str, float]]:
+    """The mapped label and rounded probabilities of one row."""
+    if rejected:
+        return config.reject.mixed_label_name, {}
+    names, bucket_probs = reference_bucket_probs(config, p)
+    best = int(np.argmax(bucket_probs))
+    rounded = [round(float(v), 6) for v in bucket_probs]
+    return names[best], dict(zip(names, rounded, strict=True))
+
+
+def _bits(probs: dict[str, float]) -> list[tuple[str, str]]:
+    """Bucket names and exact float bits, in order (``float.hex`` is exact)."""
+    return [(name, float(value).hex()) for name, value in probs.items()]
+
+
+def assert_matches_reference(
+    config: TaxonomyConfig, proba: np.ndarray, rejected: np.ndarray
+) -> None:
+    resolver = TaxonomyResolver(config)
+    ids = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=np.intp)
+    results = resolver.resolve_batch(ids, proba, is_rejected=rejected)
+    assert len(results) == len(proba)
+    for row, result, flag in zip(proba, results, rejected, strict=True):
+        label, probs = reference_resolve(config, row, bool(flag))
+        assert result.mapped_label == label
+        assert _bits(result.mapped_probs) == _bits(probs)
+    # Rounding to 6 decimals hides most last-bit differences, so also
+    # compare the unrounded bucket probabilities: this is what pins the
+    # summation order.
+    unrounded = resolver._bucket_proba(proba)
+    for row, got in zip(proba, unrounded, strict=True):
+        _, expected = reference_bucket_probs(config, row)
+        assert [v.hex() for v in got.tolist()] == [v.hex() for v in expected.tolist()]
+
+
+# ---------------------------------------------------------------------------
+# Hand-worked examples
+# ---------------------------------------------------------------------------
+
+
+def _row(**values: float) -> np.ndarray:
+    """A probability row in class order from keyword values (others 0)."""
+    row = np.zeros(len(CLASS_ORDER))
+    for label, value in values.items():
+        row[CLASS_ORDER.index(label)] = value
+    return row
+
+
+class TestResolverExamples:
+    def test_fallback_bucket_collects_uncovered_labels(self) -> None:
+        config = _config(("Coding", ["Build", "Debug"]), ("Talk", ["Meet", "Communicate"]))
+        resolver = TaxonomyResolver(config)
+        assert resolver.bucket_names == ("Coding", "Talk", "Other")
+        expected_membership = np.zeros((8, 3), dtype=bool)
+        for label in ("Build", "Debug"):
+            expected_membership[CLASS_ORDER.index(label), 0] = True
+        for label in ("Meet", "Communicate"):
+            expected_membership[CLASS_ORDER.index(label), 1] = True
+        for label in ("BreakIdle", "ReadResearch", "Review", "Write"):
+            expected_membership[CLASS_ORDER.index(label), 2] = True
+        np.testing.assert_array_equal(resolver.membership, expected_membership)
+        result = resolver.resolve(
+            0, _row(BreakIdle=0.3, Write=0.25, Build=0.2, Meet=0.15, Debug=0.1)
+        )
+        assert result.mapped_label == "Other"
+        assert result.mapped_probs == {"Coding": 0.3, "Talk": 0.15, "Other": 0.55}
+
+    def test_reweighting_changes_the_winner(self) -> None:
+        row = _row(Build=0.4, Meet=0.35, BreakIdle=0.25)
+        plain = _config(("Coding", ["Build"]), ("Talk", ["Meet"]))
+        assert TaxonomyResolver(plain).resolve(1, row).mapped_label == "Coding"
+        # Meet x2: weighted 0.4, 0.7, 0.25 -> total 1.35.
+        weighted = attrs.evolve(
+            plain, advanced=TaxonomyAdvanced(reweight_core_labels={"Meet": 2.0})
+        )
+        result = TaxonomyResolver(weighted).resolve(1, row)
+        assert result.mapped_label == "Talk"
+        assert result.mapped_probs == {
+            "Coding": 0.296296,
+            "Talk": 0.518519,
+            "Other": 0.185185,
+        }
+
+    def test_max_aggregation(self) -> None:
+        row = _row(Build=0.2, Debug=0.2, Review=0.1, Meet=0.3, BreakIdle=0.2)
+        buckets = (("Coding", ["Build", "Debug", "Review"]), ("Talk", ["Meet"]))
+        summed = TaxonomyResolver(_config(*buckets)).resolve(4, row)
+        assert summed.mapped_label == "Coding"
+        assert summed.mapped_probs == {"Coding": 0.5, "Talk": 0.3, "Other": 0.2}
+        maxed = TaxonomyResolver(
+            _config(*buckets, advanced=TaxonomyAdvanced(probability_aggregation="max"))
+        ).resolve(4, row)
+        # Maxima 0.2, 0.3, 0.2 renormalized by their total 0.7.
+        assert maxed.mapped_label == "Talk"
+        assert maxed.mapped_probs == {
+            "Coding": 0.285714,
+            "Talk": 0.428571,
+            "Other": 0.285714,
+        }
+
+    def test_first_bucket_wins_ties(self) -> None:
+        row = _row(Build=0.5, Debug=0.5)
+        forward = _config(("A", ["Build"]), ("B", ["Debug"]))
+        backward = _config(("B", ["Debug"]), ("A", ["Build"]))
+        assert TaxonomyResolver(forward).resolve(1, row).mapped_label == "A"
+        assert TaxonomyResolver(backward).resolve(1, row).mapped_label == "B"
+        # A configured bucket beats the fallback bucket on a tie.
+        tie_with_other = _row(Build=0.5, Write=0.5)
+        result = TaxonomyResolver(_config(("A", ["Build"]))).resolve(1, tie_with_other)
+        assert result.mapped_label == "A"
+        assert result.mapped_probs == {"A": 0.5, "Other": 0.5}
+
+    def test_rejected_rows_get_the_mixed_label_and_no_probabilities(self) -> None:
+        config = _config(("A", ["Build"]))
+        resolver = TaxonomyResolver(config)
+        proba = np.array([_row(Build=0.9, Meet=0.1), _row(Build=0.4, Meet=0.6)])
+        results = resolver.resolve_batch([1, 4], proba, is_rejected=[False, True])
+        assert results == [
+            TaxonomyResult("A", {"A": 0.9, "Other": 0.1}),
+            TaxonomyResult(MIXED_UNKNOWN, {}),
+        ]
+        custom = TaxonomyResolver(
+            attrs.evolve(config, reject=TaxonomyReject(mixed_label_name="Unsure"))
+        )
+        assert custom.resolve(1, proba[0], is_rejected=True) == TaxonomyResult("Unsure", {})
+        matrix = resolver.resolve_matrix(proba, np.array([False, True]))
+        assert isinstance(matrix, MappedMatrix)
+        np.testing.assert_array_equal(matrix.bucket_index, [0, -1])
+        np.testing.assert_array_equal(matrix.mapped_proba, [[0.9, 0.1], [np.nan, np.nan]])
+
+    def test_rejected_rows_may_hold_nan(self) -> None:
+        resolver = TaxonomyResolver(_config(("A", ["Build"])))
+        proba = np.array([_row(Build=1.0), np.full(8, np.nan)])
+        index, _ = resolver.resolve_matrix(proba, [False, True])
+        np.testing.assert_array_equal(index, [0, -1])
+
+    def test_all_zero_row_keeps_zeros_and_maps_to_the_first_bucket(self) -> None:
+        resolver = TaxonomyResolver(_config(("A", ["Build"]), ("B", ["Meet"])))
+        result = resolver.resolve(0, np.zeros(8))
+        assert result == TaxonomyResult("A", {"A": 0.0, "B": 0.0, "Other": 0.0})
+
+    def test_unnormalized_rows_are_renormalized(self) -> None:
+        resolver = TaxonomyResolver(_config(("A", ["Build"])))
+        result = resolver.resolve(1, _row(Build=3.0, Meet=1.0))
+        assert result.mapped_probs == {"A": 0.75, "Other": 0.25}
+
+    def test_overlapping_buckets_are_renormalized(self) -> None:
+        config = _config(("Code", ["Build", "Debug"]), ("Focus", ["Build", "Write"]))
+        result = TaxonomyResolver(config).resolve(
+            1, _row(Build=0.5, Debug=0.25, Write=0.25)
+        )
+        # Bucket sums 0.75, 0.75, 0 -> total 1.5.
+        assert result == TaxonomyResult("Code", {"Code": 0.5, "Focus": 0.5, "Other": 0.0})
+
+    def test_mapped_probabilities_are_rounded_like_python(self) -> None:
+        # 2.5e-06 is stored slightly above the tie: Python rounds it up,
+        # numpy's np.round down.
+        assert np.round(2.5e-06, 6) == 2e-06
+        assert round(2.5e-06, 6) == 3e-06
+        assert round_like_python(2.5e-06) == 3e-06
+        resolver = TaxonomyResolver(_config(("A", ["Build"])))
+        result = resolver.resolve(1, _row(Build=1.0 - 2.5e-06, Meet=2.5e-06))
+        expected = reference_resolve(
+            resolver.config, _row(Build=1.0 - 2.5e-06, Meet=2.5e-06), False
+        )
+        assert _bits(result.mapped_probs) == _bits(expected[1])
+        assert result.mapped_probs["Other"] == round(2.5e-06, 6) == 3e-06
+
+    def test_min_confidence_for_mapping_is_not_used(self) -> None:
+        row = _row(Build=0.3, Meet=0.25, Write=0.25, BreakIdle=0.2)
+        low = _config(
+            ("A", ["Build"]), advanced=TaxonomyAdvanced(min_confidence_for_mapping=0.0)
+        )
+        high = attrs.evolve(low, advanced=TaxonomyAdvanced(min_confidence_for_mapping=1.0))
+        assert TaxonomyResolver(low).resolve(1, row) == TaxonomyResolver(high).resolve(
+            1, row
+        )
+
+    def test_empty_batch(self) -> None:
+        resolver = TaxonomyResolver(_config(("A", ["Build"])))
+        index, mapped = resolver.resolve_matrix(np.zeros((0, 8)))
+        assert index.shape == (0,)
+        assert mapped.shape == (0, 2)
+        assert resolver.resolve_batch([], np.zeros((0, 8))) == []
+
+    def test_resolve_agrees_with_resolve_matrix(self) -> None:
+        rng = np.random.default_rng(5)
+        proba = rng.dirichlet(np.ones(8), size=50)
+        resolver = TaxonomyResolver(default_taxonomy())
+        index, mapped = resolver.resolve_matrix(proba)
+        np.testing.assert_array_equal(index, proba.argmax(axis=1))
+        for i, row in enumerate(proba):
+            single = resolver.resolve(int(index[i]), row)
+            assert single.mapped_label == CLASS_ORDER[index[i]]
+            assert list(single.mapped_probs.values()) == mapped[i].tolist()
+
+
+class TestResolverErrors:
+    def test_config_type(self) -> None:
+        with pytest.raises(ValueError, match="needs a TaxonomyConfig, got dict"):
+            TaxonomyResolver({})  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("shape", [(3, 7), (3, 9), (8,), (2, 2, 8)])
+    def test_wrong_width(self, shape: tuple[int, ...]) -> None:
+        resolver = TaxonomyResolver(default_taxonomy())
+        with pytest.raises(ProbabilityShapeError, match=r"shape \(n, 8\).*got shape"):
+            resolver.resolve_matrix(np.zeros(shape))
+
+    def test_single_row_wrong_length(self) -> None:
+        with pytest.raises(ProbabilityShapeError, match=r"got shape \(7,\)"):
+            TaxonomyResolver(default_taxonomy()).resolve(0, np.zeros(7))
+
+    def test_non_finite_rows_are_refused(self) -> None:
+        proba = np.zeros((4, 8))
+        proba[2, 3] = np.nan
+        with pytest.raises(InputError, match=r"1 row\(s\) have NaN .*first at row 2"):
+            TaxonomyResolver(default_taxonomy()).resolve_matrix(proba)
+
+    def test_is_rejected_shape_and_type(self) -> None:
+        resolver = TaxonomyResolver(default_taxonomy())
+        with pytest.raises(InputError, match=r"one flag per row, shape \(2,\)"):
+            resolver.resolve_matrix(np.zeros((2, 8)), [True])
+        with pytest.raises(InputError, match="must be booleans"):
+            resolver.resolve_matrix(np.zeros((2, 8)), [0, 1])
+
+    def test_core_label_ids(self) -> None:
+        resolver = TaxonomyResolver(default_taxonomy())
+        with pytest.raises(InputError, match="one id per row"):
+            resolver.resolve_batch([0], np.zeros((2, 8)))
+        with pytest.raises(InputError, match=r"class indices in \[0, 7\]"):
+            resolver.resolve_batch([0, 8], np.zeros((2, 8)))
+        with pytest.raises(InputError, match="class indices"):
+            resolver.resolve_batch([0.0, 1.0], np.zeros((2, 8)))
+
+
+# ---------------------------------------------------------------------------
+# Bit-exactness against the per-row reference (hypothesis)
+# ---------------------------------------------------------------------------
+
+_probability = st.one_of(
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.0, 1.0, 0.5, 0.25, 0.125, 0.1, 0.2, 1 / 3, 2.5e-06, 0.0078125]),
+    st.integers(0, 10**6).map(lambda k: k / 1e6 + 5e-7),
+)
+
+
+@st.composite
+def taxonomy_configs(draw: st.DrawFn, max_buckets: int = 10) -> TaxonomyConfig:
+    n_buckets = draw(st.integers(1, max_buckets))
+    buckets = [
+        TaxonomyBucket(
+            f"B{i}",
+            draw(
+                st.lists(st.sampled_from(CLASS_ORDER), min_size=1, max_size=8, unique=True)
+            ),
+        )
+        for i in range(n_buckets)
+    ]
+    weights = draw(
+        st.dictionaries(
+            st.sampled_from(CLASS_ORDER),
+            st.one_of(st.floats(1e-3, 1e3), st.sampled_from([0.5, 1.0, 2.0, 3.0])),
+            max_size=8,
+        )
+    )
+    aggregation = draw(st.sampled_from(["sum", "max"]))
+    return TaxonomyConfig(
+        buckets,
+        advanced=TaxonomyAdvanced(
+            probability_aggregation=aggregation, reweight_core_labels=weights
+        ),
+    )
+
+
+_rounding_ties = st.one_of(
+    st.integers(0, 10**6).map(lambda k: k / 1e6 + 5e-7),
+    st.integers(0, 63).map(lambda k: (2 * k + 1) / 128),
+)
+
+
+@st.composite
+def tie_rows(draw: st.DrawFn) -> list[float]:
+    """Two classes holding t and 1 - t: with t + (1 - t) == 1.0 a one-class
+    bucket gets exactly t (or 1 - t), a value at or next to a rounding tie."""
+    t = draw(_rounding_ties)
+    first, second = draw(st.lists(st.integers(0, 7), min_size=2, max_size=2, unique=True))
+    row = [0.0] * 8
+    row[first], row[second] = t, 1.0 - t
+    return row
+
+
+@st.composite
+def probability_matrices(draw: st.DrawFn) -> np.ndarray:
+    row = st.one_of(st.lists(_probability, min_size=8, max_size=8), tie_rows())
+    rows = draw(st.lists(row, max_size=12))
+    proba = np.array(rows, dtype=np.float64).reshape(-1, 8)
+    if draw(st.booleans()) and len(proba):
+        totals = proba.sum(axis=1, keepdims=True)
+        proba = np.divide(proba, totals, out=proba.copy(), where=totals > 0)
+    return proba
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=taxonomy_configs(), proba=probability_matrices(), data=st.data())
+def test_resolver_equals_per_row_reference_bit_for_bit(
+    config: TaxonomyConfig, proba: np.ndarray, data: st.DataObject
+) -> None:
+    rejected = np.array(
+        data.draw(st.lists(st.booleans(), min_size=len(proba), max_size=len(proba))),
+        dtype=bool,
+    )
+    assert_matches_reference(config, proba, rejected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(config=taxonomy_configs(), seed=st.integers(0, 2**32 - 1))
+def test_resolver_equals_reference_on_realistic_batches(
+    config: TaxonomyConfig, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(rng.uniform(0.05, 2.0, size=8), size=400)
+    rejected = rng.random(400) < 0.1
+    assert_matches_reference(config, proba, rejected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    config=taxonomy_configs(max_buckets=300).filter(lambda c: len(c.buckets) > 128),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_resolver_equals_reference_with_more_than_128_buckets(
+    config: TaxonomyConfig, seed: int
+) -> None:
+    # More than 128 buckets exercises numpy's recursive pairwise split.
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(np.ones(8), size=20)
+    assert_matches_reference(config, proba, np.zeros(20, dtype=bool))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+        max_size=300,
+    ),
+    n_rows=st.integers(1, 3),
+)
+def test_column_sums_follow_numpy_order(values: list[float], n_rows: int) -> None:
+    # Each row is the list rotated, so rows differ; every row must equal
+    # numpy's own 1-D sum of that row.
+    rows = np.array([values[i:] + values[:i] for i in range(n_rows)], dtype=np.float64)
+    rows = rows.reshape(n_rows, len(values))
+    columns = [np.ascontiguousarray(rows[:, j]) for j in range(len(values))]
+    got = taxonomy_module._sum_like_numpy(columns, n_rows)
+    expected = [float(np.asarray(row).sum()).hex() for row in rows]
+    assert [float(v).hex() for v in got] == expected
+
+
+_tie_values = st.one_of(
+    st.integers(0, 10**6).map(lambda k: k / 1e6 + 5e-7),
+    st.integers(0, 10**6).map(lambda k: (k + 0.5) / 1e6),
+    st.integers(0, 63).map(lambda k: (2 * k + 1) / 128),  # exact binary ties
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(0.0, 1.0),
+        _tie_values,
+        _tie_values.map(lambda v: float(np.nextafter(v, 2.0))),
+        _tie_values.map(lambda v: float(np.nextafter(v, -1.0))),
+        _tie_values.map(lambda v: -v),
+    )
+)
+@example(0.0078125)
+@example(2.5e-06)
+@example(-0.0)
+@example(1e300)
+def test_round_like_python_matches_round_bit_for_bit(value: float) -> None:
+    got = float(round_like_python(np.array([value, value]))[1])
+    expected = round(value, 6)
+    if np.isnan(expected):
+        assert np.isnan(got)
+    else:
+        assert got.hex() == expected.hex()
+
+
+@pytest.mark.parametrize("ndigits", [0, 2, 4, 6, 10])
+def test_round_like_python_other_digits(ndigits: int) -> None:
+    rng = np.random.default_rng(ndigits)
+    values = np.concatenate(
+        [
+            rng.random(2000) * 10,
+            (np.arange(2000) + 0.5) / 10.0**ndigits,
+            np.arange(1, 64, 2) / 128,
+        ]
+    )
+    got = round_like_python(values, ndigits)
+    assert [v.hex() for v in got.tolist()] == [
+        round(float(v), ndigits).hex() for v in values
+    ]
+
+
+def test_round_like_python_exact_binary_ties() -> None:
+    values = np.arange(1, 128, 2) / 128  # x * 1e6 ends in exactly .5
+    expected = [round(float(v), 6) for v in values]
+    assert round_like_python(values).tolist() == expected
+    assert round_like_python(0.0078125) == 0.007812  # half to even
