@@ -9,7 +9,9 @@ about ("Coding", "Meetings", ...). This module holds
   :func:`taxonomy_from_dict`);
 * the mapping itself, :class:`TaxonomyResolver`, whose vectorized kernel
   :meth:`TaxonomyResolver.resolve_matrix` maps a whole probability matrix
-  at once.
+  at once;
+* the optional last pipeline stage, :class:`TaxonomyMapper`, which adds the
+  mapped label and the mapped probabilities to a frame.
 
 The mapping rules are the contract of DESIGN section 3 ("Taxonomy").
 """
@@ -29,8 +31,18 @@ from typing import Any, Final, NamedTuple
 import attrs
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import yaml
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
+from taskclf._columns import (
+    IS_REJECTED,
+    LABEL,
+    MAPPED_LABEL,
+    MAPPED_PROBA_PREFIX,
+    PROBA_COLUMNS,
+)
 from taskclf.core.types import (
     CLASS_INDEX,
     CLASS_ORDER,
@@ -39,8 +51,10 @@ from taskclf.core.types import (
     N_CLASSES,
 )
 from taskclf.exceptions import (
+    ColumnTypeError,
     InputError,
     InvalidParameterError,
+    MissingColumnsError,
     ProbabilityShapeError,
     ReaderError,
     TaxonomyError,
@@ -1256,3 +1270,255 @@ class TaxonomyResolver:
         return self.resolve_batch(
             [core_label_id], probs[None, :], is_rejected=np.array([bool(is_rejected)])
         )[0]
+
+
+# ---------------------------------------------------------------------------
+# The pipeline stage
+# ---------------------------------------------------------------------------
+
+
+def mapped_proba_column(bucket_name: str) -> str:
+    """Name of the column holding *bucket_name*'s mapped probability.
+
+    Examples
+    --------
+    >>> mapped_proba_column("Coding")
+    'mapped_proba_Coding'
+    """
+    return f"{MAPPED_PROBA_PREFIX}{bucket_name}"
+
+
+def _proba_matrix(frame: pd.DataFrame, where: str) -> FloatArray:
+    """The (n, 8) calibrated probability matrix of *frame*, columns in class order."""
+    missing = [column for column in PROBA_COLUMNS if column not in frame.columns]
+    if missing:
+        raise MissingColumnsError(missing, where=where)
+    for column in PROBA_COLUMNS:
+        dtype = frame[column].dtype
+        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            raise ColumnTypeError(
+                f"{where}: column {column!r} must hold probabilities (numbers), "
+                f"got dtype {dtype}"
+            )
+    return frame[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray | None:
+    """The ``is_rejected`` column as a bool array, or None when absent."""
+    if IS_REJECTED not in frame.columns:
+        return None
+    flags = frame[IS_REJECTED]
+    if not pd.api.types.is_bool_dtype(flags.dtype):
+        raise ColumnTypeError(
+            f"{where}: column {IS_REJECTED!r} must hold booleans, got dtype {flags.dtype}"
+        )
+    if flags.isna().any():
+        raise ColumnTypeError(
+            f"{where}: column {IS_REJECTED!r} has {int(flags.isna().sum())} "
+            "missing value(s)"
+        )
+    return flags.to_numpy(dtype=bool)
+
+
+class TaxonomyMapper(TransformerMixin, BaseEstimator):
+    """Pipeline stage: map each row's core-label probabilities to taxonomy buckets.
+
+    The optional step after the hysteresis merger. It reads the calibrated
+    probability columns ``proba_<Class>`` and ``is_rejected`` (absent means
+    nothing is rejected) and returns a new frame, rows in input order,
+    with the caller's columns followed by
+
+    * ``mapped_label``: the bucket name, or the configured mixed label for
+      a rejected row (categorical over the bucket names, then the mixed
+      label);
+    * ``mapped_proba_<bucket>``: one float column per bucket, in bucket
+      order (``Other`` last when present), rounded as ``round(v, 6)``;
+      NaN on rejected rows.
+
+    ``mapped_*`` columns already in the input (from an earlier mapping) are
+    replaced. :meth:`predict` returns the core ``label`` column, so a
+    pipeline predicts the same core labels with or without this step. The
+    stage learns nothing: given a taxonomy it is ready without ``fit``.
+
+    Parameters
+    ----------
+    taxonomy : TaxonomyConfig or None, default None
+        The taxonomy to map to. None maps to :func:`default_taxonomy`
+        (one bucket per core label) once fitted.
+
+    Attributes
+    ----------
+    resolver_ : TaxonomyResolver
+        The resolver built by :meth:`fit`.
+    bucket_names_ : tuple of str
+        The output buckets, in column order.
+
+    See Also
+    --------
+    TaxonomyResolver : The mapping rules.
+    load_taxonomy : Read a taxonomy from YAML.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from taskclf._columns import PROBA_COLUMNS
+    >>> config = TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug"])])
+    >>> # class order: BreakIdle Build Communicate Debug Meet ReadResearch Review Write
+    >>> proba = [[0.1, 0.5, 0, 0.2, 0.1, 0, 0.1, 0], [0.6, 0.1, 0, 0, 0.3, 0, 0, 0]]
+    >>> frame = pd.DataFrame(proba, columns=list(PROBA_COLUMNS))
+    >>> frame = frame.assign(is_rejected=[False, True], label=["Build", "BreakIdle"])
+    >>> mapper = TaxonomyMapper(config).fit(frame)
+    >>> out = mapper.transform(frame)
+    >>> out["mapped_label"].tolist()
+    ['Coding', 'Mixed/Unknown']
+    >>> out[["mapped_proba_Coding", "mapped_proba_Other"]]
+       mapped_proba_Coding  mapped_proba_Other
+    0                  0.7                 0.3
+    1                  NaN                 NaN
+    >>> mapper.predict(out).tolist()
+    ['Build', 'BreakIdle']
+    """
+
+    def __init__(self, taxonomy: TaxonomyConfig | None = None) -> None:
+        self.taxonomy = taxonomy
+
+    def _taxonomy(self) -> TaxonomyConfig:
+        if self.taxonomy is None:
+            return default_taxonomy()
+        if not isinstance(self.taxonomy, TaxonomyConfig):
+            raise InvalidParameterError(
+                "TaxonomyMapper: taxonomy must be a TaxonomyConfig (see load_taxonomy) "
+                f"or None, got {type(self.taxonomy).__name__}"
+            )
+        return self.taxonomy
+
+    def _resolver(self) -> TaxonomyResolver:
+        config = self._taxonomy()
+        resolver = getattr(self, "resolver_", None)
+        if isinstance(resolver, TaxonomyResolver) and resolver.config == config:
+            return resolver
+        return TaxonomyResolver(config)
+
+    def fit(self, X: Any = None, y: Any = None) -> TaxonomyMapper:
+        """Check the taxonomy and build the resolver; *X* and *y* are not used.
+
+        Parameters
+        ----------
+        X : ignored
+        y : ignored
+
+        Returns
+        -------
+        TaxonomyMapper
+            self.
+        """
+        self.resolver_ = TaxonomyResolver(self._taxonomy())
+        self.bucket_names_ = self.resolver_.bucket_names
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.taxonomy is not None or hasattr(self, "resolver_")
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = self.taxonomy is None
+        tags.input_tags.string = True
+        return tags
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Add ``mapped_label`` and ``mapped_proba_<bucket>`` columns.
+
+        Parameters
+        ----------
+        X : DataFrame
+            With the columns ``proba_<Class>`` for the eight classes and,
+            optionally, ``is_rejected``.
+
+        Returns
+        -------
+        DataFrame
+            A new frame: *X*'s rows and columns, then the mapped columns.
+            *X* is not modified.
+
+        Raises
+        ------
+        MissingColumnsError
+            If probability columns are missing (all are listed).
+        ColumnTypeError
+            If a probability column is not numeric or ``is_rejected`` is
+            not boolean.
+        InputError
+            If a row that is not rejected has NaN or infinite probabilities.
+        """
+        check_is_fitted(self)
+        where = "TaxonomyMapper"
+        if not isinstance(X, pd.DataFrame):
+            raise InputError(
+                f"{where}: expected a pandas DataFrame, got {type(X).__name__}"
+            )
+        resolver = self._resolver()
+        proba = _proba_matrix(X, where)
+        rejected = _rejected_flags(X, where)
+        bucket_index, mapped = resolver.resolve_matrix(proba, rejected)
+        names = resolver.bucket_names
+        codes = np.where(bucket_index >= 0, bucket_index, len(names)).astype(np.intp)
+        categories = pd.Index([*names, resolver.mixed_label])
+        new_columns: dict[str, Any] = {
+            MAPPED_LABEL: pd.Categorical.from_codes(codes, categories=categories)
+        }
+        for name, column in zip(names, mapped.T.copy(), strict=True):
+            new_columns[mapped_proba_column(name)] = column
+        stale = [
+            c for c in X.columns if isinstance(c, str) and c.startswith(MAPPED_PROBA_PREFIX)
+        ]
+        base = X.drop(columns=stale) if stale else X
+        return base.assign(**new_columns)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Return the final core label of each row (the ``label`` column).
+
+        The taxonomy does not change what a pipeline predicts: the mapped
+        labels are in :meth:`transform`'s output.
+
+        Parameters
+        ----------
+        X : DataFrame
+            With a ``label`` column (added by the hysteresis merger).
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
+        if not isinstance(X, pd.DataFrame):
+            raise InputError(
+                "TaxonomyMapper.predict: expected a pandas DataFrame, "
+                f"got {type(X).__name__}"
+            )
+        if LABEL not in X.columns:
+            raise MissingColumnsError([LABEL], where="TaxonomyMapper.predict")
+        return X[LABEL].to_numpy()
+
+
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_BUCKET_COLOR",
+    "DEFAULT_VIEWS",
+    "FALLBACK_BUCKET",
+    "LABEL_SCHEMA_VERSIONS",
+    "MappedMatrix",
+    "TaxonomyAdvanced",
+    "TaxonomyBucket",
+    "TaxonomyConfig",
+    "TaxonomyDisplay",
+    "TaxonomyMapper",
+    "TaxonomyReject",
+    "TaxonomyResolver",
+    "TaxonomyResult",
+    "default_taxonomy",
+    "load_taxonomy",
+    "mapped_proba_column",
+    "round_like_python",
+    "save_taxonomy",
+    "taxonomy_from_dict",
+    "taxonomy_to_dict",
+]

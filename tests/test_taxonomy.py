@@ -3,22 +3,32 @@ and the TaxonomyMapper pipeline stage."""
 
 from __future__ import annotations
 
+import copy
 import doctest
 import os
+import pickle
 import re
 from pathlib import Path
 
 import attrs
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
 
 import taskclf.taxonomy as taxonomy_module
+from taskclf._columns import PROBA_COLUMNS
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
 from taskclf.exceptions import (
+    ColumnTypeError,
     InputError,
+    InvalidParameterError,
+    MissingColumnsError,
     ProbabilityShapeError,
     ReaderError,
     TaxonomyError,
@@ -30,6 +40,7 @@ from taskclf.taxonomy import (
     TaxonomyBucket,
     TaxonomyConfig,
     TaxonomyDisplay,
+    TaxonomyMapper,
     TaxonomyReject,
     TaxonomyResolver,
     TaxonomyResult,
@@ -180,12 +191,12 @@ class TestSections:
     )
     def test_advanced_bad_weights(self, weights: object, message: str) -> None:
         with pytest.raises(TaxonomyError, match=message):
-            TaxonomyAdvanced(reweight_core_labels=weights)  # type: ignore[arg-type]
+            TaxonomyAdvanced(reweight_core_labels=weights)
 
     @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.5", True])
     def test_advanced_bad_min_confidence(self, value: object) -> None:
         with pytest.raises(TaxonomyError, match="min_confidence_for_mapping"):
-            TaxonomyAdvanced(min_confidence_for_mapping=value)  # type: ignore[arg-type]
+            TaxonomyAdvanced(min_confidence_for_mapping=value)
 
     def test_advanced_min_confidence_int_becomes_float(self) -> None:
         assert (
@@ -227,7 +238,7 @@ class TestConfig:
 
     def test_buckets_must_be_bucket_objects(self) -> None:
         with pytest.raises(TaxonomyError, match=r"buckets\[0\] must be a TaxonomyBucket"):
-            TaxonomyConfig(ONE_BUCKET)  # type: ignore[list-item]
+            TaxonomyConfig(ONE_BUCKET)
 
     def test_other_is_reserved_when_labels_are_uncovered(self) -> None:
         with pytest.raises(TaxonomyError, match="'Other' is reserved"):
@@ -920,3 +931,223 @@ def test_round_like_python_exact_binary_ties() -> None:
     expected = [round(float(v), 6) for v in values]
     assert round_like_python(values).tolist() == expected
     assert round_like_python(0.0078125) == 0.007812  # half to even
+
+
+# ---------------------------------------------------------------------------
+# TaxonomyMapper, the pipeline stage
+# ---------------------------------------------------------------------------
+
+CODING = _config(
+    ("Coding", ["Build", "Debug", "Review"]), ("Talk", ["Communicate", "Meet"])
+)
+MAPPED_COLUMNS = [
+    "mapped_label",
+    "mapped_proba_Coding",
+    "mapped_proba_Talk",
+    "mapped_proba_Other",
+]
+
+
+def _frame(n: int = 6, seed: int = 0, rejected: bool = True) -> pd.DataFrame:
+    """A frame as the merger leaves it: caller columns, probabilities, flags, label."""
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(np.ones(8), size=n)
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{i % 2}" for i in range(n)],
+            "bucket_start_ts": pd.date_range("2025-01-01", periods=n, freq="60s", tz="UTC"),
+        },
+        index=pd.Index(rng.permutation(np.arange(100, 100 + n)), name="row"),
+    )
+    for column, values in zip(PROBA_COLUMNS, proba.T, strict=True):
+        frame[column] = values
+    if rejected:
+        frame["is_rejected"] = proba.max(axis=1) < 0.3
+    frame["label"] = pd.Categorical([CLASS_ORDER[i] for i in proba.argmax(axis=1)])
+    return frame
+
+
+class TestMapper:
+    def test_adds_mapped_columns_matching_the_resolver(self) -> None:
+        frame = _frame(40)
+        assert frame["is_rejected"].any()
+        out = TaxonomyMapper(CODING).fit_transform(frame)
+        assert list(out.columns) == [*frame.columns, *MAPPED_COLUMNS]
+        expected = TaxonomyResolver(CODING).resolve_batch(
+            frame[list(PROBA_COLUMNS)].to_numpy().argmax(axis=1),
+            frame[list(PROBA_COLUMNS)].to_numpy(),
+            is_rejected=frame["is_rejected"].to_numpy(),
+        )
+        assert out["mapped_label"].tolist() == [r.mapped_label for r in expected]
+        for i, result in enumerate(expected):
+            values = out.iloc[i][MAPPED_COLUMNS[1:]].to_numpy(dtype=float)
+            if result.mapped_probs:
+                assert values.tolist() == list(result.mapped_probs.values())
+            else:
+                assert np.isnan(values).all()
+
+    def test_column_types(self) -> None:
+        out = TaxonomyMapper(CODING).fit_transform(_frame())
+        label = out["mapped_label"]
+        assert isinstance(label.dtype, pd.CategoricalDtype)
+        assert label.cat.categories.tolist() == ["Coding", "Talk", "Other", MIXED_UNKNOWN]
+        assert all(out[c].dtype == np.float64 for c in MAPPED_COLUMNS[1:])
+
+    def test_rejected_rows(self) -> None:
+        frame = _frame(3, rejected=False).assign(is_rejected=[True, False, True])
+        config = attrs.evolve(CODING, reject=TaxonomyReject(mixed_label_name="Unsure"))
+        out = TaxonomyMapper(config).fit_transform(frame)
+        assert out["mapped_label"].iloc[[0, 2]].tolist() == ["Unsure", "Unsure"]
+        assert out["mapped_label"].iloc[1] != "Unsure"
+        assert out.iloc[[0, 2]][MAPPED_COLUMNS[1:]].isna().all().all()
+        assert out.iloc[1][MAPPED_COLUMNS[1:]].notna().all()
+
+    def test_without_is_rejected_nothing_is_rejected(self) -> None:
+        out = TaxonomyMapper(CODING).fit_transform(_frame(20, rejected=False))
+        assert MIXED_UNKNOWN not in set(out["mapped_label"])
+        assert out[MAPPED_COLUMNS[1:]].notna().all().all()
+
+    def test_does_not_mutate_input(self) -> None:
+        frame = _frame(12)
+        before = frame.copy(deep=True)
+        out = TaxonomyMapper(CODING).fit_transform(frame)
+        pd.testing.assert_frame_equal(frame, before)
+        assert list(frame.columns) == list(before.columns)
+        # The result is a new frame; writing to it leaves the input alone.
+        out.loc[out.index[0], PROBA_COLUMNS[0]] = 42.0
+        pd.testing.assert_frame_equal(frame, before)
+
+    def test_keeps_caller_columns_rows_and_index(self) -> None:
+        frame = _frame(10)
+        out = TaxonomyMapper(CODING).fit_transform(frame)
+        pd.testing.assert_index_equal(out.index, frame.index)
+        pd.testing.assert_frame_equal(out[frame.columns], frame)
+
+    def test_row_order_is_irrelevant(self) -> None:
+        frame = _frame(30)
+        mapper = TaxonomyMapper(CODING).fit(frame)
+        shuffled = frame.sample(frac=1.0, random_state=3)
+        pd.testing.assert_frame_equal(
+            mapper.transform(shuffled).loc[frame.index], mapper.transform(frame)
+        )
+
+    def test_empty_frame(self) -> None:
+        frame = _frame(0)
+        out = TaxonomyMapper(CODING).fit_transform(frame)
+        assert len(out) == 0
+        assert list(out.columns) == [*frame.columns, *MAPPED_COLUMNS]
+        assert isinstance(out["mapped_label"].dtype, pd.CategoricalDtype)
+        assert out["mapped_proba_Coding"].dtype == np.float64
+
+    def test_earlier_mapping_is_replaced(self) -> None:
+        first = TaxonomyMapper(CODING).fit_transform(_frame())
+        out = TaxonomyMapper(default_taxonomy()).fit_transform(first)
+        stale = [c for c in out.columns if c in MAPPED_COLUMNS[1:]]
+        assert stale == []
+        assert out.columns.tolist().count("mapped_label") == 1
+        assert out["mapped_label"].cat.categories.tolist()[:8] == list(CLASS_ORDER)
+
+    def test_missing_probability_columns_are_listed(self) -> None:
+        frame = _frame().drop(columns=["proba_Meet", "proba_Write"])
+        with pytest.raises(
+            MissingColumnsError,
+            match=r"TaxonomyMapper: missing 2 .*'proba_Meet', 'proba_Write'",
+        ):
+            TaxonomyMapper(CODING).fit_transform(frame)
+
+    def test_bad_column_types(self) -> None:
+        frame = _frame().astype({"proba_Meet": str})
+        with pytest.raises(ColumnTypeError, match="'proba_Meet' must hold probabilities"):
+            TaxonomyMapper(CODING).transform(frame)
+        flags = _frame().assign(is_rejected=["yes"] * 6)
+        with pytest.raises(ColumnTypeError, match="'is_rejected' must hold booleans"):
+            TaxonomyMapper(CODING).transform(flags)
+        missing = _frame().assign(is_rejected=pd.array([True, None] * 3, dtype="boolean"))
+        with pytest.raises(ColumnTypeError, match="3 missing value"):
+            TaxonomyMapper(CODING).transform(missing)
+
+    def test_nullable_boolean_flags_are_accepted(self) -> None:
+        frame = _frame().assign(is_rejected=pd.array([True, False] * 3, dtype="boolean"))
+        out = TaxonomyMapper(CODING).transform(frame)
+        assert out["mapped_label"].tolist()[::2] == [MIXED_UNKNOWN] * 3
+
+    def test_nan_probability_on_an_accepted_row(self) -> None:
+        frame = _frame(rejected=False)
+        frame.loc[frame.index[4], "proba_Build"] = np.nan
+        with pytest.raises(InputError, match="first at row 4"):
+            TaxonomyMapper(CODING).transform(frame)
+
+    def test_not_a_frame(self) -> None:
+        with pytest.raises(InputError, match="expected a pandas DataFrame, got ndarray"):
+            TaxonomyMapper(CODING).transform(np.zeros((2, 8)))  # type: ignore[arg-type]
+
+    def test_predict_returns_the_core_label(self) -> None:
+        frame = _frame()
+        mapper = TaxonomyMapper(CODING)
+        np.testing.assert_array_equal(mapper.predict(frame), frame["label"].to_numpy())
+        with pytest.raises(MissingColumnsError, match=r"TaxonomyMapper.predict.*'label'"):
+            mapper.predict(frame.drop(columns="label"))
+
+    def test_in_a_pipeline_predict_is_unchanged(self) -> None:
+        frame = _frame(15)
+        pipeline = Pipeline([("taxonomy", TaxonomyMapper(CODING))]).fit(frame)
+        np.testing.assert_array_equal(pipeline.predict(frame), frame["label"].to_numpy())
+        assert "mapped_label" in pipeline.transform(frame).columns
+
+    def test_ready_without_fit_when_taxonomy_is_given(self) -> None:
+        out = TaxonomyMapper(CODING).transform(_frame())
+        assert "mapped_proba_Talk" in out.columns
+
+    def test_none_means_default_taxonomy_after_fit(self) -> None:
+        mapper = TaxonomyMapper()
+        with pytest.raises(NotFittedError):
+            mapper.transform(_frame())
+        mapper.fit(_frame())
+        assert mapper.bucket_names_ == CLASS_ORDER
+        out = mapper.transform(_frame(rejected=False))
+        assert out["mapped_label"].tolist() == out["label"].tolist()
+
+    def test_fit_sets_learned_attributes(self) -> None:
+        mapper = TaxonomyMapper(CODING)
+        assert not hasattr(mapper, "resolver_")
+        assert mapper.fit(None) is mapper
+        assert mapper.bucket_names_ == ("Coding", "Talk", "Other")
+        assert mapper.resolver_.config == CODING
+
+    def test_bad_taxonomy_type(self) -> None:
+        with pytest.raises(
+            InvalidParameterError, match="taxonomy must be a TaxonomyConfig"
+        ):
+            TaxonomyMapper("taxonomy.yaml").fit(_frame())  # type: ignore[arg-type]
+
+    def test_init_stores_only_its_argument(self) -> None:
+        mapper = TaxonomyMapper(CODING)
+        assert mapper.get_params() == {"taxonomy": CODING}
+        assert vars(mapper) == {"taxonomy": CODING}
+
+    def test_clone_get_params_set_params(self) -> None:
+        mapper = TaxonomyMapper(CODING).fit(_frame())
+        cloned = clone(mapper)
+        assert cloned.get_params() == {"taxonomy": CODING}
+        assert not hasattr(cloned, "resolver_")
+        other = _config(("Focus", ["Build", "Write"]))
+        assert mapper.set_params(taxonomy=other) is mapper
+        assert mapper.get_params()["taxonomy"] == other
+        # A changed taxonomy takes effect even before re-fitting.
+        out = mapper.transform(_frame())
+        assert "mapped_proba_Focus" in out.columns
+        assert "mapped_proba_Coding" not in out.columns
+        pipeline = Pipeline([("taxonomy", TaxonomyMapper())])
+        pipeline.set_params(taxonomy__taxonomy=CODING)
+        assert clone(pipeline).get_params()["taxonomy__taxonomy"] == CODING
+
+    def test_pickle_round_trip(self) -> None:
+        frame = _frame(20)
+        mapper = TaxonomyMapper(CODING).fit(frame)
+        restored = pickle.loads(pickle.dumps(mapper))
+        pd.testing.assert_frame_equal(restored.transform(frame), mapper.transform(frame))
+        assert copy.deepcopy(CODING) == CODING
+
+    def test_tags(self) -> None:
+        assert TaxonomyMapper(CODING).__sklearn_tags__().requires_fit is False
+        assert TaxonomyMapper().__sklearn_tags__().requires_fit is True
