@@ -954,20 +954,16 @@ def round_like_python(values: npt.ArrayLike, ndigits: int = 6) -> FloatArray:
     if not 0 <= ndigits <= 15:
         raise InvalidParameterError(f"ndigits must be in [0, 15], got {ndigits!r}")
     x = np.asarray(values, dtype=np.float64)
+    flat = x.reshape(-1)  # C order, whatever the input's memory layout
     scale = 10.0**ndigits
     with np.errstate(invalid="ignore", over="ignore"):
-        scaled = x * scale
+        scaled = flat * scale
         rounded = np.rint(scaled) / scale
         distance_to_tie = np.abs(scaled - np.floor(scaled) - 0.5)
         exact = (np.abs(scaled) < _FAST_ROUND_LIMIT) & (distance_to_tie > _TIE_TOLERANCE)
-    slow = np.flatnonzero(~exact)
-    if slow.size:
-        rounded = np.array(rounded, dtype=np.float64)  # writable, owns its data
-        flat_in = x.reshape(-1)
-        flat_out = rounded.reshape(-1)
-        for i in slow.tolist():
-            flat_out[i] = round(float(flat_in[i]), ndigits)
-    return rounded
+    for i in np.flatnonzero(~exact).tolist():
+        rounded[i] = round(float(flat[i]), ndigits)
+    return rounded.reshape(x.shape)
 
 
 # ---------------------------------------------------------------------------

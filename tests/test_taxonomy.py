@@ -926,6 +926,21 @@ def test_round_like_python_other_digits(ndigits: int) -> None:
     ]
 
 
+def test_round_like_python_keeps_shape_for_any_memory_layout() -> None:
+    # Near-ties where rint(v * 1e6) / 1e6 differs from round(v, 6): only the
+    # slow path gets them right, so its results must reach the output.
+    candidates = (np.arange(200) + 0.5) / 1e6
+    differ = [v for v in candidates.tolist() if np.rint(v * 1e6) / 1e6 != round(v, 6)]
+    ties = np.array(differ[:6]).reshape(2, 3)
+    for values in (ties, np.asfortranarray(ties), ties.T, ties[:, ::2]):
+        got = round_like_python(values)
+        assert got.shape == values.shape
+        assert got.tolist() == [[round(float(v), 6) for v in row] for row in values]
+    scalar = round_like_python(0.0078125)
+    assert scalar.shape == ()
+    assert float(scalar) == 0.007812
+
+
 def test_round_like_python_exact_binary_ties() -> None:
     values = np.arange(1, 128, 2) / 128  # x * 1e6 ends in exactly .5
     expected = [round(float(v), 6) for v in values]
