@@ -26,6 +26,15 @@ from taskclf.exceptions import (
 )
 
 
+def _holds_numbers(column: pd.Series) -> bool:
+    """An object column of numbers or booleans with gaps (e.g. ``[True, None]``)."""
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    return column.dtype == object and kind in _NUMBER_KINDS
+
+
+_NUMBER_KINDS = frozenset({"boolean", "integer", "floating", "mixed-integer-float", "empty"})
+
+
 def feature_matrix(X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     """The booster's input: the schema's feature columns as a float64 matrix.
 
@@ -55,7 +64,11 @@ def feature_matrix(X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
                 f"categorical column {name!r} is not encoded ({dtype}); put a "
                 "CategoricalEncoder before the model stage"
             )
-        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+        if not (
+            pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_bool_dtype(dtype)
+            or _holds_numbers(column)
+        ):
             sample = column.dropna().head(3).tolist()
             raise ColumnTypeError(
                 f"column {name!r} must hold numbers, found {dtype} values such as {sample!r}"
