@@ -49,7 +49,9 @@ def label_codes(column: pd.Series, name: str) -> np.ndarray:
     if isinstance(column.dtype, pd.CategoricalDtype) and column.dtype == LABEL_DTYPE:
         codes = column.cat.codes.to_numpy()
     else:
-        codes = pd.Categorical(column, dtype=LABEL_DTYPE).codes
+        # get_indexer gives -1 for foreign values; pd.Categorical(..., dtype=)
+        # is deprecated for them (and will raise in pandas 4).
+        codes = LABEL_DTYPE.categories.get_indexer(pd.Index(column))
     if len(codes) and codes.min() < 0:
         position = int(np.flatnonzero(codes < 0)[0])
         raise ColumnTypeError(
