@@ -207,3 +207,13 @@ def test_get_set_params_round_trip_and_clone():
 def test_bad_parameters_are_refused_at_fit(params, words):
     with pytest.raises(InvalidParameterError, match=words):
         CategoricalEncoder(schema_version="v2", **params).fit(fit_frame())
+
+
+def test_user_id_keeps_the_callers_values_and_its_code_goes_beside_it():
+    enc = CategoricalEncoder(categories={"user_id": ["u1", "u2"], "app_id": ["code"]})
+    df = pd.DataFrame({"user_id": ["u2", "new", "u1"], "app_id": ["code", "vim", "code"]})
+    out = enc.transform(df)
+    assert out["user_id"].tolist() == ["u2", "new", "u1"]
+    assert out["user_id_encoded"].cat.codes.tolist() == [1, -1, 0]
+    assert out["app_id"].cat.codes.tolist() == [0, -1, 0]
+    assert list(out.columns) == ["user_id", "app_id", "user_id_encoded"]
