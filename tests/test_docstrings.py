@@ -12,7 +12,8 @@ import taskclf
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-MODULES = sorted(info.name for info in pkgutil.walk_packages(taskclf.__path__, prefix="taskclf."))
+SUBMODULES = pkgutil.walk_packages(taskclf.__path__, prefix="taskclf.")
+MODULES = ["taskclf", *sorted(info.name for info in SUBMODULES)]
 
 
 def test_modules_are_found():
