@@ -105,10 +105,11 @@ def test_nullable_integer_columns_are_numbers(small, encoder):
 
 def test_transform_adds_probabilities_from_the_booster(small, encoder, booster_v1, encoders_v1):
     stage = BoosterPredictor(booster_v1)
-    out = stage.transform(encoder.transform(small))
+    encoded = encoder.transform(small)
+    out = stage.transform(encoded)
     expected = booster_v1.predict(reference_matrix(small, encoders_v1, SCHEMA_V1))
     assert expected.shape == (len(small), 8)
-    assert list(out.columns) == [*small.columns, *PROBA_COLUMNS]
+    assert list(out.columns) == [*encoded.columns, *PROBA_COLUMNS]
     np.testing.assert_allclose(out[list(PROBA_COLUMNS)].to_numpy(), expected, rtol=0, atol=0)
     assert tuple(f"proba_{c}" for c in CLASS_ORDER) == PROBA_COLUMNS
 
