@@ -61,6 +61,24 @@ def label_codes(column: pd.Series, name: str) -> np.ndarray:
     return np.asarray(codes, dtype=np.int8)
 
 
+def factorize_labels(
+    labels: Iterable[object], name: str = "labels"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (in order of first appearance) and distinct values of a label sequence.
+
+    Raises
+    ------
+    InputError
+        If a label is missing (None or NaN): it would otherwise get code -1
+        and be read as another label.
+    """
+    codes, uniques = pd.factorize(pd.Series(list(labels), dtype=object))
+    if len(codes) and codes.min() < 0:
+        position = int(np.flatnonzero(codes < 0)[0])
+        raise InputError(f"{name} hold a missing value at position {position}")
+    return codes, np.asarray(uniques, dtype=object)
+
+
 def labels_from_codes(codes: np.ndarray) -> pd.Categorical:
     """A label column from codes over :data:`LABEL_DTYPE`."""
     return pd.Categorical.from_codes(codes, dtype=LABEL_DTYPE)

@@ -15,7 +15,13 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, label_codes, labels_from_codes, require_columns
+from taskclf._base import (
+    FrameTransformer,
+    factorize_labels,
+    label_codes,
+    labels_from_codes,
+    require_columns,
+)
 from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import (
@@ -186,11 +192,10 @@ def merge_short_segments(
     segments = list(segments)
     if len(segments) <= 1:
         return segments
-    codes, uniques = pd.factorize(pd.Series([s.label for s in segments], dtype=object))
+    codes, names = factorize_labels([s.label for s in segments], "segment labels")
     counts = np.array([s.bucket_count for s in segments], dtype=np.int64)
     firsts, labels, merged_counts = merge_runs(codes.tolist(), counts.tolist(), min_buckets)
     lasts = [*(f - 1 for f in firsts[1:]), len(segments) - 1]
-    names = np.asarray(uniques, dtype=object)
     return [
         attrs.evolve(
             segments[first],
