@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
-from taskclf.exceptions import InvalidParameterError, MissingColumnsError
+from taskclf.exceptions import InputError, InvalidParameterError, MissingColumnsError
 from taskclf.infer.smooth import Segment, merge_short_segments, segmentize
 from taskclf.merge import HysteresisMerger, merge_runs, merge_segment_codes, min_buckets_of
 from taskclf.segment import Segmenter, frame_to_segments
@@ -338,3 +338,10 @@ def test_stage_lists_missing_columns():
     df = frame(["a"], [0], ["Build"]).drop(columns=["segment_id"])
     with pytest.raises(MissingColumnsError, match="HysteresisMerger: .*'segment_id'"):
         HysteresisMerger().transform(df)
+
+
+def test_segment_without_label_is_refused_not_mislabelled():
+    segments = segments_of("A5 B1 C5")
+    segments[1] = Segment(segments[1].start_ts, segments[1].end_ts, None, 1)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="segment labels hold a missing value at position 1"):
+        merge_short_segments(segments)

@@ -247,3 +247,9 @@ def test_frame_to_segments_by_user_and_time():
 def test_frame_to_segments_lists_missing_columns():
     with pytest.raises(MissingColumnsError, match="'segment_id', 'label'"):
         frame_to_segments(frame(["a"], [0], ["Meet"]))
+
+
+def test_missing_label_is_refused_not_mislabelled():
+    starts = [minute(m) for m in range(4)]
+    with pytest.raises(InputError, match="labels hold a missing value at position 1"):
+        segmentize(starts, ["Build", None, None, "Debug"])

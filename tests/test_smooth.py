@@ -17,7 +17,12 @@ from sklearn.base import clone
 
 from taskclf._base import LABEL_DTYPE
 from taskclf.core.types import MIXED_UNKNOWN
-from taskclf.exceptions import ColumnTypeError, InvalidParameterError, MissingColumnsError
+from taskclf.exceptions import (
+    ColumnTypeError,
+    InputError,
+    InvalidParameterError,
+    MissingColumnsError,
+)
 from taskclf.infer.smooth import flap_rate, rolling_majority
 from taskclf.smooth import MajoritySmoother, rolling_majority_codes
 
@@ -219,3 +224,8 @@ def test_params_clone_and_refused_set_params():
     with pytest.raises(InvalidParameterError, match="max_gap_seconds must be > 0"):
         stage.set_params(max_gap_seconds=0)
     assert stage.get_params() == {"window": 5, "max_gap_seconds": 600}
+
+
+def test_missing_label_is_refused_naming_its_position():
+    with pytest.raises(InputError, match="labels hold a missing value at position 1"):
+        rolling_majority(["Build", None, "Build", "Debug"])
