@@ -200,3 +200,14 @@ def test_without_a_booster(small):
         BoosterPredictor().predict_proba(small)
     with pytest.raises(InvalidParameterError, match="lightgbm.Booster, got str"):
         BoosterPredictor("model.txt").predict_proba(small)
+
+
+def test_user_feature_comes_from_its_encoding(small, encoder, encoders_v1):
+    df = small.assign(user_id=["new-user"] * len(small))
+    encoded = encoder.transform(df)
+    matrix = feature_matrix(encoded, SCHEMA_V1)
+    column = SCHEMA_V1.feature_columns.index("user_id")
+    # unseen and no __unknown__ in the LabelEncoder vocabulary: code -1
+    assert matrix[:, column].tolist() == [-1.0] * len(small)
+    known = feature_matrix(encoder.transform(small), SCHEMA_V1)[:, column]
+    assert known.tolist() == encoders_v1["user_id"].transform(small["user_id"]).tolist()
