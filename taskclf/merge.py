@@ -18,6 +18,7 @@ import pandas as pd
 from taskclf._base import (
     FrameTransformer,
     add_columns,
+    factorize_labels,
     label_codes,
     labels_from_codes,
     require_columns,
@@ -192,11 +193,10 @@ def merge_short_segments(
     segments = list(segments)
     if len(segments) <= 1:
         return segments
-    codes, uniques = pd.factorize(pd.Series([s.label for s in segments], dtype=object))
+    codes, names = factorize_labels([s.label for s in segments], "segment labels")
     counts = np.array([s.bucket_count for s in segments], dtype=np.int64)
     firsts, labels, merged_counts = merge_runs(codes.tolist(), counts.tolist(), min_buckets)
     lasts = [*(f - 1 for f in firsts[1:]), len(segments) - 1]
-    names = np.asarray(uniques, dtype=object)
     return [
         attrs.evolve(
             segments[first],

@@ -15,6 +15,7 @@ import pandas as pd
 from taskclf._base import (
     FrameTransformer,
     add_columns,
+    factorize_labels,
     label_codes,
     labels_from_codes,
     require_columns,
@@ -137,10 +138,10 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
     ['Build', 'Build', 'Build', 'Build']
     """
     window = check_window(window)
-    codes, uniques = pd.factorize(pd.Series(list(labels), dtype=object))
+    codes, uniques = factorize_labels(labels)
     bounds = np.array([0, len(codes)], dtype=np.int64)
     smoothed = rolling_majority_codes(codes, bounds, window, max(len(uniques), 1))
-    return [str(v) for v in np.asarray(uniques, dtype=object)[smoothed]]
+    return [str(v) for v in uniques[smoothed]]
 
 
 class MajoritySmoother(FrameTransformer):
