@@ -18,6 +18,7 @@ import pandas as pd
 from taskclf._base import (
     FrameTransformer,
     add_columns,
+    check_integer,
     factorize_labels,
     label_codes,
     labels_from_codes,
@@ -30,7 +31,6 @@ from taskclf.core.defaults import (
     DEFAULT_MAX_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
-from taskclf.exceptions import InvalidParameterError
 from taskclf.segment import Segment, run_starts
 
 
@@ -41,11 +41,7 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
 
 def check_min_duration(value: object) -> int:
     """Validate a minimum block duration: an integer ≥ 0 (seconds)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterError(f"min_block_seconds must be an integer >= 0, got {value!r}")
-    if value < 0:
-        raise InvalidParameterError(f"min_block_seconds must be >= 0, got {value!r}")
-    return int(value)
+    return check_integer(value, "min_block_seconds", 0)
 
 
 def merge_runs(

@@ -15,6 +15,7 @@ import pandas as pd
 from taskclf._base import (
     FrameTransformer,
     add_columns,
+    check_integer,
     factorize_labels,
     label_codes,
     labels_from_codes,
@@ -23,16 +24,11 @@ from taskclf._base import (
 from taskclf._columns import RAW_LABEL, SMOOTHED_LABEL
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
-from taskclf.exceptions import InvalidParameterError
 
 
 def check_window(window: object) -> int:
     """Validate a smoothing window: an integer ≥ 1."""
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
-        raise InvalidParameterError(f"window must be an integer >= 1, got {window!r}")
-    if window < 1:
-        raise InvalidParameterError(f"window must be >= 1, got {window!r}")
-    return int(window)
+    return check_integer(window, "window", 1)
 
 
 def rolling_majority_codes(
