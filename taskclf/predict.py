@@ -34,27 +34,13 @@ PREDICT_ROWS = 131_072
 """Rows handed to ``booster.predict`` at a time, bounding the memory of the
 feature matrix."""
 
-
-_NUMBER_KINDS = frozenset(
-    {"integer", "floating", "mixed-integer-float", "boolean", "decimal", "empty"}
-)
+_NUMBER_KINDS = frozenset({"boolean", "integer", "floating", "mixed-integer-float", "empty"})
 
 
-def holds_numbers(column: pd.Series) -> bool:
-    """Whether a column holds real numbers (or booleans), missing values aside.
-
-    Numeric and boolean dtypes (nullable ones included) do, complex ones do
-    not; an ``object`` column does when every value present is a number,
-    as after concatenating frames or reading JSON.
-    """
-    dtype = column.dtype
-    if pd.api.types.is_complex_dtype(dtype):
-        return False
-    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
-        return True
-    if not pd.api.types.is_object_dtype(dtype):
-        return False
-    return pd.api.types.infer_dtype(column, skipna=True) in _NUMBER_KINDS
+def _holds_numbers(column: pd.Series) -> bool:
+    """An object column of numbers or booleans with gaps (e.g. ``[True, None]``)."""
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    return column.dtype == object and kind in _NUMBER_KINDS
 
 
 def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
@@ -90,7 +76,11 @@ def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
             )
         if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
             arrays.append(column.to_numpy())
-        elif holds_numbers(column):
+        elif not pd.api.types.is_complex_dtype(dtype) and (  # no silent loss of imaginary parts
+            pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_bool_dtype(dtype)
+            or _holds_numbers(column)
+        ):
             arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
             sample = column.dropna().head(3).tolist()

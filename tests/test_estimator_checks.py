@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,7 +125,15 @@ with warnings.catch_warnings():
     )
 
 
-@_sklearn_parametrization
+def stable_id(value: Any) -> str:
+    """A test id without memory addresses (the booster's repr has one), so
+    that every pytest-xdist worker collects the same tests."""
+    if hasattr(value, "get_params"):
+        return re.sub(r"\s|object at 0x[0-9a-fA-F]+", "", repr(value))
+    return getattr(value, "func", value).__name__
+
+
+@pytest.mark.parametrize(*_sklearn_parametrization.args, ids=stable_id)
 def test_sklearn_checks(estimator, check):
     check(estimator)
 
@@ -165,7 +174,8 @@ def _data_free_params():
             marks = []
             if check.__name__ in failing:
                 marks.append(pytest.mark.xfail(reason=failing[check.__name__], strict=True))
-            yield pytest.param(estimator, check, marks=marks, id=f"{estimator!r}-{check.__name__}")
+            name = f"{stable_id(estimator)}-{check.__name__}"
+            yield pytest.param(estimator, check, marks=marks, id=name)
 
 
 @pytest.mark.parametrize(("estimator", "check"), list(_data_free_params()))
