@@ -36,6 +36,7 @@ import yaml
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from taskclf._base import frame_tags
 from taskclf._columns import (
     IS_REJECTED,
     LABEL,
@@ -1134,9 +1135,10 @@ class TaxonomyResolver:
         bad = ~np.isfinite(matrix).all(axis=1) & ~rejected
         if bad.any():
             rows = np.flatnonzero(bad)
+            column = PROBA_COLUMNS[int(np.flatnonzero(~np.isfinite(matrix[rows[0]]))[0])]
             raise InputError(
                 f"TaxonomyResolver: {rows.size} row(s) have NaN or infinite "
-                f"probabilities (first at row {int(rows[0])})"
+                f"probabilities (first at row {int(rows[0])}, column {column!r})"
             )
         if rejected.any():
             matrix = np.where(rejected[:, None], 0.0, matrix)
@@ -1366,10 +1368,11 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         return self.taxonomy is not None or hasattr(self, "resolver_")
 
     def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = self.taxonomy is None
-        tags.input_tags.string = True
-        return tags
+        # Probability columns by name (a DataFrame, not an array); NaN
+        # probabilities on a row that is not rejected are refused.
+        return frame_tags(
+            super().__sklearn_tags__(), string=True, requires_fit=self.taxonomy is None
+        )
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Add ``mapped_label`` and ``mapped_proba_<bucket>`` columns.
@@ -1437,6 +1440,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
             )
         if LABEL not in X.columns:
             raise MissingColumnsError([LABEL], where="TaxonomyMapper.predict")
+        self._taxonomy()  # a pipeline with an invalid taxonomy predicts nothing either
         return X[LABEL].to_numpy()
 
 
