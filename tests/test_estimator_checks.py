@@ -69,17 +69,27 @@ from taskclf._columns import (
     CONFIDENCE,
     IS_REJECTED,
     LABEL,
+    MAPPED_LABEL,
     PROBA_COLUMNS,
     RAW_LABEL,
     SEGMENT_ID,
     SMOOTHED_LABEL,
 )
+from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InputError
-from taskclf.pipeline import STEP_NAMES
+from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
 
 # A small real booster for the instances scikit-learn's decorator needs at
 # import time (the session fixtures are not available then).
 _BOOSTER, _ENCODERS = train_booster(make_frame(n_users=2, minutes=120, seed=11), rounds=5)
+
+
+TAXONOMY = TaxonomyConfig(
+    [
+        TaxonomyBucket("Coding", ["Build", "Debug", "Review"]),
+        TaxonomyBucket("Talking", ["Meet", "Communicate"], color="#FF8800"),
+    ]
+)
 
 
 def expected_failed_checks(estimator: Any) -> dict[str, str]:
@@ -107,6 +117,8 @@ def sklearn_instances() -> list[Any]:
         MajoritySmoother(),
         Segmenter(),
         HysteresisMerger(),
+        TaxonomyMapper(),
+        TaxonomyMapper(TAXONOMY),
     ]
 
 
@@ -209,6 +221,8 @@ class Case:
     """An input column the stage reads, for the NaN tag check."""
     row_wise: bool
     """Each row's output depends on that row only."""
+    text_column: str | None = None
+    """A column of text the stage reads (labels, categories), if any."""
 
 
 def _store() -> CalibratorStore:
@@ -225,6 +239,7 @@ CASES = {
         ("app_id", "app_category", "domain_category", "user_id_encoded"),
         "app_id",
         True,
+        text_column="app_id",
     ),
     "encoder-vocabulary": Case(
         lambda b, e: CategoricalEncoder(e),
@@ -232,6 +247,7 @@ CASES = {
         ("app_id", "app_category", "domain_category", "user_id_encoded"),
         "domain_category",
         True,
+        text_column="app_category",
     ),
     "predictor": Case(
         lambda b, e: BoosterPredictor(b), "predict", PROBA_COLUMNS, "keys_per_min", True
@@ -261,15 +277,44 @@ CASES = {
         True,
     ),
     "smoother": Case(
-        lambda b, e: MajoritySmoother(window=5), "smooth", (SMOOTHED_LABEL,), RAW_LABEL, False
+        lambda b, e: MajoritySmoother(window=5),
+        "smooth",
+        (SMOOTHED_LABEL,),
+        RAW_LABEL,
+        False,
+        text_column=RAW_LABEL,
     ),
-    "segmenter": Case(lambda b, e: Segmenter(), "segment", (SEGMENT_ID,), SMOOTHED_LABEL, False),
+    "segmenter": Case(
+        lambda b, e: Segmenter(),
+        "segment",
+        (SEGMENT_ID,),
+        SMOOTHED_LABEL,
+        False,
+        text_column=SMOOTHED_LABEL,
+    ),
+    "mapper": Case(
+        lambda b, e: TaxonomyMapper(TAXONOMY),
+        "taxonomy",
+        (MAPPED_LABEL, "mapped_proba_Coding", "mapped_proba_Talking", "mapped_proba_Other"),
+        PROBA_COLUMNS[3],
+        True,
+        text_column=LABEL,
+    ),
+    "mapper-default": Case(
+        lambda b, e: TaxonomyMapper(),
+        "taxonomy",
+        (MAPPED_LABEL, *(f"mapped_proba_{c}" for c in CLASS_ORDER)),
+        PROBA_COLUMNS[0],
+        True,
+        text_column=LABEL,
+    ),
     "merger": Case(
         lambda b, e: HysteresisMerger(min_block_seconds=240),
         "merge",
         (SEGMENT_ID, LABEL),
         SEGMENT_ID,
         False,
+        text_column=SMOOTHED_LABEL,
     ),
 }
 
@@ -288,9 +333,9 @@ def raw_frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def inputs(raw_frame, booster_v1, encoders_v1) -> dict[str, pd.DataFrame]:
     """The input frame of each step: the pipeline's output up to it."""
-    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.5)
+    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.5, taxonomy=TAXONOMY)
     out = {}
-    for position, step in enumerate(STEP_NAMES):
+    for position, (step, _) in enumerate(pipeline.steps):
         out[step] = pipeline[:position].transform(raw_frame) if position else raw_frame
     return out
 
@@ -439,9 +484,10 @@ def test_declared_input_is_a_dataframe(case):
     assert tags.input_tags.two_d_array is False
     assert tags.transformer_tags is not None and tags.transformer_tags.preserves_dtype == []
     numbers = X.select_dtypes("number").to_numpy()
-    for method in ("fit", "transform"):
-        with pytest.raises(InputError, match="DataFrame"):
-            getattr(_fitted(make, X) if method == "transform" else make(), method)(numbers)
+    with pytest.raises(InputError, match="DataFrame"):
+        _fitted(make, X).transform(numbers)
+    with pytest.raises(InputError, match="DataFrame"):  # an array never gets through
+        make().fit(numbers).transform(numbers)
 
 
 def test_declared_nan_support_is_true(case):
@@ -474,23 +520,30 @@ def test_declared_need_for_fitting_is_true(case):
         )
 
 
-TEXT_CASES = sorted(
-    name
-    for name, spec in CASES.items()
-    if get_tags(spec.make(None, {})).input_tags.string and spec.step != "encode"
-)
-"""The label stages: their label columns may be text or categories."""
+def test_declared_text_input_is_true():
+    # a stage declares string (and categorical) input exactly when it reads
+    # a text column, which the next test feeds in each form
+    for name, spec in CASES.items():
+        assert get_tags(spec.make(None, {})).input_tags.string is (spec.text_column is not None), (
+            name
+        )
 
 
-@pytest.mark.parametrize("name", TEXT_CASES)
-def test_label_columns_as_text_or_categories_give_the_same_output(
+@pytest.mark.parametrize("name", sorted(n for n, spec in CASES.items() if spec.text_column))
+def test_text_columns_as_str_object_or_category_give_the_same_output(
     name, booster_v1, encoders_v1, inputs
 ):
     spec = CASES[name]
     X = inputs[spec.step]
     stage = spec.make(booster_v1, encoders_v1).fit(X)
     expected = stage.transform(X)
-    column = spec.nan_column if spec.nan_column != SEGMENT_ID else SMOOTHED_LABEL
+    column = spec.text_column
+    kept = [c for c in expected.columns if c != column or column in spec.adds]
     for dtype in ("str", "object", "category"):
-        out = stage.transform(X.assign(**{column: X[column].astype(dtype)}))
-        assert_same_output(out.drop(columns=column), expected.drop(columns=column), spec)
+        other = X.assign(**{column: X[column].astype(dtype)})
+        assert_same_output(stage.transform(other)[kept], expected[kept], spec)
+        if hasattr(stage, "predict"):
+            np.testing.assert_array_equal(
+                np.asarray(stage.predict(other), dtype=str),
+                np.asarray(stage.predict(X), dtype=str),
+            )

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
 from sklearn.isotonic import IsotonicRegression
 
 from taskclf import (
@@ -34,6 +35,7 @@ from taskclf._columns import (
     CONFIDENCE,
     IS_REJECTED,
     LABEL,
+    MAPPED_LABEL,
     PROBA_COLUMNS,
     RAW_LABEL,
     SEGMENT_ID,
@@ -42,6 +44,7 @@ from taskclf._columns import (
 from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
 from taskclf.predict import feature_matrix
+from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
 
 SCHEMA = get_schema("v1")
 NUMERIC = [c for c in SCHEMA.feature_columns if c not in SCHEMA.categorical_columns]
@@ -387,3 +390,39 @@ def test_results_do_not_depend_on_index_or_column_order(
     assert [segment_key(s) for s in frame_to_segments(out)] == [
         segment_key(s) for s in frame_to_segments(reference)
     ]
+
+
+TAXONOMY = TaxonomyConfig(
+    [
+        TaxonomyBucket("Making", ["Build", "Debug", "Write"]),
+        TaxonomyBucket("People", ["Meet", "Communicate", "Review"]),
+    ]
+)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_taxonomy_maps_every_row_and_changes_no_core_result(data, source, make_pipeline):
+    frame = data.draw(activity_frames(source))
+    params = data.draw(pipeline_params())
+    plain = make_pipeline(params)
+    mapped = clone(plain).set_params(steps=[*plain.steps, ("taxonomy", TaxonomyMapper(TAXONOMY))])
+    out = mapped.transform(frame)
+    reference = plain.transform(frame)
+
+    pd.testing.assert_frame_equal(out[reference.columns], reference, check_exact=True)
+    np.testing.assert_array_equal(mapped.predict(frame), plain.predict(frame))
+    buckets = [f"mapped_proba_{name}" for name in ("Making", "People", "Other")]
+    probs = out[buckets].to_numpy()
+    rejected = out[IS_REJECTED].to_numpy()
+    assert np.isnan(probs[rejected]).all()
+    kept = probs[~rejected]
+    assert np.all(np.abs(kept.sum(axis=1) - 1.0) <= len(buckets) * 5e-7)  # rounded to 6 digits
+    assert np.all((kept >= 0.0) & (kept <= 1.0))
+    labels = out[MAPPED_LABEL].astype(str).to_numpy()
+    assert set(labels[rejected]) <= {MIXED_UNKNOWN}
+    # the mapped label is a bucket of highest probability (compared after
+    # rounding, which may tie buckets the mapping told apart)
+    chosen = pd.Index(["Making", "People", "Other"]).get_indexer(labels[~rejected])
+    assert (chosen >= 0).all()
+    np.testing.assert_array_equal(kept[np.arange(len(kept)), chosen], kept.max(axis=1))
