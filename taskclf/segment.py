@@ -26,7 +26,7 @@ from taskclf._base import (
 from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL, USER_ID
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_MAX_GAP_SECONDS
-from taskclf.core.time import ns_to_datetime, ts_utc_aware_get
+from taskclf.core.time import ns_to_datetime, to_utc_series, ts_utc_aware_get
 from taskclf.exceptions import InputError, MissingColumnsError
 
 
@@ -147,8 +147,9 @@ def segmentize(
         )
     if len(labels) == 0:
         return []
-    ts = pd.DatetimeIndex(pd.to_datetime(list(bucket_starts), utc=True)).as_unit("ns")
-    ts_ns = ts.asi8
+    # parsed as every frame's timestamps are: a bad value is a TimestampError
+    starts = to_utc_series(pd.Series(list(bucket_starts), dtype=object), column="bucket_starts")
+    ts_ns = starts.to_numpy(dtype="datetime64[ns]").view(np.int64)
     codes, uniques = factorize_labels(labels)
     starts = run_starts(codes, np.array([0, len(codes)], dtype=np.int64))
     ends = np.append(starts[1:], len(codes))
