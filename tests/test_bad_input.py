@@ -9,6 +9,7 @@ when they refuse.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 from conftest import make_frame
 
-from taskclf import build_pipeline
+from taskclf import build_pipeline, frame_to_segments
 from taskclf._columns import LABEL, PROBA_COLUMNS
 from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
@@ -43,6 +44,7 @@ from taskclf.infer.batch import (
     write_predictions_csv,
     write_segments_json,
 )
+from taskclf.infer.smooth import merge_short_segments, rolling_majority, segmentize
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, load_taxonomy, taxonomy_from_dict
 
 SCHEMA = get_schema("v1")
@@ -673,3 +675,85 @@ def test_a_taxonomy_changes_no_core_label(entry, frame, booster_v1, encoders_v1)
         assert set(mapped["mapped_label"].astype(str)) <= {"Coding", "Other", MIXED_UNKNOWN}
     else:
         np.testing.assert_array_equal(mapped, plain)
+
+
+# --------------------------------------------------------------------------
+# The list forms of the functional API and frame_to_segments
+# --------------------------------------------------------------------------
+
+STARTS = [dt.datetime(2025, 1, 6, 9, m) for m in range(4)]
+LABELS = ["Build", "Build", "Debug", "Build"]
+
+
+def _segments():
+    return segmentize(STARTS, LABELS)
+
+
+LIST_CASES = {
+    "rolling_majority window 0": (
+        lambda: rolling_majority(LABELS, window=0),
+        InvalidParameterError,
+        ("window", "0"),
+    ),
+    "rolling_majority window 1.5": (
+        lambda: rolling_majority(LABELS, window=1.5),
+        InvalidParameterError,
+        ("window", "1.5"),
+    ),
+    "rolling_majority a missing label": (
+        lambda: rolling_majority(["Build", None, "Build"]),
+        InputError,
+        ("missing", "position 1"),
+    ),
+    "segmentize bucket width 0": (
+        lambda: segmentize(STARTS, LABELS, bucket_seconds=0),
+        InvalidParameterError,
+        ("bucket_seconds", "0"),
+    ),
+    "segmentize lengths differ": (
+        lambda: segmentize(STARTS, LABELS[:2]),
+        InputError,
+        ("4 values", "2"),
+    ),
+    "segmentize a bad timestamp": (
+        lambda: segmentize(["2025-01-06T09:00", "teatime"], ["Build", "Build"]),
+        TimestampError,
+        ("'teatime'",),
+    ),
+    "merge_short_segments negative bucket width": (
+        lambda: merge_short_segments(_segments(), bucket_seconds=-60),
+        InvalidParameterError,
+        ("bucket_seconds", "-60"),
+    ),
+    "merge_short_segments negative duration": (
+        lambda: merge_short_segments(_segments(), min_duration_seconds=-1),
+        InvalidParameterError,
+        ("min_block_seconds", "-1"),
+    ),
+    "frame_to_segments without segment_id": (
+        lambda: frame_to_segments(pd.DataFrame({"bucket_start_ts": STARTS, "label": LABELS})),
+        MissingColumnsError,
+        ("'segment_id'",),
+    ),
+    "frame_to_segments bucket width 0": (
+        lambda: frame_to_segments(
+            pd.DataFrame({"bucket_start_ts": STARTS, "label": LABELS, "segment_id": [0] * 4}),
+            bucket_seconds=0,
+        ),
+        InvalidParameterError,
+        ("bucket_seconds", "0"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "error", "words"), LIST_CASES.values(), ids=LIST_CASES.keys())
+def test_list_forms_refuse_bad_input(call, error, words):
+    refused(call, error, *words)
+
+
+def test_list_forms_of_nothing_are_nothing():
+    assert rolling_majority([]) == []
+    assert segmentize([], []) == []
+    assert merge_short_segments([]) == []
+    empty = pd.DataFrame({"bucket_start_ts": [], "label": [], "segment_id": []})
+    assert frame_to_segments(empty) == []
