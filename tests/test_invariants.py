@@ -426,3 +426,30 @@ def test_taxonomy_maps_every_row_and_changes_no_core_result(data, source, make_p
     chosen = pd.Index(["Making", "People", "Other"]).get_indexer(labels[~rejected])
     assert (chosen >= 0).all()
     np.testing.assert_array_equal(kept[np.arange(len(kept)), chosen], kept.max(axis=1))
+
+
+TIMESTAMP_FORMS = {
+    "naive UTC": lambda ts: ts.dt.tz_convert("UTC").dt.tz_localize(None),
+    "New York": lambda ts: ts.dt.tz_convert("America/New_York"),
+    "Kolkata": lambda ts: ts.dt.tz_convert("Asia/Kolkata"),
+    "ISO text with offsets": lambda ts: ts.dt.tz_convert("Asia/Kolkata").map(
+        lambda t: t.isoformat()
+    ),
+    "ISO text, Z": lambda ts: ts.map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    "microseconds": lambda ts: ts.dt.as_unit("us"),
+}
+
+
+@SETTINGS
+@given(data=st.data(), form=st.sampled_from(sorted(TIMESTAMP_FORMS)))
+def test_timestamps_in_any_zone_or_form_give_the_same_results(data, form, source, make_pipeline):
+    frame = data.draw(activity_frames(source))
+    pipeline = make_pipeline(data.draw(pipeline_params()))
+    reference = pipeline.transform(frame)
+    other = frame.assign(bucket_start_ts=TIMESTAMP_FORMS[form](frame["bucket_start_ts"]))
+    out = pipeline.transform(other)
+    assert_same_rows(out, reference)
+    np.testing.assert_array_equal(out[SEGMENT_ID].to_numpy(), reference[SEGMENT_ID].to_numpy())
+    segments = frame_to_segments(out)
+    assert segments == frame_to_segments(reference)
+    assert all(s.start_ts.utcoffset() == dt.timedelta(0) for s in segments)
