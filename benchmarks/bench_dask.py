@@ -4,8 +4,9 @@ Builds synthetic v1 feature rows (``tests/conftest.make_frame``), trains a
 LightGBM booster, writes the rows to Parquet twice (one layout with each
 user in one file, one with users spread over every file) and times:
 
-- in memory: ``pd.read_parquet`` + ``pipeline.predict``, and
-  ``pipeline.predict`` alone;
+- in memory: ``pipeline.predict`` alone, and ``pd.read_parquet`` +
+  ``pipeline.predict``, with LightGBM on every core and on one thread
+  (a Dask worker here has one);
 - on a LocalCluster with 1 and with 2 worker processes (one thread each):
   ``taskclf.distributed.predict(pipeline, dd.read_parquet(...)).compute()``
   for both layouts (the second needs a shuffle), and
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -101,13 +103,21 @@ def main() -> None:
         mixed = write_files(frame, scratch / "mixed", args.files, by_user=False)
 
         def report(name: str, seconds: float) -> None:
-            print(f"{name:<44} {n / seconds:>10,.0f} rows/s  ({seconds:6.2f} s)")
+            print(f"{name:<52} {n / seconds:>10,.0f} rows/s  ({seconds:6.2f} s)")
 
-        report("in memory: predict", best_of(args.repeats, lambda: pipeline.predict(frame)))
-        report(
-            "in memory: read Parquet + predict",
-            best_of(args.repeats, lambda: pipeline.predict(pd.read_parquet(by_user))),
-        )
+        # LightGBM predicts on every core through OpenMP; a Dask worker
+        # process gets one thread (distributed sets OMP_NUM_THREADS=1).
+        cores = f"{os.cpu_count()} OpenMP threads"
+        for threads, label in ((None, cores), (1, "1 thread")):
+            with threadpool_limits(threads):
+                report(
+                    f"in memory, {label}: predict",
+                    best_of(args.repeats, lambda: pipeline.predict(frame)),
+                )
+                report(
+                    f"in memory, {label}: read Parquet + predict",
+                    best_of(args.repeats, lambda: pipeline.predict(pd.read_parquet(by_user))),
+                )
         for workers in args.workers:
             with (
                 LocalCluster(
