@@ -84,8 +84,10 @@ def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
             arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
             sample = column.dropna().head(3).tolist()
+            # (an empty frame, such as Dask's meta, has no values to show)
+            such_as = f" such as {sample!r}" if sample else ""
             raise ColumnTypeError(
-                f"column {name!r} must hold numbers, found {dtype} values such as {sample!r}"
+                f"column {name!r} must hold numbers, found {dtype} values{such_as}"
             )
     return arrays
 
