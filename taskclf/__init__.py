@@ -19,6 +19,7 @@ from taskclf.predict import BoosterPredictor
 from taskclf.reject import Rejector
 from taskclf.segment import Segment, Segmenter, frame_to_segments
 from taskclf.smooth import MajoritySmoother
+from taskclf.viterbi import ViterbiSmoother
 
 __version__ = "0.5.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "Segment",
     "Segmenter",
     "TemperatureCalibrator",
+    "ViterbiSmoother",
     "build_pipeline",
     "frame_to_segments",
 ]
