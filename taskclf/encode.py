@@ -202,7 +202,10 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 mask = (rng.random(len(codes)) < self.unknown_mask_rate) & (codes >= 0)
                 codes[mask] = unknown
                 out[target] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
-        return out
+        # A fresh, consolidated copy: its joblib hash survives a pickle round
+        # trip, so Pipeline(memory=...) finds the later steps in its cache
+        # whether this output was computed or loaded from the cache.
+        return out.copy(deep=True)
 
     def _vocabulary(self) -> dict[str, list[Any]]:
         check_is_fitted(self)
