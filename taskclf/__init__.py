@@ -19,6 +19,7 @@ from taskclf.predict import BoosterPredictor
 from taskclf.reject import Rejector
 from taskclf.segment import Segment, Segmenter, frame_to_segments
 from taskclf.smooth import MajoritySmoother
+from taskclf.taxonomy import TaxonomyConfig, TaxonomyMapper, load_taxonomy
 from taskclf.viterbi import ViterbiSmoother
 
 __version__ = "0.5.0"
@@ -39,8 +40,11 @@ __all__ = [
     "Rejector",
     "Segment",
     "Segmenter",
+    "TaxonomyConfig",
+    "TaxonomyMapper",
     "TemperatureCalibrator",
     "ViterbiSmoother",
     "build_pipeline",
     "frame_to_segments",
+    "load_taxonomy",
 ]

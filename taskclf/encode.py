@@ -10,8 +10,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._base import check_frame, require_columns
-from taskclf._columns import USER_ID
+from taskclf._base import add_columns, check_frame, require_columns
+from taskclf._columns import ENCODED_USER_ID, USER_ID
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
     DEFAULT_UNKNOWN_MASK_RATE,
@@ -19,28 +19,6 @@ from taskclf.core.defaults import (
 )
 from taskclf.core.schema import get_schema, resolve_schema_version
 from taskclf.exceptions import InvalidParameterError
-
-IDENTITY_COLUMNS = (USER_ID,)
-"""Categorical features that also identify rows (timelines, per-user
-calibration, segments). The encoder keeps them as given and writes their
-model codes to :func:`encoded_name` instead: mapping unseen users to
-``__unknown__`` in place would merge different users into one."""
-
-ENCODED_PREFIX = "encoded_"
-
-
-def encoded_name(column: str) -> str:
-    """Name of the column holding the model codes of ``column``.
-
-    The column itself for ordinary categoricals; ``encoded_<column>`` for
-    the identity columns (``user_id``).
-
-    Examples
-    --------
-    >>> encoded_name("app_id"), encoded_name("user_id")
-    ('app_id', 'encoded_user_id')
-    """
-    return f"{ENCODED_PREFIX}{column}" if column in IDENTITY_COLUMNS else column
 
 
 def vocabulary_of(encoder: Any) -> list[Any]:
@@ -82,10 +60,10 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     the vocabulary maps to ``__unknown__`` when the vocabulary has it,
     else to code -1 (a missing category).
 
-    ``user_id`` identifies rows as well as being a v1 feature: it is kept
-    as given (timelines and per-user calibration need the real user) and
-    its encoded form is written to ``encoded_user_id``, which the model
-    stage reads in its place.
+    Each categorical column is replaced by its encoding, except ``user_id``
+    (a feature of schema v1): it identifies timelines and per-user
+    calibration, so it keeps the caller's values and its encoding is added
+    as ``user_id_encoded``, which the model stage reads.
 
     Parameters
     ----------
@@ -194,10 +172,8 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
             for column, vocabulary in self.vocabulary_.items():
                 if UNKNOWN_CATEGORY not in vocabulary:
                     continue
-                target = encoded_name(column)
-                if target not in out.columns:
-                    continue
                 unknown = vocabulary.index(UNKNOWN_CATEGORY)
+                target = ENCODED_USER_ID if column == USER_ID else column
                 codes = out[target].cat.codes.to_numpy().copy()
                 mask = (rng.random(len(codes)) < self.unknown_mask_rate) & (codes >= 0)
                 codes[mask] = unknown
@@ -217,7 +193,6 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with each vocabulary column as ``category`` dtype.
 
-        ``user_id`` stays as given; its codes go to ``encoded_user_id``.
         Columns of the vocabulary that ``X`` lacks are left out (the model
         stage reports them if it needs them).
         """
@@ -229,8 +204,9 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 continue
             vocabulary = pd.Index(values, dtype=object)
             codes = encode_column(X[column], vocabulary)
-            new[encoded_name(column)] = pd.Categorical.from_codes(codes, categories=vocabulary)
-        return X.assign(**new) if new else X.copy(deep=False)
+            target = ENCODED_USER_ID if column == USER_ID else column
+            new[target] = pd.Categorical.from_codes(codes, categories=vocabulary)
+        return add_columns(X, new) if new else X.copy(deep=False)
 
     def get_feature_names_out(self, input_features: Sequence[str] | None = None) -> Any:
         """Columns are kept as they are."""

@@ -263,7 +263,7 @@ def test_unseen_users_are_predicted_on_their_own_timelines(fitted):
     new["user_id"] = np.repeat(["newcomer_a", "newcomer_b"], 120)
     out = fitted.transform(new)
     assert out["user_id"].tolist() == new["user_id"].tolist()
-    assert set(out["encoded_user_id"].astype(object)) == {"__unknown__"}
+    assert set(out["user_id_encoded"].astype(object)) == {"__unknown__"}
     assert out.groupby("user_id")["segment_id"].nunique().sum() == out["segment_id"].nunique()
 
 
