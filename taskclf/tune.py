@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, clone, is_classifier
-from sklearn.metrics import check_scoring
+from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, indexable
@@ -125,8 +125,10 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         Parameter names (``"<step>__<param>"``, or a step name to swap the
         whole step) mapped to lists of values, as for GridSearchCV.
     scoring : str or callable, optional
-        One metric: a scikit-learn scorer name, or a callable
-        ``scorer(estimator, X, y) -> float``. ``None`` uses the pipeline's
+        One metric: a scikit-learn scorer name, a taskclf scorer name
+        (:data:`taskclf.metrics.SCORERS`, e.g. ``"segmental_f1@50"``), or a
+        callable ``scorer(estimator, X, y) -> float`` such as
+        :func:`taskclf.metrics.get_scorer`'s. ``None`` uses the pipeline's
         ``score``.
     cv : int, cross-validation generator or iterable, optional
         As GridSearchCV's ``cv`` (``None``: 5 folds); pass ``groups`` to
@@ -215,6 +217,11 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     def _scorer(self) -> Any:
         if callable(self.scoring):
             return self.scoring
+        if isinstance(self.scoring, str):
+            from taskclf.metrics import SCORERS, get_scorer
+
+            if self.scoring not in get_scorer_names() and self.scoring in SCORERS:
+                return get_scorer(self.scoring)
         if self.scoring is None or isinstance(self.scoring, str):
             return check_scoring(self.estimator, self.scoring)
         raise InvalidParameterError(
@@ -278,7 +285,13 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
                     pipeline = Pipeline([(_unique_name(tail), cached), *tail])
                 pipeline.fit(X_train, y_train)
                 fitted = time.perf_counter()
-                scores[c, s] = scorer(pipeline, X_test, y_test)
+                score = scorer(pipeline, X_test, y_test)
+                if not isinstance(score, (int, float, np.number)):
+                    raise InvalidParameterError(
+                        f"scoring must give one number per call, got {type(score).__name__}; "
+                        "multi-metric scoring is not supported"
+                    )
+                scores[c, s] = score
                 fit_times[c, s] = fitted - started
                 score_times[c, s] = time.perf_counter() - fitted
 

@@ -14,6 +14,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from taskclf import MajoritySmoother, ViterbiSmoother, build_pipeline
 from taskclf._columns import SMOOTHED_LABEL
 from taskclf.exceptions import InvalidParameterError, NotFittedError
+from taskclf.metrics import get_scorer, make_summary_scorer
 from taskclf.tune import PostprocessingSearchCV
 
 TRAIN = {
@@ -107,12 +108,13 @@ def test_gridsearchcv_with_pipeline_memory_trains_once_per_fold(labelled, count_
     assert_same_search(grid, fast)
 
 
+@pytest.mark.parametrize("scoring", ["accuracy", get_scorer("segmental_f1@50")])
 def test_fast_search_equals_gridsearchcv_on_a_frozen_booster_pipeline(
-    booster_v1, encoders_v1, frame_v1
+    booster_v1, encoders_v1, frame_v1, scoring
 ):
     X, y = frame_v1.drop(columns="label"), frame_v1["label"]
     pipeline = build_pipeline(booster_v1, encoders_v1)
-    search = {"cv": GroupKFold(3), "scoring": "accuracy"}
+    search = {"cv": GroupKFold(3), "scoring": scoring}
     grid = GridSearchCV(pipeline, GRID, error_score="raise", **search).fit(
         X, y, groups=X["user_id"]
     )
@@ -129,7 +131,7 @@ def test_swapping_in_the_viterbi_smoother_and_tuning_it(labelled, tmp_path):
         {"smooth": [MajoritySmoother(window=5)]},
         {"smooth": [ViterbiSmoother()], "smooth__switch_prob": [0.001, 0.05, 0.5]},
     ]
-    search = {"cv": GroupKFold(2), "scoring": "accuracy"}
+    search = {"cv": GroupKFold(2), "scoring": get_scorer("segmental_f1@50")}
     slow = GridSearchCV(pipeline, grid, error_score="raise", **search).fit(
         X, y, groups=X["user_id"]
     )
@@ -178,6 +180,25 @@ def test_bad_grids_are_refused_before_any_training(labelled, count_training):
     with pytest.raises(InvalidParameterError, match="one metric"):
         PostprocessingSearchCV(pipeline, GRID, scoring=["accuracy"]).fit(X, y)
     assert count_training == []
+    with pytest.raises(InvalidParameterError, match="multi-metric"):
+        PostprocessingSearchCV(
+            pipeline, {"smooth__window": [1]}, scoring=make_summary_scorer(), cv=GroupKFold(2)
+        ).fit(X, y, groups=X["user_id"])
+
+
+def test_taskclf_scorer_names_are_accepted(booster_v1, encoders_v1, frame_v1):
+    X, y = frame_v1.drop(columns="label"), frame_v1["label"]
+    pipeline = build_pipeline(booster_v1, encoders_v1)
+    grid = {"smooth__window": [1, 9]}
+    by_name = PostprocessingSearchCV(pipeline, grid, scoring="segmental_f1@50", cv=GroupKFold(3))
+    by_name.fit(X, y, groups=X["user_id"])
+    scorer = get_scorer("segmental_f1@50")
+    by_object = PostprocessingSearchCV(pipeline, grid, scoring=scorer, cv=GroupKFold(3))
+    by_object.fit(X, y, groups=X["user_id"])
+    assert (
+        by_name.cv_results_["mean_test_score"] == by_object.cv_results_["mean_test_score"]
+    ).all()
+    assert repr(by_name.scorer_) == repr(scorer)
 
 
 def test_search_parameters_clone():
