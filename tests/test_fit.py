@@ -202,7 +202,10 @@ def test_a_pretrained_booster_stays_frozen_through_fit_and_clone(booster_v1, enc
     before = booster_v1.model_to_string()
     X, y = frame_v1.drop(columns="label"), frame_v1["label"]
     ready = pipeline.predict(X)
+    pipeline.fit(X)  # nothing to learn: labels are optional
+    assert np.isnan(pipeline.named_steps["calibrate"].log_loss_before_)
     pipeline.fit(X, y)
+    assert pipeline.named_steps["calibrate"].log_loss_before_ > 0
     stage = pipeline.named_steps["predict"]
     assert stage.booster is booster_v1
     assert not hasattr(stage, "booster_")
