@@ -1,14 +1,14 @@
 """Rolling majority vs Viterbi smoothing, both followed by hysteresis.
 
-Run: ``PYTHONPATH=. python benchmarks/bench_smoothers.py [n_users]``.
+Run: ``PYTHONPATH=. python benchmarks/bench_smoothers.py [n_users] [seeds]``.
 
 A pipeline is trained on synthetic users (:mod:`taskclf.synth`, tasks
 lasting tens of minutes); each smoother's parameter is chosen on other
 users (validation), and both are scored on a third set of users (test):
 accuracy and segmental F1@50 of the final label (after segmenting and
 hysteresis merging), for the default and the tuned parameter, plus the
-unsmoothed argmax. Then it times both smoothers and the Viterbi kernel on
-about a million rows.
+unsmoothed argmax, for each of ``seeds`` synthetic data sets. Then it
+times both smoothers and the Viterbi kernel on about a million rows.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def with_smoother(pipeline: Pipeline, smoother: object) -> Pipeline:
     return post.set_params(smooth=smoother)
 
 
-def quality(n_users: int) -> None:
-    frame = make_activity_frame(n_users=n_users, n_days=3, random_state=1)
+def quality(n_users: int, seed: int) -> None:
+    print(f"\n--- synthetic data, seed {seed}")
+    frame = make_activity_frame(n_users=n_users, n_days=3, random_state=seed)
     n_train = n_users // 2
     train, valid, test = split_users(frame, n_train, (n_users - n_train) // 2)
     print(f"rows: train {len(train):,} ({n_train} users), valid {len(valid):,}, test {len(test):,}")
@@ -132,7 +133,9 @@ def _timed(function: object, *args: object) -> float:
 
 def main() -> None:
     n_users = int(sys.argv[1]) if len(sys.argv) > 1 else 16
-    quality(n_users)
+    seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    for seed in range(1, seeds + 1):
+        quality(n_users, seed)
     speed()
 
 
