@@ -137,7 +137,12 @@ class IsotonicCalibrator:
         matrix = np.atleast_2d(core_probs)
         out = np.empty(matrix.shape, dtype=np.float64)
         for k, regressor in enumerate(self.regressors):
-            out[:, k] = regressor.predict(matrix[:, k])
+            values = matrix[:, k]
+            if hasattr(regressor, "X_min_"):
+                # Outside its fitted range a regressor built with
+                # out_of_bounds="nan" would give NaN: clamp to the range.
+                values = np.clip(values, regressor.X_min_, regressor.X_max_)
+            out[:, k] = regressor.predict(values)
         np.clip(out, PROBA_FLOOR, None, out=out)
         out /= out.sum(axis=1, keepdims=True)
         return out[0] if single else out

@@ -165,10 +165,15 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
-        """Fit, then encode ``X`` masking a seeded fraction of known values."""
+        """Fit, then encode ``X`` masking a seeded fraction of known values.
+
+        Masking teaches a model being trained what ``__unknown__`` means; a
+        given vocabulary belongs to a model already trained, so then nothing
+        is masked and the result equals ``transform``.
+        """
         self.fit(X, y)
         out = self.transform(X)
-        if self.unknown_mask_rate > 0 and len(out):
+        if self.categories is None and self.unknown_mask_rate > 0 and len(out):
             rng = np.random.default_rng(self.random_state)
             for column, vocabulary in self.vocabulary_.items():
                 if UNKNOWN_CATEGORY not in vocabulary:
