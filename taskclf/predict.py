@@ -97,9 +97,16 @@ def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
     return arrays
 
 
-def fill_matrix(arrays: list[np.ndarray], start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of the float64 feature matrix, missing values as 0."""
-    matrix = np.empty((stop - start, len(arrays)), dtype=np.float64)
+def fill_matrix(
+    arrays: list[np.ndarray], start: int, stop: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows ``start:stop`` of the float64 feature matrix, missing values as 0.
+
+    ``out``, when given, is a C-ordered float64 buffer of that shape to fill.
+    """
+    if out is None:
+        out = np.empty((stop - start, len(arrays)), dtype=np.float64)
+    matrix = out
     for lo in range(start, stop, _FILL_ROWS):
         hi = min(lo + _FILL_ROWS, stop)
         block = matrix[lo - start : hi - start]
@@ -158,9 +165,12 @@ def predict_frame(booster: Any, X: pd.DataFrame, schema: FeatureSchema) -> np.nd
     if n <= PREDICT_ROWS:
         return predict_matrix(booster, fill_matrix(arrays, 0, n))
     proba = np.empty((n, N_CLASSES), dtype=np.float64)
+    # One buffer for every block: fresh large allocations cost page faults.
+    buffer = np.empty((PREDICT_ROWS, len(arrays)), dtype=np.float64)
     for start in range(0, n, PREDICT_ROWS):
         stop = min(start + PREDICT_ROWS, n)
-        proba[start:stop] = predict_matrix(booster, fill_matrix(arrays, start, stop))
+        block = fill_matrix(arrays, start, stop, out=buffer[: stop - start])
+        proba[start:stop] = predict_matrix(booster, block)
     return proba
 
 
