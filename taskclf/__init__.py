@@ -20,6 +20,7 @@ from taskclf.reject import Rejector
 from taskclf.segment import Segment, Segmenter, frame_to_segments
 from taskclf.smooth import MajoritySmoother
 from taskclf.taxonomy import TaxonomyConfig, TaxonomyMapper, load_taxonomy
+from taskclf.viterbi import ViterbiSmoother
 
 __version__ = "0.5.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "TaxonomyConfig",
     "TaxonomyMapper",
     "TemperatureCalibrator",
+    "ViterbiSmoother",
     "build_pipeline",
     "frame_to_segments",
     "load_taxonomy",

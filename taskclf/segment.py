@@ -148,8 +148,8 @@ def segmentize(
     if len(labels) == 0:
         return []
     # parsed as every frame's timestamps are: a bad value is a TimestampError
-    starts = to_utc_series(pd.Series(list(bucket_starts), dtype=object), column="bucket_starts")
-    ts_ns = starts.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    parsed = to_utc_series(pd.Series(list(bucket_starts), dtype=object), column="bucket_starts")
+    ts_ns = parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
     codes, uniques = factorize_labels(labels)
     starts = run_starts(codes, np.array([0, len(codes)], dtype=np.int64))
     ends = np.append(starts[1:], len(codes))
