@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, label_codes, labels_from_codes, require_columns
+from taskclf._base import (
+    FrameTransformer,
+    check_finite_columns,
+    label_codes,
+    labels_from_codes,
+    require_columns,
+)
 from taskclf._columns import BUCKET_START_TS, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS
@@ -198,7 +204,9 @@ class ViterbiSmoother(FrameTransformer):
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [*PROBA_COLUMNS, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds)
-        proba = timelines.to_sorted(X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64))
+        proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+        check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
+        proba = timelines.to_sorted(proba)
         rejected = timelines.to_sorted(self._rejected(X))
         log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
         log_emission[rejected] = 0.0
