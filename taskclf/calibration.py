@@ -147,6 +147,8 @@ class IsotonicCalibrator:
         single = core_probs.ndim == 1
         matrix = np.atleast_2d(core_probs)
         out = np.empty(matrix.shape, dtype=np.float64)
+        if len(matrix) == 0:  # scikit-learn's regressors refuse to predict nothing
+            return out
         for k, regressor in enumerate(self.regressors):
             values = matrix[:, k]
             if hasattr(regressor, "X_min_"):
