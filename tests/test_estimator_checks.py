@@ -78,6 +78,7 @@ from taskclf._columns import (
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InputError
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
+from taskclf.viterbi import ViterbiSmoother
 
 # A small real booster for the instances scikit-learn's decorator needs at
 # import time (the session fixtures are not available then).
@@ -117,6 +118,9 @@ def sklearn_instances() -> list[Any]:
         MajoritySmoother(),
         Segmenter(),
         HysteresisMerger(),
+        BoosterPredictor(num_boost_round=3),
+        Calibrator(method="temperature", per_user=True),
+        ViterbiSmoother(),
         TaxonomyMapper(),
         TaxonomyMapper(TAXONOMY),
     ]
@@ -221,6 +225,10 @@ class Case:
     """An input column the stage reads, for the NaN tag check."""
     row_wise: bool
     """Each row's output depends on that row only."""
+    needs_y: bool = False
+    """``fit`` learns from the true labels."""
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    """Changes the step's input frame for this case."""
     text_column: str | None = None
     """A column of text the stage reads (labels, categories), if any."""
 
@@ -268,6 +276,53 @@ CASES = {
         PROBA_COLUMNS,
         PROBA_COLUMNS[5],
         True,
+    ),
+    "predictor-trainable": Case(
+        lambda b, e: BoosterPredictor(num_boost_round=4, n_folds=2, num_threads=1),
+        "predict",
+        PROBA_COLUMNS,
+        "keys_per_min",
+        True,
+        needs_y=True,
+    ),
+    "calibrator-isotonic": Case(
+        lambda b, e: Calibrator(method="isotonic"),
+        "calibrate",
+        PROBA_COLUMNS,
+        PROBA_COLUMNS[4],
+        True,
+        needs_y=True,
+    ),
+    "calibrator-per-user": Case(
+        lambda b, e: Calibrator(
+            method="temperature",
+            per_user=True,
+            min_user_rows=20,
+            min_user_days=1,
+            min_user_labels=2,
+        ),
+        "calibrate",
+        PROBA_COLUMNS,
+        PROBA_COLUMNS[6],
+        True,
+        needs_y=True,
+    ),
+    "viterbi": Case(
+        lambda b, e: ViterbiSmoother(switch_prob=0.05),
+        "smooth",
+        (SMOOTHED_LABEL,),
+        PROBA_COLUMNS[1],
+        False,
+        text_column=RAW_LABEL,
+    ),
+    "viterbi-raw-label": Case(
+        lambda b, e: ViterbiSmoother(switch_prob=0.3, max_gap_seconds=120),
+        "smooth",
+        (SMOOTHED_LABEL,),
+        PROBA_COLUMNS[7],
+        False,
+        text_column=RAW_LABEL,
+        prepare=lambda X: X.drop(columns=IS_REJECTED),  # rejection read from raw_label
     ),
     "rejector": Case(
         lambda b, e: Rejector(0.6),
@@ -340,14 +395,28 @@ def inputs(raw_frame, booster_v1, encoders_v1) -> dict[str, pd.DataFrame]:
     return out
 
 
+@pytest.fixture(scope="module")
+def labels(raw_frame) -> pd.Series:
+    """The true label of each row of ``raw_frame`` (same index)."""
+    frame = make_frame(n_users=3, minutes=90, seed=21)
+    return pd.Series(
+        frame["label"].to_numpy()[[int(i[1:]) for i in raw_frame.index]], index=raw_frame.index
+    )
+
+
 @pytest.fixture(params=sorted(CASES))
-def case(request, booster_v1, encoders_v1, inputs):
+def case(request, booster_v1, encoders_v1, inputs, labels):
+    """(spec, a factory of fresh stages, the stage's input, its labels or None)."""
     spec = CASES[request.param]
-    return spec, (lambda: spec.make(booster_v1, encoders_v1)), inputs[spec.step]
+    X = inputs[spec.step]
+    if spec.prepare is not None:
+        X = spec.prepare(X)
+    y = labels if spec.needs_y else None
+    return spec, (lambda: spec.make(booster_v1, encoders_v1)), X, y
 
 
-def _fitted(make, X):
-    return make().fit(X)
+def _fitted(make, X, y):
+    return make().fit(X, y)
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> None:
@@ -365,12 +434,12 @@ def assert_same_output(left: pd.DataFrame, right: pd.DataFrame, spec: Case) -> N
 
 
 def test_fit_returns_self_and_keeps_its_parameters(case):
-    _, make, X = case
+    _, make, X, y = case
     stage = make()
     params = stage.get_params(deep=False)
     attributes = set(vars(stage))
-    assert stage.fit(X) is stage
-    assert stage.fit(X, None) is stage
+    assert stage.fit(X, y) is stage
+    assert stage.fit(X, y) is stage
     after = stage.get_params(deep=False)
     assert after.keys() == params.keys()
     for name, value in params.items():
@@ -381,12 +450,15 @@ def test_fit_returns_self_and_keeps_its_parameters(case):
 
 @pytest.mark.parametrize("method", ["fit", "transform", "fit_transform", "predict"])
 def test_no_stage_mutates_its_input(case, method):
-    _, make, X = case
-    stage = _fitted(make, X) if method in ("transform", "predict") else make()
+    _, make, X, y = case
+    stage = _fitted(make, X, y) if method in ("transform", "predict") else make()
     if method == "predict":  # only the merger predicts; the others transform again
         method = "predict" if hasattr(stage, "predict") else "transform"
     original = X.copy(deep=True)
-    out = getattr(stage, method)(X)
+    y_original = None if y is None else y.copy(deep=True)
+    out = getattr(stage, method)(X, y) if method.startswith("fit") else getattr(stage, method)(X)
+    if y is not None:
+        pd.testing.assert_series_equal(y, y_original)
     pd.testing.assert_frame_equal(
         X,
         original,
@@ -408,8 +480,8 @@ def test_no_stage_mutates_its_input(case, method):
 
 
 def test_output_keeps_the_callers_columns_rows_and_index(case):
-    spec, make, X = case
-    out = _fitted(make, X).transform(X)
+    spec, make, X, y = case
+    out = _fitted(make, X, y).transform(X)
     assert list(out.columns[: X.shape[1]]) == list(X.columns)
     assert set(spec.adds) <= set(out.columns)
     pd.testing.assert_index_equal(out.index, X.index, exact=True)
@@ -418,17 +490,17 @@ def test_output_keeps_the_callers_columns_rows_and_index(case):
 
 
 def test_transform_is_deterministic_and_fit_is_idempotent(case):
-    _, make, X = case
-    stage = _fitted(make, X)
+    _, make, X, y = case
+    stage = _fitted(make, X, y)
     first = stage.transform(X)
     pd.testing.assert_frame_equal(stage.transform(X), first, check_exact=True)
-    pd.testing.assert_frame_equal(stage.fit(X).transform(X), first, check_exact=True)
+    pd.testing.assert_frame_equal(stage.fit(X, y).transform(X), first, check_exact=True)
 
 
 @pytest.mark.parametrize("how", ["pickle", "joblib", "clone", "deepcopy"])
 def test_round_trips_give_the_same_output(case, how, tmp_path):
-    _, make, X = case
-    stage = _fitted(make, X)
+    _, make, X, y = case
+    stage = _fitted(make, X, y)
     expected = stage.transform(X)
     if how == "pickle":
         other = pickle.loads(pickle.dumps(stage))
@@ -436,15 +508,15 @@ def test_round_trips_give_the_same_output(case, how, tmp_path):
         joblib.dump(stage, tmp_path / "stage.joblib")
         other = joblib.load(tmp_path / "stage.joblib")
     elif how == "clone":
-        other = clone(stage).fit(X)
+        other = clone(stage).fit(X, y)
     else:
         other = copy.deepcopy(stage)
     pd.testing.assert_frame_equal(other.transform(X), expected, check_exact=True)
 
 
 def test_row_order_does_not_matter(case):
-    spec, make, X = case
-    stage = _fitted(make, X)
+    spec, make, X, y = case
+    stage = _fitted(make, X, y)
     expected = stage.transform(X)
     shuffled = X.iloc[np.random.default_rng(1).permutation(len(X))]
     out = stage.transform(shuffled)
@@ -456,8 +528,8 @@ def test_subsets_give_the_same_rows(case):
     # Row-wise stages: any subset of rows. Stages along time: whole users
     # (a window or a segment needs its neighbours, so an arbitrary subset
     # of rows would not give the same result, by design).
-    spec, make, X = case
-    stage = _fitted(make, X)
+    spec, make, X, y = case
+    stage = _fitted(make, X, y)
     expected = stage.transform(X)
     if spec.row_wise:
         rows = np.random.default_rng(2).random(len(X)) < 0.3
@@ -470,29 +542,29 @@ def test_subsets_give_the_same_rows(case):
 
 
 def test_empty_frame_gives_an_empty_frame_with_the_columns(case):
-    _, make, X = case
-    stage = _fitted(make, X)
+    _, make, X, y = case
+    stage = _fitted(make, X, y)
     out = stage.transform(X.iloc[:0])
     assert len(out) == 0
     assert list(out.columns) == list(stage.transform(X).columns)
 
 
 def test_declared_input_is_a_dataframe(case):
-    _, make, X = case
+    _, make, X, y = case
     stage = make()
     tags = get_tags(stage)
     assert tags.input_tags.two_d_array is False
     assert tags.transformer_tags is not None and tags.transformer_tags.preserves_dtype == []
     numbers = X.select_dtypes("number").to_numpy()
     with pytest.raises(InputError, match="DataFrame"):
-        _fitted(make, X).transform(numbers)
+        _fitted(make, X, y).transform(numbers)
     with pytest.raises(InputError, match="DataFrame"):  # an array never gets through
-        make().fit(numbers).transform(numbers)
+        make().fit(numbers, y).transform(numbers)
 
 
 def test_declared_nan_support_is_true(case):
-    spec, make, X = case
-    stage = _fitted(make, X)
+    spec, make, X, y = case
+    stage = _fitted(make, X, y)
     column = X[spec.nan_column]
     if isinstance(column.dtype, pd.CategoricalDtype):
         holed = column.copy()
@@ -509,14 +581,14 @@ def test_declared_nan_support_is_true(case):
 
 
 def test_declared_need_for_fitting_is_true(case):
-    _, make, X = case
+    _, make, X, y = case
     fresh = make()
     if get_tags(fresh).requires_fit:
         with pytest.raises(NotFittedError):
             fresh.transform(X)
     else:
         pd.testing.assert_frame_equal(
-            fresh.transform(X), _fitted(make, X).transform(X), check_exact=True
+            fresh.transform(X), _fitted(make, X, y).transform(X), check_exact=True
         )
 
 
@@ -534,7 +606,7 @@ def test_text_columns_as_str_object_or_category_give_the_same_output(
     name, booster_v1, encoders_v1, inputs
 ):
     spec = CASES[name]
-    X = inputs[spec.step]
+    X = inputs[spec.step] if spec.prepare is None else spec.prepare(inputs[spec.step])
     stage = spec.make(booster_v1, encoders_v1).fit(X)
     expected = stage.transform(X)
     column = spec.text_column
