@@ -379,7 +379,13 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             categorical_feature=categorical,
             free_raw_data=True,
         )
-        return lgb.train(self.lightgbm_params(), dataset, num_boost_round=self.num_boost_round)
+        try:
+            return lgb.train(self.lightgbm_params(), dataset, num_boost_round=self.num_boost_round)
+        except lgb.basic.LightGBMError as exc:  # LightGBM refuses its parameters
+            raise InvalidParameterError(
+                f"BoosterPredictor: LightGBM cannot train with params={self.params!r}: "
+                f"{str(exc).strip()}"
+            ) from None
 
     def _training_data(
         self, X: pd.DataFrame, y: object
