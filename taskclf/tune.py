@@ -222,6 +222,19 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
 
             if self.scoring not in get_scorer_names() and self.scoring in SCORERS:
                 return get_scorer(self.scoring)
+        if isinstance(self.scoring, str) and self.scoring not in get_scorer_names():
+            from taskclf.metrics import SCORERS
+
+            raise InvalidParameterError(
+                f"scoring {self.scoring!r} is neither a taskclf scorer ({', '.join(SCORERS)}) "
+                "nor a scikit-learn scorer name (sklearn.metrics.get_scorer_names())"
+            )
+        if self.scoring is None and not hasattr(self.estimator, "score"):
+            raise InvalidParameterError(
+                "scoring is needed: the pipeline has no score method; pass a taskclf "
+                "scorer name such as 'segmental_f1@50', a scikit-learn scorer name or a "
+                "callable"
+            )
         if self.scoring is None or isinstance(self.scoring, str):
             return check_scoring(self.estimator, self.scoring)
         raise InvalidParameterError(
@@ -248,7 +261,10 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        candidates = list(ParameterGrid(self.param_grid))
+        try:
+            candidates = list(ParameterGrid(self.param_grid))
+        except (TypeError, ValueError) as exc:  # scikit-learn's words on a malformed grid
+            raise InvalidParameterError(f"param_grid: {exc}") from None
         if not candidates:
             raise InvalidParameterError("param_grid gives no candidate")
         # The last step is always refitted per candidate: it is what predicts.
