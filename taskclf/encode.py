@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._base import add_columns, check_frame, frame_tags, require_columns
+from taskclf._base import add_columns, check_frame, frame_tags
 from taskclf._columns import ENCODED_USER_ID, USER_ID
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
@@ -19,7 +19,7 @@ from taskclf.core.defaults import (
     UNKNOWN_CATEGORY,
 )
 from taskclf.core.schema import get_schema, resolve_schema_version
-from taskclf.exceptions import InvalidParameterError
+from taskclf.exceptions import InvalidParameterError, MissingColumnsError
 
 
 def vocabulary_of(encoder: Any) -> list[Any]:
@@ -155,7 +155,10 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
             return {c: vocabulary_of(enc) for c, enc in self.categories.items()}
         schema = get_schema(resolve_schema_version(X, self.schema_version))
         columns = list(schema.categorical_columns)
-        require_columns(X, columns, type(self).__name__)
+        missing = [c for c in columns if c not in X.columns]
+        if missing:  # name the schema's other absent features too: all fixed at once
+            also = [c for c in schema.feature_columns if c not in X.columns and c not in missing]
+            raise MissingColumnsError([*missing, *also], where=type(self).__name__)
         vocabulary = {}
         for column in columns:
             counts = X[column].value_counts(dropna=True)
