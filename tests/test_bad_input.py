@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_frame
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.model_selection import GroupKFold
 
 from taskclf import build_pipeline, distributed, frame_to_segments
 from taskclf._columns import LABEL, PROBA_COLUMNS
@@ -48,6 +50,7 @@ from taskclf.infer.batch import (
 )
 from taskclf.infer.smooth import merge_short_segments, rolling_majority, segmentize
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, load_taxonomy, taxonomy_from_dict
+from taskclf.tune import PostprocessingSearchCV
 
 SCHEMA = get_schema("v1")
 
@@ -790,3 +793,160 @@ def test_list_forms_of_nothing_are_nothing():
     assert merge_short_segments([]) == []
     empty = pd.DataFrame({"bucket_start_ts": [], "label": [], "segment_id": []})
     assert frame_to_segments(empty) == []
+
+
+# --------------------------------------------------------------------------
+# Training: build_pipeline(booster=None).fit(frame, y), and tuning
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def labelled(frame) -> pd.DataFrame:
+    """``frame`` with its true labels in a ``label`` column."""
+    source = make_frame(n_users=2, minutes=30, seed=3)
+    return frame.assign(label=source["label"].to_numpy())
+
+
+def train(frame: pd.DataFrame, y=None, **params):
+    """Fit a fresh pipeline (small, single-threaded) on ``frame`` and ``y``."""
+    defaults = {"num_boost_round": 3, "num_threads": 1, "n_folds": 2}
+    return build_pipeline(**{**defaults, **params}).fit(frame, y)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "words"),
+    [
+        pytest.param(*case, id=name)
+        for name, case in {**FEATURE_CASES, **TIMELINE_CASES}.items()
+        # a frame saying "v2" is trained as v2 (v1's features less user_id): no model to differ
+        if name != "another schema version"
+    ],
+)
+def test_bad_frame_is_refused_in_training(mutate, error, words, labelled):
+    bad = mutate(labelled)
+    y = bad.pop("label")
+    refused(lambda: train(bad, y), error, *words)
+
+
+LABEL_CASES = {
+    "no labels": (lambda y: None, ("pass y",)),
+    "too few labels": (lambda y: y[:5], ("y has 5 labels", "60 rows")),
+    "an unknown label": (lambda y: y.where(y.index != 3, "Coding"), ("'Coding'", "row 3")),
+    "a missing label": (lambda y: y.where(y.index != 8), ("nan", "row 8")),
+    "Mixed/Unknown as a label": (
+        lambda y: y.where(y.index != 0, MIXED_UNKNOWN),
+        ("'Mixed/Unknown'", "row 0"),
+    ),
+    "labels as numbers": (lambda y: np.arange(len(y)) % 8, ("row 0",)),
+}
+
+
+@pytest.mark.parametrize(("change", "words"), LABEL_CASES.values(), ids=LABEL_CASES.keys())
+def test_bad_labels_are_refused(change, words, labelled):
+    frame = labelled.drop(columns="label")
+    refused(lambda: train(frame, change(labelled["label"])), InputError, *words)
+
+
+TRAINING_PARAMETERS = {
+    "an unknown calibration": ({"calibration": "platt"}, ("method", "'platt'")),
+    "no boosting rounds": ({"num_boost_round": 0}, ("num_boost_round", "0")),
+    "one fold": ({"n_folds": 1}, ("n_folds", "1")),
+    "a weight for an unknown label": ({"class_weight": {"Coding": 2.0}}, ("'Coding'",)),
+    "a negative weight": ({"class_weight": {"Build": -1.0}}, ("class_weight", "-1.0")),
+    "negative threads": ({"num_threads": -2}, ("num_threads", "-2")),
+    "LightGBM refuses its parameters": (
+        {"booster_params": {"num_leaves": -5}},
+        ("LightGBM", "num_leaves"),
+    ),
+    "another number of classes": ({"booster_params": {"num_class": 3}}, ("num_class",)),
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "words"), TRAINING_PARAMETERS.values(), ids=TRAINING_PARAMETERS.keys()
+)
+def test_bad_training_parameter_is_refused(params, words, labelled):
+    frame = labelled.drop(columns="label")
+    refused(lambda: train(frame, labelled["label"], **params), InvalidParameterError, *words)
+
+
+def test_training_on_nothing_is_refused_but_predicting_nothing_is_empty(labelled):
+    frame, y = labelled.drop(columns="label"), labelled["label"]
+    refused(lambda: train(frame.iloc[:0], y.iloc[:0]), InputError, "empty")
+    fitted = train(frame, y)
+    assert fitted.predict(frame.iloc[:0]).shape == (0,)
+    assert len(fitted.transform(frame.iloc[:0])) == 0
+
+
+def test_an_untrained_pipeline_refuses_to_predict(frame):
+    with pytest.raises(SklearnNotFittedError) as caught:
+        build_pipeline().predict(frame)
+    assert "fit" in str(caught.value)
+
+
+def test_unseen_values_after_training_are_not_errors(labelled):
+    frame, y = labelled.drop(columns="label"), labelled["label"]
+    fitted = train(frame, y)
+    strangers = frame["user_id"].map({"user0": "zed", "user1": "ann"})
+    odd = frame.assign(app_id="app-never-seen", user_id=strangers, domain_category=None)
+    assert len(fitted.predict(odd)) == len(frame)
+
+
+def _search(**kwargs):
+    params = {
+        "param_grid": {"reject__threshold": [0.3, 0.6]},
+        "scoring": "accuracy",
+        "cv": GroupKFold(2),
+        **kwargs,
+    }
+    pipeline = build_pipeline(num_boost_round=2, num_threads=1, n_folds=2)
+    return PostprocessingSearchCV(pipeline, **params)
+
+
+TUNING_CASES = {
+    "a threshold above 1": (
+        {"param_grid": {"reject__threshold": [0.5, 1.5]}},
+        InvalidParameterError,
+        ("threshold", "1.5"),
+    ),
+    "a window of 0": (
+        {"param_grid": {"smooth__window": [3, 0]}},
+        InvalidParameterError,
+        ("window", "0"),
+    ),
+    "a step that does not exist": (
+        {"param_grid": {"rejekt__threshold": [0.5]}},
+        InvalidParameterError,
+        ("'rejekt__threshold'", "steps are"),
+    ),
+    "an empty grid": (
+        {"param_grid": {"reject__threshold": []}},
+        InvalidParameterError,
+        ("param_grid", "reject__threshold"),
+    ),
+    "an unknown scorer": (
+        {"scoring": "segmental_f1@99"},
+        InvalidParameterError,
+        ("'segmental_f1@99'", "segmental_f1@50"),
+    ),
+    "no scorer": ({"scoring": None}, InvalidParameterError, ("scoring", "segmental_f1@50")),
+}
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), TUNING_CASES.values(), ids=TUNING_CASES)
+def test_tuning_refuses_bad_searches_before_any_work(kwargs, error, words, labelled):
+    frame, y = labelled.drop(columns="label"), labelled["label"]
+    refused(lambda: _search(**kwargs).fit(frame, y, groups=frame["user_id"]), error, *words)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "words"),
+    [
+        pytest.param(*TIMELINE_CASES["a duplicate (user_id, bucket_start_ts) row"], id="dup"),
+        pytest.param(*FEATURE_CASES["missing feature columns"], id="missing"),
+    ],
+)
+def test_tuning_refuses_bad_frames(mutate, error, words, labelled):
+    bad = mutate(labelled)
+    y = bad.pop("label")
+    refused(lambda: _search().fit(bad, y, groups=bad["user_id"]), error, *words)
