@@ -45,6 +45,7 @@ from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
 from taskclf.predict import feature_matrix
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
+from taskclf.viterbi import ViterbiSmoother
 
 SCHEMA = get_schema("v1")
 NUMERIC = [c for c in SCHEMA.feature_columns if c not in SCHEMA.categorical_columns]
@@ -161,8 +162,11 @@ def activity_frames(draw: st.DrawFn, source: pd.DataFrame) -> pd.DataFrame:
 
 @st.composite
 def pipeline_params(draw: st.DrawFn) -> dict:
-    """Random reject threshold, window, minimum block and calibration name."""
+    """Random reject threshold, smoother, minimum block and calibration name."""
     return {
+        "viterbi_switch_prob": draw(
+            st.one_of(st.none(), st.floats(0.001, 0.875), st.sampled_from([0.5, 0.875]))
+        ),
         "reject_threshold": draw(st.one_of(st.none(), st.floats(0.0, 1.0))),
         "smooth_window": draw(st.integers(1, 7)),
         "min_block_seconds": draw(st.sampled_from([0, 60, 120, 180, 300, 600])),
@@ -192,9 +196,13 @@ def make_pipeline(booster_v1, encoders_v1, calibrations):
     def make(params: dict):
         kwargs = dict(params)
         calibration = calibrations[kwargs.pop("calibration")]
-        return build_pipeline(
+        switch_prob = kwargs.pop("viterbi_switch_prob")
+        pipeline = build_pipeline(
             booster_v1, encoders_v1, max_gap_seconds=MAX_GAP_SECONDS, **kwargs, **calibration
         )
+        if switch_prob is not None:  # the Viterbi smoother instead of the rolling majority
+            pipeline.set_params(smooth=ViterbiSmoother(switch_prob, MAX_GAP_SECONDS))
+        return pipeline
 
     return make
 
