@@ -13,17 +13,40 @@ from conftest import make_frame
 
 from taskclf import CalibratorStore, TemperatureCalibrator, build_pipeline, frame_to_segments
 from taskclf.infer.batch import run_batch_inference
+from taskclf.viterbi import ViterbiSmoother
 
 THREADS = 8
 
 
-@pytest.fixture(scope="module")
-def loaded(booster_v1, encoders_v1, tmp_path_factory):
-    """A pipeline saved with joblib and loaded back, as a service would."""
+def _frozen(booster, encoders):
     store = CalibratorStore(TemperatureCalibrator(1.3), {"user1": TemperatureCalibrator(0.7)})
-    pipeline = build_pipeline(
-        booster_v1, encoders_v1, reject_threshold=0.45, smooth_window=5, calibrator_store=store
+    return build_pipeline(
+        booster, encoders, reject_threshold=0.45, smooth_window=5, calibrator_store=store
     )
+
+
+def _trained(frame):
+    """Trained here: encoder, booster, per-user isotonic calibration, Viterbi."""
+    pipeline = build_pipeline(
+        num_boost_round=10,
+        num_threads=1,
+        n_folds=2,
+        calibration="isotonic",
+        per_user_calibration=True,
+        reject_threshold=0.4,
+    )
+    pipeline.set_params(smooth=ViterbiSmoother(switch_prob=0.05))
+    pipeline.set_params(calibrate__min_user_rows=50, calibrate__min_user_days=1)
+    return pipeline.fit(frame.drop(columns="label"), frame["label"])
+
+
+@pytest.fixture(scope="module", params=["frozen booster", "trained pipeline"])
+def loaded(request, booster_v1, encoders_v1, frame_v1, tmp_path_factory):
+    """A pipeline saved with joblib and loaded back, as a service would."""
+    if request.param == "frozen booster":
+        pipeline = _frozen(booster_v1, encoders_v1)
+    else:
+        pipeline = _trained(frame_v1)
     path = tmp_path_factory.mktemp("bundle") / "pipeline.joblib"
     joblib.dump(pipeline, path)
     return joblib.load(path)
