@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from taskclf._base import check_frame, require_columns
+from taskclf._columns import ENCODED_USER_ID, USER_ID
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
     DEFAULT_UNKNOWN_MASK_RATE,
@@ -58,6 +59,11 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     scikit-learn's ``LabelEncoder`` gives). At ``transform`` a value outside
     the vocabulary maps to ``__unknown__`` when the vocabulary has it,
     else to code -1 (a missing category).
+
+    Each categorical column is replaced by its encoding, except ``user_id``
+    (a feature of schema v1): it identifies timelines and per-user
+    calibration, so it keeps the caller's values and its encoding is added
+    as ``user_id_encoded``, which the model stage reads.
 
     Parameters
     ----------
@@ -167,10 +173,11 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 if UNKNOWN_CATEGORY not in vocabulary:
                     continue
                 unknown = vocabulary.index(UNKNOWN_CATEGORY)
-                codes = out[column].cat.codes.to_numpy().copy()
+                target = ENCODED_USER_ID if column == USER_ID else column
+                codes = out[target].cat.codes.to_numpy().copy()
                 mask = (rng.random(len(codes)) < self.unknown_mask_rate) & (codes >= 0)
                 codes[mask] = unknown
-                out[column] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
+                out[target] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
         return out
 
     def _vocabulary(self) -> dict[str, list[Any]]:
@@ -194,7 +201,8 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 continue
             vocabulary = pd.Index(values, dtype=object)
             codes = encode_column(X[column], vocabulary)
-            new[column] = pd.Categorical.from_codes(codes, categories=vocabulary)
+            target = ENCODED_USER_ID if column == USER_ID else column
+            new[target] = pd.Categorical.from_codes(codes, categories=vocabulary)
         return X.assign(**new) if new else X.copy(deep=False)
 
     def get_feature_names_out(self, input_features: Sequence[str] | None = None) -> Any:

@@ -9,7 +9,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from taskclf._base import check_frame, require_columns
-from taskclf._columns import PROBA_COLUMNS
+from taskclf._columns import ENCODED_USER_ID, PROBA_COLUMNS, USER_ID
 from taskclf.core.schema import (
     FeatureSchema,
     check_frame_schema,
@@ -30,7 +30,8 @@ def feature_matrix(X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     """The booster's input: the schema's feature columns as a float64 matrix.
 
     Categorical columns (pandas ``category`` dtype, as the encoder writes
-    them) become their codes, booleans 0/1, and missing values 0.
+    them) become their codes, booleans 0/1, and missing values 0. The
+    ``user_id`` feature is read from ``user_id_encoded`` when present.
 
     Raises
     ------
@@ -45,7 +46,7 @@ def feature_matrix(X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     categorical = set(schema.categorical_columns)
     matrix = np.empty((len(X), len(columns)), dtype=np.float64)
     for j, name in enumerate(columns):
-        column = X[name]
+        column = X[ENCODED_USER_ID if name == USER_ID and ENCODED_USER_ID in X else name]
         dtype = column.dtype
         if isinstance(dtype, pd.CategoricalDtype):
             matrix[:, j] = column.cat.codes.to_numpy()
