@@ -137,7 +137,8 @@ class _Encoder:
         if isinstance(value, (int, np.integer)):
             return int(value)
         if isinstance(value, (float, np.floating)):
-            return float(value)
+            number = float(value)
+            return number if np.isfinite(number) else {"$float": repr(number)}
         if isinstance(value, lgb.Booster):
             return self.booster(value)
         if isinstance(value, np.ndarray):
@@ -176,6 +177,9 @@ def _array_to_json(array: np.ndarray, where: str) -> dict[str, Any]:
     elif array.dtype.name in _DTYPES:
         values = array.ravel().tolist()
         dtype = array.dtype.name
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            # JSON has no NaN or infinity: spell them as strings.
+            values = [v if np.isfinite(v) else repr(v) for v in values]
     else:
         raise BundleError(f"cannot export {where}: arrays of {array.dtype} are not supported")
     return {"dtype": dtype, "shape": list(array.shape), "data": values}
@@ -456,6 +460,7 @@ class _Decoder:
             raise self.fail(what, f"a tagged value must have one key, got {sorted(value)}")
         tag, body = next(iter(value.items()))
         decoders: dict[str, Callable[[Any, str], Any]] = {
+            "$float": self.special_float,
             "$booster": self.booster,
             "$ndarray": self.array,
             "$label_encoder": self.label_encoder,
@@ -466,6 +471,11 @@ class _Decoder:
         if tag not in decoders:
             raise self.fail(what, f"unknown tag {tag!r}")
         return decoders[tag](body, what)
+
+    def special_float(self, body: Any, what: str) -> float:
+        if body not in ("nan", "inf", "-inf"):
+            raise self.fail(what, f"{body!r} is not one of 'nan', 'inf', '-inf'")
+        return float(body)
 
     def array(self, body: Any, what: str) -> np.ndarray:
         if not isinstance(body, dict) or set(body) != {"dtype", "shape", "data"}:
@@ -482,6 +492,8 @@ class _Decoder:
         if not isinstance(data, list) or len(data) != int(np.prod(shape, dtype=np.float64)):
             raise self.fail(what, f"array data does not hold {shape} values")
         kinds: tuple[type, ...] = (str,) if dtype == "str" else (bool, int, float)
+        if dtype.startswith("float"):
+            data = [float(v) if v in ("nan", "inf", "-inf") else v for v in data]
         if not all(isinstance(v, kinds) for v in data):
             raise self.fail(what, f"array data holds values that are not {dtype}")
         try:
