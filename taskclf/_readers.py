@@ -14,6 +14,7 @@ parsed to UTC. Other columns are kept as pandas reads them.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -183,7 +184,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
     columns = [str(c) for c in header.columns]
     _check_header(columns, path)
-    text = {c: "str" for c in columns if COLUMN_TYPES.get(c) == "str"}
+    text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
     try:
         return pd.read_csv(path, dtype=text)  # type: ignore[arg-type]
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -266,6 +267,33 @@ def _as_bool(column: pd.Series, name: str, path: Path) -> pd.Series:
     return out
 
 
+def _is_text(column: pd.Series) -> bool:
+    return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
+
+
+def _as_lists(column: pd.Series, name: str, path: Path) -> pd.Series:
+    """A list column as CSV holds it (JSON text) back to tuples."""
+    present = column.dropna()
+    if present.empty or not isinstance(present.iloc[0], str):
+        return column  # Parquet keeps lists as arrays: nothing to parse
+    parsed: dict[Any, Any] = {}
+    for value in pd.unique(present):  # few distinct values: loop over those
+        if not isinstance(value, str):
+            return column
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            raise ReaderError(
+                f"{_where(path)}: column {name!r} must hold JSON lists, found {value!r}"
+            ) from None
+        if not isinstance(items, list):
+            raise ReaderError(
+                f"{_where(path)}: column {name!r} must hold JSON lists, found {value!r}"
+            )
+        parsed[value] = tuple(items)
+    return column.map(parsed).astype(object)
+
+
 def _typed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     new: dict[str, pd.Series] = {}
     for name in frame.columns:
@@ -280,6 +308,8 @@ def _typed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
                 new[name] = to_utc_series(column, column=name)
             except TimestampError as exc:
                 raise ReaderError(f"{_where(path)}: {exc}") from None
+        elif kind == "list" and not column.empty and _is_text(column):
+            new[name] = _as_lists(column, name, path)
         elif kind == "str" and not (
             pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
         ):
@@ -287,6 +317,27 @@ def _typed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     changed = {k: v for k, v in new.items() if v is not frame[k]}
     out = frame.assign(**changed) if changed else frame
     return out.reset_index(drop=True)
+
+
+def _json_text(value: Any) -> Any:
+    return json.dumps(list(value)) if isinstance(value, (list, tuple)) else value
+
+
+def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """List cells (``source_ids``) as JSON text, which :func:`read_features` parses."""
+    new = {}
+    for name in frame.columns:
+        if COLUMN_TYPES.get(str(name)) != "list" or frame[name].dtype != object:
+            continue
+        column = frame[name]
+        try:
+            codes, uniques = pd.factorize(column)
+        except TypeError:  # unhashable cells (lists): convert cell by cell
+            new[name] = column.map(_json_text)
+            continue
+        texts = np.array([_json_text(v) for v in uniques] + [None], dtype=object)
+        new[name] = pd.Series(texts[codes], index=column.index, dtype=object)
+    return frame.assign(**new) if new else frame
 
 
 def write_features(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -313,5 +364,5 @@ def write_features(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
                     f"writing {str(path)!r} needs pyarrow: pip install 'taskclf[parquet]'"
                 ) from None
         else:
-            frame.to_csv(temporary, index=False)
+            _for_csv(frame).to_csv(temporary, index=False)
     return path
