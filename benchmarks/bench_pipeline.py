@@ -17,17 +17,18 @@ import tracemalloc
 
 import lightgbm as lgb
 import numpy as np
-from _data import make_v1_rows  # type: ignore[import-not-found]
+import pandas as pd
 
 from taskclf import build_pipeline
 from taskclf.core.schema import SCHEMA_V1
 from taskclf.core.types import CLASS_ORDER
 from taskclf.encode import CategoricalEncoder
 from taskclf.predict import feature_matrix
+from taskclf.synth import make_activity_frame
 
 
 def train(rows: int = 50_000, rounds: int = 100):
-    df = make_v1_rows(rows, n_users=50, seed=1)
+    df = make_activity_frame(20, 6, random_state=1).head(rows)
     encoder = CategoricalEncoder(min_category_freq=1, unknown_mask_rate=0.0).fit(df)
     X = feature_matrix(encoder.transform(df), SCHEMA_V1)
     y = np.searchsorted(CLASS_ORDER, df["label"].to_numpy())
@@ -42,6 +43,15 @@ def train(rows: int = 50_000, rounds: int = 100):
     return booster, encoder.vocabulary_
 
 
+def synthetic_rows(n_rows: int) -> pd.DataFrame:
+    """About ``n_rows`` unlabelled v1 rows of users the model never saw."""
+    n_users = max(2, round(n_rows / 20_000))
+    n_days = max(1, round(n_rows / n_users / 490))
+    df = make_activity_frame(n_users, n_days, random_state=2)
+    df["user_id"] = "new_" + df["user_id"]
+    return df.head(n_rows).drop(columns="label")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -49,7 +59,7 @@ def main() -> None:
     booster, vocabulary = train()
     pipeline = build_pipeline(booster, vocabulary, reject_threshold=0.55)
     for n_rows in args.rows:
-        df = make_v1_rows(n_rows, seed=2).drop(columns="label")
+        df = synthetic_rows(n_rows)
         frame_mb = df.memory_usage(deep=True).sum() / 2**20
         matrix = feature_matrix(pipeline[:1].transform(df), SCHEMA_V1)
         pipeline.predict(df.head(1000))  # warm up

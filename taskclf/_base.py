@@ -8,7 +8,7 @@ is never modified.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,26 @@ def label_codes(column: pd.Series, name: str) -> np.ndarray:
             f"which is not one of {list(OUTPUT_LABELS)}"
         )
     return np.asarray(codes, dtype=np.int8)
+
+
+def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> pd.DataFrame:
+    """A new frame: ``X``'s columns, same-named ones replaced in place, then
+    the other ``columns`` appended.
+
+    Neither ``X`` nor its data is copied (pandas copy-on-write keeps the
+    caller's frame safe); appended columns form one block per dtype, so
+    later stages read them without gathering.
+    """
+    new = columns if isinstance(columns, pd.DataFrame) else pd.DataFrame(dict(columns))
+    new.index = X.index
+    replaced = [c for c in new.columns if c in X.columns]
+    base = X.copy(deep=False)
+    for column in replaced:
+        base[column] = new[column]
+    appended = new.drop(columns=replaced) if replaced else new
+    if appended.shape[1] == 0:
+        return base
+    return pd.concat([base, appended], axis=1)
 
 
 def labels_from_codes(codes: np.ndarray) -> pd.Categorical:

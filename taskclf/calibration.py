@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from taskclf._base import check_frame, require_columns
+from taskclf._base import add_columns, check_frame, require_columns
 from taskclf._columns import PROBA_COLUMNS, USER_ID
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError
@@ -282,8 +282,8 @@ class Calibrator(TransformerMixin, BaseEstimator):
         self._validate_params()
         check_frame(X, type(self).__name__)
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
+        if self.calibrator is None and self.calibrator_store is None:
+            return X.copy(deep=False)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         calibrated = self.calibrate_proba(proba, X)
-        if calibrated is proba:
-            return X.copy(deep=False)
-        return X.assign(**dict(zip(PROBA_COLUMNS, calibrated.T)))
+        return add_columns(X, pd.DataFrame(calibrated, columns=list(PROBA_COLUMNS)))

@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._base import check_frame, require_columns
+from taskclf._base import add_columns, check_frame, require_columns
 from taskclf._columns import ENCODED_USER_ID, USER_ID
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
@@ -203,7 +203,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
             codes = encode_column(X[column], vocabulary)
             target = ENCODED_USER_ID if column == USER_ID else column
             new[target] = pd.Categorical.from_codes(codes, categories=vocabulary)
-        return X.assign(**new) if new else X.copy(deep=False)
+        return add_columns(X, new) if new else X.copy(deep=False)
 
     def get_feature_names_out(self, input_features: Sequence[str] | None = None) -> Any:
         """Columns are kept as they are."""

@@ -15,7 +15,13 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, label_codes, labels_from_codes, require_columns
+from taskclf._base import (
+    FrameTransformer,
+    add_columns,
+    label_codes,
+    labels_from_codes,
+    require_columns,
+)
 from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import (
@@ -267,7 +273,7 @@ class HysteresisMerger(FrameTransformer):
             SEGMENT_ID: timelines.to_input(row_segment),
             LABEL: labels_from_codes(timelines.to_input(row_label)),
         }
-        return X.assign(**new)
+        return add_columns(X, new)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Final label of each row, in input order."""

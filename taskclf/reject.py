@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, labels_from_codes, require_columns
+from taskclf._base import FrameTransformer, add_columns, labels_from_codes, require_columns
 from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError
@@ -91,4 +91,4 @@ class Rejector(FrameTransformer):
             IS_REJECTED: rejected,
             RAW_LABEL: labels_from_codes(codes),
         }
-        return X.assign(**new)
+        return add_columns(X, new)

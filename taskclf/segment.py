@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, label_codes, require_columns
+from taskclf._base import FrameTransformer, add_columns, label_codes, require_columns
 from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL, USER_ID
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_MAX_GAP_SECONDS
@@ -270,4 +270,4 @@ class Segmenter(FrameTransformer):
         segment = np.zeros(len(codes), dtype=np.int64)
         segment[starts[1:]] = 1
         np.cumsum(segment, out=segment)
-        return X.assign(**{SEGMENT_ID: timelines.to_input(segment)})
+        return add_columns(X, {SEGMENT_ID: timelines.to_input(segment)})

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, label_codes, labels_from_codes, require_columns
+from taskclf._base import (
+    FrameTransformer,
+    add_columns,
+    label_codes,
+    labels_from_codes,
+    require_columns,
+)
 from taskclf._columns import RAW_LABEL, SMOOTHED_LABEL
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
@@ -185,4 +191,4 @@ class MajoritySmoother(FrameTransformer):
         timelines = find_timelines(X, self.max_gap_seconds)
         codes = timelines.to_sorted(label_codes(X[RAW_LABEL], RAW_LABEL))
         smoothed = rolling_majority_codes(codes, timelines.bounds, int(self.window), n_labels=9)
-        return X.assign(**{SMOOTHED_LABEL: labels_from_codes(timelines.to_input(smoothed))})
+        return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(smoothed))})

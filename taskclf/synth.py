@@ -350,9 +350,7 @@ def _label_table(values: Mapping[str, tuple[float, ...]]) -> FloatArray:
     return np.array([values[name] for name in CLASS_ORDER], dtype=np.float64)
 
 
-def _weight_table(
-    weights: dict[str, dict[str, float]], names: tuple[str, ...]
-) -> FloatArray:
+def _weight_table(weights: dict[str, dict[str, float]], names: tuple[str, ...]) -> FloatArray:
     """Per-label weights over ``names`` as a (n_labels, len(names)) array."""
     index = {name: i for i, name in enumerate(names)}
     table = np.zeros((_N_LABELS, len(names)))
@@ -496,9 +494,7 @@ class _Timelines:
                 dur = np.clip(np.round(dur), 1, _MAX_DWELL_MINUTES).astype(np.int64)
                 away = (lab == breaks) & (rng.random(steps) < _AWAY_SHARE)
                 lab[away] = _AWAY
-                dur[away] = rng.integers(
-                    *_AWAY_MINUTES, endpoint=True, size=int(away.sum())
-                )
+                dur[away] = rng.integers(*_AWAY_MINUTES, endpoint=True, size=int(away.sum()))
                 seg_label_parts.append(lab)
                 seg_len_parts.append(dur)
                 filled += int(dur.sum())
@@ -511,13 +507,9 @@ class _Timelines:
             day_of_minute = np.repeat(np.arange(n_days), length)
             offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
             lunch_start = lunch_at[day_of_minute]
-            at_lunch = (offset >= lunch_start) & (
-                offset < lunch_start + lunch_len[day_of_minute]
-            )
+            at_lunch = (offset >= lunch_start) & (offset < lunch_start + lunch_len[day_of_minute])
             keep = (
-                (seg_label[seg_of_minute] != _AWAY)
-                & ~at_lunch
-                & (rng.random(total) >= _DROP_RATE)
+                (seg_label[seg_of_minute] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
             )
             kept_day = day_of_minute[keep]
             kept_seg = seg_of_minute[keep]
@@ -594,9 +586,7 @@ def _object_take(values: list[str] | tuple[str, ...], codes: IntArray) -> np.nda
     return table[codes]
 
 
-def _lognormal(
-    rng: np.random.Generator, sigma: float, size: int | tuple[int, ...]
-) -> FloatArray:
+def _lognormal(rng: np.random.Generator, sigma: float, size: int | tuple[int, ...]) -> FloatArray:
     """Multiplicative noise with median 1 (exactly 1 when ``sigma`` is 0)."""
     return np.exp(sigma * rng.standard_normal(size))
 
@@ -729,9 +719,7 @@ def _features(
     n_segments = len(tl.segment_label)
     # The label each segment looks like; every feature is drawn from it.
     seg_label = np.maximum(tl.segment_label, 0)  # away segments have no rows
-    lookalike = _draw_grouped(
-        rng, _cumulative(_weight_table(_LOOKALIKE, CLASS_ORDER)), seg_label
-    )
+    lookalike = _draw_grouped(rng, _cumulative(_weight_table(_LOOKALIKE, CLASS_ORDER)), seg_label)
     swapped = rng.random(n_segments) < min(_MAX_LOOKALIKE_SHARE, _LOOKALIKE_SHARE * noise)
     seg_look = np.where(swapped, lookalike, seg_label)
     lab = seg_look[seg]
@@ -812,13 +800,9 @@ def _features(
     switch_15 = _rolling_sum(switches, start_row, 15)
     spread = 0.15 * noise
     entropy_5 = np.clip(0.6 * np.log1p(switch_5) * _lognormal(rng, spread, n), 0, np.log(5))
-    entropy_15 = np.clip(
-        0.55 * np.log1p(switch_15) * _lognormal(rng, spread, n), 0, np.log(15)
-    )
+    entropy_15 = np.clip(0.55 * np.log1p(switch_15) * _lognormal(rng, spread, n), 0, np.log(15))
     top2 = np.clip(1 - 0.035 * switch_15 + spread * 0.3 * rng.standard_normal(n), 0.2, 1)
-    foreground = np.clip(
-        1 - 0.12 * switches + spread * 0.3 * rng.standard_normal(n), 0.05, 1.0
-    )
+    foreground = np.clip(1 - 0.12 * switches + spread * 0.3 * rng.standard_normal(n), 0.05, 1.0)
     app_run_start = (
         np.maximum.accumulate(np.where(is_start | (changed > 0), np.arange(n), 0))
         if n
@@ -836,9 +820,7 @@ def _features(
 
     # -- window titles -----------------------------------------------------
     title = seg * 3 + (rng.random(n)[:, None] > [0.7, 0.9]).sum(axis=1)
-    titles, first_row, title_of_row = np.unique(
-        title, return_index=True, return_inverse=True
-    )
+    titles, first_row, title_of_row = np.unique(title, return_index=True, return_inverse=True)
     title_hash = _mix64(titles, salt=int(rng.integers(1, 2**31)))
     title_hex = [f"{h:016x}" for h in title_hash.tolist()]
     title_bucket = (title_hash % np.uint64(256)).astype(np.int64)
@@ -979,9 +961,7 @@ def _assemble(
     # A laptop and a desktop per user; each day is spent on one of them.
     on_desktop = rng.random(tl.n_users * tl.n_days) < 0.3
     device = tl.user * 2 + on_desktop[tl.day]
-    device_names = [
-        f"{name}-{kind}" for name in user_names for kind in ("laptop", "desktop")
-    ]
+    device_names = [f"{name}-{kind}" for name in user_names for kind in ("laptop", "desktop")]
 
     ns = tl.minute * (DEFAULT_BUCKET_SECONDS * 10**9)
     bucket = DEFAULT_BUCKET_SECONDS * 10**9
