@@ -186,7 +186,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     _check_header(columns, path)
     text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
     try:
-        return pd.read_csv(path, dtype=text)  # type: ignore[arg-type]
+        return pd.read_csv(path, dtype=text)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
 

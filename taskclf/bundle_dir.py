@@ -27,7 +27,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 import lightgbm as lgb
@@ -248,7 +248,7 @@ def _step_to_json(name: str, stage: Any, encoder: _Encoder) -> dict[str, Any]:
         )
     params = {
         key: encoder.value(value, f"{name}__{key}")
-        for key, value in stage.get_params(deep=False).items()
+        for key, value in cast(Any, stage).get_params(deep=False).items()
     }
     state = {
         key: encoder.value(value, f"{name}.{key}")
@@ -341,7 +341,7 @@ def export_bundle_dir(
         for name, booster in encoder.boosters.items():
             (staging / name).write_text(booster.model_to_string(), encoding="utf-8")
         pipeline_json = {"format": DIR_FORMAT, "format_version": DIR_FORMAT_VERSION}
-        pipeline_json["steps"] = steps  # type: ignore[assignment]
+        pipeline_json["steps"] = steps
         try:
             text = json.dumps(pipeline_json, indent=1, allow_nan=False)
         except ValueError as exc:

@@ -802,7 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(quiet=args.quiet)
     where = f"{PROG} {args.command}"
     original_format = warnings.formatwarning
-    warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    warnings.formatwarning = _format_warning
     try:
         return int(args.handler(args, console))
     except KeyboardInterrupt:
