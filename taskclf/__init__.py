@@ -4,6 +4,8 @@ The batch-inference stages are scikit-learn transformers chained by
 :func:`build_pipeline` into one ``sklearn.pipeline.Pipeline``.
 """
 
+from taskclf.bundle import load_bundle, read_bundle_info, save_bundle
+from taskclf.bundle_dir import export_bundle_dir, load_bundle_dir
 from taskclf.calibration import (
     Calibrator,
     CalibratorStore,
@@ -40,5 +42,10 @@ __all__ = [
     "Segmenter",
     "TemperatureCalibrator",
     "build_pipeline",
+    "export_bundle_dir",
     "frame_to_segments",
+    "load_bundle",
+    "load_bundle_dir",
+    "read_bundle_info",
+    "save_bundle",
 ]

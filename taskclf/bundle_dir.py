@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import attrs
-import lightgbm as lgb
 import numpy as np
 import sklearn
 from sklearn.base import BaseEstimator
@@ -116,6 +116,12 @@ def _taxonomy_type() -> type | None:
 # ---------------------------------------------------------------------------
 
 
+def _is_booster(value: Any) -> bool:
+    """Whether ``value`` is a LightGBM booster (without importing LightGBM first)."""
+    lightgbm = sys.modules.get("lightgbm")
+    return lightgbm is not None and isinstance(value, lightgbm.Booster)
+
+
 class _Encoder:
     """Turns stage parameters and state into JSON, collecting boosters."""
 
@@ -139,7 +145,7 @@ class _Encoder:
         if isinstance(value, (float, np.floating)):
             number = float(value)
             return number if np.isfinite(number) else {"$float": repr(number)}
-        if isinstance(value, lgb.Booster):
+        if _is_booster(value):
             return self.booster(value)
         if isinstance(value, np.ndarray):
             return {"$ndarray": _array_to_json(value, where)}
@@ -408,6 +414,8 @@ def _load_booster(path: Path) -> Any:
         raise BundleError(f"{where} is missing") from None
     if size > MAX_MODEL_BYTES:
         raise BundleError(f"{where} is absurdly large ({size} bytes)")
+    import lightgbm as lgb
+
     try:
         text = path.read_text(encoding="utf-8")
         booster = lgb.Booster(model_str=text)
