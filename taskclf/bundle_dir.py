@@ -103,6 +103,10 @@ def _stage_classes() -> dict[str, type]:
     return {cls.__name__: cls for cls in classes}
 
 
+_DERIVED_STATE: Final[dict[str, tuple[str, ...]]] = {"TaxonomyMapper": ("resolver_",)}
+"""Learned attributes that are rebuilt from the others (by ``fit``) when loading."""
+
+
 def _taxonomy_type() -> type | None:
     try:
         from taskclf.taxonomy import TaxonomyConfig
@@ -256,10 +260,11 @@ def _step_to_json(name: str, stage: Any, encoder: _Encoder) -> dict[str, Any]:
         key: encoder.value(value, f"{name}__{key}")
         for key, value in cast(Any, stage).get_params(deep=False).items()
     }
+    derived = _DERIVED_STATE.get(cls_name, ())
     state = {
         key: encoder.value(value, f"{name}.{key}")
         for key, value in vars(stage).items()
-        if _STATE_NAME.fullmatch(key)
+        if _STATE_NAME.fullmatch(key) and key not in derived
     }
     return {"name": name, "class": cls_name, "params": params, "state": state}
 
@@ -651,7 +656,15 @@ def _build_stage(step: Any, index: int, decoder: _Decoder) -> tuple[str, Any]:
     if bad_state:
         raise decoder.fail(what, f"state name(s) {bad_state} are not allowed")
     stage = cls(**{k: decoder.value(v, f"{what} parameter {k!r}") for k, v in params.items()})
+    if state and cls_name in _DERIVED_STATE:
+        # The derived attributes come from the parameters alone: refit (no data).
+        try:
+            stage.fit(None)
+        except (TaskclfError, TypeError, ValueError) as exc:
+            raise decoder.fail(what, str(exc)) from None
     for key, value in state.items():
+        if key in _DERIVED_STATE.get(cls_name, ()):
+            raise decoder.fail(what, f"state {key!r} is rebuilt, not read")
         setattr(stage, key, decoder.value(value, f"{what} state {key!r}"))
     # Each taskclf stage checks its parameters in its own _validate_params
     # (scikit-learn's BaseEstimator has one of another kind: skip that).

@@ -369,3 +369,17 @@ def test_training_fingerprint_tracks_content_and_order():
     assert base != training_fingerprint(frame.rename(columns={"a": "c"}), labels)
     assert len(base) == 64 and int(base, 16) >= 0
     assert np.all(frame["a"] == [1.0, 2.0, 3.0])
+
+
+def test_round_trip_with_a_taxonomy_step(pipeline, features_v1, tmp_path):
+    from taskclf.taxonomy import TaxonomyMapper, taxonomy_from_dict
+
+    config = taxonomy_from_dict(
+        {"buckets": [{"name": "Focus", "core_labels": ["Build", "Write"], "color": "#000000"}]}
+    )
+    mapped = Pipeline([*pipeline.steps, ("taxonomy", TaxonomyMapper(config))])
+    path = save_bundle(mapped, tmp_path / "mapped.taskclf")
+    assert read_bundle_info(path).metadata.steps[-1] == "taxonomy"
+    pd.testing.assert_frame_equal(
+        load_bundle(path).transform(features_v1), mapped.transform(features_v1)
+    )

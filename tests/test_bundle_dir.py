@@ -469,3 +469,58 @@ def test_04_directory_refusals_of_other_files(booster_v1, encoders_v1, tmp_path)
         warnings.simplefilter("ignore", TaskclfWarning)
         with pytest.raises(BundleError, match="39 features, schema v2 has 38"):
             load_bundle_dir(directory)
+
+
+# ---------------------------------------------------------------------------
+# Taxonomies
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def taxonomy_config():
+    from taskclf.taxonomy import taxonomy_from_dict
+
+    return taxonomy_from_dict(
+        {
+            "buckets": [
+                {"name": "Deep work", "core_labels": ["Build", "Debug"], "color": "#112233"},
+                {"name": "Talk", "core_labels": ["Meet", "Communicate"], "color": "#445566"},
+            ],
+            "reject": {"mixed_label_name": "Unsure"},
+            "advanced": {"probability_aggregation": "max"},
+        }
+    )
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_taxonomy_round_trip(pipeline, taxonomy_config, features_v1, tmp_path, given):
+    from taskclf.taxonomy import TaxonomyMapper
+
+    mapper = TaxonomyMapper(taxonomy_config if given else None)
+    mapped = Pipeline([*pipeline.steps, ("taxonomy", mapper)]).fit(features_v1)
+    expected = mapped.transform(features_v1)
+    assert "mapped_label" in expected
+    loaded = load_bundle_dir(export_bundle_dir(mapped, tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.transform(features_v1), expected, check_exact=True)
+
+
+def test_hostile_taxonomy_is_refused(pipeline, taxonomy_config, tmp_path):
+    from taskclf.taxonomy import TaxonomyMapper
+
+    mapped = Pipeline([*pipeline.steps, ("taxonomy", TaxonomyMapper(taxonomy_config))])
+    directory = export_bundle_dir(mapped, tmp_path / "model")
+
+    def unknown_label(data):
+        body = data["steps"][-1]["params"]["taxonomy"]["$taxonomy"]
+        body["buckets"][0]["core_labels"] = ["Build", "Nap"]
+
+    edit_json(directory, "pipeline.json", unknown_label)
+    with pytest.raises(BundleError, match="bad taxonomy.*Nap"):
+        load_bundle_dir(directory)
+
+    def forged_resolver(data):
+        data["steps"][-1]["state"]["resolver_"] = 1
+
+    edit_json(directory, "pipeline.json", forged_resolver)
+    with pytest.raises(BundleError, match="pipeline.json"):
+        load_bundle_dir(directory)

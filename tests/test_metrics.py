@@ -99,9 +99,7 @@ def ref_levenshtein(a, b):
     for i, x in enumerate(a, start=1):
         current = [i]
         for j, y in enumerate(b, start=1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
-            )
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
         previous = current
     return previous[-1]
 
@@ -224,9 +222,7 @@ def test_edit_score_by_hand(y_true, y_pred, expected):
 
 
 def test_edit_score_is_symmetric():
-    assert edit_score(list("AABBCA"), list("ACCBAA")) == edit_score(
-        list("ACCBAA"), list("AABBCA")
-    )
+    assert edit_score(list("AABBCA"), list("ACCBAA")) == edit_score(list("ACCBAA"), list("AABBCA"))
 
 
 # --------------------------------------------------------------------------
@@ -264,9 +260,7 @@ def test_reject_rate_from_labels_and_from_the_column():
     with pytest.raises(MissingColumnsError, match="is_rejected"):
         reject_rate_score(None, y_pred, one_timeline(4), source="is_rejected")
     with pytest.raises(ColumnTypeError, match="is_rejected"):
-        reject_rate_score(
-            None, y_pred, X.assign(is_rejected=[1, 0, 0, 0]), source="is_rejected"
-        )
+        reject_rate_score(None, y_pred, X.assign(is_rejected=[1, 0, 0, 0]), source="is_rejected")
     with pytest.raises(InvalidParameterError, match="source"):
         reject_rate_score(None, y_pred, X, source="proba")  # type: ignore[arg-type]
 
@@ -494,9 +488,7 @@ overlaps = st.one_of(
 @st.composite
 def label_pairs(draw):
     y_true = draw(labels)
-    y_pred = draw(
-        st.lists(st.sampled_from("ABC"), min_size=len(y_true), max_size=len(y_true))
-    )
+    y_pred = draw(st.lists(st.sampled_from("ABC"), min_size=len(y_true), max_size=len(y_true)))
     return y_true, y_pred
 
 
@@ -818,9 +810,7 @@ def test_grid_search_with_the_summary_scorer_in_parallel(activity):
         n_jobs=2,
     ).fit(X, y)
     assert search.best_params_ == {"threshold": 0.3}
-    serial = cross_validate(
-        ThresholdLabeler(0.3), X, y, cv=KFold(3), scoring=make_summary_scorer()
-    )
+    serial = cross_validate(ThresholdLabeler(0.3), X, y, cv=KFold(3), scoring=make_summary_scorer())
     assert search.cv_results_["mean_test_edit_score"][1] == pytest.approx(
         serial["test_edit_score"].mean()
     )

@@ -52,9 +52,7 @@ from taskclf.taxonomy import (
     taxonomy_to_dict,
 )
 
-EXAMPLE_YAML = (
-    Path(__file__).resolve().parent.parent / "docs" / "examples" / "taxonomy.yaml"
-)
+EXAMPLE_YAML = Path(__file__).resolve().parent.parent / "docs" / "examples" / "taxonomy.yaml"
 
 
 def _at(path: Path) -> str:
@@ -100,9 +98,7 @@ class TestBucket:
             bucket.name = "x"  # type: ignore[misc]
 
     def test_unknown_core_label_names_label_and_bucket(self) -> None:
-        with pytest.raises(
-            TaxonomyError, match=r"bucket 'Coding'.*unknown core label 'Cod'"
-        ):
+        with pytest.raises(TaxonomyError, match=r"bucket 'Coding'.*unknown core label 'Cod'"):
             TaxonomyBucket("Coding", ["Build", "Cod"])
 
     def test_unknown_label_error_is_a_value_error(self) -> None:
@@ -128,9 +124,7 @@ class TestBucket:
 
     @pytest.mark.parametrize("color", ["red", "#12345", "#1234567", "123456", "#GGGGGG", 0])
     def test_bad_colour_names_bucket_and_value(self, color: object) -> None:
-        with pytest.raises(
-            TaxonomyError, match=r"bucket 'Coding': color must be a #RRGGBB"
-        ):
+        with pytest.raises(TaxonomyError, match=r"bucket 'Coding': color must be a #RRGGBB"):
             TaxonomyBucket("Coding", ["Build"], color=color)  # type: ignore[arg-type]
 
     def test_good_colours(self) -> None:
@@ -199,9 +193,7 @@ class TestSections:
             TaxonomyAdvanced(min_confidence_for_mapping=value)
 
     def test_advanced_min_confidence_int_becomes_float(self) -> None:
-        assert (
-            TaxonomyAdvanced(min_confidence_for_mapping=1).min_confidence_for_mapping == 1.0
-        )
+        assert TaxonomyAdvanced(min_confidence_for_mapping=1).min_confidence_for_mapping == 1.0
 
     def test_advanced_bad_aggregation(self) -> None:
         with pytest.raises(TaxonomyError, match=r"'sum' or 'max', got str 'mean'"):
@@ -249,9 +241,7 @@ class TestConfig:
         assert config.bucket_names == ("Coding", "Other")
 
     def test_mixed_label_must_differ_from_bucket_names(self) -> None:
-        with pytest.raises(
-            TaxonomyError, match="mixed_label_name 'Coding' is also a bucket"
-        ):
+        with pytest.raises(TaxonomyError, match="mixed_label_name 'Coding' is also a bucket"):
             _config(("Coding", ["Build"]), reject=TaxonomyReject(mixed_label_name="Coding"))
         with pytest.raises(TaxonomyError, match="mixed_label_name 'Other'"):
             _config(("Coding", ["Build"]), reject=TaxonomyReject(mixed_label_name="Other"))
@@ -265,12 +255,8 @@ class TestConfig:
             _config(("A", ["Build"]), display={"default_view": "core"})
 
     def test_equality_hash_and_evolve(self) -> None:
-        a = _config(
-            ("A", ["Build"]), advanced=TaxonomyAdvanced(reweight_core_labels={"Meet": 2})
-        )
-        b = _config(
-            ("A", ["Build"]), advanced=TaxonomyAdvanced(reweight_core_labels={"Meet": 2})
-        )
+        a = _config(("A", ["Build"]), advanced=TaxonomyAdvanced(reweight_core_labels={"Meet": 2}))
+        b = _config(("A", ["Build"]), advanced=TaxonomyAdvanced(reweight_core_labels={"Meet": 2}))
         assert a == b
         assert hash(a) == hash(b)
         c = attrs.evolve(a, user_id="alice")
@@ -292,9 +278,7 @@ class TestConfig:
 def _rich_config() -> TaxonomyConfig:
     return TaxonomyConfig(
         buckets=(
-            TaxonomyBucket(
-                "Coding", ["Debug", "Build"], color="#112233", description="code"
-            ),
+            TaxonomyBucket("Coding", ["Debug", "Build"], color="#112233", description="code"),
             TaxonomyBucket("Réunions & chat", ["Meet", "Communicate"], color="#ABCDEF"),
         ),
         version="2.1",
@@ -332,9 +316,7 @@ class TestDicts:
         )
         assert config == _config(("A", ["Build"]))
 
-    @pytest.mark.parametrize(
-        ("version", "expected"), [(1, "1"), (1.5, "1.5"), ("v3", "v3")]
-    )
+    @pytest.mark.parametrize(("version", "expected"), [(1, "1"), (1.5, "1.5"), ("v3", "v3")])
     def test_numeric_version_becomes_text(self, version: object, expected: str) -> None:
         data = {"version": version, "buckets": ONE_BUCKET}
         assert taxonomy_from_dict(data).version == expected
@@ -444,9 +426,7 @@ class TestFiles:
     def test_list_at_top_level(self, tmp_path: Path) -> None:
         path = tmp_path / "list.yaml"
         path.write_text("- name: A\n  core_labels: [Build]\n", encoding="utf-8")
-        with pytest.raises(
-            TaxonomyError, match=_at(path) + r": the top level must be a mapping"
-        ):
+        with pytest.raises(TaxonomyError, match=_at(path) + r": the top level must be a mapping"):
             load_taxonomy(path)
 
     def test_empty_file(self, tmp_path: Path) -> None:
@@ -461,9 +441,7 @@ class TestFiles:
             "buckets:\n- {name: A, core_labels: [Build]}\nthreshold: 0.5\n",
             encoding="utf-8",
         )
-        with pytest.raises(
-            TaxonomyError, match=_at(path) + r": .*unknown key\(s\) 'threshold'"
-        ):
+        with pytest.raises(TaxonomyError, match=_at(path) + r": .*unknown key\(s\) 'threshold'"):
             load_taxonomy(path)
 
     def test_wrong_type_names_field_and_file(self, tmp_path: Path) -> None:
@@ -478,9 +456,7 @@ class TestFiles:
     def test_unknown_label_in_file(self, tmp_path: Path) -> None:
         path = tmp_path / "labels.yaml"
         path.write_text("buckets:\n- {name: A, core_labels: [Build, Coding]}\n")
-        with pytest.raises(
-            TaxonomyError, match=_at(path) + r": .*unknown core label 'Coding'"
-        ):
+        with pytest.raises(TaxonomyError, match=_at(path) + r": .*unknown core label 'Coding'"):
             load_taxonomy(path)
 
 
@@ -489,9 +465,7 @@ class TestFiles:
 # ---------------------------------------------------------------------------
 
 
-def reference_bucket_probs(
-    config: TaxonomyConfig, p: np.ndarray
-) -> tuple[list[str], np.ndarray]:
+def reference_bucket_probs(config: TaxonomyConfig, p: np.ndarray) -> tuple[list[str], np.ndarray]:
     """DESIGN section 3 for one row, as earlier taskclf versions computed it:
     bucket names and unrounded, renormalized bucket probabilities."""
     buckets = [(b.name, list(b.core_labels)) for b in config.buckets]
@@ -669,9 +643,7 @@ class TestResolverExamples:
 
     def test_overlapping_buckets_are_renormalized(self) -> None:
         config = _config(("Code", ["Build", "Debug"]), ("Focus", ["Build", "Write"]))
-        result = TaxonomyResolver(config).resolve(
-            1, _row(Build=0.5, Debug=0.25, Write=0.25)
-        )
+        result = TaxonomyResolver(config).resolve(1, _row(Build=0.5, Debug=0.25, Write=0.25))
         # Bucket sums 0.75, 0.75, 0 -> total 1.5.
         assert result == TaxonomyResult("Code", {"Code": 0.5, "Focus": 0.5, "Other": 0.0})
 
@@ -691,13 +663,9 @@ class TestResolverExamples:
 
     def test_min_confidence_for_mapping_is_not_used(self) -> None:
         row = _row(Build=0.3, Meet=0.25, Write=0.25, BreakIdle=0.2)
-        low = _config(
-            ("A", ["Build"]), advanced=TaxonomyAdvanced(min_confidence_for_mapping=0.0)
-        )
+        low = _config(("A", ["Build"]), advanced=TaxonomyAdvanced(min_confidence_for_mapping=0.0))
         high = attrs.evolve(low, advanced=TaxonomyAdvanced(min_confidence_for_mapping=1.0))
-        assert TaxonomyResolver(low).resolve(1, row) == TaxonomyResolver(high).resolve(
-            1, row
-        )
+        assert TaxonomyResolver(low).resolve(1, row) == TaxonomyResolver(high).resolve(1, row)
 
     def test_empty_batch(self) -> None:
         resolver = TaxonomyResolver(_config(("A", ["Build"])))
@@ -773,9 +741,7 @@ def taxonomy_configs(draw: st.DrawFn, max_buckets: int = 10) -> TaxonomyConfig:
     buckets = [
         TaxonomyBucket(
             f"B{i}",
-            draw(
-                st.lists(st.sampled_from(CLASS_ORDER), min_size=1, max_size=8, unique=True)
-            ),
+            draw(st.lists(st.sampled_from(CLASS_ORDER), min_size=1, max_size=8, unique=True)),
         )
         for i in range(n_buckets)
     ]
@@ -837,9 +803,7 @@ def test_resolver_equals_per_row_reference_bit_for_bit(
 
 @settings(max_examples=60, deadline=None)
 @given(config=taxonomy_configs(), seed=st.integers(0, 2**32 - 1))
-def test_resolver_equals_reference_on_realistic_batches(
-    config: TaxonomyConfig, seed: int
-) -> None:
+def test_resolver_equals_reference_on_realistic_batches(config: TaxonomyConfig, seed: int) -> None:
     rng = np.random.default_rng(seed)
     proba = rng.dirichlet(rng.uniform(0.05, 2.0, size=8), size=400)
     rejected = rng.random(400) < 0.1
@@ -921,9 +885,7 @@ def test_round_like_python_other_digits(ndigits: int) -> None:
         ]
     )
     got = round_like_python(values, ndigits)
-    assert [v.hex() for v in got.tolist()] == [
-        round(float(v), ndigits).hex() for v in values
-    ]
+    assert [v.hex() for v in got.tolist()] == [round(float(v), ndigits).hex() for v in values]
 
 
 def test_round_like_python_keeps_shape_for_any_memory_layout() -> None:
@@ -952,9 +914,7 @@ def test_round_like_python_exact_binary_ties() -> None:
 # TaxonomyMapper, the pipeline stage
 # ---------------------------------------------------------------------------
 
-CODING = _config(
-    ("Coding", ["Build", "Debug", "Review"]), ("Talk", ["Communicate", "Meet"])
-)
+CODING = _config(("Coding", ["Build", "Debug", "Review"]), ("Talk", ["Communicate", "Meet"]))
 MAPPED_COLUMNS = [
     "mapped_label",
     "mapped_proba_Coding",
@@ -1130,9 +1090,7 @@ class TestMapper:
         assert mapper.resolver_.config == CODING
 
     def test_bad_taxonomy_type(self) -> None:
-        with pytest.raises(
-            InvalidParameterError, match="taxonomy must be a TaxonomyConfig"
-        ):
+        with pytest.raises(InvalidParameterError, match="taxonomy must be a TaxonomyConfig"):
             TaxonomyMapper("taxonomy.yaml").fit(_frame())  # type: ignore[arg-type]
 
     def test_init_stores_only_its_argument(self) -> None:
