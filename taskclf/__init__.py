@@ -21,6 +21,7 @@ from taskclf.predict import BoosterPredictor
 from taskclf.reject import Rejector
 from taskclf.segment import Segment, Segmenter, frame_to_segments
 from taskclf.smooth import MajoritySmoother
+from taskclf.taxonomy import TaxonomyConfig, TaxonomyMapper, load_taxonomy
 
 __version__ = "0.5.0"
 
@@ -40,12 +41,15 @@ __all__ = [
     "Rejector",
     "Segment",
     "Segmenter",
+    "TaxonomyConfig",
+    "TaxonomyMapper",
     "TemperatureCalibrator",
     "build_pipeline",
     "export_bundle_dir",
     "frame_to_segments",
     "load_bundle",
     "load_bundle_dir",
+    "load_taxonomy",
     "read_bundle_info",
     "save_bundle",
 ]

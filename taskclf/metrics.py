@@ -105,9 +105,7 @@ def _labels_1d(values: object, name: str, where: str) -> np.ndarray:
         raise InputError(f"{where}: {name} must be one-dimensional, got a DataFrame")
     array = np.asarray(values, dtype=object)
     if array.ndim != 1:
-        raise InputError(
-            f"{where}: {name} must be one-dimensional, got shape {array.shape}"
-        )
+        raise InputError(f"{where}: {name} must be one-dimensional, got shape {array.shape}")
     return array
 
 
@@ -127,9 +125,7 @@ def _encode(
     true = _labels_1d(y_true, "y_true", where)
     pred = _labels_1d(y_pred, "y_pred", where)
     if len(true) != len(pred):
-        raise InputError(
-            f"{where}: y_true has {len(true)} labels but y_pred has {len(pred)}"
-        )
+        raise InputError(f"{where}: y_true has {len(true)} labels but y_pred has {len(pred)}")
     if X is not None and len(X) != len(true):
         raise InputError(
             f"{where}: X has {len(X)} rows but y_true and y_pred have {len(true)} labels"
@@ -206,9 +202,7 @@ class _Aligned:
         return len(self.bounds) - 1
 
 
-def _align(
-    y_true: object, y_pred: object, X: object, max_gap_seconds: int, where: str
-) -> _Aligned:
+def _align(y_true: object, y_pred: object, X: object, max_gap_seconds: int, where: str) -> _Aligned:
     """Encode the labels and put them in timeline order, as read from ``X``."""
     frame = _check_frame(X, where)
     check_positive_seconds(max_gap_seconds, "max_gap_seconds")
@@ -258,9 +252,7 @@ def _best_matches(aligned: _Aligned) -> tuple[np.ndarray, np.ndarray]:
     t_start, t_end = true.start[pair_true], true.end[pair_true]
     intersection = np.minimum(p_end, t_end) - np.maximum(p_start, t_start)
     union = np.maximum(p_end, t_end) - np.minimum(p_start, t_start)
-    iou = np.where(
-        pred.label[pair_pred] == true.label[pair_true], intersection / union, 0.0
-    )
+    iou = np.where(pred.label[pair_pred] == true.label[pair_true], intersection / union, 0.0)
     best_iou = np.maximum.reduceat(iou, group)
     is_best = iou == best_iou[pair_pred]
     best_true = np.minimum.reduceat(np.where(is_best, pair_true, len(true)), group)
@@ -470,9 +462,7 @@ def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 # --------------------------------------------------------------------------
 
 
-def accuracy_score(
-    y_true: ArrayLike, y_pred: ArrayLike, X: pd.DataFrame | None = None
-) -> float:
+def accuracy_score(y_true: ArrayLike, y_pred: ArrayLike, X: pd.DataFrame | None = None) -> float:
     """Share of buckets whose predicted label equals the true one.
 
     A rejected bucket (``Mixed/Unknown``) counts as wrong unless the true
@@ -500,9 +490,7 @@ def accuracy_score(
     return _accuracy_of(true, pred)
 
 
-def macro_f1_score(
-    y_true: ArrayLike, y_pred: ArrayLike, X: pd.DataFrame | None = None
-) -> float:
+def macro_f1_score(y_true: ArrayLike, y_pred: ArrayLike, X: pd.DataFrame | None = None) -> float:
     """Macro-averaged F1 over the labels present in ``y_true`` or ``y_pred``.
 
     Computed with :func:`sklearn.metrics.f1_score` (``average="macro"``,
@@ -733,9 +721,7 @@ def reject_rate_score(
     """
     where = "reject_rate_score"
     if source not in ("label", "is_rejected"):
-        raise InvalidParameterError(
-            f"source must be 'label' or 'is_rejected', got {source!r}"
-        )
+        raise InvalidParameterError(f"source must be 'label' or 'is_rejected', got {source!r}")
     _, pred, labels = _encode(y_pred if y_true is None else y_true, y_pred, X, where)
     if source == "label":
         return _reject_of(pred, labels)
@@ -743,9 +729,7 @@ def reject_rate_score(
     require_columns(frame, [IS_REJECTED], where)
     flags = frame[IS_REJECTED]
     if not pd.api.types.is_bool_dtype(flags.dtype):
-        raise ColumnTypeError(
-            f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}"
-        )
+        raise ColumnTypeError(f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}")
     return float(flags.to_numpy(dtype=bool).mean()) if len(flags) else 0.0
 
 
@@ -875,12 +859,8 @@ def summarize(
         "accuracy": _accuracy_of(aligned.true, aligned.pred),
         "macro_f1": _macro_f1_of(aligned.true, aligned.pred, len(aligned.labels)),
     }
-    for overlap, (tp, fp, fn) in zip(
-        checked, _segment_counts(aligned, checked), strict=True
-    ):
-        scores[_overlap_key(overlap)] = _f1_from_counts(
-            int(tp.sum()), int(fp.sum()), int(fn.sum())
-        )
+    for overlap, (tp, fp, fn) in zip(checked, _segment_counts(aligned, checked), strict=True):
+        scores[_overlap_key(overlap)] = _f1_from_counts(int(tp.sum()), int(fp.sum()), int(fn.sum()))
     distance, normalizer = _edit_counts(aligned)
     scores["edit_score"] = _edit_from_counts(int(distance.sum()), int(normalizer.sum()))
     scores["flap_rate"] = _flap_from_runs(aligned)
@@ -993,9 +973,7 @@ def timeline_report(
     correct = np.bincount(row_timeline, weights=aligned.true == aligned.pred, minlength=k)
     columns["accuracy"] = correct / size
     columns["macro_f1"] = _macro_f1_per_timeline(aligned)
-    for overlap, (tp, fp, fn) in zip(
-        checked, _segment_counts(aligned, checked), strict=True
-    ):
+    for overlap, (tp, fp, fn) in zip(checked, _segment_counts(aligned, checked), strict=True):
         columns[_overlap_key(overlap)] = _f1_per_timeline(tp, fp, fn)
     distance, normalizer = _edit_counts(aligned)
     columns["edit_score"] = 1.0 - distance / np.maximum(normalizer, 1)
@@ -1057,9 +1035,7 @@ def _keyword_params(function: Callable[..., Any]) -> list[str]:
     ]
 
 
-def _check_params(
-    name: str, function: Callable[..., Any], params: Mapping[str, Any]
-) -> None:
+def _check_params(name: str, function: Callable[..., Any], params: Mapping[str, Any]) -> None:
     allowed = _keyword_params(function)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -1163,8 +1139,7 @@ class SummaryScorer:
         _check_params("summary", summarize, params)
         if "overlaps" in params:
             raise InvalidParameterError(
-                "a summary scorer takes its overlaps from the names "
-                "(segmental_f1@10, @25, @50)"
+                "a summary scorer takes its overlaps from the names (segmental_f1@10, @25, @50)"
             )
         self.names = names
         self.params = dict(params)

@@ -20,6 +20,7 @@ from taskclf.predict import BoosterPredictor
 from taskclf.reject import Rejector
 from taskclf.segment import Segmenter
 from taskclf.smooth import MajoritySmoother
+from taskclf.taxonomy import TaxonomyMapper
 
 STEP_NAMES = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
 """Names of the pipeline steps, in order (plus ``taxonomy`` when mapped)."""
@@ -90,7 +91,5 @@ def build_pipeline(
         ("merge", HysteresisMerger(min_block_seconds, bucket_seconds, max_gap_seconds)),
     ]
     if taxonomy is not None:
-        from taskclf.taxonomy import TaxonomyMapper
-
         steps.append(("taxonomy", TaxonomyMapper(taxonomy)))
     return Pipeline(steps)

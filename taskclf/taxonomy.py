@@ -116,9 +116,7 @@ def _check_text(where: str, field: str, value: object, *, allow_empty: bool) -> 
 
 def _check_bool(where: str, field: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise TaxonomyError(
-            f"{where}: {field} must be true or false, got {_describe(value)}"
-        )
+        raise TaxonomyError(f"{where}: {field} must be true or false, got {_describe(value)}")
 
 
 def _check_choice(where: str, field: str, value: object, choices: Sequence[str]) -> None:
@@ -137,20 +135,15 @@ def _bucket_where(instance: TaxonomyBucket) -> str:
     return f"bucket {name!r}" if isinstance(name, str) else "bucket"
 
 
-def _check_bucket_name(
-    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
-) -> None:
+def _check_bucket_name(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
     _check_text("bucket", "name", value, allow_empty=False)
 
 
-def _check_core_labels(
-    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
-) -> None:
+def _check_core_labels(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
     where = _bucket_where(instance)
     if not isinstance(value, tuple):
         raise TaxonomyError(
-            f"{where}: core_labels must be a list of core label names, "
-            f"got {_describe(value)}"
+            f"{where}: core_labels must be a list of core label names, got {_describe(value)}"
         )
     if not value:
         raise TaxonomyError(
@@ -172,9 +165,7 @@ def _check_core_labels(
         seen.add(label)
 
 
-def _check_color(
-    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
-) -> None:
+def _check_color(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
     if not isinstance(value, str) or _COLOR_RE.fullmatch(value) is None:
         raise TaxonomyError(
             f"{_bucket_where(instance)}: color must be a #RRGGBB hex colour "
@@ -182,9 +173,7 @@ def _check_color(
         )
 
 
-def _check_description(
-    instance: TaxonomyBucket, attribute: attrs.Attribute, value: object
-) -> None:
+def _check_description(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
     _check_text(_bucket_where(instance), "description", value, allow_empty=True)
 
 
@@ -221,16 +210,12 @@ class TaxonomyBucket:
     """
 
     name: str = attrs.field(validator=_check_bucket_name)
-    core_labels: tuple[str, ...] = attrs.field(
-        converter=_as_tuple, validator=_check_core_labels
-    )
+    core_labels: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_check_core_labels)
     color: str = attrs.field(default=DEFAULT_BUCKET_COLOR, validator=_check_color)
     description: str = attrs.field(default="", validator=_check_description)
 
 
-def _check_display(
-    instance: TaxonomyDisplay, attribute: attrs.Attribute, value: Any
-) -> None:
+def _check_display(instance: TaxonomyDisplay, attribute: attrs.Attribute, value: Any) -> None:
     where = "display"
     if attribute.name == "show_core_labels":
         _check_bool(where, attribute.name, value)
@@ -298,9 +283,7 @@ def _as_weight_pairs(value: Any) -> tuple[tuple[str, float], ...]:
     elif isinstance(value, list | tuple):
         pairs = list(value)
     else:
-        raise TaxonomyError(
-            f"{where} must map core labels to weights, got {_describe(value)}"
-        )
+        raise TaxonomyError(f"{where} must map core labels to weights, got {_describe(value)}")
     weights: dict[str, float] = {}
     for pair in pairs:
         if not isinstance(pair, list | tuple) or len(pair) != 2:
@@ -310,8 +293,7 @@ def _as_weight_pairs(value: Any) -> tuple[tuple[str, float], ...]:
         label, weight = pair
         if not isinstance(label, str) or label not in LABEL_SET_V1:
             raise TaxonomyError(
-                f"{where}: unknown core label {label!r}; "
-                f"expected one of {_CORE_LABELS_TEXT}"
+                f"{where}: unknown core label {label!r}; expected one of {_CORE_LABELS_TEXT}"
             )
         if label in weights:
             raise TaxonomyError(f"{where}: core label {label!r} is weighted more than once")
@@ -328,9 +310,7 @@ def _as_weight_pairs(value: Any) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(weights.items(), key=lambda item: CLASS_INDEX[item[0]]))
 
 
-def _check_advanced(
-    instance: TaxonomyAdvanced, attribute: attrs.Attribute, value: Any
-) -> None:
+def _check_advanced(instance: TaxonomyAdvanced, attribute: attrs.Attribute, value: Any) -> None:
     where = "advanced"
     if attribute.name == "probability_aggregation":
         _check_choice(where, attribute.name, value, AGGREGATIONS)
@@ -383,9 +363,7 @@ class TaxonomyAdvanced:
         return dict(self.reweight_core_labels)
 
 
-def _check_buckets(
-    instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any
-) -> None:
+def _check_buckets(instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any) -> None:
     if not isinstance(value, tuple):
         raise TaxonomyError(f"buckets must be a list of buckets, got {_describe(value)}")
     if not value:
@@ -403,9 +381,7 @@ def _check_buckets(
         raise TaxonomyError(f"buckets: bucket names must be unique; repeated: {shown}")
 
 
-def _check_config_field(
-    instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any
-) -> None:
+def _check_config_field(instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any) -> None:
     name = attribute.name
     if name == "version":
         _check_text("taxonomy", name, value, allow_empty=False)
@@ -480,20 +456,12 @@ class TaxonomyConfig:
     'alice'
     """
 
-    buckets: tuple[TaxonomyBucket, ...] = attrs.field(
-        converter=_as_tuple, validator=_check_buckets
-    )
+    buckets: tuple[TaxonomyBucket, ...] = attrs.field(converter=_as_tuple, validator=_check_buckets)
     version: str = attrs.field(default="1.0", validator=_check_config_field)
-    label_schema_version: str = attrs.field(
-        default="labels_v1", validator=_check_config_field
-    )
+    label_schema_version: str = attrs.field(default="labels_v1", validator=_check_config_field)
     user_id: str | None = attrs.field(default=None, validator=_check_config_field)
-    display: TaxonomyDisplay = attrs.field(
-        factory=TaxonomyDisplay, validator=_check_config_field
-    )
-    reject: TaxonomyReject = attrs.field(
-        factory=TaxonomyReject, validator=_check_config_field
-    )
+    display: TaxonomyDisplay = attrs.field(factory=TaxonomyDisplay, validator=_check_config_field)
+    reject: TaxonomyReject = attrs.field(factory=TaxonomyReject, validator=_check_config_field)
     advanced: TaxonomyAdvanced = attrs.field(
         factory=TaxonomyAdvanced, validator=_check_config_field
     )
@@ -568,8 +536,7 @@ def default_taxonomy() -> TaxonomyConfig:
     """
     return TaxonomyConfig(
         tuple(
-            TaxonomyBucket(label, (label,), color=_DEFAULT_COLORS[label])
-            for label in CLASS_ORDER
+            TaxonomyBucket(label, (label,), color=_DEFAULT_COLORS[label]) for label in CLASS_ORDER
         )
     )
 
@@ -608,9 +575,7 @@ def _section(value: object, where: str, allowed: Sequence[str]) -> dict[str, Any
     unknown = [key for key in value if key not in allowed]
     if unknown:
         shown = ", ".join(repr(key) for key in unknown)
-        raise TaxonomyError(
-            f"{where}: unknown key(s) {shown}; allowed keys: {', '.join(allowed)}"
-        )
+        raise TaxonomyError(f"{where}: unknown key(s) {shown}; allowed keys: {', '.join(allowed)}")
     return {key: item for key, item in value.items() if item is not None}
 
 
@@ -780,15 +745,11 @@ def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
     except UnicodeDecodeError as exc:
         raise ReaderError(f"taxonomy file {file}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
-        raise ReaderError(
-            f"taxonomy file {file}: cannot be read ({exc.strerror})"
-        ) from None
+        raise ReaderError(f"taxonomy file {file}: cannot be read ({exc.strerror})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ReaderError(
-            f"taxonomy file {file}: not valid YAML: {_yaml_problem(exc)}"
-        ) from None
+        raise ReaderError(f"taxonomy file {file}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         raise TaxonomyError(
             f"taxonomy file {file}: the file is empty; expected a mapping with "
@@ -827,9 +788,7 @@ def save_taxonomy(config: TaxonomyConfig, path: str | os.PathLike[str]) -> Path:
     --------
     load_taxonomy : The inverse.
     """
-    text = yaml.safe_dump(
-        taxonomy_to_dict(config), sort_keys=False, allow_unicode=True, indent=2
-    )
+    text = yaml.safe_dump(taxonomy_to_dict(config), sort_keys=False, allow_unicode=True, indent=2)
     destination = Path(path)
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
@@ -867,9 +826,7 @@ def _pairwise_columns(columns: Sequence[FloatArray], n_rows: int) -> FloatArray:
             total += column
         return total
     if n <= _PAIRWISE_BLOCK:
-        partial = [
-            columns[j].astype(np.float64, copy=True) for j in range(_PAIRWISE_UNROLL)
-        ]
+        partial = [columns[j].astype(np.float64, copy=True) for j in range(_PAIRWISE_UNROLL)]
         end_of_blocks = n - n % _PAIRWISE_UNROLL
         for start in range(_PAIRWISE_UNROLL, end_of_blocks, _PAIRWISE_UNROLL):
             for j in range(_PAIRWISE_UNROLL):
@@ -882,9 +839,7 @@ def _pairwise_columns(columns: Sequence[FloatArray], n_rows: int) -> FloatArray:
         return total
     half = n // 2
     half -= half % _PAIRWISE_UNROLL
-    return _pairwise_columns(columns[:half], n_rows) + _pairwise_columns(
-        columns[half:], n_rows
-    )
+    return _pairwise_columns(columns[:half], n_rows) + _pairwise_columns(columns[half:], n_rows)
 
 
 def _sum_like_numpy(columns: Sequence[FloatArray], n_rows: int) -> FloatArray:
@@ -1074,8 +1029,7 @@ class TaxonomyResolver:
         buckets = config.resolved_buckets
         self._bucket_names = tuple(bucket.name for bucket in buckets)
         self._members = tuple(
-            tuple(sorted(CLASS_INDEX[label] for label in bucket.core_labels))
-            for bucket in buckets
+            tuple(sorted(CLASS_INDEX[label] for label in bucket.core_labels)) for bucket in buckets
         )
         membership = np.zeros((N_CLASSES, len(buckets)), dtype=bool)
         for b, members in enumerate(self._members):
@@ -1223,9 +1177,7 @@ class TaxonomyResolver:
                 f"({matrix.shape[0]},), got shape {ids.shape}"
             )
         if ids.size and (
-            not np.issubdtype(ids.dtype, np.integer)
-            or ids.min() < 0
-            or ids.max() >= N_CLASSES
+            not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= N_CLASSES
         ):
             raise InputError(
                 f"TaxonomyResolver: core_label_ids must be class indices in "
@@ -1293,8 +1245,7 @@ def _proba_matrix(frame: pd.DataFrame, where: str) -> FloatArray:
         dtype = frame[column].dtype
         if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
             raise ColumnTypeError(
-                f"{where}: column {column!r} must hold probabilities (numbers), "
-                f"got dtype {dtype}"
+                f"{where}: column {column!r} must hold probabilities (numbers), got dtype {dtype}"
             )
     return frame[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
 
@@ -1310,8 +1261,7 @@ def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray | None:
         )
     if flags.isna().any():
         raise ColumnTypeError(
-            f"{where}: column {IS_REJECTED!r} has {int(flags.isna().sum())} "
-            "missing value(s)"
+            f"{where}: column {IS_REJECTED!r} has {int(flags.isna().sum())} missing value(s)"
         )
     return flags.to_numpy(dtype=bool)
 
@@ -1449,9 +1399,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         where = "TaxonomyMapper"
         if not isinstance(X, pd.DataFrame):
-            raise InputError(
-                f"{where}: expected a pandas DataFrame, got {type(X).__name__}"
-            )
+            raise InputError(f"{where}: expected a pandas DataFrame, got {type(X).__name__}")
         resolver = self._resolver()
         proba = _proba_matrix(X, where)
         rejected = _rejected_flags(X, where)
@@ -1464,9 +1412,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         }
         for name, column in zip(names, mapped.T.copy(), strict=True):
             new_columns[mapped_proba_column(name)] = column
-        stale = [
-            c for c in X.columns if isinstance(c, str) and c.startswith(MAPPED_PROBA_PREFIX)
-        ]
+        stale = [c for c in X.columns if isinstance(c, str) and c.startswith(MAPPED_PROBA_PREFIX)]
         base = X.drop(columns=stale) if stale else X
         return base.assign(**new_columns)
 
@@ -1487,8 +1433,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         """
         if not isinstance(X, pd.DataFrame):
             raise InputError(
-                "TaxonomyMapper.predict: expected a pandas DataFrame, "
-                f"got {type(X).__name__}"
+                f"TaxonomyMapper.predict: expected a pandas DataFrame, got {type(X).__name__}"
             )
         if LABEL not in X.columns:
             raise MissingColumnsError([LABEL], where="TaxonomyMapper.predict")

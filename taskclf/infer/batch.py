@@ -37,6 +37,7 @@ from taskclf.pipeline import build_pipeline
 from taskclf.predict import BoosterPredictor
 from taskclf.reject import check_threshold, reject_codes
 from taskclf.segment import Segment, frame_to_segments
+from taskclf.taxonomy import TaxonomyResolver, round_like_python
 
 __all__ = [
     "BatchInferenceResult",
@@ -226,8 +227,6 @@ def run_batch_inference(
     mapped_labels: list[str] | None = None
     mapped_probs: list[dict[str, float]] | None = None
     if taxonomy is not None:
-        from taskclf.taxonomy import TaxonomyResolver
-
         results = TaxonomyResolver(taxonomy).resolve_batch(
             proba.argmax(axis=1), proba, is_rejected=is_rejected
         )
@@ -294,7 +293,8 @@ def write_predictions_csv(
     if mapped_labels is not None:
         data["mapped_label"] = np.asarray(mapped_labels, dtype=object)
     if core_probs is not None:
-        rounded = np.round(check_proba(core_probs, "core_probs"), 4)
+        # Python's round(p, 4), bit for bit, as files written before expect.
+        rounded = round_like_python(check_proba(core_probs, "core_probs"), 4)
         data["core_probs"] = [json.dumps(row) for row in rounded.tolist()]
     out = pd.DataFrame(data)
     with atomic_path(path) as temporary:
