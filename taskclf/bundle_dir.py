@@ -19,6 +19,7 @@ optional ``categorical_encoders.json``).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -83,6 +84,12 @@ _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _DTYPES: Final = ("float64", "float32", "int64", "int32", "int8", "bool", "str")
 
 
+_OPTIONAL_STAGES: Final = (
+    ("taskclf.taxonomy", "TaxonomyMapper"),
+    ("taskclf.viterbi", "ViterbiSmoother"),
+)
+
+
 def _stage_classes() -> dict[str, type]:
     """The classes a ``pipeline.json`` may name (taskclf's stages only)."""
     classes: list[type] = [
@@ -94,12 +101,15 @@ def _stage_classes() -> dict[str, type]:
         Segmenter,
         HysteresisMerger,
     ]
-    try:
-        from taskclf.taxonomy import TaxonomyMapper
-    except ImportError:  # pragma: no cover - the taxonomy stage is optional
-        pass
-    else:
-        classes.append(TaxonomyMapper)
+    # Stages of optional modules, when this installation has them.
+    for module_name, class_name in _OPTIONAL_STAGES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # pragma: no cover
+            continue
+        stage = getattr(module, class_name, None)
+        if isinstance(stage, type):
+            classes.append(stage)
     return {cls.__name__: cls for cls in classes}
 
 

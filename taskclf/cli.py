@@ -73,7 +73,9 @@ class Console:
         except ImportError:
             yield from items
             return
-        yield from tqdm(items, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
+        yield from tqdm(
+            items, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, disable=None
+        )
 
     def bar(self, *, total: int, desc: str, unit: str = "it") -> Any:
         """A tqdm bar to ``update`` by hand, or a silent stand-in."""
@@ -83,7 +85,9 @@ class Console:
             except ImportError:
                 pass
             else:
-                return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
+                return tqdm(
+                    total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, disable=None
+                )
         return _SilentBar()
 
 
@@ -108,6 +112,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _folds_count(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"cross-validation needs at least 2 folds, got {value}")
     return value
 
 
@@ -399,53 +410,105 @@ def _format_table(frame: pd.DataFrame) -> str:
     return frame.to_string(index=False)
 
 
+def frozen_copy(pipeline: Any) -> Any:
+    """A pipeline predicting as ``pipeline`` does whose model steps never refit.
+
+    The learned vocabulary, booster and calibration become given ones, so
+    that cross-validation (which clones and fits) tunes only the later
+    steps of a saved model instead of retraining it.
+    """
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+
+    from taskclf.calibration import Calibrator, IdentityCalibrator
+    from taskclf.encode import CategoricalEncoder
+    from taskclf.predict import BoosterPredictor
+
+    steps = []
+    for name, stage in pipeline.steps:
+        if isinstance(stage, CategoricalEncoder):
+            vocabulary = getattr(stage, "vocabulary_", None) or stage.categories
+            stage = CategoricalEncoder(vocabulary, schema_version=stage.schema_version)
+        elif isinstance(stage, BoosterPredictor):
+            booster = getattr(stage, "booster_", None) or stage.booster
+            stage = BoosterPredictor(booster, schema_version=stage.schema_version)
+        elif isinstance(stage, Calibrator):
+            calibrator = getattr(stage, "calibrator_", None) or stage.calibrator
+            store = getattr(stage, "store_", None) or stage.calibrator_store
+            if calibrator is None and store is None:
+                calibrator = IdentityCalibrator()
+            stage = Calibrator(calibrator, store)
+        else:
+            stage = clone(stage)
+        steps.append((name, stage))
+    return Pipeline(steps)
+
+
+def _folds(X: pd.DataFrame, n_folds: int) -> tuple[Any, Any]:
+    """Folds grouped by user when there are enough users, else contiguous."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if "user_id" in X.columns and X["user_id"].nunique() >= n_folds:
+        return GroupKFold(n_splits=n_folds), X["user_id"].to_numpy()
+    return KFold(n_splits=n_folds), None
+
+
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from taskclf.metrics import get_scorer
     from taskclf.tune import PostprocessingSearchCV
 
+    scorer = get_scorer(args.scoring)
     frame = _read(args.features, console)
     X, y = split_labels(frame, f"features {args.features!r}")
+    if len(X) < args.cv:
+        raise InputError(f"features {args.features!r}: {len(X)} rows cannot make {args.cv} folds")
     if args.bundle is not None:
-        pipeline = load_model(args.bundle, sha256=args.sha256)
+        saved = load_model(args.bundle, sha256=args.sha256)
+        candidate = frozen_copy(saved)
     else:
-        console.say(f"training a pipeline on {len(X)} rows ({args.rounds} rounds) ...")
-        pipeline = train_pipeline(
-            X,
-            y,
-            rounds=args.rounds,
-            calibration=args.calibration,
-            seed=args.seed,
-            reject_threshold=None,
-            smooth_window=None,
+        from taskclf.pipeline import build_pipeline
+
+        saved = None
+        candidate = build_pipeline(
+            num_boost_round=args.rounds, calibration=args.calibration, random_state=args.seed
         )
     grid = {"reject__threshold": args.thresholds, "smooth__window": args.windows}
-    search = PostprocessingSearchCV(pipeline, grid, scoring=args.scoring)
-    search.fit(X, y)
-    results = pd.DataFrame(search.cv_results_)
-    columns = [c for c in results.columns if c.startswith("param_")]
-    score_columns = [
-        c for c in ("mean_test_score", "std_test_score", "rank_test_score") if c in results
-    ]
-    table = results[columns + score_columns].sort_values(
-        "rank_test_score" if "rank_test_score" in results else score_columns[0], kind="stable"
-    )
-    console.say(_format_table(table))
+    cv, groups = _folds(X, args.cv)
+    search = PostprocessingSearchCV(candidate, grid, scoring=scorer, cv=cv, refit=saved is None)
     console.say(
-        f"best: {json.dumps(search.best_params_)} ({args.scoring} {search.best_score_:.4f})"
+        f"searching {len(args.thresholds) * len(args.windows)} candidates x {args.cv} folds "
+        f"on {len(X)} rows ..."
     )
+    search.fit(X, y, groups=groups)
+    results = pd.DataFrame(search.cv_results_)
+    table = results[
+        [
+            "param_reject__threshold",
+            "param_smooth__window",
+            "mean_test_score",
+            "std_test_score",
+            "rank_test_score",
+        ]
+    ].sort_values(["rank_test_score", "param_reject__threshold"], kind="stable")
+    table.columns = ["reject_threshold", "smooth_window", "mean_score", "std_score", "rank"]
+    console.say(_format_table(table.round(4)))
+    best = {key: _plain(value) for key, value in search.best_params_.items()}
+    console.say(f"best: {json.dumps(best)} ({args.scoring} {search.best_score_:.4f})")
     if args.out is not None:
-        best = (
-            search.best_estimator_
-            if hasattr(search, "best_estimator_")
-            else pipeline.set_params(**search.best_params_)
-        )
+        tuned = saved.set_params(**best) if saved is not None else search.best_estimator_
         digest = save_model(
-            best,
+            tuned,
             Path(args.out),
             pickle_free=args.pickle_free,
-            extra={"tuned_on": str(args.features), "best_params": search.best_params_},
+            extra={"tuned_on": str(args.features), "best_params": best},
         )
         console.say(f"saved {args.out}" + (f"\nsha256 {digest}" if digest else ""))
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers (for JSON and set_params)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _inspect_dict(path: Path) -> dict[str, Any]:
@@ -478,7 +541,9 @@ def cmd_inspect(args: argparse.Namespace, console: Console) -> int:
         return 0
     width = max(len(k) for k in facts)
     for key, value in facts.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not value:
+            console.say(f"{key.ljust(width)}  {{}}")
+        elif isinstance(value, dict):
             console.say(f"{key}:")
             for sub_key, sub_value in value.items():
                 console.say(f"  {sub_key}: {json.dumps(sub_value)}")
@@ -743,7 +808,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[1, 3, 5, 7],
         help="comma-separated (default 1,3,5,7)",
     )
-    tune.add_argument("--scoring", default="macro_f1", help="scorer name (default macro_f1)")
+    tune.add_argument(
+        "--scoring",
+        default="macro_f1",
+        help="a name of taskclf.metrics.SCORERS (default macro_f1)",
+    )
+    tune.add_argument("--cv", type=_folds_count, default=3, help="folds, >= 2 (default 3)")
     tune.add_argument("--out", default=None, metavar="BUNDLE", help="save the tuned pipeline")
     save_options(tune)
     tune.set_defaults(handler=cmd_tune)
