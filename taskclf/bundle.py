@@ -283,19 +283,71 @@ def predictor_of(pipeline: object, where: str) -> Any:
     return predictor
 
 
+_CALIBRATION_METRICS: Final = (
+    "brier_before_",
+    "brier_after_",
+    "log_loss_before_",
+    "log_loss_after_",
+)
+
+
 def _training_facts(pipeline: Pipeline) -> tuple[str | None, dict[str, Any] | None]:
-    """Training fingerprint and metrics recorded when taskclf fitted the pipeline."""
+    """Training fingerprint and metrics recorded when taskclf fitted the pipeline.
+
+    The fingerprint is a ``training_fingerprint_`` attribute of the pipeline
+    or one of its steps (see :func:`record_training`). The metrics are a
+    ``training_metrics_`` mapping, and the out-of-fold log loss and Brier
+    score before and after calibration that a fitted ``calibrate`` step
+    keeps.
+    """
     fingerprint = None
-    metrics = None
+    metrics: dict[str, Any] = {}
     for owner in (pipeline, *(step for _, step in pipeline.steps)):
         fingerprint = fingerprint or getattr(owner, "training_fingerprint_", None)
-        metrics = metrics or getattr(owner, "training_metrics_", None)
-    if metrics is not None:
-        try:
-            metrics = _json_ready(metrics)
-        except TypeError:
-            metrics = None
-    return fingerprint, metrics
+        recorded = getattr(owner, "training_metrics_", None)
+        if isinstance(recorded, Mapping):
+            metrics.update(recorded)
+    calibrate = pipeline.named_steps.get("calibrate")
+    for name in _CALIBRATION_METRICS:
+        value = getattr(calibrate, name, None)
+        if isinstance(value, (float, np.floating)) and np.isfinite(value):
+            metrics[f"oof_{name[:-1]}"] = float(value)
+    try:
+        json_metrics = _json_ready(metrics) if metrics else None
+        json.dumps(json_metrics, allow_nan=False)
+    except (TypeError, ValueError):
+        json_metrics = None
+    if fingerprint is not None and not (
+        isinstance(fingerprint, str) and _HEX64.fullmatch(fingerprint)
+    ):
+        fingerprint = None
+    return fingerprint, json_metrics
+
+
+def record_training(pipeline: Pipeline, X: pd.DataFrame, y: Any = None) -> Pipeline:
+    """Record the fingerprint of the training data on a fitted pipeline.
+
+    :func:`save_bundle` and :func:`~taskclf.export_bundle_dir` then write it
+    as ``training_fingerprint``. The ``taskclf train`` command does this.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        The pipeline fitted on ``X`` (and ``y``).
+    X : DataFrame
+        The training frame.
+    y : array-like, optional
+        The training labels.
+
+    Returns
+    -------
+    Pipeline
+        ``pipeline``, whose ``predict`` step now has
+        ``training_fingerprint_``.
+    """
+    predictor = predictor_of(pipeline, "record_training")
+    predictor.training_fingerprint_ = training_fingerprint(X, y)
+    return pipeline
 
 
 def make_metadata(pipeline: Pipeline, extra: Mapping[str, Any] | None = None) -> BundleMetadata:
@@ -722,6 +774,7 @@ __all__ = [
     "check_schema_and_labels",
     "load_bundle",
     "read_bundle_info",
+    "record_training",
     "save_bundle",
     "training_fingerprint",
 ]

@@ -287,7 +287,8 @@ def train_pipeline(
     learning_rate: float | None = None,
     num_leaves: int | None = None,
 ) -> Any:
-    """Build and fit a pipeline on labelled rows."""
+    """Build and fit a pipeline on labelled rows, recording the data's fingerprint."""
+    from taskclf.bundle import record_training
     from taskclf.pipeline import build_pipeline
 
     booster_params: dict[str, Any] = {}
@@ -304,7 +305,7 @@ def train_pipeline(
     )
     if smooth_window is not None:
         pipeline.set_params(smooth__window=smooth_window)
-    return pipeline.fit(X, y)
+    return record_training(pipeline.fit(X, y), X, y)
 
 
 def save_model(pipeline: Any, out: Path, *, pickle_free: bool, extra: dict[str, Any]) -> str:
@@ -352,8 +353,6 @@ def _read(path: str, console: Console) -> pd.DataFrame:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from taskclf.bundle import training_fingerprint
-
     frame = _read(args.features, console)
     X, y = split_labels(frame, f"features {args.features!r}")
     if len(X) == 0:
@@ -373,8 +372,6 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     )
     seconds = time.perf_counter() - started
     extra = {"trained_on": str(args.features), "rows": len(X)}
-    if not any(hasattr(step, "training_fingerprint_") for _, step in pipeline.steps):
-        extra["training_fingerprint"] = training_fingerprint(X, y)
     digest = save_model(pipeline, Path(args.out), pickle_free=args.pickle_free, extra=extra)
     console.say(f"trained in {seconds:.1f} s; saved {args.out}")
     if digest:
@@ -495,7 +492,12 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     best = {key: _plain(value) for key, value in search.best_params_.items()}
     console.say(f"best: {json.dumps(best)} ({args.scoring} {search.best_score_:.4f})")
     if args.out is not None:
-        tuned = saved.set_params(**best) if saved is not None else search.best_estimator_
+        if saved is not None:
+            tuned = saved.set_params(**best)
+        else:
+            from taskclf.bundle import record_training
+
+            tuned = record_training(search.best_estimator_, X, y)
         digest = save_model(
             tuned,
             Path(args.out),
