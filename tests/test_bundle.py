@@ -383,3 +383,17 @@ def test_round_trip_with_a_taxonomy_step(pipeline, features_v1, tmp_path):
     pd.testing.assert_frame_equal(
         load_bundle(path).transform(features_v1), mapped.transform(features_v1)
     )
+
+
+def test_recorded_training_fingerprint_is_saved(booster_v1, encoders_v1, frame_v1, tmp_path):
+    from taskclf.bundle import record_training
+    from taskclf.bundle_dir import export_bundle_dir, read_bundle_dir_info
+
+    X, y = frame_v1.drop(columns="label"), frame_v1["label"]
+    pipe = record_training(build_pipeline(booster_v1, encoders_v1), X, y)
+    expected = training_fingerprint(X, y)
+    path = save_bundle(pipe, tmp_path / "m.taskclf")
+    assert read_bundle_info(path).metadata.training_fingerprint == expected
+    assert load_bundle(path).named_steps["predict"].training_fingerprint_ == expected
+    directory = export_bundle_dir(pipe, tmp_path / "m")
+    assert read_bundle_dir_info(directory).metadata.training_fingerprint == expected
