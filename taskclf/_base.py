@@ -16,11 +16,26 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from taskclf.core.types import OUTPUT_LABELS
-from taskclf.exceptions import ColumnTypeError, InputError, MissingColumnsError
+from taskclf.exceptions import (
+    ColumnTypeError,
+    InputError,
+    InvalidParameterError,
+    MissingColumnsError,
+)
 
 LABEL_DTYPE = pd.CategoricalDtype(list(OUTPUT_LABELS))
 """Dtype of every label column a stage writes: the eight classes in class
 order, then ``Mixed/Unknown``."""
+
+
+def check_integer(value: object, name: str, minimum: int, bound: str | None = None) -> int:
+    """Validate an integer parameter ``>= minimum``; ``bound`` words the limit."""
+    bound = bound or f">= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidParameterError(f"{name} must be an integer {bound}, got {value!r}")
+    if value < minimum:
+        raise InvalidParameterError(f"{name} must be {bound}, got {value!r}")
+    return int(value)
 
 
 def check_frame(X: object, where: str) -> pd.DataFrame:
@@ -49,7 +64,9 @@ def label_codes(column: pd.Series, name: str) -> np.ndarray:
     if isinstance(column.dtype, pd.CategoricalDtype) and column.dtype == LABEL_DTYPE:
         codes = column.cat.codes.to_numpy()
     else:
-        codes = pd.Categorical(column, dtype=LABEL_DTYPE).codes
+        # get_indexer gives -1 for foreign values; pd.Categorical(..., dtype=)
+        # is deprecated for them (and will raise in pandas 4).
+        codes = LABEL_DTYPE.categories.get_indexer(pd.Index(column))
     if len(codes) and codes.min() < 0:
         position = int(np.flatnonzero(codes < 0)[0])
         raise ColumnTypeError(
@@ -77,6 +94,24 @@ def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> p
     if appended.shape[1] == 0:
         return base
     return pd.concat([base, appended], axis=1)
+
+
+def factorize_labels(
+    labels: Iterable[object], name: str = "labels"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (in order of first appearance) and distinct values of a label sequence.
+
+    Raises
+    ------
+    InputError
+        If a label is missing (None or NaN): it would otherwise get code -1
+        and be read as another label.
+    """
+    codes, uniques = pd.factorize(pd.Series(list(labels), dtype=object))
+    if len(codes) and codes.min() < 0:
+        position = int(np.flatnonzero(codes < 0)[0])
+        raise InputError(f"{name} hold a missing value at position {position}")
+    return codes, np.asarray(uniques, dtype=object)
 
 
 def labels_from_codes(codes: np.ndarray) -> pd.Categorical:

@@ -12,9 +12,10 @@ import attrs
 import numpy as np
 import pandas as pd
 
+from taskclf._base import check_integer
 from taskclf._columns import BUCKET_START_TS, USER_ID
 from taskclf.core.time import ns_to_datetime, timestamps_ns
-from taskclf.exceptions import ColumnTypeError, DuplicateRowsError, InvalidParameterError
+from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
 
 
 @attrs.frozen(eq=False)
@@ -67,11 +68,7 @@ class Timelines:
 
 def check_positive_seconds(value: object, name: str) -> int:
     """Validate a duration in whole seconds that must be > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
-    if value <= 0:
-        raise InvalidParameterError(f"{name} must be > 0, got {value!r}")
-    return int(value)
+    return check_integer(value, name, 1, "> 0")
 
 
 def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:

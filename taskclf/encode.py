@@ -41,9 +41,10 @@ def encode_column(column: pd.Series, vocabulary: pd.Index) -> np.ndarray:
     """
     if isinstance(column.dtype, pd.CategoricalDtype):
         # Encode the few categories, then gather by the column's codes.
-        per_category = vocabulary.get_indexer(column.cat.categories)
-        raw = column.cat.codes.to_numpy()
-        codes = np.where(raw >= 0, per_category[raw], -1)
+        # A trailing -1 lets a missing value (code -1) index it, even when
+        # the column has no categories at all.
+        per_category = np.append(vocabulary.get_indexer(column.cat.categories), -1)
+        codes = per_category[column.cat.codes.to_numpy()]
     else:
         codes = vocabulary.get_indexer(pd.Index(column))
     unknown = vocabulary.get_indexer(pd.Index([UNKNOWN_CATEGORY]))[0]

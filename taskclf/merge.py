@@ -18,6 +18,8 @@ import pandas as pd
 from taskclf._base import (
     FrameTransformer,
     add_columns,
+    check_integer,
+    factorize_labels,
     label_codes,
     labels_from_codes,
     require_columns,
@@ -29,7 +31,6 @@ from taskclf.core.defaults import (
     DEFAULT_MAX_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
-from taskclf.exceptions import InvalidParameterError
 from taskclf.segment import Segment, run_starts
 
 
@@ -40,11 +41,7 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
 
 def check_min_duration(value: object) -> int:
     """Validate a minimum block duration: an integer ≥ 0 (seconds)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterError(f"min_block_seconds must be an integer >= 0, got {value!r}")
-    if value < 0:
-        raise InvalidParameterError(f"min_block_seconds must be >= 0, got {value!r}")
-    return int(value)
+    return check_integer(value, "min_block_seconds", 0)
 
 
 def merge_runs(
@@ -192,11 +189,10 @@ def merge_short_segments(
     segments = list(segments)
     if len(segments) <= 1:
         return segments
-    codes, uniques = pd.factorize(pd.Series([s.label for s in segments], dtype=object))
+    codes, names = factorize_labels([s.label for s in segments], "segment labels")
     counts = np.array([s.bucket_count for s in segments], dtype=np.int64)
     firsts, labels, merged_counts = merge_runs(codes.tolist(), counts.tolist(), min_buckets)
     lasts = [*(f - 1 for f in firsts[1:]), len(segments) - 1]
-    names = np.asarray(uniques, dtype=object)
     return [
         attrs.evolve(
             segments[first],

@@ -33,6 +33,14 @@ PREDICT_ROWS = 131_072
 """Rows handed to ``booster.predict`` at a time, bounding the memory of the
 feature matrix."""
 
+_NUMBER_KINDS = frozenset({"boolean", "integer", "floating", "mixed-integer-float", "empty"})
+
+
+def _holds_numbers(column: pd.Series) -> bool:
+    """An object column of numbers or booleans with gaps (e.g. ``[True, None]``)."""
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    return column.dtype == object and kind in _NUMBER_KINDS
+
 
 def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
     """The schema's feature columns of ``X`` as 1-D numeric arrays, in order.
@@ -67,7 +75,11 @@ def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
             )
         if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
             arrays.append(column.to_numpy())
-        elif pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        elif (
+            pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_bool_dtype(dtype)
+            or _holds_numbers(column)
+        ):
             arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
             sample = column.dropna().head(3).tolist()

@@ -16,7 +16,13 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import FrameTransformer, add_columns, label_codes, require_columns
+from taskclf._base import (
+    FrameTransformer,
+    add_columns,
+    factorize_labels,
+    label_codes,
+    require_columns,
+)
 from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL, USER_ID
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_MAX_GAP_SECONDS
@@ -143,10 +149,10 @@ def segmentize(
         return []
     ts = pd.DatetimeIndex(pd.to_datetime(list(bucket_starts), utc=True)).as_unit("ns")
     ts_ns = ts.asi8
-    codes, uniques = pd.factorize(pd.Series(list(labels), dtype=object))
+    codes, uniques = factorize_labels(labels)
     starts = run_starts(codes, np.array([0, len(codes)], dtype=np.int64))
     ends = np.append(starts[1:], len(codes))
-    names = np.asarray(uniques, dtype=object)[codes[starts]]
+    names = uniques[codes[starts]]
     return _build_segments(ts_ns[starts], ts_ns[ends - 1], names, ends - starts, None, width)
 
 

@@ -15,6 +15,8 @@ import pandas as pd
 from taskclf._base import (
     FrameTransformer,
     add_columns,
+    check_integer,
+    factorize_labels,
     label_codes,
     labels_from_codes,
     require_columns,
@@ -22,16 +24,11 @@ from taskclf._base import (
 from taskclf._columns import RAW_LABEL, SMOOTHED_LABEL
 from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
-from taskclf.exceptions import InvalidParameterError
 
 
 def check_window(window: object) -> int:
     """Validate a smoothing window: an integer ≥ 1."""
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
-        raise InvalidParameterError(f"window must be an integer >= 1, got {window!r}")
-    if window < 1:
-        raise InvalidParameterError(f"window must be >= 1, got {window!r}")
-    return int(window)
+    return check_integer(window, "window", 1)
 
 
 def rolling_majority_codes(
@@ -137,10 +134,10 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
     ['Build', 'Build', 'Build', 'Build']
     """
     window = check_window(window)
-    codes, uniques = pd.factorize(pd.Series(list(labels), dtype=object))
+    codes, uniques = factorize_labels(labels)
     bounds = np.array([0, len(codes)], dtype=np.int64)
     smoothed = rolling_majority_codes(codes, bounds, window, max(len(uniques), 1))
-    return [str(v) for v in np.asarray(uniques, dtype=object)[smoothed]]
+    return [str(v) for v in uniques[smoothed]]
 
 
 class MajoritySmoother(FrameTransformer):

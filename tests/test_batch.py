@@ -1,0 +1,533 @@
+"""The seed's functional API (taskclf.infer.batch): names, signatures, results and
+errors users rely on, checked against the pipeline stages and real files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_frame, train_booster
+from sklearn.preprocessing import LabelEncoder
+
+from taskclf import build_pipeline
+from taskclf._columns import PROBA_COLUMNS
+from taskclf.core.schema import SCHEMA_V1
+from taskclf.core.types import CLASS_ORDER, LABEL_SET_V1, MIXED_UNKNOWN
+from taskclf.exceptions import (
+    ColumnTypeError,
+    DuplicateRowsError,
+    InputError,
+    InvalidParameterError,
+    MissingColumnsError,
+    ProbabilityShapeError,
+    ReaderError,
+    SchemaMismatchError,
+    TimestampError,
+)
+from taskclf.infer.batch import (
+    BatchInferenceResult,
+    predict_labels,
+    predict_proba,
+    read_segments_json,
+    run_batch_inference,
+    write_predictions_csv,
+    write_segments_json,
+)
+from taskclf.infer.calibration import (
+    CalibratorStore,
+    IdentityCalibrator,
+    TemperatureCalibrator,
+)
+from taskclf.infer.smooth import Segment
+from taskclf.segment import frame_to_segments
+
+CSV_COLUMNS = [
+    "bucket_start_ts",
+    "predicted_label",
+    "confidence",
+    "is_rejected",
+    "mapped_label",
+    "core_probs",
+]
+
+
+@pytest.fixture(scope="module")
+def features():
+    """Two users the booster was not trained on, 150 minutes each with a gap;
+    a fifth of the rows carry another row's features so that labels flap."""
+    df = make_frame(n_users=2, minutes=150, seed=7).drop(columns="label")
+    rng = np.random.default_rng(1)
+    columns = [c for c in SCHEMA_V1.feature_columns if c != "user_id"]
+    rows = rng.choice(len(df), len(df) // 5, replace=False)
+    df.loc[rows, columns] = df.loc[rng.permutation(rows), columns].to_numpy()
+    return df
+
+
+@pytest.fixture(scope="module")
+def v2_model():
+    frame = make_frame(n_users=2, minutes=120, schema_version="v2", seed=3)
+    booster, encoders = train_booster(frame, schema_version="v2", rounds=10)
+    # one user's rows: without user_id the frame is a single timeline
+    one_user = frame[frame["user_id"] == "user0"]
+    return booster, encoders, one_user.drop(columns=["label", "user_id"])
+
+
+@pytest.fixture(scope="module")
+def booster_3_classes(frame_v1, encoders_v1):
+    X = frame_v1[list(SCHEMA_V1.feature_columns)].copy()
+    for c in SCHEMA_V1.categorical_columns:
+        X[c] = encoders_v1[c].transform(X[c])
+    y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
+    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
+    return lgb.train(params, lgb.Dataset(X.to_numpy(dtype=float), y), 3)
+
+
+def encoded_matrix(df, encoders, schema=SCHEMA_V1):
+    """The booster's input by hand: LabelEncoder codes, numbers, missing -> 0."""
+    columns = []
+    for name in schema.feature_columns:
+        if name in schema.categorical_columns:
+            columns.append(encoders[name].transform(df[name]).astype(float))
+        else:
+            columns.append(df[name].astype(float).fillna(0.0).to_numpy())
+    return np.column_stack(columns)
+
+
+def label_encoder():
+    return LabelEncoder().fit(sorted(LABEL_SET_V1))
+
+
+# -- predict_proba / predict_labels -------------------------------------------
+
+
+def test_predict_proba_equals_booster_predict_on_the_encoded_matrix(
+    features, booster_v1, encoders_v1
+):
+    proba = predict_proba(booster_v1, features, encoders_v1)
+    assert proba.shape == (len(features), 8)
+    expected = booster_v1.predict(encoded_matrix(features, encoders_v1))
+    np.testing.assert_array_equal(proba, expected)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    explicit = predict_proba(booster_v1, features, encoders_v1, schema_version="v1")
+    np.testing.assert_array_equal(explicit, proba)
+
+
+def test_predict_proba_without_encoders_codes_the_frames_own_values(features, booster_v1):
+    proba = predict_proba(booster_v1, features)
+    own = {c: LabelEncoder().fit(features[c]) for c in SCHEMA_V1.categorical_columns}
+    np.testing.assert_array_equal(proba, booster_v1.predict(encoded_matrix(features, own)))
+
+
+def test_predict_labels_without_and_with_threshold(features, booster_v1, encoders_v1):
+    proba = predict_proba(booster_v1, features, encoders_v1)
+    plain = predict_labels(booster_v1, features, label_encoder(), encoders_v1)
+    assert plain == [CLASS_ORDER[k] for k in proba.argmax(axis=1)]
+    assert all(type(v) is str for v in plain)
+    threshold = float(np.quantile(proba.max(axis=1), 0.2, method="lower"))
+    rejected = predict_labels(
+        booster_v1, features, label_encoder(), encoders_v1, reject_threshold=threshold
+    )
+    expected = [MIXED_UNKNOWN if p.max() < threshold else label for p, label in zip(proba, plain)]
+    assert rejected == expected
+    # the row whose confidence equals the threshold is not rejected
+    at = int(np.flatnonzero(proba.max(axis=1) == threshold)[0])
+    assert rejected[at] == plain[at]
+    assert 0 < rejected.count(MIXED_UNKNOWN) < len(rejected)
+
+
+# -- run_batch_inference --------------------------------------------------------
+
+
+def test_result_is_a_frozen_slotted_dataclass(features, booster_v1, encoders_v1):
+    result = run_batch_inference(booster_v1, features.iloc[:30], cat_encoders=encoders_v1)
+    assert dataclasses.is_dataclass(result)
+    assert "__slots__" in vars(BatchInferenceResult)
+    assert not hasattr(result, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.raw_labels = []  # type: ignore[misc]
+    assert [f.name for f in dataclasses.fields(BatchInferenceResult)] == [
+        "raw_labels",
+        "smoothed_labels",
+        "segments",
+        "confidences",
+        "is_rejected",
+        "core_probs",
+        "mapped_labels",
+        "mapped_probs",
+    ]
+
+
+def test_every_field_agrees_with_the_pipeline(features, booster_v1, encoders_v1):
+    result = run_batch_inference(
+        booster_v1, features, cat_encoders=encoders_v1, reject_threshold=0.9, smooth_window=5
+    )
+    frame = build_pipeline(
+        booster_v1, encoders_v1, reject_threshold=0.9, smooth_window=5
+    ).transform(features)
+    n = len(features)
+    assert isinstance(result.raw_labels, list) and len(result.raw_labels) == n
+    assert all(type(v) is str for v in result.raw_labels + result.smoothed_labels)
+    assert result.raw_labels == frame["raw_label"].astype(object).tolist()
+    assert result.smoothed_labels == frame["smoothed_label"].astype(object).tolist()
+    assert isinstance(result.confidences, np.ndarray) and result.confidences.shape == (n,)
+    assert result.confidences.dtype == np.float64
+    assert isinstance(result.is_rejected, np.ndarray) and result.is_rejected.dtype == bool
+    assert result.core_probs.shape == (n, 8)
+    np.testing.assert_array_equal(result.core_probs, frame[list(PROBA_COLUMNS)].to_numpy())
+    np.testing.assert_array_equal(result.confidences, result.core_probs.max(axis=1))
+    np.testing.assert_array_equal(result.is_rejected, result.confidences < 0.9)
+    assert result.is_rejected.any() and not result.is_rejected.all()
+    raw = np.asarray(result.raw_labels, dtype=object)
+    assert (raw[result.is_rejected] == MIXED_UNKNOWN).all()
+    assert MIXED_UNKNOWN not in raw[~result.is_rejected]
+    assert all(isinstance(s, Segment) for s in result.segments)
+    assert result.segments == frame_to_segments(frame)
+    assert sum(s.bucket_count for s in result.segments) == n
+    assert {s.user_id for s in result.segments} == {"user0", "user1"}
+    assert result.mapped_labels is None and result.mapped_probs is None
+
+
+def test_raw_probabilities_without_calibration(features, booster_v1, encoders_v1):
+    result = run_batch_inference(booster_v1, features, cat_encoders=encoders_v1)
+    np.testing.assert_array_equal(
+        result.core_probs, predict_proba(booster_v1, features, encoders_v1)
+    )
+    assert not result.is_rejected.any()
+
+
+def test_rows_come_back_in_input_order(features, booster_v1, encoders_v1):
+    base = run_batch_inference(booster_v1, features, cat_encoders=encoders_v1)
+    order = np.random.default_rng(2).permutation(len(features))
+    shuffled = run_batch_inference(booster_v1, features.iloc[order], cat_encoders=encoders_v1)
+    assert shuffled.smoothed_labels == [base.smoothed_labels[i] for i in order]
+    np.testing.assert_array_equal(shuffled.core_probs, base.core_probs[order])
+    assert shuffled.segments == base.segments
+
+
+def test_calibrator_is_applied_before_rejection(features, booster_v1, encoders_v1):
+    raw = predict_proba(booster_v1, features, encoders_v1)
+    result = run_batch_inference(
+        booster_v1,
+        features,
+        cat_encoders=encoders_v1,
+        calibrator=TemperatureCalibrator(3.0),
+        reject_threshold=0.6,
+    )
+    calibrated = TemperatureCalibrator(3.0).calibrate(raw)
+    np.testing.assert_allclose(result.core_probs, calibrated)
+    np.testing.assert_array_equal(result.is_rejected, calibrated.max(axis=1) < 0.6)
+    # softened probabilities reject more rows than the raw ones would
+    assert result.is_rejected.sum() > (raw.max(axis=1) < 0.6).sum()
+
+
+def test_calibrator_store_wins_when_the_frame_has_user_id(features, booster_v1, encoders_v1):
+    raw = predict_proba(booster_v1, features, encoders_v1)
+    store = CalibratorStore(TemperatureCalibrator(2.0), {"user0": TemperatureCalibrator(4.0)})
+    result = run_batch_inference(
+        booster_v1,
+        features,
+        cat_encoders=encoders_v1,
+        calibrator=TemperatureCalibrator(0.5),
+        calibrator_store=store,
+    )
+    expected = store.calibrate_batch(raw, features["user_id"].tolist())
+    np.testing.assert_allclose(result.core_probs, expected)
+    user0 = (features["user_id"] == "user0").to_numpy()
+    np.testing.assert_allclose(
+        result.core_probs[user0], TemperatureCalibrator(4.0).calibrate(raw[user0])
+    )
+    np.testing.assert_allclose(
+        result.core_probs[~user0], TemperatureCalibrator(2.0).calibrate(raw[~user0])
+    )
+
+
+def test_calibrator_is_used_when_the_frame_has_no_user_id(v2_model):
+    booster, encoders, frame = v2_model
+    assert "user_id" not in frame.columns
+    raw = predict_proba(booster, frame, encoders)
+    store = CalibratorStore(TemperatureCalibrator(2.0), {})
+    result = run_batch_inference(
+        booster,
+        frame,
+        cat_encoders=encoders,
+        calibrator=TemperatureCalibrator(0.5),
+        calibrator_store=store,
+    )
+    np.testing.assert_allclose(result.core_probs, TemperatureCalibrator(0.5).calibrate(raw))
+    assert {s.user_id for s in result.segments} == {None}
+    identity = run_batch_inference(
+        booster, frame, cat_encoders=encoders, calibrator=IdentityCalibrator()
+    )
+    np.testing.assert_array_equal(identity.core_probs, raw)
+
+
+def test_empty_frame_gives_an_empty_result(features, booster_v1, encoders_v1):
+    result = run_batch_inference(
+        booster_v1, features.iloc[:0], cat_encoders=encoders_v1, reject_threshold=0.5
+    )
+    assert result.raw_labels == [] and result.smoothed_labels == [] and result.segments == []
+    assert result.confidences.shape == (0,)
+    assert result.is_rejected.shape == (0,)
+    assert result.core_probs.shape == (0, 8)
+    assert predict_proba(booster_v1, features.iloc[:0], encoders_v1).shape == (0, 8)
+    assert predict_labels(booster_v1, features.iloc[:0], label_encoder(), encoders_v1) == []
+
+
+# -- files ----------------------------------------------------------------------
+
+
+def read_csv(path):
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def test_predictions_csv_columns_for_the_arguments_given(
+    features, booster_v1, encoders_v1, tmp_path
+):
+    part = features.iloc[:40]
+    result = run_batch_inference(booster_v1, part, cat_encoders=encoders_v1, reject_threshold=0.9)
+    mapped = ["Focus" if lab != MIXED_UNKNOWN else "Other" for lab in result.raw_labels]
+    path = tmp_path / "out" / "predictions.csv"
+    returned = write_predictions_csv(
+        part,
+        result.smoothed_labels,
+        path,
+        confidences=result.confidences,
+        is_rejected=result.is_rejected,
+        mapped_labels=mapped,
+        core_probs=result.core_probs,
+    )
+    assert returned == path
+    out = read_csv(path)
+    assert list(out.columns) == CSV_COLUMNS
+    assert out["predicted_label"].tolist() == result.smoothed_labels
+    np.testing.assert_allclose(out["confidence"], np.round(result.confidences, 4))
+    assert out["is_rejected"].tolist() == result.is_rejected.tolist()
+    assert out["mapped_label"].tolist() == mapped
+    probs = np.array([json.loads(v) for v in out["core_probs"]])
+    np.testing.assert_allclose(probs, np.round(result.core_probs, 4))
+    assert probs.shape == (40, 8)
+    expected_ts = [t.isoformat() for t in part["bucket_start_ts"]]
+    assert out["bucket_start_ts"].tolist() == expected_ts
+    assert all(v.endswith("+00:00") for v in expected_ts)
+    assert not list(path.parent.glob(".*"))  # no temporary file left over
+
+
+def test_predictions_csv_minimal_and_with_user_id(features, tmp_path):
+    part = features.iloc[:3]
+    labels = ["Build", "Debug", "Build"]
+    write_predictions_csv(part, labels, tmp_path / "a.csv")
+    assert list(read_csv(tmp_path / "a.csv").columns) == ["bucket_start_ts", "predicted_label"]
+    write_predictions_csv(
+        part, labels, tmp_path / "b.csv", include_user_id=True, confidences=[1, 1, 1]
+    )
+    out = read_csv(tmp_path / "b.csv")
+    assert list(out.columns) == ["bucket_start_ts", "user_id", "predicted_label", "confidence"]
+    assert out["user_id"].tolist() == part["user_id"].tolist()
+
+
+def test_predictions_csv_timestamps_are_iso_utc(tmp_path):
+    df = pd.DataFrame(
+        {
+            "bucket_start_ts": [
+                "2025-01-06 09:00",
+                "2025-01-06T10:01:00+01:00",
+                "2025-01-06T09:02:30.5Z",
+            ]
+        }
+    )
+    write_predictions_csv(df, ["Build"] * 3, tmp_path / "p.csv")
+    assert read_csv(tmp_path / "p.csv")["bucket_start_ts"].tolist() == [
+        "2025-01-06T09:00:00+00:00",
+        "2025-01-06T09:01:00+00:00",
+        "2025-01-06T09:02:30.500000+00:00",
+    ]
+
+
+def test_failing_write_leaves_no_file(features, tmp_path):
+    part = features.iloc[:3]
+    path = tmp_path / "p.csv"
+    with pytest.raises(InputError, match="labels has 2 values but features_df has 3 rows"):
+        write_predictions_csv(part, ["Build", "Debug"], path)
+    with pytest.raises(InputError, match="confidences has 1 values but features_df has 3"):
+        write_predictions_csv(part, ["Build"] * 3, path, confidences=[0.5])
+    with pytest.raises(ProbabilityShapeError, match=r"core_probs.*got shape \(3, 3\)"):
+        write_predictions_csv(part, ["Build"] * 3, path, core_probs=np.full((3, 3), 1 / 3))
+    assert list(tmp_path.iterdir()) == []
+    # a failed rewrite leaves the earlier file as it was
+    write_predictions_csv(part, ["Build"] * 3, path)
+    before = path.read_bytes()
+    with pytest.raises(InputError):
+        write_predictions_csv(part, ["Debug"], path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p.csv"]
+
+
+def test_segments_json_round_trip(features, booster_v1, encoders_v1, tmp_path):
+    result = run_batch_inference(booster_v1, features, cat_encoders=encoders_v1)
+    path = tmp_path / "deep" / "segments.json"
+    assert write_segments_json(result.segments, path) == path
+    assert read_segments_json(path) == result.segments
+    records = json.loads(path.read_text())
+    assert set(records[0]) == {"start_ts", "end_ts", "label", "bucket_count", "user_id"}
+    assert records[0]["start_ts"].endswith("+00:00")
+    write_segments_json([], tmp_path / "empty.json")
+    assert read_segments_json(tmp_path / "empty.json") == []
+
+
+def test_reads_segments_written_without_user_id(tmp_path):
+    old = [
+        {
+            "start_ts": "2025-01-06T09:00:00+00:00",
+            "end_ts": "2025-01-06T09:05:00+00:00",
+            "label": "Build",
+            "bucket_count": 5,
+        },
+        {
+            "start_ts": "2025-01-06T09:05:00",
+            "end_ts": "2025-01-06T10:07:00+01:00",
+            "label": "Meet",
+            "bucket_count": 2,
+        },
+    ]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old, indent=2))
+    segments = read_segments_json(path)
+    assert [(s.label, s.bucket_count, s.user_id) for s in segments] == [
+        ("Build", 5, None),
+        ("Meet", 2, None),
+    ]
+    assert segments[1].start_ts.isoformat() == "2025-01-06T09:05:00+00:00"
+    assert segments[1].end_ts.isoformat() == "2025-01-06T09:07:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('[{"start_ts": "2025-01-06T09:00:00+00:00", "end_ts"', "cannot read segments file"),
+        ("", "cannot read segments file"),
+        ('{"start_ts": "2025-01-06T09:00:00"}', "must hold a JSON list, got dict"),
+        ('[{"start_ts": "2025-01-06T09:00:00+00:00"}]', "record 0 is not a segment"),
+        (
+            '[{"start_ts": "yesterday", "end_ts": "today", "label": "Build", "bucket_count": 1}]',
+            "record 0 is not a segment",
+        ),
+        (
+            '[{"start_ts": "2025-01-06T09:00:00", "end_ts": "2025-01-06T09:01:00",'
+            ' "label": "Build", "bucket_count": 0}]',
+            "record 0 is not a segment",
+        ),
+        ("[1, 2]", "record 0 is not a segment"),
+    ],
+)
+def test_malformed_segments_file_is_named(tmp_path, content, words):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    with pytest.raises(ReaderError, match=words) as info:
+        read_segments_json(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_segments_file_is_named(tmp_path):
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(ReaderError, match="cannot read segments file .*nowhere.json"):
+        read_segments_json(missing)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ReaderError, match="binary.json"):
+        read_segments_json(binary)
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def run(booster, df, encoders, **kwargs):
+    return run_batch_inference(booster, df, cat_encoders=encoders, **kwargs)
+
+
+def test_missing_columns_are_listed(features, booster_v1, encoders_v1):
+    df = features.drop(columns=["keys_per_min", "mouse_distance"])
+    with pytest.raises(MissingColumnsError, match="'keys_per_min', 'mouse_distance'") as info:
+        run(booster_v1, df, encoders_v1)
+    assert info.value.columns == ["keys_per_min", "mouse_distance"]
+    with pytest.raises(MissingColumnsError, match="'bucket_start_ts'"):
+        run(booster_v1, features.drop(columns="bucket_start_ts"), encoders_v1)
+
+
+def test_numeric_column_of_strings_is_named(features, booster_v1, encoders_v1):
+    df = features.assign(clicks_per_min=features["clicks_per_min"].map("{:.2f}/min".format))
+    with pytest.raises(ColumnTypeError, match="column 'clicks_per_min' must hold numbers"):
+        run(booster_v1, df, encoders_v1)
+    with pytest.raises(ColumnTypeError, match="'clicks_per_min'"):
+        predict_proba(booster_v1, df, encoders_v1)
+
+
+def test_missing_and_unparseable_timestamps(features, booster_v1, encoders_v1):
+    df = features.iloc[:20].copy()
+    df.loc[5, "bucket_start_ts"] = pd.NaT
+    with pytest.raises(TimestampError, match="1 missing timestamp.*row 5"):
+        run(booster_v1, df, encoders_v1)
+    text = features.iloc[:20].assign(
+        bucket_start_ts=features["bucket_start_ts"].iloc[:20].astype(str)
+    )
+    text.loc[3, "bucket_start_ts"] = "half past nine"
+    with pytest.raises(TimestampError, match="cannot parse 'half past nine' \\(row 3\\)"):
+        run(booster_v1, text, encoders_v1)
+
+
+def test_duplicate_rows_are_refused(features, booster_v1, encoders_v1):
+    df = pd.concat([features.iloc[:20], features.iloc[[7]]], ignore_index=True)
+    with pytest.raises(DuplicateRowsError, match="1 duplicate .*user_id 'user0'"):
+        run(booster_v1, df, encoders_v1)
+
+
+def test_schema_mismatch_is_refused(features, booster_v1, encoders_v1):
+    v2 = features.assign(schema_version="v2")
+    with pytest.raises(SchemaMismatchError, match="schema v2 has 38 .*booster expects 39"):
+        run(booster_v1, v2, encoders_v1)
+    with pytest.raises(SchemaMismatchError, match="schema v2"):
+        predict_proba(booster_v1, v2, encoders_v1)
+    tampered = features.assign(schema_version="v1", schema_hash="a15f4751a947")
+    with pytest.raises(SchemaMismatchError, match="schema_hash .*expects '4077fe0dba70'"):
+        run(booster_v1, tampered, encoders_v1)
+    with pytest.raises(SchemaMismatchError, match="unknown schema version 'v7'"):
+        run(booster_v1, features, encoders_v1, schema_version="v7")
+
+
+def test_probability_matrix_of_the_wrong_width(features, booster_3_classes, encoders_v1):
+    with pytest.raises(ProbabilityShapeError, match=r"shape \(\d+, 3\); expected \(n, 8\)"):
+        run(booster_3_classes, features, encoders_v1)
+    with pytest.raises(ProbabilityShapeError, match="one column per class"):
+        predict_labels(booster_3_classes, features, label_encoder(), encoders_v1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"reject_threshold": 1.5}, r"threshold must lie in \[0, 1\], got 1.5"),
+        ({"reject_threshold": -0.1}, r"threshold must lie in \[0, 1\]"),
+        ({"smooth_window": 0}, "window must be >= 1, got 0"),
+        ({"bucket_seconds": 0}, "bucket_seconds must be > 0, got 0"),
+        ({"bucket_seconds": -60}, "bucket_seconds must be > 0"),
+    ],
+)
+def test_bad_parameters_are_refused(features, booster_v1, encoders_v1, kwargs, words):
+    with pytest.raises(InvalidParameterError, match=words):
+        run(booster_v1, features.iloc[:10], encoders_v1, **kwargs)
+
+
+def test_predict_labels_refuses_a_bad_threshold(features, booster_v1, encoders_v1):
+    with pytest.raises(InvalidParameterError, match=r"threshold must lie in \[0, 1\], got 2"):
+        predict_labels(
+            booster_v1, features.iloc[:5], label_encoder(), encoders_v1, reject_threshold=2
+        )
+
+
+def test_unseen_categories_are_not_errors(features, booster_v1, encoders_v1):
+    df = features.iloc[:30].assign(app_id="brand-new-app", user_id="someone-new")
+    result = run(booster_v1, df, encoders_v1)
+    assert len(result.raw_labels) == 30
+    assert {s.user_id for s in result.segments} == {"someone-new"}

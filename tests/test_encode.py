@@ -1,0 +1,219 @@
+"""CategoricalEncoder: codes are positions in the sorted vocabulary.
+
+An unseen (or missing) value gets the code of ``__unknown__`` when the
+vocabulary has it, else -1.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.preprocessing import LabelEncoder
+
+from taskclf.encode import CategoricalEncoder
+from taskclf.exceptions import InvalidParameterError, MissingColumnsError
+
+UNKNOWN = "__unknown__"
+
+
+def reference_codes(values, vocabulary):
+    """The rule, value by value."""
+    ordered = sorted(vocabulary)
+    fallback = ordered.index(UNKNOWN) if UNKNOWN in ordered else -1
+    out = []
+    for value in values:
+        if isinstance(value, str) and value in ordered:
+            out.append(ordered.index(value))
+        else:
+            out.append(fallback)
+    return out
+
+
+def codes_of(encoder, values, dtype=None, column="app_id"):
+    series = pd.Series(values, dtype=dtype)
+    out = encoder.transform(pd.DataFrame({column: series}))[column]
+    assert isinstance(out.dtype, pd.CategoricalDtype)
+    return out.cat.codes.tolist()
+
+
+def test_codes_are_positions_in_the_sorted_vocabulary():
+    enc = CategoricalEncoder(categories={"app_id": ["zoom", "code", "slack"]})
+    out = enc.transform(pd.DataFrame({"app_id": ["slack", "zoom", "code", "slack"]}))
+    assert out["app_id"].cat.categories.tolist() == ["code", "slack", "zoom"]
+    assert out["app_id"].cat.codes.tolist() == [1, 2, 0, 1]
+
+
+def test_unseen_value_is_minus_one_without_unknown_in_vocabulary():
+    enc = CategoricalEncoder(categories={"app_id": ["code", "slack"]})
+    assert codes_of(enc, ["slack", "vim", "code"]) == [1, -1, 0]
+
+
+def test_unseen_value_is_unknown_when_vocabulary_has_it():
+    enc = CategoricalEncoder(categories={"app_id": ["code", UNKNOWN, "slack"]})
+    # sorted: __unknown__ (0), code (1), slack (2)
+    assert codes_of(enc, ["slack", "vim", "code"]) == [2, 0, 1]
+    out = enc.transform(pd.DataFrame({"app_id": ["vim"]}))
+    assert out["app_id"].tolist() == [UNKNOWN]
+
+
+@pytest.mark.parametrize("with_unknown", [False, True])
+def test_missing_values_take_the_unknown_code(with_unknown):
+    vocabulary = ["code", "slack"] + ([UNKNOWN] if with_unknown else [])
+    enc = CategoricalEncoder(categories={"app_id": vocabulary})
+    expected_missing = 0 if with_unknown else -1
+    codes = codes_of(enc, ["code", None, np.nan, "slack"], dtype=object)
+    assert codes[1] == codes[2] == expected_missing
+    assert codes[0] == reference_codes(["code"], vocabulary)[0]
+    # pandas' default string dtype with missing values
+    assert codes_of(enc, ["slack", None], dtype="str") == [
+        reference_codes(["slack"], vocabulary)[0],
+        expected_missing,
+    ]
+
+
+def test_fitted_label_encoders_are_accepted_as_vocabulary():
+    le = LabelEncoder().fit(["slack", "code", "zoom", "code"])
+    enc = CategoricalEncoder(categories={"app_id": le})
+    values = ["zoom", "code", "slack"]
+    assert codes_of(enc, values) == le.transform(values).tolist()
+    assert codes_of(enc, ["vim"]) == [-1]
+    # cloning shares the fitted vocabulary instead of resetting the LabelEncoder
+    cloned = clone(enc)
+    assert codes_of(cloned, values) == le.transform(values).tolist()
+
+
+@pytest.mark.parametrize("with_unknown", [False, True])
+def test_category_dtype_input_gives_the_same_codes(with_unknown):
+    vocabulary = ["code", "slack"] + ([UNKNOWN] if with_unknown else [])
+    enc = CategoricalEncoder(categories={"app_id": vocabulary})
+    values = ["slack", "vim", None, "code", "slack"]
+    plain = codes_of(enc, values, dtype=object)
+    # categories in another order, with an unused and an unseen one
+    dtype = pd.CategoricalDtype(["vim", "slack", "unused", "code"])
+    assert codes_of(enc, values, dtype=dtype) == plain == reference_codes(values, vocabulary)
+
+
+@pytest.mark.parametrize("with_unknown", [False, True])
+def test_all_missing_category_column(with_unknown):
+    vocabulary = ["code", "slack"] + ([UNKNOWN] if with_unknown else [])
+    enc = CategoricalEncoder(categories={"app_id": vocabulary})
+    expected = [0 if with_unknown else -1] * 2
+    assert codes_of(enc, [None, None], dtype="category") == expected
+    assert codes_of(enc, [], dtype="category") == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    vocabulary=st.lists(st.sampled_from(["a", "b", "c", "d", "é", UNKNOWN]), unique=True),
+    values=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d", "é", "x", "y"]))),
+    as_category=st.booleans(),
+)
+def test_codes_match_the_rule(vocabulary, values, as_category):
+    enc = CategoricalEncoder(categories={"app_id": vocabulary})
+    dtype = "category" if as_category else object
+    assert codes_of(enc, values, dtype=dtype) == reference_codes(values, vocabulary)
+
+
+def test_other_columns_are_kept_and_absent_vocabulary_columns_ignored():
+    enc = CategoricalEncoder(categories={"app_id": ["code"], "domain_category": ["work"]})
+    df = pd.DataFrame({"app_id": ["code"], "keys_per_min": [3.0]}, index=[7])
+    out = enc.transform(df)
+    assert list(out.columns) == ["app_id", "keys_per_min"]
+    assert out.index.tolist() == [7]
+    assert out["keys_per_min"].tolist() == [3.0]
+
+
+def test_transform_does_not_mutate_input():
+    enc = CategoricalEncoder(categories={"app_id": ["code", "slack"]})
+    df = pd.DataFrame({"app_id": ["slack", "vim"], "x": [1.0, 2.0]})
+    before = copy.deepcopy(df)
+    enc.transform(df)
+    pd.testing.assert_frame_equal(df, before)
+
+
+def fit_frame():
+    # v2 categoricals: app_id, app_category, domain_category
+    apps = ["code"] * 10 + ["slack"] * 6 + ["vim"] * 2 + ["zoom"]
+    return pd.DataFrame(
+        {
+            "app_id": apps,
+            "app_category": ["dev"] * len(apps),
+            "domain_category": ["work", "misc"] * 9 + ["work"],
+        }
+    )
+
+
+def test_fit_learns_frequent_values_plus_unknown():
+    df = fit_frame()
+    enc = CategoricalEncoder(schema_version="v2", min_category_freq=5).fit(df)
+    assert enc.vocabulary_ == {
+        "app_id": [UNKNOWN, "code", "slack"],
+        "app_category": [UNKNOWN, "dev"],
+        "domain_category": [UNKNOWN, "misc", "work"],
+    }
+    # rare values map to __unknown__ at transform time
+    assert enc.transform(df)["app_id"].tolist()[-3:] == [UNKNOWN] * 3
+    lowered = CategoricalEncoder(schema_version="v2", min_category_freq=2).fit(df)
+    assert lowered.vocabulary_["app_id"] == [UNKNOWN, "code", "slack", "vim"]
+
+
+def test_fit_requires_the_schema_categoricals():
+    with pytest.raises(MissingColumnsError, match="'app_category', 'domain_category'"):
+        CategoricalEncoder(schema_version="v2").fit(pd.DataFrame({"app_id": ["a"]}))
+
+
+def test_fit_transform_masks_a_seeded_fraction_of_known_values():
+    df = pd.DataFrame(
+        {
+            "app_id": ["code", "slack"] * 500,
+            "app_category": ["dev"] * 1000,
+            "domain_category": ["work"] * 1000,
+        }
+    )
+    enc = CategoricalEncoder(schema_version="v2", unknown_mask_rate=0.2, random_state=3)
+    first = enc.fit_transform(df)
+    again = clone(enc).fit_transform(df)
+    pd.testing.assert_frame_equal(first, again)
+    masked = (first["app_id"] == UNKNOWN).mean()
+    assert 0.15 < masked < 0.25
+    # plain transform masks nothing
+    assert (enc.transform(df)["app_id"] == UNKNOWN).sum() == 0
+    no_mask = CategoricalEncoder(schema_version="v2", unknown_mask_rate=0.0).fit_transform(df)
+    assert (no_mask["app_id"] == UNKNOWN).sum() == 0
+
+
+def test_get_set_params_round_trip_and_clone():
+    enc = CategoricalEncoder(min_category_freq=3, unknown_mask_rate=0.1, random_state=7)
+    params = enc.get_params()
+    assert clone(enc).get_params() == params
+    assert CategoricalEncoder().set_params(**params).get_params() == params
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"min_category_freq": 0}, "min_category_freq must be an integer >= 1"),
+        ({"unknown_mask_rate": 1.0}, r"unknown_mask_rate must lie in \[0, 1\)"),
+        ({"unknown_mask_rate": -0.1}, r"unknown_mask_rate must lie in \[0, 1\)"),
+        ({"categories": ["code"]}, "categories must map column names"),
+    ],
+)
+def test_bad_parameters_are_refused_at_fit(params, words):
+    with pytest.raises(InvalidParameterError, match=words):
+        CategoricalEncoder(schema_version="v2", **params).fit(fit_frame())
+
+
+def test_user_id_keeps_the_callers_values_and_its_code_goes_beside_it():
+    enc = CategoricalEncoder(categories={"user_id": ["u1", "u2"], "app_id": ["code"]})
+    df = pd.DataFrame({"user_id": ["u2", "new", "u1"], "app_id": ["code", "vim", "code"]})
+    out = enc.transform(df)
+    assert out["user_id"].tolist() == ["u2", "new", "u1"]
+    assert out["user_id_encoded"].cat.codes.tolist() == [1, -1, 0]
+    assert out["app_id"].cat.codes.tolist() == [0, -1, 0]
+    assert list(out.columns) == ["user_id", "app_id", "user_id_encoded"]

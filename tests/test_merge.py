@@ -1,0 +1,347 @@
+"""Hysteresis merging of short segments (DESIGN §3, Merge).
+
+min_buckets = max(1, min_duration_seconds // bucket_seconds). Passes from left to
+right repeat until one changes nothing. A segment of at least min_buckets is kept.
+A short one (i) joins the previous segment as already emitted in this pass if that
+has its label; else (ii) joins the next if that has its label (emitted as one, the
+next skipped); else (iii) stays if it is the first; else (iv) is absorbed by the
+previous if it is the last; else (v) is absorbed by the neighbour with more
+buckets, the previous on ties; absorbed by the next it takes the next's label.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+
+from taskclf.exceptions import InputError, InvalidParameterError, MissingColumnsError
+from taskclf.infer.smooth import Segment, merge_short_segments, segmentize
+from taskclf.merge import HysteresisMerger, merge_runs, merge_segment_codes, min_buckets_of
+from taskclf.segment import Segmenter, frame_to_segments
+
+T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
+
+
+def reference_merge(segments, min_buckets):
+    """The rule on dicts with label, count, start, end (and first: input index)."""
+    current = [dict(s, first=i) for i, s in enumerate(segments)]
+    if len(current) <= 1:
+        return current
+    changed = True
+    while changed:
+        changed = False
+        emitted = []
+        i = 0
+        while i < len(current):
+            seg = current[i]
+            prev = emitted[-1] if emitted else None
+            nxt = current[i + 1] if i + 1 < len(current) else None
+            if seg["count"] >= min_buckets:
+                emitted.append(dict(seg))
+                i += 1
+                continue
+            if prev is not None and prev["label"] == seg["label"]:  # (i)
+                prev["count"] += seg["count"]
+                prev["end"] = seg["end"]
+                changed = True
+                i += 1
+            elif nxt is not None and nxt["label"] == seg["label"]:  # (ii)
+                emitted.append(dict(seg, count=seg["count"] + nxt["count"], end=nxt["end"]))
+                changed = True
+                i += 2
+            elif prev is None:  # (iii)
+                emitted.append(dict(seg))
+                i += 1
+            elif nxt is None or prev["count"] >= nxt["count"]:  # (iv), (v) previous
+                prev["count"] += seg["count"]
+                prev["end"] = seg["end"]
+                changed = True
+                i += 1
+            else:  # (v) next
+                emitted.append(
+                    dict(seg, label=nxt["label"], count=seg["count"] + nxt["count"], end=nxt["end"])
+                )
+                changed = True
+                i += 2
+        current = emitted
+    return current
+
+
+def short_form(segments):
+    """'A5 B1' -> list of dicts (label, count, start, end in minutes)."""
+    out, minute = [], 0
+    for token in segments.split():
+        count = int(token[1:])
+        out.append({"label": token[0], "count": count, "start": minute, "end": minute + count})
+        minute += count
+    return out
+
+
+def run_rule(text, min_buckets=3):
+    """merge_runs on 'A5 B1 ...', written back in the same short form."""
+    segments = short_form(text)
+    names = sorted({s["label"] for s in segments})
+    codes = [names.index(s["label"]) for s in segments]
+    firsts, labels, counts = merge_runs(codes, [s["count"] for s in segments], min_buckets)
+    reference = reference_merge(segments, min_buckets)
+    assert firsts == [s["first"] for s in reference]
+    assert [names[c] for c in labels] == [s["label"] for s in reference]
+    assert counts == [s["count"] for s in reference]
+    return " ".join(f"{names[c]}{n}" for c, n in zip(labels, counts))
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "why"),
+    [
+        ("A5 B5 C5", "A5 B5 C5", "nothing short"),
+        ("A5 A1 B5", "A6 B5", "(i) joins the previous with its label"),
+        ("A5 B1 A1 C5", "A7 C5", "(v) B joins A, then (i) A1 joins A as emitted"),
+        ("A5 B1 A1", "A7", "(i) on the last segment"),
+        ("A5 B1 B1 C5", "A7 C5", "(ii) pair B2, still short: next pass (v) tie -> previous"),
+        ("B1 B1 A5", "B2 A5", "(ii) on the first, then (iii) keeps the short first"),
+        ("A5 B1 B1", "A7", "(ii) on the last two, then (iv)"),
+        ("A1 B5", "A1 B5", "(iii) a short first segment stays"),
+        ("A1 B1 C5", "A1 C6", "(iii), then (v) the bigger next absorbs B"),
+        ("A5 B1", "A6", "(iv) the last is absorbed by the previous"),
+        ("A1 B2", "A3", "(iv) even by a smaller previous"),
+        ("A5 B1 C2", "A8", "(v) previous, then (iv) on the last"),
+        ("A3 B1 C4", "A3 C5", "(v) the next has more buckets and gives its label"),
+        ("A4 B1 C4", "A5 C4", "(v) tie -> previous"),
+        ("A5 B1 C4", "A6 C4", "(v) the previous has more buckets"),
+        ("A4 B1 C1 D5", "A6 D5", "(v) the previous as emitted (A5) ties D5"),
+        ("A1 B1 C1 D1", "A4", "a run of short ones collapses"),
+    ],
+)
+def test_hysteresis_by_hand(before, after, why):
+    assert run_rule(before) == after, why
+
+
+def test_passes_repeat_until_nothing_changes():
+    # pass 1: B1 B1 -> B2 (ii); pass 2: B2 is still short and goes to A (v, tie)
+    segments = short_form("A5 B1 B1 C5")
+    firsts, labels, counts = merge_runs([0, 1, 1, 2], [5, 1, 1, 5], min_buckets=3)
+    assert (firsts, labels, counts) == ([0, 3], [0, 2], [7, 5])
+    one_pass = merge_runs([0, 1, 1, 2], [5, 1, 1, 5], min_buckets=2)
+    assert one_pass == ([0, 1, 3], [0, 1, 2], [5, 2, 5])
+    assert len(segments) == 4
+
+
+def test_empty_and_single_runs():
+    assert merge_runs([], [], 3) == ([], [], [])
+    assert merge_runs([4], [1], 3) == ([0], [4], [1])
+
+
+def test_min_buckets_rule():
+    assert min_buckets_of(180, 60) == 3
+    assert min_buckets_of(179, 60) == 2
+    assert min_buckets_of(59, 60) == 1
+    assert min_buckets_of(0, 60) == 1
+    assert min_buckets_of(180, 30) == 6
+    assert min_buckets_of(180, 300) == 1
+
+
+def segments_of(text, user_id=None, width=60):
+    return [
+        Segment(
+            T0 + dt.timedelta(seconds=width * s["start"]),
+            T0 + dt.timedelta(seconds=width * s["end"]),
+            s["label"],
+            s["count"],
+            user_id,
+        )
+        for s in short_form(text)
+    ]
+
+
+def test_merged_segments_span_and_add_counts():
+    merged = merge_short_segments(segments_of("A3 B1 C4 D1 E6 F1 G5", user_id="u1"))
+    # B1 goes to C (more buckets), D1 to E (6 > C's 5 as emitted), F1 to E (7 > 5)
+    assert [(s.label, s.bucket_count) for s in merged] == [("A", 3), ("C", 5), ("E", 8), ("G", 5)]
+    minute = dt.timedelta(minutes=1)
+    assert [(s.start_ts, s.end_ts) for s in merged] == [
+        (T0, T0 + 3 * minute),
+        (T0 + 3 * minute, T0 + 8 * minute),
+        (T0 + 8 * minute, T0 + 16 * minute),
+        (T0 + 16 * minute, T0 + 21 * minute),
+    ]
+    assert {s.user_id for s in merged} == {"u1"}
+
+
+def test_single_segment_is_returned_as_is():
+    (only,) = segments_of("A1")
+    result = merge_short_segments([only])
+    assert result == [only]
+    assert result[0] is only
+    assert merge_short_segments([]) == []
+
+
+def test_min_duration_and_bucket_width():
+    segments = segments_of("A5 B2 C5")
+    assert [s.label for s in merge_short_segments(segments)] == ["A", "C"]
+    # 179 s of 60 s buckets -> min 2 buckets: B2 stays
+    kept = merge_short_segments(segments, min_duration_seconds=179)
+    assert [s.label for s in kept] == ["A", "B", "C"]
+    assert merge_short_segments(segments, min_duration_seconds=0) == segments
+    # 30 s buckets: 180 s is 6 buckets, so A5 and C5 are short too
+    halves = segments_of("A5 B2 C5", width=30)
+    merged = merge_short_segments(halves, bucket_seconds=30)
+    assert [(s.label, s.bucket_count) for s in merged] == [("A", 12)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"bucket_seconds": 0}, "bucket_seconds must be > 0, got 0"),
+        ({"bucket_seconds": -60}, "bucket_seconds must be > 0"),
+        ({"min_duration_seconds": -1}, "min_block_seconds must be >= 0, got -1"),
+        ({"min_duration_seconds": 1.5}, "must be an integer >= 0"),
+    ],
+)
+def test_bad_parameters_are_refused(kwargs, words):
+    with pytest.raises(InvalidParameterError, match=words):
+        merge_short_segments(segments_of("A5 B1"), **kwargs)
+
+
+segment_lists = st.lists(
+    st.tuples(st.sampled_from("ABC"), st.integers(1, 6)), min_size=0, max_size=12
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs=segment_lists, min_buckets=st.integers(1, 5))
+def test_merge_runs_matches_the_rule(runs, min_buckets):
+    text = " ".join(f"{label}{count}" for label, count in runs)
+    segments = short_form(text)
+    firsts, labels, counts = merge_runs(
+        ["ABC".index(s["label"]) for s in segments], [s["count"] for s in segments], min_buckets
+    )
+    reference = reference_merge(segments, min_buckets)
+    assert firsts == [s["first"] for s in reference]
+    assert ["ABC"[c] for c in labels] == [s["label"] for s in reference]
+    assert counts == [s["count"] for s in reference]
+    assert sum(counts) == sum(s["count"] for s in segments)
+
+
+@settings(max_examples=100, deadline=None)
+@given(runs=segment_lists, min_seconds=st.sampled_from([0, 60, 120, 180, 300]))
+def test_merge_short_segments_matches_the_rule(runs, min_seconds):
+    text = " ".join(f"{label}{count}" for label, count in runs)
+    segments = segments_of(text, user_id="u")
+    merged = merge_short_segments(segments, min_duration_seconds=min_seconds)
+    reference = reference_merge(short_form(text), max(1, min_seconds // 60))
+    minute = dt.timedelta(minutes=1)
+    assert [(s.label, s.bucket_count, s.start_ts, s.end_ts) for s in merged] == [
+        (r["label"], r["count"], T0 + r["start"] * minute, T0 + r["end"] * minute)
+        for r in reference
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    timelines=st.lists(segment_lists.filter(bool), min_size=1, max_size=4),
+    min_buckets=st.integers(1, 4),
+)
+def test_merge_segment_codes_matches_the_rule_per_timeline(timelines, min_buckets):
+    labels = np.array(["ABC".index(lab) for t in timelines for lab, _ in t], dtype=np.int8)
+    counts = np.array([c for t in timelines for _, c in t], dtype=np.int64)
+    bounds = np.cumsum([0] + [len(t) for t in timelines]).astype(np.int64)
+    merged_id, merged_labels = merge_segment_codes(labels, counts, bounds, min_buckets)
+    expected_ids, expected_labels = [], []
+    for t in timelines:
+        text = " ".join(f"{label}{count}" for label, count in t)
+        reference = reference_merge(short_form(text), min_buckets)
+        starts = [r["first"] for r in reference]
+        base = len(expected_labels)
+        for i in range(len(t)):
+            expected_ids.append(base + sum(1 for s in starts if s <= i) - 1)
+        expected_labels += ["ABC".index(r["label"]) for r in reference]
+    assert merged_id.tolist() == expected_ids
+    assert merged_labels.tolist() == expected_labels
+
+
+def frame(users, minutes, labels):
+    df = pd.DataFrame(
+        {
+            "user_id": users,
+            "bucket_start_ts": [pd.Timestamp(T0) + pd.Timedelta(minutes=m) for m in minutes],
+            "smoothed_label": labels,
+        }
+    )
+    return Segmenter().transform(df)
+
+
+def test_stage_merges_within_each_timeline_only():
+    # user a: Build x3, Debug x1 | gap | Meet x1, Build x3 ; user b: Debug x1, Build x4
+    users = ["a"] * 8 + ["b"] * 5
+    minutes = [0, 1, 2, 3, 20, 21, 22, 23, 0, 1, 2, 3, 4]
+    labels = ["Build"] * 3 + ["Debug"] + ["Meet"] + ["Build"] * 3 + ["Debug"] + ["Build"] * 4
+    out = HysteresisMerger().transform(frame(users, minutes, labels))
+    # Debug (last of its timeline) -> Build (iv); Meet (first after the gap) stays
+    # (iii); b's Debug is first of its timeline and stays (iii)
+    assert out["label"].astype(object).tolist() == (
+        ["Build"] * 4 + ["Meet"] + ["Build"] * 3 + ["Debug"] + ["Build"] * 4
+    )
+    assert out["segment_id"].tolist() == [0] * 4 + [1] + [2] * 3 + [3] + [4] * 4
+
+
+def test_stage_equals_the_list_form_on_one_timeline():
+    rng = np.random.default_rng(0)
+    labels = []
+    while len(labels) < 60:
+        labels += [str(rng.choice(["Build", "Debug", "Meet"]))] * int(rng.integers(1, 5))
+    labels = labels[:60]
+    out = HysteresisMerger().transform(frame(["u"] * 60, list(range(60)), labels))
+    starts = [T0 + dt.timedelta(minutes=m) for m in range(60)]
+    expected = merge_short_segments(segmentize(starts, labels))
+    got = frame_to_segments(out)
+    assert [(s.start_ts, s.end_ts, s.label, s.bucket_count) for s in got] == [
+        (s.start_ts, s.end_ts, s.label, s.bucket_count) for s in expected
+    ]
+    assert {s.user_id for s in got} == {"u"}
+
+
+def test_stage_keeps_input_order_and_does_not_mutate():
+    users = ["a"] * 6
+    minutes = [0, 1, 2, 3, 4, 5]
+    labels = ["Build"] * 3 + ["Debug"] + ["Build"] * 2
+    base = frame(users, minutes, labels)
+    expected = HysteresisMerger().predict(base)
+    shuffled = base.iloc[[5, 3, 0, 4, 1, 2]]
+    before = copy.deepcopy(shuffled)
+    predicted = HysteresisMerger().predict(shuffled)
+    pd.testing.assert_frame_equal(shuffled, before)
+    assert predicted.tolist() == expected[[5, 3, 0, 4, 1, 2]].tolist()
+    assert expected.tolist() == ["Build"] * 6
+    out = HysteresisMerger().transform(shuffled)
+    assert out.index.tolist() == [5, 3, 0, 4, 1, 2]
+
+
+def test_stage_params():
+    stage = HysteresisMerger(min_block_seconds=300, bucket_seconds=30)
+    params = stage.get_params()
+    assert clone(stage).get_params() == params
+    with pytest.raises(InvalidParameterError, match="bucket_seconds must be > 0, got 0"):
+        stage.set_params(bucket_seconds=0)
+    with pytest.raises(InvalidParameterError, match="min_block_seconds must be >= 0"):
+        stage.set_params(min_block_seconds=-5)
+    assert stage.get_params() == params
+
+
+def test_stage_lists_missing_columns():
+    df = frame(["a"], [0], ["Build"]).drop(columns=["segment_id"])
+    with pytest.raises(MissingColumnsError, match="HysteresisMerger: .*'segment_id'"):
+        HysteresisMerger().transform(df)
+
+
+def test_segment_without_label_is_refused_not_mislabelled():
+    segments = segments_of("A5 B1 C5")
+    segments[1] = Segment(segments[1].start_ts, segments[1].end_ts, None, 1)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="segment labels hold a missing value at position 1"):
+        merge_short_segments(segments)

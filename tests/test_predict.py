@@ -1,0 +1,213 @@
+"""BoosterPredictor: the schema's feature columns in order, categoricals as codes,
+missing values 0, a float64 matrix, ``booster.predict`` -> (n, 8) probabilities."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from taskclf._columns import PROBA_COLUMNS
+from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2
+from taskclf.core.types import CLASS_ORDER
+from taskclf.encode import CategoricalEncoder
+from taskclf.exceptions import (
+    ColumnTypeError,
+    InvalidParameterError,
+    MissingColumnsError,
+    NotFittedError,
+    ProbabilityShapeError,
+    SchemaMismatchError,
+)
+from taskclf.predict import BoosterPredictor, booster_schema, feature_matrix
+
+
+def reference_matrix(df, encoders, schema):
+    """The model input, cell by cell: categoricals by their LabelEncoder, missing -> 0."""
+    rows = []
+    for _, row in df.iterrows():
+        cells = []
+        for name in schema.feature_columns:
+            value = row[name]
+            if name in schema.categorical_columns:
+                cells.append(float(encoders[name].transform([value])[0]))
+            elif value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append(0.0)
+            else:
+                cells.append(float(value))
+        rows.append(cells)
+    return np.array(rows, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def small(frame_v1):
+    return frame_v1.drop(columns="label").iloc[::37].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def encoder(encoders_v1):
+    return CategoricalEncoder(categories=encoders_v1)
+
+
+@pytest.fixture(scope="module")
+def booster_3_classes(frame_v1, encoders_v1):
+    X = frame_v1[list(SCHEMA_V1.feature_columns)].copy()
+    for c in SCHEMA_V1.categorical_columns:
+        X[c] = encoders_v1[c].transform(X[c])
+    y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
+    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
+    return lgb.train(params, lgb.Dataset(X.to_numpy(dtype=float), y), 3)
+
+
+def test_feature_matrix_follows_the_schema(small, encoder, encoders_v1):
+    df = small.copy()
+    df.loc[[1, 4], "keys_per_min"] = np.nan
+    df.loc[2, "mouse_distance"] = None
+    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
+    assert matrix.dtype == np.float64
+    assert matrix.shape == (len(df), 39)
+    np.testing.assert_array_equal(matrix, reference_matrix(df, encoders_v1, SCHEMA_V1))
+    keys = SCHEMA_V1.feature_columns.index("keys_per_min")
+    assert matrix[[1, 4], keys].tolist() == [0.0, 0.0]
+
+
+def test_feature_matrix_ignores_column_order_and_extra_columns(small, encoder):
+    encoded = encoder.transform(small)
+    shuffled = encoded[list(reversed(encoded.columns))].assign(extra="text")
+    np.testing.assert_array_equal(
+        feature_matrix(shuffled, SCHEMA_V1), feature_matrix(encoded, SCHEMA_V1)
+    )
+
+
+def test_booleans_with_missing_values_become_zero(small, encoder, encoders_v1):
+    # a bool column with a gap arrives as object dtype (True/None/False)
+    df = small.copy()
+    df["is_browser"] = pd.Series([True, None] * (len(df) // 2) + [False] * (len(df) % 2))
+    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
+    column = SCHEMA_V1.feature_columns.index("is_browser")
+    expected = [1.0 if v is True else 0.0 for v in df["is_browser"]]
+    assert matrix[:, column].tolist() == expected
+
+
+def test_nullable_integer_columns_are_numbers(small, encoder):
+    df = small.copy()
+    hours = [9, None] * (len(df) // 2) + [10] * (len(df) % 2)
+    df["hour_of_day"] = pd.array(hours, dtype="Int64")
+    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
+    column = SCHEMA_V1.feature_columns.index("hour_of_day")
+    assert matrix[:, column].tolist() == [0.0 if h is None else float(h) for h in hours]
+
+
+def test_transform_adds_probabilities_from_the_booster(small, encoder, booster_v1, encoders_v1):
+    stage = BoosterPredictor(booster_v1)
+    encoded = encoder.transform(small)
+    out = stage.transform(encoded)
+    expected = booster_v1.predict(reference_matrix(small, encoders_v1, SCHEMA_V1))
+    assert expected.shape == (len(small), 8)
+    assert list(out.columns) == [*encoded.columns, *PROBA_COLUMNS]
+    np.testing.assert_allclose(out[list(PROBA_COLUMNS)].to_numpy(), expected, rtol=0, atol=0)
+    assert tuple(f"proba_{c}" for c in CLASS_ORDER) == PROBA_COLUMNS
+
+
+def test_rows_and_index_come_back_in_input_order(small, encoder, booster_v1):
+    stage = BoosterPredictor(booster_v1)
+    encoded = encoder.transform(small)
+    shuffled = encoded.sample(frac=1.0, random_state=1)
+    shuffled.index = [f"r{i}" for i in shuffled.index]
+    out = stage.transform(shuffled)
+    assert out.index.tolist() == shuffled.index.tolist()
+    direct = stage.predict_proba(encoded)
+    order = [int(i[1:]) for i in shuffled.index]
+    np.testing.assert_array_equal(out[list(PROBA_COLUMNS)].to_numpy(), direct[order])
+
+
+def test_no_input_mutation(small, encoder, booster_v1):
+    encoded = encoder.transform(small)
+    before = copy.deepcopy(encoded)
+    BoosterPredictor(booster_v1).transform(encoded)
+    pd.testing.assert_frame_equal(encoded, before)
+
+
+def test_empty_frame_gives_empty_probabilities(small, encoder, booster_v1):
+    proba = BoosterPredictor(booster_v1).predict_proba(encoder.transform(small.iloc[:0]))
+    assert proba.shape == (0, 8)
+
+
+def test_frozen_booster_survives_fit_and_clone(small, encoder, booster_v1):
+    stage = BoosterPredictor(booster_v1)
+    encoded = encoder.transform(small)
+    before = stage.predict_proba(encoded)
+    assert stage.fit(encoded) is stage
+    assert stage.booster is booster_v1
+    assert clone(stage) is stage
+    np.testing.assert_array_equal(stage.predict_proba(encoded), before)
+
+
+def test_schema_is_guessed_from_the_booster_width(booster_v1):
+    assert booster_schema(booster_v1, None) is SCHEMA_V1
+    assert BoosterPredictor(booster_v1).schema_ is SCHEMA_V1
+
+
+def test_declared_schema_other_than_the_booster_is_refused(booster_v1, small, encoder):
+    with pytest.raises(SchemaMismatchError, match="schema v2 has 38 .* booster expects 39"):
+        BoosterPredictor(booster_v1, schema_version="v2").predict_proba(encoder.transform(small))
+    assert SCHEMA_V2.n_features == 38
+
+
+def test_frame_declaring_another_schema_is_refused(small, encoder, booster_v1):
+    stage = BoosterPredictor(booster_v1)
+    v2 = encoder.transform(small).assign(schema_version="v2")
+    with pytest.raises(SchemaMismatchError, match="schema_version column holds \\['v2'\\]"):
+        stage.predict_proba(v2)
+    tampered = encoder.transform(small).assign(schema_hash="0123456789ab")
+    with pytest.raises(SchemaMismatchError, match="'0123456789ab'.*expects '4077fe0dba70'"):
+        stage.predict_proba(tampered)
+    good = encoder.transform(small).assign(schema_version="v1", schema_hash="4077fe0dba70")
+    assert stage.predict_proba(good).shape == (len(small), 8)
+
+
+def test_missing_feature_columns_are_listed(small, encoder, booster_v1):
+    df = encoder.transform(small).drop(columns=["keys_per_min", "hour_of_day"])
+    with pytest.raises(
+        MissingColumnsError, match="2 required column.*'keys_per_min', 'hour_of_day'"
+    ):
+        BoosterPredictor(booster_v1).predict_proba(df)
+
+
+def test_numeric_column_of_strings_is_named(small, encoder, booster_v1):
+    df = small.assign(keys_per_min=small["keys_per_min"].round(1).astype(str))
+    with pytest.raises(ColumnTypeError, match="column 'keys_per_min' must hold numbers"):
+        BoosterPredictor(booster_v1).predict_proba(encoder.transform(df))
+
+
+def test_unencoded_categorical_is_named(small, booster_v1):
+    with pytest.raises(ColumnTypeError, match="categorical column 'app_id' is not encoded"):
+        BoosterPredictor(booster_v1).predict_proba(small)
+
+
+def test_probabilities_of_the_wrong_width_are_refused(small, encoder, booster_3_classes):
+    with pytest.raises(ProbabilityShapeError, match=r"shape \(\d+, 3\); expected \(n, 8\)"):
+        BoosterPredictor(booster_3_classes).predict_proba(encoder.transform(small))
+
+
+def test_without_a_booster(small):
+    with pytest.raises(NotFittedError, match="no booster"):
+        BoosterPredictor().predict_proba(small)
+    with pytest.raises(InvalidParameterError, match="lightgbm.Booster, got str"):
+        BoosterPredictor("model.txt").predict_proba(small)
+
+
+def test_user_feature_comes_from_its_encoding(small, encoder, encoders_v1):
+    df = small.assign(user_id=["new-user"] * len(small))
+    encoded = encoder.transform(df)
+    matrix = feature_matrix(encoded, SCHEMA_V1)
+    column = SCHEMA_V1.feature_columns.index("user_id")
+    # unseen and no __unknown__ in the LabelEncoder vocabulary: code -1
+    assert matrix[:, column].tolist() == [-1.0] * len(small)
+    known = feature_matrix(encoder.transform(small), SCHEMA_V1)[:, column]
+    assert known.tolist() == encoders_v1["user_id"].transform(small["user_id"]).tolist()

@@ -1,0 +1,159 @@
+"""Timelines: one user's rows in time order, split at gaps longer than max_gap_seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taskclf._timeline import find_timelines
+from taskclf.exceptions import (
+    ColumnTypeError,
+    DuplicateRowsError,
+    InvalidParameterError,
+    MissingColumnsError,
+    TimestampError,
+)
+
+T0 = pd.Timestamp("2025-01-06 09:00", tz="UTC")
+
+
+def reference_timelines(users, minutes, max_gap_seconds):
+    """The rule, row by row: per user (first appearance), by time, split at long gaps.
+
+    Returns the rows of each timeline as lists of input positions.
+    """
+    first_seen = {}
+    for u in users:
+        first_seen.setdefault(u, len(first_seen))
+    rows = sorted(range(len(users)), key=lambda i: (first_seen[users[i]], minutes[i]))
+    timelines = []
+    for position, row in enumerate(rows):
+        if position == 0:
+            timelines.append([row])
+            continue
+        before = rows[position - 1]
+        gap = (minutes[row] - minutes[before]) * 60
+        if users[row] != users[before] or gap > max_gap_seconds:
+            timelines.append([row])
+        else:
+            timelines[-1].append(row)
+    return timelines
+
+
+def timelines_as_rows(t):
+    order = np.arange(t.n_rows) if t.order is None else t.order
+    return [order[lo:hi].tolist() for lo, hi in zip(t.bounds[:-1], t.bounds[1:])]
+
+
+def frame(users, minutes):
+    data = {"bucket_start_ts": [T0 + pd.Timedelta(minutes=m) for m in minutes]}
+    if users is not None:
+        data["user_id"] = users
+    return pd.DataFrame(data)
+
+
+def test_sorted_frame_without_users_is_one_timeline_split_at_gaps():
+    # a gap of exactly 300 s (2 -> 7) stays inside a timeline; 360 s (8 -> 14) splits it
+    t = find_timelines(frame(None, [0, 1, 2, 7, 8, 14, 15]), max_gap_seconds=300)
+    assert t.order is None
+    assert t.bounds.tolist() == [0, 5, 7]
+    assert t.user_codes is None and t.users is None
+    assert t.timeline_of_rows().tolist() == [0, 0, 0, 0, 0, 1, 1]
+    # a shorter max gap splits at 2 -> 7 too
+    assert find_timelines(frame(None, [0, 1, 2, 7, 8, 14, 15]), 299).bounds.tolist() == [0, 3, 5, 7]
+
+
+def test_shuffled_users_are_sorted_by_first_appearance_then_time():
+    users = ["b", "a", "b", "a", "b"]
+    minutes = [3, 10, 1, 9, 2]
+    t = find_timelines(frame(users, minutes), max_gap_seconds=300)
+    assert t.users.tolist() == ["b", "a"]
+    assert timelines_as_rows(t) == [[2, 4, 0], [3, 1]]
+    assert t.user_codes.tolist() == [0, 0, 0, 1, 1]
+    # to_sorted and to_input are inverse permutations
+    values = np.array([10, 11, 12, 13, 14])
+    assert t.to_sorted(values).tolist() == [12, 14, 10, 13, 11]
+    assert t.to_input(t.to_sorted(values)).tolist() == values.tolist()
+
+
+def test_timestamps_are_read_as_utc():
+    # naive values are UTC; aware ones are converted: 10:00+01:00 is 09:00 UTC
+    df = pd.DataFrame(
+        {"bucket_start_ts": ["2025-01-06T10:01:00+01:00", "2025-01-06 09:00", "2025-01-06T09:02Z"]}
+    )
+    t = find_timelines(df, max_gap_seconds=300)
+    assert t.order.tolist() == [1, 0, 2]
+    assert np.diff(t.ts_ns).tolist() == [60_000_000_000] * 2
+    assert t.bounds.tolist() == [0, 3]
+
+
+def test_empty_frame_has_no_timeline():
+    t = find_timelines(frame(["u"], [0]).iloc[:0], max_gap_seconds=300)
+    assert t.bounds.tolist() == [0]
+    assert t.n_rows == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.integers(0, 40)),
+        min_size=1,
+        max_size=40,
+        unique=True,
+    ),
+    max_gap_minutes=st.integers(1, 8),
+    with_users=st.booleans(),
+)
+def test_find_timelines_matches_the_rule(rows, max_gap_minutes, with_users):
+    if not with_users:  # one timeline per frame: keep the times unique
+        rows = list({m: (u, m) for u, m in rows}.values())
+    users = [u for u, _ in rows] if with_users else ["all"] * len(rows)
+    minutes = [m for _, m in rows]
+    t = find_timelines(frame(users if with_users else None, minutes), max_gap_minutes * 60)
+    assert timelines_as_rows(t) == reference_timelines(users, minutes, max_gap_minutes * 60)
+    assert t.bounds[-1] == len(rows)
+
+
+def test_duplicate_rows_are_refused_naming_user_and_time():
+    df = frame(["a", "b", "a"], [0, 0, 0])
+    with pytest.raises(DuplicateRowsError, match=r"1 duplicate \(user_id, bucket_start_ts\)"):
+        find_timelines(df, 300)
+    with pytest.raises(DuplicateRowsError, match="user_id 'a'.*2025-01-06T09:00:00"):
+        find_timelines(df, 300)
+    # the same minute for two different users is fine
+    find_timelines(frame(["a", "b"], [0, 0]), 300)
+
+
+def test_missing_timestamps_are_refused():
+    df = pd.DataFrame({"bucket_start_ts": [T0, None, T0 + pd.Timedelta(minutes=1)]})
+    with pytest.raises(TimestampError, match="'bucket_start_ts' has 1 missing timestamp.*row 1"):
+        find_timelines(df, 300)
+
+
+def test_unparseable_timestamps_are_refused():
+    df = pd.DataFrame({"bucket_start_ts": ["2025-01-06 09:00", "yesterday-ish"]})
+    with pytest.raises(TimestampError, match="cannot parse 'yesterday-ish' \\(row 1\\)"):
+        find_timelines(df, 300)
+    numbers = pd.DataFrame({"bucket_start_ts": [1.5, 2.5]})
+    with pytest.raises(TimestampError, match="'bucket_start_ts' holds float64 values"):
+        find_timelines(numbers, 300)
+
+
+def test_missing_timestamp_column_is_refused():
+    with pytest.raises(MissingColumnsError, match="'bucket_start_ts'"):
+        find_timelines(pd.DataFrame({"user_id": ["a"]}), 300)
+
+
+def test_missing_user_id_is_refused():
+    df = frame(["a", None], [0, 1])
+    with pytest.raises(ColumnTypeError, match="'user_id' has 1 missing value.*row 1"):
+        find_timelines(df, 300)
+
+
+@pytest.mark.parametrize("gap", [0, -60, 1.5, True, "300"])
+def test_bad_max_gap_is_refused(gap):
+    with pytest.raises(InvalidParameterError, match="max_gap_seconds"):
+        find_timelines(frame(None, [0, 1]), gap)
