@@ -286,6 +286,7 @@ def train_pipeline(
     smooth_window: int | None,
     learning_rate: float | None = None,
     num_leaves: int | None = None,
+    threads: int | None = None,
 ) -> Any:
     """Build and fit a pipeline on labelled rows, recording the data's fingerprint."""
     from taskclf.bundle import record_training
@@ -302,6 +303,7 @@ def train_pipeline(
         random_state=seed,
         booster_params=booster_params or None,
         reject_threshold=reject_threshold,
+        num_threads=threads,
     )
     if smooth_window is not None:
         pipeline.set_params(smooth__window=smooth_window)
@@ -369,6 +371,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         smooth_window=args.smooth_window,
         learning_rate=args.learning_rate,
         num_leaves=args.num_leaves,
+        threads=args.threads,
     )
     seconds = time.perf_counter() - started
     extra = {"trained_on": str(args.features), "rows": len(X)}
@@ -467,7 +470,10 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
         saved = None
         candidate = build_pipeline(
-            num_boost_round=args.rounds, calibration=args.calibration, random_state=args.seed
+            num_boost_round=args.rounds,
+            calibration=args.calibration,
+            random_state=args.seed,
+            num_threads=args.threads,
         )
     grid = {"reject__threshold": args.thresholds, "smooth__window": args.windows}
     cv, groups = _folds(X, args.cv)
@@ -597,6 +603,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         reject_threshold=0.4,
         smooth_window=None,
+        threads=args.threads,
     )
     bundle = out / "model.taskclf"
     digest = save_model(pipeline, bundle, pickle_free=False, extra={"demo": True})
@@ -759,6 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="calibration fitted on out-of-fold probabilities (default temperature)",
         )
         sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        sub.add_argument(
+            "--threads",
+            type=_positive_int,
+            default=None,
+            help="LightGBM threads (default: LightGBM's choice, all cores)",
+        )
 
     def save_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
@@ -838,6 +851,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=_positive_int, default=3, help="default 3")
     demo.add_argument("--rounds", type=_positive_int, default=40, help="default 40")
     demo.add_argument("--seed", type=int, default=0, help="default 0")
+    demo.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="LightGBM threads (default 1: the demo's data are small)",
+    )
     demo.set_defaults(handler=cmd_demo)
     return parser
 
