@@ -587,7 +587,8 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         "1 more day of 2 users to predict"
     )
     train = make_activity_frame(n_users=args.users, n_days=args.days, random_state=args.seed)
-    test = make_activity_frame(n_users=2, n_days=1, random_state=args.seed + 1)
+    next_day = (train["bucket_start_ts"].max() + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    test = make_activity_frame(n_users=2, n_days=1, start=next_day, random_state=args.seed + 1)
     write_features(train, features_dir / "train.csv")
     write_features(test.drop(columns="label"), features_dir / "new-day.csv")
     console.say(f"   {features_dir / 'train.csv'} ({len(train)} rows)")
