@@ -202,7 +202,12 @@ def test_tune_prints_the_grid_and_saves_the_best(work, features, bundle):
         "--cv", 2, "--out", out, "-q",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "mean_test_score" in result.stdout
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("reject_threshold"))
+    assert header + 5 < len(lines) and lines[header + 5].startswith("best: ")
+    assert lines[header].split() == ["reject_threshold", "smooth_window", "mean_score",
+                                     "std_score", "rank"]  # fmt: skip
+    assert lines[header + 1].split()[-1] == "1"  # best first
     best_line = next(line for line in result.stdout.splitlines() if line.startswith("best: "))
     best = json.loads(best_line[len("best: ") :].split(" (")[0])
     params = read_bundle_info(out).metadata.params
