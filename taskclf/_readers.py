@@ -271,25 +271,23 @@ def _is_text(column: pd.Series) -> bool:
     return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
 
 
-def _as_lists(column: pd.Series, name: str, path: Path) -> pd.Series:
-    """A list column as CSV holds it (JSON text) back to tuples."""
+def _as_lists(column: pd.Series) -> pd.Series:
+    """A list column as :func:`write_features` writes it to CSV (JSON text) back to tuples.
+
+    Text that is not a JSON list (as other writers leave it) stays text: the
+    column is metadata, not a model feature.
+    """
     present = column.dropna()
     if present.empty or not isinstance(present.iloc[0], str):
         return column  # Parquet keeps lists as arrays: nothing to parse
     parsed: dict[Any, Any] = {}
     for value in pd.unique(present):  # few distinct values: loop over those
-        if not isinstance(value, str):
-            return column
         try:
             items = json.loads(value)
-        except json.JSONDecodeError:
-            raise ReaderError(
-                f"{_where(path)}: column {name!r} must hold JSON lists, found {value!r}"
-            ) from None
+        except (TypeError, json.JSONDecodeError):
+            return column
         if not isinstance(items, list):
-            raise ReaderError(
-                f"{_where(path)}: column {name!r} must hold JSON lists, found {value!r}"
-            )
+            return column
         parsed[value] = tuple(items)
     return column.map(parsed).astype(object)
 
@@ -309,7 +307,7 @@ def _typed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             except TimestampError as exc:
                 raise ReaderError(f"{_where(path)}: {exc}") from None
         elif kind == "list" and not column.empty and _is_text(column):
-            new[name] = _as_lists(column, name, path)
+            new[name] = _as_lists(column)
         elif kind == "str" and not (
             pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
         ):

@@ -191,3 +191,11 @@ def test_csv_round_trip_keeps_every_float_bit(tmp_path_factory, values):
     write_features(frame, path)
     back = read_features(path)
     assert back["keys_per_min"].to_numpy().tobytes() == frame["keys_per_min"].to_numpy().tobytes()
+
+
+def test_list_cells_written_by_pandas_stay_text(tmp_path, synth_frame):
+    path = tmp_path / "by-pandas.csv"
+    synth_frame.to_csv(path, index=False)  # tuples as Python reprs, not JSON
+    frame = read_features(path)
+    assert frame["source_ids"].iloc[0] == "('taskclf.synth',)"
+    assert len(frame) == len(synth_frame)
