@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "train", "infer", "tune", "inspect", "report", "demo")
 
 
-def run(*args: object, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run(
+    *args: object, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """``python -m taskclf ARGS`` with this checkout first on the path."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PYTHONWARNINGS", None)
