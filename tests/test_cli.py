@@ -128,7 +128,7 @@ def test_infer_writes_predictions_and_segments(predictions, features, bundle):
     assert {s.user_id for s in segments} == set(frame["user_id"])
 
 
-def test_infer_with_overrides_taxonomy_and_a_bundle_directory(work, features, bundle):
+def test_infer_with_overrides_taxonomy_and_a_bundle_directory(work, features, bundle, predictions):
     taxonomy = work / "buckets.yaml"
     taxonomy.write_text(
         "buckets:\n"
@@ -153,7 +153,7 @@ def test_infer_with_overrides_taxonomy_and_a_bundle_directory(work, features, bu
     result = run("infer", features, "--bundle", directory, "--out", work / "from-dir")
     assert result.returncode == 0, result.stderr
     from_dir = pd.read_csv(work / "from-dir" / "predictions.csv")
-    from_file = pd.read_csv(work / "predictions" / "predictions.csv")
+    from_file = pd.read_csv(predictions / "predictions.csv")
     pd.testing.assert_frame_equal(from_dir, from_file)
 
 
