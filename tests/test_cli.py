@@ -71,7 +71,9 @@ def features(work) -> Path:
 def bundle(work, features) -> Path:
     """A bundle file written by `taskclf train`."""
     path = work / "model.taskclf"
-    result = run("train", features, "--out", path, "--rounds", 8, "--reject-threshold", 0.3, "-q")
+    result = run(
+        "train", features, "--out", path, "--rounds", 8, "--reject-threshold", 0.3, "--threads", 1
+    )
     assert result.returncode == 0, result.stderr
     assert f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in result.stdout
     return path
