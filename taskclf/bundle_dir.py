@@ -61,6 +61,7 @@ from taskclf.predict import BoosterPredictor
 from taskclf.reject import Rejector
 from taskclf.segment import Segmenter
 from taskclf.smooth import MajoritySmoother
+from taskclf.taxonomy import TaxonomyConfig, taxonomy_from_dict, taxonomy_to_dict
 
 DIR_FORMAT: Final = "taskclf-bundle-dir"
 DIR_FORMAT_VERSION: Final = 1
@@ -88,6 +89,7 @@ _OPTIONAL_STAGES: Final = (
     ("taskclf.taxonomy", "TaxonomyMapper"),
     ("taskclf.viterbi", "ViterbiSmoother"),
 )
+"""Stages of other modules that a ``pipeline.json`` may name."""
 
 
 def _stage_classes() -> dict[str, type]:
@@ -115,14 +117,6 @@ def _stage_classes() -> dict[str, type]:
 
 _DERIVED_STATE: Final[dict[str, tuple[str, ...]]] = {"TaxonomyMapper": ("resolver_",)}
 """Learned attributes that are rebuilt from the others (by ``fit``) when loading."""
-
-
-def _taxonomy_type() -> type | None:
-    try:
-        from taskclf.taxonomy import TaxonomyConfig
-    except ImportError:  # pragma: no cover
-        return None
-    return TaxonomyConfig
 
 
 # ---------------------------------------------------------------------------
@@ -169,10 +163,7 @@ class _Encoder:
             return {"$calibrator_store": _store_to_json(value, where)}
         if isinstance(value, (IdentityCalibrator, TemperatureCalibrator, IsotonicCalibrator)):
             return {"$calibration": _calibration_to_json(value, where)}
-        taxonomy = _taxonomy_type()
-        if taxonomy is not None and isinstance(value, taxonomy):
-            from taskclf.taxonomy import taxonomy_to_dict
-
+        if isinstance(value, TaxonomyConfig):
             return {"$taxonomy": taxonomy_to_dict(value)}
         if isinstance(value, (list, tuple)):
             return [self.value(v, where) for v in value]
@@ -630,8 +621,6 @@ class _Decoder:
         )
 
     def taxonomy(self, body: Any, what: str) -> Any:
-        from taskclf.taxonomy import taxonomy_from_dict
-
         if not isinstance(body, dict):
             raise self.fail(what, "a taxonomy must be a JSON object")
         try:
