@@ -332,3 +332,19 @@ def test_demo_default_directory_is_taskclf_demo():
 
     args = build_parser().parse_args(["demo"])
     assert args.out == "taskclf-demo"
+
+
+def test_inference_in_user_chunks_equals_one_pass(monkeypatch, tmp_path, bundle, features):
+    """Large inputs go through the pipeline in groups of whole users: same files."""
+    import taskclf.cli as cli
+
+    pipeline = load_bundle(bundle)
+    frame = read_features(features).drop(columns="label")
+    frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)  # users interleaved
+    console = cli.Console(quiet=True)
+    cli.run_inference(pipeline, frame, tmp_path / "one", console)
+    monkeypatch.setattr(cli, "_CHUNK_ROWS", 10)
+    assert len(cli._user_chunks(frame)) == frame["user_id"].nunique()
+    cli.run_inference(pipeline, frame, tmp_path / "chunked", console)
+    for name in ("predictions.csv", "segments.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "chunked" / name).read_bytes()
