@@ -392,7 +392,9 @@ def cmd_infer(args: argparse.Namespace, console: Console) -> int:
         from taskclf.distributed import infer_parquet_dir
 
         console.say(f"running on Dask ({args.dask}) ...")
-        result = infer_parquet_dir(pipeline, args.features, out_dir, address=args.dask)
+        result = infer_parquet_dir(
+            pipeline, args.features, out_dir, address=args.dask, n_workers=args.workers
+        )
         console.say(f"wrote {out_dir / 'predictions'}/ (Parquet) and {out_dir / SEGMENTS_FILE}")
         for key, value in result.items():
             if isinstance(value, (int, float, str)):
@@ -679,7 +681,7 @@ examples:
   taskclf infer new.csv --bundle model.taskclf --out predictions/
   taskclf infer new.csv --bundle model/ --out predictions/ --reject-threshold 0.5
   taskclf infer new.csv --bundle model.taskclf --out out/ --taxonomy buckets.yaml
-  taskclf infer parquet-dir/ --bundle model.taskclf --out out/ --dask local
+  taskclf infer parquet-dir/ --bundle model.taskclf --out out/ --dask local --workers 2
 """,
     "tune": """\
 Grid search of the reject threshold and the smoothing window on labelled
@@ -802,6 +804,12 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--taxonomy", default=None, metavar="YAML", help="map to your buckets")
     infer.add_argument(
         "--dask", default=None, metavar="local|ADDRESS", help="run on a Dask cluster"
+    )
+    infer.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes of --dask local (default: one per core)",
     )
     infer.set_defaults(handler=cmd_infer)
 

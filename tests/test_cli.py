@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from taskclf import load_bundle, read_bundle_info
-from taskclf._readers import read_features
+from taskclf._readers import read_features, write_features
 from taskclf.bundle import decode_bundle, encode_bundle
 from taskclf.cli import main
 from taskclf.core.types import CLASS_ORDER
@@ -348,3 +348,29 @@ def test_inference_in_user_chunks_equals_one_pass(monkeypatch, tmp_path, bundle,
     cli.run_inference(pipeline, frame, tmp_path / "chunked", console)
     for name in ("predictions.csv", "segments.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "chunked" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_infer_on_a_local_dask_cluster(work, features, bundle, predictions):
+    """`--dask local`: Parquet predictions and the same segments as in memory."""
+    frame = read_features(features)
+    parquet = work / "parquet"
+    users = sorted(frame["user_id"].unique())
+    for i, user in enumerate(users):
+        write_features(frame[frame["user_id"] == user], parquet / f"part-{i}.parquet")
+    out = work / "dask-out"
+    result = run(
+        "infer", parquet, "--bundle", bundle, "--out", out, "--dask", "local", "--workers", 1,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(out / "predictions")
+    assert len(table) == len(frame)
+    expected = pd.read_csv(predictions / "predictions.csv")
+    merged = expected.assign(bucket_start_ts=pd.to_datetime(expected["bucket_start_ts"])).merge(
+        table, on=["user_id", "bucket_start_ts"], suffixes=("", "_dask")
+    )
+    assert len(merged) == len(frame)
+    assert (merged["predicted_label"] == merged["predicted_label_dask"]).all()
+    in_memory = read_segments_json(predictions / "segments.json")
+    assert read_segments_json(out / "segments.json") == in_memory
