@@ -32,9 +32,15 @@ class MissingColumnsError(InputError):
 
     def __init__(self, columns: Iterable[str], where: str = "input frame") -> None:
         self.columns = list(columns)
+        self.where = where
         shown = ", ".join(repr(c) for c in self.columns[:20])
         more = f" (and {len(self.columns) - 20} more)" if len(self.columns) > 20 else ""
         super().__init__(f"{where}: missing {len(self.columns)} required column(s): {shown}{more}")
+
+    def __reduce__(self) -> tuple[type, tuple[list[str], str]]:
+        # Rebuild from the columns, not the message, when unpickled (on its
+        # way back from a Dask worker, say).
+        return type(self), (self.columns, self.where)
 
 
 class ColumnTypeError(InputError):
