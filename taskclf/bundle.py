@@ -668,7 +668,7 @@ def save_bundle(
     >>> from taskclf import build_pipeline, save_bundle, load_bundle
     >>> from taskclf.synth import make_activity_frame
     >>> frame = make_activity_frame(n_users=2, n_days=1, random_state=0)
-    >>> pipe = build_pipeline(num_boost_round=5).fit(
+    >>> pipe = build_pipeline(num_boost_round=5, num_threads=1).fit(
     ...     frame.drop(columns="label"), frame["label"])
     >>> path = save_bundle(pipe, pathlib.Path(tempfile.mkdtemp()) / "model.taskclf")
     >>> (load_bundle(path).predict(frame) == pipe.predict(frame)).all()

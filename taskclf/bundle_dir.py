@@ -326,7 +326,7 @@ def export_bundle_dir(
     >>> from taskclf import build_pipeline, export_bundle_dir, load_bundle_dir
     >>> from taskclf.synth import make_activity_frame
     >>> frame = make_activity_frame(n_users=2, n_days=1, random_state=0)
-    >>> pipe = build_pipeline(num_boost_round=5).fit(
+    >>> pipe = build_pipeline(num_boost_round=5, num_threads=1).fit(
     ...     frame.drop(columns="label"), frame["label"])
     >>> target = export_bundle_dir(pipe, pathlib.Path(tempfile.mkdtemp()) / "model")
     >>> sorted(p.name for p in target.iterdir())
