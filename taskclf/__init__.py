@@ -22,6 +22,7 @@ from taskclf.reject import Rejector
 from taskclf.segment import Segment, Segmenter, frame_to_segments
 from taskclf.smooth import MajoritySmoother
 from taskclf.taxonomy import TaxonomyConfig, TaxonomyMapper, load_taxonomy
+from taskclf.viterbi import ViterbiSmoother
 
 __version__ = "0.5.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "TaxonomyConfig",
     "TaxonomyMapper",
     "TemperatureCalibrator",
+    "ViterbiSmoother",
     "build_pipeline",
     "export_bundle_dir",
     "frame_to_segments",

@@ -18,11 +18,22 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from taskclf._base import add_columns, check_frame, require_columns
-from taskclf._columns import PROBA_COLUMNS, USER_ID
+from taskclf._columns import BUCKET_START_TS, PROBA_COLUMNS, USER_ID
+from taskclf._folds import check_labels
+from taskclf.core.time import timestamps_ns
 from taskclf.core.types import N_CLASSES
-from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError
+from taskclf.exceptions import InvalidParameterError, NotFittedError, ProbabilityShapeError
 
 PROBA_FLOOR = 1e-12
+
+CALIBRATION_METHODS = ("identity", "temperature", "isotonic")
+"""What :class:`Calibrator` can fit."""
+
+MIN_USER_ROWS = 200
+MIN_USER_DAYS = 3
+MIN_USER_LABELS = 3
+TEMPERATURE_BOUNDS = (0.02, 50.0)
+"""Search interval of a fitted temperature."""
 
 
 def check_proba(proba: object, where: str = "probabilities") -> np.ndarray:
@@ -126,7 +137,12 @@ class IsotonicCalibrator:
         matrix = np.atleast_2d(core_probs)
         out = np.empty(matrix.shape, dtype=np.float64)
         for k, regressor in enumerate(self.regressors):
-            out[:, k] = regressor.predict(matrix[:, k])
+            values = matrix[:, k]
+            if hasattr(regressor, "X_min_"):
+                # Outside its fitted range a regressor built with
+                # out_of_bounds="nan" would give NaN: clamp to the range.
+                values = np.clip(values, regressor.X_min_, regressor.X_max_)
+            out[:, k] = regressor.predict(values)
         np.clip(out, PROBA_FLOOR, None, out=out)
         out /= out.sum(axis=1, keepdims=True)
         return out[0] if single else out
@@ -198,6 +214,154 @@ class CalibratorStore:
         return out
 
 
+def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Mean negative log probability of the true class (clipped at 1e-12).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(log_loss(np.full((2, 8), 0.125), np.array([0, 3])), 4)
+    2.0794
+    """
+    if len(codes) == 0:
+        return float("nan")
+    true = proba[np.arange(len(codes)), codes]
+    return float(-np.mean(np.log(np.clip(true, PROBA_FLOOR, None))))
+
+
+def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Multiclass Brier score: mean over rows of ``sum_k (p_k - [y == k])^2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> brier_score(np.eye(8)[[0, 1]], np.array([0, 2]))
+    1.0
+    """
+    if len(codes) == 0:
+        return float("nan")
+    error = proba.copy()
+    error[np.arange(len(codes)), codes] -= 1.0
+    return float(np.mean(np.einsum("ij,ij->i", error, error)))
+
+
+def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrator:
+    """The temperature minimizing the log loss of ``softmax(log p / T)``.
+
+    A bounded scalar search over ``log T`` (``T`` in
+    :data:`TEMPERATURE_BOUNDS`); the loss is convex in ``1 / T``, so the
+    search finds the global minimum.
+
+    Parameters
+    ----------
+    proba : ndarray, shape (n, 8)
+        Uncalibrated probabilities.
+    codes : ndarray of int, shape (n,)
+        True class of each row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([[0.9] + [0.1 / 7] * 7] * 4)
+    >>> fit_temperature(p, np.array([0, 0, 0, 1])).temperature > 1
+    True
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    logp = np.log(np.clip(proba, PROBA_FLOOR, None))
+    true = logp[np.arange(len(codes)), codes]
+
+    def loss(log_t: float) -> float:
+        beta = np.exp(-log_t)
+        return float(np.mean(logsumexp(logp * beta, axis=1) - true * beta))
+
+    lo, hi = np.log(TEMPERATURE_BOUNDS)
+    result = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    return TemperatureCalibrator(float(np.exp(result.x)))
+
+
+def fit_isotonic(proba: np.ndarray, codes: np.ndarray) -> IsotonicCalibrator:
+    """One isotonic regression per class on one-vs-rest targets.
+
+    Each regressor maps the class's probability to the observed frequency
+    of the class, clipped to [0, 1] outside the fitted range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.tile(np.full(8, 0.125), (16, 1))
+    >>> fit_isotonic(p, np.arange(16) % 8).calibrate(p[:1]).round(3).tolist()
+    [[0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]]
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    regressors = []
+    for k in range(N_CLASSES):
+        regressor = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+        regressors.append(regressor.fit(proba[:, k], (codes == k).astype(np.float64)))
+    return IsotonicCalibrator(regressors)
+
+
+def fit_calibration_map(method: str, proba: np.ndarray, codes: np.ndarray) -> Any:
+    """Fit the calibration map of ``method`` (one of :data:`CALIBRATION_METHODS`)."""
+    if method == "temperature":
+        return fit_temperature(proba, codes)
+    if method == "isotonic":
+        return fit_isotonic(proba, codes)
+    return IdentityCalibrator()
+
+
+def eligible_users(
+    user_ids: np.ndarray,
+    days: np.ndarray,
+    codes: np.ndarray,
+    *,
+    min_rows: int = MIN_USER_ROWS,
+    min_days: int = MIN_USER_DAYS,
+    min_labels: int = MIN_USER_LABELS,
+) -> list[Any]:
+    """Users with enough labelled data for a calibration map of their own.
+
+    A user qualifies with at least ``min_rows`` labelled rows over at
+    least ``min_days`` distinct days and ``min_labels`` distinct labels.
+
+    Parameters
+    ----------
+    user_ids : ndarray, shape (n,)
+        User of each labelled row.
+    days : ndarray of int, shape (n,)
+        Day of each row (any integer day number).
+    codes : ndarray of int, shape (n,)
+        Label code of each row.
+
+    Returns
+    -------
+    list
+        The qualifying users, in order of first appearance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> users = np.array(["a"] * 6 + ["b"] * 6)
+    >>> days = np.tile([0, 0, 1, 1, 2, 2], 2)
+    >>> codes = np.array([0, 1, 2, 0, 1, 2] + [0] * 6)
+    >>> eligible_users(users, days, codes, min_rows=6, min_days=3, min_labels=3)
+    ['a']
+    """
+    frame = pd.DataFrame({"user": user_ids, "day": days, "label": codes})
+    stats = frame.groupby("user", sort=False).agg(
+        rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
+    )
+    ok = (stats["rows"] >= min_rows) & (stats["days"] >= min_days) & (stats["labels"] >= min_labels)
+    return stats.index[ok.to_numpy()].tolist()
+
+
+def _check_count(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def apply_calibration(
     proba: np.ndarray,
     calibrator: Any = None,
@@ -215,16 +379,48 @@ def apply_calibration(
 class Calibrator(TransformerMixin, BaseEstimator):
     """Pipeline stage: replace the probability columns with calibrated ones.
 
-    Applies ``calibrator_store`` per user when the frame has ``user_id``,
-    else ``calibrator``; with neither it is the identity.
+    Two ways to use it:
+
+    - **given maps** (frozen): ``calibrator`` for every row, and/or
+      ``calibrator_store`` per user (used when the frame has ``user_id``,
+      winning over ``calibrator``). ``fit`` learns nothing.
+    - **fitted**: without given maps, ``fit(X, y)`` learns a map of
+      ``method`` from the probability columns of ``X`` and the true labels
+      ``y``; with ``per_user=True`` also one map per user who has at least
+      ``min_user_rows`` labelled rows over ``min_user_days`` distinct UTC
+      days with ``min_user_labels`` distinct labels, the global map serving
+      everyone else.
+
+    In a pipeline, the stage is fitted on the *out-of-fold* probabilities
+    that :class:`~taskclf.BoosterPredictor` returns from ``fit_transform``,
+    so it calibrates the probabilities of rows the model never saw.
+    ``method="identity"`` needs no fitting.
 
     Parameters
     ----------
     calibrator : calibration map, optional
-        One map for every row.
+        One map for every row (frozen).
     calibrator_store : CalibratorStore, optional
-        Per-user maps with a global fallback; wins over ``calibrator`` when
-        the frame has ``user_id``.
+        Per-user maps with a global fallback (frozen).
+    method : {"identity", "temperature", "isotonic"}, default "identity"
+        What ``fit`` learns: nothing, a temperature ``T`` minimizing the
+        log loss, or one isotonic regression per class (one-vs-rest).
+    per_user : bool, default False
+        Also fit a map per eligible user.
+    min_user_rows, min_user_days, min_user_labels : int, default 200, 3, 3
+        The eligibility rule of per-user maps.
+
+    Attributes
+    ----------
+    calibrator_ : calibration map
+        The fitted global map.
+    store_ : CalibratorStore or None
+        The fitted per-user maps with the global fallback (``per_user``).
+    brier_before_, brier_after_ : float
+        Multiclass Brier score of the fitting rows before and after
+        calibration (NaN when ``fit`` had no labels).
+    log_loss_before_, log_loss_after_ : float
+        Log loss of the fitting rows before and after calibration.
 
     Examples
     --------
@@ -234,18 +430,36 @@ class Calibrator(TransformerMixin, BaseEstimator):
     >>> out = Calibrator(TemperatureCalibrator(2.0)).transform(frame)
     >>> round(float(out["proba_BreakIdle"].iloc[0]), 3)
     0.604
+    >>> frame = pd.DataFrame([[0.9, 0.1] + [0.0] * 6] * 4, columns=PROBA_COLUMNS)
+    >>> stage = Calibrator(method="temperature").fit(frame, ["BreakIdle"] * 3 + ["Build"])
+    >>> stage.calibrator_.temperature > 1, stage.log_loss_after_ < stage.log_loss_before_
+    (True, True)
     """
 
     def __init__(
         self,
         calibrator: Any = None,
         calibrator_store: CalibratorStore | None = None,
+        *,
+        method: str = "identity",
+        per_user: bool = False,
+        min_user_rows: int = MIN_USER_ROWS,
+        min_user_days: int = MIN_USER_DAYS,
+        min_user_labels: int = MIN_USER_LABELS,
     ) -> None:
         self.calibrator = calibrator
         self.calibrator_store = calibrator_store
+        self.method = method
+        self.per_user = per_user
+        self.min_user_rows = min_user_rows
+        self.min_user_days = min_user_days
+        self.min_user_labels = min_user_labels
+
+    def _frozen(self) -> bool:
+        return self.calibrator is not None or self.calibrator_store is not None
 
     def __sklearn_is_fitted__(self) -> bool:
-        return True
+        return self._frozen() or self.method == "identity" or hasattr(self, "calibrator_")
 
     def _validate_params(self) -> None:
         if self.calibrator is not None and not hasattr(self.calibrator, "calibrate"):
@@ -260,30 +474,115 @@ class Calibrator(TransformerMixin, BaseEstimator):
                 "calibrator_store must be a CalibratorStore, got "
                 f"{type(self.calibrator_store).__name__}"
             )
+        if self.method not in CALIBRATION_METHODS:
+            raise InvalidParameterError(
+                f"method must be one of {list(CALIBRATION_METHODS)}, got {self.method!r}"
+            )
+        _check_count(self.min_user_rows, "min_user_rows")
+        _check_count(self.min_user_days, "min_user_days")
+        _check_count(self.min_user_labels, "min_user_labels")
+
+    def _fit_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> None:
+        global_map = fit_calibration_map(self.method, proba, codes)
+        self.calibrator_ = global_map
+        self.store_: CalibratorStore | None = None
+        if not self.per_user:
+            return
+        own: dict[Any, Any] = {}
+        if USER_ID in X.columns:
+            require_columns(X, [BUCKET_START_TS], f"{type(self).__name__}(per_user=True)")
+            users = X[USER_ID].to_numpy(dtype=object)
+            days = timestamps_ns(X, BUCKET_START_TS) // (86_400 * 1_000_000_000)
+            for user in eligible_users(
+                users,
+                days,
+                codes,
+                min_rows=self.min_user_rows,
+                min_days=self.min_user_days,
+                min_labels=self.min_user_labels,
+            ):
+                rows = users == user
+                own[user] = fit_calibration_map(self.method, proba[rows], codes[rows])
+        self.store_ = CalibratorStore(global_map, own, method=self.method)
 
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
-        """Check the parameters; the given maps are used as they are.
+        """Fit the calibration map(s) on the probability columns and labels.
+
+        With given maps, or ``method="identity"``, nothing is learned and
+        ``y`` is optional; the quality attributes are filled when ``y`` is
+        given.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Frame with the probability columns (out-of-fold in a pipeline),
+            and ``user_id``/``bucket_start_ts`` for ``per_user``.
+        y : array-like of str
+            Core label of each row.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        InputError
+            When labels are needed and missing, of another length than
+            ``X``, or not core labels.
         """
         self._validate_params()
         check_frame(X, type(self).__name__)
+        learns = not self._frozen() and self.method != "identity"
+        if learns:
+            require_columns(X, PROBA_COLUMNS, type(self).__name__)
+        if y is None and not learns:
+            if not self._frozen():
+                self.calibrator_ = IdentityCalibrator()
+                self.store_ = None
+            nan = float("nan")
+            self.brier_before_ = self.brier_after_ = nan
+            self.log_loss_before_ = self.log_loss_after_ = nan
+            return self
+        codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
+        require_columns(X, PROBA_COLUMNS, type(self).__name__)
+        proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+        if not self._frozen():
+            self._fit_maps(X, proba, codes)
+        calibrated = self.calibrate_proba(proba, X)
+        self.brier_before_ = brier_score(proba, codes)
+        self.brier_after_ = brier_score(calibrated, codes)
+        self.log_loss_before_ = log_loss(proba, codes)
+        self.log_loss_after_ = log_loss(calibrated, codes)
         return self
+
+    def _maps(self) -> tuple[Any, CalibratorStore | None]:
+        if self._frozen():
+            return self.calibrator, self.calibrator_store
+        if hasattr(self, "calibrator_"):
+            return self.calibrator_, self.store_
+        if self.method == "identity":
+            return None, None
+        raise NotFittedError(
+            f"Calibrator(method={self.method!r}) is not fitted: call fit(X, y) first, "
+            "or pass calibrator= / calibrator_store="
+        )
 
     def calibrate_proba(self, proba: np.ndarray, X: pd.DataFrame) -> np.ndarray:
         """Calibrated copy of ``proba`` for the rows of ``X``."""
+        calibrator, store = self._maps()
         user_ids = X[USER_ID].to_numpy() if USER_ID in X.columns else None
-        return apply_calibration(proba, self.calibrator, self.calibrator_store, user_ids)
+        return apply_calibration(proba, calibrator, store, user_ids)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns calibrated."""
         self._validate_params()
         check_frame(X, type(self).__name__)
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
-        if self.calibrator is None and self.calibrator_store is None:
+        calibrator, store = self._maps()
+        if calibrator is None and store is None:
             return X.copy(deep=False)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         calibrated = self.calibrate_proba(proba, X)
+        if calibrated is proba:
+            return X.copy(deep=False)
         return add_columns(X, pd.DataFrame(calibrated, columns=list(PROBA_COLUMNS)))

@@ -165,10 +165,15 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
-        """Fit, then encode ``X`` masking a seeded fraction of known values."""
+        """Fit, then encode ``X`` masking a seeded fraction of known values.
+
+        Masking teaches a model being trained what ``__unknown__`` means; a
+        given vocabulary belongs to a model already trained, so then nothing
+        is masked and the result equals ``transform``.
+        """
         self.fit(X, y)
         out = self.transform(X)
-        if self.unknown_mask_rate > 0 and len(out):
+        if self.categories is None and self.unknown_mask_rate > 0 and len(out):
             rng = np.random.default_rng(self.random_state)
             for column, vocabulary in self.vocabulary_.items():
                 if UNKNOWN_CATEGORY not in vocabulary:
@@ -179,7 +184,10 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 mask = (rng.random(len(codes)) < self.unknown_mask_rate) & (codes >= 0)
                 codes[mask] = unknown
                 out[target] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
-        return out
+        # A fresh, consolidated copy: its joblib hash survives a pickle round
+        # trip, so Pipeline(memory=...) finds the later steps in its cache
+        # whether this output was computed or loaded from the cache.
+        return out.copy(deep=True)
 
     def _vocabulary(self) -> dict[str, list[Any]]:
         check_is_fitted(self)

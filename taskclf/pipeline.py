@@ -16,7 +16,7 @@ from taskclf.core.defaults import (
 )
 from taskclf.encode import CategoricalEncoder, vocabulary_of
 from taskclf.merge import HysteresisMerger
-from taskclf.predict import BoosterPredictor
+from taskclf.predict import DEFAULT_N_FOLDS, DEFAULT_NUM_BOOST_ROUND, BoosterPredictor
 from taskclf.reject import Rejector
 from taskclf.segment import Segmenter
 from taskclf.smooth import MajoritySmoother
@@ -27,7 +27,7 @@ STEP_NAMES = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "
 
 
 def build_pipeline(
-    booster: Any,
+    booster: Any = None,
     cat_encoders: Mapping[str, Any] | None = None,
     *,
     reject_threshold: float | None = None,
@@ -39,16 +39,33 @@ def build_pipeline(
     calibrator_store: CalibratorStore | None = None,
     taxonomy: Any = None,
     schema_version: str | None = None,
+    booster_params: Mapping[str, Any] | None = None,
+    num_boost_round: int = DEFAULT_NUM_BOOST_ROUND,
+    class_weight: Any = "balanced",
+    n_folds: int = DEFAULT_N_FOLDS,
+    calibration: str | None = None,
+    per_user_calibration: bool = False,
+    random_state: int | None = 0,
+    num_threads: int | None = None,
+    memory: Any = None,
 ) -> Pipeline:
-    """A ready batch-inference pipeline around a trained LightGBM booster.
+    """The batch-inference pipeline: around a trained booster, or to be fitted.
+
+    With ``booster`` the pipeline is ready: ``predict`` works without
+    ``fit`` and the booster is frozen (``fit`` and ``clone`` keep it as it
+    is). Without it, ``pipeline.fit(df, y)`` learns the vocabulary, trains
+    a LightGBM model on the labelled rows and fits the calibration on
+    out-of-fold probabilities (see :class:`~taskclf.BoosterPredictor`).
 
     Parameters
     ----------
-    booster : lightgbm.Booster
-        Trained multiclass booster (eight classes in class order).
+    booster : lightgbm.Booster, optional
+        Trained multiclass booster (eight classes in class order); omitted
+        to train one in ``fit``.
     cat_encoders : dict, optional
-        Column → fitted ``LabelEncoder`` (or value list): the categorical
-        vocabulary the booster was trained with.
+        Column → fitted ``LabelEncoder`` (or value list): a fixed
+        categorical vocabulary (the one the booster was trained with).
+        Omitted, ``fit`` learns it.
     reject_threshold : float or None, default None
         Confidence floor in [0, 1]; ``None`` rejects nothing.
     smooth_window : int, default 3
@@ -60,13 +77,39 @@ def build_pipeline(
     max_gap_seconds : int, default 300
         Longest gap inside one timeline.
     calibrator : calibration map, optional
-        Applied to every row.
+        Applied to every row (frozen; wins over ``calibration``).
     calibrator_store : CalibratorStore, optional
-        Per-user calibration, used when the frame has ``user_id``.
+        Per-user calibration, used when the frame has ``user_id`` (frozen;
+        wins over ``calibration``).
     taxonomy : TaxonomyConfig, optional
         Adds a ``taxonomy`` step mapping core labels to user buckets.
     schema_version : str, optional
-        The booster's feature schema; guessed from its width when omitted.
+        Feature schema; guessed from the booster or resolved from the
+        training frame when omitted.
+    booster_params : dict, optional
+        LightGBM parameters overriding the training defaults.
+    num_boost_round : int, default 100
+        Boosting rounds of training.
+    class_weight : "balanced", dict or None, default "balanced"
+        Training row weights per class.
+    n_folds : int, default 3
+        Group-aware folds of the out-of-fold probabilities the calibration
+        is fitted on.
+    calibration : {"identity", "temperature", "isotonic"}, optional
+        What ``fit`` learns in the ``calibrate`` step. Default:
+        ``"temperature"`` when the pipeline trains its booster,
+        ``"identity"`` around a given booster (so that it predicts without
+        ``fit``); pass a method explicitly to fit it on held-out labelled
+        rows of a pre-trained booster.
+    per_user_calibration : bool, default False
+        Also fit one calibration map per user with enough labelled data.
+    random_state : int, default 0
+        Seed of training and of the encoder's unknown-value masking.
+    num_threads : int, optional
+        LightGBM threads.
+    memory : str or joblib.Memory, optional
+        ``Pipeline(memory=...)``: caches the fitted steps, so that a grid
+        search over later steps trains the booster once per fold.
 
     Returns
     -------
@@ -75,16 +118,48 @@ def build_pipeline(
         ``smooth``, ``segment``, ``merge`` (and ``taxonomy``).
         ``predict(df)`` gives the final label of each row in input order;
         ``transform(df)`` the frame annotated by every stage.
+
+    Examples
+    --------
+    >>> pipeline = build_pipeline(num_boost_round=20, reject_threshold=0.5)
+    >>> pipeline.get_params()["calibrate__method"]
+    'temperature'
+    >>> [name for name, _ in pipeline.steps][:3]
+    ['encode', 'predict', 'calibrate']
     """
     vocabulary = (
         None
         if cat_encoders is None
         else {column: vocabulary_of(enc) for column, enc in cat_encoders.items()}
     )
+    if calibration is None:
+        calibration = "identity" if booster is not None else "temperature"
     steps: list[tuple[str, Any]] = [
-        ("encode", CategoricalEncoder(vocabulary, schema_version=schema_version)),
-        ("predict", BoosterPredictor(booster, schema_version=schema_version)),
-        ("calibrate", Calibrator(calibrator, calibrator_store)),
+        (
+            "encode",
+            CategoricalEncoder(
+                vocabulary, schema_version=schema_version, random_state=random_state
+            ),
+        ),
+        (
+            "predict",
+            BoosterPredictor(
+                booster,
+                schema_version=schema_version,
+                params=booster_params,
+                num_boost_round=num_boost_round,
+                class_weight=class_weight,
+                n_folds=n_folds,
+                random_state=random_state,
+                num_threads=num_threads,
+            ),
+        ),
+        (
+            "calibrate",
+            Calibrator(
+                calibrator, calibrator_store, method=calibration, per_user=per_user_calibration
+            ),
+        ),
         ("reject", Rejector(reject_threshold)),
         ("smooth", MajoritySmoother(smooth_window, max_gap_seconds)),
         ("segment", Segmenter(bucket_seconds, max_gap_seconds)),
@@ -92,4 +167,4 @@ def build_pipeline(
     ]
     if taxonomy is not None:
         steps.append(("taxonomy", TaxonomyMapper(taxonomy)))
-    return Pipeline(steps)
+    return Pipeline(steps, memory=memory)

@@ -290,3 +290,13 @@ def test_stage_lists_missing_probability_columns():
     df = proba_frame(np.full((2, 8), 0.125)).drop(columns=["proba_Meet", "proba_Write"])
     with pytest.raises(MissingColumnsError, match="'proba_Meet', 'proba_Write'"):
         Calibrator(TemperatureCalibrator(2.0)).transform(df)
+
+
+def test_isotonic_map_never_returns_nan_outside_the_fitted_range():
+    rng = np.random.default_rng(0)
+    regs = [IsotonicRegression().fit(rng.uniform(0.2, 0.8, 50), rng.random(50)) for _ in range(8)]
+    proba = np.full((2, 8), 0.125)
+    proba[0, 0], proba[1, 0] = 0.01, 0.99
+    out = IsotonicCalibrator(regs).calibrate(proba)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)

@@ -217,3 +217,10 @@ def test_user_id_keeps_the_callers_values_and_its_code_goes_beside_it():
     assert out["user_id_encoded"].cat.codes.tolist() == [1, -1, 0]
     assert out["app_id"].cat.codes.tolist() == [0, -1, 0]
     assert list(out.columns) == ["user_id", "app_id", "user_id_encoded"]
+
+
+def test_given_vocabulary_is_not_masked_at_fit_transform():
+    frame = pd.DataFrame({"app_id": ["a", "b"] * 500})
+    encoder = CategoricalEncoder({"app_id": ["__unknown__", "a", "b"]}, unknown_mask_rate=0.5)
+    fitted = encoder.fit_transform(frame)
+    pd.testing.assert_frame_equal(fitted, encoder.transform(frame))

@@ -211,3 +211,15 @@ def test_user_feature_comes_from_its_encoding(small, encoder, encoders_v1):
     assert matrix[:, column].tolist() == [-1.0] * len(small)
     known = feature_matrix(encoder.transform(small), SCHEMA_V1)[:, column]
     assert known.tolist() == encoders_v1["user_id"].transform(small["user_id"]).tolist()
+
+
+def test_prediction_in_row_blocks_equals_one_call(frame_v1, encoder, booster_v1, monkeypatch):
+    import taskclf.predict as predict_module
+
+    encoded = encoder.transform(frame_v1.drop(columns="label"))
+    whole = booster_v1.predict(feature_matrix(encoded, SCHEMA_V1))
+    monkeypatch.setattr(predict_module, "PREDICT_ROWS", 100)
+    monkeypatch.setattr(predict_module, "_FILL_ROWS", 7)
+    blocks = BoosterPredictor(booster_v1).predict_proba(encoded)
+    assert len(encoded) > 300 and len(encoded) % 100 != 0
+    np.testing.assert_array_equal(blocks, whole)

@@ -1,0 +1,130 @@
+"""Training helpers shared by the stages that learn: labels and folds.
+
+:func:`check_labels` turns the caller's ``y`` (core label strings) into
+class codes; :func:`group_folds` splits labelled rows into group-aware
+folds (by user, or by UTC day when there is one user) for out-of-fold
+predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from taskclf._columns import BUCKET_START_TS, USER_ID
+from taskclf.core.time import timestamps_ns
+from taskclf.core.types import CLASS_ORDER
+from taskclf.exceptions import InputError, InvalidParameterError
+
+_CLASSES = pd.Index(CLASS_ORDER)
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
+    """Class codes (int64, class order) of the core label strings ``y``.
+
+    Parameters
+    ----------
+    y : array-like of str
+        One core label per row.
+    n_rows : int
+        Number of rows of the frame ``y`` labels.
+    where : str
+        Name of the caller, for messages.
+
+    Raises
+    ------
+    InputError
+        When ``y`` is missing, its length differs from ``n_rows``, or it
+        holds a value that is not one of the eight core labels (named).
+
+    Examples
+    --------
+    >>> check_labels(["Build", "BreakIdle"], 2, "fit").tolist()
+    [1, 0]
+    """
+    if y is None:
+        raise InputError(f"{where} learns from labels: pass y, one core label per row")
+    values = pd.Series(np.asarray(y, dtype=object).ravel())
+    if len(values) != n_rows:
+        raise InputError(f"{where}: y has {len(values)} labels but X has {n_rows} rows")
+    codes = _CLASSES.get_indexer(pd.Index(values))
+    if len(codes) and codes.min() < 0:
+        bad = values[codes < 0]
+        raise InputError(
+            f"{where}: y holds {bad.iloc[0]!r} (row {int(bad.index[0])}), which is not "
+            f"one of the core labels {list(CLASS_ORDER)}"
+        )
+    return codes.astype(np.int64, copy=False)
+
+
+def check_n_folds(n_folds: object) -> int:
+    """Validate a number of folds: an integer from 2 to 100."""
+    if (
+        isinstance(n_folds, bool)
+        or not isinstance(n_folds, (int, np.integer))
+        or not 2 <= n_folds <= 100
+    ):
+        raise InvalidParameterError(f"n_folds must be an integer in [2, 100], got {n_folds!r}")
+    return int(n_folds)
+
+
+def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """The group of each row for out-of-fold splitting, and what it is.
+
+    Rows are grouped by ``user_id`` when the frame holds several users,
+    else by UTC day of ``bucket_start_ts`` when it spans several days,
+    else each row is its own group, numbered by its rank in time (or
+    position, without timestamps).
+
+    Returns
+    -------
+    groups : ndarray of int64, shape (n,)
+    kind : {"user", "day", "row"}
+    """
+    if USER_ID in X.columns:
+        codes, users = pd.factorize(X[USER_ID])
+        if len(users) > 1:
+            return codes.astype(np.int64, copy=False), "user"
+    if BUCKET_START_TS not in X.columns:
+        return np.arange(len(X), dtype=np.int64), "row"
+    ts = timestamps_ns(X, BUCKET_START_TS)
+    days = ts // _NS_PER_DAY
+    if len(np.unique(days)) > 1:
+        return days.astype(np.int64, copy=False), "day"
+    rank = np.empty(len(X), dtype=np.int64)
+    rank[np.argsort(ts, kind="stable")] = np.arange(len(X))
+    return rank, "row"
+
+
+def group_folds(X: pd.DataFrame, n_folds: int) -> np.ndarray:
+    """The held-out fold of each row: a whole group always falls in one fold.
+
+    Uses ``min(n_folds, number of groups)`` folds of
+    :class:`sklearn.model_selection.GroupKFold` over :func:`fold_groups`;
+    with one group per row (one user, one day) the folds are contiguous
+    blocks of time instead.
+
+    Returns
+    -------
+    ndarray of int8, shape (n,)
+        Fold index of each row, from 0.
+
+    Raises
+    ------
+    InputError
+        When there are fewer than two rows to split.
+    """
+    n_folds = check_n_folds(n_folds)
+    groups, kind = fold_groups(X)
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise InputError(f"out-of-fold predictions need at least 2 rows to split, got {len(X)}")
+    splits = min(n_folds, n_groups)
+    if kind == "row":
+        return (groups * splits // len(X)).astype(np.int8)
+    fold = np.empty(len(X), dtype=np.int8)
+    for k, (_, test) in enumerate(GroupKFold(splits).split(groups, groups=groups)):
+        fold[test] = k
+    return fold

@@ -1,0 +1,353 @@
+"""Fast grid search over the post-processing steps of a pipeline.
+
+:class:`PostprocessingSearchCV` searches the same grid as
+``sklearn.model_selection.GridSearchCV`` and reports the same scores, but
+fits the steps before the first swept one (encoding, the model,
+calibration) once per fold instead of once per candidate and fold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, clone, is_classifier
+from sklearn.metrics import check_scoring, get_scorer_names
+from sklearn.model_selection import ParameterGrid, check_cv
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted, indexable
+
+from taskclf.exceptions import InvalidParameterError, NotFittedError
+
+__all__ = ["PostprocessingSearchCV"]
+
+
+class _FittedPrefix(TransformerMixin, BaseEstimator):
+    """The fitted first steps of a pipeline, remembering their outputs.
+
+    Stands in for those steps at the head of a pipeline whose remaining
+    steps are being tuned: ``fit_transform`` of the training frame returns
+    what the steps' own ``fit_transform`` returned (out-of-fold
+    probabilities included) without refitting, and ``transform`` computes
+    each frame's output once and then returns it again for the same frame
+    object. It is frozen: ``fit`` does nothing and ``clone`` returns it.
+    """
+
+    def __init__(self, prefix: Pipeline | None = None) -> None:
+        self.prefix = prefix
+
+    def remember_fit(self, X: Any, Xt: Any) -> _FittedPrefix:
+        """Record ``Xt`` as the ``fit_transform`` output of the frame ``X``."""
+        self._fitted = (X, Xt)
+        self._seen: list[tuple[Any, Any]] = []
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def __sklearn_clone__(self) -> _FittedPrefix:
+        return self
+
+    def fit(self, X: Any, y: Any = None) -> _FittedPrefix:
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **_: Any) -> Any:
+        source, out = self._fitted
+        if X is not source:
+            raise InvalidParameterError("the cached steps were fitted on another frame")
+        return out
+
+    def transform(self, X: Any) -> Any:
+        for source, out in self._seen:
+            if X is source:
+                return out
+        assert self.prefix is not None
+        out = self.prefix.transform(X)
+        self._seen.append((X, out))
+        return out
+
+
+def _take(data: Any, rows: np.ndarray) -> Any:
+    if data is None:
+        return None
+    if isinstance(data, (pd.DataFrame, pd.Series)):
+        return data.iloc[rows]
+    return np.asarray(data)[rows]
+
+
+def _param_columns(candidates: Sequence[Mapping[str, Any]]) -> dict[str, np.ma.MaskedArray]:
+    """``param_<name>`` columns: one masked array per parameter name."""
+    names = sorted({name for params in candidates for name in params})
+    columns = {}
+    for name in names:
+        column: np.ma.MaskedArray = np.ma.MaskedArray(
+            np.empty(len(candidates), dtype=object), mask=True
+        )
+        for i, params in enumerate(candidates):
+            if name in params:
+                column[i] = params[name]
+        columns[f"param_{name}"] = column
+    return columns
+
+
+def _rank(means: np.ndarray) -> np.ndarray:
+    """Rank 1 for the best mean score; NaN scores rank with the worst."""
+    if np.isnan(means).all():
+        return np.ones(len(means), dtype=np.int32)
+    filled = np.where(np.isnan(means), np.nanmin(means) - 1, means)
+    return np.asarray(rankdata(-filled, method="min"), dtype=np.int32)
+
+
+class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
+    """Grid search over the later steps of a pipeline, fitting the model once per fold.
+
+    Same interface and results as ``sklearn.model_selection.GridSearchCV``
+    for a :class:`~sklearn.pipeline.Pipeline` (for instance one made by
+    :func:`taskclf.build_pipeline`). Whatever comes before the first step
+    the grid touches (encoding, the booster, calibration when the grid
+    sweeps ``reject__threshold`` and ``smooth__window``) is fitted once per
+    fold; each candidate then fits and scores only the remaining steps on
+    the remembered intermediate frames. Every candidate is scored by
+    calling ``scoring(estimator, X_test, y_test)`` on a pipeline of the
+    fitted first steps and the candidate's remaining steps, so scores equal
+    GridSearchCV's exactly (given a deterministic model, as
+    :class:`~taskclf.BoosterPredictor` is).
+
+    Parameters
+    ----------
+    estimator : sklearn.pipeline.Pipeline
+        The pipeline to tune.
+    param_grid : dict or list of dict
+        Parameter names (``"<step>__<param>"``, or a step name to swap the
+        whole step) mapped to lists of values, as for GridSearchCV.
+    scoring : str or callable, optional
+        One metric: a scikit-learn scorer name, a taskclf scorer name
+        (:data:`taskclf.metrics.SCORERS`, e.g. ``"segmental_f1@50"``), or a
+        callable ``scorer(estimator, X, y) -> float`` such as
+        :func:`taskclf.metrics.get_scorer`'s. ``None`` uses the pipeline's
+        ``score``.
+    cv : int, cross-validation generator or iterable, optional
+        As GridSearchCV's ``cv`` (``None``: 5 folds); pass ``groups`` to
+        ``fit`` for group-aware splitters such as ``GroupKFold``.
+    refit : bool, default True
+        Refit the best candidate on all rows as ``best_estimator_``.
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarray
+        ``params``, ``param_<name>``, ``split<i>_test_score``,
+        ``mean_test_score``, ``std_test_score``, ``rank_test_score``,
+        ``mean_fit_time``/``std_fit_time`` (fitting of the remaining
+        steps) and ``mean_score_time``/``std_score_time``.
+    best_index_ : int
+        Candidate with rank 1 (the first of them).
+    best_score_ : float
+        Its mean test score.
+    best_params_ : dict
+        Its parameters.
+    best_estimator_ : Pipeline
+        The pipeline refitted on all rows with ``best_params_`` (``refit``).
+    n_splits_ : int
+        Number of folds.
+    scorer_ : callable
+        The scorer used.
+    split_step_ : str
+        The first swept step; the steps before it were fitted once per fold.
+    prefix_fit_times_ : ndarray
+        Seconds spent fitting the shared first steps, per fold.
+    refit_time_ : float
+        Seconds spent refitting the best candidate.
+
+    See Also
+    --------
+    sklearn.model_selection.GridSearchCV : the general search it matches.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import GroupKFold
+    >>> from taskclf import build_pipeline
+    >>> search = PostprocessingSearchCV(
+    ...     build_pipeline(num_boost_round=20),
+    ...     {"reject__threshold": [0.3, 0.5], "smooth__window": [1, 3]},
+    ...     scoring="accuracy",
+    ...     cv=GroupKFold(3),
+    ... )
+    >>> sorted(search.get_params()["param_grid"])
+    ['reject__threshold', 'smooth__window']
+    """
+
+    def __init__(
+        self,
+        estimator: Pipeline,
+        param_grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]],
+        *,
+        scoring: Any = None,
+        cv: Any = None,
+        refit: bool = True,
+    ) -> None:
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.scoring = scoring
+        self.cv = cv
+        self.refit = refit
+
+    def _split_index(self, candidates: Sequence[Mapping[str, Any]]) -> int:
+        """Index of the first step any candidate changes."""
+        if not isinstance(self.estimator, Pipeline):
+            raise InvalidParameterError(
+                "PostprocessingSearchCV tunes a sklearn Pipeline, got "
+                f"{type(self.estimator).__name__}"
+            )
+        names = [name for name, _ in self.estimator.steps]
+        first = len(names)
+        for params in candidates:
+            for key in params:
+                step = key.split("__", 1)[0]
+                if step not in names:
+                    raise InvalidParameterError(
+                        f"parameter {key!r} names no step of the pipeline; steps are {names}"
+                    )
+                first = min(first, names.index(step))
+        return first
+
+    def _scorer(self) -> Any:
+        if callable(self.scoring):
+            return self.scoring
+        if isinstance(self.scoring, str):
+            from taskclf.metrics import SCORERS, get_scorer
+
+            if self.scoring not in get_scorer_names() and self.scoring in SCORERS:
+                return get_scorer(self.scoring)
+        if self.scoring is None or isinstance(self.scoring, str):
+            return check_scoring(self.estimator, self.scoring)
+        raise InvalidParameterError(
+            f"scoring must be one metric (a name or a callable), got {self.scoring!r}"
+        )
+
+    def _candidate(self, params: Mapping[str, Any]) -> Pipeline:
+        pipeline: Pipeline = clone(self.estimator)
+        return pipeline.set_params(**clone(dict(params), safe=False))
+
+    def fit(self, X: Any, y: Any = None, groups: Any = None) -> PostprocessingSearchCV:
+        """Score every candidate on every fold and pick the best.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Feature rows.
+        y : array-like of str
+            Core label of each row.
+        groups : array-like, optional
+            Group of each row, for group-aware splitters.
+
+        Returns
+        -------
+        self
+        """
+        candidates = list(ParameterGrid(self.param_grid))
+        if not candidates:
+            raise InvalidParameterError("param_grid gives no candidate")
+        # The last step is always refitted per candidate: it is what predicts.
+        split = min(self._split_index(candidates), len(self.estimator.steps) - 1)
+        for params in candidates:  # refuse bad names or values before any work
+            self._candidate(params)
+        scorer = self._scorer()
+        X, y, groups = indexable(X, y, groups)
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        folds = list(cv.split(X, y, groups))
+
+        n_candidates, n_splits = len(candidates), len(folds)
+        scores = np.empty((n_candidates, n_splits), dtype=np.float64)
+        fit_times = np.empty_like(scores)
+        score_times = np.empty_like(scores)
+        prefix_times = np.zeros(n_splits, dtype=np.float64)
+        head = self.estimator.steps[:split]
+        for s, (train, test) in enumerate(folds):
+            X_train, y_train = _take(X, train), _take(y, train)
+            X_test, y_test = _take(X, test), _take(y, test)
+            cached: _FittedPrefix | None = None
+            if head:
+                started = time.perf_counter()
+                steps = [(name, clone(step)) for name, step in head]
+                prefix = Pipeline(steps, memory=self.estimator.memory)
+                Xt_train = prefix.fit_transform(X_train, y_train)
+                cached = _FittedPrefix(prefix).remember_fit(X_train, Xt_train)
+                prefix_times[s] = time.perf_counter() - started
+            for c, params in enumerate(candidates):
+                started = time.perf_counter()
+                pipeline = self._candidate(params)
+                if cached is not None:
+                    tail = pipeline.steps[split:]
+                    pipeline = Pipeline([(_unique_name(tail), cached), *tail])
+                pipeline.fit(X_train, y_train)
+                fitted = time.perf_counter()
+                score = scorer(pipeline, X_test, y_test)
+                if not isinstance(score, (int, float, np.number)):
+                    raise InvalidParameterError(
+                        f"scoring must give one number per call, got {type(score).__name__}; "
+                        "multi-metric scoring is not supported"
+                    )
+                scores[c, s] = score
+                fit_times[c, s] = fitted - started
+                score_times[c, s] = time.perf_counter() - fitted
+
+        results: dict[str, Any] = {}
+        for key, array in (("fit_time", fit_times), ("score_time", score_times)):
+            mean = np.average(array, axis=1)
+            results[f"mean_{key}"] = mean
+            results[f"std_{key}"] = np.sqrt(np.average((array - mean[:, None]) ** 2, axis=1))
+        results.update(_param_columns(candidates))
+        results["params"] = candidates
+        for s in range(n_splits):
+            results[f"split{s}_test_score"] = scores[:, s]
+        means = np.average(scores, axis=1)
+        results["mean_test_score"] = means
+        results["std_test_score"] = np.sqrt(np.average((scores - means[:, None]) ** 2, axis=1))
+        results["rank_test_score"] = _rank(means)
+
+        self.cv_results_ = results
+        self.best_index_ = int(results["rank_test_score"].argmin())
+        self.best_score_ = float(means[self.best_index_])
+        self.best_params_ = candidates[self.best_index_]
+        self.n_splits_ = n_splits
+        self.scorer_ = scorer
+        self.multimetric_ = False
+        self.split_step_ = self.estimator.steps[split][0]
+        self.prefix_fit_times_ = prefix_times
+        if self.refit:
+            started = time.perf_counter()
+            self.best_estimator_ = self._candidate(self.best_params_).fit(X, y)
+            self.refit_time_ = time.perf_counter() - started
+        return self
+
+    def _best(self) -> Pipeline:
+        check_is_fitted(self, "cv_results_")
+        if not self.refit:
+            raise NotFittedError(
+                "PostprocessingSearchCV(refit=False) keeps no best_estimator_ to use"
+            )
+        return self.best_estimator_
+
+    def predict(self, X: Any) -> Any:
+        """``best_estimator_.predict(X)``."""
+        return self._best().predict(X)
+
+    def transform(self, X: Any) -> Any:
+        """``best_estimator_.transform(X)``."""
+        return self._best().transform(X)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """The scorer's value of ``best_estimator_`` on ``X, y``."""
+        return float(self.scorer_(self._best(), X, y))
+
+
+def _unique_name(steps: Sequence[tuple[str, Any]]) -> str:
+    taken = {name for name, _ in steps}
+    name = "fitted"
+    while name in taken:
+        name += "_"
+    return name

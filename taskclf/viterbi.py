@@ -1,0 +1,208 @@
+"""Viterbi smoothing: the most likely label path along each timeline.
+
+:func:`sticky_log_transitions` builds the transition model,
+:func:`viterbi_codes` is the vectorized decoding kernel over many
+timelines at once, and :class:`ViterbiSmoother` is the pipeline stage, a
+drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
+``smooth`` step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from taskclf._base import FrameTransformer, label_codes, labels_from_codes, require_columns
+from taskclf._columns import BUCKET_START_TS, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
+from taskclf._timeline import check_positive_seconds, find_timelines
+from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS
+from taskclf.core.types import N_CLASSES
+from taskclf.exceptions import InvalidParameterError
+
+MIXED_CODE = N_CLASSES
+"""Code of ``Mixed/Unknown`` in the label columns."""
+
+DEFAULT_SWITCH_PROB = 0.02
+PROBA_FLOOR = 1e-12
+
+
+def check_switch_prob(value: object) -> float:
+    """Validate a switch probability: a number in the open interval (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidParameterError(f"switch_prob must be a number in (0, 1), got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise InvalidParameterError(f"switch_prob must lie in (0, 1), got {value!r}")
+    return float(value)
+
+
+def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np.ndarray:
+    """Log transition matrix of the sticky model.
+
+    A label stays with probability ``1 - switch_prob`` and moves to each
+    of the other ``n_classes - 1`` labels with probability
+    ``switch_prob / (n_classes - 1)``.
+
+    Examples
+    --------
+    >>> np.exp(sticky_log_transitions(0.7, 8))[0, :3].round(3).tolist()
+    [0.3, 0.1, 0.1]
+    """
+    off = np.log(switch_prob / (n_classes - 1))
+    table = np.full((n_classes, n_classes), off)
+    np.fill_diagonal(table, np.log1p(-switch_prob))
+    return table
+
+
+def viterbi_codes(
+    log_emission: np.ndarray, bounds: np.ndarray, log_transition: np.ndarray
+) -> np.ndarray:
+    """Most likely state path of each timeline (Viterbi decoding).
+
+    Row ``t`` of a timeline scores state ``j`` as
+    ``max_i(score[t-1, i] + log_transition[i, j]) + log_emission[t, j]``;
+    the first row starts from its emission (a uniform prior, which adds
+    the same constant to every path, is left out). Ties go to the lowest
+    state, both in the back-pointers and at the end.
+
+    All timelines are decoded together: the loop steps over positions
+    within a timeline (``0 … longest - 1``), each step working on every
+    timeline still running and every pair of states at once, so the cost
+    is one vectorized step per position of the longest timeline.
+
+    Parameters
+    ----------
+    log_emission : ndarray of float64, shape (n, k)
+        Log emission score of each state for each row, timelines
+        concatenated in time order.
+    bounds : ndarray of int, shape (n_timelines + 1,)
+        Start position of each timeline, then ``n``.
+    log_transition : ndarray of float64, shape (k, k)
+        ``log P(next = j | previous = i)`` at ``[i, j]``.
+
+    Returns
+    -------
+    ndarray of int8, shape (n,)
+        The decoded state of each row.
+
+    Examples
+    --------
+    >>> e = np.log([[0.9, 0.1], [0.4, 0.6], [0.9, 0.1]])
+    >>> a = np.log([[0.9, 0.1], [0.1, 0.9]])
+    >>> viterbi_codes(e, np.array([0, 3]), a).tolist()
+    [0, 0, 0]
+    >>> viterbi_codes(e, np.array([0, 1, 2, 3]), a).tolist()
+    [0, 1, 0]
+    """
+    n, k = log_emission.shape
+    path = np.zeros(n, dtype=np.int8)
+    if n == 0:
+        return path
+    starts = np.asarray(bounds[:-1], dtype=np.int64)
+    lengths = np.diff(bounds).astype(np.int64)
+    # Longest timelines first: the timelines still running at position t
+    # are then a prefix of this order.
+    by_length = np.argsort(-lengths, kind="stable")
+    starts, lengths = starts[by_length], lengths[by_length]
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    longest = int(lengths[0])
+    # running[t]: how many timelines have a row at position t.
+    running = np.searchsorted(-lengths, -np.arange(1, longest + 1), side="right")
+
+    score = log_emission[starts].copy()  # (timelines, k)
+    back = np.empty((n, k), dtype=np.int8)  # back-pointer of each row and state
+    for t in range(1, longest):
+        m = int(running[t])
+        rows = starts[:m] + t
+        candidates = score[:m, :, None] + log_transition  # (m, previous, next)
+        best = candidates.argmax(axis=1)
+        back[rows] = best
+        score[:m] = candidates.max(axis=1)
+        score[:m] += log_emission[rows]
+
+    state = score.argmax(axis=1).astype(np.int8)
+    for t in range(longest - 1, -1, -1):
+        m = int(running[t])
+        rows = starts[:m] + t
+        path[rows] = state[:m]
+        if t:
+            state[:m] = back[rows, state[:m]]
+    return path
+
+
+class ViterbiSmoother(FrameTransformer):
+    """Pipeline stage: Viterbi decoding of the calibrated probabilities.
+
+    A drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
+    ``smooth`` step: adds ``smoothed_label``, the most likely label path of
+    each timeline under a sticky Markov model. The calibrated
+    probabilities are the emission scores (``log(clip(p, 1e-12))``); a
+    label stays with probability ``1 - switch_prob`` and moves to each of
+    the seven others with probability ``switch_prob / 7``. Paths never
+    cross a timeline boundary (a user's rows in time order, split where
+    buckets start more than ``max_gap_seconds`` apart).
+
+    Rejected rows: a row with ``is_rejected`` (or, without that column, a
+    ``raw_label`` of ``Mixed/Unknown``) keeps ``Mixed/Unknown`` as its
+    smoothed label, and its emission is flat (the same score for every
+    label): the path runs through it carried by its neighbours alone,
+    so an unsure bucket neither votes nor breaks a task in two.
+
+    ``switch_prob = 7/8`` makes every transition equally likely, and the
+    result is each row's most probable label; small values keep labels
+    for longer.
+
+    Parameters
+    ----------
+    switch_prob : float, default 0.02
+        Probability of moving to another label from one bucket to the
+        next, in (0, 1).
+    max_gap_seconds : int, default 300
+        Longest gap between bucket starts inside one timeline.
+
+    See Also
+    --------
+    taskclf.MajoritySmoother : the default smoother (rolling majority).
+    viterbi_codes : the decoding kernel.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from taskclf._columns import PROBA_COLUMNS
+    >>> p = [[0.0, 0.9, 0.1] + [0.0] * 5] * 2 + [[0.0, 0.4, 0.6] + [0.0] * 5]
+    >>> frame = pd.DataFrame(p * 2, columns=PROBA_COLUMNS)
+    >>> frame["bucket_start_ts"] = pd.date_range("2025-01-06 09:00", periods=6, freq="min")
+    >>> ViterbiSmoother(switch_prob=0.01).transform(frame)["smoothed_label"].tolist()
+    ['Build', 'Build', 'Build', 'Build', 'Build', 'Build']
+    """
+
+    def __init__(
+        self,
+        switch_prob: float = DEFAULT_SWITCH_PROB,
+        max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    ) -> None:
+        self.switch_prob = switch_prob
+        self.max_gap_seconds = max_gap_seconds
+
+    def _validate_params(self) -> None:
+        check_switch_prob(self.switch_prob)
+        check_positive_seconds(self.max_gap_seconds, "max_gap_seconds")
+
+    def _rejected(self, X: pd.DataFrame) -> np.ndarray:
+        if IS_REJECTED in X.columns:
+            return X[IS_REJECTED].to_numpy(dtype=bool)
+        if RAW_LABEL in X.columns:
+            return label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
+        return np.zeros(len(X), dtype=bool)
+
+    def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        require_columns(X, [*PROBA_COLUMNS, BUCKET_START_TS], type(self).__name__)
+        timelines = find_timelines(X, self.max_gap_seconds)
+        proba = timelines.to_sorted(X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64))
+        rejected = timelines.to_sorted(self._rejected(X))
+        log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
+        log_emission[rejected] = 0.0
+        transitions = sticky_log_transitions(check_switch_prob(self.switch_prob))
+        codes = viterbi_codes(log_emission, timelines.bounds, transitions)
+        codes[rejected] = MIXED_CODE
+        return X.assign(**{SMOOTHED_LABEL: labels_from_codes(timelines.to_input(codes))})

@@ -1,0 +1,292 @@
+"""Training a pipeline: pipeline.fit(df, y) with real LightGBM models."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_frame
+from joblib import Memory
+from sklearn.base import clone
+
+from taskclf import BoosterPredictor, CategoricalEncoder, build_pipeline
+from taskclf._columns import PROBA_COLUMNS
+from taskclf._folds import check_labels, fold_groups, group_folds
+from taskclf.core.schema import get_schema
+from taskclf.core.types import CLASS_ORDER
+from taskclf.exceptions import InputError, InvalidParameterError, NotFittedError
+
+SMALL = {"num_leaves": 7, "max_bin": 31}
+FAST = {"num_boost_round": 10, "num_threads": 1}
+"""Small and quick models: tests check behaviour, not accuracy."""
+
+
+@pytest.fixture(scope="module")
+def labelled() -> tuple[pd.DataFrame, pd.Series]:
+    """Four users, 480 minutes each, every user doing all eight tasks."""
+    frame = make_frame(n_users=4, minutes=480, seed=2)
+    return frame.drop(columns="label"), frame["label"]
+
+
+@pytest.fixture(scope="module")
+def fitted(labelled):
+    X, y = labelled
+    return build_pipeline(booster_params=SMALL, **FAST).fit(X, y)
+
+
+def proba_of(frame: pd.DataFrame) -> np.ndarray:
+    return frame[list(PROBA_COLUMNS)].to_numpy()
+
+
+def test_fitted_pipeline_predicts_new_rows_of_the_same_tasks(fitted):
+    new = make_frame(n_users=2, minutes=240, seed=7)
+    predicted = fitted.predict(new.drop(columns="label"))
+    assert (predicted == new["label"].to_numpy()).mean() > 0.9
+
+
+def test_booster_is_multiclass_over_the_eight_classes_with_categoricals_declared(fitted):
+    stage = fitted.named_steps["predict"]
+    booster = stage.booster_
+    assert isinstance(booster, lgb.Booster)
+    assert booster.num_trees() == FAST["num_boost_round"] * 8
+    schema = get_schema("v1")
+    infos = booster.dump_model()["feature_infos"]
+    for j, name in enumerate(schema.feature_columns):
+        categorical = name in schema.categorical_columns
+        assert bool(infos[f"Column_{j}"]["values"]) == categorical, name
+    assert list(stage.classes_) == list(CLASS_ORDER)
+
+
+def test_training_is_deterministic(labelled):
+    X, y = labelled
+    Xe = CategoricalEncoder().fit_transform(X, y)
+    first = BoosterPredictor(params=SMALL, **FAST).fit(Xe, y).booster_.model_to_string()
+    second = BoosterPredictor(params=SMALL, **FAST).fit(Xe, y).booster_.model_to_string()
+    assert first == second
+
+
+def test_params_override_the_lightgbm_defaults(labelled):
+    X, y = labelled
+    Xe = CategoricalEncoder().fit_transform(X, y)
+    stage = BoosterPredictor(params={"num_leaves": 3}, **FAST).fit(Xe, y)
+    leaves = [tree["num_leaves"] for tree in stage.booster_.dump_model()["tree_info"]]
+    assert max(leaves) <= 3
+    assert stage.lightgbm_params()["num_leaves"] == 3
+    assert stage.lightgbm_params()["num_threads"] == 1
+
+
+def test_balanced_class_weight_raises_the_probability_of_a_rare_class():
+    # Build is rare (30 rows) and drawn from features overlapping Debug's.
+    rng = np.random.default_rng(0)
+    frame = make_frame(n_users=2, minutes=600, seed=1)
+    rare = np.flatnonzero(frame["label"].to_numpy() == "Debug")[:30]
+    labels = np.where(frame["label"].to_numpy() == "Build", "Debug", frame["label"].to_numpy())
+    labels[rare] = "Build"
+    X = frame.drop(columns="label")
+    numeric = [c for c in X.columns if X[c].dtype == np.float64]
+    X[numeric] = X[numeric] + rng.normal(scale=3.0, size=(len(X), len(numeric)))
+    Xe = CategoricalEncoder().fit_transform(X, labels)
+
+    def build_proba(class_weight: object) -> float:
+        stage = BoosterPredictor(class_weight=class_weight, params=SMALL, **FAST)
+        stage.fit(Xe, labels)
+        return float(stage.predict_proba(Xe)[labels == "Build", 1].mean())
+
+    balanced, unweighted = build_proba("balanced"), build_proba(None)
+    assert balanced > unweighted + 0.1
+
+
+def test_labels_are_checked(labelled):
+    X, y = labelled
+    pipeline = build_pipeline(**FAST)
+    bad = y.to_numpy().copy()
+    bad[5] = "Coding"
+    with pytest.raises(InputError, match="'Coding'"):
+        pipeline.fit(X, bad)
+    with pytest.raises(InputError, match=f"{len(y) - 1} labels but X has {len(y)} rows"):
+        pipeline.fit(X, y[1:])
+    with pytest.raises(InputError, match="pass y"):
+        pipeline.fit(X)
+    assert check_labels(np.array(["Write", "Build"]), 2, "x").tolist() == [7, 1]
+
+
+def test_bad_training_parameters_are_refused(labelled):
+    X, y = labelled
+    Xe = CategoricalEncoder().fit_transform(X, y)
+    for bad in (
+        {"num_boost_round": 0},
+        {"n_folds": 1},
+        {"class_weight": "even"},
+        {"class_weight": {"Coding": 2.0}},
+        {"num_threads": -1},
+        {"params": ["num_leaves"]},
+    ):
+        with pytest.raises(InvalidParameterError):
+            BoosterPredictor(**bad).fit(Xe, y)
+
+
+def test_an_untrained_stage_refuses_to_predict(labelled):
+    X, _ = labelled
+    with pytest.raises(NotFittedError):
+        BoosterPredictor().transform(X)
+
+
+def test_out_of_fold_rows_are_scored_by_a_model_that_never_saw_them(labelled):
+    X, y = labelled
+    Xe = CategoricalEncoder().fit_transform(X, y)
+    stage = BoosterPredictor(n_folds=3, params=SMALL, **FAST)
+    oof = proba_of(stage.fit_transform(Xe, y))
+    fold = stage.oof_fold_
+    users = X["user_id"].to_numpy()
+    # Group-aware: each user is held out in exactly one fold.
+    assert all(len(np.unique(fold[users == u])) == 1 for u in np.unique(users))
+    assert sorted(np.unique(fold).tolist()) == [0, 1, 2]
+    for k in range(3):
+        held_out = fold == k
+        model = clone(stage).fit(Xe[~held_out], y[~held_out])
+        np.testing.assert_array_equal(oof[held_out], model.predict_proba(Xe[held_out]))
+    # transform after fit uses the model trained on all rows.
+    full = clone(stage).fit(Xe, y).predict_proba(Xe)
+    np.testing.assert_array_equal(proba_of(stage.transform(Xe)), full)
+
+
+def test_out_of_fold_probabilities_do_not_reflect_memorization():
+    # Random labels: only memorization fits them.
+    frame = make_frame(n_users=3, minutes=150, seed=4)
+    labels = np.asarray(CLASS_ORDER)[np.random.default_rng(1).integers(0, 8, len(frame))]
+    X = frame.drop(columns="label")
+    Xe = CategoricalEncoder().fit_transform(X, labels)
+    stage = BoosterPredictor(
+        params={"min_data_in_leaf": 1, "num_leaves": 63, "learning_rate": 0.5, "max_bin": 63},
+        num_boost_round=25,
+        num_threads=1,
+    )
+    oof = proba_of(stage.fit_transform(Xe, labels))
+    in_sample = stage.predict_proba(Xe)
+    in_sample_accuracy = (np.asarray(CLASS_ORDER)[in_sample.argmax(1)] == labels).mean()
+    oof_accuracy = (np.asarray(CLASS_ORDER)[oof.argmax(1)] == labels).mean()
+    assert in_sample_accuracy > 0.9
+    assert oof_accuracy < 0.2
+
+
+def test_folds_fall_back_to_days_then_to_blocks_of_time():
+    frame = make_frame(n_users=1, minutes=60)
+    days = pd.concat(
+        [
+            frame.assign(bucket_start_ts=frame["bucket_start_ts"] + pd.Timedelta(days=d))
+            for d in (0, 1, 2)
+        ],
+        ignore_index=True,
+    )
+    groups, kind = fold_groups(days)
+    assert kind == "day"
+    fold = group_folds(days, 5)  # three days give three folds
+    assert sorted(np.unique(fold).tolist()) == [0, 1, 2]
+    assert all(len(np.unique(fold[groups == g])) == 1 for g in np.unique(groups))
+
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    assert fold_groups(shuffled)[1] == "row"
+    fold = group_folds(shuffled, 3)
+    ts = shuffled["bucket_start_ts"].to_numpy()
+    # contiguous in time: every row of fold k starts before every row of fold k + 1
+    for k in range(2):
+        assert ts[fold == k].max() < ts[fold == k + 1].min()
+    assert np.bincount(fold).tolist() == [20, 20, 20]
+    with pytest.raises(InputError, match="at least 2 rows"):
+        group_folds(frame.iloc[:1], 3)
+
+
+def test_a_pretrained_booster_stays_frozen_through_fit_and_clone(booster_v1, encoders_v1, frame_v1):
+    pipeline = build_pipeline(booster_v1, encoders_v1)
+    before = booster_v1.model_to_string()
+    X, y = frame_v1.drop(columns="label"), frame_v1["label"]
+    ready = pipeline.predict(X)
+    pipeline.fit(X)  # nothing to learn: labels are optional
+    assert np.isnan(pipeline.named_steps["calibrate"].log_loss_before_)
+    pipeline.fit(X, y)
+    assert pipeline.named_steps["calibrate"].log_loss_before_ > 0
+    stage = pipeline.named_steps["predict"]
+    assert stage.booster is booster_v1
+    assert not hasattr(stage, "booster_")
+    assert booster_v1.model_to_string() == before
+    assert clone(pipeline).named_steps["predict"] is stage
+    np.testing.assert_array_equal(pipeline.predict(X), ready)
+    # without maps or an explicit method the calibration is the identity
+    assert pipeline.get_params()["calibrate__method"] == "identity"
+
+
+def test_an_unfitted_trainable_stage_clones_like_any_estimator(fitted):
+    stage = fitted.named_steps["predict"]
+    copy = clone(stage)
+    assert copy is not stage
+    assert not hasattr(copy, "booster_")
+    assert copy.get_params() == stage.get_params()
+
+
+def test_new_parameters_work_with_get_params_set_params_and_clone():
+    pipeline = build_pipeline(
+        booster_params={"num_leaves": 7},
+        num_boost_round=12,
+        class_weight=None,
+        n_folds=4,
+        calibration="isotonic",
+        per_user_calibration=True,
+        num_threads=2,
+    )
+    params = pipeline.get_params()
+    assert params["predict__params"] == {"num_leaves": 7}
+    assert params["predict__num_boost_round"] == 12
+    assert params["predict__class_weight"] is None
+    assert params["predict__n_folds"] == 4
+    assert params["predict__num_threads"] == 2
+    assert params["calibrate__method"] == "isotonic"
+    assert params["calibrate__per_user"] is True
+    pipeline.set_params(predict__num_boost_round=5, calibrate__method="temperature")
+    copy = clone(pipeline)
+    assert copy.get_params()["predict__num_boost_round"] == 5
+    assert copy.get_params()["calibrate__method"] == "temperature"
+    assert copy.named_steps["predict"] is not pipeline.named_steps["predict"]
+
+
+def test_joblib_round_trip_of_a_fitted_pipeline(fitted, labelled, tmp_path):
+    import joblib
+
+    X, _ = labelled
+    path = tmp_path / "pipeline.joblib"
+    joblib.dump(fitted, path)
+    loaded = joblib.load(path)
+    pd.testing.assert_frame_equal(loaded.transform(X), fitted.transform(X))
+
+
+def test_unseen_users_are_predicted_on_their_own_timelines(fitted):
+    # Two users the model never saw, at the same minutes: they must not be
+    # merged into one "__unknown__" user (which would duplicate rows).
+    new = make_frame(n_users=2, minutes=120, seed=9).drop(columns="label")
+    new["user_id"] = np.repeat(["newcomer_a", "newcomer_b"], 120)
+    out = fitted.transform(new)
+    assert out["user_id"].tolist() == new["user_id"].tolist()
+    assert set(out["user_id_encoded"].astype(object)) == {"__unknown__"}
+    assert out.groupby("user_id")["segment_id"].nunique().sum() == out["segment_id"].nunique()
+
+
+def test_memory_caching_trains_the_booster_once(labelled, tmp_path, monkeypatch):
+    X, y = labelled
+    calls = []
+    train = lgb.train
+
+    def counting_train(*args, **kwargs):
+        calls.append(1)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(lgb, "train", counting_train)
+    memory = Memory(tmp_path, verbose=0)
+    first = build_pipeline(memory=memory, n_folds=2, booster_params=SMALL, **FAST).fit(X, y)
+    assert len(calls) == 3  # the full model and two fold models
+    second = build_pipeline(memory=memory, n_folds=2, booster_params=SMALL, **FAST)
+    second.set_params(reject__threshold=0.4)
+    second.fit(X, y)
+    assert len(calls) == 3  # loaded from the cache
+    np.testing.assert_array_equal(
+        proba_of(first[:3].transform(X)), proba_of(second[:3].transform(X))
+    )
