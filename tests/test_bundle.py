@@ -397,3 +397,28 @@ def test_recorded_training_fingerprint_is_saved(booster_v1, encoders_v1, frame_v
     assert load_bundle(path).named_steps["predict"].training_fingerprint_ == expected
     directory = export_bundle_dir(pipe, tmp_path / "m")
     assert read_bundle_dir_info(directory).metadata.training_fingerprint == expected
+
+
+def test_pipeline_fitted_by_taskclf(frame_v1, tmp_path):
+    from taskclf.bundle import record_training
+    from taskclf.exceptions import NotFittedError
+
+    X, y = frame_v1.drop(columns="label"), frame_v1["label"]
+    unfitted = build_pipeline(num_boost_round=5, num_threads=1)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        save_bundle(unfitted, tmp_path / "unfitted.taskclf")
+    assert not (tmp_path / "unfitted.taskclf").exists()
+    fitted = record_training(unfitted.fit(X, y), X, y)
+    path = save_bundle(fitted, tmp_path / "fitted.taskclf")
+    meta = read_bundle_info(path).metadata
+    assert meta.training_fingerprint == training_fingerprint(X, y)
+    assert set(meta.training_metrics) == {
+        "oof_brier_before",
+        "oof_brier_after",
+        "oof_log_loss_before",
+        "oof_log_loss_after",
+    }
+    assert meta.params["predict__num_boost_round"] == 5
+    assert meta.params["calibrate__method"] == "temperature"
+    loaded = load_bundle(path)
+    pd.testing.assert_frame_equal(loaded.transform(X), fitted.transform(X))

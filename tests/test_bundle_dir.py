@@ -524,3 +524,27 @@ def test_hostile_taxonomy_is_refused(pipeline, taxonomy_config, tmp_path):
     edit_json(directory, "pipeline.json", forged_resolver)
     with pytest.raises(BundleError, match="pipeline.json"):
         load_bundle_dir(directory)
+
+
+def test_fitted_pipeline_with_viterbi_smoothing_round_trips(frame_v1, tmp_path, no_unpickling):
+    """A pipeline fitted by taskclf (learned vocabulary, booster, isotonic
+    calibration per user) with the Viterbi smoother in the smooth step."""
+    from taskclf.viterbi import ViterbiSmoother
+
+    X, y = frame_v1.drop(columns="label"), frame_v1["label"]
+    fitted = build_pipeline(
+        num_boost_round=6,
+        calibration="isotonic",
+        per_user_calibration=True,
+        reject_threshold=0.35,
+        num_threads=1,
+    )
+    fitted.set_params(smooth=ViterbiSmoother(switch_prob=0.05))
+    fitted.set_params(calibrate__min_user_rows=50, calibrate__min_user_days=1)
+    fitted.fit(X, y)
+    assert fitted.named_steps["calibrate"].store_ is not None
+    loaded = load_bundle_dir(export_bundle_dir(fitted, tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.transform(X), fitted.transform(X), check_exact=True)
+    assert isinstance(loaded.named_steps["smooth"], ViterbiSmoother)
+    metrics = read_bundle_dir_info(tmp_path / "model").metadata.training_metrics
+    assert metrics is not None and metrics["oof_log_loss_after"] > 0
