@@ -132,6 +132,10 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _fraction_or_none(text: str) -> float | None:
+    return None if text.strip().lower() == "none" else _fraction(text)
+
+
 def _number_list(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
     def parse(text: str) -> list[T]:
         values = [kind(part) for part in text.split(",") if part.strip()]
@@ -761,7 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(handler=cmd_synth)
 
     def training_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--rounds", type=_positive_int, default=100, help="boosting rounds")
+        sub.add_argument(
+            "--rounds", type=_positive_int, default=100, help="boosting rounds (default 100)"
+        )
         sub.add_argument(
             "--calibration",
             choices=("identity", "temperature", "isotonic"),
@@ -817,14 +823,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("features", metavar="FEATURES", help="labelled CSV/Parquet file or dir")
     source = tune.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", help="tune a saved bundle file or directory")
-    source.add_argument("--train", action="store_true", help="train a pipeline first")
+    source.add_argument(
+        "--train",
+        action="store_true",
+        help="train a pipeline in each fold (and, for --out, on all rows)",
+    )
     tune.add_argument("--sha256", default=None, help="expected SHA-256 of the bundle file")
     training_options(tune)
     tune.add_argument(
         "--thresholds",
-        type=_number_list(_fraction),
+        type=_number_list(_fraction_or_none),
         default=[0.3, 0.4, 0.5, 0.55, 0.6],
-        help="comma-separated (default 0.3,0.4,0.5,0.55,0.6)",
+        help="comma-separated; 'none' rejects nothing (default 0.3,0.4,0.5,0.55,0.6)",
     )
     tune.add_argument(
         "--windows",
