@@ -10,10 +10,12 @@ left half-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import textwrap
+import threading
 import time
 import traceback
 import warnings
@@ -77,18 +79,44 @@ class Console:
             items, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, disable=None
         )
 
-    def bar(self, *, total: int, desc: str, unit: str = "it") -> Any:
-        """A tqdm bar to ``update`` by hand, or a silent stand-in."""
-        if not self.quiet:
+    def bar(self, *, total: int | None, desc: str, unit: str = "it", **options: Any) -> Any:
+        """A tqdm bar to ``update`` by hand (on a terminal), or a silent stand-in."""
+        if not self.quiet and sys.stderr.isatty():
             try:
                 from tqdm.auto import tqdm
             except ImportError:
                 pass
             else:
                 return tqdm(
-                    total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, disable=None
+                    total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, **options
                 )
         return _SilentBar()
+
+    @contextlib.contextmanager
+    def working(self, desc: str) -> Iterator[None]:
+        """An elapsed-time bar while a step that reports no progress runs.
+
+        LightGBM training inside ``pipeline.fit`` gives no progress events,
+        so the bar shows that work goes on and for how long.
+        """
+        bar = self.bar(total=None, desc=desc, unit="s", bar_format="{desc}: {elapsed} elapsed")
+        if isinstance(bar, _SilentBar):
+            yield
+            return
+        done = threading.Event()
+
+        def tick() -> None:
+            while not done.wait(0.5):
+                bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
+            bar.close()
 
 
 class _SilentBar:
@@ -365,18 +393,19 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         raise InputError(f"features {args.features!r} hold no rows to train on")
     console.say(f"training on {len(X)} rows ({args.rounds} rounds) ...")
     started = time.perf_counter()
-    pipeline = train_pipeline(
-        X,
-        y,
-        rounds=args.rounds,
-        calibration=args.calibration,
-        seed=args.seed,
-        reject_threshold=args.reject_threshold,
-        smooth_window=args.smooth_window,
-        learning_rate=args.learning_rate,
-        num_leaves=args.num_leaves,
-        threads=args.threads,
-    )
+    with console.working("training"):
+        pipeline = train_pipeline(
+            X,
+            y,
+            rounds=args.rounds,
+            calibration=args.calibration,
+            seed=args.seed,
+            reject_threshold=args.reject_threshold,
+            smooth_window=args.smooth_window,
+            learning_rate=args.learning_rate,
+            num_leaves=args.num_leaves,
+            threads=args.threads,
+        )
     seconds = time.perf_counter() - started
     extra = {"trained_on": str(args.features), "rows": len(X)}
     digest = save_model(pipeline, Path(args.out), pickle_free=args.pickle_free, extra=extra)
@@ -488,7 +517,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
         f"searching {len(args.thresholds) * len(args.windows)} candidates x {args.cv} folds "
         f"on {len(X)} rows ..."
     )
-    search.fit(X, y, groups=groups)
+    with console.working("searching"):
+        search.fit(X, y, groups=groups)
     results = pd.DataFrame(search.cv_results_)
     table = results[
         [
@@ -602,16 +632,17 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
     console.say(f"2. training ({args.rounds} rounds) ...")
     X, y = split_labels(read_features(features_dir / "train.csv"), "train.csv")
-    pipeline = train_pipeline(
-        X,
-        y,
-        rounds=args.rounds,
-        calibration="temperature",
-        seed=args.seed,
-        reject_threshold=0.4,
-        smooth_window=None,
-        threads=args.threads,
-    )
+    with console.working("training"):
+        pipeline = train_pipeline(
+            X,
+            y,
+            rounds=args.rounds,
+            calibration="temperature",
+            seed=args.seed,
+            reject_threshold=0.4,
+            smooth_window=None,
+            threads=args.threads,
+        )
     bundle = out / "model.taskclf"
     digest = save_model(pipeline, bundle, pickle_free=False, extra={"demo": True})
     save_model(pipeline, out / "model", pickle_free=True, extra={"demo": True})
