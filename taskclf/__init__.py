@@ -4,6 +4,8 @@ The batch-inference stages are scikit-learn transformers chained by
 :func:`build_pipeline` into one ``sklearn.pipeline.Pipeline``.
 """
 
+from taskclf.bundle import load_bundle, read_bundle_info, save_bundle
+from taskclf.bundle_dir import export_bundle_dir, load_bundle_dir
 from taskclf.calibration import (
     Calibrator,
     CalibratorStore,
@@ -45,6 +47,11 @@ __all__ = [
     "TemperatureCalibrator",
     "ViterbiSmoother",
     "build_pipeline",
+    "export_bundle_dir",
     "frame_to_segments",
+    "load_bundle",
+    "load_bundle_dir",
     "load_taxonomy",
+    "read_bundle_info",
+    "save_bundle",
 ]

@@ -90,8 +90,17 @@ class ReaderError(InputError):
     """A features, segments or configuration file cannot be read."""
 
 
+class TaskclfWarning(UserWarning):
+    """Base class of the warnings taskclf issues."""
+
+
+class BundleVersionWarning(TaskclfWarning):
+    """A bundle was saved with other (compatible) library versions than these."""
+
+
 __all__ = [
     "BundleError",
+    "BundleVersionWarning",
     "ColumnTypeError",
     "DuplicateRowsError",
     "InputError",
@@ -102,6 +111,7 @@ __all__ = [
     "ReaderError",
     "SchemaMismatchError",
     "TaskclfError",
+    "TaskclfWarning",
     "TaxonomyError",
     "TimestampError",
 ]

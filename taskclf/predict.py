@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,6 +149,14 @@ def booster_schema(booster: Any, schema_version: str | None) -> FeatureSchema:
     return guessed
 
 
+def training_data_fingerprint(matrix: np.ndarray, codes: np.ndarray) -> str:
+    """SHA-256 (hex) of a training matrix and its label codes, as the model saw them."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(matrix, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def predict_matrix(booster: Any, matrix: np.ndarray) -> np.ndarray:
     """``booster.predict`` checked to give one probability column per class."""
     if len(matrix) == 0:
@@ -292,6 +301,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         The model trained on all rows (trainable stage only).
     oof_fold_ : ndarray of int8
         Held-out fold of each training row (set by ``fit_transform``).
+    training_fingerprint_ : str
+        SHA-256 of the training matrix and labels; saved bundles record it.
     classes_ : ndarray of str
         The eight classes in class order.
 
@@ -442,6 +453,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             return self
         matrix, codes, categorical = self._training_data(X, y)
         self.booster_ = self._train(matrix, codes, categorical)
+        self.training_fingerprint_ = training_data_fingerprint(matrix, codes)
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
@@ -459,6 +471,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             return self.fit(X, y).transform(X)
         matrix, codes, categorical = self._training_data(X, y)
         self.booster_ = self._train(matrix, codes, categorical)
+        self.training_fingerprint_ = training_data_fingerprint(matrix, codes)
         fold = group_folds(X, self.n_folds)
         proba = np.empty((len(X), N_CLASSES), dtype=np.float64)
         for k in range(int(fold.max()) + 1):

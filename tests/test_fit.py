@@ -290,3 +290,21 @@ def test_memory_caching_trains_the_booster_once(labelled, tmp_path, monkeypatch)
     np.testing.assert_array_equal(
         proba_of(first[:3].transform(X)), proba_of(second[:3].transform(X))
     )
+
+
+def test_fit_records_a_training_fingerprint_that_bundles_keep(tmp_path):
+    from taskclf import build_pipeline, load_bundle, read_bundle_info, save_bundle
+    from taskclf.synth import make_activity_frame
+
+    frame = make_activity_frame(3, 2, random_state=4)
+    X, y = frame.drop(columns="label"), frame["label"]
+    first = build_pipeline(num_boost_round=5, num_threads=1).fit(X, y)
+    again = build_pipeline(num_boost_round=5, num_threads=1).fit(X, y)
+    other = build_pipeline(num_boost_round=5, num_threads=1).fit(X.iloc[1:], y.iloc[1:])
+    fingerprint = first.named_steps["predict"].training_fingerprint_
+    assert len(fingerprint) == 64
+    assert fingerprint == again.named_steps["predict"].training_fingerprint_
+    assert fingerprint != other.named_steps["predict"].training_fingerprint_
+    save_bundle(first, tmp_path / "model.taskclf")
+    assert read_bundle_info(tmp_path / "model.taskclf").metadata.training_fingerprint == fingerprint
+    load_bundle(tmp_path / "model.taskclf")
