@@ -150,9 +150,19 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 f"got {type(self.categories).__name__}"
             )
 
+    def _given_vocabulary(self) -> dict[str, list[Any]]:
+        assert self.categories is not None
+        vocabulary = {}
+        for column, values in self.categories.items():
+            try:
+                vocabulary[column] = vocabulary_of(values)
+            except InvalidParameterError as exc:  # say which column
+                raise InvalidParameterError(f"categories[{column!r}]: {exc}") from None
+        return vocabulary
+
     def _learn(self, X: pd.DataFrame) -> dict[str, list[Any]]:
         if self.categories is not None:
-            return {c: vocabulary_of(enc) for c, enc in self.categories.items()}
+            return self._given_vocabulary()
         schema = get_schema(resolve_schema_version(X, self.schema_version))
         columns = list(schema.categorical_columns)
         missing = [c for c in columns if c not in X.columns]
@@ -209,7 +219,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         if hasattr(self, "vocabulary_"):
             return self.vocabulary_
         assert self.categories is not None
-        return {c: vocabulary_of(enc) for c, enc in self.categories.items()}
+        return self._given_vocabulary()
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with each vocabulary column as ``category`` dtype.
