@@ -39,6 +39,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder
 
+from taskclf._model_text import check_model_text
 from taskclf.bundle import (
     BundleMetadata,
     check_schema_and_labels,
@@ -424,6 +425,8 @@ def _load_booster(path: Path) -> Any:
 
     try:
         text = path.read_text(encoding="utf-8")
+        # LightGBM's parser can abort the process on malformed text: check first
+        check_model_text(text, N_CLASSES)
         booster = lgb.Booster(model_str=text)
     except (UnicodeDecodeError, OSError, lgb.basic.LightGBMError, ValueError) as exc:
         raise BundleError(f"{where} is not a LightGBM model: {exc}") from None
@@ -764,6 +767,32 @@ def _check_model_schema(pipeline: Pipeline, version: str, where: str) -> None:
         raise BundleError(
             f"{where}: the metadata says schema {version} but the model is a {found} model"
         )
+    _dry_run(pipeline, SCHEMAS[version], where)
+
+
+def _dry_run(pipeline: Pipeline, schema: Any, where: str) -> None:
+    """Run ``pipeline`` on an empty frame of ``schema``: refuse it at load if it cannot run.
+
+    Every file is valid on its own, yet the steps may not fit together (a
+    step left out, an encoder without the model's categorical columns, a
+    vocabulary of values that cannot be sorted): such a bundle would fail
+    on its first frame, so it fails here, naming the file.
+    """
+    import pandas as pd
+
+    categorical = set(schema.categorical_columns)
+    columns = {
+        name: pd.Series([], dtype=object if name in categorical else np.float64)
+        for name in schema.feature_columns
+    }
+    columns["bucket_start_ts"] = pd.Series([], dtype="datetime64[ns, UTC]")
+    try:
+        pipeline.predict(pd.DataFrame(columns))
+    except Exception as exc:
+        raise BundleError(
+            f"{where}: the pipeline cannot run (tried on an empty {schema.version} frame): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _load_legacy(directory: Path) -> Pipeline:
