@@ -284,7 +284,7 @@ def _as_lists(column: pd.Series) -> pd.Series:
     for value in pd.unique(present):  # few distinct values: loop over those
         try:
             items = json.loads(value)
-        except (TypeError, json.JSONDecodeError):
+        except (TypeError, ValueError, RecursionError):  # not JSON (or hostile JSON)
             return column
         if not isinstance(items, list):
             return column

@@ -751,6 +751,8 @@ def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ReaderError(f"taxonomy file {file}: not valid YAML: {_yaml_problem(exc)}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, a nesting bomb
+        raise ReaderError(f"taxonomy file {file}: unusable YAML: {exc}") from None
     if data is None:
         raise TaxonomyError(
             f"taxonomy file {file}: the file is empty; expected a mapping with "

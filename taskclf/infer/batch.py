@@ -332,7 +332,7 @@ def read_segments_json(path: Path) -> list[Segment]:
     path = Path(path)
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # also 5000-digit numbers, nesting bombs
         raise ReaderError(f"cannot read segments file {str(path)!r}: {exc}") from None
     if not isinstance(records, list):
         raise ReaderError(
