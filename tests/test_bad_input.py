@@ -13,9 +13,12 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +48,9 @@ from taskclf import (
     save_bundle,
 )
 from taskclf._columns import LABEL, PROBA_COLUMNS
+from taskclf._readers import read_features, write_features
 from taskclf.bundle import _PREFIX, FORMAT_VERSION, MAGIC, decode_bundle, encode_bundle
+from taskclf.cli import main
 from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
 from taskclf.exceptions import (
@@ -1517,3 +1522,296 @@ def test_any_json_edit_is_refused_naming_the_file_or_loads_a_working_pipeline(
     labels = pipeline.predict(frame)
     assert len(labels) == len(frame)
     assert set(map(str, labels)) <= set(CLASS_ORDER) | {MIXED_UNKNOWN}
+
+
+# --------------------------------------------------------------------------
+# Readers: malformed CSV and Parquet feature files name the file
+# --------------------------------------------------------------------------
+
+
+def _csv_text(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False)
+
+
+READER_CASES = {
+    "a CSV without header": (
+        "features.csv",
+        lambda f: f.to_csv(index=False, header=False).encode(),
+        ("no header row",),
+    ),
+    "text in a numeric CSV column": (
+        "features.csv",
+        lambda f: _csv_text(f.assign(keys_per_min=["fast"] + [1.0] * (len(f) - 1))).encode(),
+        ("keys_per_min", "'fast'"),
+    ),
+    "words in a boolean CSV column": (
+        "features.csv",
+        lambda f: _csv_text(f.assign(is_editor=["maybe"] * len(f))).encode(),
+        ("is_editor", "'maybe'"),
+    ),
+    "a ragged CSV row": (
+        "features.csv",
+        lambda f: (_csv_text(f.iloc[:3]) + "1,2,3," * 60 + "\n").encode(),
+        ("cannot be read as CSV",),
+    ),
+    "an empty CSV file": ("features.csv", lambda f: b"", ("is empty",)),
+    "binary garbage as CSV": (
+        "features.csv",
+        lambda f: bytes(range(256)) * 16,
+        ("binary",),
+    ),
+    "Latin-1 bytes in a CSV": (
+        "features.csv",
+        lambda f: _csv_text(f.assign(app_id="caf\u00e9")).encode("latin-1"),
+        ("not UTF-8",),
+    ),
+    "an unnamed CSV column": (
+        "features.csv",
+        lambda f: _csv_text(f.rename(columns={"mouse_distance": ""})).encode(),
+        ("empty column name",),
+    ),
+    "binary garbage as Parquet": (
+        "features.parquet",
+        lambda f: b"PAR1" + bytes(range(256)) * 16 + b"PAR1",
+        ("cannot be read as Parquet",),
+    ),
+    "a CSV named .parquet": (
+        "features.parquet",
+        lambda f: _csv_text(f).encode(),
+        ("not a Parquet file",),
+    ),
+    "a truncated Parquet file": (
+        "features.parquet",
+        lambda f: _parquet_bytes(f)[:-300],
+        ("not a Parquet file",),
+    ),
+    "text in a numeric Parquet column": (
+        "features.parquet",
+        lambda f: _parquet_bytes(f.assign(keys_per_min=["fast"] * len(f))),
+        ("keys_per_min", "'fast'"),
+    ),
+    "an unknown suffix": ("features.json", lambda f: b"[]", ("neither CSV nor Parquet",)),
+}
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"), READER_CASES.values(), ids=READER_CASES.keys()
+)
+def test_malformed_feature_file_is_refused_naming_it(name, content, words, frame, tmp_path):
+    path = tmp_path / "my data" / name
+    path.parent.mkdir()
+    path.write_bytes(content(frame))
+    refused(lambda: read_features(path), ReaderError, str(path), *words)
+
+
+def test_header_only_feature_file_is_an_empty_frame(frame, tmp_path):
+    path = tmp_path / "features.csv"
+    path.write_text(_csv_text(frame.iloc[:0]))
+    read = read_features(path)
+    assert len(read) == 0 and list(read.columns) == list(frame.columns)
+
+
+def test_feature_directories_refuse_naming_the_directory_or_file(frame, tmp_path):
+    empty = tmp_path / "nothing here"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no features")
+    refused(lambda: read_features(empty), ReaderError, str(empty))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_features(frame, mixed / "a.csv")
+    write_features(frame.drop(columns="mouse_distance"), mixed / "b.csv")
+    refused(lambda: read_features(mixed), ReaderError, "b.csv", "mouse_distance")
+    refused(lambda: read_features(tmp_path / "absent.csv"), ReaderError, "absent.csv")
+
+
+# --------------------------------------------------------------------------
+# The command line: exit code 2, a message, no traceback, no output
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, frame, labelled, bundle_file, bundle_dir) -> dict[str, Path]:
+    """Real input files for the taskclf command."""
+    root = tmp_path_factory.mktemp("cli")
+    files = {"bundle": bundle_file, "bundle_dir": bundle_dir, "root": root}
+
+    def csv(name: str, table: pd.DataFrame) -> None:
+        files[name] = write_features(table, root / f"{name}.csv")
+
+    csv("features", frame)
+    csv("labelled", labelled)
+    csv("empty", frame.iloc[:0])
+    csv("labelled_empty", labelled.iloc[:0])
+    csv("labelled_missing", labelled.drop(columns=["keys_per_min", "app_id"]))
+    csv("unseen", frame.assign(app_id="app-never-seen", user_id=frame["user_id"] + "-new"))
+    csv("missing", frame.drop(columns=["keys_per_min", "app_id"]))
+    csv("duplicates", pd.concat([frame, frame.iloc[[4]]], ignore_index=True))
+    csv("v2_declared", frame.assign(schema_version="v2"))
+    csv(
+        "unlabelled_known",
+        labelled.assign(label=labelled["label"].where(frame.index != 2, "Coding")),
+    )
+    bad_ts = frame["bucket_start_ts"].map(lambda t: t.isoformat()).astype(object)
+    bad_ts.iloc[5] = "half past nine"
+    csv("bad_timestamps", frame.assign(bucket_start_ts=bad_ts))
+    garbage = root / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    files["garbage"] = garbage
+    flipped = bytearray(bundle_file.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x10
+    files["flipped"] = root / "flipped.taskclf"
+    files["flipped"].write_bytes(bytes(flipped))
+    taxonomy = root / "taxonomy.yaml"
+    taxonomy.write_text("buckets:\n  - name: Coding\n    core_labels: [Build, Programming]\n")
+    files["taxonomy"] = taxonomy
+    return files
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``taskclf ARGS`` in this process: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse refuses its arguments this way
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+CLI_CASES = {
+    "infer: features that do not exist": (
+        ["infer", "{root}/absent.csv", "--bundle", "{bundle}"],
+        ("absent.csv", "does not exist"),
+    ),
+    "infer: garbage features": (["infer", "{garbage}", "--bundle", "{bundle}"], ("garbage.csv",)),
+    "infer: missing columns": (
+        ["infer", "{missing}", "--bundle", "{bundle}"],
+        ("'keys_per_min'", "'app_id'"),
+    ),
+    "infer: a duplicate row": (
+        ["infer", "{duplicates}", "--bundle", "{bundle}"],
+        ("duplicate", "'user0'"),
+    ),
+    "infer: an unparseable timestamp": (
+        ["infer", "{bad_timestamps}", "--bundle", "{bundle}"],
+        ("'half past nine'",),
+    ),
+    "infer: another schema": (
+        ["infer", "{v2_declared}", "--bundle", "{bundle}"],
+        ("'v2'", "v1"),
+    ),
+    "infer: a damaged bundle": (
+        ["infer", "{features}", "--bundle", "{flipped}"],
+        ("flipped.taskclf", "corrupt"),
+    ),
+    "infer: a bundle that does not exist": (
+        ["infer", "{features}", "--bundle", "{root}/absent.taskclf"],
+        ("absent.taskclf",),
+    ),
+    "infer: a wrong pinned digest": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--sha256", "0" * 64],
+        ("SHA-256",),
+    ),
+    "infer: a digest pinned on a directory": (
+        ["infer", "{features}", "--bundle", "{bundle_dir}", "--sha256", "0" * 64],
+        ("--sha256",),
+    ),
+    "infer: a threshold above 1": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--reject-threshold", "1.5"],
+        ("--reject-threshold", "1.5"),
+    ),
+    "infer: a threshold that is no number": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--reject-threshold", "high"],
+        ("--reject-threshold", "'high'"),
+    ),
+    "infer: a window of 0": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--smooth-window", "0"],
+        ("--smooth-window", "0"),
+    ),
+    "infer: an unknown taxonomy label": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--taxonomy", "{taxonomy}"],
+        ("taxonomy.yaml", "'Programming'"),
+    ),
+    "infer: a taxonomy that does not exist": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--taxonomy", "{root}/absent.yaml"],
+        ("absent.yaml",),
+    ),
+    "train: no label column": (["train", "{features}"], ("'label'",)),
+    "train: an unknown label": (["train", "{unlabelled_known}"], ("'Coding'",)),
+    "train: missing columns": (["train", "{labelled_missing}"], ("'keys_per_min'", "'app_id'")),
+    "train: no leaves": (["train", "{labelled}", "--num-leaves", "0"], ("--num-leaves",)),
+    "train: empty features": (["train", "{labelled_empty}"], ("no rows",)),
+    "inspect: a damaged bundle": (["inspect", "{flipped}"], ("flipped.taskclf",)),
+    "inspect: a feature file": (["inspect", "{features}"], ("not a taskclf bundle",)),
+    "report: no predictions": (["report", "{root}"], ("segments.json",)),
+}
+
+
+@pytest.mark.parametrize(("args", "words"), CLI_CASES.values(), ids=CLI_CASES.keys())
+def test_cli_refuses_with_exit_2_and_leaves_nothing(args, words, cli_files, capsys, tmp_path):
+    out = tmp_path / "out"
+    command = [a.format(**cli_files) for a in args]
+    if command[0] == "train":
+        command += ["--out", str(out / "model.taskclf"), "--rounds", "2", "--threads", "1"]
+    elif command[0] in ("infer", "report"):
+        command += ["--out", str(out)]
+    code, _, err = run_cli(capsys, *command)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "error" in err
+    for word in words:
+        assert word in err, err
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_cli_empty_features_give_empty_outputs(cli_files, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(
+        capsys, "infer", cli_files["empty"], "--bundle", cli_files["bundle"], "--out", out
+    )
+    assert code == 0, err
+    assert "0 rows" in stdout
+    assert len(pd.read_csv(out / "predictions.csv")) == 0
+    assert json.loads((out / "segments.json").read_text()) == []
+
+
+@pytest.mark.parametrize("bundle", ["bundle", "bundle_dir"])
+def test_cli_unseen_values_are_not_errors(bundle, cli_files, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "infer", cli_files["unseen"], "--bundle", cli_files[bundle], "--out", out
+    )
+    assert code == 0, err
+    assert len(pd.read_csv(out / "predictions.csv")) == len(read_features(cli_files["unseen"]))
+
+
+def _subprocess_cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "taskclf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["infer: missing columns", "infer: a damaged bundle", "infer: a threshold above 1"],
+)
+def test_the_real_command_refuses_the_same_way(case, cli_files, tmp_path):
+    args, words = CLI_CASES[case]
+    out = tmp_path / "out"
+    result = _subprocess_cli(*[a.format(**cli_files) for a in args], "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+    assert not out.exists()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -11,8 +15,16 @@ import pandas as pd
 import pytest
 from conftest import make_frame
 
-from taskclf import CalibratorStore, TemperatureCalibrator, build_pipeline, frame_to_segments
-from taskclf.infer.batch import run_batch_inference
+from taskclf import (
+    CalibratorStore,
+    TemperatureCalibrator,
+    build_pipeline,
+    frame_to_segments,
+    load_bundle,
+    save_bundle,
+)
+from taskclf._readers import read_features, write_features
+from taskclf.infer.batch import read_segments_json, run_batch_inference
 from taskclf.viterbi import ViterbiSmoother
 
 THREADS = 8
@@ -112,3 +124,39 @@ def test_threads_through_the_functional_api(booster_v1, encoders_v1, frames):
         assert got.smoothed_labels == expected.smoothed_labels
         assert got.segments == expected.segments
         np.testing.assert_array_equal(got.core_probs, expected.core_probs)
+
+
+def test_concurrent_cli_runs_do_not_interfere(booster_v1, encoders_v1, frame_v1, tmp_path):
+    """Four ``python -m taskclf infer`` processes at once, one output directory each."""
+    bundle = save_bundle(
+        build_pipeline(booster_v1, encoders_v1, reject_threshold=0.45), tmp_path / "m.taskclf"
+    )
+    inputs = []
+    for k in range(4):  # different inputs, so that a mix-up would show
+        frame = frame_v1.drop(columns="label").iloc[k * 40 :]
+        inputs.append(write_features(frame, tmp_path / f"features-{k}.csv"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "taskclf", "infer", str(path), "--bundle", str(bundle),
+             "--out", str(tmp_path / f"out-{k}"), "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for k, path in enumerate(inputs)
+    ]  # fmt: skip
+    for process in runs:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+
+    pipeline = load_bundle(bundle)
+    for k, path in enumerate(inputs):
+        out = tmp_path / f"out-{k}"
+        assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "segments.json"]
+        written = pd.read_csv(out / "predictions.csv")
+        expected = pipeline.predict(read_features(path))
+        np.testing.assert_array_equal(written["predicted_label"].to_numpy(), expected)
+        segments = read_segments_json(out / "segments.json")
+        assert sum(s.bucket_count for s in segments) == len(expected)
