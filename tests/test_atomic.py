@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,57 @@ def test_readers_never_see_a_partial_file_while_writing(tmp_path):
         pd.DataFrame({"a": np.arange(100_000)}).to_csv(temporary, index=False)
         pd.testing.assert_frame_equal(pd.read_csv(target), old)
     assert len(pd.read_csv(target)) == 100_000
+
+
+WRITER_OF_PREDICTIONS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import pandas as pd
+    from taskclf.infer.batch import write_predictions_csv
+
+    n = int(sys.argv[2])
+    frame = pd.DataFrame(
+        {"bucket_start_ts": pd.date_range("2025-01-06", periods=n, freq="min", tz="UTC")}
+    )
+    labels = np.where(np.arange(n) % 3 == 0, "Build", "Debug").astype(object)
+    print("writing", flush=True)
+    write_predictions_csv(frame, labels, sys.argv[1], confidences=np.full(n, 0.75))
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.5, 3.0])
+def test_prediction_writer_killed_at_any_moment_leaves_old_or_complete_file(tmp_path, delay):
+    n = 400_000
+    target = tmp_path / "predictions.csv"
+    target.write_text("bucket_start_ts,predicted_label\nold,Build\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER_OF_PREDICTIONS, str(target), str(n)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout.readline().strip() == "writing", child.stderr.read()  # type: ignore[union-attr]
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]
+    written = pd.read_csv(target)
+    # the old file, or the whole new one: never a part
+    assert len(written) in (1, n)
+    if delay < 0.1:  # writing 400 000 rows takes most of a second: killed half-way
+        assert len(written) == 1
+    if len(written) == n:
+        assert written["confidence"].eq(0.75).all()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "predictions.csv"]
+    assert all(name.startswith(".predictions.csv.") for name in leftovers)
