@@ -11,7 +11,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 
-SOURCES = ["taskclf", "tests"]
+SOURCES = ["taskclf", "tests", "benchmarks", "noxfile.py"]
 
 
 @nox.session

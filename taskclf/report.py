@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from taskclf._io import atomic_path
-from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
+from taskclf.core.types import CLASS_ORDER, LABEL_COLORS, MIXED_UNKNOWN
 from taskclf.exceptions import ReaderError
 from taskclf.infer.batch import read_segments_json
 from taskclf.segment import Segment
@@ -36,17 +36,6 @@ SUMMARY_FILE: Final = "summary.csv"
 ROWS_PER_PICTURE: Final = 40
 """Most user-days drawn in one picture; more go into numbered pictures."""
 
-LABEL_COLORS: Final[dict[str, str]] = {
-    "BreakIdle": "#9E9E9E",
-    "Build": "#1F77B4",
-    "Communicate": "#FF7F0E",
-    "Debug": "#D62728",
-    "Meet": "#9467BD",
-    "ReadResearch": "#2CA02C",
-    "Review": "#17BECF",
-    "Write": "#BCBD22",
-    MIXED_UNKNOWN: "#E0E0E0",
-}
 _OTHER_COLORS: Final = ("#8C564B", "#E377C2", "#7F7F7F", "#AEC7E8", "#FFBB78", "#98DF8A")
 _NO_USER: Final = "(all)"
 

@@ -47,6 +47,7 @@ from taskclf._columns import (
 from taskclf.core.types import (
     CLASS_INDEX,
     CLASS_ORDER,
+    LABEL_COLORS,
     LABEL_SET_V1,
     MIXED_UNKNOWN,
     N_CLASSES,
@@ -510,18 +511,6 @@ class TaxonomyConfig:
         return tuple(bucket.name for bucket in self.resolved_buckets)
 
 
-_DEFAULT_COLORS: Final[dict[str, str]] = {
-    "BreakIdle": "#7F7F7F",
-    "Build": "#1F77B4",
-    "Communicate": "#FF7F0E",
-    "Debug": "#D62728",
-    "Meet": "#9467BD",
-    "ReadResearch": "#2CA02C",
-    "Review": "#17BECF",
-    "Write": "#BCBD22",
-}
-
-
 def default_taxonomy() -> TaxonomyConfig:
     """Return the identity taxonomy: one bucket per core label, in class order.
 
@@ -536,9 +525,7 @@ def default_taxonomy() -> TaxonomyConfig:
     ('BreakIdle', 'Build', 'Communicate')
     """
     return TaxonomyConfig(
-        tuple(
-            TaxonomyBucket(label, (label,), color=_DEFAULT_COLORS[label]) for label in CLASS_ORDER
-        )
+        tuple(TaxonomyBucket(label, (label,), color=LABEL_COLORS[label]) for label in CLASS_ORDER)
     )
 
 

@@ -37,7 +37,21 @@ OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)
 """Categories of every label column the pipeline writes: the classes, then
 ``Mixed/Unknown`` (code 8)."""
 
+LABEL_COLORS: Final[dict[str, str]] = {
+    "BreakIdle": "#9E9E9E",
+    "Build": "#1F77B4",
+    "Communicate": "#FF7F0E",
+    "Debug": "#D62728",
+    "Meet": "#9467BD",
+    "ReadResearch": "#2CA02C",
+    "Review": "#17BECF",
+    "Write": "#BCBD22",
+    MIXED_UNKNOWN: "#E0E0E0",
+}
+"""Display colour of each label (``#RRGGBB``), for reports and default taxonomies."""
+
 __all__ = [
+    "LABEL_COLORS",
     "CLASS_INDEX",
     "CLASS_ORDER",
     "LABEL_SET_V1",
