@@ -172,6 +172,16 @@ def check_finite_columns(values: np.ndarray, columns: Sequence[str]) -> None:
         )
 
 
+def label_accuracy(y_true: Any, y_pred: np.ndarray, sample_weight: Any = None) -> float:
+    """Share of rows whose final label equals ``y_true`` (the default score)."""
+    from sklearn.metrics import accuracy_score
+
+    truth = np.asarray(y_true, dtype=object)
+    if len(truth) != len(y_pred):
+        raise InputError(f"y has {len(truth)} labels but X has {len(y_pred)} rows")
+    return float(accuracy_score(truth, y_pred, sample_weight=sample_weight))
+
+
 def labels_from_codes(codes: np.ndarray) -> pd.Categorical:
     """A label column from codes over :data:`LABEL_DTYPE`."""
     return pd.Categorical.from_codes(codes, dtype=LABEL_DTYPE)

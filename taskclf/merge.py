@@ -20,6 +20,7 @@ from taskclf._base import (
     add_columns,
     check_integer,
     factorize_labels,
+    label_accuracy,
     label_codes,
     labels_from_codes,
     require_columns,
@@ -297,3 +298,11 @@ class HysteresisMerger(FrameTransformer):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Final label of each row, in input order."""
         return np.asarray(self.transform(X)[LABEL].to_numpy(dtype=object))
+
+    def score(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy of the final labels against ``y``.
+
+        The pipeline's default score, so ``GridSearchCV`` works without a
+        ``scoring`` argument; timeline measures live in :mod:`taskclf.metrics`.
+        """
+        return label_accuracy(y, self.predict(X), sample_weight)

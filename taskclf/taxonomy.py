@@ -36,7 +36,7 @@ import yaml
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._base import frame_tags
+from taskclf._base import frame_tags, label_accuracy
 from taskclf._columns import (
     IS_REJECTED,
     LABEL,
@@ -1431,6 +1431,10 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
             raise MissingColumnsError([LABEL], where="TaxonomyMapper.predict")
         self._taxonomy()  # a pipeline with an invalid taxonomy predicts nothing either
         return X[LABEL].to_numpy()
+
+    def score(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy of the final core labels against ``y`` (the pipeline's default score)."""
+        return label_accuracy(y, np.asarray(self.predict(X), dtype=object), sample_weight)
 
 
 __all__ = [

@@ -956,7 +956,6 @@ TUNING_CASES = {
         InvalidParameterError,
         ("'segmental_f1@99'", "segmental_f1@50"),
     ),
-    "no scorer": ({"scoring": None}, InvalidParameterError, ("scoring", "segmental_f1@50")),
 }
 
 

@@ -108,7 +108,7 @@ def test_gridsearchcv_with_pipeline_memory_trains_once_per_fold(labelled, count_
     assert_same_search(grid, fast)
 
 
-@pytest.mark.parametrize("scoring", ["accuracy", get_scorer("segmental_f1@50")])
+@pytest.mark.parametrize("scoring", [None, "accuracy", get_scorer("segmental_f1@50")])
 def test_fast_search_equals_gridsearchcv_on_a_frozen_booster_pipeline(
     booster_v1, encoders_v1, frame_v1, scoring
 ):
@@ -211,3 +211,10 @@ def test_search_parameters_clone():
     copy.set_params(estimator__reject__threshold=0.3)
     assert copy.estimator.named_steps["reject"].threshold == 0.3
     assert search.estimator.named_steps["reject"].threshold is None
+
+
+def test_default_score_is_the_accuracy_of_final_labels(booster_v1, encoders_v1, frame_v1):
+    X, y = frame_v1.drop(columns="label"), frame_v1["label"]
+    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.9)
+    assert pipeline.score(X, y) == accuracy_score(y, pipeline.predict(X))
+    assert 0.0 < pipeline.score(X, y) < 1.0
