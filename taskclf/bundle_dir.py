@@ -397,14 +397,20 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
+def _check_size(path: Path, limit: int) -> str:
+    """``path``'s name for messages, once it exists and holds at most ``limit`` bytes."""
     where = f"bundle file {str(path)!r}"
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise BundleError(f"{where} is missing") from None
-    if size > MAX_JSON_BYTES:
+    if size > limit:
         raise BundleError(f"{where} is absurdly large ({size} bytes)")
+    return where
+
+
+def _read_json(path: Path) -> Any:
+    where = _check_size(path, MAX_JSON_BYTES)
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # also 5000-digit numbers, nesting bombs
@@ -414,13 +420,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _load_booster(path: Path) -> Any:
-    where = f"bundle file {str(path)!r}"
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise BundleError(f"{where} is missing") from None
-    if size > MAX_MODEL_BYTES:
-        raise BundleError(f"{where} is absurdly large ({size} bytes)")
+    where = _check_size(path, MAX_MODEL_BYTES)
     import lightgbm as lgb
 
     try:
