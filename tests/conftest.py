@@ -106,3 +106,14 @@ def encoders_v1(trained_v1):
 def features_v1(frame_v1) -> pd.DataFrame:
     """A fresh copy of the v1 frame without the label column."""
     return frame_v1.drop(columns="label").copy()
+
+
+@pytest.fixture(scope="session")
+def booster_3_classes(frame_v1, encoders_v1):
+    """A real booster over the v1 feature width, trained on only 3 classes."""
+    X = frame_v1[list(get_schema("v1").feature_columns)].copy()
+    for c in get_schema("v1").categorical_columns:
+        X[c] = encoders_v1[c].transform(X[c])
+    y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
+    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
+    return lgb.train(params, lgb.Dataset(X.to_numpy(dtype=float), y), 3)

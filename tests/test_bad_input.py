@@ -326,17 +326,6 @@ def test_not_a_frame_is_refused(entry, value, booster_v1, encoders_v1):
 
 
 @pytest.fixture(scope="module")
-def booster_3_classes(frame_v1) -> lgb.Booster:
-    """A real booster over the v1 feature width, trained on only 3 classes."""
-    matrix = frame_v1[list(SCHEMA.feature_columns)].copy()
-    for column in SCHEMA.categorical_columns:
-        matrix[column] = pd.factorize(matrix[column])[0]
-    y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
-    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
-    return lgb.train(params, lgb.Dataset(matrix.to_numpy(dtype=float), y), 3)
-
-
-@pytest.fixture(scope="module")
 def booster_10_features() -> lgb.Booster:
     rng = np.random.default_rng(0)
     params = {"objective": "multiclass", "num_class": 8, "verbose": -1, "num_threads": 1}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,16 +73,6 @@ def v2_model():
     # one user's rows: without user_id the frame is a single timeline
     one_user = frame[frame["user_id"] == "user0"]
     return booster, encoders, one_user.drop(columns=["label", "user_id"])
-
-
-@pytest.fixture(scope="module")
-def booster_3_classes(frame_v1, encoders_v1):
-    X = frame_v1[list(SCHEMA_V1.feature_columns)].copy()
-    for c in SCHEMA_V1.categorical_columns:
-        X[c] = encoders_v1[c].transform(X[c])
-    y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
-    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
-    return lgb.train(params, lgb.Dataset(X.to_numpy(dtype=float), y), 3)
 
 
 def encoded_matrix(df, encoders, schema=SCHEMA_V1):

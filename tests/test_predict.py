@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,16 +51,6 @@ def small(frame_v1):
 @pytest.fixture(scope="module")
 def encoder(encoders_v1):
     return CategoricalEncoder(categories=encoders_v1)
-
-
-@pytest.fixture(scope="module")
-def booster_3_classes(frame_v1, encoders_v1):
-    X = frame_v1[list(SCHEMA_V1.feature_columns)].copy()
-    for c in SCHEMA_V1.categorical_columns:
-        X[c] = encoders_v1[c].transform(X[c])
-    y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
-    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
-    return lgb.train(params, lgb.Dataset(X.to_numpy(dtype=float), y), 3)
 
 
 def test_feature_matrix_follows_the_schema(small, encoder, encoders_v1):
