@@ -23,8 +23,8 @@ import pandas as pd
 from taskclf import build_pipeline
 from taskclf.core.schema import SCHEMA_V1
 from taskclf.core.types import CLASS_ORDER
-from taskclf.encode import CategoricalEncoder
-from taskclf.predict import feature_matrix
+from taskclf.stages.encode import CategoricalEncoder
+from taskclf.stages.model import feature_matrix
 from taskclf.synth import make_activity_frame
 
 

@@ -23,10 +23,10 @@ from sklearn.pipeline import Pipeline
 
 from taskclf import MajoritySmoother, ViterbiSmoother, build_pipeline
 from taskclf._columns import PROBA_COLUMNS
-from taskclf._timeline import find_timelines
 from taskclf.metrics import accuracy_score, segmental_f1_score
+from taskclf.stages._timeline import find_timelines
+from taskclf.stages.viterbi import sticky_log_transitions, viterbi_codes
 from taskclf.synth import make_activity_frame
-from taskclf.viterbi import sticky_log_transitions, viterbi_codes
 
 WINDOWS = (1, 3, 5, 9, 15, 25)
 SWITCH_PROBS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)

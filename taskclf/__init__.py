@@ -7,22 +7,22 @@ The batch-inference stages are scikit-learn transformers chained by
 from taskclf.bundle import load_bundle, read_bundle_info, save_bundle
 from taskclf.bundle_dir import export_bundle_dir, load_bundle_dir
 from taskclf.calibration import (
-    Calibrator,
     CalibratorStore,
     IdentityCalibrator,
     IsotonicCalibrator,
     TemperatureCalibrator,
 )
 from taskclf.core.types import CLASS_ORDER, LABEL_SET_V1, MIXED_UNKNOWN, CoreLabel
-from taskclf.encode import CategoricalEncoder
-from taskclf.merge import HysteresisMerger
 from taskclf.pipeline import build_pipeline
-from taskclf.predict import BoosterPredictor
-from taskclf.reject import Rejector
-from taskclf.segment import Segment, Segmenter, frame_to_segments
-from taskclf.smooth import MajoritySmoother
+from taskclf.stages.calibrate import Calibrator
+from taskclf.stages.encode import CategoricalEncoder
+from taskclf.stages.merge import HysteresisMerger
+from taskclf.stages.model import BoosterPredictor
+from taskclf.stages.reject import Rejector
+from taskclf.stages.segment import Segment, Segmenter, frame_to_segments
+from taskclf.stages.smooth import MajoritySmoother
+from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyConfig, TaxonomyMapper, load_taxonomy
-from taskclf.viterbi import ViterbiSmoother
 
 __version__ = "0.5.0"
 

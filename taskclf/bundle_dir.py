@@ -47,7 +47,6 @@ from taskclf.bundle import (
     predictor_of,
 )
 from taskclf.calibration import (
-    Calibrator,
     CalibratorStore,
     IdentityCalibrator,
     IsotonicCalibrator,
@@ -55,13 +54,14 @@ from taskclf.calibration import (
 )
 from taskclf.core.schema import SCHEMAS
 from taskclf.core.types import N_CLASSES
-from taskclf.encode import CategoricalEncoder
 from taskclf.exceptions import BundleError, TaskclfError, TaskclfWarning
-from taskclf.merge import HysteresisMerger
-from taskclf.predict import BoosterPredictor
-from taskclf.reject import Rejector
-from taskclf.segment import Segmenter
-from taskclf.smooth import MajoritySmoother
+from taskclf.stages.calibrate import Calibrator
+from taskclf.stages.encode import CategoricalEncoder
+from taskclf.stages.merge import HysteresisMerger
+from taskclf.stages.model import BoosterPredictor
+from taskclf.stages.reject import Rejector
+from taskclf.stages.segment import Segmenter
+from taskclf.stages.smooth import MajoritySmoother
 from taskclf.taxonomy import TaxonomyConfig, taxonomy_from_dict, taxonomy_to_dict
 
 DIR_FORMAT: Final = "taskclf-bundle-dir"
@@ -88,7 +88,7 @@ _DTYPES: Final = ("float64", "float32", "int64", "int32", "int8", "bool", "str")
 
 _OPTIONAL_STAGES: Final = (
     ("taskclf.taxonomy", "TaxonomyMapper"),
-    ("taskclf.viterbi", "ViterbiSmoother"),
+    ("taskclf.stages.viterbi", "ViterbiSmoother"),
 )
 """Stages of other modules that a ``pipeline.json`` may name."""
 

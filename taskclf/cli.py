@@ -251,7 +251,7 @@ def run_inference(
     """
     from taskclf._columns import CONFIDENCE, IS_REJECTED, LABEL, MAPPED_LABEL, PROBA_COLUMNS
     from taskclf.infer.batch import write_predictions_csv, write_segments_json
-    from taskclf.segment import frame_to_segments
+    from taskclf.stages.segment import frame_to_segments
 
     bucket_seconds = int(pipeline.get_params().get("segment__bucket_seconds", 60))
     pieces = transform_in_chunks(pipeline, frame, console)
@@ -455,9 +455,10 @@ def frozen_copy(pipeline: Any) -> Any:
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
-    from taskclf.calibration import Calibrator, IdentityCalibrator
-    from taskclf.encode import CategoricalEncoder
-    from taskclf.predict import BoosterPredictor
+    from taskclf.calibration import IdentityCalibrator
+    from taskclf.stages.calibrate import Calibrator
+    from taskclf.stages.encode import CategoricalEncoder
+    from taskclf.stages.model import BoosterPredictor
 
     steps = []
     for name, stage in pipeline.steps:

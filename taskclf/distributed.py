@@ -30,7 +30,6 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import LABEL_DTYPE
 from taskclf._columns import (
     BUCKET_START_TS,
     CONFIDENCE,
@@ -42,14 +41,15 @@ from taskclf._columns import (
     SEGMENT_ID,
     USER_ID,
 )
+from taskclf._frame import LABEL_DTYPE
 from taskclf._io import atomic_path
-from taskclf._timeline import check_positive_seconds
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS
 from taskclf.core.time import to_utc_series
 from taskclf.exceptions import InputError, InvalidParameterError, ReaderError
 from taskclf.infer.batch import write_segments_json
-from taskclf.merge import HysteresisMerger
-from taskclf.segment import Segment, Segmenter, frame_to_segments
+from taskclf.stages._timeline import check_positive_seconds
+from taskclf.stages.merge import HysteresisMerger
+from taskclf.stages.segment import Segment, Segmenter, frame_to_segments
 
 if TYPE_CHECKING:
     import dask.dataframe as dd

@@ -3,7 +3,7 @@
 Row measures (accuracy, macro F1, reject rate) look at each bucket alone.
 Timeline measures look at runs of equal labels, and a run never crosses a
 timeline boundary (one user's rows in time order, split at gaps longer
-than ``max_gap_seconds``; see :func:`taskclf._timeline.find_timelines`):
+than ``max_gap_seconds``; see :func:`taskclf.stages._timeline.find_timelines`):
 
 - segmental F1@k, the temporal action segmentation F1: predicted and true
   runs are matched by intersection over union (IoU), each true run at most
@@ -11,7 +11,7 @@ than ``max_gap_seconds``; see :func:`taskclf._timeline.find_timelines`):
 - edit score, one minus the normalized Levenshtein distance between the
   label sequences of the true and the predicted runs;
 - flap rate, label changes divided by buckets (the rule of
-  :func:`taskclf.smooth.flap_rate`);
+  :func:`taskclf.stages.smooth.flap_rate`);
 - block share, the share of predicted runs lasting at least the minimum
   block duration.
 
@@ -58,9 +58,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from sklearn.metrics import f1_score
 
-from taskclf._base import require_columns
 from taskclf._columns import BUCKET_START_TS, IS_REJECTED
-from taskclf._timeline import Timelines, check_positive_seconds, find_timelines
+from taskclf._frame import require_columns
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
     DEFAULT_MAX_GAP_SECONDS,
@@ -68,8 +67,9 @@ from taskclf.core.defaults import (
 )
 from taskclf.core.types import MIXED_UNKNOWN
 from taskclf.exceptions import ColumnTypeError, InputError, InvalidParameterError
-from taskclf.merge import check_min_duration, min_buckets_of
-from taskclf.segment import run_starts
+from taskclf.stages._timeline import Timelines, check_positive_seconds, find_timelines
+from taskclf.stages.merge import check_min_duration, min_buckets_of
+from taskclf.stages.segment import run_starts
 
 DEFAULT_OVERLAPS: tuple[float, ...] = (0.1, 0.25, 0.5)
 """IoU thresholds of the segmental F1 scores :func:`summarize` reports."""
@@ -637,7 +637,7 @@ def flap_rate_score(
 ) -> float:
     """Flap rate of the predictions over the timelines of ``X``, pooled.
 
-    The rule of :func:`taskclf.smooth.flap_rate` (label changes divided by
+    The rule of :func:`taskclf.stages.smooth.flap_rate` (label changes divided by
     buckets, not by transitions) applied per timeline and pooled: all label
     changes between consecutive buckets of one timeline, divided by all
     buckets. A change across a timeline boundary is not a change. Lower is
@@ -661,7 +661,7 @@ def flap_rate_score(
 
     See Also
     --------
-    taskclf.smooth.flap_rate : the same rule on one sequence.
+    taskclf.stages.smooth.flap_rate : the same rule on one sequence.
 
     Examples
     --------

@@ -7,19 +7,20 @@ from typing import Any
 
 from sklearn.pipeline import Pipeline
 
-from taskclf.calibration import Calibrator, CalibratorStore
+from taskclf.calibration import CalibratorStore
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
     DEFAULT_MAX_GAP_SECONDS,
     DEFAULT_SMOOTH_WINDOW,
     MIN_BLOCK_DURATION_SECONDS,
 )
-from taskclf.encode import CategoricalEncoder, vocabulary_of
-from taskclf.merge import HysteresisMerger
-from taskclf.predict import DEFAULT_N_FOLDS, DEFAULT_NUM_BOOST_ROUND, BoosterPredictor
-from taskclf.reject import Rejector
-from taskclf.segment import Segmenter
-from taskclf.smooth import MajoritySmoother
+from taskclf.stages.calibrate import Calibrator
+from taskclf.stages.encode import CategoricalEncoder, vocabulary_of
+from taskclf.stages.merge import HysteresisMerger
+from taskclf.stages.model import DEFAULT_N_FOLDS, DEFAULT_NUM_BOOST_ROUND, BoosterPredictor
+from taskclf.stages.reject import Rejector
+from taskclf.stages.segment import Segmenter
+from taskclf.stages.smooth import MajoritySmoother
 from taskclf.taxonomy import TaxonomyMapper
 
 STEP_NAMES = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")

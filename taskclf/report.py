@@ -29,7 +29,7 @@ from taskclf._io import atomic_path
 from taskclf.core.types import CLASS_ORDER, LABEL_COLORS, MIXED_UNKNOWN
 from taskclf.exceptions import ReaderError
 from taskclf.infer.batch import read_segments_json
-from taskclf.segment import Segment
+from taskclf.stages.segment import Segment
 
 SEGMENTS_FILE: Final = "segments.json"
 SUMMARY_FILE: Final = "summary.csv"

@@ -36,7 +36,6 @@ import yaml
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._base import frame_tags, label_accuracy
 from taskclf._columns import (
     IS_REJECTED,
     LABEL,
@@ -44,6 +43,7 @@ from taskclf._columns import (
     MAPPED_PROBA_PREFIX,
     PROBA_COLUMNS,
 )
+from taskclf._frame import frame_tags, label_accuracy
 from taskclf.core.types import (
     CLASS_INDEX,
     CLASS_ORDER,

@@ -42,7 +42,7 @@ from taskclf.infer.calibration import (
     TemperatureCalibrator,
 )
 from taskclf.infer.smooth import Segment
-from taskclf.segment import frame_to_segments
+from taskclf.stages.segment import frame_to_segments
 
 CSV_COLUMNS = [
     "bucket_start_ts",

@@ -529,7 +529,7 @@ def test_hostile_taxonomy_is_refused(pipeline, taxonomy_config, tmp_path):
 def test_fitted_pipeline_with_viterbi_smoothing_round_trips(frame_v1, tmp_path, no_unpickling):
     """A pipeline fitted by taskclf (learned vocabulary, booster, isotonic
     calibration per user) with the Viterbi smoother in the smooth step."""
-    from taskclf.viterbi import ViterbiSmoother
+    from taskclf.stages.viterbi import ViterbiSmoother
 
     X, y = frame_v1.drop(columns="label"), frame_v1["label"]
     fitted = build_pipeline(

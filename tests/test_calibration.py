@@ -19,7 +19,6 @@ from sklearn.isotonic import IsotonicRegression
 
 from taskclf._columns import PROBA_COLUMNS
 from taskclf.calibration import (
-    Calibrator,
     CalibratorStore,
     IdentityCalibrator,
     IsotonicCalibrator,
@@ -31,6 +30,7 @@ from taskclf.exceptions import (
     MissingColumnsError,
     ProbabilityShapeError,
 )
+from taskclf.stages.calibrate import Calibrator
 
 FLOOR = 1e-12
 

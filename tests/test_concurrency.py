@@ -25,7 +25,7 @@ from taskclf import (
 )
 from taskclf._readers import read_features, write_features
 from taskclf.infer.batch import read_segments_json, run_batch_inference
-from taskclf.viterbi import ViterbiSmoother
+from taskclf.stages.viterbi import ViterbiSmoother
 
 THREADS = 8
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 import taskclf
 from taskclf import distributed as tdd
-from taskclf._base import LABEL_DTYPE
 from taskclf._columns import LABEL, PROBA_COLUMNS, SEGMENT_ID
+from taskclf._frame import LABEL_DTYPE
 from taskclf.exceptions import (
     DuplicateRowsError,
     InputError,

@@ -17,7 +17,7 @@ MODULES = ["taskclf", *sorted(info.name for info in SUBMODULES)]
 
 
 def test_modules_are_found():
-    assert "taskclf.smooth" in MODULES
+    assert "taskclf.stages.smooth" in MODULES
     assert "taskclf.infer.batch" in MODULES
     assert "taskclf.core.schema" in MODULES
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.preprocessing import LabelEncoder
 
-from taskclf.encode import CategoricalEncoder
 from taskclf.exceptions import InvalidParameterError, MissingColumnsError
+from taskclf.stages.encode import CategoricalEncoder
 
 UNKNOWN = "__unknown__"
 

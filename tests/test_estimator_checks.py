@@ -64,7 +64,6 @@ from taskclf import (
     TemperatureCalibrator,
     build_pipeline,
 )
-from taskclf._base import FrameTransformer
 from taskclf._columns import (
     CONFIDENCE,
     IS_REJECTED,
@@ -75,10 +74,11 @@ from taskclf._columns import (
     SEGMENT_ID,
     SMOOTHED_LABEL,
 )
+from taskclf._frame import FrameTransformer
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InputError
+from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
-from taskclf.viterbi import ViterbiSmoother
 
 # A small real booster for the instances scikit-learn's decorator needs at
 # import time (the session fixtures are not available then).

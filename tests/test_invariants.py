@@ -43,9 +43,9 @@ from taskclf._columns import (
 )
 from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
-from taskclf.predict import feature_matrix
+from taskclf.stages.model import feature_matrix
+from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
-from taskclf.viterbi import ViterbiSmoother
 
 SCHEMA = get_schema("v1")
 NUMERIC = [c for c in SCHEMA.feature_columns if c not in SCHEMA.categorical_columns]

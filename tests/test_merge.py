@@ -23,8 +23,8 @@ from sklearn.base import clone
 
 from taskclf.exceptions import InputError, InvalidParameterError, MissingColumnsError
 from taskclf.infer.smooth import Segment, merge_short_segments, segmentize
-from taskclf.merge import HysteresisMerger, merge_runs, merge_segment_codes, min_buckets_of
-from taskclf.segment import Segmenter, frame_to_segments
+from taskclf.stages.merge import HysteresisMerger, merge_runs, merge_segment_codes, min_buckets_of
+from taskclf.stages.segment import Segmenter, frame_to_segments
 
 T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
 

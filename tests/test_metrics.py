@@ -39,7 +39,7 @@ from taskclf.metrics import (
     summarize,
     timeline_report,
 )
-from taskclf.smooth import flap_rate
+from taskclf.stages.smooth import flap_rate
 
 T0 = pd.Timestamp("2025-01-06 09:00")
 

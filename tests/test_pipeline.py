@@ -15,14 +15,14 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from taskclf import build_pipeline
-from taskclf._base import LABEL_DTYPE
 from taskclf._columns import PROBA_COLUMNS
+from taskclf._frame import LABEL_DTYPE
 from taskclf.core.schema import SCHEMA_V1
 from taskclf.core.types import MIXED_UNKNOWN
 from taskclf.exceptions import InvalidParameterError
 from taskclf.infer.smooth import merge_short_segments, rolling_majority, segmentize
 from taskclf.pipeline import STEP_NAMES
-from taskclf.segment import frame_to_segments
+from taskclf.stages.segment import frame_to_segments
 
 GAP = pd.Timedelta(seconds=300)
 PER_ROW = [

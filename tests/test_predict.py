@@ -14,7 +14,6 @@ from sklearn.base import clone
 from taskclf._columns import PROBA_COLUMNS
 from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2
 from taskclf.core.types import CLASS_ORDER
-from taskclf.encode import CategoricalEncoder
 from taskclf.exceptions import (
     ColumnTypeError,
     InvalidParameterError,
@@ -23,7 +22,8 @@ from taskclf.exceptions import (
     ProbabilityShapeError,
     SchemaMismatchError,
 )
-from taskclf.predict import BoosterPredictor, booster_schema, feature_matrix
+from taskclf.stages.encode import CategoricalEncoder
+from taskclf.stages.model import BoosterPredictor, booster_schema, feature_matrix
 
 
 def reference_matrix(df, encoders, schema):
@@ -203,7 +203,7 @@ def test_user_feature_comes_from_its_encoding(small, encoder, encoders_v1):
 
 
 def test_prediction_in_row_blocks_equals_one_call(frame_v1, encoder, booster_v1, monkeypatch):
-    import taskclf.predict as predict_module
+    import taskclf.stages.model as predict_module
 
     encoded = encoder.transform(frame_v1.drop(columns="label"))
     whole = booster_v1.predict(feature_matrix(encoded, SCHEMA_V1))

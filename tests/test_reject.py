@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.base import clone
 
-from taskclf._base import LABEL_DTYPE
 from taskclf._columns import PROBA_COLUMNS
+from taskclf._frame import LABEL_DTYPE
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
 from taskclf.exceptions import InvalidParameterError, MissingColumnsError
-from taskclf.reject import MIXED_CODE, Rejector, reject_codes
+from taskclf.stages.reject import MIXED_CODE, Rejector, reject_codes
 
 
 def reference_reject(proba, threshold):

@@ -18,7 +18,7 @@ from taskclf.report import (
     summarize_segments,
     write_report,
 )
-from taskclf.segment import Segment
+from taskclf.stages.segment import Segment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)

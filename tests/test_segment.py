@@ -21,7 +21,7 @@ from taskclf.exceptions import (
     MissingColumnsError,
 )
 from taskclf.infer.smooth import Segment, segmentize
-from taskclf.segment import Segmenter, frame_to_segments, run_starts
+from taskclf.stages.segment import Segmenter, frame_to_segments, run_starts
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=UTC)

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
-from taskclf._base import LABEL_DTYPE
+from taskclf._frame import LABEL_DTYPE
 from taskclf.core.types import MIXED_UNKNOWN
 from taskclf.exceptions import (
     ColumnTypeError,
@@ -24,7 +24,7 @@ from taskclf.exceptions import (
     MissingColumnsError,
 )
 from taskclf.infer.smooth import flap_rate, rolling_majority
-from taskclf.smooth import MajoritySmoother, rolling_majority_codes
+from taskclf.stages.smooth import MajoritySmoother, rolling_majority_codes
 
 T0 = pd.Timestamp("2025-01-06 09:00", tz="UTC")
 

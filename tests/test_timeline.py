@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskclf._timeline import find_timelines
 from taskclf.exceptions import (
     ColumnTypeError,
     DuplicateRowsError,
@@ -16,6 +15,7 @@ from taskclf.exceptions import (
     MissingColumnsError,
     TimestampError,
 )
+from taskclf.stages._timeline import find_timelines
 
 T0 = pd.Timestamp("2025-01-06 09:00", tz="UTC")
 

@@ -14,7 +14,7 @@ from taskclf import MIXED_UNKNOWN, ViterbiSmoother
 from taskclf._columns import IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InvalidParameterError, MissingColumnsError
-from taskclf.viterbi import sticky_log_transitions, viterbi_codes
+from taskclf.stages.viterbi import sticky_log_transitions, viterbi_codes
 
 
 def reference_viterbi(

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from taskclf._base import check_frame
 from taskclf._columns import (
     CONFIDENCE,
     IS_REJECTED,
@@ -26,18 +25,19 @@ from taskclf._columns import (
     SMOOTHED_LABEL,
     USER_ID,
 )
+from taskclf._frame import check_frame
 from taskclf._io import atomic_path, atomic_write_text
 from taskclf.calibration import CalibratorStore, check_proba
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_SMOOTH_WINDOW
 from taskclf.core.schema import get_schema, resolve_schema_version
 from taskclf.core.time import format_utc, timestamps_ns
 from taskclf.core.types import MIXED_UNKNOWN
-from taskclf.encode import CategoricalEncoder, vocabulary_of
 from taskclf.exceptions import InputError, ReaderError
 from taskclf.pipeline import build_pipeline
-from taskclf.predict import BoosterPredictor
-from taskclf.reject import check_threshold, reject_codes
-from taskclf.segment import Segment, frame_to_segments
+from taskclf.stages.encode import CategoricalEncoder, vocabulary_of
+from taskclf.stages.model import BoosterPredictor
+from taskclf.stages.reject import check_threshold, reject_codes
+from taskclf.stages.segment import Segment, frame_to_segments
 from taskclf.taxonomy import TaxonomyResolver, round_like_python
 
 __all__ = [

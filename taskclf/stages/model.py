@@ -12,9 +12,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.class_weight import compute_sample_weight
 
-from taskclf._base import add_columns, check_frame, frame_tags, require_columns
 from taskclf._columns import ENCODED_USER_ID, PROBA_COLUMNS, USER_ID
 from taskclf._folds import check_labels, check_n_folds, group_folds
+from taskclf._frame import add_columns, check_frame, frame_tags, require_columns
 from taskclf.core.schema import (
     FeatureSchema,
     check_frame_schema,

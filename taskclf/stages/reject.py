@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Tags
 
-from taskclf._base import (
+from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL
+from taskclf._frame import (
     FrameTransformer,
     add_columns,
     check_finite_columns,
@@ -16,7 +17,6 @@ from taskclf._base import (
     labels_from_codes,
     require_columns,
 )
-from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError
 

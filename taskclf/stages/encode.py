@@ -11,8 +11,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._base import add_columns, check_frame, frame_tags
 from taskclf._columns import ENCODED_USER_ID, USER_ID
+from taskclf._frame import add_columns, check_frame, frame_tags
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
     DEFAULT_UNKNOWN_MASK_RATE,

@@ -12,8 +12,8 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import check_integer
 from taskclf._columns import BUCKET_START_TS, USER_ID
+from taskclf._frame import check_integer
 from taskclf.core.time import ns_to_datetime, timestamps_ns
 from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from taskclf._base import (
+from taskclf._columns import RAW_LABEL, SMOOTHED_LABEL
+from taskclf._frame import (
     FrameTransformer,
     add_columns,
     check_integer,
@@ -21,9 +22,8 @@ from taskclf._base import (
     labels_from_codes,
     require_columns,
 )
-from taskclf._columns import RAW_LABEL, SMOOTHED_LABEL
-from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
+from taskclf.stages._timeline import check_positive_seconds, find_timelines
 
 
 def check_window(window: object) -> int:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from taskclf._base import (
+from taskclf._columns import BUCKET_START_TS, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
+from taskclf._frame import (
     FrameTransformer,
     check_finite_columns,
     label_codes,
     labels_from_codes,
     require_columns,
 )
-from taskclf._columns import BUCKET_START_TS, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
-from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError
+from taskclf.stages._timeline import check_positive_seconds, find_timelines
 
 MIXED_CODE = N_CLASSES
 """Code of ``Mixed/Unknown`` in the label columns."""

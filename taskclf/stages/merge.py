@@ -15,7 +15,8 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import (
+from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL
+from taskclf._frame import (
     FrameTransformer,
     add_columns,
     check_integer,
@@ -25,15 +26,14 @@ from taskclf._base import (
     labels_from_codes,
     require_columns,
 )
-from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL
-from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
     DEFAULT_MAX_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
 from taskclf.exceptions import ColumnTypeError
-from taskclf.segment import Segment, run_starts
+from taskclf.stages._timeline import check_positive_seconds, find_timelines
+from taskclf.stages.segment import Segment, run_starts
 
 
 def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:

@@ -16,18 +16,18 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._base import (
+from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL, USER_ID
+from taskclf._frame import (
     FrameTransformer,
     add_columns,
     factorize_labels,
     label_codes,
     require_columns,
 )
-from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL, USER_ID
-from taskclf._timeline import check_positive_seconds, find_timelines
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_MAX_GAP_SECONDS
 from taskclf.core.time import ns_to_datetime, to_utc_series, ts_utc_aware_get
 from taskclf.exceptions import InputError, MissingColumnsError
+from taskclf.stages._timeline import check_positive_seconds, find_timelines
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
