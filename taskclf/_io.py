@@ -1,47 +1,104 @@
-"""Atomic file output: write a temporary file beside the target, then rename.
+"""The one place taskclf writes and reads files.
 
-A reader never sees a half-written file, and a failure (or a kill) in the
-middle of writing leaves the old file, or none, in place.
+Writes are atomic: a file or a directory is built beside its target under a
+temporary name, then renamed into place, so a reader never sees half of it
+and a failure (an exception, Ctrl-C or SIGTERM) leaves the old target, or
+none. New files and directories get the permissions ``open()`` and
+``mkdir()`` would give under the process umask. taskclf replaces a
+directory only when it wrote it: one that is empty, or whose marker file
+says it is taskclf's and that holds nothing else.
+
+Reads take regular files only (never a FIFO, a device or ``/dev/zero``
+behind a symlink) and never more than a stated number of bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
+import stat
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from taskclf.exceptions import MissingFileError, NotOursError, ReaderError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into an exception while a write is under way, so it cleans up.
+
+    Only the main thread can set signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
-    The caller writes the whole file to the yielded path. On leaving the
-    block normally the file is fsynced and renamed onto ``path`` (and the
-    directory fsynced); on an exception the temporary file is removed.
+    The caller writes the whole file to the yielded path. On success the
+    file is synced, given the umask's permissions and renamed onto
+    ``path``; on an exception (SIGTERM included) it is removed.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    temporary = Path(name)
-    try:
-        yield temporary
-        with open(temporary, "rb+") as handle:
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-    with contextlib.suppress(OSError):
-        directory = os.open(target.parent, os.O_RDONLY)
+    with _terminate_as_interrupt():
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        temporary = Path(name)
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            yield temporary
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o666 & ~_umask())
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    _fsync_directory(target.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -54,3 +111,113 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_replaceable(
+    directory: str | os.PathLike[str], is_ours: Callable[[Path], bool], what: str
+) -> None:
+    """Refuse a ``directory`` that exists and is neither empty nor provably taskclf's.
+
+    Raises
+    ------
+    NotOursError
+        Naming the directory; nothing is touched.
+    """
+    target = Path(directory)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise NotOursError(f"{str(target)!r} exists and is not a directory; not replacing it")
+    if target.is_dir() and any(target.iterdir()) and not is_ours(target):
+        raise NotOursError(
+            f"directory {str(target)!r} is not empty and is not a {what}; "
+            "taskclf writes only into an empty directory or over its own output"
+        )
+
+
+@contextlib.contextmanager
+def atomic_directory(
+    directory: str | os.PathLike[str], is_ours: Callable[[Path], bool], what: str
+) -> Iterator[Path]:
+    """Yield an empty staging directory; put it in ``directory``'s place on success.
+
+    ``directory`` may be absent, empty, or a previous output of taskclf
+    (``is_ours`` says so); anything else is refused before any work, so
+    nothing of another tool's is ever deleted. On an exception (SIGTERM
+    included) the staging directory is removed and ``directory`` stays as
+    it was.
+
+    Parameters
+    ----------
+    directory : path-like
+        Where the finished directory goes.
+    is_ours : callable
+        Whether an existing, non-empty directory is one taskclf wrote.
+    what : str
+        What the directory is, for messages (``"taskclf bundle directory"``).
+
+    Raises
+    ------
+    NotOursError
+        When ``directory`` exists and is not ours.
+    """
+    target = Path(directory)
+    check_replaceable(target, is_ours, what)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _terminate_as_interrupt():
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        )
+        try:
+            os.chmod(staging, 0o777 & ~_umask())
+            yield staging
+            check_replaceable(target, is_ours, what)  # still ours after the work?
+            if target.exists():
+                retired = Path(
+                    tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+                )
+                os.replace(target, retired / target.name)
+                try:
+                    os.replace(staging, target)
+                except BaseException:
+                    os.replace(retired / target.name, target)
+                    raise
+                finally:
+                    shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    _fsync_directory(target.parent)
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes.
+
+    Symlinks are followed, but what they lead to must be a regular file:
+    a FIFO, a device or a directory is refused without opening it for
+    long (a FIFO is opened non-blocking), so a reader never hangs or reads
+    without end.
+
+    Raises
+    ------
+    ReaderError
+        (also a ``FileNotFoundError`` when the file is missing) naming the
+        file and the problem.
+    """
+    where = f"{what} {str(path)!r}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise MissingFileError(f"{where} does not exist") from None
+    except OSError as exc:
+        raise ReaderError(f"{where} cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ReaderError(f"{where} is not a regular file")
+        if info.st_size > limit:
+            raise ReaderError(f"{where} is too large ({info.st_size} bytes; at most {limit})")
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise ReaderError(f"{where} is too large (more than {limit} bytes)")
+    return data

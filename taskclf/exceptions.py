@@ -90,6 +90,14 @@ class ReaderError(InputError):
     """A features, segments or configuration file cannot be read."""
 
 
+class MissingFileError(ReaderError, FileNotFoundError):
+    """A file to read does not exist (also a ``FileNotFoundError``)."""
+
+
+class NotOursError(TaskclfError, FileExistsError):
+    """An output directory holds files taskclf did not write; it is left alone."""
+
+
 class TaskclfWarning(UserWarning):
     """Base class of the warnings taskclf issues."""
 
@@ -106,7 +114,9 @@ __all__ = [
     "InputError",
     "InvalidParameterError",
     "MissingColumnsError",
+    "MissingFileError",
     "NotFittedError",
+    "NotOursError",
     "ProbabilityShapeError",
     "ReaderError",
     "SchemaMismatchError",

@@ -1,0 +1,59 @@
+"""Progress of long work, for whoever listens (the command line draws bars).
+
+Library code announces a step with :func:`step` and advances it; nothing is
+shown unless a caller installed a listener with :func:`listening`. Training
+advances once per LightGBM boosting round (through LightGBM's callback), a
+search once per candidate, a reader once per file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Protocol
+
+
+class Bar(Protocol):
+    """What a listener returns for one step: advanced, then closed."""
+
+    def advance(self, amount: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Listener = Callable[[str, int], Bar]
+"""Called with a step's description and its total count; returns its bar."""
+
+_listener: ContextVar[Listener | None] = ContextVar("taskclf_progress", default=None)
+
+
+@contextlib.contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    """Report the steps started inside the block to ``listener``."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
+
+
+@contextlib.contextmanager
+def step(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A step of ``total`` units; yields the function that advances it.
+
+    Examples
+    --------
+    >>> with step("rounds", 3) as advance:
+    ...     for _ in range(3):
+    ...         advance(1)
+    """
+    listener = _listener.get()
+    if listener is None:
+        yield lambda amount=1: None
+        return
+    bar = listener(description, total)
+    try:
+        yield bar.advance
+    finally:
+        bar.close()
