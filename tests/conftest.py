@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+import dask
+import dask.dataframe as dd
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.preprocessing import LabelEncoder
 
+from taskclf import (
+    CalibratorStore,
+    TemperatureCalibrator,
+    build_pipeline,
+    distributed,
+    export_bundle_dir,
+    save_bundle,
+)
+from taskclf._readers import write_features
 from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER
+from taskclf.exceptions import (
+    ColumnTypeError,
+    DuplicateRowsError,
+    MissingColumnsError,
+    SchemaMismatchError,
+    TaskclfError,
+    TimestampError,
+)
+from taskclf.infer.batch import (
+    predict_labels,
+    predict_proba,
+    run_batch_inference,
+)
 
 APPS = {
     "BreakIdle": ["lockscreen", "music"],
@@ -117,3 +144,269 @@ def booster_3_classes(frame_v1, encoders_v1):
     y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
     params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
     return lgb.train(params, lgb.Dataset(X.to_numpy(dtype=float), y), 3)
+
+
+# Shared by the bad-input tests of every module
+
+SCHEMA = get_schema("v1")
+
+
+def refused(call: Callable[[], object], error: type[Exception], *words: str) -> Exception:
+    """Run ``call``; it must raise exactly ``error`` with every word in its message."""
+    with pytest.raises(error) as caught:
+        call()
+    assert type(caught.value) is error, f"{type(caught.value).__name__} is not {error.__name__}"
+    message = str(caught.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert isinstance(caught.value, TaskclfError)
+    return caught.value
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    """Two users, 30 minutes each, without the label column."""
+    return make_frame(n_users=2, minutes=30, seed=3).drop(columns="label")
+
+
+# --------------------------------------------------------------------------
+# Entry points: the same frame through each way in
+# --------------------------------------------------------------------------
+
+
+def via_predict(booster, encoders, frame, **params):
+    return build_pipeline(booster, encoders, **params).predict(frame)
+
+
+def via_transform(booster, encoders, frame, **params):
+    return build_pipeline(booster, encoders, **params).transform(frame)
+
+
+def via_fit(booster, encoders, frame, **params):
+    return build_pipeline(booster, encoders, **params).fit(frame).predict(frame)
+
+
+def via_batch(booster, encoders, frame, **params):
+    return run_batch_inference(booster, frame, cat_encoders=encoders, **params)
+
+
+def _on_dask(frame):
+    """A two-partition Dask frame of ``frame`` (anything else as it is)."""
+    if isinstance(frame, pd.DataFrame):
+        return dd.from_pandas(frame, npartitions=2, sort=False)
+    return frame
+
+
+def via_dask_predict(booster, encoders, frame, **params):
+    pipeline = build_pipeline(booster, encoders, **params)
+    with dask.config.set(scheduler="synchronous"):
+        return distributed.predict(pipeline, _on_dask(frame)).compute()
+
+
+def via_dask_transform(booster, encoders, frame, **params):
+    pipeline = build_pipeline(booster, encoders, **params)
+    with dask.config.set(scheduler="synchronous"):
+        return distributed.transform(pipeline, _on_dask(frame)).compute()
+
+
+ENTRY_POINTS = {
+    "pipeline.predict": via_predict,
+    "pipeline.transform": via_transform,
+    "pipeline.fit": via_fit,
+    "run_batch_inference": via_batch,
+    "distributed.predict": via_dask_predict,
+    "distributed.transform": via_dask_transform,
+}
+
+
+def via_predict_proba(booster, encoders, frame, **params):
+    return predict_proba(booster, frame, encoders)
+
+
+def via_predict_labels(booster, encoders, frame, **params):
+    from sklearn.preprocessing import LabelEncoder
+
+    return predict_labels(booster, frame, LabelEncoder().fit(list(CLASS_ORDER)), encoders)
+
+
+FEATURE_ENTRY_POINTS = {
+    **ENTRY_POINTS,
+    "predict_proba": via_predict_proba,
+    "predict_labels": via_predict_labels,
+}
+"""Entry points that read feature columns only (no timestamps)."""
+
+
+# --------------------------------------------------------------------------
+# Bad frames
+# --------------------------------------------------------------------------
+
+
+def _nat_at(frame, row):
+    ts = frame["bucket_start_ts"].copy()
+    ts.iloc[row] = pd.NaT
+    return frame.assign(bucket_start_ts=ts)
+
+
+def _text_ts(frame, row, text):
+    ts = frame["bucket_start_ts"].map(lambda t: t.isoformat()).astype(object)
+    ts.iloc[row] = text
+    return frame.assign(bucket_start_ts=ts)
+
+
+def _duplicate(frame, row):
+    return pd.concat([frame, frame.iloc[[row]]], ignore_index=True)
+
+
+class VALUE(str):
+    """A word of the message naming a value: Dask refuses a column by its dtype
+    while building the graph on an empty frame, before any value is read."""
+
+
+FEATURE_CASES = {
+    "missing feature columns": (
+        lambda f: f.drop(columns=["keys_per_min", "app_id", "hour_of_day"]),
+        MissingColumnsError,
+        ("3 required column(s)", "'keys_per_min'", "'app_id'", "'hour_of_day'"),
+    ),
+    "text in a numeric column": (
+        lambda f: f.assign(keys_per_min="fast"),
+        ColumnTypeError,
+        ("'keys_per_min'", VALUE("'fast'")),
+    ),
+    "words in a boolean column": (
+        lambda f: f.assign(is_browser=np.where(f["is_browser"], "yes", "no")),
+        ColumnTypeError,
+        ("'is_browser'", VALUE("'no'")),
+    ),
+    "timestamps in a numeric column": (
+        lambda f: f.assign(hour_of_day=f["bucket_start_ts"]),
+        ColumnTypeError,
+        ("'hour_of_day'", "datetime64"),
+    ),
+    "complex numbers": (
+        lambda f: f.assign(mouse_distance=f["mouse_distance"] + 1j),
+        ColumnTypeError,
+        ("'mouse_distance'", "complex"),
+    ),
+    "lists in a numeric column": (
+        lambda f: f.assign(clicks_per_min=[[1, 2]] * len(f)),
+        ColumnTypeError,
+        ("'clicks_per_min'", VALUE("[1, 2]")),
+    ),
+    "another schema version": (
+        lambda f: f.assign(schema_version="v2"),
+        SchemaMismatchError,
+        ("v2",),
+    ),
+    "an unknown schema version": (
+        lambda f: f.assign(schema_version="v9"),
+        SchemaMismatchError,
+        ("'v9'",),
+    ),
+    "another schema hash": (
+        lambda f: f.assign(schema_version="v1", schema_hash="a15f4751a947"),
+        SchemaMismatchError,
+        ("schema_hash", "'a15f4751a947'", "4077fe0dba70"),
+    ),
+}
+
+TIMELINE_CASES = {
+    "no bucket_start_ts": (
+        lambda f: f.drop(columns="bucket_start_ts"),
+        MissingColumnsError,
+        ("'bucket_start_ts'",),
+    ),
+    "a missing timestamp": (
+        lambda f: _nat_at(f, 7),
+        TimestampError,
+        ("'bucket_start_ts'", "1 missing", "row 7"),
+    ),
+    "an unparseable timestamp": (
+        lambda f: _text_ts(f, 4, "half past nine"),
+        TimestampError,
+        ("'bucket_start_ts'", "'half past nine'", "row 4"),
+    ),
+    "numbers as timestamps": (
+        lambda f: f.assign(bucket_start_ts=np.arange(len(f)) * 60),
+        TimestampError,
+        ("'bucket_start_ts'", "int64"),
+    ),
+    "a duplicate (user_id, bucket_start_ts) row": (
+        lambda f: _duplicate(f, 35),
+        DuplicateRowsError,
+        ("1 duplicate", "'user1'", "2025-01-06T09:05:00+00:00"),
+    ),
+    "a missing user_id": (
+        lambda f: f.assign(user_id=f["user_id"].where(f.index != 12)),
+        ColumnTypeError,
+        ("'user_id'", "1 missing", "row 12"),
+    ),
+}
+
+
+def _cases(cases, entry_points):
+    return [
+        pytest.param(entry, *case, id=f"{name} @ {entry}")
+        for name, case in cases.items()
+        for entry in entry_points
+    ]
+
+
+@pytest.fixture(scope="module")
+def labelled_frame(frame) -> pd.DataFrame:
+    """``frame`` with its true labels in a ``label`` column."""
+    source = make_frame(n_users=2, minutes=30, seed=3)
+    return frame.assign(label=source["label"].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def bundle_file(tmp_path_factory, booster_v1, encoders_v1) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "model.taskclf"
+    save_bundle(build_pipeline(booster_v1, encoders_v1, reject_threshold=0.5), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, booster_v1, encoders_v1) -> Path:
+    store = CalibratorStore(TemperatureCalibrator(1.4), {"user0": TemperatureCalibrator(0.6)})
+    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.5, calibrator_store=store)
+    return export_bundle_dir(pipeline, tmp_path_factory.mktemp("bundles") / "model")
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, frame, labelled_frame, bundle_file, bundle_dir) -> dict[str, Path]:
+    """Real input files for the taskclf command."""
+    root = tmp_path_factory.mktemp("cli")
+    files = {"bundle": bundle_file, "bundle_dir": bundle_dir, "root": root}
+
+    def csv(name: str, table: pd.DataFrame) -> None:
+        files[name] = write_features(table, root / f"{name}.csv")
+
+    csv("features", frame)
+    csv("labelled_frame", labelled_frame)
+    csv("empty", frame.iloc[:0])
+    csv("labelled_empty", labelled_frame.iloc[:0])
+    csv("labelled_missing", labelled_frame.drop(columns=["keys_per_min", "app_id"]))
+    csv("unseen", frame.assign(app_id="app-never-seen", user_id=frame["user_id"] + "-new"))
+    csv("missing", frame.drop(columns=["keys_per_min", "app_id"]))
+    csv("duplicates", pd.concat([frame, frame.iloc[[4]]], ignore_index=True))
+    csv("v2_declared", frame.assign(schema_version="v2"))
+    csv(
+        "unlabelled_known",
+        labelled_frame.assign(label=labelled_frame["label"].where(frame.index != 2, "Coding")),
+    )
+    bad_ts = frame["bucket_start_ts"].map(lambda t: t.isoformat()).astype(object)
+    bad_ts.iloc[5] = "half past nine"
+    csv("bad_timestamps", frame.assign(bucket_start_ts=bad_ts))
+    garbage = root / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    files["garbage"] = garbage
+    flipped = bytearray(bundle_file.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x10
+    files["flipped"] = root / "flipped.taskclf"
+    files["flipped"].write_bytes(bytes(flipped))
+    taxonomy = root / "taxonomy.yaml"
+    taxonomy.write_text("buckets:\n  - name: Coding\n    core_labels: [Build, Programming]\n")
+    files["taxonomy"] = taxonomy
+    return files

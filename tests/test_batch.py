@@ -4,15 +4,25 @@ errors users rely on, checked against the pipeline stages and real files."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_frame, train_booster
+from conftest import (
+    make_frame,
+    refused,
+    train_booster,
+)
 from sklearn.preprocessing import LabelEncoder
 
-from taskclf import build_pipeline
+from taskclf import (
+    CalibratorStore,
+    TemperatureCalibrator,
+    build_pipeline,
+    frame_to_segments,
+)
 from taskclf._columns import PROBA_COLUMNS
 from taskclf.core.schema import SCHEMA_V1
 from taskclf.core.types import CLASS_ORDER, LABEL_SET_V1, MIXED_UNKNOWN
@@ -36,13 +46,8 @@ from taskclf.infer.batch import (
     write_predictions_csv,
     write_segments_json,
 )
-from taskclf.infer.calibration import (
-    CalibratorStore,
-    IdentityCalibrator,
-    TemperatureCalibrator,
-)
-from taskclf.infer.smooth import Segment
-from taskclf.stages.segment import frame_to_segments
+from taskclf.infer.calibration import IdentityCalibrator
+from taskclf.infer.smooth import Segment, merge_short_segments, rolling_majority, segmentize
 
 CSV_COLUMNS = [
     "bucket_start_ts",
@@ -520,3 +525,175 @@ def test_unseen_categories_are_not_errors(features, booster_v1, encoders_v1):
     result = run(booster_v1, df, encoders_v1)
     assert len(result.raw_labels) == 30
     assert {s.user_id for s in result.segments} == {"someone-new"}
+
+
+# Bad input (contract: a specific error naming the problem)
+
+# --------------------------------------------------------------------------
+# Writers and readers of the functional API
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "words"),
+    [
+        ("labels", ["Build"], ("labels has 1 values", "60 rows")),
+        ("confidences", np.ones(5), ("confidences has 5 values",)),
+        ("is_rejected", np.zeros(61, bool), ("is_rejected has 61 values",)),
+        ("core_probs", np.full((60, 3), 1 / 3), ("core_probs", "(60, 3)")),
+    ],
+)
+def test_prediction_writer_refuses_and_writes_nothing(argument, value, words, frame, tmp_path):
+    target = tmp_path / "out" / "predictions.csv"
+    kwargs = {"labels": ["Build"] * len(frame), argument: value}
+    error = ProbabilityShapeError if argument == "core_probs" else InputError
+    refused(lambda: write_predictions_csv(frame, path=target, **kwargs), error, *words)
+    assert not target.exists()
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+
+
+def test_prediction_writer_keeps_the_old_file_when_refusing(frame, tmp_path):
+    target = tmp_path / "predictions.csv"
+    target.write_text("old,content\n")
+    refused(
+        lambda: write_predictions_csv(frame, ["Build"], target),
+        InputError,
+        "labels has 1 values",
+    )
+    assert target.read_text() == "old,content\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+T0, T1 = "2025-01-06T09:00:00", "2025-01-06T09:01:00"
+SEGMENT_FILES = {
+    "not JSON": (b"[{'start_ts': 1}", "cannot read segments file"),
+    "binary garbage": (bytes(range(256)) * 4, "cannot read segments file"),
+    "empty": (b"", "cannot read segments file"),
+    "an object, not a list": (b'{"start_ts": "2025-01-06T09:00:00"}', "must hold a JSON list"),
+    "a record without a label": (
+        json.dumps([{"start_ts": T0, "end_ts": T1, "bucket_count": 1}]).encode(),
+        "record 0",
+    ),
+    "a bad timestamp": (
+        json.dumps(
+            [
+                {
+                    "start_ts": "2025-01-06T09:00:00",
+                    "end_ts": "2025-01-06T09:01:00",
+                    "label": "Build",
+                    "bucket_count": 1,
+                },
+                {"start_ts": "soon", "end_ts": "later", "label": "Build", "bucket_count": 1},
+            ]
+        ).encode(),
+        "record 1",
+    ),
+    "a zero bucket count": (
+        json.dumps(
+            [
+                {
+                    "start_ts": "2025-01-06T09:00:00",
+                    "end_ts": "2025-01-06T09:01:00",
+                    "label": "Build",
+                    "bucket_count": 0,
+                }
+            ]
+        ).encode(),
+        "record 0",
+    ),
+    "a record that is a list": (b"[[1, 2, 3]]", "record 0"),
+}
+
+
+@pytest.mark.parametrize(("content", "words"), SEGMENT_FILES.values(), ids=SEGMENT_FILES.keys())
+def test_segment_reader_names_the_file(content, words, tmp_path):
+    path = tmp_path / "odd segments.json"
+    path.write_bytes(content)
+    refused(lambda: read_segments_json(path), ReaderError, str(path), words)
+
+
+def test_segment_reader_names_a_missing_file(tmp_path):
+    path = tmp_path / "nowhere" / "segments.json"
+    refused(lambda: read_segments_json(path), ReaderError, str(path))
+
+
+# --------------------------------------------------------------------------
+# The list forms of the functional API and frame_to_segments
+# --------------------------------------------------------------------------
+
+STARTS = [dt.datetime(2025, 1, 6, 9, m) for m in range(4)]
+LABELS = ["Build", "Build", "Debug", "Build"]
+
+
+def _segments():
+    return segmentize(STARTS, LABELS)
+
+
+LIST_CASES = {
+    "rolling_majority window 0": (
+        lambda: rolling_majority(LABELS, window=0),
+        InvalidParameterError,
+        ("window", "0"),
+    ),
+    "rolling_majority window 1.5": (
+        lambda: rolling_majority(LABELS, window=1.5),
+        InvalidParameterError,
+        ("window", "1.5"),
+    ),
+    "rolling_majority a missing label": (
+        lambda: rolling_majority(["Build", None, "Build"]),
+        InputError,
+        ("missing", "position 1"),
+    ),
+    "segmentize bucket width 0": (
+        lambda: segmentize(STARTS, LABELS, bucket_seconds=0),
+        InvalidParameterError,
+        ("bucket_seconds", "0"),
+    ),
+    "segmentize lengths differ": (
+        lambda: segmentize(STARTS, LABELS[:2]),
+        InputError,
+        ("4 values", "2"),
+    ),
+    "segmentize a bad timestamp": (
+        lambda: segmentize(["2025-01-06T09:00", "teatime"], ["Build", "Build"]),
+        TimestampError,
+        ("'teatime'",),
+    ),
+    "merge_short_segments negative bucket width": (
+        lambda: merge_short_segments(_segments(), bucket_seconds=-60),
+        InvalidParameterError,
+        ("bucket_seconds", "-60"),
+    ),
+    "merge_short_segments negative duration": (
+        lambda: merge_short_segments(_segments(), min_duration_seconds=-1),
+        InvalidParameterError,
+        ("min_block_seconds", "-1"),
+    ),
+    "frame_to_segments without segment_id": (
+        lambda: frame_to_segments(pd.DataFrame({"bucket_start_ts": STARTS, "label": LABELS})),
+        MissingColumnsError,
+        ("'segment_id'",),
+    ),
+    "frame_to_segments bucket width 0": (
+        lambda: frame_to_segments(
+            pd.DataFrame({"bucket_start_ts": STARTS, "label": LABELS, "segment_id": [0] * 4}),
+            bucket_seconds=0,
+        ),
+        InvalidParameterError,
+        ("bucket_seconds", "0"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "error", "words"), LIST_CASES.values(), ids=LIST_CASES.keys())
+def test_list_forms_refuse_bad_input(call, error, words):
+    refused(call, error, *words)
+
+
+def test_list_forms_of_nothing_are_nothing():
+    assert rolling_majority([]) == []
+    assert segmentize([], []) == []
+    assert merge_short_segments([]) == []
+    empty = pd.DataFrame({"bucket_start_ts": [], "label": [], "segment_id": []})
+    assert frame_to_segments(empty) == []

@@ -4,37 +4,51 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
+import pickle
 import warnings
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import (
+    make_frame,
+    refused,
+    train_booster,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 import taskclf.bundle as bundle_module
-from taskclf import build_pipeline
+from taskclf import (
+    TemperatureCalibrator,
+    build_pipeline,
+    load_bundle,
+    read_bundle_info,
+    save_bundle,
+)
 from taskclf.bundle import (
+    _PREFIX,
+    FORMAT_VERSION,
     MAGIC,
     check_compatibility,
     decode_bundle,
     encode_bundle,
     library_versions,
-    load_bundle,
-    read_bundle_info,
-    save_bundle,
     training_fingerprint,
 )
-from taskclf.calibration import TemperatureCalibrator
 from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import (
     BundleError,
     BundleVersionWarning,
     InvalidParameterError,
+    SchemaMismatchError,
 )
+from taskclf.taxonomy import taxonomy_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -372,7 +386,7 @@ def test_training_fingerprint_tracks_content_and_order():
 
 
 def test_round_trip_with_a_taxonomy_step(pipeline, features_v1, tmp_path):
-    from taskclf.taxonomy import TaxonomyMapper, taxonomy_from_dict
+    from taskclf.taxonomy import TaxonomyMapper
 
     config = taxonomy_from_dict(
         {"buckets": [{"name": "Focus", "core_labels": ["Build", "Write"], "color": "#000000"}]}
@@ -422,3 +436,231 @@ def test_pipeline_fitted_by_taskclf(frame_v1, tmp_path):
     assert meta.params["calibrate__method"] == "temperature"
     loaded = load_bundle(path)
     pd.testing.assert_frame_equal(loaded.transform(X), fitted.transform(X))
+
+
+# Bad input (contract: a specific error naming the problem)
+
+# --------------------------------------------------------------------------
+# Bundle files (save_bundle / load_bundle): damaged anywhere, a clear refusal
+# --------------------------------------------------------------------------
+
+
+def _regions(data: bytes) -> dict[str, int]:
+    """Offsets of the parts of a bundle file: magic, version, header length,
+    the JSON header (and its metadata), the header digest, the payload."""
+    header_start = _PREFIX.size
+    header_length = _PREFIX.unpack_from(data)[2]
+    digest_start = header_start + header_length
+    payload_start = digest_start + 32
+    return {
+        "magic": 3,
+        "format version": len(MAGIC) + 1,
+        "header length": len(MAGIC) + 4,
+        "header start": header_start,
+        "metadata (schema hash)": data.index(b"4077fe0dba70"),
+        "header end": digest_start - 1,
+        "header digest": digest_start + 7,
+        "payload start": payload_start,
+        "payload middle": (payload_start + len(data)) // 2,
+        "payload end": len(data) - 1,
+    }
+
+
+def _flipped(data: bytes, region: str) -> bytes:
+    damaged = bytearray(data)
+    damaged[_regions(data)[region]] ^= 0x5A
+    return bytes(damaged)
+
+
+def _truncated(data: bytes, where: str) -> bytes:
+    regions = _regions(data)
+    keep = {
+        "to nothing": 0,
+        "inside the magic": 6,
+        "after the prefix": _PREFIX.size,
+        "inside the header": regions["header start"] + 40,
+        "before the payload": regions["payload start"],
+        "inside the payload": regions["payload middle"],
+        "by one byte": len(data) - 1,
+    }[where]
+    return data[:keep]
+
+
+def _other_schema(data: bytes) -> bytes:
+    """A well-formed bundle (digests recomputed) whose metadata names another schema."""
+    header, payload = decode_bundle(data, "bundle")
+    header["metadata"]["schema_version"] = "v2"
+    header["metadata"]["schema_hash"] = "a15f4751a947"
+    return encode_bundle(header, payload)
+
+
+def _unknown_schema(data: bytes) -> bytes:
+    header, payload = decode_bundle(data, "bundle")
+    header["metadata"]["schema_hash"] = "0123456789ab"
+    return encode_bundle(header, payload)
+
+
+def _raw_bundle(header_text: bytes, payload: bytes) -> bytes:
+    """A bundle file around a header text of our own (its digest recomputed)."""
+    return b"".join(
+        (
+            _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_text)),
+            header_text,
+            hashlib.sha256(header_text).digest(),
+            payload,
+        )
+    )
+
+
+def _huge_number_in_header(data: bytes) -> bytes:
+    header, payload = decode_bundle(data, "bundle")
+    text = json.dumps(header).replace('"metadata"', '"x": 1' + "0" * 5000 + ', "metadata"', 1)
+    return _raw_bundle(text.encode(), payload)
+
+
+def _nesting_bomb_header(data: bytes) -> bytes:
+    _, payload = decode_bundle(data, "bundle")
+    return _raw_bundle(b"[" * 200_000 + b"]" * 200_000, payload)
+
+
+_REGION_NAMES = (
+    "magic",
+    "format version",
+    "header length",
+    "header start",
+    "metadata (schema hash)",
+    "header end",
+    "header digest",
+    "payload start",
+    "payload middle",
+    "payload end",
+)
+BUNDLE_DAMAGE = {
+    **{
+        f"a flipped byte: {region}": (lambda d, r=region: _flipped(d, r), ())
+        for region in _REGION_NAMES
+    },
+    **{
+        f"truncated {where}": (lambda d, w=where: _truncated(d, w), ())
+        for where in (
+            "to nothing",
+            "inside the magic",
+            "after the prefix",
+            "inside the header",
+            "before the payload",
+            "inside the payload",
+            "by one byte",
+        )
+    },
+    "bytes appended": (lambda d: d + b"\x00extra", ()),
+    "a CSV file": (
+        lambda d: b"user_id,bucket_start_ts\nu1,2025-01-06T09:00:00\n",
+        ("not a taskclf",),
+    ),
+    "binary garbage": (lambda d: bytes(range(256)) * 64, ("not a taskclf",)),
+    "a plain joblib pickle": (lambda d: _joblib_bytes(), ("not a taskclf",)),
+    "a 5000-digit number in the header": (_huge_number_in_header, ("not JSON",)),
+    "a nesting bomb as the header": (_nesting_bomb_header, ("not JSON",)),
+}
+SCHEMA_DAMAGE = {
+    "another schema's metadata": (_other_schema, ("v2",)),
+    "an unknown schema hash": (_unknown_schema, ("0123456789ab",)),
+}
+"""Well-formed files whose metadata this taskclf refuses to load (read_bundle_info
+reads them: it reports what a file says)."""
+
+
+def _joblib_bytes() -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump({"not": "a bundle"}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("entry", "damage", "words"),
+    [
+        pytest.param(entry, damage, words, id=f"{name} @ {entry}")
+        for entries, cases in (
+            (("load_bundle", "read_bundle_info"), BUNDLE_DAMAGE),
+            (("load_bundle",), SCHEMA_DAMAGE),
+        )
+        for name, (damage, words) in cases.items()
+        for entry in entries
+    ],
+)
+def test_damaged_bundle_file_is_refused_naming_it(entry, damage, words, bundle_file, tmp_path):
+    path = tmp_path / "damaged model.taskclf"
+    path.write_bytes(damage(bundle_file.read_bytes()))
+    loader = load_bundle if entry == "load_bundle" else read_bundle_info
+    refused(lambda: loader(path), BundleError, str(path), *words)
+
+
+class _Trap:
+    """Unpickling this object creates a marker file: proof that a loader unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_is_never_unpickled_unverified(tmp_path):
+    marker = tmp_path / "unpickled"
+    for name, data in {
+        "trap.taskclf": pickle.dumps(_Trap(marker)),
+        "trap.joblib": _dump_joblib(_Trap(marker)),
+    }.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        refused(lambda p=path: load_bundle(p), BundleError, str(path), "not a taskclf bundle")
+    assert not marker.exists()
+
+
+def _dump_joblib(value) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(value, buffer)
+    return buffer.getvalue()
+
+
+def test_a_pickle_inside_a_forged_bundle_is_refused_by_its_digest(bundle_file, tmp_path):
+    # same header, payload swapped for a trap: the recorded payload digest differs
+    marker = tmp_path / "unpickled"
+    header, _ = decode_bundle(bundle_file.read_bytes(), "bundle")
+    trap = _dump_joblib(_Trap(marker))
+    data = bundle_file.read_bytes()
+    forged = data[: _regions(data)["payload start"]] + trap
+    path = tmp_path / "forged.taskclf"
+    path.write_bytes(forged)
+    refused(lambda: load_bundle(path), BundleError, str(path))
+    assert not marker.exists()
+    assert header["payload"]["sha256"] != hashlib.sha256(trap).hexdigest()
+
+
+def test_bundle_refusals_for_a_missing_file_and_a_directory(tmp_path):
+    refused(lambda: load_bundle(tmp_path / "absent.taskclf"), BundleError, "absent.taskclf")
+    refused(lambda: load_bundle(tmp_path), BundleError, str(tmp_path), "directory")
+
+
+def test_pinned_digest_mismatch_is_refused(bundle_file):
+    refused(
+        lambda: load_bundle(bundle_file, sha256="0" * 64),
+        BundleError,
+        str(bundle_file),
+        "SHA-256",
+    )
+
+
+def test_a_v2_bundle_refuses_a_frame_of_schema_v1(frame, tmp_path):
+    v2 = make_frame(n_users=2, minutes=60, schema_version="v2", seed=8)
+    booster, encoders = train_booster(v2, schema_version="v2", rounds=3)
+    path = tmp_path / "v2.taskclf"
+    save_bundle(build_pipeline(booster, encoders), path)
+    pipeline = load_bundle(path)
+    assert pipeline.predict(v2.drop(columns="label")).shape == (len(v2),)
+    refused(
+        lambda: pipeline.predict(frame.assign(schema_version="v1")),
+        SchemaMismatchError,
+        "'v1'",
+        "v2",
+    )

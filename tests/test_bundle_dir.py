@@ -5,33 +5,45 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
+import shutil
 import warnings
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import (
+    refused,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.isotonic import IsotonicRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 import taskclf.bundle_dir as bundle_dir_module
-from taskclf import build_pipeline
-from taskclf.bundle_dir import (
+from taskclf import (
+    CalibratorStore,
+    TemperatureCalibrator,
+    build_pipeline,
     export_bundle_dir,
     load_bundle_dir,
-    read_bundle_dir_info,
 )
-from taskclf.calibration import (
-    CalibratorStore,
-    IdentityCalibrator,
-    IsotonicCalibrator,
-    TemperatureCalibrator,
-)
+from taskclf.bundle_dir import read_bundle_dir_info
+from taskclf.calibration import IdentityCalibrator, IsotonicCalibrator
 from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2
-from taskclf.core.types import CLASS_ORDER
-from taskclf.exceptions import BundleError, TaskclfWarning
-from taskclf.infer.batch import predict_proba, run_batch_inference
+from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
+from taskclf.exceptions import (
+    BundleError,
+    TaskclfWarning,
+)
+from taskclf.infer.batch import (
+    predict_proba,
+    run_batch_inference,
+)
+from taskclf.taxonomy import taxonomy_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +490,6 @@ def test_04_directory_refusals_of_other_files(booster_v1, encoders_v1, tmp_path)
 
 @pytest.fixture(scope="module")
 def taxonomy_config():
-    from taskclf.taxonomy import taxonomy_from_dict
 
     return taxonomy_from_dict(
         {
@@ -548,3 +559,310 @@ def test_fitted_pipeline_with_viterbi_smoothing_round_trips(frame_v1, tmp_path, 
     assert isinstance(loaded.named_steps["smooth"], ViterbiSmoother)
     metrics = read_bundle_dir_info(tmp_path / "model").metadata.training_metrics
     assert metrics is not None and metrics["oof_log_loss_after"] > 0
+
+
+# Bad input (contract: a specific error naming the problem)
+
+# --------------------------------------------------------------------------
+# Pickle-free bundle directories: hostile JSON and model text
+# --------------------------------------------------------------------------
+
+
+def _copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def _rewrite(directory: Path, name: str, text: str | bytes) -> None:
+    """Replace one file and record its new digest, as a forger would."""
+    data = text.encode() if isinstance(text, str) else text
+    (directory / name).write_bytes(data)
+    manifest = json.loads((directory / "bundle.json").read_text())
+    manifest["files"][name] = hashlib.sha256(data).hexdigest()
+    (directory / "bundle.json").write_text(json.dumps(manifest))
+
+
+def _edit_manifest(change):
+    def apply(directory: Path) -> str:
+        manifest = json.loads((directory / "bundle.json").read_text())
+        change(manifest)
+        (directory / "bundle.json").write_text(json.dumps(manifest))
+        return "bundle.json"
+
+    return apply
+
+
+def _raw_manifest(text: str):
+    def apply(directory: Path) -> str:
+        (directory / "bundle.json").write_text(text)
+        return "bundle.json"
+
+    return apply
+
+
+def _edit_pipeline(change):
+    def apply(directory: Path) -> str:
+        document = json.loads((directory / "pipeline.json").read_text())
+        change(document)
+        _rewrite(directory, "pipeline.json", json.dumps(document))
+        return "pipeline.json"
+
+    return apply
+
+
+def _raw_pipeline(transform):
+    """Rewrite pipeline.json's text with ``transform`` (digest recomputed)."""
+
+    def apply(directory: Path) -> str:
+        _rewrite(directory, "pipeline.json", transform((directory / "pipeline.json").read_text()))
+        return "pipeline.json"
+
+    return apply
+
+
+def _window(token: str):
+    return _raw_pipeline(lambda text: re.sub(r'"window":\s*3', f'"window": {token}', text))
+
+
+def _edit_model(change):
+    def apply(directory: Path) -> str:
+        _rewrite(directory, "model.txt", change((directory / "model.txt").read_text()))
+        return "model.txt"
+
+    return apply
+
+
+def _step(document: dict, name: str) -> dict:
+    return next(s for s in document["steps"] if s["name"] == name)
+
+
+def _set(key: str, value):
+    def change(document: dict) -> None:
+        document[key] = value
+
+    return change
+
+
+def _delete(key: str):
+    def change(document: dict) -> None:
+        del document[key]
+
+    return change
+
+
+def _first_tree_line(key: str, new: str):
+    """Replace the value of ``key`` in the first tree, keeping ``tree_sizes`` right
+    (so that only the value is wrong, not the layout)."""
+
+    def change(text: str) -> str:
+        start = text.index("\nTree=0\n")
+        line_start = text.index(f"\n{key}=", start) + 1
+        line_end = text.index("\n", line_start)
+        line = f"{key}={new}"
+        grown = len(line) - (line_end - line_start)
+        sizes = re.search(r"^tree_sizes=(\d+)", text, flags=re.M)
+        assert sizes is not None
+        text = text[:line_start] + line + text[line_end:]
+        first = str(int(sizes.group(1)) + grown)
+        return text[: sizes.start(1)] + first + text[sizes.end(1) :]
+
+    return change
+
+
+def _cut(fraction: float):
+    return lambda text: text[: int(len(text) * fraction)]
+
+
+BIG = "1" + "0" * 5000
+DIR_DAMAGE = {
+    # bundle.json: wrong types, missing keys, names with path separators, absurd values
+    "format version as text": _edit_manifest(_set("format_version", "1")),
+    "files as a list": _edit_manifest(_set("files", ["pipeline.json"])),
+    "metadata null": _edit_manifest(_set("metadata", None)),
+    "no files key": _edit_manifest(_delete("files")),
+    "no metadata key": _edit_manifest(_delete("metadata")),
+    "a file name climbing out": _edit_manifest(
+        lambda m: m["files"].update({"../model.txt": m["files"]["model.txt"]})
+    ),
+    "a file name in a subdirectory": _edit_manifest(
+        lambda m: m["files"].update({"sub/model.txt": m["files"]["model.txt"]})
+    ),
+    "a file name with a backslash": _edit_manifest(
+        lambda m: m["files"].update({"..\\model.txt": m["files"]["model.txt"]})
+    ),
+    "a digest that is no SHA-256": _edit_manifest(
+        lambda m: m["files"].update({"model.txt": "cafe"})
+    ),
+    "a listed file missing": _edit_manifest(lambda m: m["files"].update({"model_1.txt": "0" * 64})),
+    "labels of another set": _edit_manifest(
+        lambda m: m["metadata"].update({"label_set": ["Build", "Coding"]})
+    ),
+    "a 5000-digit number": _raw_manifest('{"format_version": ' + BIG + "}"),
+    "a nesting bomb": _raw_manifest("[" * 200_000 + "]" * 200_000),
+    "not JSON": _raw_manifest("{'format': 'taskclf-bundle-dir'"),
+    "empty": _raw_manifest(""),
+    # pipeline.json (digest recomputed): wrong types, missing keys, absurd values
+    "steps as a mapping": _edit_pipeline(_set("steps", {"encode": {}})),
+    "no steps": _edit_pipeline(_set("steps", [])),
+    "a step without a class": _edit_pipeline(lambda d: d["steps"][3].pop("class")),
+    "a class that is no stage": _edit_pipeline(
+        lambda d: d["steps"][3].update({"class": "os.system"})
+    ),
+    "params as a list": _edit_pipeline(lambda d: d["steps"][3].update({"params": [0.5]})),
+    "a threshold as text": _edit_pipeline(
+        lambda d: _step(d, "reject")["params"].update({"threshold": "0.5"})
+    ),
+    "a threshold of 7": _edit_pipeline(
+        lambda d: _step(d, "reject")["params"].update({"threshold": 7})
+    ),
+    "a fractional window": _edit_pipeline(
+        lambda d: _step(d, "smooth")["params"].update({"window": 3.5})
+    ),
+    "an infinite window": _window("1e400"),
+    "a 5000-digit window": _window(BIG),
+    "a bucket width of 0": _edit_pipeline(
+        lambda d: _step(d, "segment")["params"].update({"bucket_seconds": 0})
+    ),
+    "an unknown parameter": _edit_pipeline(
+        lambda d: _step(d, "merge")["params"].update({"exec": "rm -rf /"})
+    ),
+    "a model file outside the directory": _edit_pipeline(
+        lambda d: _step(d, "predict")["params"].update({"booster": {"$booster": "../model.txt"}})
+    ),
+    "a model file name that is a number": _edit_pipeline(
+        lambda d: _step(d, "predict")["params"].update({"booster": {"$booster": 5}})
+    ),
+    "an unknown tag": _edit_pipeline(
+        lambda d: _step(d, "predict")["params"].update({"booster": {"$pickle": "gASV"}})
+    ),
+    "an array of absurd shape": _edit_pipeline(
+        lambda d: _step(d, "encode")["params"].update(
+            {"categories": {"$ndarray": {"dtype": "float64", "shape": [10**12], "data": [1.0]}}}
+        )
+    ),
+    "a vocabulary that cannot be sorted": _edit_pipeline(
+        lambda d: _step(d, "encode")["params"]["categories"]["app_id"].append(7)
+    ),
+    "an encoder without the model's app_id": _edit_pipeline(
+        lambda d: _step(d, "encode")["params"]["categories"].pop("app_id")
+    ),
+    "the segment step left out": _edit_pipeline(lambda d: d["steps"].remove(_step(d, "segment"))),
+    "steps out of order": _edit_pipeline(lambda d: d["steps"].reverse()),
+    "a step name repeated": _edit_pipeline(
+        lambda d: _step(d, "segment").update({"name": "smooth"})
+    ),
+    "a store map of another kind": _edit_pipeline(
+        lambda d: _step(d, "calibrate")["params"]["calibrator_store"]["$calibrator_store"][
+            "users"
+        ].update({"user0": {"kind": "pickle", "temperature": 0.5}})
+    ),
+    "a negative temperature": _edit_pipeline(
+        lambda d: _step(d, "calibrate")["params"]["calibrator_store"]["$calibrator_store"][
+            "global"
+        ].update({"temperature": -1.0})
+    ),
+    "a nesting bomb (pipeline)": _raw_pipeline(lambda text: "[" * 200_000 + "]" * 200_000),
+    # model.txt (digest recomputed): what would abort or mislead LightGBM
+    "model truncated in the header": _edit_model(_cut(0.001)),
+    "model truncated in the first tree": _edit_model(lambda t: t[: t.index("\nTree=0\n") + 60]),
+    "model truncated half-way": _edit_model(_cut(0.5)),
+    "model without 'end of trees'": _edit_model(lambda t: t.replace("end of trees", "")),
+    "a child pointing at itself": _edit_model(_first_tree_line("left_child", "0 3 -3 -1")),
+    "a child out of range": _edit_model(_first_tree_line("right_child", "-2 2 -4 -99")),
+    "a categorical split without categories": _edit_model(
+        _first_tree_line("decision_type", "1 2 2 2")
+    ),
+    "a split on a feature that does not exist": _edit_model(
+        _first_tree_line("split_feature", "0 0 17 4000")
+    ),
+    "a leaf value that is not a number": _edit_model(
+        _first_tree_line("leaf_value", "-2.2 nan -0.69 -2.13 -2.24")
+    ),
+    "a model of three classes": _edit_model(lambda t: t.replace("num_class=8", "num_class=3", 1)),
+    "non-ASCII bytes in the model": _edit_model(lambda t: t.replace("Tree=1\n", "Tree=1\u00e9\n")),
+    "an empty model file": _edit_model(lambda t: ""),
+}
+
+
+@pytest.mark.parametrize("damage", DIR_DAMAGE.values(), ids=DIR_DAMAGE.keys())
+def test_hostile_bundle_directory_is_refused_naming_the_file(damage, bundle_dir, tmp_path):
+    directory = _copy(bundle_dir, tmp_path / "hostile bundle")
+    damage(directory)
+    refused(lambda: load_bundle_dir(directory), BundleError, str(directory))
+
+
+def _json_paths(node, prefix=()):
+    """Every path into a JSON document (keys and list positions)."""
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _json_paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _json_paths(value, (*prefix, index))
+
+
+HOSTILE_JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from(
+            ["", "..", "../model.txt", "/etc/passwd", "a/b", "model.txt", "nan", "Build", "v2"]
+        ),
+        st.text(max_size=12),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.one_of(
+                st.sampled_from(
+                    ["$booster", "$ndarray", "$float", "$calibration", "$calibrator_store",
+                     "$label_encoder", "$taxonomy", "dtype", "shape", "data", "kind"]
+                ),
+                st.text(max_size=8),
+            ),
+            children,
+            max_size=3,
+        ),
+    ),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), target=st.sampled_from(["pipeline.json", "bundle.json"]))
+def test_any_json_edit_is_refused_naming_the_file_or_loads_a_working_pipeline(
+    data, target, bundle_dir, frame, tmp_path_factory
+):
+    directory = _copy(bundle_dir, tmp_path_factory.mktemp("fuzz") / "bundle")
+    document = json.loads((directory / target).read_text())
+    path = data.draw(st.sampled_from(list(_json_paths(document))[1:]), label="path")
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    action = data.draw(st.sampled_from(["replace", "delete", "insert"]), label="action")
+    if action == "replace":
+        parent[path[-1]] = data.draw(HOSTILE_JSON, label="value")
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[data.draw(st.text(max_size=8), label="key")] = data.draw(HOSTILE_JSON)
+    else:
+        parent.insert(path[-1], data.draw(HOSTILE_JSON, label="value"))
+    text = json.dumps(document)
+    if target == "pipeline.json":
+        _rewrite(directory, target, text)  # digest recomputed: the checks inside must hold
+    else:
+        (directory / target).write_text(text)
+    try:
+        pipeline = load_bundle_dir(directory)
+    except BundleError as error:
+        assert str(directory) in str(error)
+        return
+    # an edit the loader accepts (a changed parameter, a renamed user) gives a
+    # pipeline that works
+    labels = pipeline.predict(frame)
+    assert len(labels) == len(frame)
+    assert set(map(str, labels)) <= set(CLASS_ORDER) | {MIXED_UNKNOWN}

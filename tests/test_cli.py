@@ -14,12 +14,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taskclf import load_bundle, read_bundle_info
+from taskclf import (
+    export_bundle_dir,
+    load_bundle,
+    read_bundle_info,
+)
 from taskclf._readers import read_features, write_features
 from taskclf.bundle import decode_bundle, encode_bundle
 from taskclf.cli import main
 from taskclf.core.types import CLASS_ORDER
-from taskclf.infer.batch import read_segments_json
+from taskclf.infer.batch import (
+    read_segments_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "train", "infer", "tune", "inspect", "report", "demo")
@@ -148,8 +154,6 @@ def test_infer_with_overrides_taxonomy_and_a_bundle_directory(work, features, bu
     assert set(table["mapped_label"]) <= {"Focus", "Talk", "Other", "Mixed/Unknown"}
     assert table["is_rejected"].tolist() == (table["confidence"] < 0.9).tolist()
     assert (table.loc[table["is_rejected"], "mapped_label"] == "Mixed/Unknown").all()
-
-    from taskclf import export_bundle_dir
 
     directory = export_bundle_dir(load_bundle(bundle), work / "model-dir")
     args = ["infer", str(features), "--bundle", str(directory), "--out", str(work / "from-dir")]
@@ -374,3 +378,154 @@ def test_infer_on_a_local_dask_cluster(work, features, bundle, predictions):
     assert (merged["predicted_label"] == merged["predicted_label_dask"]).all()
     in_memory = read_segments_json(predictions / "segments.json")
     assert read_segments_json(out / "segments.json") == in_memory
+
+
+# Bad input (contract: a specific error naming the problem)
+
+# --------------------------------------------------------------------------
+# The command line: exit code 2, a message, no traceback, no output
+# --------------------------------------------------------------------------
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``taskclf ARGS`` in this process: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse refuses its arguments this way
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+CLI_CASES = {
+    "infer: features that do not exist": (
+        ["infer", "{root}/absent.csv", "--bundle", "{bundle}"],
+        ("absent.csv", "does not exist"),
+    ),
+    "infer: garbage features": (["infer", "{garbage}", "--bundle", "{bundle}"], ("garbage.csv",)),
+    "infer: missing columns": (
+        ["infer", "{missing}", "--bundle", "{bundle}"],
+        ("'keys_per_min'", "'app_id'"),
+    ),
+    "infer: a duplicate row": (
+        ["infer", "{duplicates}", "--bundle", "{bundle}"],
+        ("duplicate", "'user0'"),
+    ),
+    "infer: an unparseable timestamp": (
+        ["infer", "{bad_timestamps}", "--bundle", "{bundle}"],
+        ("'half past nine'",),
+    ),
+    "infer: another schema": (
+        ["infer", "{v2_declared}", "--bundle", "{bundle}"],
+        ("'v2'", "v1"),
+    ),
+    "infer: a damaged bundle": (
+        ["infer", "{features}", "--bundle", "{flipped}"],
+        ("flipped.taskclf", "corrupt"),
+    ),
+    "infer: a bundle that does not exist": (
+        ["infer", "{features}", "--bundle", "{root}/absent.taskclf"],
+        ("absent.taskclf",),
+    ),
+    "infer: a wrong pinned digest": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--sha256", "0" * 64],
+        ("SHA-256",),
+    ),
+    "infer: a digest pinned on a directory": (
+        ["infer", "{features}", "--bundle", "{bundle_dir}", "--sha256", "0" * 64],
+        ("--sha256",),
+    ),
+    "infer: a threshold above 1": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--reject-threshold", "1.5"],
+        ("--reject-threshold", "1.5"),
+    ),
+    "infer: a threshold that is no number": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--reject-threshold", "high"],
+        ("--reject-threshold", "'high'"),
+    ),
+    "infer: a window of 0": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--smooth-window", "0"],
+        ("--smooth-window", "0"),
+    ),
+    "infer: an unknown taxonomy label": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--taxonomy", "{taxonomy}"],
+        ("taxonomy.yaml", "'Programming'"),
+    ),
+    "infer: a taxonomy that does not exist": (
+        ["infer", "{features}", "--bundle", "{bundle}", "--taxonomy", "{root}/absent.yaml"],
+        ("absent.yaml",),
+    ),
+    "train: no label column": (["train", "{features}"], ("'label'",)),
+    "train: an unknown label": (["train", "{unlabelled_known}"], ("'Coding'",)),
+    "train: missing columns": (["train", "{labelled_missing}"], ("'keys_per_min'", "'app_id'")),
+    "train: no leaves": (["train", "{labelled_frame}", "--num-leaves", "0"], ("--num-leaves",)),
+    "train: empty features": (["train", "{labelled_empty}"], ("no rows",)),
+    "inspect: a damaged bundle": (["inspect", "{flipped}"], ("flipped.taskclf",)),
+    "inspect: a feature file": (["inspect", "{features}"], ("not a taskclf bundle",)),
+    "report: no predictions": (["report", "{root}"], ("segments.json",)),
+}
+
+
+@pytest.mark.parametrize(("args", "words"), CLI_CASES.values(), ids=CLI_CASES.keys())
+def test_cli_refuses_with_exit_2_and_leaves_nothing(args, words, cli_files, capsys, tmp_path):
+    out = tmp_path / "out"
+    command = [a.format(**cli_files) for a in args]
+    if command[0] == "train":
+        command += ["--out", str(out / "model.taskclf"), "--rounds", "2", "--threads", "1"]
+    elif command[0] in ("infer", "report"):
+        command += ["--out", str(out)]
+    code, _, err = run_cli(capsys, *command)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "error" in err
+    for word in words:
+        assert word in err, err
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_cli_empty_features_give_empty_outputs(cli_files, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(
+        capsys, "infer", cli_files["empty"], "--bundle", cli_files["bundle"], "--out", out
+    )
+    assert code == 0, err
+    assert "0 rows" in stdout
+    assert len(pd.read_csv(out / "predictions.csv")) == 0
+    assert json.loads((out / "segments.json").read_text()) == []
+
+
+@pytest.mark.parametrize("bundle", ["bundle", "bundle_dir"])
+def test_cli_unseen_values_are_not_errors(bundle, cli_files, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "infer", cli_files["unseen"], "--bundle", cli_files[bundle], "--out", out
+    )
+    assert code == 0, err
+    assert len(pd.read_csv(out / "predictions.csv")) == len(read_features(cli_files["unseen"]))
+
+
+def _subprocess_cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "taskclf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["infer: missing columns", "infer: a damaged bundle", "infer: a threshold above 1"],
+)
+def test_the_real_command_refuses_the_same_way(case, cli_files, tmp_path):
+    args, words = CLI_CASES[case]
+    out = tmp_path / "out"
+    result = _subprocess_cli(*[a.format(**cli_files) for a in args], "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+    assert not out.exists()

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import joblib
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_frame
+from conftest import (
+    FEATURE_CASES,
+    TIMELINE_CASES,
+    make_frame,
+    refused,
+)
 from joblib import Memory
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.model_selection import GroupKFold
 
-from taskclf import BoosterPredictor, CategoricalEncoder, build_pipeline
+from taskclf import (
+    BoosterPredictor,
+    CategoricalEncoder,
+    build_pipeline,
+    load_bundle,
+    read_bundle_info,
+    save_bundle,
+)
 from taskclf._columns import PROBA_COLUMNS
 from taskclf._folds import check_labels, fold_groups, group_folds
 from taskclf.core.schema import get_schema
-from taskclf.core.types import CLASS_ORDER
-from taskclf.exceptions import InputError, InvalidParameterError, NotFittedError
+from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
+from taskclf.exceptions import (
+    InputError,
+    InvalidParameterError,
+    NotFittedError,
+)
+from taskclf.tune import PostprocessingSearchCV
 
 SMALL = {"num_leaves": 7, "max_bin": 31}
 FAST = {"num_boost_round": 10, "num_threads": 1}
@@ -250,7 +270,6 @@ def test_new_parameters_work_with_get_params_set_params_and_clone():
 
 
 def test_joblib_round_trip_of_a_fitted_pipeline(fitted, labelled, tmp_path):
-    import joblib
 
     X, _ = labelled
     path = tmp_path / "pipeline.joblib"
@@ -293,7 +312,7 @@ def test_memory_caching_trains_the_booster_once(labelled, tmp_path, monkeypatch)
 
 
 def test_fit_records_a_training_fingerprint_that_bundles_keep(tmp_path):
-    from taskclf import build_pipeline, load_bundle, read_bundle_info, save_bundle
+    from taskclf import build_pipeline
     from taskclf.synth import make_activity_frame
 
     frame = make_activity_frame(3, 2, random_state=4)
@@ -308,3 +327,154 @@ def test_fit_records_a_training_fingerprint_that_bundles_keep(tmp_path):
     save_bundle(first, tmp_path / "model.taskclf")
     assert read_bundle_info(tmp_path / "model.taskclf").metadata.training_fingerprint == fingerprint
     load_bundle(tmp_path / "model.taskclf")
+
+
+# Bad input (contract: a specific error naming the problem)
+
+# --------------------------------------------------------------------------
+# Training: build_pipeline(booster=None).fit(frame, y), and tuning
+# --------------------------------------------------------------------------
+
+
+def train(frame: pd.DataFrame, y=None, **params):
+    """Fit a fresh pipeline (small, single-threaded) on ``frame`` and ``y``."""
+    defaults = {"num_boost_round": 3, "num_threads": 1, "n_folds": 2}
+    return build_pipeline(**{**defaults, **params}).fit(frame, y)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "words"),
+    [
+        pytest.param(*case, id=name)
+        for name, case in {**FEATURE_CASES, **TIMELINE_CASES}.items()
+        # a frame saying "v2" is trained as v2 (v1's features less user_id): no model to differ
+        if name != "another schema version"
+    ],
+)
+def test_bad_frame_is_refused_in_training(mutate, error, words, labelled_frame):
+    bad = mutate(labelled_frame)
+    y = bad.pop("label")
+    refused(lambda: train(bad, y), error, *words)
+
+
+LABEL_CASES = {
+    "no labels": (lambda y: None, ("pass y",)),
+    "too few labels": (lambda y: y[:5], ("y has 5 labels", "60 rows")),
+    "an unknown label": (lambda y: y.where(y.index != 3, "Coding"), ("'Coding'", "row 3")),
+    "a missing label": (lambda y: y.where(y.index != 8), ("nan", "row 8")),
+    "Mixed/Unknown as a label": (
+        lambda y: y.where(y.index != 0, MIXED_UNKNOWN),
+        ("'Mixed/Unknown'", "row 0"),
+    ),
+    "labels as numbers": (lambda y: np.arange(len(y)) % 8, ("row 0",)),
+}
+
+
+@pytest.mark.parametrize(("change", "words"), LABEL_CASES.values(), ids=LABEL_CASES.keys())
+def test_bad_labels_are_refused(change, words, labelled_frame):
+    frame = labelled_frame.drop(columns="label")
+    refused(lambda: train(frame, change(labelled_frame["label"])), InputError, *words)
+
+
+TRAINING_PARAMETERS = {
+    "an unknown calibration": ({"calibration": "platt"}, ("method", "'platt'")),
+    "no boosting rounds": ({"num_boost_round": 0}, ("num_boost_round", "0")),
+    "one fold": ({"n_folds": 1}, ("n_folds", "1")),
+    "a weight for an unknown label": ({"class_weight": {"Coding": 2.0}}, ("'Coding'",)),
+    "a negative weight": ({"class_weight": {"Build": -1.0}}, ("class_weight", "-1.0")),
+    "negative threads": ({"num_threads": -2}, ("num_threads", "-2")),
+    "LightGBM refuses its parameters": (
+        {"booster_params": {"num_leaves": -5}},
+        ("LightGBM", "num_leaves"),
+    ),
+    "another number of classes": ({"booster_params": {"num_class": 3}}, ("num_class",)),
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "words"), TRAINING_PARAMETERS.values(), ids=TRAINING_PARAMETERS.keys()
+)
+def test_bad_training_parameter_is_refused(params, words, labelled_frame):
+    frame = labelled_frame.drop(columns="label")
+    refused(lambda: train(frame, labelled_frame["label"], **params), InvalidParameterError, *words)
+
+
+def test_training_on_nothing_is_refused_but_predicting_nothing_is_empty(labelled_frame):
+    frame, y = labelled_frame.drop(columns="label"), labelled_frame["label"]
+    refused(lambda: train(frame.iloc[:0], y.iloc[:0]), InputError, "empty")
+    fitted = train(frame, y)
+    assert fitted.predict(frame.iloc[:0]).shape == (0,)
+    assert len(fitted.transform(frame.iloc[:0])) == 0
+
+
+def test_an_untrained_pipeline_refuses_to_predict(frame):
+    with pytest.raises(SklearnNotFittedError) as caught:
+        build_pipeline().predict(frame)
+    assert "fit" in str(caught.value)
+
+
+def test_unseen_values_after_training_are_not_errors(labelled_frame):
+    frame, y = labelled_frame.drop(columns="label"), labelled_frame["label"]
+    fitted = train(frame, y)
+    strangers = frame["user_id"].map({"user0": "zed", "user1": "ann"})
+    odd = frame.assign(app_id="app-never-seen", user_id=strangers, domain_category=None)
+    assert len(fitted.predict(odd)) == len(frame)
+
+
+def _search(**kwargs):
+    params = {
+        "param_grid": {"reject__threshold": [0.3, 0.6]},
+        "scoring": "accuracy",
+        "cv": GroupKFold(2),
+        **kwargs,
+    }
+    pipeline = build_pipeline(num_boost_round=2, num_threads=1, n_folds=2)
+    return PostprocessingSearchCV(pipeline, **params)
+
+
+TUNING_CASES = {
+    "a threshold above 1": (
+        {"param_grid": {"reject__threshold": [0.5, 1.5]}},
+        InvalidParameterError,
+        ("threshold", "1.5"),
+    ),
+    "a window of 0": (
+        {"param_grid": {"smooth__window": [3, 0]}},
+        InvalidParameterError,
+        ("window", "0"),
+    ),
+    "a step that does not exist": (
+        {"param_grid": {"rejekt__threshold": [0.5]}},
+        InvalidParameterError,
+        ("'rejekt__threshold'", "steps are"),
+    ),
+    "an empty grid": (
+        {"param_grid": {"reject__threshold": []}},
+        InvalidParameterError,
+        ("param_grid", "reject__threshold"),
+    ),
+    "an unknown scorer": (
+        {"scoring": "segmental_f1@99"},
+        InvalidParameterError,
+        ("'segmental_f1@99'", "segmental_f1@50"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), TUNING_CASES.values(), ids=TUNING_CASES)
+def test_tuning_refuses_bad_searches_before_any_work(kwargs, error, words, labelled_frame):
+    frame, y = labelled_frame.drop(columns="label"), labelled_frame["label"]
+    refused(lambda: _search(**kwargs).fit(frame, y, groups=frame["user_id"]), error, *words)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "words"),
+    [
+        pytest.param(*TIMELINE_CASES["a duplicate (user_id, bucket_start_ts) row"], id="dup"),
+        pytest.param(*FEATURE_CASES["missing feature columns"], id="missing"),
+    ],
+)
+def test_tuning_refuses_bad_frames(mutate, error, words, labelled_frame):
+    bad = mutate(labelled_frame)
+    y = bad.pop("label")
+    refused(lambda: _search().fit(bad, y, groups=bad["user_id"]), error, *words)

@@ -7,22 +7,49 @@ import copy
 import datetime as dt
 
 import joblib
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_frame
+from conftest import (
+    ENTRY_POINTS,
+    FEATURE_CASES,
+    FEATURE_ENTRY_POINTS,
+    TIMELINE_CASES,
+    VALUE,
+    _cases,
+    make_frame,
+    refused,
+    via_predict,
+)
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from taskclf import build_pipeline
-from taskclf._columns import PROBA_COLUMNS
+from taskclf import (
+    build_pipeline,
+    frame_to_segments,
+)
+from taskclf._columns import LABEL, PROBA_COLUMNS
 from taskclf._frame import LABEL_DTYPE
 from taskclf.core.schema import SCHEMA_V1
 from taskclf.core.types import MIXED_UNKNOWN
-from taskclf.exceptions import InvalidParameterError
+from taskclf.exceptions import (
+    ColumnTypeError,
+    InputError,
+    InvalidParameterError,
+    MissingColumnsError,
+    ProbabilityShapeError,
+    SchemaMismatchError,
+)
+from taskclf.infer.batch import (
+    predict_proba,
+    read_segments_json,
+    run_batch_inference,
+    write_predictions_csv,
+    write_segments_json,
+)
 from taskclf.infer.smooth import merge_short_segments, rolling_majority, segmentize
 from taskclf.pipeline import STEP_NAMES
-from taskclf.stages.segment import frame_to_segments
 
 GAP = pd.Timedelta(seconds=300)
 PER_ROW = [
@@ -278,3 +305,243 @@ def test_naive_and_aware_timestamps_agree(pipeline, unseen):
     np.testing.assert_array_equal(pipeline.predict(paris), expected)
     (first, *_) = frame_to_segments(pipeline.transform(paris))
     assert first.start_ts.tzinfo == dt.UTC
+
+
+# Bad input (contract: a specific error naming the problem)
+
+
+@pytest.mark.parametrize(
+    ("entry", "mutate", "error", "words"),
+    _cases(FEATURE_CASES, FEATURE_ENTRY_POINTS) + _cases(TIMELINE_CASES, ENTRY_POINTS),
+)
+def test_bad_frame_is_refused(entry, mutate, error, words, frame, booster_v1, encoders_v1):
+    bad = mutate(frame)
+    before = bad.copy(deep=True)
+    if entry.startswith("distributed."):
+        words = [w for w in words if not isinstance(w, VALUE)]
+    refused(lambda: FEATURE_ENTRY_POINTS[entry](booster_v1, encoders_v1, bad), error, *words)
+    pd.testing.assert_frame_equal(bad, before)
+
+
+def test_missing_columns_error_lists_them(frame, booster_v1, encoders_v1):
+    lacking = frame.drop(columns=["app_id", "mouse_distance"])
+    error = refused(lambda: via_predict(booster_v1, encoders_v1, lacking), MissingColumnsError)
+    assert sorted(error.columns) == ["app_id", "mouse_distance"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("value", [np.zeros((3, 4)), [[1, 2]], None, {"app_id": ["x"]}])
+def test_not_a_frame_is_refused(entry, value, booster_v1, encoders_v1):
+    where = {
+        "run_batch_inference": "run_batch_inference",
+        "distributed.predict": "taskclf.distributed.predict",
+        "distributed.transform": "taskclf.distributed.transform",
+    }.get(entry, "CategoricalEncoder")
+    refused(
+        lambda: ENTRY_POINTS[entry](booster_v1, encoders_v1, value),
+        InputError,
+        where,
+        "DataFrame",
+        type(value).__name__,
+    )
+
+
+# --------------------------------------------------------------------------
+# Models that do not fit
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def booster_10_features() -> lgb.Booster:
+    rng = np.random.default_rng(0)
+    params = {"objective": "multiclass", "num_class": 8, "verbose": -1, "num_threads": 1}
+    data = lgb.Dataset(rng.normal(size=(200, 10)), np.arange(200) % 8)
+    return lgb.train(params, data, 2)
+
+
+@pytest.mark.parametrize("entry", FEATURE_ENTRY_POINTS)
+def test_probability_matrix_of_wrong_width(entry, frame, booster_3_classes, encoders_v1):
+    refused(
+        lambda: FEATURE_ENTRY_POINTS[entry](booster_3_classes, encoders_v1, frame),
+        ProbabilityShapeError,
+        ", 3)",  # (rows, 3): all rows, or one Dask partition's
+        "(n, 8)",
+    )
+
+
+@pytest.mark.parametrize("entry", ["pipeline.predict", "pipeline.transform", "pipeline.fit"])
+def test_booster_of_no_known_schema(entry, frame, booster_10_features, encoders_v1):
+    refused(
+        lambda: ENTRY_POINTS[entry](booster_10_features, encoders_v1, frame),
+        SchemaMismatchError,
+        "10 features",
+    )
+
+
+def test_schema_version_against_the_booster(frame, booster_v1, encoders_v1):
+    refused(
+        lambda: build_pipeline(booster_v1, encoders_v1, schema_version="v3").predict(frame),
+        SchemaMismatchError,
+        "v3",
+        "299",
+        "39",
+    )
+
+
+@pytest.mark.parametrize("column", PROBA_COLUMNS[:1] + PROBA_COLUMNS[-1:])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("stage", ["calibrate", "reject"])
+def test_missing_probabilities_are_refused(column, value, stage, frame, booster_v1, encoders_v1):
+    pipeline = build_pipeline(booster_v1, encoders_v1, calibrator=None)
+    position = [name for name, _ in pipeline.steps].index(stage)
+    upstream = pipeline[:position].transform(frame)
+    proba = upstream[column].to_numpy(copy=True)
+    proba[9] = value
+    bad = upstream.assign(**{column: proba})
+    if stage == "calibrate":
+        from taskclf import TemperatureCalibrator
+
+        pipeline.set_params(calibrate__calibrator=TemperatureCalibrator(2.0))
+    refused(lambda: pipeline[position:].transform(bad), InputError, repr(column), "row 9")
+
+
+# --------------------------------------------------------------------------
+# Parameters: at build time, set_params and the functional API
+# --------------------------------------------------------------------------
+
+BAD_PARAMETERS = [
+    # (build_pipeline / run_batch_inference name, set_params name, value, words)
+    ("reject_threshold", "reject__threshold", 1.5, ("threshold", "1.5")),
+    ("reject_threshold", "reject__threshold", -0.01, ("threshold", "-0.01")),
+    ("reject_threshold", "reject__threshold", float("nan"), ("threshold", "nan")),
+    ("reject_threshold", "reject__threshold", "0.5", ("threshold", "'0.5'")),
+    ("reject_threshold", "reject__threshold", True, ("threshold", "True")),
+    ("smooth_window", "smooth__window", 0, ("window", "0")),
+    ("smooth_window", "smooth__window", -3, ("window", "-3")),
+    ("smooth_window", "smooth__window", 2.5, ("window", "2.5")),
+    ("smooth_window", "smooth__window", None, ("window", "None")),
+    ("bucket_seconds", "segment__bucket_seconds", 0, ("bucket_seconds", "0")),
+    ("bucket_seconds", "merge__bucket_seconds", -60, ("bucket_seconds", "-60")),
+    ("bucket_seconds", "segment__bucket_seconds", 60.0, ("bucket_seconds", "60.0")),
+    ("max_gap_seconds", "smooth__max_gap_seconds", 0, ("max_gap_seconds", "0")),
+    ("min_block_seconds", "merge__min_block_seconds", -1, ("min_block_seconds", "-1")),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "name", "value", "words"),
+    [
+        pytest.param(entry, name, value, words, id=f"{name}={value!r} @ {entry}")
+        for name, _, value, words in BAD_PARAMETERS
+        for entry in ("pipeline.predict", "pipeline.fit", "run_batch_inference")
+        # the seed API has no gap or minimum-block parameter
+        if entry != "run_batch_inference" or name not in ("max_gap_seconds", "min_block_seconds")
+    ],
+)
+def test_bad_parameter_is_refused(entry, name, value, words, frame, booster_v1, encoders_v1):
+    refused(
+        lambda: ENTRY_POINTS[entry](booster_v1, encoders_v1, frame, **{name: value}),
+        InvalidParameterError,
+        *words,
+    )
+
+
+@pytest.mark.parametrize(("_", "param", "value", "words"), BAD_PARAMETERS)
+def test_set_params_refuses_and_keeps_the_old_value(
+    _, param, value, words, frame, booster_v1, encoders_v1
+):
+    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.4)
+    before = pipeline.get_params()[param]
+    expected = pipeline.predict(frame)
+    refused(lambda: pipeline.set_params(**{param: value}), InvalidParameterError, *words)
+    assert pipeline.get_params()[param] == before
+    np.testing.assert_array_equal(pipeline.predict(frame), expected)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, None])
+@pytest.mark.parametrize("window", [1, 2])
+def test_parameters_on_the_boundary_are_accepted(threshold, window, frame, booster_v1, encoders_v1):
+    pipeline = build_pipeline(booster_v1, encoders_v1)
+    pipeline.set_params(reject__threshold=threshold, smooth__window=window)
+    labels = pipeline.predict(frame)
+    assert len(labels) == len(frame)
+    if threshold == 1.0:  # nothing is certain: every bucket is rejected
+        assert set(labels) == {MIXED_UNKNOWN}
+    if threshold == 0.0:
+        assert MIXED_UNKNOWN not in set(labels)
+
+
+# --------------------------------------------------------------------------
+# Not errors: empty frames, unseen values
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_empty_frame_gives_an_empty_result(entry, frame, booster_v1, encoders_v1):
+    empty = frame.iloc[:0]
+    result = ENTRY_POINTS[entry](booster_v1, encoders_v1, empty)
+    if entry == "run_batch_inference":
+        assert result.raw_labels == [] and result.smoothed_labels == [] and result.segments == []
+        assert result.core_probs.shape == (0, 8)
+        assert result.confidences.shape == (0,) and result.is_rejected.shape == (0,)
+    elif entry == "pipeline.transform":
+        assert len(result) == 0
+        assert set(PROBA_COLUMNS) | {LABEL} <= set(result.columns)
+        assert list(result.columns[: empty.shape[1]]) == list(empty.columns)
+    else:
+        assert len(result) == 0
+
+
+def test_empty_frame_through_the_functional_api(frame, booster_v1, encoders_v1, tmp_path):
+    empty = frame.iloc[:0]
+    assert predict_proba(booster_v1, empty, encoders_v1).shape == (0, 8)
+    result = run_batch_inference(booster_v1, empty, cat_encoders=encoders_v1)
+    csv = write_predictions_csv(empty, result.raw_labels, tmp_path / "p.csv")
+    assert pd.read_csv(csv).shape == (0, 2)
+    segments = write_segments_json(result.segments, tmp_path / "s.json")
+    assert read_segments_json(segments) == []
+
+
+UNSEEN = {
+    "an unseen app": lambda f: f.assign(app_id="app-never-seen"),
+    "unseen users": lambda f: f.assign(user_id=f["user_id"].map({"user0": "zed", "user1": "ann"})),
+    "a missing category": lambda f: f.assign(domain_category=None),
+    "categories with unused values": lambda f: f.assign(
+        app_category=pd.Categorical(f["app_category"], categories=["other", "dev", "zzz"])
+    ),
+    "integer user ids": lambda f: f.assign(user_id=f["user_id"].str[-1].astype(int)),
+    "numbers as app ids": lambda f: f.assign(app_id=np.arange(len(f))),
+}
+
+
+@pytest.mark.parametrize("mutate", UNSEEN.values(), ids=UNSEEN.keys())
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_unseen_category_values_are_not_errors(entry, mutate, frame, booster_v1, encoders_v1):
+    odd = mutate(frame)
+    result = ENTRY_POINTS[entry](booster_v1, encoders_v1, odd)
+    if entry == "run_batch_inference":
+        assert len(result.raw_labels) == len(frame)
+        assert np.allclose(result.core_probs.sum(axis=1), 1.0)
+    else:
+        assert len(result) == len(frame)
+
+
+def test_numbers_in_object_columns_are_numbers(frame, booster_v1, encoders_v1):
+    # concatenation with missing values, or JSON, leaves numbers in object columns
+    as_object = frame.assign(
+        keys_per_min=frame["keys_per_min"].astype(object).where(frame.index != 3, None),
+        hour_of_day=frame["hour_of_day"].astype(object),
+    )
+    reference = frame.assign(keys_per_min=frame["keys_per_min"].where(frame.index != 3))
+    np.testing.assert_array_equal(
+        via_predict(booster_v1, encoders_v1, as_object),
+        via_predict(booster_v1, encoders_v1, reference),
+    )
+    refused(
+        lambda: via_predict(
+            booster_v1, encoders_v1, as_object.assign(hour_of_day=["9"] + [9] * (len(frame) - 1))
+        ),
+        ColumnTypeError,
+        "'hour_of_day'",
+        "'9'",
+    )

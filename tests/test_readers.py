@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import (
+    refused,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskclf._readers import feature_files, read_features, write_features
-from taskclf.exceptions import ReaderError
+from taskclf.exceptions import (
+    ReaderError,
+)
 from taskclf.synth import make_activity_frame
 
 
@@ -199,3 +206,111 @@ def test_list_cells_written_by_pandas_stay_text(tmp_path, synth_frame):
     frame = read_features(path)
     assert frame["source_ids"].iloc[0] == "('taskclf.synth',)"
     assert len(frame) == len(synth_frame)
+
+
+# Bad input (contract: a specific error naming the problem)
+
+# --------------------------------------------------------------------------
+# Readers: malformed CSV and Parquet feature files name the file
+# --------------------------------------------------------------------------
+
+
+def _csv_text(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False)
+
+
+READER_CASES = {
+    "a CSV without header": (
+        "features.csv",
+        lambda f: f.to_csv(index=False, header=False).encode(),
+        ("no header row",),
+    ),
+    "text in a numeric CSV column": (
+        "features.csv",
+        lambda f: _csv_text(f.assign(keys_per_min=["fast"] + [1.0] * (len(f) - 1))).encode(),
+        ("keys_per_min", "'fast'"),
+    ),
+    "words in a boolean CSV column": (
+        "features.csv",
+        lambda f: _csv_text(f.assign(is_editor=["maybe"] * len(f))).encode(),
+        ("is_editor", "'maybe'"),
+    ),
+    "a ragged CSV row": (
+        "features.csv",
+        lambda f: (_csv_text(f.iloc[:3]) + "1,2,3," * 60 + "\n").encode(),
+        ("cannot be read as CSV",),
+    ),
+    "an empty CSV file": ("features.csv", lambda f: b"", ("is empty",)),
+    "binary garbage as CSV": (
+        "features.csv",
+        lambda f: bytes(range(256)) * 16,
+        ("binary",),
+    ),
+    "Latin-1 bytes in a CSV": (
+        "features.csv",
+        lambda f: _csv_text(f.assign(app_id="caf\u00e9")).encode("latin-1"),
+        ("not UTF-8",),
+    ),
+    "an unnamed CSV column": (
+        "features.csv",
+        lambda f: _csv_text(f.rename(columns={"mouse_distance": ""})).encode(),
+        ("empty column name",),
+    ),
+    "binary garbage as Parquet": (
+        "features.parquet",
+        lambda f: b"PAR1" + bytes(range(256)) * 16 + b"PAR1",
+        ("cannot be read as Parquet",),
+    ),
+    "a CSV named .parquet": (
+        "features.parquet",
+        lambda f: _csv_text(f).encode(),
+        ("not a Parquet file",),
+    ),
+    "a truncated Parquet file": (
+        "features.parquet",
+        lambda f: _parquet_bytes(f)[:-300],
+        ("not a Parquet file",),
+    ),
+    "text in a numeric Parquet column": (
+        "features.parquet",
+        lambda f: _parquet_bytes(f.assign(keys_per_min=["fast"] * len(f))),
+        ("keys_per_min", "'fast'"),
+    ),
+    "an unknown suffix": ("features.json", lambda f: b"[]", ("neither CSV nor Parquet",)),
+}
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"), READER_CASES.values(), ids=READER_CASES.keys()
+)
+def test_malformed_feature_file_is_refused_naming_it(name, content, words, frame, tmp_path):
+    path = tmp_path / "my data" / name
+    path.parent.mkdir()
+    path.write_bytes(content(frame))
+    refused(lambda: read_features(path), ReaderError, str(path), *words)
+
+
+def test_header_only_feature_file_is_an_empty_frame(frame, tmp_path):
+    path = tmp_path / "features.csv"
+    path.write_text(_csv_text(frame.iloc[:0]))
+    read = read_features(path)
+    assert len(read) == 0 and list(read.columns) == list(frame.columns)
+
+
+def test_feature_directories_refuse_naming_the_directory_or_file(frame, tmp_path):
+    empty = tmp_path / "nothing here"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no features")
+    refused(lambda: read_features(empty), ReaderError, str(empty))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_features(frame, mixed / "a.csv")
+    write_features(frame.drop(columns="mouse_distance"), mixed / "b.csv")
+    refused(lambda: read_features(mixed), ReaderError, "b.csv", "mouse_distance")
+    refused(lambda: read_features(tmp_path / "absent.csv"), ReaderError, "absent.csv")

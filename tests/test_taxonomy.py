@@ -15,6 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import (
+    ENTRY_POINTS,
+    refused,
+    via_batch,
+)
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
@@ -1124,3 +1129,125 @@ class TestMapper:
     def test_tags(self) -> None:
         assert TaxonomyMapper(CODING).__sklearn_tags__().requires_fit is False
         assert TaxonomyMapper().__sklearn_tags__().requires_fit is True
+
+
+# Bad input (contract: a specific error naming the problem)
+
+# --------------------------------------------------------------------------
+# Taxonomies: files, configurations and the taxonomy argument
+# --------------------------------------------------------------------------
+
+GOOD_BUCKET = "  - name: Coding\n    core_labels: [Build, Debug]\n"
+TAXONOMY_FILES = {
+    "an unknown core label": (
+        "buckets:\n  - name: Coding\n    core_labels: [Build, Coding]\n",
+        TaxonomyError,
+        ("unknown core label", "'Coding'"),
+    ),
+    "a lower-case core label": (
+        "buckets:\n  - name: Coding\n    core_labels: [build]\n",
+        TaxonomyError,
+        ("'build'",),
+    ),
+    "Mixed/Unknown as a core label": (
+        "buckets:\n  - name: Odd\n    core_labels: [Mixed/Unknown]\n",
+        TaxonomyError,
+        ("'Mixed/Unknown'",),
+    ),
+    "a bad colour": (
+        "buckets:\n  - name: Coding\n    core_labels: [Build]\n    color: red\n",
+        TaxonomyError,
+        ("color", "'red'"),
+    ),
+    "two buckets of one name": (
+        "buckets:\n" + GOOD_BUCKET + GOOD_BUCKET.replace("Build, Debug", "Review"),
+        TaxonomyError,
+        ("unique", "Coding"),
+    ),
+    "no buckets": ("version: 1\n", TaxonomyError, ("'buckets'",)),
+    "an unknown key": (
+        "buckets:\n" + GOOD_BUCKET + "colour_theme: dark\n",
+        TaxonomyError,
+        ("'colour_theme'",),
+    ),
+    "a list at the top": ("- Build\n- Debug\n", TaxonomyError, ("mapping", "list")),
+    "an empty file": ("", TaxonomyError, ("empty",)),
+    "invalid YAML": ("buckets: [\n  - name: {\n", ReaderError, ("not valid YAML", "line")),
+    "a negative weight": (
+        "buckets:\n" + GOOD_BUCKET + "advanced:\n  reweight_core_labels: {Build: -1}\n",
+        TaxonomyError,
+        ("'Build'", "-1"),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "words"), TAXONOMY_FILES.values(), ids=TAXONOMY_FILES.keys()
+)
+def test_taxonomy_file_is_refused_naming_the_file(text, error, words, tmp_path):
+    path = tmp_path / "my taxonomy.yaml"
+    path.write_text(text, encoding="utf-8")
+    refused(lambda: load_taxonomy(path), error, str(path), *words)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"\xff\xfe\x00garbage\x80", "not UTF-8"), (None, "no such file")],
+    ids=["binary garbage", "a missing file"],
+)
+def test_unreadable_taxonomy_file_is_refused_naming_the_file(content, words, tmp_path):
+    path = tmp_path / "taxonomy.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    refused(lambda: load_taxonomy(path), ReaderError, str(path), words)
+
+
+def test_unknown_label_in_a_taxonomy_built_in_python():
+    refused(
+        lambda: TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Programming"])]),
+        TaxonomyError,
+        "'Programming'",
+        "Coding",
+    )
+    refused(
+        lambda: taxonomy_from_dict({"buckets": [{"name": "X", "core_labels": ["Slack"]}]}),
+        TaxonomyError,
+        "'Slack'",
+    )
+
+
+@pytest.mark.parametrize("value", ["taxonomy.yaml", {"buckets": []}, 3])
+@pytest.mark.parametrize("entry", ["pipeline.predict", "pipeline.transform", "pipeline.fit"])
+def test_taxonomy_argument_of_the_wrong_type(entry, value, frame, booster_v1, encoders_v1):
+    refused(
+        lambda: ENTRY_POINTS[entry](booster_v1, encoders_v1, frame, taxonomy=value),
+        InvalidParameterError,
+        "TaxonomyConfig",
+        type(value).__name__,
+    )
+
+
+def test_taxonomy_argument_of_the_wrong_type_in_run_batch_inference(frame, booster_v1, encoders_v1):
+    refused(
+        lambda: via_batch(booster_v1, encoders_v1, frame, taxonomy="taxonomy.yaml"),
+        InvalidParameterError,
+        "TaxonomyConfig",
+        "str",
+    )
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_taxonomy_changes_no_core_label(entry, frame, booster_v1, encoders_v1):
+    config = TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug"])])
+    plain = ENTRY_POINTS[entry](booster_v1, encoders_v1, frame, reject_threshold=0.5)
+    mapped = ENTRY_POINTS[entry](
+        booster_v1, encoders_v1, frame, reject_threshold=0.5, taxonomy=config
+    )
+    if entry == "run_batch_inference":
+        assert mapped.raw_labels == plain.raw_labels and mapped.segments == plain.segments
+        assert len(mapped.mapped_labels) == len(frame)
+    elif entry.endswith(".transform"):
+        pd.testing.assert_frame_equal(mapped[plain.columns], plain)
+        assert set(mapped["mapped_label"].astype(str)) <= {"Coding", "Other", MIXED_UNKNOWN}
+    else:
+        np.testing.assert_array_equal(mapped, plain)
