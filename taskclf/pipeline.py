@@ -169,3 +169,35 @@ def build_pipeline(
     if taxonomy is not None:
         steps.append(("taxonomy", TaxonomyMapper(taxonomy)))
     return Pipeline(steps, memory=memory)
+
+
+FROZEN_STEPS = ("encode", "predict", "calibrate")
+"""The fitted steps :func:`freeze` keeps as they are."""
+
+
+def freeze(pipeline: Pipeline) -> Pipeline:
+    """A pipeline predicting as fitted ``pipeline`` does whose model steps never refit.
+
+    The fitted ``encode``, ``predict`` and ``calibrate`` steps are wrapped
+    in :class:`sklearn.frozen.FrozenEstimator`: ``fit`` leaves them alone
+    and ``clone`` shares them, so cross-validation of the returned pipeline
+    tunes only the later steps (threshold, smoothing, hysteresis) of a
+    trained model instead of retraining it. The later steps are cloned.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        A fitted taskclf pipeline (or a loaded bundle).
+
+    Returns
+    -------
+    Pipeline
+    """
+    from sklearn.base import clone
+    from sklearn.frozen import FrozenEstimator
+
+    steps = [
+        (name, FrozenEstimator(stage) if name in FROZEN_STEPS else clone(stage))
+        for name, stage in pipeline.steps
+    ]
+    return Pipeline(steps)
