@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 
 from taskclf.core.types import OUTPUT_LABELS
@@ -185,61 +184,3 @@ def label_accuracy(y_true: Any, y_pred: np.ndarray, sample_weight: Any = None) -
 def labels_from_codes(codes: np.ndarray) -> pd.Categorical:
     """A label column from codes over :data:`LABEL_DTYPE`."""
     return pd.Categorical.from_codes(codes, dtype=LABEL_DTYPE)
-
-
-class FrameTransformer(TransformerMixin, BaseEstimator):
-    """Base of the stateless stages: DataFrame in, annotated DataFrame out.
-
-    Subclasses implement ``_validate_params`` (raise on a bad parameter) and
-    ``_transform`` (compute the new columns). Parameters are checked in
-    ``fit``, ``transform`` and ``set_params``; a refused ``set_params``
-    leaves the stage unchanged.
-    """
-
-    def _validate_params(self) -> None:
-        """Raise :class:`~taskclf.exceptions.InvalidParameterError` on bad values."""
-
-    def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        raise NotImplementedError
-
-    def set_params(self, **params: Any) -> FrameTransformer:
-        """Set parameters; refuse invalid values and keep the old ones then."""
-        old = {name: getattr(self, name) for name in params if hasattr(self, name)}
-        super().set_params(**params)
-        try:
-            self._validate_params()
-        except Exception:
-            super().set_params(**old)
-            raise
-        return self
-
-    def fit(self, X: pd.DataFrame, y: object = None) -> FrameTransformer:
-        """Check the parameters; the stage learns nothing.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Ignored apart from its type.
-        y : ignored
-
-        Returns
-        -------
-        self
-        """
-        self._validate_params()
-        check_frame(X, type(self).__name__)
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Return a copy of ``X`` with this stage's columns added."""
-        self._validate_params()
-        check_frame(X, type(self).__name__)
-        return self._transform(X)
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-    def __sklearn_tags__(self) -> Tags:
-        # Label stages read label columns given as strings or categories and
-        # refuse missing labels, timestamps and segment ids.
-        return frame_tags(super().__sklearn_tags__(), string=True, categorical=True)

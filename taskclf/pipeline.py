@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from taskclf.calibration import CalibratorStore
@@ -14,17 +15,70 @@ from taskclf.core.defaults import (
     DEFAULT_SMOOTH_WINDOW,
     MIN_BLOCK_DURATION_SECONDS,
 )
+from taskclf.exceptions import InvalidParameterError
+from taskclf.stages._base import check_params
+from taskclf.stages._timeline import shared_timelines
 from taskclf.stages.calibrate import Calibrator
-from taskclf.stages.encode import CategoricalEncoder, vocabulary_of
+from taskclf.stages.encode import CategoricalEncoder
 from taskclf.stages.merge import HysteresisMerger
 from taskclf.stages.model import DEFAULT_N_FOLDS, DEFAULT_NUM_BOOST_ROUND, BoosterPredictor
 from taskclf.stages.reject import Rejector
 from taskclf.stages.segment import Segmenter
 from taskclf.stages.smooth import MajoritySmoother
+from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyMapper
 
 STEP_NAMES = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
 """Names of the pipeline steps, in order (plus ``taxonomy`` when mapped)."""
+
+SMOOTHERS = ("majority", "viterbi")
+"""The choices of :func:`build_pipeline`'s ``smoother``."""
+
+
+class TaskPipeline(Pipeline):
+    """A scikit-learn ``Pipeline`` that checks every step's parameters first.
+
+    Before any row is predicted, each step's parameters are checked against
+    its rules, so an out-of-range value set by ``set_params`` is refused
+    before the model runs; and the steps of one call share the timelines
+    they find (see :func:`taskclf.stages._timeline.shared_timelines`).
+    Everything else is ``sklearn.pipeline.Pipeline``.
+    """
+
+    def _check_steps(self) -> None:
+        for _, step in self.steps:
+            if hasattr(type(step), "_parameter_rules"):
+                check_params(step)
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> TaskPipeline:
+        """``Pipeline.fit``, parameters checked first."""
+        self._check_steps()
+        with shared_timelines():
+            return super().fit(X, y, **params)
+
+    def fit_transform(self, X: Any, y: Any = None, **params: Any) -> Any:
+        """``Pipeline.fit_transform``, parameters checked first."""
+        self._check_steps()
+        with shared_timelines():
+            return super().fit_transform(X, y, **params)
+
+    def transform(self, X: Any, **params: Any) -> Any:
+        """``Pipeline.transform``, parameters checked first."""
+        self._check_steps()
+        with shared_timelines():
+            return super().transform(X, **params)
+
+    def predict(self, X: Any, **params: Any) -> Any:
+        """``Pipeline.predict``, parameters checked first."""
+        self._check_steps()
+        with shared_timelines():
+            return super().predict(X, **params)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None, **params: Any) -> float:
+        """``Pipeline.score``, parameters checked first."""
+        self._check_steps()
+        with shared_timelines():
+            return super().score(X, y, sample_weight=sample_weight, **params)
 
 
 def build_pipeline(
@@ -46,6 +100,7 @@ def build_pipeline(
     n_folds: int = DEFAULT_N_FOLDS,
     calibration: str | None = None,
     per_user_calibration: bool = False,
+    smoother: str = "majority",
     random_state: int | None = 0,
     num_threads: int | None = None,
     memory: Any = None,
@@ -53,10 +108,12 @@ def build_pipeline(
     """The batch-inference pipeline: around a trained booster, or to be fitted.
 
     With ``booster`` the pipeline is ready: ``predict`` works without
-    ``fit`` and the booster is frozen (``fit`` and ``clone`` keep it as it
-    is). Without it, ``pipeline.fit(df, y)`` learns the vocabulary, trains
-    a LightGBM model on the labelled rows and fits the calibration on
-    out-of-fold probabilities (see :class:`~taskclf.BoosterPredictor`).
+    ``fit``, and the given booster, vocabulary and calibration maps are
+    fitted stages wrapped in :class:`sklearn.frozen.FrozenEstimator`
+    (``fit`` and ``clone`` keep them as they are). Without it,
+    ``pipeline.fit(df, y)`` learns the vocabulary, trains a LightGBM model
+    on the labelled rows and fits the calibration on out-of-fold
+    probabilities (see :class:`~taskclf.BoosterPredictor`).
 
     Parameters
     ----------
@@ -104,6 +161,9 @@ def build_pipeline(
         rows of a pre-trained booster.
     per_user_calibration : bool, default False
         Also fit one calibration map per user with enough labelled data.
+    smoother : {"majority", "viterbi"}, default "majority"
+        The ``smooth`` step: :class:`~taskclf.MajoritySmoother` (window
+        ``smooth_window``) or :class:`~taskclf.ViterbiSmoother`.
     random_state : int, default 0
         Seed of training and of the encoder's unknown-value masking.
     num_threads : int, optional
@@ -128,47 +188,44 @@ def build_pipeline(
     >>> [name for name, _ in pipeline.steps][:3]
     ['encode', 'predict', 'calibrate']
     """
-    vocabulary = (
-        None
-        if cat_encoders is None
-        else {column: vocabulary_of(enc) for column, enc in cat_encoders.items()}
-    )
+    if smoother not in SMOOTHERS:
+        raise InvalidParameterError(f"smoother must be one of {list(SMOOTHERS)}, got {smoother!r}")
     if calibration is None:
         calibration = "identity" if booster is not None else "temperature"
+    encode: Any = CategoricalEncoder(schema_version, random_state=random_state)
+    if cat_encoders is not None:
+        encode = FrozenEstimator(CategoricalEncoder.from_vocabulary(cat_encoders, schema_version))
+    predict: Any = BoosterPredictor(
+        schema_version,
+        params=booster_params,
+        num_boost_round=num_boost_round,
+        class_weight=class_weight,
+        n_folds=n_folds,
+        random_state=random_state,
+        num_threads=num_threads,
+    )
+    if booster is not None:
+        predict = FrozenEstimator(BoosterPredictor.from_booster(booster, schema_version))
+    calibrate: Any = Calibrator(calibration, per_user=per_user_calibration)
+    if calibrator is not None or calibrator_store is not None:
+        calibrate = FrozenEstimator(Calibrator.from_maps(calibrator, calibrator_store))
+    smooth: Any = (
+        MajoritySmoother(smooth_window, max_gap_seconds)
+        if smoother == "majority"
+        else ViterbiSmoother(max_gap_seconds=max_gap_seconds)
+    )
     steps: list[tuple[str, Any]] = [
-        (
-            "encode",
-            CategoricalEncoder(
-                vocabulary, schema_version=schema_version, random_state=random_state
-            ),
-        ),
-        (
-            "predict",
-            BoosterPredictor(
-                booster,
-                schema_version=schema_version,
-                params=booster_params,
-                num_boost_round=num_boost_round,
-                class_weight=class_weight,
-                n_folds=n_folds,
-                random_state=random_state,
-                num_threads=num_threads,
-            ),
-        ),
-        (
-            "calibrate",
-            Calibrator(
-                calibrator, calibrator_store, method=calibration, per_user=per_user_calibration
-            ),
-        ),
+        ("encode", encode),
+        ("predict", predict),
+        ("calibrate", calibrate),
         ("reject", Rejector(reject_threshold)),
-        ("smooth", MajoritySmoother(smooth_window, max_gap_seconds)),
-        ("segment", Segmenter(bucket_seconds, max_gap_seconds)),
+        ("smooth", smooth),
+        ("segment", Segmenter(max_gap_seconds)),
         ("merge", HysteresisMerger(min_block_seconds, bucket_seconds, max_gap_seconds)),
     ]
     if taxonomy is not None:
         steps.append(("taxonomy", TaxonomyMapper(taxonomy)))
-    return Pipeline(steps, memory=memory)
+    return TaskPipeline(steps, memory=memory)
 
 
 FROZEN_STEPS = ("encode", "predict", "calibrate")
@@ -200,4 +257,4 @@ def freeze(pipeline: Pipeline) -> Pipeline:
         (name, FrozenEstimator(stage) if name in FROZEN_STEPS else clone(stage))
         for name, stage in pipeline.steps
     ]
-    return Pipeline(steps)
+    return TaskPipeline(steps)

@@ -15,60 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, clone, is_classifier
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, indexable
 
+from taskclf._progress import step
 from taskclf.exceptions import InvalidParameterError, NotFittedError
+from taskclf.pipeline import TaskPipeline
 
 __all__ = ["PostprocessingSearchCV"]
-
-
-class _FittedPrefix(TransformerMixin, BaseEstimator):
-    """The fitted first steps of a pipeline, remembering their outputs.
-
-    Stands in for those steps at the head of a pipeline whose remaining
-    steps are being tuned: ``fit_transform`` of the training frame returns
-    what the steps' own ``fit_transform`` returned (out-of-fold
-    probabilities included) without refitting, and ``transform`` computes
-    each frame's output once and then returns it again for the same frame
-    object. It is frozen: ``fit`` does nothing and ``clone`` returns it.
-    """
-
-    def __init__(self, prefix: Pipeline | None = None) -> None:
-        self.prefix = prefix
-
-    def remember_fit(self, X: Any, Xt: Any) -> _FittedPrefix:
-        """Record ``Xt`` as the ``fit_transform`` output of the frame ``X``."""
-        self._fitted = (X, Xt)
-        self._seen: list[tuple[Any, Any]] = []
-        return self
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-    def __sklearn_clone__(self) -> _FittedPrefix:
-        return self
-
-    def fit(self, X: Any, y: Any = None) -> _FittedPrefix:
-        return self
-
-    def fit_transform(self, X: Any, y: Any = None, **_: Any) -> Any:
-        source, out = self._fitted
-        if X is not source:
-            raise InvalidParameterError("the cached steps were fitted on another frame")
-        return out
-
-    def transform(self, X: Any) -> Any:
-        for source, out in self._seen:
-            if X is source:
-                return out
-        assert self.prefix is not None
-        out = self.prefix.transform(X)
-        self._seen.append((X, out))
-        return out
 
 
 def _take(data: Any, rows: np.ndarray) -> Any:
@@ -77,6 +34,15 @@ def _take(data: Any, rows: np.ndarray) -> Any:
     if isinstance(data, (pd.DataFrame, pd.Series)):
         return data.iloc[rows]
     return np.asarray(data)[rows]
+
+
+def _one_number(score: Any) -> float:
+    if not isinstance(score, (int, float, np.number)):
+        raise InvalidParameterError(
+            f"scoring must give one number per call, got {type(score).__name__}; "
+            "multi-metric scoring is not supported"
+        )
+    return float(score)
 
 
 def _param_columns(candidates: Sequence[Mapping[str, Any]]) -> dict[str, np.ma.MaskedArray]:
@@ -111,11 +77,10 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     the grid touches (encoding, the booster, calibration when the grid
     sweeps ``reject__threshold`` and ``smooth__window``) is fitted once per
     fold; each candidate then fits and scores only the remaining steps on
-    the remembered intermediate frames. Every candidate is scored by
-    calling ``scoring(estimator, X_test, y_test)`` on a pipeline of the
-    fitted first steps and the candidate's remaining steps, so scores equal
-    GridSearchCV's exactly (given a deterministic model, as
-    :class:`~taskclf.BoosterPredictor` is).
+    the first steps' output frames, which keep every input column. Every
+    candidate is scored by ``scoring(remaining_steps, Xt_test, y_test)``,
+    which equals GridSearchCV's score of the whole pipeline exactly (given
+    a deterministic model, as :class:`~taskclf.BoosterPredictor` is).
 
     Parameters
     ----------
@@ -282,34 +247,25 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         score_times = np.empty_like(scores)
         prefix_times = np.zeros(n_splits, dtype=np.float64)
         head = self.estimator.steps[:split]
-        for s, (train, test) in enumerate(folds):
-            X_train, y_train = _take(X, train), _take(y, train)
-            X_test, y_test = _take(X, test), _take(y, test)
-            cached: _FittedPrefix | None = None
-            if head:
-                started = time.perf_counter()
-                steps = [(name, clone(step)) for name, step in head]
-                prefix = Pipeline(steps, memory=self.estimator.memory)
-                Xt_train = prefix.fit_transform(X_train, y_train)
-                cached = _FittedPrefix(prefix).remember_fit(X_train, Xt_train)
-                prefix_times[s] = time.perf_counter() - started
-            for c, params in enumerate(candidates):
-                started = time.perf_counter()
-                pipeline = self._candidate(params)
-                if cached is not None:
-                    tail = pipeline.steps[split:]
-                    pipeline = Pipeline([(_unique_name(tail), cached), *tail])
-                pipeline.fit(X_train, y_train)
-                fitted = time.perf_counter()
-                score = scorer(pipeline, X_test, y_test)
-                if not isinstance(score, (int, float, np.number)):
-                    raise InvalidParameterError(
-                        f"scoring must give one number per call, got {type(score).__name__}; "
-                        "multi-metric scoring is not supported"
-                    )
-                scores[c, s] = score
-                fit_times[c, s] = fitted - started
-                score_times[c, s] = time.perf_counter() - fitted
+        with step("grid search fits", n_candidates * n_splits) as advance:
+            for s, (train, test) in enumerate(folds):
+                X_train, y_train = _take(X, train), _take(y, train)
+                X_test, y_test = _take(X, test), _take(y, test)
+                if head:  # fitted once per fold; its outputs feed every candidate
+                    started = time.perf_counter()
+                    prefix = Pipeline([(name, clone(stage)) for name, stage in head])
+                    X_train = prefix.fit_transform(X_train, y_train)
+                    X_test = prefix.transform(X_test)
+                    prefix_times[s] = time.perf_counter() - started
+                for c, params in enumerate(candidates):
+                    started = time.perf_counter()
+                    tail = TaskPipeline(self._candidate(params).steps[split:])
+                    tail.fit(X_train, y_train)
+                    fitted = time.perf_counter()
+                    scores[c, s] = _one_number(scorer(tail, X_test, y_test))
+                    fit_times[c, s] = fitted - started
+                    score_times[c, s] = time.perf_counter() - fitted
+                    advance(1)
 
         results: dict[str, Any] = {}
         for key, array in (("fit_time", fit_times), ("score_time", score_times)):
@@ -359,11 +315,3 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     def score(self, X: Any, y: Any = None) -> float:
         """The scorer's value of ``best_estimator_`` on ``X, y``."""
         return float(self.scorer_(self._best(), X, y))
-
-
-def _unique_name(steps: Sequence[tuple[str, Any]]) -> str:
-    taken = {name for name, _ in steps}
-    name = "fitted"
-    while name in taken:
-        name += "_"
-    return name

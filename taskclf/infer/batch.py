@@ -36,7 +36,7 @@ from taskclf.exceptions import InputError, ReaderError
 from taskclf.pipeline import build_pipeline
 from taskclf.stages.encode import CategoricalEncoder, vocabulary_of
 from taskclf.stages.model import BoosterPredictor
-from taskclf.stages.reject import check_threshold, reject_codes
+from taskclf.stages.reject import Rejector, reject_codes
 from taskclf.stages.segment import Segment, frame_to_segments
 from taskclf.taxonomy import TaxonomyResolver, round_like_python
 
@@ -121,8 +121,8 @@ def predict_proba(
     """
     check_frame(features_df, "predict_proba")
     version = resolve_schema_version(features_df, schema_version)
-    encoder = CategoricalEncoder(_vocabulary(features_df, cat_encoders, version))
-    stage = BoosterPredictor(model, schema_version=version)
+    encoder = CategoricalEncoder.from_vocabulary(_vocabulary(features_df, cat_encoders, version))
+    stage = BoosterPredictor.from_booster(model, schema_version=version)
     return stage.predict_proba(encoder.transform(features_df))
 
 
@@ -156,7 +156,7 @@ def predict_labels(
     -------
     list of str
     """
-    threshold = check_threshold(reject_threshold)
+    threshold = Rejector(reject_threshold).fit(features_df).threshold
     proba = predict_proba(model, features_df, cat_encoders, schema_version=schema_version)
     _, rejected, _ = reject_codes(proba, threshold)
     names = np.asarray(label_encoder.inverse_transform(proba.argmax(axis=1)), dtype=object)
@@ -224,6 +224,7 @@ def run_batch_inference(
         calibrator_store=calibrator_store,
         schema_version=version,
     )
+    pipeline.set_params(merge__join_equal=False)  # 0.4's segments, as they were
     frame = pipeline.transform(features_df)
     proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
     is_rejected = frame[IS_REJECTED].to_numpy(dtype=bool)

@@ -4,18 +4,26 @@ Smoothing windows and segments never cross a timeline boundary. Every
 stage that works along time asks :func:`find_timelines` for the order of
 the rows and where each timeline starts; the kernels then run on the
 sorted, concatenated timelines with those boundaries.
+
+Within :func:`shared_timelines` (a pipeline call opens it), the timelines of
+a frame are found once and reused by every later stage: stages keep the
+rows and their order, so the first stage's answer holds for all of them.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import attrs
 import numpy as np
 import pandas as pd
 
 from taskclf._columns import BUCKET_START_TS, USER_ID
-from taskclf._frame import check_integer
 from taskclf.core.time import ns_to_datetime, timestamps_ns
 from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
+from taskclf.stages._base import SECONDS, check_value
 
 
 @attrs.frozen(eq=False)
@@ -61,14 +69,51 @@ class Timelines:
         out[self.order] = values
         return out
 
+    def number_per_user(self, starts: np.ndarray) -> np.ndarray:
+        """Ids of runs, numbered from 0 for each user (the whole frame without users).
+
+        Parameters
+        ----------
+        starts : ndarray of int
+            Sorted start positions (timeline order) of the runs; every
+            timeline start is among them.
+
+        Returns
+        -------
+        ndarray of int64, shape (n,)
+            The run of each row, in timeline order.
+        """
+        new = np.zeros(self.n_rows, dtype=np.int64)
+        new[starts] = 1
+        ids = np.cumsum(new) - 1
+        if self.user_codes is not None and self.n_rows:
+            first = np.flatnonzero(np.diff(self.user_codes, prepend=-1) != 0)
+            ids -= np.repeat(ids[first], np.diff(np.append(first, self.n_rows)))
+        return ids
+
     def timeline_of_rows(self) -> np.ndarray:
         """Timeline index of each row, in timeline order."""
         return np.repeat(np.arange(len(self.bounds) - 1), np.diff(self.bounds))
 
 
 def check_positive_seconds(value: object, name: str) -> int:
-    """Validate a duration in whole seconds that must be > 0."""
-    return check_integer(value, name, 1, "> 0")
+    """A duration in whole seconds > 0 (bounded), for callers outside the stages."""
+    return int(check_value(value, SECONDS, name, name))
+
+
+_shared: ContextVar[dict[tuple[int, int], Timelines] | None] = ContextVar(
+    "taskclf_timelines", default=None
+)
+
+
+@contextlib.contextmanager
+def shared_timelines() -> Iterator[None]:
+    """Inside the block, :func:`find_timelines` answers once per frame length and gap."""
+    token = _shared.set({})
+    try:
+        yield
+    finally:
+        _shared.reset(token)
 
 
 def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -102,7 +147,17 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: int) -> Timelines:
     DuplicateRowsError
         When two rows share ``(user_id, bucket_start_ts)``.
     """
-    gap_ns = check_positive_seconds(max_gap_seconds, "max_gap_seconds") * 1_000_000_000
+    shared = _shared.get()
+    key = (len(df), int(max_gap_seconds))
+    if shared is not None and key in shared:
+        return shared[key]
+    timelines = _find(df, int(max_gap_seconds) * 1_000_000_000)
+    if shared is not None:
+        shared[key] = timelines
+    return timelines
+
+
+def _find(df: pd.DataFrame, gap_ns: int) -> Timelines:
     ts = timestamps_ns(df, BUCKET_START_TS)
     codes, users = user_codes_of(df)
     n = len(ts)

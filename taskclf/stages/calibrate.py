@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,6 @@ from taskclf.calibration import (
     MIN_USER_ROWS,
     CalibratorStore,
     IdentityCalibrator,
-    _check_count,
     apply_calibration,
     brier_score,
     eligible_users,
@@ -34,34 +33,26 @@ from taskclf.calibration import (
 )
 from taskclf.core.time import timestamps_ns
 from taskclf.exceptions import InvalidParameterError, NotFittedError
+from taskclf.stages._base import check_params, instance_of, integer, one_of
 
 
 class Calibrator(TransformerMixin, BaseEstimator):
     """Pipeline stage: replace the probability columns with calibrated ones.
 
-    Two ways to use it:
-
-    - **given maps** (frozen): ``calibrator`` for every row, and/or
-      ``calibrator_store`` per user (used when the frame has ``user_id``,
-      winning over ``calibrator``). ``fit`` learns nothing.
-    - **fitted**: without given maps, ``fit(X, y)`` learns a map of
-      ``method`` from the probability columns of ``X`` and the true labels
-      ``y``; with ``per_user=True`` also one map per user who has at least
-      ``min_user_rows`` labelled rows over ``min_user_days`` distinct UTC
-      days with ``min_user_labels`` distinct labels, the global map serving
-      everyone else.
+    ``fit(X, y)`` learns a map of ``method`` from the probability columns
+    of ``X`` and the true labels ``y``; with ``per_user=True`` also one map
+    per user who has at least ``min_user_rows`` labelled rows over
+    ``min_user_days`` distinct UTC days with ``min_user_labels`` distinct
+    labels, the global map serving everyone else. ``method="identity"``
+    needs no fitting. Maps made elsewhere make a fitted stage through
+    :meth:`from_maps`.
 
     In a pipeline, the stage is fitted on the *out-of-fold* probabilities
     that :class:`~taskclf.BoosterPredictor` returns from ``fit_transform``,
     so it calibrates the probabilities of rows the model never saw.
-    ``method="identity"`` needs no fitting.
 
     Parameters
     ----------
-    calibrator : calibration map, optional
-        One map for every row (frozen).
-    calibrator_store : CalibratorStore, optional
-        Per-user maps with a global fallback (frozen).
     method : {"identity", "temperature", "isotonic"}, default "identity"
         What ``fit`` learns: nothing, a temperature ``T`` minimizing the
         log loss, or one isotonic regression per class (one-vs-rest).
@@ -73,9 +64,10 @@ class Calibrator(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     calibrator_ : calibration map
-        The fitted global map.
+        The global map.
     store_ : CalibratorStore or None
-        The fitted per-user maps with the global fallback (``per_user``).
+        The per-user maps with the global fallback, used when the frame
+        has ``user_id``.
     brier_before_, brier_after_ : float
         Multiclass Brier score of the fitting rows before and after
         calibration (NaN when ``fit`` had no labels).
@@ -88,7 +80,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
     >>> from taskclf._columns import PROBA_COLUMNS
     >>> from taskclf.calibration import TemperatureCalibrator
     >>> frame = pd.DataFrame([[0.7, 0.3] + [0.0] * 6], columns=PROBA_COLUMNS)
-    >>> out = Calibrator(TemperatureCalibrator(2.0)).transform(frame)
+    >>> out = Calibrator.from_maps(TemperatureCalibrator(2.0)).transform(frame)
     >>> round(float(out["proba_BreakIdle"].iloc[0]), 3)
     0.604
     >>> frame = pd.DataFrame([[0.9, 0.1] + [0.0] * 6] * 4, columns=PROBA_COLUMNS)
@@ -97,51 +89,65 @@ class Calibrator(TransformerMixin, BaseEstimator):
     (True, True)
     """
 
+    _parameter_rules: ClassVar = {
+        "method": one_of(*CALIBRATION_METHODS),
+        "per_user": instance_of(bool, what="True or False"),
+        "min_user_rows": integer(1, 2**31),
+        "min_user_days": integer(1, 2**31),
+        "min_user_labels": integer(1, 2**31),
+    }
+
     def __init__(
         self,
-        calibrator: Any = None,
-        calibrator_store: CalibratorStore | None = None,
-        *,
         method: str = "identity",
+        *,
         per_user: bool = False,
         min_user_rows: int = MIN_USER_ROWS,
         min_user_days: int = MIN_USER_DAYS,
         min_user_labels: int = MIN_USER_LABELS,
     ) -> None:
-        self.calibrator = calibrator
-        self.calibrator_store = calibrator_store
         self.method = method
         self.per_user = per_user
         self.min_user_rows = min_user_rows
         self.min_user_days = min_user_days
         self.min_user_labels = min_user_labels
 
-    def _frozen(self) -> bool:
-        return self.calibrator is not None or self.calibrator_store is not None
+    @classmethod
+    def from_maps(cls, calibrator: Any = None, store: CalibratorStore | None = None) -> Calibrator:
+        """A fitted stage applying given maps.
 
-    def __sklearn_is_fitted__(self) -> bool:
-        return self._frozen() or self.method == "identity" or hasattr(self, "calibrator_")
+        Parameters
+        ----------
+        calibrator : calibration map, optional
+            One map for every row (identity when omitted).
+        store : CalibratorStore, optional
+            Per-user maps with a global fallback, used when the frame has
+            ``user_id`` (winning over ``calibrator``).
 
-    def _validate_params(self) -> None:
-        if self.calibrator is not None and not hasattr(self.calibrator, "calibrate"):
+        Returns
+        -------
+        Calibrator
+            Fitted; wrap it in :class:`sklearn.frozen.FrozenEstimator` to
+            keep ``fit`` from relearning it.
+        """
+        if calibrator is not None and not hasattr(calibrator, "calibrate"):
             raise InvalidParameterError(
-                "calibrator must have a calibrate(proba) method, got "
-                f"{type(self.calibrator).__name__}"
+                f"calibrator must have a calibrate(proba) method, got {type(calibrator).__name__}"
             )
-        if self.calibrator_store is not None and not hasattr(
-            self.calibrator_store, "calibrate_batch"
-        ):
+        if store is not None and not isinstance(store, CalibratorStore):
             raise InvalidParameterError(
-                "calibrator_store must be a CalibratorStore, got "
-                f"{type(self.calibrator_store).__name__}"
+                f"store must be a CalibratorStore, got {type(store).__name__}"
             )
-        if self.method not in CALIBRATION_METHODS:
-            raise InvalidParameterError(
-                f"method must be one of {list(CALIBRATION_METHODS)}, got {self.method!r}"
-            )
-        _check_count(self.min_user_rows, "min_user_rows")
-        _check_count(self.min_user_days, "min_user_days")
-        _check_count(self.min_user_labels, "min_user_labels")
+        stage = cls(method=getattr(store, "method", None) or "identity")
+        stage.calibrator_ = calibrator if calibrator is not None else IdentityCalibrator()
+        stage.store_ = store
+        stage._no_scores()
+        return stage
+
+    def _no_scores(self) -> None:
+        nan = float("nan")
+        self.brier_before_ = self.brier_after_ = nan
+        self.log_loss_before_ = self.log_loss_after_ = nan
 
     def _fit_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> None:
         global_map = fit_calibration_map(self.method, proba, codes)
@@ -169,9 +175,8 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
         """Fit the calibration map(s) on the probability columns and labels.
 
-        With given maps, or ``method="identity"``, nothing is learned and
-        ``y`` is optional; the quality attributes are filled when ``y`` is
-        given.
+        With ``method="identity"`` nothing is learned and ``y`` is
+        optional; the quality attributes are filled when ``y`` is given.
 
         Parameters
         ----------
@@ -191,24 +196,16 @@ class Calibrator(TransformerMixin, BaseEstimator):
             When labels are needed and missing, of another length than
             ``X``, or not core labels.
         """
-        self._validate_params()
+        check_params(self)
         check_frame(X, type(self).__name__)
-        learns = not self._frozen() and self.method != "identity"
-        if learns:
-            require_columns(X, PROBA_COLUMNS, type(self).__name__)
-        if y is None and not learns:
-            if not self._frozen():
-                self.calibrator_ = IdentityCalibrator()
-                self.store_ = None
-            nan = float("nan")
-            self.brier_before_ = self.brier_after_ = nan
-            self.log_loss_before_ = self.log_loss_after_ = nan
+        if y is None and self.method == "identity":
+            self.calibrator_, self.store_ = IdentityCalibrator(), None
+            self._no_scores()
             return self
-        codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
+        codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
-        if not self._frozen():
-            self._fit_maps(X, proba, codes)
+        self._fit_maps(X, proba, codes)
         calibrated = self.calibrate_proba(proba, X)
         self.brier_before_ = brier_score(proba, codes)
         self.brier_after_ = brier_score(calibrated, codes)
@@ -216,34 +213,27 @@ class Calibrator(TransformerMixin, BaseEstimator):
         self.log_loss_after_ = log_loss(calibrated, codes)
         return self
 
-    def _maps(self) -> tuple[Any, CalibratorStore | None]:
-        if self._frozen():
-            return self.calibrator, self.calibrator_store
-        if hasattr(self, "calibrator_"):
-            return self.calibrator_, self.store_
-        if self.method == "identity":
-            return None, None
-        raise NotFittedError(
-            f"Calibrator(method={self.method!r}) is not fitted: call fit(X, y) first, "
-            "or pass calibrator= / calibrator_store="
-        )
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.method == "identity" or hasattr(self, "calibrator_")
 
     def calibrate_proba(self, proba: np.ndarray, X: pd.DataFrame) -> np.ndarray:
         """Calibrated copy of ``proba`` for the rows of ``X``."""
-        calibrator, store = self._maps()
+        if not hasattr(self, "calibrator_"):
+            if self.method != "identity":
+                raise NotFittedError(
+                    f"Calibrator(method={self.method!r}) is not fitted: call fit(X, y) first"
+                )
+            return proba
         user_ids = X[USER_ID].to_numpy() if USER_ID in X.columns else None
-        return apply_calibration(proba, calibrator, store, user_ids)
+        return apply_calibration(proba, self.calibrator_, self.store_, user_ids)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns calibrated."""
-        self._validate_params()
+        check_params(self)
         check_frame(X, type(self).__name__)
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
-        calibrator, store = self._maps()
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)
-        if calibrator is None and store is None:
-            return X.copy(deep=False)
         calibrated = self.calibrate_proba(proba, X)
         if calibrated is proba:
             return X.copy(deep=False)
@@ -251,8 +241,5 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self) -> Tags:
         # Probability columns by name; missing probabilities are refused.
-        # Given maps or the identity need no fitting.
-        return frame_tags(
-            super().__sklearn_tags__(),
-            requires_fit=not self._frozen() and self.method != "identity",
-        )
+        # The identity needs no fitting.
+        return frame_tags(super().__sklearn_tags__(), requires_fit=self.method != "identity")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -18,8 +18,9 @@ from taskclf.core.defaults import (
     DEFAULT_UNKNOWN_MASK_RATE,
     UNKNOWN_CATEGORY,
 )
-from taskclf.core.schema import get_schema, resolve_schema_version
+from taskclf.core.schema import SCHEMA_VERSIONS, get_schema, resolve_schema_version
 from taskclf.exceptions import InvalidParameterError, MissingColumnsError
+from taskclf.stages._base import check_params, integer, one_of, optional, real
 
 
 def vocabulary_of(encoder: Any) -> list[Any]:
@@ -67,12 +68,11 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     calibration, so it keeps the caller's values and its encoding is added
     as ``user_id_encoded``, which the model stage reads.
 
+    A vocabulary fixed in advance (the one a pre-trained booster saw) makes
+    a fitted stage through :meth:`from_vocabulary`.
+
     Parameters
     ----------
-    categories : dict, optional
-        A ready vocabulary: column name → fitted ``LabelEncoder`` (the seed
-        API's ``cat_encoders``) or list of values. When given, ``fit``
-        learns nothing and the stage works without fitting.
     schema_version : str, optional
         Feature schema (``"v1"``, ``"v2"``, ``"v3"``) whose categorical
         columns ``fit`` learns; inferred from the frame when omitted.
@@ -93,116 +93,109 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     Examples
     --------
     >>> import pandas as pd
-    >>> enc = CategoricalEncoder(categories={"app_id": ["code", "slack"]})
+    >>> enc = CategoricalEncoder.from_vocabulary({"app_id": ["code", "slack"]})
     >>> enc.transform(pd.DataFrame({"app_id": ["slack", "zoom"]}))["app_id"].cat.codes.tolist()
     [1, -1]
     """
 
+    _parameter_rules: ClassVar = {
+        "schema_version": optional(one_of(*SCHEMA_VERSIONS)),
+        "min_category_freq": integer(1, 2**31),
+        "unknown_mask_rate": real(0.0, 1.0, open_high=True),
+        "random_state": optional(integer(0, 2**32 - 1)),
+    }
+
     def __init__(
         self,
-        categories: Mapping[str, Any] | None = None,
-        *,
         schema_version: str | None = None,
+        *,
         min_category_freq: int = DEFAULT_MIN_CATEGORY_FREQ,
         unknown_mask_rate: float = DEFAULT_UNKNOWN_MASK_RATE,
         random_state: int | None = 0,
     ) -> None:
-        self.categories = categories
         self.schema_version = schema_version
         self.min_category_freq = min_category_freq
         self.unknown_mask_rate = unknown_mask_rate
         self.random_state = random_state
 
-    def __sklearn_is_fitted__(self) -> bool:
-        return self.categories is not None or hasattr(self, "vocabulary_")
+    @classmethod
+    def from_vocabulary(
+        cls, vocabulary: Mapping[str, Any], schema_version: str | None = None
+    ) -> CategoricalEncoder:
+        """A fitted encoder over a given vocabulary.
+
+        Parameters
+        ----------
+        vocabulary : dict
+            Column name → fitted ``LabelEncoder`` (the seed API's
+            ``cat_encoders``) or list of values.
+        schema_version : str, optional
+            The schema the vocabulary belongs to.
+
+        Returns
+        -------
+        CategoricalEncoder
+            Fitted; wrap it in :class:`sklearn.frozen.FrozenEstimator` to
+            keep ``fit`` from relearning it.
+        """
+        if not isinstance(vocabulary, Mapping):
+            raise InvalidParameterError(
+                "a vocabulary maps column names to LabelEncoders or value lists, "
+                f"got {type(vocabulary).__name__}"
+            )
+        encoder = cls(schema_version)
+        check_params(encoder)
+        encoder.vocabulary_ = {}
+        for column, values in vocabulary.items():
+            try:
+                encoder.vocabulary_[column] = vocabulary_of(values)
+            except InvalidParameterError as exc:  # say which column
+                raise InvalidParameterError(f"vocabulary[{column!r}]: {exc}") from None
+        return encoder
 
     def __sklearn_tags__(self) -> Tags:
         # Columns by name, as strings or categories; a missing value is an
-        # unseen one. A given vocabulary needs no fitting.
+        # unseen one.
         return frame_tags(
             super().__sklearn_tags__(),
             allow_nan=True,
             string=True,
             categorical=True,
-            requires_fit=self.categories is None,
+            requires_fit=True,
         )
 
-    def __sklearn_clone__(self) -> CategoricalEncoder:
-        # A given vocabulary is data, not an estimator to refit: share it
-        # (scikit-learn's clone would reset fitted LabelEncoders inside it).
-        if self.categories is None:
-            return super().__sklearn_clone__()
-        return type(self)(**self.get_params(deep=False))
+    def fit(self, X: pd.DataFrame, y: object = None) -> CategoricalEncoder:
+        """Learn the sorted vocabulary of each categorical column.
 
-    def _validate_params(self) -> None:
-        if not isinstance(self.min_category_freq, (int, np.integer)) or (
-            self.min_category_freq < 1
-        ):
-            raise InvalidParameterError(
-                f"min_category_freq must be an integer >= 1, got {self.min_category_freq!r}"
-            )
-        rate = self.unknown_mask_rate
-        if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-            raise InvalidParameterError(f"unknown_mask_rate must lie in [0, 1), got {rate!r}")
-        if self.categories is not None and not isinstance(self.categories, Mapping):
-            raise InvalidParameterError(
-                "categories must map column names to LabelEncoders or value lists, "
-                f"got {type(self.categories).__name__}"
-            )
-
-    def _given_vocabulary(self) -> dict[str, list[Any]]:
-        assert self.categories is not None
-        vocabulary = {}
-        for column, values in self.categories.items():
-            try:
-                vocabulary[column] = vocabulary_of(values)
-            except InvalidParameterError as exc:  # say which column
-                raise InvalidParameterError(f"categories[{column!r}]: {exc}") from None
-        return vocabulary
-
-    def _learn(self, X: pd.DataFrame) -> dict[str, list[Any]]:
-        if self.categories is not None:
-            return self._given_vocabulary()
+        Returns
+        -------
+        self
+        """
+        check_params(self)
+        check_frame(X, type(self).__name__)
         schema = get_schema(resolve_schema_version(X, self.schema_version))
         columns = list(schema.categorical_columns)
         missing = [c for c in columns if c not in X.columns]
         if missing:  # name the schema's other absent features too: all fixed at once
             also = [c for c in schema.feature_columns if c not in X.columns and c not in missing]
             raise MissingColumnsError([*missing, *also], where=type(self).__name__)
-        vocabulary = {}
+        self.vocabulary_ = {}
         for column in columns:
             counts = X[column].value_counts(dropna=True)
             frequent = counts.index[counts.to_numpy() >= self.min_category_freq]
             values = [v for v in frequent.tolist() if v != UNKNOWN_CATEGORY]
-            vocabulary[column] = vocabulary_of([*values, UNKNOWN_CATEGORY])
-        return vocabulary
-
-    def fit(self, X: pd.DataFrame, y: object = None) -> CategoricalEncoder:
-        """Learn the vocabulary of each categorical column (or adopt ``categories``).
-
-        Returns
-        -------
-        self
-        """
-        self._validate_params()
-        check_frame(X, type(self).__name__)
-        self.vocabulary_ = self._learn(X)
+            self.vocabulary_[column] = vocabulary_of([*values, UNKNOWN_CATEGORY])
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
         """Fit, then encode ``X`` masking a seeded fraction of known values.
 
-        Masking teaches a model being trained what ``__unknown__`` means; a
-        given vocabulary belongs to a model already trained, so then nothing
-        is masked and the result equals ``transform``.
+        Masking teaches the model being trained what ``__unknown__`` means.
         """
-        self.fit(X, y)
-        out = self.transform(X)
-        if self.categories is None and self.unknown_mask_rate > 0 and len(out):
+        out = self.fit(X, y).transform(X)
+        if self.unknown_mask_rate > 0 and len(out):
             rng = np.random.default_rng(self.random_state)
             for column, vocabulary in self.vocabulary_.items():
-                if UNKNOWN_CATEGORY not in vocabulary:
-                    continue
                 unknown = vocabulary.index(UNKNOWN_CATEGORY)
                 target = ENCODED_USER_ID if column == USER_ID else column
                 codes = out[target].cat.codes.to_numpy().copy()
@@ -214,23 +207,16 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         # whether this output was computed or loaded from the cache.
         return out.copy(deep=True)
 
-    def _vocabulary(self) -> dict[str, list[Any]]:
-        check_is_fitted(self)
-        if hasattr(self, "vocabulary_"):
-            return self.vocabulary_
-        assert self.categories is not None
-        return self._given_vocabulary()
-
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with each vocabulary column as ``category`` dtype.
 
         Columns of the vocabulary that ``X`` lacks are left out (the model
         stage reports them if it needs them).
         """
-        self._validate_params()
+        check_is_fitted(self)
         check_frame(X, type(self).__name__)
         new = {}
-        for column, values in self._vocabulary().items():
+        for column, values in self.vocabulary_.items():
             if column not in X.columns:
                 continue
             vocabulary = pd.Index(values, dtype=object)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -17,9 +17,7 @@ import pandas as pd
 
 from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL
 from taskclf._frame import (
-    FrameTransformer,
     add_columns,
-    check_integer,
     factorize_labels,
     label_accuracy,
     label_codes,
@@ -32,7 +30,14 @@ from taskclf.core.defaults import (
     MIN_BLOCK_DURATION_SECONDS,
 )
 from taskclf.exceptions import ColumnTypeError
-from taskclf.stages._timeline import check_positive_seconds, find_timelines
+from taskclf.stages._base import (
+    DURATION,
+    SECONDS,
+    FrameTransformer,
+    check_value,
+    instance_of,
+)
+from taskclf.stages._timeline import find_timelines
 from taskclf.stages.segment import Segment, run_starts
 
 
@@ -42,8 +47,8 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
 
 
 def check_min_duration(value: object) -> int:
-    """Validate a minimum block duration: an integer ≥ 0 (seconds)."""
-    return check_integer(value, "min_block_seconds", 0)
+    """A minimum block duration in whole seconds >= 0 (bounded)."""
+    return int(check_value(value, DURATION, "min_block_seconds", "min_block_seconds"))
 
 
 def segment_ids(column: pd.Series) -> np.ndarray:
@@ -146,7 +151,12 @@ def merge_runs(
 
 
 def merge_segment_codes(
-    labels: np.ndarray, counts: np.ndarray, bounds: np.ndarray, min_buckets: int
+    labels: np.ndarray,
+    counts: np.ndarray,
+    bounds: np.ndarray,
+    min_buckets: int,
+    *,
+    join_equal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hysteresis over the segments of many timelines.
 
@@ -158,6 +168,9 @@ def merge_segment_codes(
         Index of each timeline's first segment, then ``n_segments``.
     min_buckets : int
         Shortest segment kept as it is.
+    join_equal : bool, default False
+        Then join neighbouring merged segments of one timeline that carry
+        the same label (the rule can leave them).
 
     Returns
     -------
@@ -184,7 +197,14 @@ def merge_segment_codes(
         keep_start[starts] = True
         merged_labels[starts] = new_labels
     merged_id = np.cumsum(keep_start) - 1
-    return merged_id.astype(np.int64), merged_labels[keep_start]
+    merged_labels = merged_labels[keep_start]
+    if join_equal and len(merged_labels) > 1:
+        timeline = np.repeat(np.arange(len(sizes)), sizes)[keep_start]
+        same = (merged_labels[1:] == merged_labels[:-1]) & (timeline[1:] == timeline[:-1])
+        new = np.concatenate(([True], ~same))
+        merged_id = (np.cumsum(new) - 1)[merged_id]
+        merged_labels = merged_labels[new]
+    return merged_id.astype(np.int64), merged_labels
 
 
 def merge_short_segments(
@@ -208,8 +228,10 @@ def merge_short_segments(
     >>> [(s.label, s.bucket_count) for s in merge_short_segments(segs)]
     [('A', 6), ('A', 5)]
     """
-    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
-    min_buckets = min_buckets_of(check_min_duration(min_duration_seconds), width)
+    where = "merge_short_segments"
+    width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
+    minimum = check_value(min_duration_seconds, DURATION, "min_duration_seconds", where)
+    min_buckets = min_buckets_of(minimum, width)
     segments = list(segments)
     if len(segments) <= 1:
         return segments
@@ -232,8 +254,10 @@ class HysteresisMerger(FrameTransformer):
     """Pipeline stage: merge short segments and give every row its final label.
 
     Reads ``segment_id`` and ``smoothed_label``; rewrites ``segment_id`` to
-    the merged segments (numbered from 0 in timeline order) and adds
-    ``label``, the final label of each row. ``predict`` returns it.
+    the merged segments (each user's numbered from 0 in time order) and
+    adds ``label``, the final label of each row. ``predict`` returns it.
+    Neighbouring merged segments with the same label are then joined
+    (``join_equal``), so that counts of blocks and switches are right.
 
     Parameters
     ----------
@@ -244,6 +268,9 @@ class HysteresisMerger(FrameTransformer):
         Bucket width (> 0).
     max_gap_seconds : int, default 300
         Longest gap between bucket starts inside one timeline.
+    join_equal : bool, default True
+        Join neighbouring segments of one label after the hysteresis rule;
+        ``False`` keeps the rule's output as it is (taskclf 0.4's segments).
 
     Examples
     --------
@@ -257,20 +284,24 @@ class HysteresisMerger(FrameTransformer):
     7
     """
 
+    _parameter_rules: ClassVar = {
+        "min_block_seconds": DURATION,
+        "bucket_seconds": SECONDS,
+        "max_gap_seconds": SECONDS,
+        "join_equal": instance_of(bool, what="True or False"),
+    }
+
     def __init__(
         self,
         min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
         bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
         max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+        join_equal: bool = True,
     ) -> None:
         self.min_block_seconds = min_block_seconds
         self.bucket_seconds = bucket_seconds
         self.max_gap_seconds = max_gap_seconds
-
-    def _validate_params(self) -> None:
-        check_min_duration(self.min_block_seconds)
-        check_positive_seconds(self.bucket_seconds, "bucket_seconds")
-        check_positive_seconds(self.max_gap_seconds, "max_gap_seconds")
+        self.join_equal = join_equal
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__)
@@ -286,9 +317,11 @@ class HysteresisMerger(FrameTransformer):
             counts,
             seg_bounds,
             min_buckets_of(self.min_block_seconds, self.bucket_seconds),
+            join_equal=self.join_equal,
         )
-        row_segment = np.repeat(merged_id, counts)
-        row_label = merged_labels[row_segment]
+        merged = np.repeat(merged_id, counts)
+        row_label = merged_labels[merged]
+        row_segment = timelines.number_per_user(np.flatnonzero(np.diff(merged, prepend=-1)))
         new: dict[str, Any] = {
             SEGMENT_ID: timelines.to_input(row_segment),
             LABEL: labels_from_codes(timelines.to_input(row_label)),

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.validation import check_is_fitted
 
 from taskclf._columns import ENCODED_USER_ID, PROBA_COLUMNS, USER_ID
-from taskclf._folds import check_labels, check_n_folds, group_folds
+from taskclf._folds import check_labels, group_folds
 from taskclf._frame import add_columns, check_frame, frame_tags, require_columns
+from taskclf._progress import step
 from taskclf.core.schema import (
+    SCHEMA_VERSIONS,
     FeatureSchema,
     check_frame_schema,
     get_schema,
@@ -27,10 +29,10 @@ from taskclf.exceptions import (
     ColumnTypeError,
     InputError,
     InvalidParameterError,
-    NotFittedError,
     ProbabilityShapeError,
     SchemaMismatchError,
 )
+from taskclf.stages._base import check_params, instance_of, integer, one_of, optional
 
 _FILL_ROWS = 8192
 """Rows filled at a time: a block of this many rows stays in cache while the
@@ -76,8 +78,11 @@ def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
         column = X[ENCODED_USER_ID if name == USER_ID and ENCODED_USER_ID in X else name]
         dtype = column.dtype
         if isinstance(dtype, pd.CategoricalDtype):
-            arrays.append(column.cat.codes.to_numpy())
-            continue
+            if name in categorical:
+                arrays.append(column.cat.codes.to_numpy())
+                continue
+            column = column.astype(dtype.categories.dtype)  # numbers through their values
+            dtype = column.dtype
         if name in categorical:
             raise ColumnTypeError(
                 f"categorical column {name!r} is not encoded ({dtype}); put a "
@@ -149,14 +154,6 @@ def booster_schema(booster: Any, schema_version: str | None) -> FeatureSchema:
     return guessed
 
 
-def training_data_fingerprint(matrix: np.ndarray, codes: np.ndarray) -> str:
-    """SHA-256 (hex) of a training matrix and its label codes, as the model saw them."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(matrix, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
-    return digest.hexdigest()
-
-
 def predict_matrix(booster: Any, matrix: np.ndarray) -> np.ndarray:
     """``booster.predict`` checked to give one probability column per class."""
     if len(matrix) == 0:
@@ -204,40 +201,19 @@ def sample_weights(codes: np.ndarray, class_weight: Any) -> np.ndarray | None:
     return table[codes]
 
 
-def _check_training_params(stage: BoosterPredictor) -> None:
-    rounds = stage.num_boost_round
-    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
-        raise InvalidParameterError(f"num_boost_round must be an integer >= 1, got {rounds!r}")
-    check_n_folds(stage.n_folds)
-    weights = stage.class_weight
-    if isinstance(weights, str):
-        if weights != "balanced":
-            raise InvalidParameterError(
-                f"class_weight must be 'balanced', None or a mapping, got {weights!r}"
-            )
-    elif weights is not None:
-        if not isinstance(weights, Mapping):
-            raise InvalidParameterError(
-                f"class_weight must be 'balanced', None or a mapping, got {weights!r}"
-            )
-        unknown = [k for k in weights if k not in CLASS_INDEX]
-        if unknown:
-            raise InvalidParameterError(
-                f"class_weight names {unknown[0]!r}, which is not one of the core labels "
-                f"{list(CLASS_ORDER)}"
-            )
-        bad = [v for v in weights.values() if not np.isfinite(v) or v < 0]
-        if bad:
-            raise InvalidParameterError(f"class_weight values must be >= 0, got {bad[0]!r}")
-    if stage.params is not None and not isinstance(stage.params, Mapping):
-        raise InvalidParameterError(
-            f"params must be a mapping of LightGBM parameters, got {type(stage.params).__name__}"
-        )
-    threads = stage.num_threads
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0
-    ):
-        raise InvalidParameterError(f"num_threads must be an integer >= 0, got {threads!r}")
+def _check_class_weight(value: Any) -> str | None:
+    """Parameter rule of ``class_weight``: "balanced", None or core label → weight >= 0."""
+    expected = "'balanced', None or a mapping of core labels to weights >= 0"
+    if value is None or (isinstance(value, str) and value == "balanced"):
+        return None
+    if not isinstance(value, Mapping):
+        return expected
+    for label, weight in value.items():
+        if label not in CLASS_INDEX:
+            return f"{expected}; {label!r} is not one of {list(CLASS_ORDER)}"
+        if not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+            return expected
+    return None
 
 
 class BoosterPredictor(TransformerMixin, BaseEstimator):
@@ -247,37 +223,24 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     (BreakIdle, Build, Communicate, Debug, Meet, ReadResearch, Review,
     Write).
 
-    The stage works in one of two ways:
-
-    - **frozen**, around a pre-trained ``booster``: ``fit`` leaves it alone
-      and ``clone`` returns the stage itself, so grid searches never copy
-      or retrain it;
-    - **trainable**, without ``booster``: ``fit(X, y)`` trains a LightGBM
-      multiclass model over the eight classes (in class order) on the
-      schema's feature columns, categorical columns declared to LightGBM,
-      and keeps it in ``booster_``. Training is seeded and deterministic.
+    ``fit(X, y)`` trains a LightGBM multiclass model over the eight classes
+    on the schema's feature columns (categorical columns declared to
+    LightGBM) and keeps it in ``booster_``; training is seeded and
+    deterministic. A pre-trained booster makes a fitted stage through
+    :meth:`from_booster`.
 
     ``fit_transform`` (what ``Pipeline.fit`` calls) returns *out-of-fold*
     probabilities: the rows are split into ``n_folds`` group-aware folds
-    (by user, or by UTC day when there is one user; see
-    :func:`taskclf._folds.group_folds`) and each fold's rows are scored
-    by a model trained on the other folds only, so that the stages after
-    this one (calibration) learn from probabilities of rows the model
-    never saw. ``transform`` after fitting uses ``booster_``, trained on
-    all rows: the stacking pattern of scikit-learn's
-    ``StackingClassifier``. A frozen stage's ``fit_transform`` is plain
-    ``transform``.
+    (by user, or by UTC day when there is one user) and each fold's rows
+    are scored by a model trained on the other folds only, so that the
+    stages after this one (calibration) learn from probabilities of rows
+    the model never saw. ``transform`` uses ``booster_``, trained on all
+    rows: the stacking pattern of scikit-learn's ``StackingClassifier``.
 
     Parameters
     ----------
-    booster : lightgbm.Booster, optional
-        A trained multiclass booster over the eight classes in class order.
-        When given, the stage is frozen and the training parameters below
-        are ignored.
     schema_version : str, optional
-        Feature schema: of the given booster (guessed from its number of
-        features when omitted), or to train on (resolved from the frame
-        when omitted).
+        Feature schema to train on; resolved from the frame when omitted.
     params : dict, optional
         LightGBM parameters, overriding the defaults (``objective
         multiclass``, ``num_class 8``, ``learning_rate 0.1``, ``seed``,
@@ -298,11 +261,11 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     booster_ : lightgbm.Booster
-        The model trained on all rows (trainable stage only).
+        The model.
+    schema_ : FeatureSchema
+        The feature schema of the model.
     oof_fold_ : ndarray of int8
         Held-out fold of each training row (set by ``fit_transform``).
-    training_fingerprint_ : str
-        SHA-256 of the training matrix and labels; saved bundles record it.
     classes_ : ndarray of str
         The eight classes in class order.
 
@@ -318,9 +281,18 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     20
     """
 
+    _parameter_rules: ClassVar = {
+        "schema_version": optional(one_of(*SCHEMA_VERSIONS)),
+        "params": optional(instance_of(Mapping, what="a mapping of LightGBM parameters")),
+        "num_boost_round": integer(1, 100_000),
+        "class_weight": _check_class_weight,
+        "n_folds": integer(2, 100),
+        "random_state": optional(integer(0, 2**31 - 1)),
+        "num_threads": optional(integer(0, 4096)),
+    }
+
     def __init__(
         self,
-        booster: Any = None,
         schema_version: str | None = None,
         *,
         params: Mapping[str, Any] | None = None,
@@ -330,7 +302,6 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         random_state: int | None = 0,
         num_threads: int | None = None,
     ) -> None:
-        self.booster = booster
         self.schema_version = schema_version
         self.params = params
         self.num_boost_round = num_boost_round
@@ -339,25 +310,47 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.num_threads = num_threads
 
-    def __sklearn_is_fitted__(self) -> bool:
-        return self.booster is not None or hasattr(self, "booster_")
+    @classmethod
+    def from_booster(cls, booster: Any, schema_version: str | None = None) -> BoosterPredictor:
+        """A fitted stage around a pre-trained booster.
+
+        Parameters
+        ----------
+        booster : lightgbm.Booster
+            A multiclass booster over the eight classes in class order.
+        schema_version : str, optional
+            Its feature schema; guessed from its number of features when
+            omitted.
+
+        Returns
+        -------
+        BoosterPredictor
+            Fitted; wrap it in :class:`sklearn.frozen.FrozenEstimator` to
+            keep ``fit`` from retraining it.
+
+        Raises
+        ------
+        InvalidParameterError
+            If ``booster`` is not a LightGBM booster.
+        SchemaMismatchError
+            If its width matches no schema (or not the given one).
+        """
+        if not hasattr(booster, "predict") or not hasattr(booster, "num_feature"):
+            raise InvalidParameterError(
+                f"booster must be a lightgbm.Booster, got {type(booster).__name__}"
+            )
+        stage = cls(schema_version)
+        check_params(stage)
+        stage.booster_ = booster
+        stage.schema_ = booster_schema(booster, schema_version)
+        return stage
 
     def __sklearn_tags__(self) -> Tags:
         # The schema's feature columns by name, categoricals encoded as
         # pandas categories; missing values become 0.
         return frame_tags(
-            super().__sklearn_tags__(),
-            allow_nan=True,
-            categorical=True,
-            requires_fit=self.booster is None,
+            super().__sklearn_tags__(), allow_nan=True, categorical=True, requires_fit=True
         )
-
-    def __sklearn_clone__(self) -> BoosterPredictor:
-        # A pre-trained booster is frozen: share the stage, never retrain it.
-        # A trainable stage clones like any estimator (parameters, no state).
-        if self.booster is not None:
-            return self
-        return super().__sklearn_clone__()
 
     @property
     def classes_(self) -> np.ndarray:
@@ -380,7 +373,9 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         params.update(self.params or {})
         return params
 
-    def _train(self, matrix: np.ndarray, codes: np.ndarray, categorical: list[int]) -> Any:
+    def _train(
+        self, matrix: np.ndarray, codes: np.ndarray, categorical: list[int], what: str
+    ) -> Any:
         import lightgbm as lgb
 
         dataset = lgb.Dataset(
@@ -390,44 +385,37 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             categorical_feature=categorical,
             free_raw_data=True,
         )
-        try:
-            return lgb.train(self.lightgbm_params(), dataset, num_boost_round=self.num_boost_round)
-        except lgb.basic.LightGBMError as exc:  # LightGBM refuses its parameters
-            raise InvalidParameterError(
-                f"BoosterPredictor: LightGBM cannot train with params={self.params!r}: "
-                f"{str(exc).strip()}"
-            ) from None
+        with step(what, self.num_boost_round) as advance:
+            try:
+                return lgb.train(
+                    self.lightgbm_params(),
+                    dataset,
+                    num_boost_round=self.num_boost_round,
+                    callbacks=[lambda env: advance(1)],
+                )
+            except lgb.basic.LightGBMError as exc:  # LightGBM refuses its parameters
+                raise InvalidParameterError(
+                    f"BoosterPredictor: LightGBM cannot train with params={self.params!r}: "
+                    f"{str(exc).strip()}"
+                ) from None
 
     def _training_data(
         self, X: pd.DataFrame, y: object
     ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        _check_training_params(self)
+        check_params(self)
         check_frame(X, type(self).__name__)
         codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
         if len(X) == 0:
             raise InputError("BoosterPredictor.fit: cannot train on an empty frame")
-        schema = get_schema(resolve_schema_version(X, self.schema_version))
-        check_frame_schema(X, schema)
-        categorical = [schema.feature_columns.index(c) for c in schema.categorical_columns]
-        return feature_matrix(X, schema), codes, categorical
-
-    def _model(self) -> Any:
-        model = self.booster if self.booster is not None else getattr(self, "booster_", None)
-        if model is None:
-            raise NotFittedError("BoosterPredictor has no booster: pass booster= or call fit first")
-        if not hasattr(model, "predict") or not hasattr(model, "num_feature"):
-            raise InvalidParameterError(
-                f"booster must be a lightgbm.Booster, got {type(model).__name__}"
-            )
-        return model
-
-    @property
-    def schema_(self) -> FeatureSchema:
-        """The feature schema the booster was trained on."""
-        return booster_schema(self._model(), self.schema_version)
+        self.schema_ = get_schema(resolve_schema_version(X, self.schema_version))
+        check_frame_schema(X, self.schema_)
+        categorical = [
+            self.schema_.feature_columns.index(c) for c in self.schema_.categorical_columns
+        ]
+        return feature_matrix(X, self.schema_), codes, categorical
 
     def fit(self, X: pd.DataFrame, y: object = None) -> BoosterPredictor:
-        """Train the model on all rows, or keep a pre-trained booster as it is.
+        """Train the model on all rows.
 
         Parameters
         ----------
@@ -435,7 +423,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             Encoded feature frame (the output of
             :class:`~taskclf.CategoricalEncoder`).
         y : array-like of str
-            Core label of each row; ignored by a frozen stage.
+            Core label of each row.
 
         Returns
         -------
@@ -447,13 +435,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             When ``y`` is missing, of another length than ``X``, or holds a
             value that is not a core label.
         """
-        if self.booster is not None:
-            check_frame(X, type(self).__name__)
-            self._model()
-            return self
         matrix, codes, categorical = self._training_data(X, y)
-        self.booster_ = self._train(matrix, codes, categorical)
-        self.training_fingerprint_ = training_data_fingerprint(matrix, codes)
+        self.booster_ = self._train(matrix, codes, categorical, "boosting rounds")
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
@@ -461,33 +444,35 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
 
         Each row's probabilities come from a model trained on the other
         folds (see the class description); ``booster_`` is trained on all
-        rows. A frozen stage returns ``transform(X)``.
+        rows.
 
         Returns
         -------
         DataFrame
         """
-        if self.booster is not None:
-            return self.fit(X, y).transform(X)
         matrix, codes, categorical = self._training_data(X, y)
-        self.booster_ = self._train(matrix, codes, categorical)
-        self.training_fingerprint_ = training_data_fingerprint(matrix, codes)
+        self.booster_ = self._train(matrix, codes, categorical, "boosting rounds")
         fold = group_folds(X, self.n_folds)
         proba = np.empty((len(X), N_CLASSES), dtype=np.float64)
-        for k in range(int(fold.max()) + 1):
+        n_folds = int(fold.max()) + 1
+        for k in range(n_folds):
             held_out = fold == k
-            model = self._train(matrix[~held_out], codes[~held_out], categorical)
+            model = self._train(
+                matrix[~held_out],
+                codes[~held_out],
+                categorical,
+                f"out-of-fold model {k + 1}/{n_folds}",
+            )
             proba[held_out] = predict_matrix(model, matrix[held_out])
         self.oof_fold_ = fold
         return add_columns(X, pd.DataFrame(proba, columns=list(PROBA_COLUMNS)))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """The (n, 8) probability matrix of the rows of ``X``."""
+        check_is_fitted(self)
         check_frame(X, type(self).__name__)
-        model = self._model()
-        schema = booster_schema(model, self.schema_version)
-        check_frame_schema(X, schema)
-        return predict_frame(model, X, schema)
+        check_frame_schema(X, self.schema_)
+        return predict_frame(self.booster_, X, self.schema_)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns added."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -10,7 +10,6 @@ from sklearn.utils import Tags
 
 from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL
 from taskclf._frame import (
-    FrameTransformer,
     add_columns,
     check_finite_columns,
     frame_tags,
@@ -18,25 +17,10 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf.core.types import N_CLASSES
-from taskclf.exceptions import InvalidParameterError
+from taskclf.stages._base import FrameTransformer, optional, real
 
 MIXED_CODE = N_CLASSES
 """Code of ``Mixed/Unknown`` in the label columns (after the eight classes)."""
-
-
-def check_threshold(threshold: object) -> float | None:
-    """Validate a reject threshold: None or a number in [0, 1]."""
-    if threshold is None:
-        return None
-    if isinstance(threshold, bool) or not isinstance(
-        threshold, (int, float, np.integer, np.floating)
-    ):
-        raise InvalidParameterError(
-            f"threshold must be a number in [0, 1] or None, got {threshold!r}"
-        )
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise InvalidParameterError(f"threshold must lie in [0, 1], got {threshold!r}")
-    return float(threshold)
 
 
 def reject_codes(
@@ -84,11 +68,10 @@ class Rejector(FrameTransformer):
     ['Mixed/Unknown']
     """
 
+    _parameter_rules: ClassVar = {"threshold": optional(real(0.0, 1.0))}
+
     def __init__(self, threshold: float | None = None) -> None:
         self.threshold = threshold
-
-    def _validate_params(self) -> None:
-        check_threshold(self.threshold)
 
     def __sklearn_tags__(self) -> Tags:
         # Probability columns by name; missing probabilities are refused.
@@ -98,7 +81,7 @@ class Rejector(FrameTransformer):
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)
-        confidence, rejected, codes = reject_codes(proba, check_threshold(self.threshold))
+        confidence, rejected, codes = reject_codes(proba, self.threshold)
         new: dict[str, Any] = {
             CONFIDENCE: confidence,
             IS_REJECTED: rejected,

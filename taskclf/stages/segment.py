@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL, USER_ID
+from taskclf._columns import BUCKET_START_TS, LABEL, SEGMENT_ID, SMOOTHED_LABEL
 from taskclf._frame import (
-    FrameTransformer,
     add_columns,
     factorize_labels,
     label_codes,
     require_columns,
 )
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_MAX_GAP_SECONDS
-from taskclf.core.time import ns_to_datetime, to_utc_series, ts_utc_aware_get
-from taskclf.exceptions import InputError, MissingColumnsError
-from taskclf.stages._timeline import check_positive_seconds, find_timelines
+from taskclf.core.time import ns_to_datetime, timestamps_ns, to_utc_series, ts_utc_aware_get
+from taskclf.exceptions import InputError
+from taskclf.stages._base import SECONDS, FrameTransformer, check_value
+from taskclf.stages._timeline import find_timelines, user_codes_of
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -140,7 +140,7 @@ def segmentize(
     >>> [(s.label, s.bucket_count) for s in segmentize(starts, ["A", "A", "B"])]
     [('A', 2), ('B', 1)]
     """
-    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
+    width = int(check_value(bucket_seconds, SECONDS, "bucket_seconds", "segmentize"))
     if len(bucket_starts) != len(labels):
         raise InputError(
             f"bucket_starts has {len(bucket_starts)} values but labels has {len(labels)}"
@@ -182,13 +182,13 @@ def frame_to_segments(
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
     label_column: str = LABEL,
 ) -> list[Segment]:
-    """The segments of a transformed frame, in timeline order.
+    """The segments of a transformed frame, by user and time.
 
-    Groups rows by ``segment_id`` (as written by :class:`Segmenter` or
-    :class:`~taskclf.HysteresisMerger`). A segment starts at its first
-    bucket, ends at its last bucket's start plus ``bucket_seconds``, counts
-    its rows, takes its label from ``label_column`` and carries the user id
-    when the frame has ``user_id``.
+    Groups rows by ``(user_id, segment_id)`` (``segment_id`` alone without
+    ``user_id``), as :class:`Segmenter` and :class:`~taskclf.HysteresisMerger`
+    number them. A segment starts at its first bucket, ends at its last
+    bucket's start plus ``bucket_seconds``, counts its rows, takes its label
+    from ``label_column`` and carries the user id when the frame has one.
 
     Parameters
     ----------
@@ -202,43 +202,35 @@ def frame_to_segments(
     Returns
     -------
     list of Segment
-        Ordered by user (first appearance) and time.
+        Ordered by user (first appearance), then time.
     """
-    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
-    needed = [SEGMENT_ID, label_column, "bucket_start_ts"]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise MissingColumnsError(missing, where="frame_to_segments")
+    width = int(check_value(bucket_seconds, SECONDS, "bucket_seconds", "frame_to_segments"))
+    require_columns(frame, [SEGMENT_ID, label_column, BUCKET_START_TS], "frame_to_segments")
     if len(frame) == 0:
         return []
-    from taskclf.core.time import timestamps_ns
-
     ts = timestamps_ns(frame)
+    codes, users = user_codes_of(frame)
     seg = frame[SEGMENT_ID].to_numpy()
-    order = np.lexsort((ts, seg))
-    seg_sorted = seg[order]
-    starts = run_starts(seg_sorted, np.array([0, len(seg_sorted)], dtype=np.int64))
-    ends = np.append(starts[1:], len(seg_sorted))
-    first_rows = order[starts]
-    last_rows = order[ends - 1]
+    order = np.lexsort((ts, seg) if codes is None else (ts, seg, codes))
+    key = seg[order] if codes is None else np.stack([codes[order], seg[order]])
+    change = np.any(np.atleast_2d(np.diff(key)) != 0, axis=0)
+    starts = np.flatnonzero(np.concatenate(([True], change)))
+    ends = np.append(starts[1:], len(order))
+    first_rows, last_rows = order[starts], order[ends - 1]
     labels = np.asarray(frame[label_column].to_numpy(dtype=object))[first_rows]
-    users = None
-    if USER_ID in frame.columns:
-        users = np.asarray(frame[USER_ID].to_numpy(dtype=object))[first_rows]
-    return _build_segments(ts[first_rows], ts[last_rows], labels, ends - starts, users, width)
+    owners = None if users is None else users[codes[first_rows]]  # type: ignore[index]
+    return _build_segments(ts[first_rows], ts[last_rows], labels, ends - starts, owners, width)
 
 
 class Segmenter(FrameTransformer):
     """Pipeline stage: number the runs of equal ``smoothed_label``.
 
-    Adds ``segment_id`` (int64): segments are numbered from 0 in timeline
-    order (users in order of first appearance, then time), and never cross
-    a timeline boundary.
+    Adds ``segment_id`` (int64): each user's segments are numbered from 0
+    in time order (without ``user_id``, the frame's), and never cross a
+    timeline boundary.
 
     Parameters
     ----------
-    bucket_seconds : int, default 60
-        Bucket width (> 0); kept for the segment end times.
     max_gap_seconds : int, default 300
         Longest gap between bucket starts inside one timeline.
 
@@ -257,24 +249,14 @@ class Segmenter(FrameTransformer):
     [0, 0, 1, 1]
     """
 
-    def __init__(
-        self,
-        bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
-        max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
-    ) -> None:
-        self.bucket_seconds = bucket_seconds
+    _parameter_rules: ClassVar = {"max_gap_seconds": SECONDS}
+
+    def __init__(self, max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS) -> None:
         self.max_gap_seconds = max_gap_seconds
 
-    def _validate_params(self) -> None:
-        check_positive_seconds(self.bucket_seconds, "bucket_seconds")
-        check_positive_seconds(self.max_gap_seconds, "max_gap_seconds")
-
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        require_columns(X, [SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__)
+        require_columns(X, [SMOOTHED_LABEL, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds)
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
-        starts = run_starts(codes, timelines.bounds)
-        segment = np.zeros(len(codes), dtype=np.int64)
-        segment[starts[1:]] = 1
-        np.cumsum(segment, out=segment)
+        segment = timelines.number_per_user(run_starts(codes, timelines.bounds))
         return add_columns(X, {SEGMENT_ID: timelines.to_input(segment)})

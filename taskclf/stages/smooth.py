@@ -8,27 +8,22 @@ many timelines at once; :class:`MajoritySmoother` is the pipeline stage and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from taskclf._columns import RAW_LABEL, SMOOTHED_LABEL
 from taskclf._frame import (
-    FrameTransformer,
     add_columns,
-    check_integer,
     factorize_labels,
     label_codes,
     labels_from_codes,
     require_columns,
 )
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
-from taskclf.stages._timeline import check_positive_seconds, find_timelines
-
-
-def check_window(window: object) -> int:
-    """Validate a smoothing window: an integer ≥ 1."""
-    return check_integer(window, "window", 1)
+from taskclf.stages._base import MAX_BUCKETS, SECONDS, FrameTransformer, check_params, integer
+from taskclf.stages._timeline import find_timelines
 
 
 def rolling_majority_codes(
@@ -133,7 +128,7 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
     >>> rolling_majority(["Build", "Debug", "Build", "Build"], window=3)
     ['Build', 'Build', 'Build', 'Build']
     """
-    window = check_window(window)
+    check_params(MajoritySmoother(window))
     codes, uniques = factorize_labels(labels)
     bounds = np.array([0, len(codes)], dtype=np.int64)
     smoothed = rolling_majority_codes(codes, bounds, window, max(len(uniques), 1))
@@ -171,6 +166,8 @@ class MajoritySmoother(FrameTransformer):
     ['Build', 'Build', 'Build', 'Build']
     """
 
+    _parameter_rules: ClassVar = {"window": integer(1, MAX_BUCKETS), "max_gap_seconds": SECONDS}
+
     def __init__(
         self,
         window: int = DEFAULT_SMOOTH_WINDOW,
@@ -178,10 +175,6 @@ class MajoritySmoother(FrameTransformer):
     ) -> None:
         self.window = window
         self.max_gap_seconds = max_gap_seconds
-
-    def _validate_params(self) -> None:
-        check_window(self.window)
-        check_positive_seconds(self.max_gap_seconds, "max_gap_seconds")
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [RAW_LABEL, "bucket_start_ts"], type(self).__name__)

@@ -9,12 +9,14 @@ drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
 from taskclf._columns import BUCKET_START_TS, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
 from taskclf._frame import (
-    FrameTransformer,
+    add_columns,
     check_finite_columns,
     label_codes,
     labels_from_codes,
@@ -22,23 +24,14 @@ from taskclf._frame import (
 )
 from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS
 from taskclf.core.types import N_CLASSES
-from taskclf.exceptions import InvalidParameterError
-from taskclf.stages._timeline import check_positive_seconds, find_timelines
+from taskclf.stages._base import SECONDS, FrameTransformer, real
+from taskclf.stages._timeline import find_timelines
 
 MIXED_CODE = N_CLASSES
 """Code of ``Mixed/Unknown`` in the label columns."""
 
 DEFAULT_SWITCH_PROB = 0.02
 PROBA_FLOOR = 1e-12
-
-
-def check_switch_prob(value: object) -> float:
-    """Validate a switch probability: a number in the open interval (0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidParameterError(f"switch_prob must be a number in (0, 1), got {value!r}")
-    if not 0.0 < float(value) < 1.0:
-        raise InvalidParameterError(f"switch_prob must lie in (0, 1), got {value!r}")
-    return float(value)
 
 
 def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np.ndarray:
@@ -182,6 +175,11 @@ class ViterbiSmoother(FrameTransformer):
     ['Build', 'Build', 'Build', 'Build', 'Build', 'Build']
     """
 
+    _parameter_rules: ClassVar = {
+        "switch_prob": real(0.0, 1.0, open_low=True, open_high=True),
+        "max_gap_seconds": SECONDS,
+    }
+
     def __init__(
         self,
         switch_prob: float = DEFAULT_SWITCH_PROB,
@@ -189,10 +187,6 @@ class ViterbiSmoother(FrameTransformer):
     ) -> None:
         self.switch_prob = switch_prob
         self.max_gap_seconds = max_gap_seconds
-
-    def _validate_params(self) -> None:
-        check_switch_prob(self.switch_prob)
-        check_positive_seconds(self.max_gap_seconds, "max_gap_seconds")
 
     def _rejected(self, X: pd.DataFrame) -> np.ndarray:
         if IS_REJECTED in X.columns:
@@ -210,7 +204,7 @@ class ViterbiSmoother(FrameTransformer):
         rejected = timelines.to_sorted(self._rejected(X))
         log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
         log_emission[rejected] = 0.0
-        transitions = sticky_log_transitions(check_switch_prob(self.switch_prob))
+        transitions = sticky_log_transitions(float(self.switch_prob))
         codes = viterbi_codes(log_emission, timelines.bounds, transitions)
         codes[rejected] = MIXED_CODE
-        return X.assign(**{SMOOTHED_LABEL: labels_from_codes(timelines.to_input(codes))})
+        return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(codes))})
