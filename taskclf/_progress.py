@@ -38,6 +38,10 @@ def listening(listener: Listener) -> Iterator[None]:
         _listener.reset(token)
 
 
+def _ignore(amount: int = 1) -> None:
+    """Advance nothing: nobody listens."""
+
+
 @contextlib.contextmanager
 def step(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A step of ``total`` units; yields the function that advances it.
@@ -50,7 +54,7 @@ def step(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """
     listener = _listener.get()
     if listener is None:
-        yield lambda amount=1: None
+        yield _ignore
         return
     bar = listener(description, total)
     try:

@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from taskclf.calibration import CalibratorStore
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
-    DEFAULT_MAX_GAP_SECONDS,
+    DEFAULT_IDLE_GAP_SECONDS,
     DEFAULT_SMOOTH_WINDOW,
     MIN_BLOCK_DURATION_SECONDS,
 )
@@ -89,7 +89,7 @@ def build_pipeline(
     smooth_window: int = DEFAULT_SMOOTH_WINDOW,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     calibrator: Any = None,
     calibrator_store: CalibratorStore | None = None,
     taxonomy: Any = None,

@@ -15,15 +15,13 @@ DEFAULT_SMOOTH_WINDOW: Final[int] = 3
 MIN_BLOCK_DURATION_SECONDS: Final[int] = 180
 """Hysteresis: segments shorter than this are merged into a neighbour."""
 
-DEFAULT_MIN_BLOCK_SECONDS: Final[int] = MIN_BLOCK_DURATION_SECONDS
-
 DEFAULT_REJECT_THRESHOLD: Final[float] = 0.55
 """Confidence below which a bucket is labelled ``Mixed/Unknown``."""
 
-DEFAULT_IDLE_GAP_SECONDS: Final[int] = 300
+DEFAULT_IDLE_GAP_SECONDS: Final[float] = 300.0
 """Gap between consecutive buckets that splits a timeline."""
 
-DEFAULT_MAX_GAP_SECONDS: Final[int] = DEFAULT_IDLE_GAP_SECONDS
+DEFAULT_MAX_GAP_SECONDS: Final[int] = 300  # to be removed with its last user
 
 DEFAULT_MIN_CATEGORY_FREQ: Final[int] = 5
 DEFAULT_UNKNOWN_MASK_RATE: Final[float] = 0.05
@@ -33,7 +31,6 @@ __all__ = [
     "DEFAULT_BUCKET_SECONDS",
     "DEFAULT_IDLE_GAP_SECONDS",
     "DEFAULT_MAX_GAP_SECONDS",
-    "DEFAULT_MIN_BLOCK_SECONDS",
     "DEFAULT_MIN_CATEGORY_FREQ",
     "DEFAULT_REJECT_THRESHOLD",
     "DEFAULT_SMOOTH_WINDOW",

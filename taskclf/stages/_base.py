@@ -48,6 +48,7 @@ def real(low: float, high: float, *, open_low: bool = False, open_high: bool = F
     def rule(value: Any) -> str | None:
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             return f"a number in {interval}"
+        value = float(value)
         above = value > low if open_low else value >= low
         below = value < high if open_high else value <= high
         return None if above and below else f"a number in {interval}"
@@ -88,6 +89,9 @@ def optional(rule: Rule) -> Rule:
 
 SECONDS = integer(1, MAX_SECONDS)
 """A duration in whole seconds, > 0."""
+
+GAP = real(0, MAX_SECONDS, open_low=True)
+"""A gap in seconds, > 0 (fractions allowed)."""
 
 DURATION = integer(0, MAX_SECONDS)
 """A duration in whole seconds, >= 0."""

@@ -101,7 +101,7 @@ def check_positive_seconds(value: object, name: str) -> int:
     return int(check_value(value, SECONDS, name, name))
 
 
-_shared: ContextVar[dict[tuple[int, int], Timelines] | None] = ContextVar(
+_shared: ContextVar[dict[tuple[int, float], Timelines] | None] = ContextVar(
     "taskclf_timelines", default=None
 )
 
@@ -131,7 +131,7 @@ def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | Non
     return codes.astype(np.int64, copy=False), np.asarray(users)
 
 
-def find_timelines(df: pd.DataFrame, max_gap_seconds: int) -> Timelines:
+def find_timelines(df: pd.DataFrame, max_gap_seconds: float) -> Timelines:
     """Split the rows of ``df`` into timelines.
 
     A timeline is one user's rows (the whole frame without ``user_id``),
@@ -148,10 +148,10 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: int) -> Timelines:
         When two rows share ``(user_id, bucket_start_ts)``.
     """
     shared = _shared.get()
-    key = (len(df), int(max_gap_seconds))
+    key = (len(df), float(max_gap_seconds))
     if shared is not None and key in shared:
         return shared[key]
-    timelines = _find(df, int(max_gap_seconds) * 1_000_000_000)
+    timelines = _find(df, round(max_gap_seconds * 1_000_000_000))
     if shared is not None:
         shared[key] = timelines
     return timelines

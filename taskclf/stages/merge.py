@@ -26,12 +26,13 @@ from taskclf._frame import (
 )
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
-    DEFAULT_MAX_GAP_SECONDS,
+    DEFAULT_IDLE_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
 from taskclf.exceptions import ColumnTypeError
 from taskclf.stages._base import (
     DURATION,
+    GAP,
     SECONDS,
     FrameTransformer,
     check_value,
@@ -287,7 +288,7 @@ class HysteresisMerger(FrameTransformer):
     _parameter_rules: ClassVar = {
         "min_block_seconds": DURATION,
         "bucket_seconds": SECONDS,
-        "max_gap_seconds": SECONDS,
+        "max_gap_seconds": GAP,
         "join_equal": instance_of(bool, what="True or False"),
     }
 
@@ -295,7 +296,7 @@ class HysteresisMerger(FrameTransformer):
         self,
         min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
         bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
-        max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+        max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
         join_equal: bool = True,
     ) -> None:
         self.min_block_seconds = min_block_seconds

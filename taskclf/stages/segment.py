@@ -23,10 +23,10 @@ from taskclf._frame import (
     label_codes,
     require_columns,
 )
-from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_MAX_GAP_SECONDS
+from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.time import ns_to_datetime, timestamps_ns, to_utc_series, ts_utc_aware_get
 from taskclf.exceptions import InputError
-from taskclf.stages._base import SECONDS, FrameTransformer, check_value
+from taskclf.stages._base import GAP, SECONDS, FrameTransformer, check_value
 from taskclf.stages._timeline import find_timelines, user_codes_of
 
 
@@ -249,9 +249,9 @@ class Segmenter(FrameTransformer):
     [0, 0, 1, 1]
     """
 
-    _parameter_rules: ClassVar = {"max_gap_seconds": SECONDS}
+    _parameter_rules: ClassVar = {"max_gap_seconds": GAP}
 
-    def __init__(self, max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS) -> None:
+    def __init__(self, max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS) -> None:
         self.max_gap_seconds = max_gap_seconds
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:

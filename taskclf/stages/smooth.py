@@ -21,8 +21,8 @@ from taskclf._frame import (
     labels_from_codes,
     require_columns,
 )
-from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
-from taskclf.stages._base import MAX_BUCKETS, SECONDS, FrameTransformer, check_params, integer
+from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
+from taskclf.stages._base import GAP, MAX_BUCKETS, FrameTransformer, check_params, integer
 from taskclf.stages._timeline import find_timelines
 
 
@@ -166,12 +166,12 @@ class MajoritySmoother(FrameTransformer):
     ['Build', 'Build', 'Build', 'Build']
     """
 
-    _parameter_rules: ClassVar = {"window": integer(1, MAX_BUCKETS), "max_gap_seconds": SECONDS}
+    _parameter_rules: ClassVar = {"window": integer(1, MAX_BUCKETS), "max_gap_seconds": GAP}
 
     def __init__(
         self,
         window: int = DEFAULT_SMOOTH_WINDOW,
-        max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+        max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     ) -> None:
         self.window = window
         self.max_gap_seconds = max_gap_seconds

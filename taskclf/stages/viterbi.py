@@ -22,16 +22,14 @@ from taskclf._frame import (
     labels_from_codes,
     require_columns,
 )
-from taskclf.core.defaults import DEFAULT_MAX_GAP_SECONDS
+from taskclf.calibration import PROBA_FLOOR
+from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.types import N_CLASSES
-from taskclf.stages._base import SECONDS, FrameTransformer, real
+from taskclf.stages._base import GAP, FrameTransformer, real
 from taskclf.stages._timeline import find_timelines
-
-MIXED_CODE = N_CLASSES
-"""Code of ``Mixed/Unknown`` in the label columns."""
+from taskclf.stages.reject import MIXED_CODE
 
 DEFAULT_SWITCH_PROB = 0.02
-PROBA_FLOOR = 1e-12
 
 
 def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np.ndarray:
@@ -177,13 +175,13 @@ class ViterbiSmoother(FrameTransformer):
 
     _parameter_rules: ClassVar = {
         "switch_prob": real(0.0, 1.0, open_low=True, open_high=True),
-        "max_gap_seconds": SECONDS,
+        "max_gap_seconds": GAP,
     }
 
     def __init__(
         self,
         switch_prob: float = DEFAULT_SWITCH_PROB,
-        max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+        max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     ) -> None:
         self.switch_prob = switch_prob
         self.max_gap_seconds = max_gap_seconds
