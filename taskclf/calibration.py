@@ -1,23 +1,31 @@
-"""Probability calibration: calibration maps and the ``calibrate`` stage.
+"""Probability calibration maps, the per-user store, and their JSON files.
 
-A calibration map turns an ``(n, 8)`` probability matrix into calibrated
+A calibration map turns an ``(n, k)`` probability matrix into calibrated
 probabilities: :class:`IdentityCalibrator`, :class:`TemperatureCalibrator`
 and :class:`IsotonicCalibrator`. :class:`CalibratorStore` holds one map per
-user with a global fallback. :class:`Calibrator` is the pipeline stage that
-applies them to the probability columns of a frame.
+user with a global fallback. The pipeline stage that applies them is
+:class:`taskclf.Calibrator`.
+
+Maps and stores are saved in taskclf 0.4's JSON layout
+(:func:`save_calibrator`, :func:`save_calibrator_store`), so stores move
+between the two versions unchanged.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
 import pandas as pd
 
+from taskclf._io import atomic_directory, atomic_write_text, read_regular_file
 from taskclf.core.types import N_CLASSES
-from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError
+from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError, ReaderError
 
 PROBA_FLOOR = 1e-12
 
@@ -65,10 +73,14 @@ class IdentityCalibrator:
         """Return ``core_probs`` as given."""
         return core_probs
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of taskclf 0.4's ``save_calibrator``."""
+        return {"type": "identity"}
+
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if not np.isfinite(value) or value <= 0:
-        raise InvalidParameterError(f"temperature must be > 0 and finite, got {value!r}")
+        raise InvalidParameterError(f"temperature must be positive and finite, got {value!r}")
 
 
 @attrs.frozen
@@ -92,6 +104,10 @@ class TemperatureCalibrator:
     """
 
     temperature: float = attrs.field(default=1.0, converter=float, validator=_positive)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of taskclf 0.4's ``save_calibrator``."""
+        return {"type": "temperature", "temperature": self.temperature}
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
         """Scale the log-probabilities by ``1 / T`` and renormalize."""
@@ -118,17 +134,40 @@ class IsotonicCalibrator:
     Parameters
     ----------
     regressors : sequence of sklearn.isotonic.IsotonicRegression
-        Fitted regressors, one per class, in class order.
+        Fitted regressors, one per class, in class order (any number of
+        classes; taskclf's models have eight).
     """
 
     regressors: tuple[Any, ...] = attrs.field(converter=tuple)
 
     @regressors.validator
     def _check(self, attribute: attrs.Attribute, value: tuple[Any, ...]) -> None:
-        if len(value) != N_CLASSES:
+        if not value:
             raise InvalidParameterError(
-                f"IsotonicCalibrator needs {N_CLASSES} regressors, got {len(value)}"
+                "IsotonicCalibrator: regressors list must not be empty (one per class)"
             )
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (regressors)."""
+        return len(self.regressors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of taskclf 0.4's ``save_calibrator``: each regressor's thresholds."""
+        return {
+            "type": "isotonic",
+            "regressors": [
+                {
+                    "X_thresholds_": r.X_thresholds_.tolist(),
+                    "y_thresholds_": r.y_thresholds_.tolist(),
+                    "X_min_": float(r.X_min_),
+                    "X_max_": float(r.X_max_),
+                    "increasing_": bool(r.increasing_),
+                    "out_of_bounds": r.out_of_bounds,
+                }
+                for r in self.regressors
+            ],
+        }
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
         """Map each class column through its regressor and renormalize."""
@@ -137,6 +176,11 @@ class IsotonicCalibrator:
         out = np.empty(matrix.shape, dtype=np.float64)
         if len(matrix) == 0:  # scikit-learn's regressors refuse to predict nothing
             return out
+        if matrix.shape[1] != self.n_classes:
+            raise ProbabilityShapeError(
+                f"IsotonicCalibrator has {self.n_classes} regressors but the probabilities "
+                f"have {matrix.shape[1]} columns (length mismatch)"
+            )
         for k, regressor in enumerate(self.regressors):
             values = matrix[:, k]
             if hasattr(regressor, "X_min_"):
@@ -161,6 +205,9 @@ class CalibratorStore:
         Per-user maps.
     method : str, default "temperature"
         How the maps were made (informative).
+    model_bundle_id, model_schema_hash, created_at : str, optional
+        The model the store was fitted against and when (taskclf 0.4's
+        binding of a store to its model).
 
     Examples
     --------
@@ -176,6 +223,9 @@ class CalibratorStore:
         factory=dict, converter=lambda m: dict(m or {})
     )
     method: str = "temperature"
+    model_bundle_id: str | None = None
+    model_schema_hash: str | None = None
+    created_at: str | None = None
 
     def get_calibrator(self, user_id: str) -> Any:
         """The map of ``user_id``, or the global one."""
@@ -375,3 +425,162 @@ def apply_calibration(
     if calibrator is None:
         return proba
     return np.asarray(calibrator.calibrate(proba), dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------
+# JSON files, in taskclf 0.4's layout
+# ---------------------------------------------------------------------------
+
+MAX_CALIBRATOR_BYTES = 64 * 1024 * 1024
+"""Largest calibrator or store JSON file read."""
+
+_STORE_FILES = ("store.json", "global.json", "users")
+
+
+def calibrator_from_dict(data: Any, where: str = "calibrator") -> Any:
+    """A calibration map from the JSON form of :func:`save_calibrator`.
+
+    Isotonic regressors are rebuilt as taskclf 0.4 rebuilds them (fitted on
+    their thresholds, outputs bounded to [0, 1]), so they predict alike.
+
+    Raises
+    ------
+    InvalidParameterError
+        Naming ``where`` and what is wrong.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    try:
+        kind = data.get("type", "identity")
+        if kind == "identity":
+            return IdentityCalibrator()
+        if kind == "temperature":
+            return TemperatureCalibrator(float(data["temperature"]))
+        if kind == "isotonic":
+            regressors = []
+            for item in data["regressors"]:
+                regressor = IsotonicRegression(
+                    increasing=bool(item["increasing_"]),
+                    out_of_bounds=str(item["out_of_bounds"]),
+                    y_min=0.0,
+                    y_max=1.0,
+                )
+                x = np.asarray(item["X_thresholds_"], dtype=np.float64)
+                y = np.asarray(item["y_thresholds_"], dtype=np.float64)
+                regressors.append(regressor.fit(x, y))
+            return IsotonicCalibrator(regressors)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"{where}: not a calibrator ({exc!r:.200})") from None
+    raise InvalidParameterError(f"{where}: unknown calibrator type {kind!r:.50}")
+
+
+def _read_json(path: Path) -> Any:
+    data = read_regular_file(path, MAX_CALIBRATOR_BYTES, "calibrator file")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ReaderError(f"calibrator file {str(path)!r} is not JSON: {exc}") from None
+
+
+def _json_text(calibrator: Any) -> str:
+    if not hasattr(calibrator, "to_dict"):
+        raise InvalidParameterError(f"cannot save a calibrator of type {type(calibrator).__name__}")
+    return json.dumps(calibrator.to_dict(), indent=2)
+
+
+def save_calibrator(calibrator: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a calibration map as JSON (atomically), as taskclf 0.4 does.
+
+    Returns
+    -------
+    Path
+        The path written.
+    """
+    return atomic_write_text(path, _json_text(calibrator))
+
+
+def load_calibrator(path: str | os.PathLike[str]) -> Any:
+    """Read a calibration map written by :func:`save_calibrator` (or taskclf 0.4).
+
+    Raises
+    ------
+    MissingFileError
+        When the file does not exist (also a ``FileNotFoundError``).
+    InvalidParameterError, ReaderError
+        When it is not a calibrator file; the message names it.
+    """
+    return calibrator_from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
+
+
+def _user_file(user_id: Any) -> str:
+    name = f"{user_id}.json"
+    if not isinstance(user_id, str) or not user_id or "/" in name or name.startswith("."):
+        raise InvalidParameterError(
+            f"user id {user_id!r:.60} cannot name a calibrator file in a store directory"
+        )
+    return name
+
+
+def _is_store(directory: Path) -> bool:
+    return (directory / "store.json").is_file() and all(
+        child.name in _STORE_FILES for child in directory.iterdir()
+    )
+
+
+def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) -> Path:
+    """Write a store as a directory in taskclf 0.4's layout, all at once.
+
+    ``store.json`` (method, user ids, the model it belongs to),
+    ``global.json`` and ``users/<user_id>.json``. An existing directory
+    is replaced only when it is an empty directory or a calibrator store.
+
+    Returns
+    -------
+    Path
+        The directory written.
+    """
+    names = {user: _user_file(user) for user in store.user_calibrators}
+    meta: dict[str, Any] = {
+        "method": store.method,
+        "user_count": len(names),
+        "user_ids": sorted(names),
+    }
+    for key in ("model_bundle_id", "model_schema_hash", "created_at"):
+        if getattr(store, key) is not None:
+            meta[key] = getattr(store, key)
+    with atomic_directory(path, _is_store, "calibrator store") as staging:
+        (staging / "global.json").write_text(_json_text(store.global_calibrator))
+        (staging / "store.json").write_text(json.dumps(meta, indent=2))
+        if names:
+            (staging / "users").mkdir()
+            for user, calibrator in store.user_calibrators.items():
+                (staging / "users" / names[user]).write_text(_json_text(calibrator))
+    return Path(path)
+
+
+def load_calibrator_store(path: str | os.PathLike[str]) -> CalibratorStore:
+    """Read a store directory written by :func:`save_calibrator_store` (or taskclf 0.4).
+
+    Raises
+    ------
+    MissingFileError
+        When ``store.json`` or ``global.json`` is missing.
+    InvalidParameterError, ReaderError
+        Naming the file that is not what it should be.
+    """
+    directory = Path(path)
+    meta = _read_json(directory / "store.json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("user_ids", []), list):
+        raise InvalidParameterError(f"{str(directory / 'store.json')!r}: not a store header")
+    users = {}
+    for user in meta.get("user_ids", []):
+        file = directory / "users" / _user_file(user)
+        if file.exists():  # 0.4 skips users whose file is missing
+            users[user] = load_calibrator(file)
+    text = {k: meta.get(k) for k in ("model_bundle_id", "model_schema_hash", "created_at")}
+    return CalibratorStore(
+        load_calibrator(directory / "global.json"),
+        users,
+        method=str(meta.get("method", "temperature")),
+        **{k: None if v is None else str(v) for k, v in text.items()},
+    )

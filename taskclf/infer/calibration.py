@@ -6,6 +6,10 @@ from taskclf.calibration import (
     IdentityCalibrator,
     IsotonicCalibrator,
     TemperatureCalibrator,
+    load_calibrator,
+    load_calibrator_store,
+    save_calibrator,
+    save_calibrator_store,
 )
 
 Calibrator = CalibrationMap
@@ -18,4 +22,8 @@ __all__ = [
     "IdentityCalibrator",
     "IsotonicCalibrator",
     "TemperatureCalibrator",
+    "load_calibrator",
+    "load_calibrator_store",
+    "save_calibrator",
+    "save_calibrator_store",
 ]
