@@ -101,6 +101,7 @@ def build_pipeline(
     calibration: str | None = None,
     per_user_calibration: bool = False,
     smoother: str = "majority",
+    timelines: str = "per_user",
     random_state: int | None = 0,
     num_threads: int | None = None,
     memory: Any = None,
@@ -164,6 +165,10 @@ def build_pipeline(
     smoother : {"majority", "viterbi"}, default "majority"
         The ``smooth`` step: :class:`~taskclf.MajoritySmoother` (window
         ``smooth_window``) or :class:`~taskclf.ViterbiSmoother`.
+    timelines : {"per_user", "as_given"}, default "per_user"
+        How rows form timelines: per user, in time order, split at gaps;
+        or, as taskclf 0.4 does, the whole frame as one sequence in the
+        order given (see docs/migrating.md).
     random_state : int, default 0
         Seed of training and of the encoder's unknown-value masking.
     num_threads : int, optional
@@ -210,9 +215,9 @@ def build_pipeline(
     if calibrator is not None or calibrator_store is not None:
         calibrate = FrozenEstimator(Calibrator.from_maps(calibrator, calibrator_store))
     smooth: Any = (
-        MajoritySmoother(smooth_window, max_gap_seconds)
+        MajoritySmoother(smooth_window, max_gap_seconds, timelines)
         if smoother == "majority"
-        else ViterbiSmoother(max_gap_seconds=max_gap_seconds)
+        else ViterbiSmoother(max_gap_seconds=max_gap_seconds, timelines=timelines)
     )
     steps: list[tuple[str, Any]] = [
         ("encode", encode),
@@ -220,8 +225,8 @@ def build_pipeline(
         ("calibrate", calibrate),
         ("reject", Rejector(reject_threshold)),
         ("smooth", smooth),
-        ("segment", Segmenter(max_gap_seconds)),
-        ("merge", HysteresisMerger(min_block_seconds, bucket_seconds, max_gap_seconds)),
+        ("segment", Segmenter(max_gap_seconds, timelines)),
+        ("merge", HysteresisMerger(min_block_seconds, bucket_seconds, max_gap_seconds, timelines)),
     ]
     if taxonomy is not None:
         steps.append(("taxonomy", TaxonomyMapper(taxonomy)))

@@ -8,8 +8,10 @@ bundles and in the ``schema_hash`` column of feature frames.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Final
 
 import attrs
@@ -97,8 +99,27 @@ _V1_REGISTRY: Final = _V1_REGISTRY_HEAD + _V1_FEATURES_BODY
 _V3_EXTRA: Final = tuple((c, "float") for c in SKETCH_COLUMNS) + _TITLE_SCALARS
 
 
-def _hash_registry(registry: tuple[tuple[str, str], ...]) -> str:
-    payload = json.dumps([[name, kind] for name, kind in registry], separators=(",", ":"))
+_TYPES: Final[dict[str, type]] = {
+    "str": str,
+    "datetime": dt.datetime,
+    "list": list,
+    "bool": bool,
+    "int": int,
+    "float": float,
+}
+
+
+def _build_schema_hash(columns: Mapping[str, type]) -> str:
+    """First 12 hex digits of SHA-256 over the compact JSON ``[[column, type_name], ...]``.
+
+    Examples
+    --------
+    >>> _build_schema_hash(SCHEMA_V1.columns)
+    '4077fe0dba70'
+    """
+    payload = json.dumps(
+        [[name, kind.__name__] for name, kind in columns.items()], separators=(",", ":")
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
@@ -124,9 +145,14 @@ class FeatureSchema:
     registry: tuple[tuple[str, str], ...]
 
     @property
+    def columns(self) -> dict[str, type]:
+        """The row registry as column → Python type (taskclf 0.4's ``COLUMNS``)."""
+        return {name: _TYPES[kind] for name, kind in self.registry}
+
+    @property
     def schema_hash(self) -> str:
         """First 12 hex digits of SHA-256 over the compact JSON registry."""
-        return _hash_registry(self.registry)
+        return _build_schema_hash(self.columns)
 
     @property
     def n_features(self) -> int:
@@ -154,6 +180,26 @@ SCHEMA_V3: Final = FeatureSchema(
 )
 SCHEMAS: Final[dict[str, FeatureSchema]] = {s.version: s for s in (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)}
 SCHEMA_VERSIONS: Final[tuple[str, ...]] = tuple(SCHEMAS)
+
+
+def _schema_class(schema: FeatureSchema) -> type:
+    """taskclf 0.4's class form of a schema: ``VERSION``, ``COLUMNS``, ``SCHEMA_HASH``."""
+    return type(
+        f"FeatureSchema{schema.version.upper()}",
+        (),
+        {
+            "__doc__": f"Feature schema {schema.version} under taskclf 0.4's names.",
+            "__module__": __name__,
+            "VERSION": schema.version,
+            "COLUMNS": schema.columns,
+            "SCHEMA_HASH": schema.schema_hash,
+        },
+    )
+
+
+FeatureSchemaV1: Final = _schema_class(SCHEMA_V1)
+FeatureSchemaV2: Final = _schema_class(SCHEMA_V2)
+FeatureSchemaV3: Final = _schema_class(SCHEMA_V3)
 
 
 def get_schema(version: str) -> FeatureSchema:
@@ -252,6 +298,9 @@ __all__ = [
     "SCHEMA_VERSIONS",
     "SKETCH_COLUMNS",
     "FeatureSchema",
+    "FeatureSchemaV1",
+    "FeatureSchemaV2",
+    "FeatureSchemaV3",
     "check_frame_schema",
     "get_categorical_columns",
     "get_feature_columns",

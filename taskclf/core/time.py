@@ -11,6 +11,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS
 from taskclf.exceptions import MissingColumnsError, TimestampError
 
 
@@ -26,6 +27,54 @@ def ts_utc_aware_get(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
+
+
+def to_naive_utc(value: dt.datetime) -> dt.datetime:
+    """Return ``value`` as a naive datetime in UTC (naive values are returned as given).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> eastern = dt.timezone(dt.timedelta(hours=-5))
+    >>> to_naive_utc(dt.datetime(2025, 1, 1, 9, tzinfo=eastern)).isoformat()
+    '2025-01-01T14:00:00'
+    """
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def align_to_bucket(
+    value: dt.datetime, bucket_seconds: int = DEFAULT_BUCKET_SECONDS
+) -> dt.datetime:
+    """The start of the bucket holding ``value``: aware UTC, a multiple of the width.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> align_to_bucket(dt.datetime(2025, 1, 1, 9, 30, 59)).isoformat()
+    '2025-01-01T09:30:00+00:00'
+    """
+    epoch = int(ts_utc_aware_get(value).timestamp())
+    return dt.datetime.fromtimestamp(epoch - epoch % bucket_seconds, tz=dt.UTC)
+
+
+def generate_bucket_range(
+    start: dt.datetime, end: dt.datetime, bucket_seconds: int = DEFAULT_BUCKET_SECONDS
+) -> list[dt.datetime]:
+    """Bucket starts from ``start``'s bucket up to ``end``'s (exclusive), aware UTC.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> [t.minute for t in generate_bucket_range(dt.datetime(2025, 1, 1, 9, 0, 30),
+    ...                                         dt.datetime(2025, 1, 1, 9, 3))]
+    [0, 1, 2]
+    """
+    first = align_to_bucket(start, bucket_seconds)
+    count = max(0, int((align_to_bucket(end, bucket_seconds) - first).total_seconds()))
+    step = dt.timedelta(seconds=bucket_seconds)
+    return [first + i * step for i in range(count // bucket_seconds)]
 
 
 def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.Series:

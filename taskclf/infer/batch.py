@@ -176,6 +176,7 @@ def run_batch_inference(
     calibrator: Any = None,
     calibrator_store: CalibratorStore | None = None,
     schema_version: str | None = None,
+    timelines: str = "per_user",
 ) -> BatchInferenceResult:
     """Predict, calibrate, reject, smooth, segment and merge in one call.
 
@@ -207,6 +208,9 @@ def run_batch_inference(
         ``user_id``.
     schema_version : str, optional
         ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
+    timelines : {"per_user", "as_given"}, default "per_user"
+        ``"as_given"`` treats the frame as one sequence in the order given,
+        which reproduces taskclf 0.4's results on any frame.
 
     Returns
     -------
@@ -223,6 +227,7 @@ def run_batch_inference(
         calibrator=calibrator,
         calibrator_store=calibrator_store,
         schema_version=version,
+        timelines=timelines,
     )
     pipeline.set_params(merge__join_equal=False)  # 0.4's segments, as they were
     frame = pipeline.transform(features_df)
@@ -239,7 +244,7 @@ def run_batch_inference(
     return BatchInferenceResult(
         raw_labels=frame[RAW_LABEL].astype(object).tolist(),
         smoothed_labels=frame[SMOOTHED_LABEL].astype(object).tolist(),
-        segments=frame_to_segments(frame, bucket_seconds=bucket_seconds),
+        segments=frame_to_segments(frame, bucket_seconds=bucket_seconds, timelines=timelines),
         confidences=frame[CONFIDENCE].to_numpy(dtype=np.float64),
         is_rejected=is_rejected,
         core_probs=proba,

@@ -1,7 +1,14 @@
 """Smoothing and segmentation helpers of the functional API (re-exported)."""
 
 from taskclf.stages.merge import merge_short_segments
-from taskclf.stages.segment import Segment, segmentize
+from taskclf.stages.segment import Segment, aggregate_session_label, segmentize
 from taskclf.stages.smooth import flap_rate, rolling_majority
 
-__all__ = ["Segment", "flap_rate", "merge_short_segments", "rolling_majority", "segmentize"]
+__all__ = [
+    "Segment",
+    "aggregate_session_label",
+    "flap_rate",
+    "merge_short_segments",
+    "rolling_majority",
+    "segmentize",
+]

@@ -101,7 +101,12 @@ def check_positive_seconds(value: object, name: str) -> int:
     return int(check_value(value, SECONDS, name, name))
 
 
-_shared: ContextVar[dict[tuple[int, float], Timelines] | None] = ContextVar(
+TIMELINE_MODES = ("per_user", "as_given")
+"""How rows form timelines: per user, in time order, split at gaps (the
+rule of the contract); or the whole frame as one sequence in the order given
+(taskclf 0.4's batch inference)."""
+
+_shared: ContextVar[dict[tuple[int, float, str], Timelines] | None] = ContextVar(
     "taskclf_timelines", default=None
 )
 
@@ -131,12 +136,14 @@ def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | Non
     return codes.astype(np.int64, copy=False), np.asarray(users)
 
 
-def find_timelines(df: pd.DataFrame, max_gap_seconds: float) -> Timelines:
+def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_user") -> Timelines:
     """Split the rows of ``df`` into timelines.
 
     A timeline is one user's rows (the whole frame without ``user_id``),
     ordered by ``bucket_start_ts`` and split where two consecutive buckets
-    start more than ``max_gap_seconds`` apart.
+    start more than ``max_gap_seconds`` apart. With ``mode="as_given"``
+    the whole frame is one timeline in the order given, as taskclf 0.4
+    treats it (timestamps are still parsed, for the segments' times).
 
     Raises
     ------
@@ -148,10 +155,14 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: float) -> Timelines:
         When two rows share ``(user_id, bucket_start_ts)``.
     """
     shared = _shared.get()
-    key = (len(df), float(max_gap_seconds))
+    key = (len(df), float(max_gap_seconds), mode)
     if shared is not None and key in shared:
         return shared[key]
-    timelines = _find(df, round(max_gap_seconds * 1_000_000_000))
+    if mode == "as_given":
+        ts = timestamps_ns(df, BUCKET_START_TS)
+        timelines = Timelines(None, np.array([0, len(ts)], np.int64), ts, None, None)
+    else:
+        timelines = _find(df, round(max_gap_seconds * 1_000_000_000))
     if shared is not None:
         shared[key] = timelines
     return timelines

@@ -37,8 +37,9 @@ from taskclf.stages._base import (
     FrameTransformer,
     check_value,
     instance_of,
+    one_of,
 )
-from taskclf.stages._timeline import find_timelines
+from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
 from taskclf.stages.segment import Segment, run_starts
 
 
@@ -267,8 +268,11 @@ class HysteresisMerger(FrameTransformer):
         buckets are merged into a neighbour.
     bucket_seconds : int, default 60
         Bucket width (> 0).
-    max_gap_seconds : int, default 300
+    max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
+    timelines : {"per_user", "as_given"}, default "per_user"
+        ``"as_given"`` treats the whole frame as one sequence in the order
+        given, as taskclf 0.4 does (see docs/migrating.md).
     join_equal : bool, default True
         Join neighbouring segments of one label after the hysteresis rule;
         ``False`` keeps the rule's output as it is (taskclf 0.4's segments).
@@ -289,6 +293,7 @@ class HysteresisMerger(FrameTransformer):
         "min_block_seconds": DURATION,
         "bucket_seconds": SECONDS,
         "max_gap_seconds": GAP,
+        "timelines": one_of(*TIMELINE_MODES),
         "join_equal": instance_of(bool, what="True or False"),
     }
 
@@ -297,16 +302,18 @@ class HysteresisMerger(FrameTransformer):
         min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
         bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
         max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
+        timelines: str = "per_user",
         join_equal: bool = True,
     ) -> None:
         self.min_block_seconds = min_block_seconds
         self.bucket_seconds = bucket_seconds
         self.max_gap_seconds = max_gap_seconds
+        self.timelines = timelines
         self.join_equal = join_equal
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__)
-        timelines = find_timelines(X, self.max_gap_seconds)
+        timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         segment = timelines.to_sorted(segment_ids(X[SEGMENT_ID]))
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
         # A segment starts where the id changes or a timeline starts.

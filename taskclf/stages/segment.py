@@ -26,14 +26,12 @@ from taskclf._frame import (
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.time import ns_to_datetime, timestamps_ns, to_utc_series, ts_utc_aware_get
 from taskclf.exceptions import InputError
-from taskclf.stages._base import GAP, SECONDS, FrameTransformer, check_value
-from taskclf.stages._timeline import find_timelines, user_codes_of
+from taskclf.stages._base import GAP, SECONDS, FrameTransformer, check_value, one_of
+from taskclf.stages._timeline import TIMELINE_MODES, find_timelines, user_codes_of
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    return ts_utc_aware_get(value)
+def _datetime(value: dt.datetime) -> dt.datetime:
+    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
 
 
 @attrs.frozen
@@ -43,9 +41,10 @@ class Segment:
     Attributes
     ----------
     start_ts : datetime
-        Start of the first bucket (aware, UTC).
+        Start of the first bucket (aware UTC from the pipeline; as given
+        to :func:`segmentize`, where naive values mean UTC).
     end_ts : datetime
-        Start of the last bucket plus the bucket width (aware, UTC).
+        Start of the last bucket plus the bucket width.
     label : str
         The segment's label.
     bucket_count : int
@@ -57,21 +56,21 @@ class Segment:
     --------
     >>> import datetime as dt
     >>> seg = Segment(dt.datetime(2025, 1, 6, 9), dt.datetime(2025, 1, 6, 9, 3), "Build", 3)
-    >>> seg.end_ts.isoformat()
+    >>> seg.to_dict()["end_ts"]
     '2025-01-06T09:03:00+00:00'
     """
 
-    start_ts: dt.datetime = attrs.field(converter=_utc)
-    end_ts: dt.datetime = attrs.field(converter=_utc)
+    start_ts: dt.datetime = attrs.field(converter=_datetime)
+    end_ts: dt.datetime = attrs.field(converter=_datetime)
     label: str
     bucket_count: int = attrs.field(validator=attrs.validators.ge(1))
     user_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready mapping with ISO 8601 timestamps."""
+        """JSON-ready mapping with ISO 8601 UTC timestamps (``+00:00``)."""
         return {
-            "start_ts": self.start_ts.isoformat(),
-            "end_ts": self.end_ts.isoformat(),
+            "start_ts": ts_utc_aware_get(self.start_ts).isoformat(),
+            "end_ts": ts_utc_aware_get(self.end_ts).isoformat(),
             "label": self.label,
             "bucket_count": self.bucket_count,
             "user_id": self.user_id,
@@ -143,18 +142,52 @@ def segmentize(
     width = int(check_value(bucket_seconds, SECONDS, "bucket_seconds", "segmentize"))
     if len(bucket_starts) != len(labels):
         raise InputError(
-            f"bucket_starts has {len(bucket_starts)} values but labels has {len(labels)}"
+            f"bucket_starts ({len(bucket_starts)}) and labels ({len(labels)}) "
+            "must have the same length"
         )
     if len(labels) == 0:
         return []
-    # parsed as every frame's timestamps are: a bad value is a TimestampError
-    parsed = to_utc_series(pd.Series(list(bucket_starts), dtype=object), column="bucket_starts")
-    ts_ns = parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    # checked as every frame's timestamps are: a bad value is a TimestampError
+    to_utc_series(pd.Series(list(bucket_starts), dtype=object), column="bucket_starts")
     codes, uniques = factorize_labels(labels)
     starts = run_starts(codes, np.array([0, len(codes)], dtype=np.int64))
     ends = np.append(starts[1:], len(codes))
-    names = uniques[codes[starts]]
-    return _build_segments(ts_ns[starts], ts_ns[ends - 1], names, ends - starts, None, width)
+    step = dt.timedelta(seconds=width)
+    given = list(bucket_starts)  # returned as given: naive stays naive, as in taskclf 0.4
+    return [
+        Segment(given[a], _datetime(given[b - 1]) + step, str(uniques[codes[a]]), int(b - a))
+        for a, b in zip(starts.tolist(), ends.tolist())
+    ]
+
+
+def aggregate_session_label(
+    segments: Sequence[Segment],
+    session_start_ts: dt.datetime | None = None,
+    session_end_ts: dt.datetime | None = None,
+    threshold: float = 0.6,
+) -> str:
+    """One label for a session: the label holding at least ``threshold`` of its buckets.
+
+    Buckets are counted per label over ``segments``; the label with the
+    most (the first seen among equals) is returned when its share is at
+    least ``threshold``, else ``"Mixed"``. The session bounds are accepted
+    for taskclf 0.4's signature and not used, as there.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> t = dt.datetime(2025, 1, 6, 9)
+    >>> aggregate_session_label([Segment(t, t, "Build", 7), Segment(t, t, "Debug", 3)])
+    'Build'
+    """
+    counts: dict[str, int] = {}
+    for segment in segments:
+        counts[segment.label] = counts.get(segment.label, 0) + segment.bucket_count
+    total = sum(counts.values())
+    if total == 0:
+        return "Mixed"
+    label = max(counts, key=counts.__getitem__)
+    return label if counts[label] / total >= threshold else "Mixed"
 
 
 def _build_segments(
@@ -181,6 +214,7 @@ def frame_to_segments(
     *,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
     label_column: str = LABEL,
+    timelines: str = "per_user",
 ) -> list[Segment]:
     """The segments of a transformed frame, by user and time.
 
@@ -198,20 +232,28 @@ def frame_to_segments(
         Bucket width.
     label_column : str, default "label"
         Column giving each segment's label.
+    timelines : {"per_user", "as_given"}, default "per_user"
+        As the pipeline was run: with ``"as_given"`` segments are the runs
+        of ``segment_id`` in row order, carry no user and span from their
+        first row's bucket to their last row's, as taskclf 0.4's are.
 
     Returns
     -------
     list of Segment
-        Ordered by user (first appearance), then time.
+        Ordered by user (first appearance), then time (or as given).
     """
     width = int(check_value(bucket_seconds, SECONDS, "bucket_seconds", "frame_to_segments"))
     require_columns(frame, [SEGMENT_ID, label_column, BUCKET_START_TS], "frame_to_segments")
     if len(frame) == 0:
         return []
     ts = timestamps_ns(frame)
-    codes, users = user_codes_of(frame)
+    as_given = check_value(timelines, one_of(*TIMELINE_MODES), "timelines", "frame_to_segments")
+    codes, users = (None, None) if as_given == "as_given" else user_codes_of(frame)
     seg = frame[SEGMENT_ID].to_numpy()
-    order = np.lexsort((ts, seg) if codes is None else (ts, seg, codes))
+    if as_given == "as_given":
+        order = np.arange(len(seg))
+    else:
+        order = np.lexsort((ts, seg) if codes is None else (ts, seg, codes))
     key = seg[order] if codes is None else np.stack([codes[order], seg[order]])
     change = np.any(np.atleast_2d(np.diff(key)) != 0, axis=0)
     starts = np.flatnonzero(np.concatenate(([True], change)))
@@ -231,8 +273,11 @@ class Segmenter(FrameTransformer):
 
     Parameters
     ----------
-    max_gap_seconds : int, default 300
+    max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
+    timelines : {"per_user", "as_given"}, default "per_user"
+        ``"as_given"`` treats the whole frame as one sequence in the order
+        given, as taskclf 0.4 does (see docs/migrating.md).
 
     See Also
     --------
@@ -249,14 +294,17 @@ class Segmenter(FrameTransformer):
     [0, 0, 1, 1]
     """
 
-    _parameter_rules: ClassVar = {"max_gap_seconds": GAP}
+    _parameter_rules: ClassVar = {"max_gap_seconds": GAP, "timelines": one_of(*TIMELINE_MODES)}
 
-    def __init__(self, max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS) -> None:
+    def __init__(
+        self, max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS, timelines: str = "per_user"
+    ) -> None:
         self.max_gap_seconds = max_gap_seconds
+        self.timelines = timelines
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [SMOOTHED_LABEL, BUCKET_START_TS], type(self).__name__)
-        timelines = find_timelines(X, self.max_gap_seconds)
+        timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
         segment = timelines.number_per_user(run_starts(codes, timelines.bounds))
         return add_columns(X, {SEGMENT_ID: timelines.to_input(segment)})

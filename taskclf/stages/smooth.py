@@ -22,8 +22,8 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
-from taskclf.stages._base import GAP, MAX_BUCKETS, FrameTransformer, check_params, integer
-from taskclf.stages._timeline import find_timelines
+from taskclf.stages._base import GAP, MAX_BUCKETS, FrameTransformer, check_params, integer, one_of
+from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
 
 
 def rolling_majority_codes(
@@ -147,8 +147,11 @@ class MajoritySmoother(FrameTransformer):
     window : int, default 3
         Window width in buckets (≥ 1); row ``i`` sees rows ``i - window//2``
         to ``i + window//2`` of its timeline.
-    max_gap_seconds : int, default 300
+    max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
+    timelines : {"per_user", "as_given"}, default "per_user"
+        ``"as_given"`` treats the whole frame as one sequence in the order
+        given, as taskclf 0.4 does (see docs/migrating.md).
 
     See Also
     --------
@@ -166,19 +169,25 @@ class MajoritySmoother(FrameTransformer):
     ['Build', 'Build', 'Build', 'Build']
     """
 
-    _parameter_rules: ClassVar = {"window": integer(1, MAX_BUCKETS), "max_gap_seconds": GAP}
+    _parameter_rules: ClassVar = {
+        "window": integer(1, MAX_BUCKETS),
+        "max_gap_seconds": GAP,
+        "timelines": one_of(*TIMELINE_MODES),
+    }
 
     def __init__(
         self,
         window: int = DEFAULT_SMOOTH_WINDOW,
         max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
+        timelines: str = "per_user",
     ) -> None:
         self.window = window
         self.max_gap_seconds = max_gap_seconds
+        self.timelines = timelines
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [RAW_LABEL, "bucket_start_ts"], type(self).__name__)
-        timelines = find_timelines(X, self.max_gap_seconds)
+        timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         codes = timelines.to_sorted(label_codes(X[RAW_LABEL], RAW_LABEL))
         smoothed = rolling_majority_codes(codes, timelines.bounds, int(self.window), n_labels=9)
         return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(smoothed))})

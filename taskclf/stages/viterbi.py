@@ -25,8 +25,8 @@ from taskclf._frame import (
 from taskclf.calibration import PROBA_FLOOR
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.types import N_CLASSES
-from taskclf.stages._base import GAP, FrameTransformer, real
-from taskclf.stages._timeline import find_timelines
+from taskclf.stages._base import GAP, FrameTransformer, one_of, real
+from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
 from taskclf.stages.reject import MIXED_CODE
 
 DEFAULT_SWITCH_PROB = 0.02
@@ -154,8 +154,11 @@ class ViterbiSmoother(FrameTransformer):
     switch_prob : float, default 0.02
         Probability of moving to another label from one bucket to the
         next, in (0, 1).
-    max_gap_seconds : int, default 300
+    max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
+    timelines : {"per_user", "as_given"}, default "per_user"
+        ``"as_given"`` treats the whole frame as one sequence in the order
+        given, as taskclf 0.4 does (see docs/migrating.md).
 
     See Also
     --------
@@ -176,15 +179,18 @@ class ViterbiSmoother(FrameTransformer):
     _parameter_rules: ClassVar = {
         "switch_prob": real(0.0, 1.0, open_low=True, open_high=True),
         "max_gap_seconds": GAP,
+        "timelines": one_of(*TIMELINE_MODES),
     }
 
     def __init__(
         self,
         switch_prob: float = DEFAULT_SWITCH_PROB,
         max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
+        timelines: str = "per_user",
     ) -> None:
         self.switch_prob = switch_prob
         self.max_gap_seconds = max_gap_seconds
+        self.timelines = timelines
 
     def _rejected(self, X: pd.DataFrame) -> np.ndarray:
         if IS_REJECTED in X.columns:
@@ -195,7 +201,7 @@ class ViterbiSmoother(FrameTransformer):
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [*PROBA_COLUMNS, BUCKET_START_TS], type(self).__name__)
-        timelines = find_timelines(X, self.max_gap_seconds)
+        timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
         proba = timelines.to_sorted(proba)
