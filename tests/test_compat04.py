@@ -99,3 +99,54 @@ def test_a_store_is_never_written_over_someone_elses_directory(tmp_path):
     with pytest.raises(NotOursError, match="theirs"):
         save_calibrator_store(CalibratorStore(TemperatureCalibrator(1.5)), theirs)
     assert (theirs / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def batch04():
+    """0.4.15's run_batch_inference on two users, interleaved, one with a gap."""
+    import lightgbm as lgb
+    import pandas as pd
+
+    booster = lgb.Booster(model_file=str(V04 / "booster.txt"))
+    encoders = json.loads((V04 / "encoders.json").read_text())
+    features = pd.read_csv(V04 / "features.csv")
+    expected = json.loads((V04 / "batch_results.json").read_text())
+    return booster, encoders, features, expected
+
+
+def _segments(result) -> list[dict]:
+    return [{k: v for k, v in s.to_dict().items() if k != "user_id"} for s in result.segments]
+
+
+def test_as_given_timelines_reproduce_04_on_a_frame_of_users_and_gaps(batch04):
+    from taskclf.infer.batch import run_batch_inference
+
+    booster, encoders, features, expected = batch04
+    result = run_batch_inference(
+        booster, features, cat_encoders=encoders, reject_threshold=0.55, timelines="as_given"
+    )
+    assert result.raw_labels == expected["raw_labels"]
+    assert result.smoothed_labels == expected["smoothed_labels"]
+    assert result.is_rejected.tolist() == expected["is_rejected"]
+    np.testing.assert_array_equal(result.confidences, expected["confidences"])
+    assert _segments(result) == expected["segments"]
+
+
+def test_per_user_timelines_differ_from_04_on_purpose(batch04):
+    from taskclf.infer.batch import run_batch_inference
+
+    booster, encoders, features, expected = batch04
+    result = run_batch_inference(booster, features, cat_encoders=encoders, reject_threshold=0.55)
+    assert result.raw_labels == expected["raw_labels"]  # per-row stages agree
+    assert _segments(result) != expected["segments"]  # users and gaps are split
+    assert {s.user_id for s in result.segments} == {"user0", "newcomer"}
+
+
+def test_segments_written_by_04_are_read(batch04):
+    from taskclf.infer.batch import read_segments_json
+
+    *_, expected = batch04
+    segments = read_segments_json(V04 / "segments_04.json")
+    assert [{k: v for k, v in s.to_dict().items() if k != "user_id"} for s in segments] == (
+        expected["segments"]
+    )
