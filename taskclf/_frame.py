@@ -42,6 +42,9 @@ def check_frame(X: object, where: str) -> pd.DataFrame:
     """Refuse anything but a pandas DataFrame."""
     if not isinstance(X, pd.DataFrame):
         raise InputError(f"{where} expects a pandas DataFrame, got {type(X).__name__}")
+    if not X.columns.is_unique:
+        twice = X.columns[X.columns.duplicated()].unique().tolist()
+        raise ColumnTypeError(f"{where}: the frame has columns named twice: {twice[:10]!r}")
     return X
 
 

@@ -112,7 +112,15 @@ def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.S
             f"column {column!r} has {int(missing.sum())} missing timestamp(s); "
             f"first at row {position}"
         )
-    return out.astype("datetime64[ns, UTC]")
+    try:
+        return out.astype("datetime64[ns, UTC]")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        low, high = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+        position = int(np.flatnonzero(((out < low) | (out > high)).to_numpy())[0])
+        raise TimestampError(
+            f"column {column!r}: {values.iloc[position]!r} (row {position}) is outside the "
+            "years 1677-2262 that timestamps can hold"
+        ) from None
 
 
 def timestamps_ns(df: pd.DataFrame, column: str = "bucket_start_ts") -> np.ndarray:
