@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Final
 
 import attrs
+import numpy as np
 import pandas as pd
 
 from taskclf.exceptions import SchemaMismatchError
@@ -290,6 +291,204 @@ def check_frame_schema(df: pd.DataFrame, schema: FeatureSchema) -> None:
             )
 
 
+# ---------------------------------------------------------------------------
+# What each column means: the source of docs/schema.md and `taskclf schema`
+# ---------------------------------------------------------------------------
+
+_MEANINGS: Final[dict[str, tuple[str, str]]] = {
+    # column: (meaning, unit or values)
+    "user_id": ("who the row belongs to: an opaque id, never a name", "text"),
+    "device_id": ("the machine the row was recorded on (optional)", "text"),
+    "session_id": ("the activity session holding the bucket", "text"),
+    "bucket_start_ts": ("start of the bucket", "UTC timestamp"),
+    "bucket_end_ts": ("end of the bucket (exclusive)", "UTC timestamp"),
+    "schema_version": ("the schema the row follows", "v1, v2 or v3"),
+    "schema_hash": ("hash of the schema's column list, checked against the model's", "text"),
+    "source_ids": ("the collectors that contributed to the row", "list of text"),
+    "app_id": ("the foreground application", "text, e.g. com.apple.Terminal"),
+    "app_category": ("kind of the foreground application", "text, e.g. editor, chat"),
+    "window_title_hash": ("hash of the window title (the title itself is never stored)", "text"),
+    "is_browser": ("the foreground application is a web browser", "bool"),
+    "is_editor": ("the foreground application is a code editor", "bool"),
+    "is_terminal": ("the foreground application is a terminal", "bool"),
+    "app_switch_count_last_5m": ("distinct application switches in the last 5 minutes", "count"),
+    "app_foreground_time_ratio": ("share of the bucket the main application was in front", "0-1"),
+    "app_change_count": ("application changes inside the bucket", "count"),
+    "app_dwell_time_seconds": ("how long the main application has been in front", "seconds"),
+    "app_entropy_5m": ("Shannon entropy of time per application, last 5 minutes", "nats"),
+    "app_entropy_15m": ("Shannon entropy of time per application, last 15 minutes", "nats"),
+    "top2_app_concentration_15m": ("share of the last 15 minutes in the two main apps", "0-1"),
+    "idle_return_indicator": ("the bucket is the first after an idle gap", "bool"),
+    "keys_per_min": ("key presses", "per minute"),
+    "backspace_ratio": ("share of key presses that are backspace", "0-1"),
+    "shortcut_rate": ("keyboard shortcuts", "per minute"),
+    "clicks_per_min": ("mouse clicks", "per minute"),
+    "scroll_events_per_min": ("scroll events", "per minute"),
+    "mouse_distance": ("distance the pointer moved", "pixels"),
+    "active_seconds_keyboard": ("seconds of the bucket with keyboard input", "seconds"),
+    "active_seconds_mouse": ("seconds of the bucket with mouse input", "seconds"),
+    "active_seconds_any": ("seconds of the bucket with any input", "seconds"),
+    "max_idle_run_seconds": ("longest stretch without input inside the bucket", "seconds"),
+    "event_density": ("input events per active second", "per second"),
+    "domain_category": ("kind of web site in a browser; non_browser otherwise", "text"),
+    "window_title_bucket": ("window title hash folded into 256 buckets", "0-255"),
+    "title_repeat_count_session": ("times this window title was seen in the session", "count"),
+    "keys_per_min_rolling_5": ("mean of keys_per_min over the last 5 buckets", "per minute"),
+    "keys_per_min_rolling_15": ("mean of keys_per_min over the last 15 buckets", "per minute"),
+    "mouse_distance_rolling_5": ("mean of mouse_distance over the last 5 buckets", "pixels"),
+    "mouse_distance_rolling_15": ("mean of mouse_distance over the last 15 buckets", "pixels"),
+    "keys_per_min_delta": ("keys_per_min minus the previous bucket's", "per minute"),
+    "clicks_per_min_delta": ("clicks_per_min minus the previous bucket's", "per minute"),
+    "mouse_distance_delta": ("mouse_distance minus the previous bucket's", "pixels"),
+    "app_switch_count_last_15m": ("distinct application switches in the last 15 minutes", "count"),
+    "hour_of_day": ("hour of bucket_start_ts", "0-23"),
+    "day_of_week": ("weekday of bucket_start_ts, Monday first", "0-6"),
+    "session_length_so_far": ("time since the session started", "minutes"),
+    "title_token_sketch": ("hashed counts of window title words (one of 128)", "float"),
+    "title_char3_sketch": ("hashed counts of window title 3-letter pieces (one of 128)", "float"),
+    "title_char_count": ("characters in the window title", "count"),
+    "title_token_count": ("words in the window title", "count"),
+    "title_unique_token_ratio": ("share of distinct words in the window title", "0-1"),
+    "title_digit_ratio": ("share of digits in the window title", "0-1"),
+    "title_separator_count": ("separators (- | : / and the like) in the window title", "count"),
+}
+
+
+def describe_schema(version: str) -> pd.DataFrame:
+    """One row per column of a schema: name, type, meaning, unit, and its role.
+
+    The 256 title sketch columns of v3 are listed as two rows
+    (``title_token_sketch_000 … _127``, ``title_char3_sketch_000 … _127``).
+
+    Examples
+    --------
+    >>> describe_schema("v2").loc[lambda t: t.column == "keys_per_min", "unit"].item()
+    'per minute'
+    """
+    schema = get_schema(version)
+    rows, seen = [], set()
+    for name, kind in schema.registry:
+        group = name.rsplit("_", 1)[0] if name in SKETCH_COLUMNS else name
+        if group in seen:
+            continue
+        seen.add(group)
+        label = f"{group}_000 … {group}_127" if group != name else name
+        meaning, unit = _MEANINGS[group]
+        role = (
+            "model feature, categorical"
+            if name in schema.categorical_columns
+            else "model feature"
+            if name in schema.feature_columns
+            else "row metadata"
+        )
+        rows.append({"column": label, "type": kind, "role": role, "meaning": meaning, "unit": unit})
+    return pd.DataFrame(rows)
+
+
+def schema_markdown() -> str:
+    """The docs page listing every column of every schema (docs/schema.md)."""
+    parts = [
+        "# The input: feature rows",
+        "",
+        "One row per user per minute (a bucket of `bucket_seconds`, 60 by default).",
+        "The model reads the *model features* in a fixed order; the other columns",
+        "identify and check the row. Missing feature values are read as 0;",
+        "categorical values the model never saw are not errors. This page is",
+        "generated from `taskclf.core.schema` (`taskclf schema v1` prints the same).",
+    ]
+    for version in SCHEMA_VERSIONS:
+        schema = get_schema(version)
+        table = describe_schema(version)
+        parts += [
+            "",
+            f"## Schema {version}",
+            "",
+            f"Hash `{schema.schema_hash}`; {schema.n_features} model features, "
+            f"{len(schema.registry)} columns in all.",
+            "",
+            "| column | type | role | meaning | unit |",
+            "|---|---|---|---|---|",
+        ]
+        parts += [
+            f"| `{r.column}` | {r.type} | {r.role} | {r.meaning} | {r.unit} |"
+            for r in table.itertuples()
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def validate_features(df: pd.DataFrame, schema_version: str | None = None) -> list[str]:
+    """Every problem that keeps ``df`` from being predicted, at once, without a model.
+
+    Checks what the pipeline would refuse: the schema's missing feature
+    columns and a missing ``bucket_start_ts``, columns of the wrong type,
+    missing or unparseable timestamps, duplicate ``(user_id,
+    bucket_start_ts)`` rows, and ``schema_version``/``schema_hash`` values
+    of another schema.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Feature rows.
+    schema_version : str, optional
+        The schema to check against; resolved from the frame when omitted.
+
+    Returns
+    -------
+    list of str
+        One sentence per problem; empty when the frame is fine.
+
+    Examples
+    --------
+    >>> validate_features(pd.DataFrame({"user_id": ["a"]}), "v2")[0][:40]
+    "missing 38 model feature column(s): 'app"
+    """
+    from taskclf.core.time import timestamps_ns
+    from taskclf.exceptions import TaskclfError
+    from taskclf.stages.model import feature_columns
+
+    schema = get_schema(resolve_schema_version(df, schema_version))
+    problems = []
+    missing = [c for c in schema.feature_columns if c not in df.columns]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        problems.append(f"missing {len(missing)} model feature column(s): {shown}{more}")
+    present = [c for c in schema.feature_columns if c in df.columns]
+    for column in present:
+        if column in schema.categorical_columns:
+            continue
+        try:
+            feature_columns(df[[column]], _single(schema, column))
+        except TaskclfError as exc:
+            problems.append(str(exc))
+    for check in (
+        lambda: check_frame_schema(df, schema),
+        lambda: _duplicates(df, timestamps_ns(df)),
+    ):
+        try:
+            check()
+        except TaskclfError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _single(schema: FeatureSchema, column: str) -> FeatureSchema:
+    """A one-column schema, to check a column as the model stage reads it."""
+    return attrs.evolve(schema, feature_columns=(column,), categorical_columns=())
+
+
+def _duplicates(df: pd.DataFrame, ts: np.ndarray) -> None:
+    from taskclf.exceptions import DuplicateRowsError
+
+    keys = pd.DataFrame({"ts": ts, "user": df["user_id"] if "user_id" in df.columns else 0})
+    twice = keys.duplicated()
+    if twice.any():
+        raise DuplicateRowsError(
+            f"{int(twice.sum())} duplicate (user_id, bucket_start_ts) row(s); first at row "
+            f"{int(np.flatnonzero(twice.to_numpy())[0])}"
+        )
+
+
 __all__ = [
     "SCHEMAS",
     "SCHEMA_V1",
@@ -302,9 +501,12 @@ __all__ = [
     "FeatureSchemaV2",
     "FeatureSchemaV3",
     "check_frame_schema",
+    "describe_schema",
     "get_categorical_columns",
     "get_feature_columns",
     "get_schema",
     "resolve_schema_version",
     "schema_for_n_features",
+    "schema_markdown",
+    "validate_features",
 ]
