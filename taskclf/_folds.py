@@ -15,7 +15,8 @@ from sklearn.model_selection import GroupKFold
 from taskclf._columns import BUCKET_START_TS, USER_ID
 from taskclf.core.time import timestamps_ns
 from taskclf.core.types import CLASS_ORDER
-from taskclf.exceptions import InputError, InvalidParameterError
+from taskclf.exceptions import InputError
+from taskclf.stages._base import check_value, integer
 
 _CLASSES = pd.Index(CLASS_ORDER)
 _NS_PER_DAY = 86_400 * 1_000_000_000
@@ -57,17 +58,6 @@ def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
             f"one of the core labels {list(CLASS_ORDER)}"
         )
     return codes.astype(np.int64, copy=False)
-
-
-def check_n_folds(n_folds: object) -> int:
-    """Validate a number of folds: an integer from 2 to 100."""
-    if (
-        isinstance(n_folds, bool)
-        or not isinstance(n_folds, (int, np.integer))
-        or not 2 <= n_folds <= 100
-    ):
-        raise InvalidParameterError(f"n_folds must be an integer in [2, 100], got {n_folds!r}")
-    return int(n_folds)
 
 
 def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -116,7 +106,7 @@ def group_folds(X: pd.DataFrame, n_folds: int) -> np.ndarray:
     InputError
         When there are fewer than two rows to split.
     """
-    n_folds = check_n_folds(n_folds)
+    n_folds = int(check_value(n_folds, integer(2, 100), "n_folds", "group_folds"))
     groups, kind = fold_groups(X)
     n_groups = len(np.unique(groups))
     if n_groups < 2:

@@ -19,23 +19,12 @@ from taskclf.core.types import OUTPUT_LABELS
 from taskclf.exceptions import (
     ColumnTypeError,
     InputError,
-    InvalidParameterError,
     MissingColumnsError,
 )
 
 LABEL_DTYPE = pd.CategoricalDtype(list(OUTPUT_LABELS))
 """Dtype of every label column a stage writes: the eight classes in class
 order, then ``Mixed/Unknown``."""
-
-
-def check_integer(value: object, name: str, minimum: int, bound: str | None = None) -> int:
-    """Validate an integer parameter ``>= minimum``; ``bound`` words the limit."""
-    bound = bound or f">= {minimum}"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterError(f"{name} must be an integer {bound}, got {value!r}")
-    if value < minimum:
-        raise InvalidParameterError(f"{name} must be {bound}, got {value!r}")
-    return int(value)
 
 
 def check_frame(X: object, where: str) -> pd.DataFrame:

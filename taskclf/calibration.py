@@ -408,11 +408,6 @@ def eligible_users(
     return stats.index[ok.to_numpy()].tolist()
 
 
-def _check_count(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def apply_calibration(
     proba: np.ndarray,
     calibrator: Any = None,
