@@ -104,6 +104,7 @@ def build_pipeline(
     timelines: str = "per_user",
     random_state: int | None = 0,
     num_threads: int | None = None,
+    backend: str = "lightgbm",
     memory: Any = None,
 ) -> Pipeline:
     """The batch-inference pipeline: around a trained booster, or to be fitted.
@@ -173,6 +174,8 @@ def build_pipeline(
         Seed of training and of the encoder's unknown-value masking.
     num_threads : int, optional
         LightGBM threads.
+    backend : {"lightgbm", "compiled"}, default "lightgbm"
+        What predicts in the model stage (see :class:`~taskclf.BoosterPredictor`).
     memory : str or joblib.Memory, optional
         ``Pipeline(memory=...)``: caches the fitted steps, so that a grid
         search over later steps trains the booster once per fold.
@@ -208,9 +211,12 @@ def build_pipeline(
         n_folds=n_folds,
         random_state=random_state,
         num_threads=num_threads,
+        backend=backend,
     )
     if booster is not None:
-        predict = FrozenEstimator(BoosterPredictor.from_booster(booster, schema_version))
+        predict = FrozenEstimator(
+            BoosterPredictor.from_booster(booster, schema_version, backend=backend)
+        )
     calibrate: Any = Calibrator(calibration, per_user=per_user_calibration)
     if calibrator is not None or calibrator_store is not None:
         calibrate = FrozenEstimator(Calibrator.from_maps(calibrator, calibrator_store))

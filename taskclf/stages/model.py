@@ -42,6 +42,9 @@ PREDICT_ROWS = 131_072
 """Rows handed to ``booster.predict`` at a time, bounding the memory of the
 feature matrix."""
 
+BACKENDS = ("lightgbm", "compiled")
+"""What can predict in the model stage."""
+
 DEFAULT_NUM_BOOST_ROUND = 100
 DEFAULT_N_FOLDS = 3
 
@@ -257,6 +260,11 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         LightGBM ``seed``.
     num_threads : int, optional
         LightGBM threads; LightGBM's default (all cores) when omitted.
+    backend : {"lightgbm", "compiled"}, default "lightgbm"
+        What predicts: LightGBM itself, or the booster compiled to machine
+        code (the ``fast`` extra; see docs/performance.md), which gives the
+        same labels and falls back to LightGBM with a warning when it
+        cannot be used.
 
     Attributes
     ----------
@@ -289,6 +297,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         "n_folds": integer(2, 100),
         "random_state": optional(integer(0, 2**31 - 1)),
         "num_threads": optional(integer(0, 4096)),
+        "backend": one_of(*BACKENDS),
     }
 
     def __init__(
@@ -301,6 +310,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         n_folds: int = DEFAULT_N_FOLDS,
         random_state: int | None = 0,
         num_threads: int | None = None,
+        backend: str = "lightgbm",
     ) -> None:
         self.schema_version = schema_version
         self.params = params
@@ -309,9 +319,12 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         self.n_folds = n_folds
         self.random_state = random_state
         self.num_threads = num_threads
+        self.backend = backend
 
     @classmethod
-    def from_booster(cls, booster: Any, schema_version: str | None = None) -> BoosterPredictor:
+    def from_booster(
+        cls, booster: Any, schema_version: str | None = None, *, backend: str = "lightgbm"
+    ) -> BoosterPredictor:
         """A fitted stage around a pre-trained booster.
 
         Parameters
@@ -321,6 +334,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         schema_version : str, optional
             Its feature schema; guessed from its number of features when
             omitted.
+        backend : {"lightgbm", "compiled"}, default "lightgbm"
+            What predicts (see the class parameters).
 
         Returns
         -------
@@ -339,7 +354,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             raise InvalidParameterError(
                 f"booster must be a lightgbm.Booster, got {type(booster).__name__}"
             )
-        stage = cls(schema_version)
+        stage = cls(schema_version, backend=backend)
         check_params(stage)
         stage.booster_ = booster
         stage.schema_ = booster_schema(booster, schema_version)
@@ -472,7 +487,12 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         check_frame(X, type(self).__name__)
         check_frame_schema(X, self.schema_)
-        return predict_frame(self.booster_, X, self.schema_)
+        model = self.booster_
+        if self.backend == "compiled":
+            from taskclf.stages._compiled import compiled_model
+
+            model = compiled_model(self.booster_)
+        return predict_frame(model, X, self.schema_)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns added."""
