@@ -8,6 +8,7 @@ calibration) once per fold instead of once per candidate and fold.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,11 +22,15 @@ from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, indexable
 
+from taskclf._columns import USER_ID
 from taskclf._progress import step
+from taskclf.core.time import timestamps_ns
 from taskclf.exceptions import InvalidParameterError, NotFittedError
 from taskclf.pipeline import TaskPipeline
 
-__all__ = ["PostprocessingSearchCV"]
+__all__ = ["PostprocessingSearchCV", "day_fingerprints", "training_overlap"]
+
+NS_PER_DAY = 86_400 * 1_000_000_000
 
 
 def _take(data: Any, rows: np.ndarray) -> Any:
@@ -315,3 +320,32 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     def score(self, X: Any, y: Any = None) -> float:
         """The scorer's value of ``best_estimator_`` on ``X, y``."""
         return float(self.scorer_(self._best(), X, y))
+
+
+def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
+    """A digest of each user's rows of each UTC day → ``(user_id, day)``.
+
+    The digest covers the day's rows (every column but the label, in any
+    order), so the same rows give the same digest wherever they appear. A
+    saved model records them as ``training_days``; :func:`training_overlap`
+    compares them with the rows a search is about to score.
+    """
+    if len(X) == 0:
+        return {}
+    frame = X.drop(columns=["label"], errors="ignore")
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    users = frame[USER_ID].astype(str) if USER_ID in frame.columns else pd.Series("", index=X.index)
+    days = pd.Series(timestamps_ns(frame) // NS_PER_DAY, index=X.index)
+    digests = {}
+    for (user, day), positions in (
+        pd.Series(rows, index=X.index).groupby([users, days]).indices.items()
+    ):
+        digest = hashlib.sha256(np.sort(rows[positions]).tobytes()).hexdigest()[:16]
+        digests[digest] = (user, str(pd.Timestamp(int(day) * NS_PER_DAY, tz="UTC").date()))
+    return digests
+
+
+def training_overlap(training_days: Any, X: pd.DataFrame) -> list[tuple[Any, str]]:
+    """The ``(user_id, day)`` groups of ``X`` that the model was trained on."""
+    recorded = set(training_days or ())
+    return sorted(where for digest, where in day_fingerprints(X).items() if digest in recorded)
