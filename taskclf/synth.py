@@ -1,27 +1,22 @@
 """Synthetic per-minute activity frames with task labels.
 
-:func:`make_activity_frame` builds feature frames in the layout of schema
-v1, v2 or v3, plus a ``label`` column holding the true core label of every
-row. The data look like collector output, so that tests, benchmarks and
-demos exercise the pipeline on realistic input: users follow their own
-Markov chains over the eight core labels on working days with lunch and
-time away; each label has its own, overlapping, feature distributions; some
-apps are unseen and some values are missing.
-
-Everything is drawn from one ``numpy.random.Generator``, so a seed fixes the
-frame. Per-row work is vectorized; Python loops run over users, task
-segments and columns only.
+:func:`make_activity_frame` builds realistic feature frames in the layout of
+schema v1, v2 or v3 with the true label of every row, for tests, benchmarks
+and demos. Everything is drawn from one ``numpy.random.Generator``; per-row
+work is vectorized (Python loops run over users, task segments and columns).
 """
 
 from __future__ import annotations
 
 import bisect
 import reprlib
-from typing import Any, Final, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from numpy.random import Generator
 
 from taskclf._columns import LABEL
 from taskclf._frame import check_integer
@@ -157,18 +152,30 @@ _AWAY_MINUTES: Final = (6, 45)  # away gaps, minutes without rows (> idle gap)
 _DROP_RATE: Final = 0.003  # isolated buckets the collector missed (short gaps)
 _DAY_START, _DAY_END = 8 * 60 + 30, 18 * 60  # minutes after midnight, UTC
 _MINUTES_PER_DAY_RANGE: Final = (10, 840)
+_IDLE_GAP_MINUTES: Final = DEFAULT_IDLE_GAP_SECONDS // 60  # a longer gap starts a session
 _SKETCH_ACTIVE: Final = 48  # sketch coordinates a label's mean title pattern uses
 
 
-class _Rows(NamedTuple):
-    """Rows of every user in output order (per segment: ``segment_*``)."""
+class _Rows:
+    """The rows of every user in output order, and the task segments they belong to.
 
-    user: IntArray
-    day: IntArray  # user-day index, user * n_days + day
-    minute: IntArray  # bucket start, minutes since the epoch
-    segment: IntArray
-    segment_user: IntArray
-    segment_label: IntArray  # class index, or _AWAY
+    Per row: ``user``, ``day`` (user * n_days + day), ``minute`` (bucket
+    start, minutes since the epoch), ``segment``, ``is_start`` (the row
+    starts a session), ``session`` and ``start_row`` (its session's first
+    row); per segment: ``segment_user`` and ``segment_label`` (or ``_AWAY``).
+    """
+
+    def __init__(
+        self, per_user: Sequence[tuple[np.ndarray, ...]], n_users: int, n_days: int
+    ) -> None:
+        self.n_users, self.n_days = n_users, n_days
+        self.user, self.day, self.minute, self.segment, self.segment_user, self.segment_label = (
+            _join([arrays[i] for arrays in per_user]) for i in range(6)
+        )
+        self.is_start = np.ones(len(self.user), dtype=np.bool_)
+        self.is_start[1:] = (np.diff(self.user) != 0) | (np.diff(self.minute) > _IDLE_GAP_MINUTES)
+        self.session = np.cumsum(self.is_start) - 1
+        self.start_row = np.flatnonzero(self.is_start)[self.session]
 
 
 def _cumulative(weights: FloatArray) -> FloatArray:
@@ -177,7 +184,7 @@ def _cumulative(weights: FloatArray) -> FloatArray:
     return cum / cum[..., -1:]
 
 
-def _draw_grouped(rng: np.random.Generator, cum: FloatArray, group: IntArray) -> IntArray:
+def _draw_grouped(rng: Generator, cum: FloatArray, group: IntArray) -> IntArray:
     """Draw one category per element from the cumulative table of its group.
 
     ``cum`` has one row of cumulative probabilities per group; element ``i``
@@ -191,170 +198,33 @@ def _draw_grouped(rng: np.random.Generator, cum: FloatArray, group: IntArray) ->
     return np.minimum(found - group * n_cats, n_cats - 1)
 
 
-def _lognormal(rng: np.random.Generator, sigma: float, size: int | tuple[int, ...]) -> FloatArray:
+def _lognormal(rng: Generator, sigma: float, size: int | tuple[int, ...]) -> FloatArray:
     """Multiplicative noise with median 1 (exactly 1 when ``sigma`` is 0)."""
     return np.exp(sigma * rng.standard_normal(size))
 
 
-def _join(parts: list[IntArray]) -> IntArray:
+def _join(parts: Sequence[np.ndarray]) -> IntArray:
     """Concatenate int arrays; an empty list gives an empty int64 array."""
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
 
 
-def _validate(
-    n_users: int,
-    n_days: int,
-    start: str,
-    minutes_per_day: int | None,
-    rates: dict[str, float],
-    noise: float,
-) -> pd.Timestamp:
-    """Check the parameters of :func:`make_activity_frame`; return ``start`` in UTC."""
-    check_integer(n_users, "n_users", 0)
-    check_integer(n_days, "n_days", 0)
-    if minutes_per_day is not None:
-        low, high = _MINUTES_PER_DAY_RANGE
-        bound = f"None or an integer in [{low}, {high}]"
-        if check_integer(minutes_per_day, "minutes_per_day", low, bound) > high:
-            raise InvalidParameterError(f"minutes_per_day must be {bound}, got {minutes_per_day}")
-    for name, rate in rates.items():
-        if not 0.0 <= rate <= 1.0:
-            raise InvalidParameterError(f"{name} must be in [0, 1], got {rate!r}")
-    if not (np.isfinite(noise) and noise >= 0.0):
-        raise InvalidParameterError(f"noise must be a finite number >= 0, got {noise!r}")
-    try:
-        first = pd.Timestamp(start)
-    except (TypeError, ValueError):
-        first = None
-    if first is None or pd.isna(first):
-        raise InvalidParameterError(f"start must be a date, got {reprlib.repr(start)}")
-    return first.tz_convert("UTC").tz_localize(None) if first.tzinfo else first
-
-
-def _working_days(
-    rng: np.random.Generator, n_days: int, minutes_per_day: int | None
-) -> tuple[IntArray, IntArray, IntArray, IntArray]:
-    """One user's days: start (minutes after midnight), length, lunch start and length."""
-    start_draw = _DAY_START + rng.normal(0.0, 20.0) + rng.normal(0, 10, n_days)
-    start = np.round(np.clip(start_draw, 420, 600)).astype(np.int64)
-    user_end = rng.normal(0.0, 30.0)
-    if minutes_per_day is None:
-        end = np.clip(_DAY_END + user_end + rng.normal(0, 15, n_days), start + 240, 1260)
-        length = np.round(end).astype(np.int64) - start
-    else:
-        length = np.full(n_days, minutes_per_day, dtype=np.int64)
-    lunch_at = np.round(length * rng.uniform(0.4, 0.5, n_days)).astype(np.int64)
-    lunch_len = np.round(rng.uniform(30, 60, n_days) * np.minimum(1.0, length / 480))
-    lunch_len[lunch_len < 6] = 0  # too short a day for a lunch break
-    return start, length, lunch_at, lunch_len.astype(np.int64)
-
-
-def _segments(rng: np.random.Generator, total: int) -> tuple[IntArray, IntArray]:
-    """One user's task segments (labels and lengths) covering ``total`` minutes.
-
-    The user's habits come first: a perturbed copy of the shared transition
-    matrix and a scale of dwell times. Some breaks become time away.
-    """
-    chain = _cumulative(_TRANSITIONS * rng.gamma(3.0, 1.0 / 3.0, _TRANSITIONS.shape)).tolist()
-    dwell_scale = np.exp(rng.normal(0.0, 0.2))
-    labels, lengths = [], []
-    state, filled = int(rng.integers(_N_LABELS)), 0
-    while filled < total:
-        steps = max(16, (total - filled) // 8)
-        chunk = []
-        for u in rng.random(steps).tolist():  # the chain: one step per segment
-            state = bisect.bisect_right(chain[state], u)
-            chunk.append(state)
-        label = np.array(chunk, dtype=np.int64)
-        dwell = _PROFILE["dwell"][label] * dwell_scale
-        minutes = dwell * _lognormal(rng, 1.0, steps) ** _PROFILE["dwell_sigma"][label]
-        grid = np.maximum(1, np.round(minutes / _MEET_GRID_MINUTES)) * _MEET_GRID_MINUTES
-        minutes = np.where(label == _MEET, grid, minutes)
-        length = np.clip(np.round(minutes), 1, _MAX_DWELL_MINUTES).astype(np.int64)
-        away = (label == _BREAK) & (rng.random(steps) < _AWAY_SHARE)
-        label[away] = _AWAY
-        length[away] = rng.integers(*_AWAY_MINUTES, endpoint=True, size=int(away.sum()))
-        labels.append(label)
-        lengths.append(length)
-        filled += int(length.sum())
-    return _join(labels), _join(lengths)
-
-
-def _timelines(
-    rng: np.random.Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
-) -> _Rows:
-    """Lay each user's task chain over their working minutes, day after day.
-
-    A task left in the evening goes on the next morning. Lunch, time away
-    and dropped buckets leave no rows.
-    """
-    n_days = len(midnights)
-    per_user = []
-    n_segments = 0
-    for user in range(n_users):
-        start, length, lunch_at, lunch_len = _working_days(rng, n_days, minutes_per_day)
-        total = int(length.sum())
-        label, seg_length = _segments(rng, total)
-        segment = np.repeat(np.arange(len(label)), seg_length)[:total]
-        day = np.repeat(np.arange(n_days), length)
-        offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
-        since_lunch = offset - lunch_at[day]
-        at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
-        keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
-        day, segment = day[keep], segment[keep]
-        per_user.append(
-            (
-                np.full(len(day), user),
-                day + user * n_days,
-                midnights[day] + start[day] + offset[keep],
-                segment + n_segments,
-                np.full(len(label), user),
-                label,
-            )
-        )
-        n_segments += len(label)
-    if not per_user:
-        return _Rows(*[_join([])] * len(_Rows._fields))
-    return _Rows(*(_join(list(part)) for part in zip(*per_user, strict=True)))
-
-
-def _session_starts(rows: _Rows) -> npt.NDArray[np.bool_]:
-    """True where a row starts a session: a new user, or a gap over the idle gap."""
-    first = np.ones(len(rows.user), dtype=bool)
-    gap = DEFAULT_IDLE_GAP_SECONDS // DEFAULT_BUCKET_SECONDS
-    first[1:] = (np.diff(rows.user) != 0) | (np.diff(rows.minute) > gap)
-    return first
-
-
-def _previous(values: np.ndarray, is_start: npt.NDArray[np.bool_]) -> np.ndarray:
+def _previous(values: np.ndarray, rows: _Rows) -> np.ndarray:
     """The previous row's value within the session (the row's own at a start)."""
     prev = np.roll(values, 1)
-    prev[is_start] = values[is_start]
+    prev[rows.is_start] = values[rows.is_start]
     return prev
 
 
-def _window_sum(values: np.ndarray, start_row: IntArray, window: int) -> FloatArray:
-    """Sum of the last ``window`` values (this one included) since ``start_row``."""
+def _window_sum(values: np.ndarray, rows: _Rows, window: int) -> FloatArray:
+    """Sum of the last ``window`` values of the session, this one included."""
     cum = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
     i = np.arange(len(values))
-    return cum[i + 1] - cum[np.maximum(i - window + 1, start_row)]
+    return cum[i + 1] - cum[np.maximum(i - window + 1, rows.start_row)]
 
 
-def _take(values: tuple[str, ...] | list[str], codes: IntArray) -> np.ndarray:
-    """``values[codes]`` as an object array of shared ``str`` objects."""
-    return np.array(values, dtype=object)[codes]
-
-
-def _series(values: Any) -> Any:
-    """An object array as an object Series (not pandas' str dtype); others as they are."""
-    return pd.Series(values, dtype=object, copy=False) if values.dtype == object else values
-
-
-def _shared(value: object, n: int) -> np.ndarray:
-    """An object array holding the one object ``value`` ``n`` times."""
-    out = np.empty(n, dtype=object)
-    out.fill(value)
-    return out
+def _take(values: tuple[str, ...] | list[str], codes: IntArray) -> pd.Series:
+    """``values[codes]`` as an object column of shared ``str`` objects."""
+    return pd.Series(np.array(values, dtype=object)[codes], dtype=object, copy=False)
 
 
 def make_activity_frame(
@@ -471,33 +341,125 @@ def make_activity_frame(
     261
     """
     schema = get_schema(schema_version)
-    rates = {"missing_rate": missing_rate, "unseen_app_rate": unseen_app_rate}
-    first = _validate(n_users, n_days, start, minutes_per_day, rates, noise)
+    n_users, n_days = check_integer(n_users, "n_users", 0), check_integer(n_days, "n_days", 0)
+    if minutes_per_day is not None:
+        low, high = _MINUTES_PER_DAY_RANGE
+        bound = f"None or an integer in [{low}, {high}]"
+        if check_integer(minutes_per_day, "minutes_per_day", low, bound) > high:
+            raise InvalidParameterError(f"minutes_per_day must be {bound}, got {minutes_per_day}")
+    for name, rate in (("missing_rate", missing_rate), ("unseen_app_rate", unseen_app_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise InvalidParameterError(f"{name} must be in [0, 1], got {rate!r}")
+    if not (np.isfinite(noise) and noise >= 0.0):
+        raise InvalidParameterError(f"noise must be a finite number >= 0, got {noise!r}")
+    try:
+        first = pd.Timestamp(start)
+        first = first.tz_convert("UTC").tz_localize(None) if first.tzinfo else first
+        days = pd.bdate_range(first.normalize(), periods=n_days).as_unit("ns")
+    except (TypeError, ValueError) as error:
+        raise InvalidParameterError(f"start must be a date, got {reprlib.repr(start)}") from error
     rng = np.random.default_rng(random_state)
-    days = pd.bdate_range(first.normalize(), periods=int(n_days)).as_unit("ns")
-    rows = _timelines(rng, int(n_users), days.asi8 // (60 * 10**9), minutes_per_day)
-    is_start = _session_starts(rows)
-    look, columns = _features(rng, rows, is_start, int(n_users), unseen_app_rate, noise)
-    columns.update(_titles(rng, rows, look, is_start, noise, schema.version))
-    if missing_rate > 0:  # the sketch block is blanked row by row
+    rows = _timelines(rng, n_users, days.asi8 // (60 * 10**9), minutes_per_day)
+    columns = _features(rng, rows, unseen_app_rate, noise, schema.version == "v3")
+    if missing_rate > 0:  # a hit in the sketch block blanks the row's whole sketch
         for name, values in columns.items():
             if values.dtype == np.float64 and name != "session_length_so_far":
                 values[rng.random(len(values)) < missing_rate] = np.nan
-    return _assemble(rng, columns, rows, is_start, schema, (int(n_users), int(n_days)))
+    return _assemble(rng, columns, rows, schema)
+
+
+def _working_days(
+    rng: Generator, n_days: int, minutes_per_day: int | None
+) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """One user's days: start (minutes after midnight), length, lunch start and length."""
+    start_draw = _DAY_START + rng.normal(0.0, 20.0) + rng.normal(0, 10, n_days)
+    start = np.round(np.clip(start_draw, 420, 600)).astype(np.int64)
+    user_end = rng.normal(0.0, 30.0)
+    if minutes_per_day is None:
+        end = np.clip(_DAY_END + user_end + rng.normal(0, 15, n_days), start + 240, 1260)
+        length = np.round(end).astype(np.int64) - start
+    else:
+        length = np.full(n_days, minutes_per_day, dtype=np.int64)
+    lunch_at = np.round(length * rng.uniform(0.4, 0.5, n_days)).astype(np.int64)
+    lunch_len = np.round(rng.uniform(30, 60, n_days) * np.minimum(1.0, length / 480))
+    lunch_len[lunch_len < 6] = 0  # too short a day for a lunch break
+    return start, length, lunch_at, lunch_len.astype(np.int64)
+
+
+def _segments(rng: Generator, total: int) -> tuple[IntArray, IntArray]:
+    """One user's task segments (labels and lengths) covering ``total`` minutes.
+
+    The user's habits come first: a perturbed copy of the shared transition
+    matrix and a scale of dwell times. Some breaks become time away.
+    """
+    chain = _cumulative(_TRANSITIONS * rng.gamma(3.0, 1.0 / 3.0, _TRANSITIONS.shape)).tolist()
+    dwell_scale = np.exp(rng.normal(0.0, 0.2))
+    labels, lengths = [], []
+    state, filled = int(rng.integers(_N_LABELS)), 0
+    while filled < total:
+        steps = max(16, (total - filled) // 8)
+        chunk = []
+        for u in rng.random(steps).tolist():  # the chain: one step per segment
+            state = bisect.bisect_right(chain[state], u)
+            chunk.append(state)
+        label = np.array(chunk, dtype=np.int64)
+        dwell = _PROFILE["dwell"][label] * dwell_scale
+        minutes = dwell * _lognormal(rng, 1.0, steps) ** _PROFILE["dwell_sigma"][label]
+        grid = np.maximum(1, np.round(minutes / _MEET_GRID_MINUTES)) * _MEET_GRID_MINUTES
+        minutes = np.where(label == _MEET, grid, minutes)
+        length = np.clip(np.round(minutes), 1, _MAX_DWELL_MINUTES).astype(np.int64)
+        away = (label == _BREAK) & (rng.random(steps) < _AWAY_SHARE)
+        label[away] = _AWAY
+        length[away] = rng.integers(*_AWAY_MINUTES, endpoint=True, size=int(away.sum()))
+        labels.append(label)
+        lengths.append(length)
+        filled += int(length.sum())
+    return _join(labels), _join(lengths)
+
+
+def _timelines(
+    rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
+) -> _Rows:
+    """Lay each user's task chain over their working minutes, day after day.
+
+    A task left in the evening goes on the next morning. Lunch, time away
+    and dropped buckets leave no rows; a gap over the idle gap starts a
+    session.
+    """
+    n_days, n_segments = len(midnights), 0
+    per_user = []
+    for user in range(n_users):
+        start, length, lunch_at, lunch_len = _working_days(rng, n_days, minutes_per_day)
+        total = int(length.sum())
+        label, seg_length = _segments(rng, total)
+        segment = np.repeat(np.arange(len(label)), seg_length)[:total]
+        day = np.repeat(np.arange(n_days), length)
+        offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
+        since_lunch = offset - lunch_at[day]
+        at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
+        keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
+        minute = midnights[day[keep]] + start[day[keep]] + offset[keep]
+        per_user.append(
+            (
+                np.full(len(minute), user),
+                day[keep] + user * n_days,
+                minute,
+                segment[keep] + n_segments,
+                np.full(len(label), user),
+                label,
+            )
+        )
+        n_segments += len(label)
+    return _Rows(per_user, n_users, n_days)
 
 
 def _features(
-    rng: np.random.Generator,
-    rows: _Rows,
-    is_start: npt.NDArray[np.bool_],
-    n_users: int,
-    unseen_app_rate: float,
-    noise: float,
-) -> tuple[IntArray, dict[str, np.ndarray]]:
-    """The v1 feature columns but the title ones, after the look of each segment.
+    rng: Generator, rows: _Rows, unseen_app_rate: float, noise: float, v3: bool
+) -> dict[str, Any]:
+    """Every feature column, each named as in the registry (v3: ``title_sketch``).
 
-    The look of a segment is the label whose distributions its features are
-    drawn from: a share of segments look like a confusable task.
+    A share of segments looks like a confusable task: their features are
+    drawn from that task's distributions.
     """
     n_segments = len(rows.segment_label)
     segment_label = np.maximum(rows.segment_label, 0)  # away segments have no rows
@@ -506,46 +468,41 @@ def _features(
     look = np.where(swapped, lookalike, segment_label)
     label = look[rows.segment]
     segment_pace = _lognormal(rng, 0.4 * noise, (n_segments, 4))[rows.segment]
-    pace = _lognormal(rng, 0.25 * noise, (n_users, 4))[rows.user] * segment_pace
-    start_row = np.flatnonzero(is_start)[np.cumsum(is_start) - 1]
-    app, columns = _apps(rng, rows, look, label, n_users, unseen_app_rate)
-    columns.update(_activity(rng, label, pace, noise))
-    columns.update(
-        _switching(rng, app, label, segment_pace[:, 0], is_start, start_row, rows, noise)
+    pace = _lognormal(rng, 0.25 * noise, (rows.n_users, 4))[rows.user] * segment_pace
+    app, columns = _apps(rng, rows, look, unseen_app_rate)
+    columns |= _activity(rng, label, pace, noise)
+    columns |= _switching(
+        rng, rows, app, segment_pace[:, 0] ** 0.5 * _PROFILE["switch_rate"][label], noise
     )
+    columns |= _titles(rng, rows, look, noise, v3)
     true_label = rows.segment_label[rows.segment]
-    columns.update(
-        idle_return_indicator=is_start | (_previous(true_label, is_start) == _BREAK),
-        hour_of_day=(rows.minute // 60) % 24,
-        day_of_week=(rows.minute // 1440 + 3) % 7,  # 1970-01-01 was a Thursday
-        session_length_so_far=(rows.minute - rows.minute[start_row]).astype(np.float64),
-    )
-    count = np.arange(len(label)) - start_row + 1
+    columns |= {
+        "idle_return_indicator": rows.is_start | (_previous(true_label, rows) == _BREAK),
+        "hour_of_day": (rows.minute // 60) % 24,
+        "day_of_week": (rows.minute // 1440 + 3) % 7,  # 1970-01-01 was a Thursday
+        "session_length_so_far": (rows.minute - rows.minute[rows.start_row]).astype(np.float64),
+    }
+    count = np.arange(len(label)) - rows.start_row + 1
     for name in ("keys_per_min", "mouse_distance"):
         for window in (5, 15):
-            total = _window_sum(columns[name], start_row, window)
+            total = _window_sum(columns[name], rows, window)
             columns[f"{name}_rolling_{window}"] = total / np.minimum(count, window)
     for name in ("keys_per_min", "clicks_per_min", "mouse_distance"):
-        columns[f"{name}_delta"] = columns[name] - _previous(columns[name], is_start)
-    return look, columns
+        columns[f"{name}_delta"] = columns[name] - _previous(columns[name], rows)
+    return columns
 
 
 def _apps(
-    rng: np.random.Generator,
-    rows: _Rows,
-    look: IntArray,
-    label: IntArray,
-    n_users: int,
-    unseen_app_rate: float,
-) -> tuple[IntArray, dict[str, np.ndarray]]:
-    """Each row's app index and the app and domain columns.
+    rng: Generator, rows: _Rows, look: IntArray, unseen_app_rate: float
+) -> tuple[IntArray, dict[str, Any]]:
+    """Each row's app index, and the app and domain columns.
 
-    A segment has a main app, drawn from the user's preferences for its
-    label; a row shows it or another app of the label.
+    A segment has a main app, drawn from the user's preferences for the
+    label it looks like; a row shows it or another app of that label.
     """
-    n, n_apps = len(label), len(_APPS)
+    n, n_apps, label = len(rows.user), len(_APPS), look[rows.segment]
     weights = np.array([w for _, _, w in _APPS], dtype=np.float64).T  # labels x apps
-    taste = _lognormal(rng, 0.6, (n_users, 1, n_apps))
+    taste = _lognormal(rng, 0.6, (rows.n_users, 1, n_apps))
     cum = _cumulative(weights * taste).reshape(-1, n_apps)
     main = _draw_grouped(rng, cum, rows.segment_user * _N_LABELS + look)
     other = _draw_grouped(rng, cum, rows.user * _N_LABELS + label)
@@ -570,34 +527,22 @@ def _apps(
     }
 
 
-def _activity(
-    rng: np.random.Generator, label: IntArray, pace: FloatArray, noise: float
-) -> dict[str, FloatArray]:
+def _activity(rng: Generator, label: IntArray, pace: FloatArray, noise: float) -> dict[str, Any]:
     """Keyboard and mouse columns: label rates scaled by user, segment and row."""
     n = len(label)
-    idle = {
-        "keys": rng.random(n) < _PROFILE["p_no_keys"][label],
-        "mouse": rng.random(n) < _PROFILE["p_no_mouse"][label],
-    }
-    keys, clicks, scroll, mouse = (
-        np.where(
-            idle[device],
-            0.0,
-            np.round(_PROFILE[name][label] * pace[:, k] * _lognormal(rng, 0.5 * noise, n), digits),
-        )
-        for k, (name, device, digits) in enumerate(
-            [
-                ("keys", "keys", 0),
-                ("clicks", "mouse", 0),
-                ("scroll", "mouse", 0),
-                ("mouse", "mouse", 1),
-            ]
-        )
-    )
-    backspace, shortcut = (
-        np.where(keys > 0, np.clip(_PROFILE[name][label] * _lognormal(rng, s * noise, n), 0, 1), 0)
-        for name, s in (("backspace", 0.4), ("shortcut", 0.5))
-    )
+
+    def rate(name: str, k: int) -> FloatArray:
+        return _PROFILE[name][label] * pace[:, k] * _lognormal(rng, 0.5 * noise, n)
+
+    def ratio(name: str, sigma: float) -> FloatArray:
+        return np.clip(_PROFILE[name][label] * _lognormal(rng, sigma * noise, n), 0, 1)
+
+    no_keys = rng.random(n) < _PROFILE["p_no_keys"][label]
+    no_mouse = rng.random(n) < _PROFILE["p_no_mouse"][label]
+    keys = np.where(no_keys, 0.0, np.round(rate("keys", 0)))
+    clicks = np.where(no_mouse, 0.0, np.round(rate("clicks", 1)))
+    scroll = np.where(no_mouse, 0.0, np.round(rate("scroll", 2)))
+    mouse = np.where(no_mouse, 0.0, np.round(rate("mouse", 3), 1))
     jitter = rng.uniform(0.85, 1.15, size=(n, 2)) if noise > 0 else np.ones((n, 2))
     keyboard = np.clip(60 * (1 - np.exp(-keys / 40)) * jitter[:, 0], 0, 60)
     effort = clicks * 3 + scroll + mouse / 300
@@ -605,8 +550,8 @@ def _activity(
     active = np.minimum(60.0, np.maximum(keyboard, pointer) + 0.3 * np.minimum(keyboard, pointer))
     return {
         "keys_per_min": keys,
-        "backspace_ratio": backspace,
-        "shortcut_rate": shortcut,
+        "backspace_ratio": np.where(keys > 0, ratio("backspace", 0.4), 0.0),
+        "shortcut_rate": np.where(keys > 0, ratio("shortcut", 0.5), 0.0),
         "clicks_per_min": clicks,
         "scroll_events_per_min": scroll,
         "mouse_distance": mouse,
@@ -619,71 +564,54 @@ def _activity(
 
 
 def _switching(
-    rng: np.random.Generator,
-    app: IntArray,
-    label: IntArray,
-    pace: FloatArray,
-    is_start: npt.NDArray[np.bool_],
-    start_row: IntArray,
-    rows: _Rows,
-    noise: float,
-) -> dict[str, np.ndarray]:
-    """App switching columns: counts, windows, entropies, dwell time."""
-    n = len(app)
-    changed = app != _previous(app, is_start)
-    switches = rng.poisson(_PROFILE["switch_rate"][label] * pace**0.5) + changed
-    last_5, last_15 = (_window_sum(switches, start_row, w).astype(np.int64) for w in (5, 15))
-    spread = 0.15 * noise
+    rng: Generator, rows: _Rows, app: IntArray, rate: FloatArray, noise: float
+) -> dict[str, Any]:
+    """App switching columns: counts, windows, entropies, dwell time.
+
+    ``rate`` is each row's expected number of switches besides a change of app.
+    """
+    n, spread = len(app), 0.15 * noise
+    changed = app != _previous(app, rows)
+    switches = rng.poisson(rate) + changed
+    last_5, last_15 = (_window_sum(switches, rows, w).astype(np.int64) for w in (5, 15))
     foreground = np.clip(1 - 0.12 * switches + 0.3 * spread * rng.standard_normal(n), 0.05, 1)
-    run_start = np.maximum.accumulate(np.where(is_start | changed, np.arange(n), 0))
+    run_start = np.maximum.accumulate(np.where(rows.is_start | changed, np.arange(n), 0))
+    entropy_5 = 0.6 * np.log1p(last_5) * _lognormal(rng, spread, n)
+    entropy_15 = 0.55 * np.log1p(last_15) * _lognormal(rng, spread, n)
+    top2 = 1 - 0.035 * last_15 + 0.3 * spread * rng.standard_normal(n)
     return {
         "app_switch_count_last_5m": last_5,
         "app_foreground_time_ratio": foreground,
         "app_change_count": switches.astype(np.int64),
         "app_dwell_time_seconds": (rows.minute - rows.minute[run_start]) * 60.0 + 60 * foreground,
-        "app_entropy_5m": np.clip(
-            0.6 * np.log1p(last_5) * _lognormal(rng, spread, n), 0, np.log(5)
-        ),
-        "app_entropy_15m": np.clip(
-            0.55 * np.log1p(last_15) * _lognormal(rng, spread, n), 0, np.log(15)
-        ),
-        "top2_app_concentration_15m": np.clip(
-            1 - 0.035 * last_15 + 0.3 * spread * rng.standard_normal(n), 0.2, 1
-        ),
+        "app_entropy_5m": np.clip(entropy_5, 0, np.log(5)),
+        "app_entropy_15m": np.clip(entropy_15, 0, np.log(15)),
+        "top2_app_concentration_15m": np.clip(top2, 0.2, 1),
         "app_switch_count_last_15m": last_15,
     }
 
 
-def _titles(
-    rng: np.random.Generator,
-    rows: _Rows,
-    look: IntArray,
-    is_start: npt.NDArray[np.bool_],
-    noise: float,
-    version: str,
-) -> dict[str, np.ndarray]:
-    """Window title columns; for v3 also the title scalars and ``title_sketch``.
+def _titles(rng: Generator, rows: _Rows, look: IntArray, noise: float, v3: bool) -> dict[str, Any]:
+    """Window title columns; with ``v3``, also the title scalars and ``title_sketch``.
 
     A segment has a main title and two alternates. v3 values are drawn per
-    title around its label's typical values (a sparse mean pattern for the
-    256 sketch coordinates) and spread to the rows; the sketch is one
-    (n_rows, 256) block.
+    title around the typical values of the label it looks like (for the 256
+    sketch coordinates, a sparse mean pattern per label) and spread to the
+    rows; the sketch is one (n_rows, 256) block.
     """
-    n = len(rows.user)
+    n, width = len(rows.user), len(SKETCH_COLUMNS)
     title_id = rows.segment * 3 + (rng.random(n)[:, None] > [0.7, 0.9]).sum(axis=1)
     ids, title = np.unique(title_id, return_inverse=True)
-    hashes = rng.integers(0, 2**64, size=len(ids), dtype=np.uint64)
-    session = np.cumsum(is_start) - 1
-    repeat = pd.DataFrame({"session": session, "title": title}).groupby(["session", "title"])
-    columns: dict[str, np.ndarray] = {
+    m, label = len(ids), look[ids // 3]
+    hashes = rng.integers(0, 2**64, size=m, dtype=np.uint64)
+    repeat = pd.DataFrame({"session": rows.session, "title": title}).groupby(["session", "title"])
+    columns = {
         "window_title_hash": _take([f"{h:016x}" for h in hashes.tolist()], title),
         "window_title_bucket": (hashes % np.uint64(256)).astype(np.int64)[title],
         "title_repeat_count_session": repeat.cumcount().to_numpy(dtype=np.int64) + 1,
     }
-    if version != "v3":
+    if not v3:
         return columns
-    m, width = len(ids), len(SKETCH_COLUMNS)
-    label = look[ids // 3]
     chars = np.round(_PROFILE["title_chars"][label] * _lognormal(rng, 0.35 * noise, m))
     chars = np.maximum(3, chars).astype(np.int64)
     tokens = np.maximum(1, np.round(chars / rng.uniform(5.0, 8.0, m))).astype(np.int64)
@@ -705,45 +633,38 @@ def _titles(
 
 
 def _assemble(
-    rng: np.random.Generator,
-    columns: dict[str, np.ndarray],
-    rows: _Rows,
-    is_start: npt.NDArray[np.bool_],
-    schema: FeatureSchema,
-    shape: tuple[int, int],
+    rng: Generator, columns: dict[str, Any], rows: _Rows, schema: FeatureSchema
 ) -> pd.DataFrame:
     """Add ids and timestamps to the feature columns; order them as the registry."""
-    (n_users, n_days), n = shape, len(rows.user)
-    users = [f"user_{u:0{max(3, len(str(n_users - 1)))}d}" for u in range(n_users)]
-    session_user = rows.user[is_start]  # sessions are numbered per user, in time order
+    n = len(rows.user)
+    users = [f"user_{u:0{max(3, len(str(rows.n_users - 1)))}d}" for u in range(rows.n_users)]
+    session_user = rows.user[rows.is_start]  # sessions are numbered per user, in time order
     number = np.arange(len(session_user)) - np.searchsorted(session_user, session_user)
     sessions = [
         f"{users[u]}-s{k:05d}" for u, k in zip(session_user.tolist(), number.tolist(), strict=True)
     ]
-    on_desktop = rng.random(n_users * n_days) < 0.3  # each day on a laptop or a desktop
+    on_desktop = rng.random(rows.n_users * rows.n_days) < 0.3  # a laptop or a desktop all day
     devices = [f"{user}-{kind}" for user in users for kind in ("laptop", "desktop")]
     start_ns = rows.minute * 60 * 10**9
-    data: dict[str, Any] = columns | {
+    columns |= {
         "user_id": _take(users, rows.user),
         "device_id": _take(devices, rows.user * 2 + on_desktop[rows.day]),
-        "session_id": _take(sessions, np.cumsum(is_start) - 1),
+        "session_id": _take(sessions, rows.session),
         "bucket_start_ts": pd.to_datetime(start_ns, unit="ns", utc=True),
         "bucket_end_ts": pd.to_datetime(
             start_ns + DEFAULT_BUCKET_SECONDS * 10**9, unit="ns", utc=True
         ),
-        "schema_version": _shared(schema.version, n),
-        "schema_hash": _shared(schema.schema_hash, n),
-        "source_ids": _shared(SOURCE_IDS, n),
+        "schema_version": pd.Series([schema.version] * n, dtype=object),
+        "schema_hash": pd.Series([schema.schema_hash] * n, dtype=object),
+        "source_ids": pd.Series([SOURCE_IDS] * n, dtype=object),  # one shared tuple
     }
     order = ["user_id"] + [name for name, _ in schema.registry if name != "user_id"]
     sketch_names = set(SKETCH_COLUMNS)
-    frame = pd.DataFrame(  # object columns stay object, not pandas' str dtype
-        {name: _series(data[name]) for name in order if name not in sketch_names}, copy=False
-    )
+    frame = pd.DataFrame({name: columns[name] for name in order if name not in sketch_names})
     if "title_sketch" in columns:
-        sketch = pd.DataFrame(columns["title_sketch"], columns=list(SKETCH_COLUMNS), copy=False)
+        sketch = pd.DataFrame(columns["title_sketch"], columns=list(SKETCH_COLUMNS))
         frame = pd.concat([frame, sketch], axis=1)[order]
-    frame[LABEL] = pd.Series(_take(CLASS_ORDER, rows.segment_label[rows.segment]), dtype=object)
+    frame[LABEL] = _take(CLASS_ORDER, rows.segment_label[rows.segment])
     return frame
 
 
