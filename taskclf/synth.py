@@ -301,31 +301,24 @@ def make_activity_frame(
 
     Notes
     -----
-    Timelines: each user follows their own Markov chain over the eight
-    labels (a perturbed copy of a shared transition matrix that never stays
-    on a label). Dwell times are log-normal (median about 25 minutes for
-    Build, 8 for Communicate, 5 for BreakIdle; meetings last whole quarter
-    hours). Some breaks are spent away from the computer: 6 to 45 minutes
-    without rows. Lunch removes 30 to 60 minutes around the middle of the
-    day. Gaps longer than the 300 s idle gap start a new session
-    (``session_id``); a few single buckets are missing, as from a collector
-    hiccup, without splitting a session.
+    Each user follows their own Markov chain over the eight labels (a
+    perturbed copy of a shared transition matrix that never stays on a
+    label), with log-normal dwell times (median about 25 minutes for Build,
+    5 for BreakIdle; meetings last whole quarter hours). Lunch (30 to 60
+    minutes) and some breaks (6 to 45 minutes away) leave no rows; a gap over
+    the 300 s idle gap starts a new ``session_id``, and a few single buckets
+    are missing, as from a collector hiccup, without splitting a session.
 
-    Features: a share of segments is drawn as if it had a confusable label.
-    Per-label activity rates are scaled by log-normal user, segment and row
-    factors; apps come from per-label pools weighted by each user's
-    preferences, with a main app per segment; ``app_category``,
-    ``is_browser``, ``is_editor``, ``is_terminal`` and ``domain_category``
-    follow the app. Rolling and delta features are computed from the drawn
-    per-minute values within a session; ``session_length_so_far`` is in
-    minutes since the session's first bucket; ``hour_of_day`` and
-    ``day_of_week`` (Monday is 0) come from ``bucket_start_ts``. Window
-    titles are shared by rows of a segment (a main title and two
-    alternates); v3 title sketches and scalars are functions of the title,
-    around per-label mean patterns.
-
-    Memory: a v1 row takes about 400 bytes; a v3 row about 2.5 kB (the 256
-    float64 sketch columns).
+    A share of segments is drawn as if it had a confusable label (the user
+    labels by intent, not by what is on screen). Activity rates are scaled by
+    log-normal user, segment and row factors. Each segment has a main app
+    from the user's preferred apps for its label; the app fixes
+    ``app_category`` and the ``is_*`` flags, and only browser rows have a
+    web ``domain_category``. Rolling, delta and session features are
+    computed within sessions from the drawn values; ``day_of_week`` counts
+    from Monday = 0. Rows of a segment share a main title and two
+    alternates; the v3 title columns are functions of the title. A v1 row
+    takes about 400 bytes, a v3 row about 2.5 kB.
 
     Examples
     --------
@@ -355,7 +348,7 @@ def make_activity_frame(
     try:
         first = pd.Timestamp(start)
         first = first.tz_convert("UTC").tz_localize(None) if first.tzinfo else first
-        days = pd.bdate_range(first.normalize(), periods=n_days).as_unit("ns")
+        days = pd.bdate_range(first, periods=n_days, normalize=True).as_unit("ns")
     except (TypeError, ValueError) as error:
         raise InvalidParameterError(f"start must be a date, got {reprlib.repr(start)}") from error
     rng = np.random.default_rng(random_state)
