@@ -19,11 +19,11 @@ import pandas as pd
 from numpy.random import Generator
 
 from taskclf._columns import LABEL
-from taskclf._frame import check_integer
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.schema import SKETCH_COLUMNS, FeatureSchema, get_schema
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InvalidParameterError
+from taskclf.stages._base import check_value, integer, optional, real
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -334,15 +334,14 @@ def make_activity_frame(
     261
     """
     schema = get_schema(schema_version)
-    n_users, n_days = check_integer(n_users, "n_users", 0), check_integer(n_days, "n_days", 0)
-    if minutes_per_day is not None:
-        low, high = _MINUTES_PER_DAY_RANGE
-        bound = f"None or an integer in [{low}, {high}]"
-        if check_integer(minutes_per_day, "minutes_per_day", low, bound) > high:
-            raise InvalidParameterError(f"minutes_per_day must be {bound}, got {minutes_per_day}")
+    where = "make_activity_frame"
+    n_users = check_value(n_users, integer(0, 100_000), "n_users", where)
+    n_days = check_value(n_days, integer(0, 3_660), "n_days", where)
+    check_value(
+        minutes_per_day, optional(integer(*_MINUTES_PER_DAY_RANGE)), "minutes_per_day", where
+    )
     for name, rate in (("missing_rate", missing_rate), ("unseen_app_rate", unseen_app_rate)):
-        if not 0.0 <= rate <= 1.0:
-            raise InvalidParameterError(f"{name} must be in [0, 1], got {rate!r}")
+        check_value(rate, real(0.0, 1.0), name, where)
     if not (np.isfinite(noise) and noise >= 0.0):
         raise InvalidParameterError(f"noise must be a finite number >= 0, got {noise!r}")
     try:
