@@ -27,6 +27,7 @@ from taskclf.metrics import (
     accuracy_score,
     block_share_score,
     edit_score,
+    flap_rate,
     flap_rate_score,
     get_scorer,
     macro_f1_score,
@@ -39,7 +40,6 @@ from taskclf.metrics import (
     summarize,
     timeline_report,
 )
-from taskclf.stages.smooth import flap_rate
 
 T0 = pd.Timestamp("2025-01-06 09:00")
 
@@ -462,7 +462,7 @@ def test_bad_inputs_are_refused_clearly():
         segmental_f1_score(list("AB"), list("AB"), np.zeros((2, 1)))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="DataFrame"):
         summarize(list("AB"), list("AB"), one_timeline(2))  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="missing label at position 1"):
+    with pytest.raises(InputError, match="y_true labels hold a missing value at position 1"):
         segmental_f1(["A", None], ["A", "A"])
     with pytest.raises(InputError, match="one-dimensional"):
         accuracy_score(np.zeros((2, 2)), np.zeros((2, 2)))
