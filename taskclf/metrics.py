@@ -38,9 +38,8 @@ error.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -68,18 +67,8 @@ Counts = dict[str, np.ndarray]
 
 
 # --------------------------------------------------------------------------
-# Labels in timeline order
+# Validation
 # --------------------------------------------------------------------------
-
-
-@attrs.frozen(eq=False)
-class _Labels:
-    """True and predicted label codes, timelines concatenated in time order."""
-
-    true: np.ndarray
-    pred: np.ndarray
-    labels: np.ndarray
-    bounds: np.ndarray
 
 
 def _one_dimensional(values: object, name: str, where: str) -> np.ndarray:
@@ -105,35 +94,16 @@ def _encode(
         )
     true_codes, true_labels = factorize_labels(true, f"{where}: y_true labels")
     pred_codes, pred_labels = factorize_labels(pred, f"{where}: y_pred labels")
-    both = np.concatenate([true_labels, pred_labels])
-    labels = pd.Index(both, dtype=object, tupleize_cols=False).unique()
-    pred_codes = labels.get_indexer(pd.Index(pred_labels, dtype=object))[pred_codes]
-    return true_codes, pred_codes, np.asarray(labels, dtype=object)
+    labels = pd.Index(
+        np.concatenate([true_labels, pred_labels]), dtype=object, tupleize_cols=False
+    ).unique()
+    pred_index = pd.Index(pred_labels, dtype=object, tupleize_cols=False)
+    return true_codes, labels.get_indexer(pred_index)[pred_codes], np.asarray(labels)
 
 
 def _bounds_of_one(n: int) -> np.ndarray:
     """Bounds of ``n`` rows forming one timeline (none when ``n`` is 0)."""
     return np.array([0, n] if n else [0], dtype=np.int64)
-
-
-def _one_timeline(y_true: object, y_pred: object, where: str, n_rows: int | None = None) -> _Labels:
-    """Two label sequences as one timeline, in the given order."""
-    true, pred, labels = _encode(y_true, y_pred, n_rows, where)
-    return _Labels(true, pred, labels, _bounds_of_one(len(true)))
-
-
-def _in_timelines(
-    y_true: object, y_pred: object, X: object, max_gap_seconds: int, where: str
-) -> tuple[_Labels, Timelines]:
-    """The labels of the rows of ``X`` in the order of its timelines."""
-    frame = check_frame(X, where)
-    require_columns(frame, [BUCKET_START_TS], where)
-    true, pred, labels = _encode(y_true, y_pred, len(frame), where)
-    timelines = find_timelines(frame, max_gap_seconds)
-    sorted_labels = _Labels(
-        timelines.to_sorted(true), timelines.to_sorted(pred), labels, timelines.bounds
-    )
-    return sorted_labels, timelines
 
 
 def _check_overlap(overlap: object) -> float:
@@ -194,6 +164,11 @@ class _Runs:
         end = np.append(start[1:], len(codes))[: len(start)]
         timeline = np.searchsorted(bounds, start, side="right") - 1
         return cls(start, end, codes[start], timeline)
+
+    @property
+    def length(self) -> np.ndarray:
+        """Number of buckets of each run."""
+        return self.end - self.start
 
     def per_timeline(self, n_timelines: int) -> np.ndarray:
         """Number of runs of each timeline."""
@@ -267,39 +242,45 @@ def _edit_distances(true: _Runs, pred: _Runs, k: int) -> np.ndarray:
 
 
 def _counts(
-    data: _Labels, overlaps: Sequence[float] = (), min_buckets: int = 1, edit: bool = False
+    true: np.ndarray,
+    pred: np.ndarray,
+    labels: np.ndarray,
+    bounds: np.ndarray,
+    overlaps: Sequence[float] = (),
+    min_buckets: int = 1,
+    edit: bool = False,
 ) -> Counts:
     """Everything the measures are made of, one row per timeline.
 
-    ``edit`` asks for the edit distances, the only costly count. Matched
-    true runs are keyed like the segmental F1 score of their overlap.
+    ``true`` and ``pred`` are codes into ``labels``, timelines concatenated
+    in time order. ``edit`` asks for the edit distances, the only costly
+    count. Matched true runs are keyed like the segmental F1 of their overlap.
     """
-    k, n_labels = len(data.bounds) - 1, len(data.labels)
-    buckets = np.diff(data.bounds)
+    k, n_labels = len(bounds) - 1, len(labels)
+    buckets = np.diff(bounds)
     row = np.repeat(np.arange(k), buckets) * n_labels
 
     def per_label(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(row + codes, weights, minlength=k * n_labels).reshape(k, n_labels)
 
-    predicted = per_label(data.pred)
-    mixed = np.flatnonzero(data.labels == MIXED_UNKNOWN)
-    true, pred = _Runs.of(data.true, data.bounds), _Runs.of(data.pred, data.bounds)
+    predicted = per_label(pred)
+    true_runs, pred_runs = _Runs.of(true, bounds), _Runs.of(pred, bounds)
     counts = {
         "buckets": buckets,
-        "true": per_label(data.true),
+        "true": per_label(true),
         "pred": predicted,
-        "hits": per_label(data.true, data.true == data.pred),
-        "rejected": predicted[:, mixed].sum(axis=1),
-        "changes": label_changes(data.pred, data.bounds),
-        "true_runs": true.per_timeline(k),
-        "pred_runs": pred.per_timeline(k),
-        "long_runs": np.bincount(pred.timeline, pred.end - pred.start >= min_buckets, k),
+        "hits": per_label(true, true == pred),
+        "rejected": predicted[:, labels == MIXED_UNKNOWN].sum(axis=1),
+        "changes": label_changes(pred, bounds),
+        "true_runs": true_runs.per_timeline(k),
+        "pred_runs": pred_runs.per_timeline(k),
+        "long_runs": np.bincount(pred_runs.timeline, pred_runs.length >= min_buckets, k),
     }
-    matched = _matched_runs(true, pred, overlaps, k)
+    matched = _matched_runs(true_runs, pred_runs, overlaps, k)
     for column, overlap in enumerate(overlaps):
         counts[_overlap_key(overlap)] = matched[:, column]
     if edit:
-        counts["edit_distance"] = _edit_distances(true, pred, k)
+        counts["edit_distance"] = _edit_distances(true_runs, pred_runs, k)
         counts["edit_length"] = np.maximum(counts["true_runs"], counts["pred_runs"])
     return counts
 
@@ -351,13 +332,27 @@ def _frame_counts(
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> tuple[Counts, Timelines]:
-    """Validate the parameters, then count per timeline of ``X``."""
+    """Validate the input, find the timelines of ``X`` and count per timeline."""
     checked = [_check_overlap(overlap) for overlap in overlaps]
     width = check_positive_seconds(bucket_seconds, "bucket_seconds")
     min_buckets = min_buckets_of(check_min_duration(min_block_seconds), width)
     check_positive_seconds(max_gap_seconds, "max_gap_seconds")
-    data, timelines = _in_timelines(y_true, y_pred, X, max_gap_seconds, where)
-    return _counts(data, checked, min_buckets, edit), timelines
+    frame = check_frame(X, where)
+    require_columns(frame, [BUCKET_START_TS], where)
+    true, pred, labels = _encode(y_true, y_pred, len(frame), where)
+    timelines = find_timelines(frame, max_gap_seconds)
+    sort = timelines.to_sorted
+    counts = _counts(sort(true), sort(pred), labels, timelines.bounds, checked, min_buckets, edit)
+    return counts, timelines
+
+
+def _sequence_score(
+    key: str, y_true: object, y_pred: object, where: str, X: object = None, **params: Any
+) -> float:
+    """One measure of two label sequences taken as one timeline."""
+    n_rows = None if X is None else len(X)  # type: ignore[arg-type]
+    true, pred, labels = _encode(y_true, y_pred, n_rows, where)
+    return _pooled(_counts(true, pred, labels, _bounds_of_one(len(true)), **params))[key]
 
 
 # --------------------------------------------------------------------------
@@ -413,8 +408,9 @@ def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) 
     0.5
     """
     overlap = _check_overlap(overlap)
-    counts = _counts(_one_timeline(y_true, y_pred, "segmental_f1"), [overlap])
-    return _pooled(counts)[_overlap_key(overlap)]
+    return _sequence_score(
+        _overlap_key(overlap), y_true, y_pred, "segmental_f1", overlaps=[overlap]
+    )
 
 
 def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
@@ -432,216 +428,12 @@ def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     >>> edit_score(list("AABBAA"), list("AABCAA"))
     0.75
     """
-    counts = _counts(_one_timeline(y_true, y_pred, "edit_score"), edit=True)
-    return _pooled(counts)["edit_score"]
+    return _sequence_score("edit_score", y_true, y_pred, "edit_score", edit=True)
 
 
 # --------------------------------------------------------------------------
-# Pooled over the rows or timelines of a frame
+# Pooled over the timelines of a frame, and per timeline
 # --------------------------------------------------------------------------
-
-
-def accuracy_score(y_true: ArrayLike, y_pred: ArrayLike, X: pd.DataFrame | None = None) -> float:
-    """Share of buckets whose predicted label equals the true one.
-
-    Equals :func:`sklearn.metrics.accuracy_score`; a rejected bucket
-    (``Mixed/Unknown``) is wrong unless the truth is ``Mixed/Unknown`` too.
-    ``X`` is only checked for its length. 1.0 for empty input.
-
-    Examples
-    --------
-    >>> accuracy_score(["Build", "Debug", "Meet"], ["Build", "Debug", "Build"])
-    0.6666666666666666
-    """
-    n_rows = None if X is None else len(X)
-    counts = _counts(_one_timeline(y_true, y_pred, "accuracy_score", n_rows))
-    return _pooled(counts)["accuracy"]
-
-
-def macro_f1_score(y_true: ArrayLike, y_pred: ArrayLike, X: pd.DataFrame | None = None) -> float:
-    """Macro-averaged F1 over the labels present in ``y_true`` or ``y_pred``.
-
-    Equals :func:`sklearn.metrics.f1_score` (``average="macro"``,
-    ``zero_division=0``) over the union of the labels present, so a label
-    only ever predicted (for instance ``Mixed/Unknown``) scores 0 and
-    lowers the mean. ``X`` is only checked for its length. 1.0 for empty
-    input.
-
-    Examples
-    --------
-    Build: P = 1/2, R = 1, F1 = 2/3; Debug: P = 1, R = 1/2, F1 = 2/3.
-
-    >>> round(macro_f1_score(["Build", "Debug", "Debug"], ["Build", "Build", "Debug"]), 4)
-    0.6667
-    """
-    n_rows = None if X is None else len(X)
-    counts = _counts(_one_timeline(y_true, y_pred, "macro_f1_score", n_rows))
-    return _pooled(counts)["macro_f1"]
-
-
-def reject_rate_score(
-    y_true: ArrayLike | None,
-    y_pred: ArrayLike,
-    X: pd.DataFrame | None = None,
-    *,
-    source: Literal["label", "is_rejected"] = "label",
-) -> float:
-    """Share of rejected buckets; lower is better (scorer ``neg_reject_rate``).
-
-    With ``source="label"`` a bucket is rejected when its predicted label
-    is ``Mixed/Unknown``. With ``source="is_rejected"`` the boolean
-    ``is_rejected`` column of ``X`` (a transformed frame) is read: the
-    rejector's own decision, before smoothing. ``y_true`` is ignored (may be
-    None). 0.0 for empty input.
-
-    Examples
-    --------
-    >>> reject_rate_score(None, ["Build", "Mixed/Unknown", "Build", "Debug"])
-    0.25
-    """
-    where = "reject_rate_score"
-    if source not in ("label", "is_rejected"):
-        raise InvalidParameterError(f"source must be 'label' or 'is_rejected', got {source!r}")
-    n_rows = None if X is None else len(X)
-    data = _one_timeline(y_pred if y_true is None else y_true, y_pred, where, n_rows)
-    if source == "label":
-        return _pooled(_counts(data))["reject_rate"]
-    frame = check_frame(X, where)
-    require_columns(frame, [IS_REJECTED], where)
-    flags = frame[IS_REJECTED]
-    if not pd.api.types.is_bool_dtype(flags.dtype):
-        raise ColumnTypeError(f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}")
-    return float(_ratio(flags.to_numpy(dtype=bool).sum(), len(flags), 0.0))
-
-
-def segmental_f1_score(
-    y_true: ArrayLike,
-    y_pred: ArrayLike,
-    X: pd.DataFrame,
-    *,
-    overlap: float = 0.5,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
-) -> float:
-    """Segmental F1@k over the timelines of ``X``, pooled.
-
-    Runs are matched per timeline as in :func:`segmental_f1`; true and
-    false positives and negatives are summed over the timelines and one F1
-    is computed from the sums. ``X`` has ``bucket_start_ts`` (and
-    ``user_id`` when there are several users); the labels are those of its
-    rows, in any order. 1.0 for an empty frame.
-
-    Examples
-    --------
-    Two users: A|B against A|B (2 TP) and A against A|B (1 TP, 1 FP at
-    F1@50: the B run's IoU with the true A run is 0). P = 3/4, R = 1.
-
-    >>> minutes = list(pd.date_range("2025-01-06 09:00", periods=4, freq="min"))
-    >>> X = pd.DataFrame({"user_id": ["u1"] * 4 + ["u2"] * 4, "bucket_start_ts": minutes * 2})
-    >>> round(segmental_f1_score(list("AABBAAAA"), list("AABBAAAB"), X), 4)
-    0.8571
-    """
-    overlap = _check_overlap(overlap)
-    counts, _ = _frame_counts(
-        X, y_true, y_pred, "segmental_f1_score", overlaps=[overlap], max_gap_seconds=max_gap_seconds
-    )
-    return _pooled(counts)[_overlap_key(overlap)]
-
-
-def segmental_edit_score(
-    y_true: ArrayLike,
-    y_pred: ArrayLike,
-    X: pd.DataFrame,
-    *,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
-) -> float:
-    """Edit score over the timelines of ``X``, pooled by run count.
-
-    ``1 - sum(d_t) / sum(max(m_t, n_t))`` over the timelines ``t``, with
-    ``d_t``, ``m_t``, ``n_t`` as in :func:`edit_score`. 1.0 for an empty
-    frame.
-
-    Examples
-    --------
-    A|B|A against A|B|C|A (d = 1 over 4 runs) and a perfect timeline of 2
-    runs: 1 - 1/6.
-
-    >>> minutes = list(pd.date_range("2025-01-06 09:00", periods=6, freq="min"))
-    >>> users = ["u1"] * 6 + ["u2"] * 2
-    >>> X = pd.DataFrame({"user_id": users, "bucket_start_ts": minutes + minutes[:2]})
-    >>> round(segmental_edit_score(list("AABBAAAB"), list("AABCAAAB"), X), 4)
-    0.8333
-    """
-    counts, _ = _frame_counts(
-        X, y_true, y_pred, "segmental_edit_score", edit=True, max_gap_seconds=max_gap_seconds
-    )
-    return _pooled(counts)["edit_score"]
-
-
-def flap_rate_score(
-    y_true: ArrayLike | None,
-    y_pred: ArrayLike,
-    X: pd.DataFrame,
-    *,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
-) -> float:
-    """Flap rate of the predictions over the timelines of ``X``, pooled.
-
-    All label changes between consecutive buckets of one timeline divided
-    by all buckets (:func:`flap_rate` per timeline, pooled); a change across
-    a timeline boundary is none. ``y_true`` is ignored (may be None). Lower
-    is better (scorer ``neg_flap_rate``). 0.0 for an empty frame.
-
-    Examples
-    --------
-    Two changes in u1's 4 buckets, none in u2's 2, none between them: 2 / 6.
-
-    >>> minutes = list(pd.date_range("2025-01-06 09:00", periods=4, freq="min"))
-    >>> users = ["u1"] * 4 + ["u2"] * 2
-    >>> X = pd.DataFrame({"user_id": users, "bucket_start_ts": minutes + minutes[:2]})
-    >>> round(flap_rate_score(None, list("ABBABB"), X), 4)
-    0.3333
-    """
-    y_true = _one_dimensional(y_pred, "y_pred", "flap_rate_score") if y_true is None else y_true
-    counts, _ = _frame_counts(X, y_true, y_pred, "flap_rate_score", max_gap_seconds=max_gap_seconds)
-    return _pooled(counts)["flap_rate"]
-
-
-def block_share_score(
-    y_true: ArrayLike | None,
-    y_pred: ArrayLike,
-    X: pd.DataFrame,
-    *,
-    min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
-    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
-) -> float:
-    """Share of predicted segments at least the minimum block duration long.
-
-    Segments are the runs of equal predicted labels inside each timeline of
-    ``X``; one is long enough with at least ``max(1, min_block_seconds //
-    bucket_seconds)`` buckets (the merger's rule). Every segment counts
-    once, whatever its length. ``y_true`` is ignored (may be None). 1.0 for
-    an empty frame.
-
-    Examples
-    --------
-    Segments AAA (3 buckets), B (1), AA (2): one of three reaches 3 buckets.
-
-    >>> X = pd.DataFrame({"bucket_start_ts": pd.date_range("2025-01-06", periods=6, freq="min")})
-    >>> round(block_share_score(None, list("AAABAA"), X), 4)
-    0.3333
-    """
-    y_true = _one_dimensional(y_pred, "y_pred", "block_share_score") if y_true is None else y_true
-    counts, _ = _frame_counts(
-        X,
-        y_true,
-        y_pred,
-        "block_share_score",
-        min_block_seconds=min_block_seconds,
-        bucket_seconds=bucket_seconds,
-        max_gap_seconds=max_gap_seconds,
-    )
-    return _pooled(counts)["block_share"]
 
 
 def summarize(
@@ -667,7 +459,7 @@ def summarize(
     max_gap_seconds : int, default 300
         Longest gap between bucket starts inside one timeline.
     min_block_seconds : int, default 180
-        Minimum block duration of :func:`block_share_score`.
+        Minimum block duration (≥ 0) of the block share.
     bucket_seconds : int, default 60
         Bucket width.
 
@@ -676,7 +468,7 @@ def summarize(
     dict of str to float
         ``accuracy``, ``macro_f1``, ``segmental_f1@<100 * overlap>`` for
         each overlap, ``edit_score``, ``flap_rate``, ``reject_rate`` and
-        ``block_share``, equal to what the individual functions return.
+        ``block_share``.
 
     Examples
     --------
@@ -758,38 +550,74 @@ def timeline_report(
 # scikit-learn scorers
 # --------------------------------------------------------------------------
 
-_METRICS: dict[str, tuple[Callable[..., float], float, dict[str, float]]] = {
-    "accuracy": (accuracy_score, 1.0, {}),
-    "macro_f1": (macro_f1_score, 1.0, {}),
-    "segmental_f1": (segmental_f1_score, 1.0, {}),
-    "segmental_f1@10": (segmental_f1_score, 1.0, {"overlap": 0.1}),
-    "segmental_f1@25": (segmental_f1_score, 1.0, {"overlap": 0.25}),
-    "segmental_f1@50": (segmental_f1_score, 1.0, {"overlap": 0.5}),
-    "edit_score": (segmental_edit_score, 1.0, {}),
-    "neg_flap_rate": (flap_rate_score, -1.0, {}),
-    "neg_reject_rate": (reject_rate_score, -1.0, {}),
-    "block_share": (block_share_score, 1.0, {}),
+_SEGMENTAL = ("overlap", "max_gap_seconds")
+_SCORER_SPECS: dict[str, tuple[float, tuple[str, ...], dict[str, float]]] = {
+    "accuracy": (1.0, (), {}),
+    "macro_f1": (1.0, (), {}),
+    "segmental_f1": (1.0, _SEGMENTAL, {}),
+    "segmental_f1@10": (1.0, _SEGMENTAL, {"overlap": 0.1}),
+    "segmental_f1@25": (1.0, _SEGMENTAL, {"overlap": 0.25}),
+    "segmental_f1@50": (1.0, _SEGMENTAL, {"overlap": 0.5}),
+    "edit_score": (1.0, ("max_gap_seconds",), {}),
+    "neg_flap_rate": (-1.0, ("max_gap_seconds",), {}),
+    "neg_reject_rate": (-1.0, ("source",), {}),
+    "block_share": (1.0, ("min_block_seconds", "bucket_seconds", "max_gap_seconds"), {}),
 }
-"""Scorer name: (function, sign, preset parameters)."""
+"""Scorer name: (sign, the parameters it takes, preset parameters)."""
 
 _NO_ROWS = pd.DataFrame(
     {BUCKET_START_TS: pd.to_datetime([], utc=True), IS_REJECTED: np.zeros(0, dtype=bool)}
 )
 
 
-def _check_params(function: Callable[..., Any], params: dict[str, Any], who: str) -> None:
-    """Refuse unknown parameters, then bad values by a dry run on no rows."""
-    allowed = [
-        p.name
-        for p in inspect.signature(function).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    unknown = sorted(set(params) - set(allowed))
+def _rejected_share(X: object, y_true: object, y_pred: object, where: str) -> float:
+    """Mean of the boolean ``is_rejected`` column of ``X``."""
+    frame = check_frame(X, where)
+    require_columns(frame, [IS_REJECTED], where)
+    _encode(y_true, y_pred, len(frame), where)
+    flags = frame[IS_REJECTED]
+    if not pd.api.types.is_bool_dtype(flags.dtype):
+        raise ColumnTypeError(f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}")
+    return float(_ratio(flags.to_numpy(dtype=bool).sum(), len(flags), 0.0))
+
+
+def _measure(
+    name: str,
+    y_true: object,
+    y_pred: object,
+    X: object,
+    *,
+    overlap: float = 0.5,
+    source: str = "label",
+    **params: Any,
+) -> float:
+    """The measure of scorer ``name`` (unsigned), pooled over the timelines of ``X``.
+
+    Row measures (accuracy, macro F1, reject rate) only check ``X``'s length.
+    """
+    where = f"scorer {name!r}"
+    key = _overlap_key(overlap) if name.startswith("segmental_f1") else name.removeprefix("neg_")
+    if y_true is None and key in ("flap_rate", "reject_rate", "block_share"):
+        y_true = y_pred  # measures of the prediction alone
+    if source not in ("label", "is_rejected"):
+        raise InvalidParameterError(f"source must be 'label' or 'is_rejected', got {source!r}")
+    if source == "is_rejected":
+        return _rejected_share(X, y_true, y_pred, where)
+    if key in ("accuracy", "macro_f1", "reject_rate"):
+        return _sequence_score(key, y_true, y_pred, where, X)
+    overlaps = [overlap] if key.startswith("segmental_f1") else []
+    counts, _ = _frame_counts(
+        X, y_true, y_pred, where, overlaps=overlaps, edit=key == "edit_score", **params
+    )
+    return _pooled(counts)[key]
+
+
+def _check_params(accepted: Sequence[str], params: dict[str, Any], who: str) -> None:
+    unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise InvalidParameterError(
-            f"{who} takes no parameter(s) {unknown}; it accepts {allowed or 'none'}"
+            f"{who} takes no parameter(s) {unknown}; it accepts {list(accepted) or 'none'}"
         )
-    function(y_true=[], y_pred=[], X=_NO_ROWS, **params)
 
 
 def _unknown_name(name: object, valid: Iterable[str]) -> InvalidParameterError:
@@ -805,38 +633,47 @@ class TimelineScorer:
     """A scikit-learn scorer for one taskclf measure.
 
     Called as ``scorer(estimator, X, y)``: predicts ``X`` once and scores
-    the predictions against ``y``; timeline measures read the timelines
-    from ``X`` (``bucket_start_ts``, ``user_id``), whatever the row order.
-    Higher is always better: rates come negated. Instances are picklable
-    and usually made with :func:`get_scorer` or :func:`make_timeline_scorer`.
+    the predictions against ``y``, pooled over the timelines of ``X``
+    (``bucket_start_ts``, ``user_id``; any row order) as :func:`summarize`
+    does. Higher is always better: rates come negated. Instances are
+    picklable and usually made with :func:`get_scorer` or
+    :func:`make_timeline_scorer`.
 
     Parameters
     ----------
     name : str
         A scorer name (see :data:`SCORERS`), or ``"segmental_f1"``.
     **params
-        Keyword parameters of the measure's function (``overlap``,
-        ``max_gap_seconds``, ...), overriding the name's presets.
+        ``overlap`` (segmental F1, in (0, 1]), ``max_gap_seconds``
+        (timeline measures), ``min_block_seconds`` and ``bucket_seconds``
+        (block share), ``source`` (reject rate: ``"label"``, the share of
+        ``Mixed/Unknown`` predictions, or ``"is_rejected"``, the mean of that
+        column of ``X``), overriding the name's presets.
 
     Attributes
     ----------
     name : str
     params : dict
-        The parameters the measure is called with.
+        The parameters the measure is computed with.
     """
 
     def __init__(self, name: str, **params: Any) -> None:
-        if not isinstance(name, str) or name not in _METRICS:
-            raise _unknown_name(name, _METRICS)
-        function, _, presets = _METRICS[name]
+        if not isinstance(name, str) or name not in _SCORER_SPECS:
+            raise _unknown_name(name, _SCORER_SPECS)
+        _, accepted, presets = _SCORER_SPECS[name]
         self.name = name
         self.params = {**presets, **params}
-        _check_params(function, self.params, f"scorer {name!r}")
+        _check_params(accepted, self.params, f"scorer {name!r}")
+        _measure(name, [], [], _NO_ROWS, **self.params)  # refuses bad values now
 
-    def score(self, y_true: ArrayLike, y_pred: ArrayLike, X: pd.DataFrame) -> float:
-        """Score given predictions (sign applied)."""
-        function, sign, _ = _METRICS[self.name]
-        return sign * function(y_true, y_pred, X, **self.params) + 0.0
+    def score(self, y_true: ArrayLike | None, y_pred: ArrayLike, X: pd.DataFrame) -> float:
+        """Score given predictions (sign applied).
+
+        ``y_true`` may be None for the measures of the prediction alone
+        (flap rate, reject rate, block share).
+        """
+        sign = _SCORER_SPECS[self.name][0]
+        return sign * _measure(self.name, y_true, y_pred, X, **self.params) + 0.0
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> float:
         """Predict ``X`` with ``estimator`` once and score against ``y``."""
@@ -849,7 +686,7 @@ class TimelineScorer:
 
 
 SCORERS: dict[str, TimelineScorer] = {
-    name: TimelineScorer(name) for name in _METRICS if name != "segmental_f1"
+    name: TimelineScorer(name) for name in _SCORER_SPECS if name != "segmental_f1"
 }
 """Ready scorers by name: accuracy, macro_f1, segmental_f1@10, @25, @50,
 edit_score, neg_flap_rate, neg_reject_rate, block_share (default
@@ -860,17 +697,17 @@ class SummaryScorer:
     """A multi-metric scikit-learn scorer: one prediction, one timeline pass.
 
     Called as ``scorer(estimator, X, y)`` it returns a dict from scorer
-    names to signed scores, as ``scoring=`` in ``cross_validate`` and
-    ``GridSearchCV`` accepts (give ``refit`` one of the names). Made with
-    :func:`make_summary_scorer`.
+    names to the signed scores of :func:`summarize`, as ``scoring=`` in
+    ``cross_validate`` and ``GridSearchCV`` accepts (give ``refit`` one of
+    the names). Made with :func:`make_summary_scorer`.
 
     Parameters
     ----------
     names : sequence of str
         Names from :data:`SCORERS`.
     **params
-        Parameters of :func:`summarize` (``max_gap_seconds``,
-        ``min_block_seconds``, ``bucket_seconds``).
+        ``max_gap_seconds``, ``min_block_seconds``, ``bucket_seconds`` of
+        :func:`summarize`.
     """
 
     def __init__(self, names: Sequence[str], **params: Any) -> None:
@@ -882,7 +719,9 @@ class SummaryScorer:
             raise InvalidParameterError(
                 "a summary scorer takes its overlaps from the names (segmental_f1@10, @25, @50)"
             )
-        _check_params(summarize, params, "a summary scorer")
+        accepted = ("max_gap_seconds", "min_block_seconds", "bucket_seconds")
+        _check_params(accepted, params, "a summary scorer")
+        summarize(_NO_ROWS, [], [], **params)  # refuses bad values now
         self.names = names
         self.params = dict(params)
 
@@ -891,7 +730,8 @@ class SummaryScorer:
         _check_y(y, "summary")
         scores = summarize(X, y, estimator.predict(X), **self.params)
         return {
-            name: _METRICS[name][1] * scores[name.removeprefix("neg_")] + 0.0 for name in self.names
+            name: _SCORER_SPECS[name][0] * scores[name.removeprefix("neg_")] + 0.0
+            for name in self.names
         }
 
     def __repr__(self) -> str:
@@ -918,15 +758,7 @@ def get_scorer(name: str) -> TimelineScorer:
 
 
 def make_timeline_scorer(metric_name: str, **kwargs: Any) -> TimelineScorer:
-    """A scorer for one measure with chosen parameters.
-
-    Parameters
-    ----------
-    metric_name : str
-        A name in :data:`SCORERS`, or ``"segmental_f1"`` (any overlap).
-    **kwargs
-        Keyword parameters of the measure's function, e.g. ``overlap``,
-        ``max_gap_seconds``, ``min_block_seconds``.
+    """A scorer for one measure with chosen parameters (see :class:`TimelineScorer`).
 
     Raises
     ------
@@ -942,14 +774,7 @@ def make_timeline_scorer(metric_name: str, **kwargs: Any) -> TimelineScorer:
 
 
 def make_summary_scorer(names: Sequence[str] | None = None, **kwargs: Any) -> SummaryScorer:
-    """A multi-metric scorer computing several measures from one prediction.
-
-    Parameters
-    ----------
-    names : sequence of str, optional
-        Names from :data:`SCORERS`; all of them by default.
-    **kwargs
-        ``max_gap_seconds``, ``min_block_seconds``, ``bucket_seconds``.
+    """A multi-metric scorer of ``names`` (all of :data:`SCORERS` by default).
 
     Examples
     --------
@@ -964,20 +789,13 @@ __all__ = [
     "SCORERS",
     "SummaryScorer",
     "TimelineScorer",
-    "accuracy_score",
-    "block_share_score",
     "edit_score",
     "flap_rate",
-    "flap_rate_score",
     "get_scorer",
     "label_changes",
-    "macro_f1_score",
     "make_summary_scorer",
     "make_timeline_scorer",
-    "reject_rate_score",
-    "segmental_edit_score",
     "segmental_f1",
-    "segmental_f1_score",
     "summarize",
     "timeline_report",
 ]
