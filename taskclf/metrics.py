@@ -46,17 +46,32 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from taskclf._columns import BUCKET_START_TS, IS_REJECTED
-from taskclf._frame import check_frame, factorize_labels, require_columns
+from taskclf._columns import (
+    BUCKET_START_TS,
+    CONFIDENCE,
+    IS_REJECTED,
+    LABEL,
+    PROBA_COLUMNS,
+    RAW_LABEL,
+)
+from taskclf._frame import (
+    check_finite_columns,
+    check_frame,
+    check_integer,
+    factorize_labels,
+    label_codes,
+    require_columns,
+)
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
     DEFAULT_MAX_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
-from taskclf.core.types import MIXED_UNKNOWN
+from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN, OUTPUT_LABELS
 from taskclf.exceptions import ColumnTypeError, InputError, InvalidParameterError
 from taskclf.stages._timeline import Timelines, check_positive_seconds, find_timelines
 from taskclf.stages.merge import check_min_duration, min_buckets_of
+from taskclf.stages.reject import check_threshold
 from taskclf.stages.segment import run_starts
 
 DEFAULT_OVERLAPS: tuple[float, ...] = (0.1, 0.25, 0.5)
@@ -547,6 +562,250 @@ def timeline_report(
 
 
 # --------------------------------------------------------------------------
+# Evaluation of a transformed frame, pooled and per user
+# --------------------------------------------------------------------------
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(i / 20 for i in range(21))
+"""Confidence thresholds of the coverage-accuracy curve of :func:`evaluate`."""
+
+
+def _group_sums(counts: Counts, groups: np.ndarray, n_groups: int) -> Counts:
+    """Sum the rows of every count by group."""
+    out = {}
+    for key, value in counts.items():
+        out[key] = np.zeros((n_groups, *value.shape[1:]), dtype=value.dtype)
+        np.add.at(out[key], groups, value)
+    return out
+
+
+def _probability_counts(
+    groups: np.ndarray,
+    n_groups: int,
+    true: np.ndarray,
+    proba: np.ndarray,
+    confidence: np.ndarray,
+    thresholds: np.ndarray,
+    n_bins: int,
+) -> Counts:
+    """Sums per group of the row losses, confidence bins and threshold coverage."""
+
+    def total(
+        weights: np.ndarray | None, column: np.ndarray | None = None, width: int = 1
+    ) -> np.ndarray:
+        index = groups if column is None else groups * width + column
+        sums = np.bincount(index, weights, minlength=n_groups * width)
+        return sums if column is None else sums.reshape(n_groups, width)
+
+    rows = np.arange(len(true))
+    error = proba.copy()
+    error[rows, true] -= 1.0
+    eps = np.finfo(proba.dtype).eps
+    correct = proba.argmax(axis=1) == true
+    in_bin = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
+    # Rows with confidence >= thresholds[j] are kept at threshold j; they are
+    # the rows whose number of thresholds <= confidence exceeds j.
+    passed = np.searchsorted(thresholds, confidence, side="right")
+    width = len(thresholds) + 1
+    kept = np.cumsum(total(None, passed, width)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    kept_correct = np.cumsum(total(correct, passed, width)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    return {
+        "rows": total(None),
+        "brier": total(np.einsum("ij,ij->i", error, error)),
+        "log_loss": total(-np.log(np.clip(proba[rows, true], eps, 1 - eps))),
+        "bin_rows": total(None, in_bin, n_bins),
+        "bin_confidence": total(confidence, in_bin, n_bins),
+        "bin_correct": total(correct, in_bin, n_bins),
+        "kept": kept,
+        "kept_correct": kept_correct,
+    }
+
+
+def _label_report(counts: Counts, confusion: np.ndarray) -> dict[str, Any]:
+    """Label measures of one group: :func:`summarize`'s, per class, confusion."""
+    report: dict[str, Any] = {key: float(value[0]) for key, value in _scores(counts).items()}
+    true, pred, hits = counts["true"][0], counts["pred"][0], counts["hits"][0]
+    report["per_class"] = {
+        label: {
+            "precision": float(_ratio(hits[i], pred[i], 0.0)),
+            "recall": float(_ratio(hits[i], true[i], 0.0)),
+            "f1": float(_ratio(2 * hits[i], true[i] + pred[i], 0.0)),
+            "support": int(true[i]),
+        }
+        for i, label in enumerate(OUTPUT_LABELS)
+        if true[i] + pred[i] > 0
+    }
+    report["confusion_matrix"] = {"labels": list(OUTPUT_LABELS), "counts": confusion.tolist()}
+    return report
+
+
+def _group_report(counts: dict[str, Counts], thresholds: np.ndarray) -> dict[str, Any]:
+    """The evaluation of one group from its counts (arrays of one row)."""
+    p = counts["probability"]
+    n, rejected = p["rows"][0], counts["rejection"]["rejected"][0]
+    bins = p["bin_rows"][0]
+    calibration_gap = np.abs(p["bin_correct"][0] - p["bin_confidence"][0]).sum()
+    return {
+        "rows": int(n),
+        "brier": float(_ratio(p["brier"][0], n, np.nan)),
+        "log_loss": float(_ratio(p["log_loss"][0], n, np.nan)),
+        "ece": float(_ratio(calibration_gap, n, np.nan)),
+        "reliability": {
+            "rows": bins.tolist(),
+            "confidence": _ratio(p["bin_confidence"][0], bins, np.nan).tolist(),
+            "accuracy": _ratio(p["bin_correct"][0], bins, np.nan).tolist(),
+        },
+        "reject_rate": float(_ratio(rejected, n, np.nan)),
+        "accepted_accuracy": float(
+            _ratio(counts["rejection"]["accepted_correct"][0], n - rejected, np.nan)
+        ),
+        "coverage_accuracy": {
+            "threshold": thresholds.tolist(),
+            "coverage": _ratio(p["kept"][0], n, np.nan).tolist(),
+            "accuracy": _ratio(p["kept_correct"][0], p["kept"][0], np.nan).tolist(),
+        },
+        LABEL: _label_report(counts[LABEL], counts[LABEL]["confusion"][0]),
+        RAW_LABEL: _label_report(counts[RAW_LABEL], counts[RAW_LABEL]["confusion"][0]),
+    }
+
+
+def evaluate(
+    frame: pd.DataFrame,
+    y_true: ArrayLike,
+    *,
+    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    n_bins: int = 10,
+) -> dict[str, Any]:
+    """How good a transformed frame is against the true labels, pooled and per user.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The output of ``pipeline.transform``: ``proba_<Class>``,
+        ``confidence``, ``is_rejected``, ``raw_label``, ``label``,
+        ``bucket_start_ts`` and, for the per-user figures, ``user_id``.
+    y_true : sequence of str
+        The true core label of each row of ``frame``.
+    max_gap_seconds, min_block_seconds, bucket_seconds : int
+        Timelines and the minimum block duration, as in :func:`summarize`.
+    thresholds : sequence of float, default 0.0, 0.05, ..., 1.0
+        Confidence thresholds of the coverage-accuracy curve.
+    n_bins : int, default 10
+        Equal-width confidence bins of the expected calibration error.
+
+    Returns
+    -------
+    dict
+        ``pooled`` (all rows) and ``per_user`` (by user id, in order of
+        first appearance; empty without ``user_id``), each a dict of
+        ``rows``; from the probabilities, ``brier`` (multiclass Brier
+        score), ``log_loss``, ``ece`` (expected calibration error: the
+        row-weighted gap between the accuracy and the mean confidence of the
+        top class in each confidence bin; the bins are in ``reliability``)
+        and ``coverage_accuracy`` (for each threshold, the share of rows
+        with confidence ≥ threshold and the accuracy of their top class);
+        ``reject_rate`` (``is_rejected``) and ``accepted_accuracy`` (of the
+        raw label on rows not rejected); and for the final ``label`` and
+        the ``raw_label`` each, the keys of :func:`summarize`
+        (``block_share`` counts blocks of at least ``min_block_seconds``),
+        ``per_class`` (``precision``, ``recall``, ``f1``, ``support`` of each
+        label present) and ``confusion_matrix`` (``labels``, and ``counts``
+        with a row per true label). Values without rows to average are NaN.
+
+    Examples
+    --------
+    >>> from taskclf._columns import PROBA_COLUMNS
+    >>> proba = np.eye(8)[[0, 0, 1]] * 0.9 + 0.1 / 8
+    >>> frame = pd.DataFrame(proba, columns=PROBA_COLUMNS).assign(
+    ...     confidence=proba.max(axis=1),
+    ...     is_rejected=False,
+    ...     raw_label=["Build", "Build", "Debug"],
+    ...     label=["Build", "Build", "Build"],
+    ...     bucket_start_ts=pd.date_range("2025-01-06", periods=3, freq="min"),
+    ... )
+    >>> pooled = evaluate(frame, ["Build", "Build", "Debug"])["pooled"]
+    >>> pooled["raw_label"]["accuracy"], round(pooled["label"]["accuracy"], 4)
+    (1.0, 0.6667)
+    """
+    where = "evaluate"
+    frame = check_frame(frame, where)
+    columns = [*PROBA_COLUMNS, CONFIDENCE, IS_REJECTED, RAW_LABEL, LABEL, BUCKET_START_TS]
+    require_columns(frame, columns, where)
+    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
+    min_buckets = min_buckets_of(check_min_duration(min_block_seconds), width)
+    n_bins = check_integer(n_bins, "n_bins", 1)
+    grid = [check_threshold(threshold) for threshold in thresholds]
+    if None in grid:
+        raise InvalidParameterError("thresholds must be numbers in [0, 1], got None")
+    true = _true_codes(y_true, len(frame), where)
+    proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=float)
+    confidence = frame[CONFIDENCE].to_numpy(dtype=float)
+    check_finite_columns(np.column_stack([proba, confidence]), [*PROBA_COLUMNS, CONFIDENCE])
+    flags = frame[IS_REJECTED]
+    if not pd.api.types.is_bool_dtype(flags.dtype):
+        raise ColumnTypeError(f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}")
+    predicted = {column: label_codes(frame[column], column) for column in (LABEL, RAW_LABEL)}
+
+    timelines = find_timelines(frame, max_gap_seconds)
+    sort = timelines.to_sorted
+    n_users = 1 if timelines.users is None else len(timelines.users)
+    user = np.zeros(len(frame), np.int64) if timelines.user_codes is None else timelines.user_codes
+    true, rejected = sort(true), sort(flags.to_numpy(dtype=bool))
+    thresholds_array = np.sort(np.asarray(grid, dtype=float))
+    counts = {
+        "probability": _probability_counts(
+            user, n_users, true, sort(proba), sort(confidence), thresholds_array, n_bins
+        )
+    }
+    accepted_correct = ~rejected & (sort(predicted[RAW_LABEL]) == true)
+    rejection = {"rejected": rejected, "accepted_correct": accepted_correct}
+    counts["rejection"] = _group_sums(
+        {key: value.astype(np.int64) for key, value in rejection.items()}, user, n_users
+    )
+    labels = np.asarray(OUTPUT_LABELS, dtype=object)
+    n_labels = len(labels)
+    for column, codes in predicted.items():
+        pred = sort(codes)
+        per_timeline = _counts(
+            true, pred, labels, timelines.bounds, DEFAULT_OVERLAPS, min_buckets, edit=True
+        )
+        counts[column] = _group_sums(per_timeline, user[timelines.bounds[:-1]], n_users)
+        pairs = (user * n_labels + true) * n_labels + pred
+        confusion = np.bincount(pairs, minlength=n_users * n_labels * n_labels)
+        counts[column]["confusion"] = confusion.reshape(n_users, n_labels, n_labels)
+
+    def group(index: slice) -> dict[str, Any]:
+        summed = {
+            part: {key: value[index].sum(axis=0, keepdims=True) for key, value in sums.items()}
+            for part, sums in counts.items()
+        }
+        return _group_report(summed, thresholds_array)
+
+    users = [] if timelines.users is None else timelines.users.tolist()
+    return {
+        "pooled": group(slice(None)),
+        "per_user": {name: group(slice(u, u + 1)) for u, name in enumerate(users)},
+    }
+
+
+def _true_codes(y_true: object, n_rows: int, where: str) -> np.ndarray:
+    """Codes of the true core labels in class order, refusing anything else."""
+    labels = pd.Series(_one_dimensional(y_true, "y_true", where), dtype=object)
+    if len(labels) != n_rows:
+        raise InputError(f"{where}: y_true has {len(labels)} labels but the frame {n_rows} rows")
+    codes = label_codes(labels, "y_true")
+    unknown = np.flatnonzero(codes == len(CLASS_ORDER))
+    if len(unknown):
+        raise InputError(
+            f"{where}: y_true holds {MIXED_UNKNOWN!r} at row {int(unknown[0])}; "
+            f"true labels are core labels"
+        )
+    return codes
+
+
+# --------------------------------------------------------------------------
 # scikit-learn scorers
 # --------------------------------------------------------------------------
 
@@ -790,6 +1049,7 @@ __all__ = [
     "SummaryScorer",
     "TimelineScorer",
     "edit_score",
+    "evaluate",
     "flap_rate",
     "get_scorer",
     "label_changes",

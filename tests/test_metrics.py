@@ -8,14 +8,24 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+)
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score, cross_validate
 from sklearn.utils.validation import check_is_fitted
 
 from taskclf import metrics
+from taskclf._columns import PROBA_COLUMNS
+from taskclf.core.types import CLASS_ORDER, OUTPUT_LABELS
 from taskclf.exceptions import (
     ColumnTypeError,
     InputError,
@@ -23,8 +33,10 @@ from taskclf.exceptions import (
     MissingColumnsError,
 )
 from taskclf.metrics import (
+    DEFAULT_THRESHOLDS,
     SCORERS,
     edit_score,
+    evaluate,
     get_scorer,
     label_changes,
     make_summary_scorer,
@@ -33,6 +45,7 @@ from taskclf.metrics import (
     summarize,
     timeline_report,
 )
+from taskclf.pipeline import build_pipeline
 
 T0 = pd.Timestamp("2025-01-06 09:00")
 
@@ -595,3 +608,130 @@ def test_grid_search_with_the_summary_scorer_in_parallel(activity):
 def test_public_names_are_exported():
     for name in metrics.__all__:
         assert hasattr(metrics, name)
+
+
+# --------------------------------------------------------------------------
+# evaluate: a transformed frame against the truth
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evaluated(booster_v1, encoders_v1):
+    """A real pipeline's output on unseen, noisier rows (shuffled), the truth, the evaluation."""
+    labelled = make_frame(n_users=3, minutes=150, seed=11).sample(frac=1.0, random_state=0)
+    numeric = [c for c in labelled.columns if labelled[c].dtype == float]
+    noise = np.random.default_rng(0).normal(0, 6, size=(len(labelled), len(numeric)))
+    labelled[numeric] += noise
+    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.6)
+    out = pipeline.transform(labelled.drop(columns="label"))
+    y = labelled["label"].to_numpy()
+    return out, y, evaluate(out, y)
+
+
+def reference_evaluation(out, y):
+    """The figures of evaluate from scikit-learn and plain loops."""
+    proba = out[list(PROBA_COLUMNS)].to_numpy()
+    top = np.asarray(CLASS_ORDER, dtype=object)[proba.argmax(axis=1)]
+    confidence = out["confidence"].to_numpy()
+    kept = ~out["is_rejected"].to_numpy()
+    bins = np.minimum((confidence * 10).astype(int), 9)
+    gaps = [
+        abs(np.sum(top[bins == b] == y[bins == b]) - confidence[bins == b].sum()) for b in range(10)
+    ]
+    figures = {
+        "brier": brier_score_loss(y, proba, labels=list(CLASS_ORDER)),
+        "log_loss": log_loss(y, proba, labels=list(CLASS_ORDER)),
+        "ece": sum(gaps) / len(y),
+        "reject_rate": np.mean(~kept),
+        "accepted_accuracy": accuracy_score(y[kept], out["raw_label"].to_numpy()[kept]),
+        "coverage": [np.mean(confidence >= t) for t in DEFAULT_THRESHOLDS],
+    }
+    for column in ("label", "raw_label"):
+        pred = out[column].to_numpy(dtype=object)
+        present = [label for label in OUTPUT_LABELS if label in set(y) | set(pred)]
+        p, r, f, support = precision_recall_fscore_support(y, pred, labels=present, zero_division=0)
+        figures[column] = {
+            **summarize(out, y, pred),
+            "macro_f1": f1_score(y, pred, labels=present, average="macro", zero_division=0),
+            "accuracy": accuracy_score(y, pred),
+            "per_class": {
+                label: {"precision": p[i], "recall": r[i], "f1": f[i], "support": support[i]}
+                for i, label in enumerate(present)
+            },
+            "confusion_matrix": {
+                "labels": list(OUTPUT_LABELS),
+                "counts": confusion_matrix(y, pred, labels=list(OUTPUT_LABELS)).tolist(),
+            },
+        }
+    return figures
+
+
+def assert_matches(got, expected):
+    for key, value in expected.items():
+        if key == "coverage":
+            assert got["coverage_accuracy"]["coverage"] == pytest.approx(value)
+        elif isinstance(value, dict):
+            assert_matches(got[key], value)
+        elif isinstance(value, list):
+            assert got[key] == value, key
+        else:
+            assert got[key] == pytest.approx(value), key
+
+
+def test_evaluate_equals_sklearn_pooled_and_per_user(evaluated):
+    out, y, result = evaluated
+    assert result["pooled"]["rows"] == len(out)
+    assert 0 < result["pooled"]["reject_rate"] < 1
+    assert_matches(result["pooled"], reference_evaluation(out, y))
+    assert list(result["per_user"]) == list(out["user_id"].unique())
+    for user, figures in result["per_user"].items():
+        mine = (out["user_id"] == user).to_numpy()
+        assert figures["rows"] == mine.sum()
+        assert_matches(figures, reference_evaluation(out[mine], y[mine]))
+
+
+def test_evaluate_reliability_and_coverage_by_hand():
+    proba = np.full((4, 8), 0.1)
+    proba[:2] = 0.02
+    proba[[0, 1, 2, 3], [0, 0, 1, 2]] = [0.86, 0.86, 0.3, 0.3]  # rows sum to 1
+    top = CLASS_ORDER[0]
+    out = pd.DataFrame(proba, columns=PROBA_COLUMNS).assign(
+        confidence=proba.max(axis=1),
+        is_rejected=[False, False, True, True],
+        raw_label=[top, top, "Mixed/Unknown", "Mixed/Unknown"],
+        label=[top] * 4,
+        bucket_start_ts=pd.date_range(T0, periods=4, freq="min"),
+    )
+    y = [CLASS_ORDER[0], CLASS_ORDER[1], CLASS_ORDER[1], CLASS_ORDER[1]]
+    pooled = evaluate(out, y, thresholds=[0.5, 0.0], n_bins=2)["pooled"]
+    high, low = 0.86, 0.3
+    # Bin [0.5, 1]: rows 0, 1 (top class right, wrong); bin [0, 0.5): rows 2, 3 (right, wrong).
+    assert pooled["reliability"]["rows"] == [2, 2]
+    assert pooled["reliability"]["accuracy"] == [0.5, 0.5]
+    assert pooled["reliability"]["confidence"] == pytest.approx([low, high])
+    assert pooled["ece"] == pytest.approx((abs(1 - 2 * low) + abs(1 - 2 * high)) / 4)
+    assert pooled["coverage_accuracy"] == {
+        "threshold": [0.0, 0.5],
+        "coverage": [1.0, 0.5],
+        "accuracy": [0.5, 0.5],
+    }
+    assert pooled["accepted_accuracy"] == 0.5
+    assert evaluate(out, y)["per_user"] == {}  # no user_id column
+
+
+def test_evaluate_refuses_bad_input(evaluated):
+    out, y, _ = evaluated
+    with pytest.raises(MissingColumnsError, match="confidence"):
+        evaluate(out.drop(columns="confidence"), y)
+    with pytest.raises(InputError, match="'Mixed/Unknown' at row 2"):
+        evaluate(out.iloc[:3], [y[0], y[1], "Mixed/Unknown"])
+    with pytest.raises(ColumnTypeError, match="y_true"):
+        evaluate(out.iloc[:2], ["Build", "Lunch"])
+    with pytest.raises(InputError, match="2 labels but the frame 3 rows"):
+        evaluate(out.iloc[:3], y[:2])
+    with pytest.raises(ColumnTypeError, match="is_rejected"):
+        evaluate(out.assign(is_rejected=0), y)
+    with pytest.raises(InvalidParameterError, match="threshold"):
+        evaluate(out, y, thresholds=[0.5, 1.5])
+    with pytest.raises(InvalidParameterError, match="n_bins"):
+        evaluate(out, y, n_bins=0)
