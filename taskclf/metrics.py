@@ -1,39 +1,26 @@
-"""Quality measures of predicted labels, per timeline and pooled.
+"""Quality measures of predicted labels, per timeline, per user and pooled.
 
-Row measures look at each bucket alone: accuracy, macro F1 (the value of
-scikit-learn's ``f1_score(average="macro", zero_division=0)`` over the
-labels present in the truth or the prediction) and reject rate (the share
-of ``Mixed/Unknown`` predictions). Timeline measures look at runs of equal
-labels, and a run never crosses a timeline boundary (one user's rows in
-time order, split at gaps longer than ``max_gap_seconds``; see
-docs/contract.md):
+Row measures look at each bucket alone: accuracy, macro F1 (scikit-learn's
+``f1_score(average="macro", zero_division=0)`` over the labels present in
+the truth or the prediction) and reject rate (the share of ``Mixed/Unknown``
+predictions). Timeline measures look at runs of equal labels, which never
+cross a timeline boundary (one user's rows in time order, split at gaps
+longer than ``max_gap_seconds``; see docs/contract.md): segmental F1@k
+(:func:`segmental_f1`), edit score (:func:`edit_score`), flap rate
+(:func:`flap_rate`) and block share (the share of predicted runs lasting at
+least the minimum block duration).
 
-- segmental F1@k: predicted runs are matched to true runs of the same
-  label by intersection over union (IoU), each true run at most once (the
-  rule is in :func:`segmental_f1`);
-- edit score: one minus the Levenshtein distance between the label
-  sequences of the true and the predicted runs, over the longer sequence;
-- flap rate: label changes divided by buckets (:func:`flap_rate`);
-- block share: the share of predicted runs lasting at least the minimum
-  block duration.
-
-Every measure is computed once, from counts per timeline (buckets, buckets
-per label, runs, matched runs, edit distances, ...). :func:`timeline_report`
-turns each timeline's counts into its scores; the pooled scores
-(:func:`summarize` and the ``*_score`` functions) apply the same rule to the
-counts summed over the timelines. So segmental F1 pools true and false
-positives and negatives, edit score pools distances and normalizers (a
-timeline weighs by its number of runs), flap rate divides all changes
-inside timelines by all buckets, and block share counts every predicted
-run once. Scorers (:func:`get_scorer`, :func:`make_timeline_scorer`,
-:func:`make_summary_scorer`) wrap the pooled scores in scikit-learn's
-protocol ``scorer(estimator, X, y)`` for ``cross_val_score`` and
-``GridSearchCV``.
-
-All scores are on a 0..1 scale. Empty input scores as perfect: 1.0 for
-accuracy, macro F1, segmental F1, edit score and block share; 0.0 for flap
-and reject rate. Labels may be any hashable values; a missing label is an
-error.
+Every measure is computed once, from counts per timeline: buckets per label,
+runs, matched runs, edit distances, ... :func:`timeline_report` turns each
+timeline's counts into its scores; :func:`summarize`, the scorers and
+:func:`evaluate` apply the same rule to counts summed over the timelines
+(of a user, or of all). So segmental F1 pools true and false positives and
+negatives, edit score pools distances and normalizers (a timeline weighs by
+its number of runs), flap rate divides all changes inside timelines by all
+buckets, and block share counts every predicted run once. Empty input
+scores as perfect: 1.0 for accuracy, macro F1, segmental F1, edit score and
+block share; 0.0 for flap and reject rate. Labels may be any hashable
+values; a missing label is an error.
 """
 
 from __future__ import annotations
@@ -114,6 +101,15 @@ def _encode(
     ).unique()
     pred_index = pd.Index(pred_labels, dtype=object, tupleize_cols=False)
     return true_codes, labels.get_indexer(pred_index)[pred_codes], np.asarray(labels)
+
+
+def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
+    """The boolean ``is_rejected`` column of ``frame``."""
+    require_columns(frame, [IS_REJECTED], where)
+    flags = frame[IS_REJECTED]
+    if not pd.api.types.is_bool_dtype(flags.dtype):
+        raise ColumnTypeError(f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}")
+    return flags.to_numpy(dtype=bool)
 
 
 def _bounds_of_one(n: int) -> np.ndarray:
@@ -578,16 +574,21 @@ def _group_sums(counts: Counts, groups: np.ndarray, n_groups: int) -> Counts:
     return out
 
 
-def _probability_counts(
+def _row_counts(
     groups: np.ndarray,
     n_groups: int,
     true: np.ndarray,
     proba: np.ndarray,
     confidence: np.ndarray,
+    rejected: np.ndarray,
+    raw: np.ndarray,
     thresholds: np.ndarray,
     n_bins: int,
 ) -> Counts:
-    """Sums per group of the row losses, confidence bins and threshold coverage."""
+    """Sums per group of the row losses, rejections, confidence bins and coverage.
+
+    ``true`` and ``raw`` (the raw labels) are codes in class order.
+    """
 
     def total(
         weights: np.ndarray | None, column: np.ndarray | None = None, width: int = 1
@@ -610,6 +611,8 @@ def _probability_counts(
     kept_correct = np.cumsum(total(correct, passed, width)[:, ::-1], axis=1)[:, ::-1][:, 1:]
     return {
         "rows": total(None),
+        "rejected": total(rejected),
+        "accepted_correct": total(~rejected & (raw == true)),
         "brier": total(np.einsum("ij,ij->i", error, error)),
         "log_loss": total(-np.log(np.clip(proba[rows, true], eps, 1 - eps))),
         "bin_rows": total(None, in_bin, n_bins),
@@ -640,8 +643,8 @@ def _label_report(counts: Counts, confusion: np.ndarray) -> dict[str, Any]:
 
 def _group_report(counts: dict[str, Counts], thresholds: np.ndarray) -> dict[str, Any]:
     """The evaluation of one group from its counts (arrays of one row)."""
-    p = counts["probability"]
-    n, rejected = p["rows"][0], counts["rejection"]["rejected"][0]
+    p = counts["rows"]
+    n, rejected = p["rows"][0], p["rejected"][0]
     bins = p["bin_rows"][0]
     calibration_gap = np.abs(p["bin_correct"][0] - p["bin_confidence"][0]).sum()
     return {
@@ -655,9 +658,7 @@ def _group_report(counts: dict[str, Counts], thresholds: np.ndarray) -> dict[str
             "accuracy": _ratio(p["bin_correct"][0], bins, np.nan).tolist(),
         },
         "reject_rate": float(_ratio(rejected, n, np.nan)),
-        "accepted_accuracy": float(
-            _ratio(counts["rejection"]["accepted_correct"][0], n - rejected, np.nan)
-        ),
+        "accepted_accuracy": float(_ratio(p["accepted_correct"][0], n - rejected, np.nan)),
         "coverage_accuracy": {
             "threshold": thresholds.tolist(),
             "coverage": _ratio(p["kept"][0], n, np.nan).tolist(),
@@ -743,27 +744,28 @@ def evaluate(
     proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=float)
     confidence = frame[CONFIDENCE].to_numpy(dtype=float)
     check_finite_columns(np.column_stack([proba, confidence]), [*PROBA_COLUMNS, CONFIDENCE])
-    flags = frame[IS_REJECTED]
-    if not pd.api.types.is_bool_dtype(flags.dtype):
-        raise ColumnTypeError(f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}")
+    rejected = _rejected_flags(frame, where)
     predicted = {column: label_codes(frame[column], column) for column in (LABEL, RAW_LABEL)}
 
     timelines = find_timelines(frame, max_gap_seconds)
     sort = timelines.to_sorted
     n_users = 1 if timelines.users is None else len(timelines.users)
     user = np.zeros(len(frame), np.int64) if timelines.user_codes is None else timelines.user_codes
-    true, rejected = sort(true), sort(flags.to_numpy(dtype=bool))
-    thresholds_array = np.sort(np.asarray(grid, dtype=float))
+    true, raw = sort(true), sort(predicted[RAW_LABEL])
+    grid_array = np.sort(np.asarray(grid, dtype=float))
     counts = {
-        "probability": _probability_counts(
-            user, n_users, true, sort(proba), sort(confidence), thresholds_array, n_bins
+        "rows": _row_counts(
+            user,
+            n_users,
+            true,
+            sort(proba),
+            sort(confidence),
+            sort(rejected),
+            raw,
+            grid_array,
+            n_bins,
         )
     }
-    accepted_correct = ~rejected & (sort(predicted[RAW_LABEL]) == true)
-    rejection = {"rejected": rejected, "accepted_correct": accepted_correct}
-    counts["rejection"] = _group_sums(
-        {key: value.astype(np.int64) for key, value in rejection.items()}, user, n_users
-    )
     labels = np.asarray(OUTPUT_LABELS, dtype=object)
     n_labels = len(labels)
     for column, codes in predicted.items():
@@ -781,7 +783,7 @@ def evaluate(
             part: {key: value[index].sum(axis=0, keepdims=True) for key, value in sums.items()}
             for part, sums in counts.items()
         }
-        return _group_report(summed, thresholds_array)
+        return _group_report(summed, grid_array)
 
     users = [] if timelines.users is None else timelines.users.tolist()
     return {
@@ -831,13 +833,9 @@ _NO_ROWS = pd.DataFrame(
 
 def _rejected_share(X: object, y_true: object, y_pred: object, where: str) -> float:
     """Mean of the boolean ``is_rejected`` column of ``X``."""
-    frame = check_frame(X, where)
-    require_columns(frame, [IS_REJECTED], where)
-    _encode(y_true, y_pred, len(frame), where)
-    flags = frame[IS_REJECTED]
-    if not pd.api.types.is_bool_dtype(flags.dtype):
-        raise ColumnTypeError(f"{where}: column {IS_REJECTED!r} must be boolean, got {flags.dtype}")
-    return float(_ratio(flags.to_numpy(dtype=bool).sum(), len(flags), 0.0))
+    flags = _rejected_flags(check_frame(X, where), where)
+    _encode(y_true, y_pred, len(flags), where)
+    return float(_ratio(flags.sum(), len(flags), 0.0))
 
 
 def _measure(

@@ -533,35 +533,26 @@ def test_scorers_predict_once_and_sign_the_scores(activity):
         make_summary_scorer()(model, X, None)
 
 
-def test_scorer_parameters_reach_the_measure(activity):
+def test_scorer_parameters_reach_the_measure_and_survive_pickling(activity):
     X, y = activity
     model = ThresholdLabeler(0.5).fit(X, y)
     pred = model.predict(X)
-    by_summary = summarize(X, y, pred, overlaps=[0.75], max_gap_seconds=3600)
-    assert (
-        make_timeline_scorer("segmental_f1", overlap=0.75)(model, X, y)
-        == summarize(X, y, pred, overlaps=[0.75])["segmental_f1@75"]
-    )
-    scorer = make_timeline_scorer("neg_flap_rate", max_gap_seconds=3600)
-    assert scorer(model, X, y) == -by_summary["flap_rate"]
-    scorer = make_summary_scorer(["block_share"], min_block_seconds=300)
-    assert scorer(model, X, y) == {
-        "block_share": summarize(X, y, pred, min_block_seconds=300)["block_share"]
+    wide = summarize(X, y, pred, overlaps=[0.75], max_gap_seconds=3600, min_block_seconds=300)
+    narrow = summarize(X, y, pred, overlaps=[0.75], min_block_seconds=300)
+    scorers = {
+        make_timeline_scorer("segmental_f1", overlap=0.75): narrow["segmental_f1@75"],
+        make_timeline_scorer("neg_flap_rate", max_gap_seconds=3600): -wide["flap_rate"],
+        make_summary_scorer(["block_share"], min_block_seconds=300): {
+            "block_share": narrow["block_share"]
+        },
     }
-
-
-def test_scorers_pickle(activity):
-    X, y = activity
-    model = ThresholdLabeler(0.5).fit(X, y)
-    for scorer in [*SCORERS.values(), make_timeline_scorer("segmental_f1", overlap=0.3)]:
+    for scorer, expected in scorers.items():
         again = pickle.loads(pickle.dumps(scorer))
         assert repr(again) == repr(scorer)
-        assert again(model, X, y) == scorer(model, X, y)
-    summary = make_summary_scorer(["edit_score", "neg_flap_rate"])
-    assert pickle.loads(pickle.dumps(summary))(model, X, y) == summary(model, X, y)
+        assert scorer(model, X, y) == again(model, X, y) == expected
 
 
-def test_cross_val_score_scores_each_fold_by_its_timelines(activity):
+def test_cross_val_score_and_grid_search_score_each_fold_by_its_timelines(activity):
     X, y = activity
     cv = KFold(3, shuffle=True, random_state=0)  # folds in shuffled row order
     model = ThresholdLabeler(0.4).fit(X, y)
@@ -571,10 +562,6 @@ def test_cross_val_score_scores_each_fold_by_its_timelines(activity):
         for _, test in cv.split(X)
     ]
     assert scores == pytest.approx(expected)
-
-
-def test_grid_search_with_one_scorer_and_a_dict_of_scorers(activity):
-    X, y = activity
     grid = {"threshold": [0.1, 0.3, 0.6, 0.9]}
     cv = KFold(3, shuffle=True, random_state=1)
     one = GridSearchCV(ThresholdLabeler(), grid, scoring=get_scorer("segmental_f1@50"), cv=cv)
