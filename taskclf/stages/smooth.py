@@ -91,22 +91,6 @@ def rolling_majority_codes(
     return out
 
 
-def flap_rate(labels: Sequence[object]) -> float:
-    """Label changes divided by the number of buckets.
-
-    Returns 0.0 for an empty sequence or a single bucket.
-
-    Examples
-    --------
-    >>> flap_rate(["Build", "Build", "Debug", "Build"])
-    0.5
-    """
-    values = np.asarray(pd.factorize(pd.Series(list(labels), dtype=object))[0])
-    if len(values) < 2:
-        return 0.0
-    return float(np.count_nonzero(values[1:] != values[:-1]) / len(values))
-
-
 def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW) -> list[str]:
     """Smooth one sequence of labels with a centred rolling majority.
 
