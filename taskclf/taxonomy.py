@@ -926,8 +926,6 @@ class TaxonomyResolver:
     Attributes
     ----------
     config : TaxonomyConfig
-    membership : ndarray of bool, shape (8, n_buckets)
-        ``membership[c, b]`` is True when class ``c`` belongs to bucket ``b``.
     weights : ndarray of float, shape (8,) or None
         Per-class weights in class order; None without weights.
 
@@ -965,10 +963,6 @@ class TaxonomyResolver:
         self._member_sets = sorted(set(members))
         position = {m: i for i, m in enumerate(self._member_sets)}
         self._set_of_bucket = np.array([position[m] for m in members], dtype=np.intp)
-        self.membership = np.zeros((N_CLASSES, len(buckets)), dtype=bool)
-        for b, classes in enumerate(members):
-            self.membership[list(classes), b] = True
-        self.membership.flags.writeable = False
         weights = config.advanced.reweight_core_labels
         self.weights: FloatArray | None = None
         if weights:
@@ -1229,13 +1223,6 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
             )
         return self.taxonomy
 
-    def _resolver(self) -> TaxonomyResolver:
-        config = self._taxonomy()
-        resolver = getattr(self, "resolver_", None)
-        if isinstance(resolver, TaxonomyResolver) and resolver.config == config:
-            return resolver
-        return TaxonomyResolver(config)
-
     def fit(self, X: Any = None, y: Any = None) -> TaxonomyMapper:
         """Check the taxonomy and build the resolver; *X* and *y* are not used.
 
@@ -1291,7 +1278,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         where = "TaxonomyMapper"
         check_frame(X, where)
-        resolver = self._resolver()
+        resolver = TaxonomyResolver(self._taxonomy())  # cheap; follows set_params
         bucket_index, mapped = resolver.resolve_matrix(
             _proba_matrix(X, where), _rejected_flags(X, where)
         )

@@ -360,7 +360,9 @@ def test_bad_plain_data(data, message):
         taxonomy_from_dict(data)
 
 
-def test_the_docs_example_loads():
+def test_the_docs_example_loads_and_is_the_one_the_docs_show():
+    page = (DOCS_EXAMPLE.parent.parent / "predict.md").read_text(encoding="utf-8")
+    assert f"```yaml\n{DOCS_EXAMPLE.read_text(encoding='utf-8')}```" in page
     config = load_taxonomy(DOCS_EXAMPLE)
     assert config.bucket_names == ("Coding", "Docs & research", "People", "Other")
     assert config.resolved_buckets[-1].core_labels == ("BreakIdle",)
