@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from taskclf.infer.taxonomy import TaxonomyResolver, load_taxonomy
 
 HERE = Path(__file__).parent
