@@ -152,9 +152,9 @@ def _unique(message: str) -> Validator:
     return validate
 
 
-def _text(field_must: str = "must not be empty (text with a non-space character)") -> Validator:
+def _text() -> Validator:
     return _rule(
-        "{where}: {field} " + field_must + ", got {type} {value}",
+        "{where}: {field} must not be empty (text with a non-space character), got {type} {value}",
         v.instance_of(str),
         v.matches_re(r"\S", func=re.search),
     )
@@ -184,7 +184,9 @@ def _as_tuple(value: Any) -> Any:
 
 def _as_float(value: Any) -> Any:
     """An int (not a bool) as a float; anything else unchanged for the validator."""
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1000:
+        return float(value)
+    return value
 
 
 def _as_weights(value: Any) -> Any:
@@ -549,7 +551,6 @@ _SECTIONS: Final[dict[str, type]] = {
     "reject": TaxonomyReject,
     "advanced": TaxonomyAdvanced,
 }
-_TOP_KEYS: Final = ("buckets", *attrs.fields_dict(TaxonomyConfig))
 
 
 def _fields(value: object, where: str, cls: type) -> dict[str, Any]:
@@ -558,7 +559,7 @@ def _fields(value: object, where: str, cls: type) -> dict[str, Any]:
     A key whose value is null (an empty YAML entry) counts as absent, so the
     field keeps its default.
     """
-    allowed = _TOP_KEYS if cls is TaxonomyConfig else tuple(attrs.fields_dict(cls))
+    allowed = tuple(attrs.fields_dict(cls))
     if not isinstance(value, Mapping):
         raise TaxonomyError(
             f"{where} must be a mapping, got {type(value).__name__} {_SHORT.repr(value)}"

@@ -170,7 +170,7 @@ def test_each_rule_refuses_naming_where_field_and_value(make, words):
     assert isinstance(error, ValueError)
 
 
-@pytest.mark.parametrize("value", [0, 0.0, -1, float("inf"), float("nan"), True])
+@pytest.mark.parametrize("value", [0, 0.0, -1, float("inf"), float("nan"), True, 10**400])
 def test_weights_must_be_finite_and_positive(value):
     refused(
         lambda: TaxonomyAdvanced(reweight_core_labels={"Meet": 1, "Build": value}),
@@ -179,7 +179,7 @@ def test_weights_must_be_finite_and_positive(value):
     )
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.5", True])
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.5", True, 10**400])
 def test_min_confidence_must_be_a_number_in_0_1(value):
     refused(
         lambda: TaxonomyAdvanced(min_confidence_for_mapping=value),
@@ -330,7 +330,10 @@ def test_plain_data_defaults_nulls_and_numeric_versions():
 
 BAD_DICTS = {
     "no buckets": ({}, "missing required key 'buckets'"),
-    "unknown key": ({"buckets": [], "colour": 1}, r"unknown key\(s\) 'colour'"),
+    "unknown key": (
+        {"buckets": [], "colour": 1},
+        r"unknown key\(s\) 'colour'; allowed keys: buckets, version, label_schema_version, ",
+    ),
     "buckets not a list": ({"buckets": {"name": "A"}}, "buckets must be a list"),
     "bucket not a mapping": ({"buckets": ["A"]}, r"buckets\[0\] must be a mapping"),
     "bucket without labels": ({"buckets": [{"name": "A"}]}, "missing required key"),
