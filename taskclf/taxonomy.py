@@ -13,26 +13,27 @@ about ("Coding", "Meetings", ...). This module holds
 * the optional last pipeline stage, :class:`TaxonomyMapper`, which adds the
   mapped label and the mapped probabilities to a frame.
 
-The mapping rules are the contract of DESIGN section 3 ("Taxonomy").
+The mapping rules are those of docs/contract.md ("Taxonomy"); they give
+the results of taskclf 0.4, whose names and error phrases this module keeps.
 """
 
 from __future__ import annotations
 
+import collections
 import math
-import numbers
 import os
 import re
-import tempfile
-from collections.abc import Mapping, Sequence
-from functools import reduce
+import reprlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import yaml
+from attrs import validators as v
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -43,7 +44,15 @@ from taskclf._columns import (
     MAPPED_PROBA_PREFIX,
     PROBA_COLUMNS,
 )
-from taskclf._frame import frame_tags, label_accuracy
+from taskclf._frame import (
+    check_finite_columns,
+    check_frame,
+    frame_tags,
+    label_accuracy,
+    require_columns,
+)
+from taskclf._io import atomic_write_text, read_regular_file
+from taskclf.calibration import check_proba
 from taskclf.core.types import (
     CLASS_INDEX,
     CLASS_ORDER,
@@ -51,18 +60,17 @@ from taskclf.core.types import (
     LABEL_SET_V1,
     MIXED_UNKNOWN,
     N_CLASSES,
+    CoreLabel,
 )
 from taskclf.exceptions import (
     ColumnTypeError,
     InputError,
     InvalidParameterError,
-    MissingColumnsError,
-    ProbabilityShapeError,
     ReaderError,
     TaxonomyError,
 )
 
-FALLBACK_BUCKET: Final = "Other"
+FALLBACK_BUCKET_NAME: Final = "Other"
 """Name of the bucket appended last for core labels that no bucket lists."""
 
 DEFAULT_BUCKET_COLOR: Final = "#808080"
@@ -77,106 +85,122 @@ AGGREGATIONS: Final[tuple[str, ...]] = ("sum", "max")
 DEFAULT_VIEWS: Final[tuple[str, ...]] = ("mapped", "core")
 """Which labels a report shows first."""
 
-_COLOR_RE: Final = re.compile(r"#[0-9A-Fa-f]{6}")
-_CORE_LABELS_TEXT: Final = ", ".join(CLASS_ORDER)
+MAX_BUCKETS: Final = 1000
+"""Most buckets a taxonomy may hold."""
+
+MAX_TAXONOMY_BYTES: Final = 1 << 20
+"""Largest taxonomy file :func:`load_taxonomy` reads (1 MiB)."""
+
+_MAX_YAML_DEPTH: Final = 20
+_LABELS_TEXT: Final = ", ".join(CLASS_ORDER)
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
 
 
 # ---------------------------------------------------------------------------
-# Validation helpers shared by the value objects
+# Validation: attrs validators whose failure raises a TaxonomyError
 # ---------------------------------------------------------------------------
 
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
-def _describe(value: object) -> str:
-    """Return ``"<type> <repr>"`` for error messages."""
-    return f"{type(value).__name__} {value!r}"
+
+def _where(instance: object) -> str:
+    """``"bucket 'Coding'"``, ``"display"``, ...: where a failing value sits."""
+    where: str = getattr(type(instance), "_section", "taxonomy")
+    name = getattr(instance, "name", None)
+    return f"{where} {_SHORT.repr(name)}" if isinstance(name, str) else where
+
+
+def _rule(message: str, *checks: Validator) -> Validator:
+    """An attrs validator running attrs' *checks* that raises ``TaxonomyError(message)``.
+
+    *message* may use ``{where}`` (as :func:`_where`), ``{field}``,
+    ``{value}`` (a short repr of the refused value: the member that
+    ``in_`` refused inside ``deep_iterable``, else the field's value) and
+    ``{type}`` (its type name).
+    """
+    check = v.and_(*checks)
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        try:
+            check(instance, attribute, value)
+        except (TypeError, ValueError) as exc:
+            # attrs' in_ passes the refused value as its last argument.
+            refused = exc.args[3] if len(exc.args) == 4 else value
+            raise TaxonomyError(
+                message.format(
+                    where=_where(instance),
+                    field=attribute.name,
+                    value=_SHORT.repr(refused),
+                    type=type(refused).__name__,
+                )
+            ) from None
+
+    return validate
+
+
+def _unique(message: str) -> Validator:
+    """An attrs validator refusing a sequence that repeats a value (``{value}`` lists them)."""
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        repeated = [item for item, count in collections.Counter(value).items() if count > 1]
+        if repeated:
+            shown = ", ".join(_SHORT.repr(item) for item in repeated[:5])
+            raise TaxonomyError(message.format(where=_where(instance), value=shown))
+
+    return validate
+
+
+def _text() -> Validator:
+    return _rule(
+        "{where}: {field} must not be empty (text with a non-space character), got {type} {value}",
+        v.instance_of(str),
+        v.matches_re(r"\S", func=re.search),
+    )
+
+
+def _flag() -> Validator:
+    return _rule("{where}: {field} must be true or false, got {type} {value}", v.instance_of(bool))
+
+
+def _choice(options: tuple[str, ...]) -> Validator:
+    shown = " or ".join(repr(option) for option in options)
+    return _rule(
+        "{where}: {field} must be " + shown + ", got {type} {value}",
+        v.instance_of(str),
+        v.in_(options),
+    )
+
+
+def _is(cls: type) -> Validator:
+    return _rule("{where}: {field} must be a " + cls.__name__ + ", got {type}", v.instance_of(cls))
 
 
 def _as_tuple(value: Any) -> Any:
-    """Turn a list (as read from YAML) into a tuple; leave anything else as is.
-
-    Anything that is not a list or tuple is passed through unchanged so that
-    the field's validator can report it with its context.
-    """
-    if isinstance(value, list | tuple):
-        return tuple(value)
-    return value
+    """A list (as read from YAML) as a tuple; anything else unchanged for the validator."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _as_float(value: Any) -> Any:
-    """Turn an int (not a bool) into a float; leave anything else as is."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    """An int (not a bool) as a float; anything else unchanged for the validator."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1000:
         return float(value)
     return value
 
 
-def _check_text(where: str, field: str, value: object, *, allow_empty: bool) -> None:
-    if not isinstance(value, str):
-        raise TaxonomyError(f"{where}: {field} must be a string, got {_describe(value)}")
-    if not allow_empty and not value.strip():
-        raise TaxonomyError(f"{where}: {field} must not be empty, got {value!r}")
-
-
-def _check_bool(where: str, field: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TaxonomyError(f"{where}: {field} must be true or false, got {_describe(value)}")
-
-
-def _check_choice(where: str, field: str, value: object, choices: Sequence[str]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        shown = " or ".join(repr(c) for c in choices)
-        raise TaxonomyError(f"{where}: {field} must be {shown}, got {_describe(value)}")
+def _as_weights(value: Any) -> Any:
+    """Weights as a new dict with float values (None: no weights)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {label: _as_float(weight) for label, weight in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------------
 # Value objects
 # ---------------------------------------------------------------------------
-
-
-def _bucket_where(instance: TaxonomyBucket) -> str:
-    name = getattr(instance, "name", None)
-    return f"bucket {name!r}" if isinstance(name, str) else "bucket"
-
-
-def _check_bucket_name(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
-    _check_text("bucket", "name", value, allow_empty=False)
-
-
-def _check_core_labels(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
-    where = _bucket_where(instance)
-    if not isinstance(value, tuple):
-        raise TaxonomyError(
-            f"{where}: core_labels must be a list of core label names, got {_describe(value)}"
-        )
-    if not value:
-        raise TaxonomyError(
-            f"{where}: core_labels is empty; list at least one of {_CORE_LABELS_TEXT}"
-        )
-    seen: set[str] = set()
-    for label in value:
-        if not isinstance(label, str):
-            raise TaxonomyError(
-                f"{where}: core_labels entries must be strings, got {_describe(label)}"
-            )
-        if label not in LABEL_SET_V1:
-            raise TaxonomyError(
-                f"{where}: unknown core label {label!r} in core_labels; "
-                f"expected one of {_CORE_LABELS_TEXT}"
-            )
-        if label in seen:
-            raise TaxonomyError(f"{where}: core label {label!r} is listed more than once")
-        seen.add(label)
-
-
-def _check_color(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
-    if not isinstance(value, str) or _COLOR_RE.fullmatch(value) is None:
-        raise TaxonomyError(
-            f"{_bucket_where(instance)}: color must be a #RRGGBB hex colour "
-            f"such as '#1F77B4', got {_describe(value)}"
-        )
-
-
-def _check_description(instance: TaxonomyBucket, attribute: attrs.Attribute, value: object) -> None:
-    _check_text(_bucket_where(instance), "description", value, allow_empty=True)
 
 
 @attrs.frozen
@@ -208,23 +232,46 @@ class TaxonomyBucket:
     >>> TaxonomyBucket("Coding", ["Build", "Coding"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    taskclf.exceptions.TaxonomyError: bucket 'Coding': unknown core label 'Coding' ...
+    taskclf.exceptions.TaxonomyError: Unknown core label 'Coding' in bucket 'Coding' ...
     """
 
-    name: str = attrs.field(validator=_check_bucket_name)
-    core_labels: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_check_core_labels)
-    color: str = attrs.field(default=DEFAULT_BUCKET_COLOR, validator=_check_color)
-    description: str = attrs.field(default="", validator=_check_description)
+    _section: ClassVar[str] = "bucket"
 
-
-def _check_display(instance: TaxonomyDisplay, attribute: attrs.Attribute, value: Any) -> None:
-    where = "display"
-    if attribute.name == "show_core_labels":
-        _check_bool(where, attribute.name, value)
-    elif attribute.name == "default_view":
-        _check_choice(where, attribute.name, value, DEFAULT_VIEWS)
-    else:
-        _check_text(where, attribute.name, value, allow_empty=False)
+    name: str = attrs.field(validator=_text())
+    core_labels: tuple[str, ...] = attrs.field(
+        converter=_as_tuple,
+        validator=[
+            _rule(
+                "{where}: core_labels must be a list of core labels, got {type} {value}",
+                v.instance_of(tuple),
+            ),
+            _rule(
+                "{where}: core_labels must not be empty; list at least one of " + _LABELS_TEXT,
+                v.min_len(1),
+            ),
+            _rule(
+                "Unknown core label {value} in {where} (core_labels); must be one of "
+                + _LABELS_TEXT,
+                v.deep_iterable(v.in_(LABEL_SET_V1)),
+            ),
+            _unique("{where}: core_labels lists {value} more than once"),
+        ],
+    )
+    color: str = attrs.field(
+        default=DEFAULT_BUCKET_COLOR,
+        validator=_rule(
+            "Invalid hex color {value} in {where} (color); expected format #RRGGBB "
+            "such as '#1F77B4'",
+            v.instance_of(str),
+            v.matches_re(r"#[0-9A-Fa-f]{6}"),
+        ),
+    )
+    description: str = attrs.field(
+        default="",
+        validator=_rule(
+            "{where}: description must be text, got {type} {value}", v.instance_of(str)
+        ),
+    )
 
 
 @attrs.frozen
@@ -241,86 +288,55 @@ class TaxonomyDisplay:
         Name of the colour theme.
     """
 
-    show_core_labels: bool = attrs.field(default=False, validator=_check_display)
-    default_view: str = attrs.field(default="mapped", validator=_check_display)
-    color_theme: str = attrs.field(default="default", validator=_check_display)
+    _section: ClassVar[str] = "display"
 
-
-def _check_reject(instance: TaxonomyReject, attribute: attrs.Attribute, value: Any) -> None:
-    if attribute.name == "mixed_label_name":
-        _check_text("reject", attribute.name, value, allow_empty=False)
-    else:
-        _check_bool("reject", attribute.name, value)
+    show_core_labels: bool = attrs.field(default=False, validator=_flag())
+    default_view: str = attrs.field(default="mapped", validator=_choice(DEFAULT_VIEWS))
+    color_theme: str = attrs.field(default="default", validator=_text())
 
 
 @attrs.frozen
 class TaxonomyReject:
-    """How rejected buckets are labelled.
+    """How rejected rows are labelled.
 
     Parameters
     ----------
     mixed_label_name : str, default "Mixed/Unknown"
-        The mapped label of a rejected bucket. It must differ from every
+        The mapped label of a rejected row. It must differ from every
         bucket name.
     include_rejected_in_reports : bool, default False
-        Whether reports list rejected buckets.
+        Whether reports list rejected rows.
     """
 
-    mixed_label_name: str = attrs.field(default=MIXED_UNKNOWN, validator=_check_reject)
-    include_rejected_in_reports: bool = attrs.field(default=False, validator=_check_reject)
+    _section: ClassVar[str] = "reject"
+
+    mixed_label_name: str = attrs.field(default=MIXED_UNKNOWN, validator=_text())
+    include_rejected_in_reports: bool = attrs.field(default=False, validator=_flag())
 
 
-def _as_weight_pairs(value: Any) -> tuple[tuple[str, float], ...]:
-    """Validate core-label weights and store them as sorted ``(label, weight)`` pairs.
-
-    Accepts a mapping (as read from YAML) or a sequence of pairs. Pairs are
-    sorted in class-index order so that equal weights compare equal however
-    they were written.
-    """
-    where = "advanced.reweight_core_labels"
-    if value is None:
-        return ()
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    elif isinstance(value, list | tuple):
-        pairs = list(value)
-    else:
-        raise TaxonomyError(f"{where} must map core labels to weights, got {_describe(value)}")
-    weights: dict[str, float] = {}
-    for pair in pairs:
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise TaxonomyError(
-                f"{where}: expected (core label, weight) pairs, got {_describe(pair)}"
-            )
-        label, weight = pair
-        if not isinstance(label, str) or label not in LABEL_SET_V1:
-            raise TaxonomyError(
-                f"{where}: unknown core label {label!r}; expected one of {_CORE_LABELS_TEXT}"
-            )
-        if label in weights:
-            raise TaxonomyError(f"{where}: core label {label!r} is weighted more than once")
-        if not isinstance(weight, numbers.Real) or isinstance(weight, bool):
-            raise TaxonomyError(
-                f"{where}: weight of {label!r} must be a number, got {_describe(weight)}"
-            )
-        as_float = float(weight)
-        if not (math.isfinite(as_float) and as_float > 0.0):
-            raise TaxonomyError(
-                f"{where}: weight of {label!r} must be finite and > 0, got {weight!r}"
-            )
-        weights[label] = as_float
-    return tuple(sorted(weights.items(), key=lambda item: CLASS_INDEX[item[0]]))
+_weight_label = _rule(
+    "Unknown core label {value} in reweight_core_labels (advanced); must be one of " + _LABELS_TEXT,
+    v.in_(LABEL_SET_V1),
+)
+_weight_value = v.and_(v.instance_of(float), v.gt(0.0), v.lt(math.inf))
 
 
-def _check_advanced(instance: TaxonomyAdvanced, attribute: attrs.Attribute, value: Any) -> None:
-    where = "advanced"
-    if attribute.name == "probability_aggregation":
-        _check_choice(where, attribute.name, value, AGGREGATIONS)
-    elif not isinstance(value, float) or not 0.0 <= value <= 1.0:
+def _check_weights(instance: Any, attribute: attrs.Attribute[Any], weights: Any) -> None:
+    """Each key a core label, each weight a finite number > 0 (named in the message)."""
+    if not isinstance(weights, dict):
         raise TaxonomyError(
-            f"{where}: min_confidence_for_mapping must be a number in [0, 1], "
-            f"got {_describe(value)}"
+            "advanced: reweight_core_labels must map core labels to weights, "
+            f"got {type(weights).__name__} {_SHORT.repr(weights)}"
         )
+    for label, weight in weights.items():
+        _weight_label(instance, attribute, label)
+        try:
+            _weight_value(instance, attribute, weight)
+        except (TypeError, ValueError):
+            raise TaxonomyError(
+                f"Reweight for {label!r} must be > 0 (a finite number) in "
+                f"reweight_core_labels (advanced), got {_SHORT.repr(weight)}"
+            ) from None
 
 
 @attrs.frozen
@@ -334,80 +350,46 @@ class TaxonomyAdvanced:
     min_confidence_for_mapping : float, default 0.55
         Kept for compatibility with existing configuration files and
         validated to lie in [0, 1]. The resolver does not use it (neither
-        did earlier taskclf versions): rejection is decided upstream by the
-        reject threshold.
+        did taskclf 0.4): rejection is decided upstream by the reject
+        threshold.
     reweight_core_labels : mapping of str to float, optional
-        Per-core-label multipliers (> 0) applied to the probabilities before
-        aggregation; labels not listed keep weight 1. Stored as a tuple of
-        ``(label, weight)`` pairs in class-index order; :attr:`weights`
-        gives a dict.
+        Per-core-label multipliers (finite, > 0) applied to the
+        probabilities before aggregation; labels not listed keep weight 1.
+        Stored as a new dict, as in taskclf 0.4; it is not part of the
+        hash.
 
     Examples
     --------
-    >>> adv = TaxonomyAdvanced(reweight_core_labels={"Write": 2, "Build": 0.5})
-    >>> adv.reweight_core_labels
-    (('Build', 0.5), ('Write', 2.0))
-    >>> adv.weights
-    {'Build': 0.5, 'Write': 2.0}
+    >>> TaxonomyAdvanced(reweight_core_labels={"Write": 2, "Build": 0.5}).reweight_core_labels
+    {'Write': 2.0, 'Build': 0.5}
     """
 
-    probability_aggregation: str = attrs.field(default="sum", validator=_check_advanced)
+    _section: ClassVar[str] = "advanced"
+
+    probability_aggregation: str = attrs.field(default="sum", validator=_choice(AGGREGATIONS))
     min_confidence_for_mapping: float = attrs.field(
-        default=0.55, converter=_as_float, validator=_check_advanced
+        default=0.55,
+        converter=_as_float,
+        validator=_rule(
+            "{where}: {field} must be a number in [0, 1], got {type} {value}",
+            v.instance_of(float),
+            v.ge(0.0),
+            v.le(1.0),
+        ),
     )
-    reweight_core_labels: tuple[tuple[str, float], ...] = attrs.field(
-        default=(), converter=_as_weight_pairs
+    reweight_core_labels: dict[str, float] = attrs.field(
+        factory=dict, converter=_as_weights, validator=_check_weights, hash=False
     )
 
-    @property
-    def weights(self) -> dict[str, float]:
-        """The reweighted core labels as a new ``{label: weight}`` dict."""
-        return dict(self.reweight_core_labels)
 
-
-def _check_buckets(instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, tuple):
-        raise TaxonomyError(f"buckets must be a list of buckets, got {_describe(value)}")
-    if not value:
-        raise TaxonomyError("buckets is empty; a taxonomy needs at least one bucket")
-    for i, bucket in enumerate(value):
-        if not isinstance(bucket, TaxonomyBucket):
-            raise TaxonomyError(
-                f"buckets[{i}] must be a TaxonomyBucket, got {type(bucket).__name__} "
-                "(use taxonomy_from_dict to build a taxonomy from plain data)"
-            )
-    names = [bucket.name for bucket in value]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        shown = ", ".join(repr(name) for name in duplicates)
-        raise TaxonomyError(f"buckets: bucket names must be unique; repeated: {shown}")
-
-
-def _check_config_field(instance: TaxonomyConfig, attribute: attrs.Attribute, value: Any) -> None:
-    name = attribute.name
-    if name == "version":
-        _check_text("taxonomy", name, value, allow_empty=False)
-    elif name == "label_schema_version":
-        _check_choice("taxonomy", name, value, LABEL_SCHEMA_VERSIONS)
-    elif name == "user_id":
-        if value is not None:
-            _check_text("taxonomy", name, value, allow_empty=False)
-    else:
-        expected = {
-            "display": TaxonomyDisplay,
-            "reject": TaxonomyReject,
-            "advanced": TaxonomyAdvanced,
-        }[name]
-        if not isinstance(value, expected):
-            raise TaxonomyError(
-                f"taxonomy: {name} must be a {expected.__name__}, got {_describe(value)}"
-            )
-
-
-def _uncovered_labels(buckets: Sequence[TaxonomyBucket]) -> tuple[str, ...]:
+def _uncovered_labels(buckets: tuple[TaxonomyBucket, ...]) -> tuple[str, ...]:
     """Core labels that no bucket lists, in class-index order."""
     covered = {label for bucket in buckets for label in bucket.core_labels}
     return tuple(label for label in CLASS_ORDER if label not in covered)
+
+
+def _names(buckets: tuple[TaxonomyBucket, ...]) -> list[str]:
+    return [bucket.name for bucket in buckets]
 
 
 @attrs.frozen
@@ -417,10 +399,10 @@ class TaxonomyConfig:
     Parameters
     ----------
     buckets : sequence of TaxonomyBucket
-        At least one bucket, names unique. Core labels that no bucket lists
-        go to an extra bucket named ``"Other"`` appended last (see
-        :attr:`resolved_buckets`). A core label may appear in several
-        buckets.
+        One to :data:`MAX_BUCKETS` buckets, names unique. Core labels that
+        no bucket lists go to an extra bucket named ``"Other"`` appended
+        last (see :attr:`resolved_buckets`). A core label may appear in
+        several buckets.
     version : str, default "1.0"
         Version of the user's taxonomy file.
     label_schema_version : str, default "labels_v1"
@@ -450,40 +432,70 @@ class TaxonomyConfig:
     ...         TaxonomyBucket("Talking", ["Communicate", "Meet"]),
     ...     ]
     ... )
-    >>> [bucket.name for bucket in config.resolved_buckets]
-    ['Coding', 'Talking', 'Other']
+    >>> config.bucket_names
+    ('Coding', 'Talking', 'Other')
     >>> config.resolved_buckets[-1].core_labels
     ('BreakIdle', 'ReadResearch', 'Write')
     >>> attrs.evolve(config, user_id="alice").user_id
     'alice'
     """
 
-    buckets: tuple[TaxonomyBucket, ...] = attrs.field(converter=_as_tuple, validator=_check_buckets)
-    version: str = attrs.field(default="1.0", validator=_check_config_field)
-    label_schema_version: str = attrs.field(default="labels_v1", validator=_check_config_field)
-    user_id: str | None = attrs.field(default=None, validator=_check_config_field)
-    display: TaxonomyDisplay = attrs.field(factory=TaxonomyDisplay, validator=_check_config_field)
-    reject: TaxonomyReject = attrs.field(factory=TaxonomyReject, validator=_check_config_field)
+    buckets: tuple[TaxonomyBucket, ...] = attrs.field(
+        converter=_as_tuple,
+        validator=[
+            _rule(
+                "taxonomy: buckets must be a list of buckets, got {type} {value}",
+                v.instance_of(tuple),
+            ),
+            _rule(
+                "taxonomy: buckets must not be empty; a taxonomy needs at least one bucket",
+                v.min_len(1),
+            ),
+            _rule(
+                f"taxonomy: a taxonomy holds at most {MAX_BUCKETS} buckets", v.max_len(MAX_BUCKETS)
+            ),
+            _rule(
+                "taxonomy: buckets must be TaxonomyBucket values (taxonomy_from_dict builds "
+                "them from plain data), got {type} {value}",
+                v.deep_iterable(v.instance_of(TaxonomyBucket)),
+            ),
+        ],
+    )
+    version: str = attrs.field(default="1.0", validator=_text())
+    label_schema_version: str = attrs.field(
+        default="labels_v1", validator=_choice(LABEL_SCHEMA_VERSIONS)
+    )
+    user_id: str | None = attrs.field(default=None, validator=v.optional(_text()))
+    display: TaxonomyDisplay = attrs.field(
+        factory=TaxonomyDisplay,
+        validator=_is(TaxonomyDisplay),
+    )
+    reject: TaxonomyReject = attrs.field(
+        factory=TaxonomyReject,
+        validator=_is(TaxonomyReject),
+    )
     advanced: TaxonomyAdvanced = attrs.field(
-        factory=TaxonomyAdvanced, validator=_check_config_field
+        factory=TaxonomyAdvanced,
+        validator=_is(TaxonomyAdvanced),
     )
 
     def __attrs_post_init__(self) -> None:
+        _unique("Duplicate bucket names: {value} (bucket names must be unique)")(
+            self, attrs.fields(TaxonomyConfig).buckets, _names(self.buckets)
+        )
+        names = set(self.bucket_names)
         uncovered = _uncovered_labels(self.buckets)
-        names = {bucket.name for bucket in self.buckets}
-        if uncovered and FALLBACK_BUCKET in names:
+        if uncovered and FALLBACK_BUCKET_NAME in _names(self.buckets):
             raise TaxonomyError(
-                f"buckets: the name {FALLBACK_BUCKET!r} is reserved for core labels no "
-                f"bucket lists ({', '.join(uncovered)}); list them in a bucket or "
-                f"rename bucket {FALLBACK_BUCKET!r}"
+                f"taxonomy: the bucket name {FALLBACK_BUCKET_NAME!r} is reserved for core "
+                f"labels no bucket lists ({', '.join(uncovered)}); list them in a bucket or "
+                f"rename bucket {FALLBACK_BUCKET_NAME!r}"
             )
-        if uncovered:
-            names.add(FALLBACK_BUCKET)
         mixed = self.reject.mixed_label_name
         if mixed in names:
             raise TaxonomyError(
-                f"reject: mixed_label_name {mixed!r} is also a bucket name; rejected "
-                "rows would be indistinguishable from that bucket"
+                f"reject: mixed_label_name {_SHORT.repr(mixed)} is also a bucket name; "
+                "rejected rows would be indistinguishable from that bucket"
             )
 
     @property
@@ -498,34 +510,35 @@ class TaxonomyConfig:
         if not uncovered:
             return self.buckets
         fallback = TaxonomyBucket(
-            FALLBACK_BUCKET,
-            uncovered,
-            color=DEFAULT_BUCKET_COLOR,
-            description="Core labels that no bucket lists",
+            FALLBACK_BUCKET_NAME, uncovered, description="Core labels that no bucket lists"
         )
         return (*self.buckets, fallback)
 
     @property
     def bucket_names(self) -> tuple[str, ...]:
         """Names of :attr:`resolved_buckets`, in order."""
-        return tuple(bucket.name for bucket in self.resolved_buckets)
+        return tuple(_names(self.resolved_buckets))
 
 
 def default_taxonomy() -> TaxonomyConfig:
-    """Return the identity taxonomy: one bucket per core label, in class order.
+    """Return the identity taxonomy: one bucket per core label, in ``CoreLabel`` order.
 
-    Returns
-    -------
-    TaxonomyConfig
-        Eight buckets, each named after and holding one core label.
+    As in taskclf 0.4: Build, Debug, Review, Write, ReadResearch,
+    Communicate, Meet, BreakIdle, each described as ``"Core label: <label>"``
+    (the colours are taskclf's label colours).
 
     Examples
     --------
     >>> default_taxonomy().bucket_names[:3]
-    ('BreakIdle', 'Build', 'Communicate')
+    ('Build', 'Debug', 'Review')
     """
     return TaxonomyConfig(
-        tuple(TaxonomyBucket(label, (label,), color=LABEL_COLORS[label]) for label in CLASS_ORDER)
+        tuple(
+            TaxonomyBucket(
+                label, (label,), color=LABEL_COLORS[label], description=f"Core label: {label}"
+            )
+            for label in (core.value for core in CoreLabel)
+        )
     )
 
 
@@ -533,43 +546,34 @@ def default_taxonomy() -> TaxonomyConfig:
 # Plain data (dict / YAML) <-> TaxonomyConfig
 # ---------------------------------------------------------------------------
 
-_TOP_KEYS: Final = (
-    "version",
-    "label_schema_version",
-    "user_id",
-    "display",
-    "reject",
-    "buckets",
-    "advanced",
-)
-_DISPLAY_KEYS: Final = ("show_core_labels", "default_view", "color_theme")
-_REJECT_KEYS: Final = ("mixed_label_name", "include_rejected_in_reports")
-_BUCKET_KEYS: Final = ("name", "description", "core_labels", "color")
-_ADVANCED_KEYS: Final = (
-    "probability_aggregation",
-    "min_confidence_for_mapping",
-    "reweight_core_labels",
-)
+_SECTIONS: Final[dict[str, type]] = {
+    "display": TaxonomyDisplay,
+    "reject": TaxonomyReject,
+    "advanced": TaxonomyAdvanced,
+}
 
 
-def _section(value: object, where: str, allowed: Sequence[str]) -> dict[str, Any]:
-    """Check that *value* is a mapping with only *allowed* keys; drop null values.
+def _fields(value: object, where: str, cls: type) -> dict[str, Any]:
+    """*value*'s keys as keyword arguments of *cls*; unknown keys refused, nulls dropped.
 
     A key whose value is null (an empty YAML entry) counts as absent, so the
     field keeps its default.
     """
+    allowed = tuple(attrs.fields_dict(cls))
     if not isinstance(value, Mapping):
-        raise TaxonomyError(f"{where} must be a mapping, got {_describe(value)}")
+        raise TaxonomyError(
+            f"{where} must be a mapping, got {type(value).__name__} {_SHORT.repr(value)}"
+        )
     unknown = [key for key in value if key not in allowed]
     if unknown:
-        shown = ", ".join(repr(key) for key in unknown)
+        shown = ", ".join(_SHORT.repr(key) for key in unknown[:5])
         raise TaxonomyError(f"{where}: unknown key(s) {shown}; allowed keys: {', '.join(allowed)}")
     return {key: item for key, item in value.items() if item is not None}
 
 
 def _bucket_from_dict(value: object, index: int) -> TaxonomyBucket:
     where = f"buckets[{index}]"
-    fields = _section(value, where, _BUCKET_KEYS)
+    fields = _fields(value, where, TaxonomyBucket)
     missing = [key for key in ("name", "core_labels") if key not in fields]
     if missing:
         raise TaxonomyError(f"{where}: missing required key(s) {', '.join(missing)}")
@@ -613,27 +617,27 @@ def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
     >>> config.version, config.bucket_names
     ('2', ('Focus', 'Other'))
     """
-    fields = _section(data, "taxonomy", _TOP_KEYS)
+    fields = _fields(data, "taxonomy", TaxonomyConfig)
     if "buckets" not in fields:
         raise TaxonomyError("taxonomy: missing required key 'buckets'")
-    raw_buckets = fields.pop("buckets")
-    if not isinstance(raw_buckets, list | tuple):
+    buckets = fields.pop("buckets")
+    if not isinstance(buckets, list | tuple):
         raise TaxonomyError(
-            f"buckets must be a list of bucket mappings, got {_describe(raw_buckets)}"
+            f"taxonomy: buckets must be a list of bucket mappings, got {type(buckets).__name__}"
         )
-    buckets = tuple(_bucket_from_dict(item, i) for i, item in enumerate(raw_buckets))
+    if len(buckets) > MAX_BUCKETS:  # before building any
+        raise TaxonomyError(
+            f"taxonomy: a taxonomy holds at most {MAX_BUCKETS} buckets, got {len(buckets)}"
+        )
     version = fields.get("version")
     if isinstance(version, int | float) and not isinstance(version, bool):
         fields["version"] = str(version)
-    sections: tuple[tuple[str, type, tuple[str, ...]], ...] = (
-        ("display", TaxonomyDisplay, _DISPLAY_KEYS),
-        ("reject", TaxonomyReject, _REJECT_KEYS),
-        ("advanced", TaxonomyAdvanced, _ADVANCED_KEYS),
-    )
-    for key, cls, allowed in sections:
+    for key, cls in _SECTIONS.items():
         if key in fields:
-            fields[key] = cls(**_section(fields[key], key, allowed))
-    return TaxonomyConfig(buckets=buckets, **fields)
+            fields[key] = cls(**_fields(fields[key], key, cls))
+    return TaxonomyConfig(
+        tuple(_bucket_from_dict(item, i) for i, item in enumerate(buckets)), **fields
+    )
 
 
 def taxonomy_to_dict(config: TaxonomyConfig) -> dict[str, Any]:
@@ -646,8 +650,9 @@ def taxonomy_to_dict(config: TaxonomyConfig) -> dict[str, Any]:
     Returns
     -------
     dict
-        The YAML layout; ``taxonomy_from_dict(taxonomy_to_dict(c)) == c``.
-        The fallback bucket is not included (it is derived).
+        The YAML layout, keys in taskclf 0.4's order;
+        ``taxonomy_from_dict(taxonomy_to_dict(c)) == c``. The fallback
+        bucket is not included (it is derived).
 
     Examples
     --------
@@ -655,48 +660,66 @@ def taxonomy_to_dict(config: TaxonomyConfig) -> dict[str, Any]:
     >>> list(d)  # doctest: +NORMALIZE_WHITESPACE
     ['version', 'label_schema_version', 'user_id', 'display', 'reject',
      'buckets', 'advanced']
-    >>> d["buckets"][1]
-    {'name': 'Build', 'description': '', 'core_labels': ['Build'], 'color': '#1F77B4'}
+    >>> d["buckets"][0]["description"], d["buckets"][0]["core_labels"]
+    ('Core label: Build', ['Build'])
     """
     if not isinstance(config, TaxonomyConfig):
-        raise TaxonomyError(f"expected a TaxonomyConfig, got {_describe(config)}")
-    return {
-        "version": config.version,
-        "label_schema_version": config.label_schema_version,
-        "user_id": config.user_id,
-        "display": {
-            "show_core_labels": config.display.show_core_labels,
-            "default_view": config.display.default_view,
-            "color_theme": config.display.color_theme,
-        },
-        "reject": {
-            "mixed_label_name": config.reject.mixed_label_name,
-            "include_rejected_in_reports": config.reject.include_rejected_in_reports,
-        },
-        "buckets": [
-            {
-                "name": bucket.name,
-                "description": bucket.description,
-                "core_labels": list(bucket.core_labels),
-                "color": bucket.color,
-            }
-            for bucket in config.buckets
-        ],
-        "advanced": {
-            "probability_aggregation": config.advanced.probability_aggregation,
-            "min_confidence_for_mapping": config.advanced.min_confidence_for_mapping,
-            "reweight_core_labels": config.advanced.weights,
-        },
-    }
+        raise TaxonomyError(f"expected a TaxonomyConfig, got {type(config).__name__}")
+    data = attrs.asdict(config)
+    data["buckets"] = [  # taskclf 0.4's key order
+        {
+            "name": bucket.name,
+            "description": bucket.description,
+            "core_labels": list(bucket.core_labels),
+            "color": bucket.color,
+        }
+        for bucket in config.buckets
+    ]
+    order = ("version", "label_schema_version", "user_id", "display", "reject")
+    return {key: data[key] for key in (*order, "buckets", "advanced")}
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """Describe a YAML parse error by its position and problem."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is not None and problem:
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return " ".join(str(exc).split())
+class _TaxonomyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses aliases (``*name``) and deep nesting.
+
+    Nested aliases let a file of a few hundred bytes stand for billions of
+    values, and deep nesting exhausts the stack; a taxonomy needs neither.
+    """
+
+    _depth = 0
+
+    def _refuse(self, problem: str) -> None:
+        mark = self.peek_event().start_mark
+        raise yaml.composer.ComposerError(None, None, problem, mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            anchor = _SHORT.repr(self.peek_event().anchor)[1:-1]
+            self._refuse(f"aliases (*{anchor}) are not allowed in a taxonomy file")
+        if self._depth >= _MAX_YAML_DEPTH:
+            self._refuse(f"nested deeper than {_MAX_YAML_DEPTH} levels")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _parse_yaml(data: bytes, where: str) -> Any:
+    """The YAML document in *data*; a :class:`ReaderError` naming *where* if unusable."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReaderError(f"{where}: not UTF-8 text ({exc.reason})") from None
+    try:
+        return yaml.load(text, Loader=_TaxonomyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "unreadable"
+        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ReaderError(f"{where}: not valid YAML: {place}{problem}") from None
+    except ValueError as exc:  # a 5000-digit number
+        raise ReaderError(f"{where}: unusable YAML: {_SHORT.repr(str(exc))}") from None
 
 
 def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
@@ -705,7 +728,9 @@ def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
     Parameters
     ----------
     path : str or path-like
-        The YAML file (layout as in :func:`taxonomy_from_dict`).
+        A regular file of at most :data:`MAX_TAXONOMY_BYTES` (1 MiB) in the
+        layout of :func:`taxonomy_from_dict`. YAML aliases and nesting
+        deeper than 20 levels are refused.
 
     Returns
     -------
@@ -713,55 +738,43 @@ def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
 
     Raises
     ------
+    MissingFileError
+        If the file does not exist (also a ``FileNotFoundError``, as
+        taskclf 0.4 raised).
     ReaderError
-        If the file is missing, unreadable, not UTF-8 or not valid YAML.
+        If the file is not a regular file, too large, unreadable, not UTF-8
+        or not valid YAML.
     TaxonomyError
         If the content is not a valid taxonomy (not a mapping, unknown
         keys, wrong types, unknown core labels, ...).
 
-    Both messages start with the file's path.
+    All messages name the file.
 
     See Also
     --------
     save_taxonomy : The inverse.
     """
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReaderError(f"taxonomy file {file}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise ReaderError(f"taxonomy file {file}: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise ReaderError(f"taxonomy file {file}: cannot be read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ReaderError(f"taxonomy file {file}: not valid YAML: {_yaml_problem(exc)}") from None
-    except (ValueError, RecursionError) as exc:  # a 5000-digit number, a nesting bomb
-        raise ReaderError(f"taxonomy file {file}: unusable YAML: {exc}") from None
+    where = f"taxonomy file {os.fspath(path)}"
+    if os.path.isdir(path):  # read_regular_file's os.fdopen raises IsADirectoryError
+        raise ReaderError(f"{where} is a directory, not a regular file")
+    data = _parse_yaml(read_regular_file(path, MAX_TAXONOMY_BYTES, "taxonomy file"), where)
     if data is None:
         raise TaxonomyError(
-            f"taxonomy file {file}: the file is empty; expected a mapping with "
-            "at least a 'buckets' list"
+            f"{where}: the file is empty; expected a mapping with at least a 'buckets' list"
         )
     if not isinstance(data, dict):
         raise TaxonomyError(
-            f"taxonomy file {file}: the top level must be a mapping of taxonomy "
-            f"keys, got a {type(data).__name__}"
+            f"{where}: the top level must be a mapping of taxonomy keys, "
+            f"got a {type(data).__name__}"
         )
     try:
         return taxonomy_from_dict(data)
     except TaxonomyError as exc:
-        raise TaxonomyError(f"taxonomy file {file}: {exc}") from None
+        raise TaxonomyError(f"{where}: {exc}") from None
 
 
 def save_taxonomy(config: TaxonomyConfig, path: str | os.PathLike[str]) -> Path:
-    """Write *config* as YAML, atomically.
-
-    The YAML goes to a temporary file in the destination directory, which
-    is flushed, synced and then renamed over *path*, so readers never see a
-    partial file and a failure leaves no file behind.
+    """Write *config* as YAML, atomically (a failure leaves no file behind).
 
     Parameters
     ----------
@@ -779,88 +792,15 @@ def save_taxonomy(config: TaxonomyConfig, path: str | os.PathLike[str]) -> Path:
     load_taxonomy : The inverse.
     """
     text = yaml.safe_dump(taxonomy_to_dict(config), sort_keys=False, allow_unicode=True, indent=2)
-    destination = Path(path)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, destination)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return destination
+    return atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------
-# Numeric kernels: sums in numpy's order, rounding as Python rounds
+# Rounding as Python rounds
 # ---------------------------------------------------------------------------
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
-
-_PAIRWISE_BLOCK: Final = 128  # numpy's PW_BLOCKSIZE
-_PAIRWISE_UNROLL: Final = 8  # numpy's 8 partial accumulators
-
-
-def _pairwise_columns(columns: Sequence[FloatArray], n_rows: int) -> FloatArray:
-    """Sum *columns* element-wise in the order numpy's pairwise summation uses."""
-    n = len(columns)
-    if n < _PAIRWISE_UNROLL:
-        total = np.zeros(n_rows, dtype=np.float64)
-        for column in columns:
-            total += column
-        return total
-    if n <= _PAIRWISE_BLOCK:
-        partial = [columns[j].astype(np.float64, copy=True) for j in range(_PAIRWISE_UNROLL)]
-        end_of_blocks = n - n % _PAIRWISE_UNROLL
-        for start in range(_PAIRWISE_UNROLL, end_of_blocks, _PAIRWISE_UNROLL):
-            for j in range(_PAIRWISE_UNROLL):
-                partial[j] += columns[start + j]
-        total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + (
-            (partial[4] + partial[5]) + (partial[6] + partial[7])
-        )
-        for column in columns[end_of_blocks:]:
-            total += column
-        return total
-    half = n // 2
-    half -= half % _PAIRWISE_UNROLL
-    return _pairwise_columns(columns[:half], n_rows) + _pairwise_columns(columns[half:], n_rows)
-
-
-def _sum_like_numpy(columns: Sequence[FloatArray], n_rows: int) -> FloatArray:
-    """Row sums of *columns* that equal numpy's 1-D ``.sum()`` of each row, bit for bit.
-
-    ``row.sum()`` on a contiguous 1-D float64 array of length n adds the
-    elements in numpy's pairwise order: fewer than 8 elements one after the
-    other starting from 0.0; up to 128 elements in 8 interleaved partial
-    sums (element j, j+8, j+16, ... into accumulator j) combined as
-    ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))``, then the leftover tail one by
-    one; more than 128 by splitting at half the length rounded down to a
-    multiple of 8 and adding the two halves' sums. The reduction starts
-    from 0.0, which turns a total of -0.0 into 0.0. Doing the same
-    additions column-wise gives every row the same bits as the per-row sum.
-    (A 2-D ``.sum(axis=1)`` matches only while each row is contiguous in
-    memory; on a column-major array numpy adds the columns one after the
-    other, which differs in the last bit.)
-
-    Parameters
-    ----------
-    columns : sequence of ndarray of shape (n_rows,)
-        The summands, in the order the per-row array holds them.
-    n_rows : int
-        Number of rows (needed when *columns* is empty).
-
-    Returns
-    -------
-    ndarray of shape (n_rows,)
-    """
-    return _pairwise_columns(columns, n_rows) + 0.0
-
 
 _TIE_TOLERANCE: Final = 1e-6
 _FAST_ROUND_LIMIT: Final = float(2**30)
@@ -942,37 +882,41 @@ class MappedMatrix(NamedTuple):
     """Shape (n, n_buckets): rounded bucket probabilities; NaN for a rejected row."""
 
 
-def _as_rejected(is_rejected: npt.ArrayLike | None, n_rows: int, where: str) -> np.ndarray:
-    if is_rejected is None:
-        return np.zeros(n_rows, dtype=bool)
-    flags = np.asarray(is_rejected)
-    if flags.shape != (n_rows,):
+def _renormalize(matrix: FloatArray) -> None:
+    """Divide each row of a C-ordered *matrix* by its sum, in place, where the sum is > 0.
+
+    ``sum(axis=1)`` of a C-ordered float64 matrix adds each row in the
+    order of that row's own ``ndarray.sum()`` (numpy's pairwise
+    summation over contiguous memory), so the result equals the per-row
+    computation bit for bit.
+    """
+    total = matrix.sum(axis=1, keepdims=True)
+    np.divide(matrix, total, out=matrix, where=total > 0)
+
+
+def _length(values: npt.ArrayLike, n_rows: int, what: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape != (n_rows,):
         raise InputError(
-            f"{where}: is_rejected must have one flag per row, shape ({n_rows},), "
-            f"got shape {flags.shape}"
+            f"TaxonomyResolver: length mismatch: {what} must have shape ({n_rows},), one per "
+            f"probability row, got shape {array.shape}"
         )
-    if flags.dtype != np.bool_:
-        raise InputError(f"{where}: is_rejected must be booleans, got dtype {flags.dtype}")
-    return flags
+    return array
 
 
 class TaxonomyResolver:
     """Map core-label probabilities to a taxonomy's buckets.
 
-    Construction precomputes everything the mapping needs: the bucket
-    names (the configured buckets, then ``"Other"`` for uncovered core
-    labels), each bucket's member class indices, an (8, n_buckets)
-    membership matrix and the per-class weights.
-
-    The rules (DESIGN section 3): each row's probabilities are multiplied
-    by the per-core-label weights (1 for labels not reweighted) and
-    renormalized when the row total is positive; a bucket's probability
-    is the sum (or, by config, the max) of its core labels' probabilities
-    taken in class-index order; bucket probabilities are renormalized to
-    sum 1 when their total is positive; the mapped label is the first
-    bucket with the highest probability; mapped probabilities are rounded
-    as ``round(value, 6)``. Every sum is done in numpy's 1-D order, so the
-    results equal a per-row computation with ``ndarray.sum()`` bit for bit.
+    The rules (docs/contract.md, as taskclf 0.4): when weights are
+    configured, each row's probabilities are multiplied by the
+    per-core-label weights (1 for labels not listed) and renormalized when
+    the row total is positive; a bucket's probability is the sum (or, by
+    config, the max) of its core labels' probabilities taken in
+    class-index order; bucket probabilities are renormalized to sum 1 when
+    their total is positive; the mapped label is the first bucket with the
+    highest probability; mapped probabilities are rounded as
+    ``round(value, 6)``. Sums are numpy's per-row sums, so the results
+    equal taskclf 0.4's per-row computation bit for bit.
     ``advanced.min_confidence_for_mapping`` is not used: rejection comes
     from the caller's ``is_rejected``.
 
@@ -983,11 +927,8 @@ class TaxonomyResolver:
     Attributes
     ----------
     config : TaxonomyConfig
-    bucket_names : tuple of str
-    membership : ndarray of bool, shape (8, n_buckets)
-        ``membership[c, b]`` is True when class ``c`` belongs to bucket ``b``.
-    weights : ndarray of float, shape (8,)
-        Per-class weights in class order.
+    weights : ndarray of float, shape (8,) or None
+        Per-class weights in class order; None without weights.
 
     See Also
     --------
@@ -1000,7 +941,7 @@ class TaxonomyResolver:
     ... )
     >>> resolver = TaxonomyResolver(config)
     >>> resolver.bucket_names
-    ('Coding', 'Talk', 'Other')
+    ['Coding', 'Talk', 'Other']
     >>> # class order: BreakIdle Build Communicate Debug Meet ReadResearch Review Write
     >>> proba = np.array([[0.0, 0.3, 0.0, 0.2, 0.4, 0.0, 0.1, 0.0]])
     >>> result = resolver.resolve(4, proba[0])
@@ -1015,80 +956,48 @@ class TaxonomyResolver:
             raise InvalidParameterError(
                 f"TaxonomyResolver needs a TaxonomyConfig, got {type(config).__name__}"
             )
-        self._config = config
+        self.config = config
         buckets = config.resolved_buckets
-        self._bucket_names = tuple(bucket.name for bucket in buckets)
-        self._members = tuple(
-            tuple(sorted(CLASS_INDEX[label] for label in bucket.core_labels)) for bucket in buckets
-        )
-        membership = np.zeros((N_CLASSES, len(buckets)), dtype=bool)
-        for b, members in enumerate(self._members):
-            membership[list(members), b] = True
-        membership.flags.writeable = False
-        self._membership = membership
-        weights = np.ones(N_CLASSES, dtype=np.float64)
-        for label, weight in config.advanced.reweight_core_labels:
-            weights[CLASS_INDEX[label]] = weight
-        weights.flags.writeable = False
-        self._weights = weights
-        self._use_max = config.advanced.probability_aggregation == "max"
-        self._mixed_label = config.reject.mixed_label_name
+        self._bucket_names = _names(buckets)
+        members = [tuple(sorted(CLASS_INDEX[label] for label in b.core_labels)) for b in buckets]
+        # At most 255 distinct member sets, however many buckets.
+        self._member_sets = sorted(set(members))
+        position = {m: i for i, m in enumerate(self._member_sets)}
+        self._set_of_bucket = np.array([position[m] for m in members], dtype=np.intp)
+        weights = config.advanced.reweight_core_labels
+        self.weights: FloatArray | None = None
+        if weights:
+            self.weights = np.ones(N_CLASSES, dtype=np.float64)
+            self.weights[[CLASS_INDEX[label] for label in weights]] = list(weights.values())
+            self.weights.flags.writeable = False
+        self._aggregate = np.max if config.advanced.probability_aggregation == "max" else np.sum
 
     def __repr__(self) -> str:
-        return f"TaxonomyResolver(buckets={list(self._bucket_names)!r})"
+        return f"TaxonomyResolver(buckets={self._bucket_names!r})"
 
     @property
-    def config(self) -> TaxonomyConfig:
-        """The taxonomy this resolver maps to."""
-        return self._config
-
-    @property
-    def bucket_names(self) -> tuple[str, ...]:
-        """Bucket names in output order, ``"Other"`` last when present."""
-        return self._bucket_names
+    def bucket_names(self) -> list[str]:
+        """Bucket names in output order, ``"Other"`` last when present (a new list)."""
+        return list(self._bucket_names)
 
     @property
     def mixed_label(self) -> str:
         """The mapped label of a rejected row."""
-        return self._mixed_label
-
-    @property
-    def membership(self) -> np.ndarray:
-        """Read-only (8, n_buckets) boolean membership of classes in buckets."""
-        return self._membership
-
-    @property
-    def weights(self) -> FloatArray:
-        """Read-only per-class weights in class order."""
-        return self._weights
-
-    def _check_proba(self, proba: npt.ArrayLike) -> FloatArray:
-        matrix = np.asarray(proba, dtype=np.float64)
-        if matrix.ndim != 2 or matrix.shape[1] != N_CLASSES:
-            raise ProbabilityShapeError(
-                f"TaxonomyResolver: expected a probability matrix of shape (n, "
-                f"{N_CLASSES}) with columns in class order ({', '.join(CLASS_ORDER)}), "
-                f"got shape {matrix.shape}"
-            )
-        return matrix
+        return self.config.reject.mixed_label_name
 
     def _bucket_proba(self, proba: FloatArray) -> FloatArray:
         """Unrounded, renormalized bucket probabilities of every row."""
-        n_rows = proba.shape[0]
-        # Class-major layout: row c holds class c for every input row.
-        weighted = np.ascontiguousarray((proba * self._weights).T)
-        total = _sum_like_numpy(list(weighted), n_rows)
-        np.divide(weighted, total, out=weighted, where=total > 0)
-        buckets = np.empty((len(self._members), n_rows), dtype=np.float64)
-        for b, members in enumerate(self._members):
-            columns = [weighted[c] for c in members]
-            if self._use_max:
-                buckets[b] = reduce(np.maximum, columns)
-            else:
-                buckets[b] = _sum_like_numpy(columns, n_rows)
-        bucket_total = _sum_like_numpy(list(buckets), n_rows)
-        np.divide(buckets, bucket_total, out=buckets, where=bucket_total > 0)
-        return np.ascontiguousarray(buckets.T)
+        weighted = np.array(proba, dtype=np.float64, order="C")
+        if self.weights is not None:
+            weighted *= self.weights
+            _renormalize(weighted)
+        per_set = np.empty((len(weighted), len(self._member_sets)), dtype=np.float64)
+        for j, classes in enumerate(self._member_sets):
+            # Fancy indexing returns column-major memory: make each row contiguous.
+            per_set[:, j] = self._aggregate(np.ascontiguousarray(weighted[:, classes]), axis=1)
+        buckets = np.ascontiguousarray(per_set[:, self._set_of_bucket])
+        _renormalize(buckets)
+        return buckets
 
     def resolve_matrix(
         self, proba: npt.ArrayLike, is_rejected: npt.ArrayLike | None = None
@@ -1115,22 +1024,19 @@ class TaxonomyResolver:
         ProbabilityShapeError
             If *proba* is not (n, 8).
         InputError
-            If *is_rejected* has the wrong shape or type, or a row that is
+            If *is_rejected* has the wrong length or type, or a row that is
             not rejected holds NaN or infinity.
         """
-        matrix = self._check_proba(proba)
-        n_rows = matrix.shape[0]
-        rejected = _as_rejected(is_rejected, n_rows, "TaxonomyResolver")
-        bad = ~np.isfinite(matrix).all(axis=1) & ~rejected
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            column = PROBA_COLUMNS[int(np.flatnonzero(~np.isfinite(matrix[rows[0]]))[0])]
-            raise InputError(
-                f"TaxonomyResolver: {rows.size} row(s) have NaN or infinite "
-                f"probabilities (first at row {int(rows[0])}, column {column!r})"
-            )
-        if rejected.any():
+        matrix = check_proba(proba, "TaxonomyResolver")
+        rejected = np.zeros(len(matrix), dtype=bool)
+        if is_rejected is not None:
+            rejected = _length(is_rejected, len(matrix), "is_rejected")
+            if rejected.dtype != np.bool_:
+                raise InputError(
+                    f"TaxonomyResolver: is_rejected must be booleans, got dtype {rejected.dtype}"
+                )
             matrix = np.where(rejected[:, None], 0.0, matrix)
+        check_finite_columns(matrix, PROBA_COLUMNS)
         bucket_proba = self._bucket_proba(matrix)
         bucket_index = np.argmax(bucket_proba, axis=1).astype(np.intp)
         mapped = round_like_python(bucket_proba, 6)
@@ -1160,26 +1066,21 @@ class TaxonomyResolver:
         -------
         list of TaxonomyResult
         """
-        matrix = self._check_proba(core_probs)
-        ids = np.asarray(core_label_ids)
-        if ids.shape != (matrix.shape[0],):
-            raise InputError(
-                f"TaxonomyResolver: core_label_ids must have one id per row, shape "
-                f"({matrix.shape[0]},), got shape {ids.shape}"
-            )
+        matrix = check_proba(core_probs, "TaxonomyResolver")
+        ids = _length(core_label_ids, len(matrix), "core_label_ids")
         if ids.size and (
             not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= N_CLASSES
         ):
             raise InputError(
                 f"TaxonomyResolver: core_label_ids must be class indices in "
-                f"[0, {N_CLASSES - 1}], got dtype {ids.dtype} with values {ids[:5]!r}..."
+                f"[0, {N_CLASSES - 1}], got dtype {ids.dtype} with values {_SHORT.repr(ids)}"
             )
         bucket_index, mapped = self.resolve_matrix(matrix, is_rejected)
         names = self._bucket_names
         return [
             TaxonomyResult(names[b], dict(zip(names, row, strict=True)))
             if b >= 0
-            else TaxonomyResult(self._mixed_label, {})
+            else TaxonomyResult(self.mixed_label, {})
             for b, row in zip(bucket_index.tolist(), mapped.tolist(), strict=True)
         ]
 
@@ -1201,14 +1102,10 @@ class TaxonomyResolver:
         TaxonomyResult
         """
         probs = np.asarray(core_probs, dtype=np.float64)
-        if probs.shape != (N_CLASSES,):
-            raise ProbabilityShapeError(
-                f"TaxonomyResolver: expected {N_CLASSES} probabilities in class order, "
-                f"got shape {probs.shape}"
-            )
-        return self.resolve_batch(
-            [core_label_id], probs[None, :], is_rejected=np.array([bool(is_rejected)])
-        )[0]
+        row = check_proba(probs.reshape(1, -1) if probs.ndim == 1 else probs, "TaxonomyResolver")
+        return self.resolve_batch([core_label_id], row, is_rejected=np.array([bool(is_rejected)]))[
+            0
+        ]
 
 
 # ---------------------------------------------------------------------------
@@ -1229,9 +1126,7 @@ def mapped_proba_column(bucket_name: str) -> str:
 
 def _proba_matrix(frame: pd.DataFrame, where: str) -> FloatArray:
     """The (n, 8) calibrated probability matrix of *frame*, columns in class order."""
-    missing = [column for column in PROBA_COLUMNS if column not in frame.columns]
-    if missing:
-        raise MissingColumnsError(missing, where=where)
+    require_columns(frame, PROBA_COLUMNS, where)
     for column in PROBA_COLUMNS:
         dtype = frame[column].dtype
         if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
@@ -1329,13 +1224,6 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
             )
         return self.taxonomy
 
-    def _resolver(self) -> TaxonomyResolver:
-        config = self._taxonomy()
-        resolver = getattr(self, "resolver_", None)
-        if isinstance(resolver, TaxonomyResolver) and resolver.config == config:
-            return resolver
-        return TaxonomyResolver(config)
-
     def fit(self, X: Any = None, y: Any = None) -> TaxonomyMapper:
         """Check the taxonomy and build the resolver; *X* and *y* are not used.
 
@@ -1350,7 +1238,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
             self.
         """
         self.resolver_ = TaxonomyResolver(self._taxonomy())
-        self.bucket_names_ = self.resolver_.bucket_names
+        self.bucket_names_ = tuple(self.resolver_.bucket_names)
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -1390,12 +1278,11 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         where = "TaxonomyMapper"
-        if not isinstance(X, pd.DataFrame):
-            raise InputError(f"{where}: expected a pandas DataFrame, got {type(X).__name__}")
-        resolver = self._resolver()
-        proba = _proba_matrix(X, where)
-        rejected = _rejected_flags(X, where)
-        bucket_index, mapped = resolver.resolve_matrix(proba, rejected)
+        check_frame(X, where)
+        resolver = TaxonomyResolver(self._taxonomy())  # cheap; follows set_params
+        bucket_index, mapped = resolver.resolve_matrix(
+            _proba_matrix(X, where), _rejected_flags(X, where)
+        )
         names = resolver.bucket_names
         codes = np.where(bucket_index >= 0, bucket_index, len(names)).astype(np.intp)
         categories = pd.Index([*names, resolver.mixed_label])
@@ -1423,12 +1310,8 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n,)
         """
-        if not isinstance(X, pd.DataFrame):
-            raise InputError(
-                f"TaxonomyMapper.predict: expected a pandas DataFrame, got {type(X).__name__}"
-            )
-        if LABEL not in X.columns:
-            raise MissingColumnsError([LABEL], where="TaxonomyMapper.predict")
+        check_frame(X, "TaxonomyMapper.predict")
+        require_columns(X, [LABEL], "TaxonomyMapper.predict")
         self._taxonomy()  # a pipeline with an invalid taxonomy predicts nothing either
         return X[LABEL].to_numpy()
 
@@ -1441,8 +1324,10 @@ __all__ = [
     "AGGREGATIONS",
     "DEFAULT_BUCKET_COLOR",
     "DEFAULT_VIEWS",
-    "FALLBACK_BUCKET",
+    "FALLBACK_BUCKET_NAME",
     "LABEL_SCHEMA_VERSIONS",
+    "MAX_BUCKETS",
+    "MAX_TAXONOMY_BYTES",
     "MappedMatrix",
     "TaxonomyAdvanced",
     "TaxonomyBucket",

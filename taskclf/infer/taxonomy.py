@@ -1,6 +1,7 @@
-"""Taxonomy mapping of the functional API (re-exported)."""
+"""Taxonomy mapping of the functional API (re-exported, the names of taskclf 0.4)."""
 
 from taskclf.taxonomy import (
+    FALLBACK_BUCKET_NAME,
     TaxonomyAdvanced,
     TaxonomyBucket,
     TaxonomyConfig,
@@ -14,6 +15,7 @@ from taskclf.taxonomy import (
 )
 
 __all__ = [
+    "FALLBACK_BUCKET_NAME",
     "TaxonomyAdvanced",
     "TaxonomyBucket",
     "TaxonomyConfig",
