@@ -45,12 +45,13 @@ def _where(path: Path) -> str:
     return f"bundle file {str(path)!r}"
 
 
-def _check_threshold(value: object, where: str) -> None:
-    if type(value) not in (int, float) or not 0.0 <= value <= 1.0:  # type: ignore[operator]
+def _checked_threshold(value: Any, where: str) -> float:
+    if type(value) not in (int, float) or not 0.0 <= value <= 1.0:
         raise BundleError(f"{where}: reject_threshold {value!r} is not a number in [0, 1]")
+    return float(value)
 
 
-def _threshold(directory: Path, recorded: object) -> tuple[float, str]:
+def _threshold(directory: Path, recorded: Any) -> tuple[float, str]:
     """The reject threshold taskclf 0.4 used for this model, and where it comes from.
 
     The ``inference_policy.json`` beside the model directories, when its
@@ -64,11 +65,10 @@ def _threshold(directory: Path, recorded: object) -> tuple[float, str]:
         if isinstance(named, str) and (
             (directory.parent.parent / named).resolve() == directory.resolve()
         ):
-            _check_threshold(policy.get("reject_threshold"), _where(policy_path))
-            return float(policy["reject_threshold"]), str(policy_path)
+            threshold = _checked_threshold(policy.get("reject_threshold"), _where(policy_path))
+            return threshold, str(policy_path)
     if recorded is not None:
-        _check_threshold(recorded, _where(directory / METADATA))
-        return float(recorded), str(directory / METADATA)
+        return _checked_threshold(recorded, _where(directory / METADATA)), str(directory / METADATA)
     return DEFAULT_REJECT_THRESHOLD, f"taskclf 0.4's default ({METADATA} records none)"
 
 
@@ -86,8 +86,8 @@ def read_metadata(directory: Path) -> BundleMetadata:
     known = ("schema_version", "schema_hash", "label_set", "created_at")
     try:
         meta = BundleMetadata(
-            schema_version=data.get("schema_version"),
-            schema_hash=data.get("schema_hash"),
+            schema_version=data.get("schema_version", ""),
+            schema_hash=data.get("schema_hash", ""),
             label_set=data.get("label_set"),
             created_at=str(data.get("created_at", "")),
             versions={"taskclf": "0.4"},

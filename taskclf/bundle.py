@@ -193,7 +193,9 @@ class BundleMetadata:
             raise BundleError(f"metadata must be a JSON object, got {type(data).__name__}")
         fields = attrs.fields_dict(cls)
         unknown = sorted(set(data) - set(fields))
-        missing = sorted(k for k, f in fields.items() if f.default is attrs.NOTHING and k not in data)
+        missing = sorted(
+            k for k, f in fields.items() if f.default is attrs.NOTHING and k not in data
+        )
         if unknown or missing:
             raise BundleError(f"metadata has unknown field(s) {unknown}, lacks {missing}")
         try:
@@ -256,7 +258,9 @@ def _training_facts(pipeline: Pipeline) -> tuple[str | None, dict[str, Any] | No
     """
     owners = (pipeline, *(step for _, step in pipeline.steps))
     fingerprints = [getattr(owner, "training_fingerprint_", None) for owner in owners]
-    fingerprint = next((f for f in fingerprints if isinstance(f, str) and _SHA256.fullmatch(f)), None)
+    fingerprint = next(
+        (f for f in fingerprints if isinstance(f, str) and _SHA256.fullmatch(f)), None
+    )
     metrics: dict[str, Any] = {}
     for owner in owners:
         if isinstance(getattr(owner, "training_metrics_", None), Mapping):
@@ -365,7 +369,7 @@ def check_compatibility(meta: BundleMetadata, where: str) -> None:
         )
 
 
-def check_runs(pipeline: object, meta: BundleMetadata, where: str) -> Pipeline:
+def check_runs(pipeline: Any, meta: BundleMetadata, where: str) -> Pipeline:
     """Refuse a loaded pipeline that is not a taskclf pipeline of ``meta``'s schema, or cannot run.
 
     The pipeline predicts one row of the recorded schema: a pipeline saved
@@ -387,14 +391,14 @@ def check_runs(pipeline: object, meta: BundleMetadata, where: str) -> Pipeline:
     }
     row["bucket_start_ts"] = [pd.Timestamp("2000-01-03", tz="UTC")]
     try:
-        pipeline.predict(pd.DataFrame(row))  # type: ignore[attr-defined]
+        pipeline.predict(pd.DataFrame(row))
     except Exception as exc:
         writer = meta.versions.get("taskclf", "another taskclf")
         raise BundleError(
             f"{where}: this taskclf cannot run the pipeline saved by taskclf {writer} "
             f"({type(exc).__name__}: {exc}); fit it again with this taskclf and save it anew"
         ) from None
-    return pipeline  # type: ignore[return-value]
+    return pipeline
 
 
 def encode_bundle(header: Mapping[str, Any], payload: bytes) -> bytes:

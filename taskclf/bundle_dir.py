@@ -285,7 +285,9 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     """
     path = Path(directory)
     if not path.is_dir():
-        state = "is a file; load bundle files with load_bundle" if path.exists() else "does not exist"
+        state = (
+            "is a file; load bundle files with load_bundle" if path.exists() else "does not exist"
+        )
         raise BundleError(f"bundle directory {str(path)!r} {state}")
     if (path / MANIFEST).exists():
         return _load_current(path)

@@ -165,7 +165,9 @@ def test_a_pipeline_fitted_by_taskclf_records_its_training(tmp_path):
     assert meta.training_fingerprint == training_fingerprint(X, y)
     assert {"oof_brier_before", "oof_log_loss_after"} <= set(meta.training_metrics)
     directory = export_bundle_dir(fitted, tmp_path / "m")
-    assert read_bundle_dir_info(directory).metadata.training_fingerprint == meta.training_fingerprint
+    assert (
+        read_bundle_dir_info(directory).metadata.training_fingerprint == meta.training_fingerprint
+    )
 
 
 def test_save_replaces_atomically_with_umask_permissions(pipeline, saved, tmp_path):
@@ -328,7 +330,7 @@ def test_special_files_are_refused_without_hanging(tmp_path, saved):
     zero.symlink_to("/dev/zero")
     for path in (fifo, zero):
         done: list[Exception] = []
-        thread = threading.Thread(target=lambda p=path: done.append(_error(p)), daemon=True)
+        thread = threading.Thread(target=lambda p=path, d=done: d.append(_error(p)), daemon=True)
         thread.start()
         thread.join(60)
         assert done, f"load_bundle({path.name}) hung"

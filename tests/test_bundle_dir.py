@@ -149,9 +149,13 @@ def test_export_replaces_its_own_and_refuses_everything_else(pipeline, exported,
     file = tmp_path / "file"
     file.write_text("mine")
     for target in (foreign, crowded, file):
-        before = {p.name: p.read_bytes() for p in ([target] if target.is_file() else target.iterdir())}
+        before = {
+            p.name: p.read_bytes() for p in ([target] if target.is_file() else target.iterdir())
+        }
         refused(lambda t=target: export_bundle_dir(pipeline, t), NotOursError, str(target))
-        after = {p.name: p.read_bytes() for p in ([target] if target.is_file() else target.iterdir())}
+        after = {
+            p.name: p.read_bytes() for p in ([target] if target.is_file() else target.iterdir())
+        }
         assert after == before
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["crowded", "empty", "file", "foreign", "old", "own"]
