@@ -153,7 +153,8 @@ class BundleMetadata:
         :func:`training_fingerprint` of the training data, when recorded
         (:func:`record_training`).
     training_metrics : dict or None
-        Metrics recorded at fit, when the pipeline was fitted through taskclf.
+        The out-of-fold log loss and Brier score before and after
+        calibration, when taskclf fitted the pipeline.
     extra : dict
         The caller's own JSON-ready entries (``save_bundle(metadata=...)``).
     """
@@ -248,46 +249,29 @@ def predictor_of(pipeline: object, where: str) -> Any:
     return predictor
 
 
-def _training_facts(pipeline: Pipeline) -> tuple[str | None, dict[str, Any] | None]:
-    """The recorded training fingerprint and metrics of a pipeline fitted by taskclf.
-
-    The fingerprint is a ``training_fingerprint_`` of the pipeline or a
-    step (:func:`record_training`); the metrics are ``training_metrics_``
-    mappings and the out-of-fold log loss and Brier score before and after
-    calibration of a fitted ``calibrate`` step.
-    """
-    owners = (pipeline, *(step for _, step in pipeline.steps))
-    fingerprints = [getattr(owner, "training_fingerprint_", None) for owner in owners]
-    fingerprint = next(
-        (f for f in fingerprints if isinstance(f, str) and _SHA256.fullmatch(f)), None
-    )
-    metrics: dict[str, Any] = {}
-    for owner in owners:
-        if isinstance(getattr(owner, "training_metrics_", None), Mapping):
-            metrics.update(owner.training_metrics_)
+def _oof_metrics(pipeline: Pipeline) -> dict[str, float] | None:
+    """The out-of-fold log loss and Brier score before and after calibration, when fitted."""
     calibrate = pipeline.named_steps.get("calibrate")
-    for name in ("brier_before_", "brier_after_", "log_loss_before_", "log_loss_after_"):
-        value = getattr(calibrate, name, None)
-        if isinstance(value, (float, np.floating)) and np.isfinite(value):
-            metrics[f"oof_{name[:-1]}"] = float(value)
-    try:
-        return fingerprint, _json_ready(metrics, "training metrics") if metrics else None
-    except ValueError:
-        return fingerprint, None
+    names = ("brier_before_", "brier_after_", "log_loss_before_", "log_loss_after_")
+    values = {f"oof_{name[:-1]}": getattr(calibrate, name, None) for name in names}
+    metrics = {k: float(x) for k, x in values.items() if isinstance(x, float) and np.isfinite(x)}
+    return metrics or None
 
 
-def make_metadata(pipeline: Pipeline, extra: Mapping[str, Any] | None = None) -> BundleMetadata:
+def make_metadata(
+    pipeline: Pipeline, extra: Mapping[str, Any] | None, where: str = "save_bundle"
+) -> BundleMetadata:
     """The metadata :func:`save_bundle` records for a fitted pipeline."""
-    predictor = predictor_of(pipeline, "save_bundle")
+    predictor = predictor_of(pipeline, where)
     try:
         schema = predictor.schema_
     except TaskclfError as exc:
-        raise BundleError(f"save_bundle: cannot tell the model's feature schema: {exc}") from None
+        raise BundleError(f"{where}: cannot tell the model's feature schema: {exc}") from None
     try:
-        extra_json = _json_ready(dict(extra or {}), "save_bundle: metadata")
+        extra_json = _json_ready(dict(extra or {}), f"{where}: metadata")
     except (TypeError, ValueError) as exc:
         raise InvalidParameterError(f"{exc} (it must be JSON-ready)") from None
-    fingerprint, metrics = _training_facts(pipeline)
+    fingerprint = getattr(predictor, "training_fingerprint_", None)
     return BundleMetadata(
         schema_version=schema.version,
         schema_hash=schema.schema_hash,
@@ -296,8 +280,8 @@ def make_metadata(pipeline: Pipeline, extra: Mapping[str, Any] | None = None) ->
         versions=library_versions(),
         steps=tuple(name for name, _ in pipeline.steps),
         params=pipeline_params(pipeline),
-        training_fingerprint=fingerprint,
-        training_metrics=metrics,
+        training_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        training_metrics=_oof_metrics(pipeline),
         extra=extra_json,
     )
 

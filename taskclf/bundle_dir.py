@@ -32,7 +32,7 @@ import attrs
 from sklearn.pipeline import Pipeline
 
 from taskclf import _legacy
-from taskclf._io import atomic_directory
+from taskclf._io import atomic_directory, check_replaceable
 from taskclf.bundle import (
     MAX_BUNDLE_BYTES,
     MAX_HEADER_BYTES,
@@ -40,7 +40,6 @@ from taskclf.bundle import (
     check_runs,
     check_schema_and_labels,
     make_metadata,
-    predictor_of,
     read_file,
     read_json,
 )
@@ -50,6 +49,7 @@ DIR_FORMAT: Final = "taskclf-bundle-dir"
 DIR_FORMAT_VERSION: Final = 2
 MANIFEST: Final = "bundle.json"
 PIPELINE_FILE: Final = "pipeline.skops"
+_WHAT: Final = "taskclf bundle directory"
 
 TRUSTED_TYPES: Final = (
     "collections.OrderedDict",
@@ -81,7 +81,8 @@ def _is_taskclf_class(name: str) -> bool:
     Exceptions are not trusted: no pipeline holds one.
     """
     module_name, _, class_name = name.rpartition(".")
-    if module_name.split(".")[0] != "taskclf":
+    parts = module_name.split(".")
+    if parts[0] != "taskclf" or "__main__" in parts:  # importing __main__ would run the CLI
         return False
     try:
         cls = getattr(importlib.import_module(module_name), class_name, None)
@@ -170,8 +171,8 @@ def export_bundle_dir(
     >>> (load_bundle_dir(target).predict(frame) == pipe.predict(frame)).all()
     np.True_
     """
-    predictor_of(pipeline, "export_bundle_dir")
-    meta = make_metadata(pipeline, metadata)
+    meta = make_metadata(pipeline, metadata, "export_bundle_dir")
+    check_replaceable(directory, _is_ours, _WHAT)
     where = f"cannot export to {str(directory)!r}"
     try:
         data = _skops_io().dumps(pipeline)
@@ -184,7 +185,7 @@ def export_bundle_dir(
         "metadata": meta.to_dict(),
         "files": {PIPELINE_FILE: hashlib.sha256(data).hexdigest()},
     }
-    with atomic_directory(directory, _is_ours, "taskclf bundle directory") as staging:
+    with atomic_directory(directory, _is_ours, _WHAT) as staging:
         (staging / PIPELINE_FILE).write_bytes(data)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return Path(directory)

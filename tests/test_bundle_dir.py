@@ -180,7 +180,9 @@ class Stranger:
 
 def test_untrusted_types_are_refused_at_export_and_before_loading(pipeline, exported, tmp_path):
     strange = build_pipeline(pipeline.named_steps["predict"].booster, {})
-    strange.named_steps["reject"].note_ = Stranger()
+    strange.named_steps["reject"].index_ = pd.Index(["a"])
+    refused(lambda: export_bundle_dir(strange, tmp_path / "m"), BundleError, "skops cannot write")
+    strange.named_steps["reject"].index_ = Stranger()
     refused(lambda: export_bundle_dir(strange, tmp_path / "m"), BundleError, "Stranger")
     assert not (tmp_path / "m").exists()
     directory = with_pipeline_file(copy_dir(exported, tmp_path / "d"), skops.io.dumps(strange))
