@@ -58,13 +58,12 @@ def _threshold(directory: Path, recorded: Any) -> tuple[float, str]:
     ``model_dir`` names this one; else the threshold ``metadata.json``
     records; else 0.4's default of 0.55.
     """
-    policy_path = directory.parent / POLICY
+    here = directory.resolve()
+    policy_path = here.parent / POLICY
     if policy_path.exists():
         policy = read_json(policy_path, MAX_HEADER_BYTES)
         named = policy.get("model_dir") if isinstance(policy, dict) else None
-        if isinstance(named, str) and (
-            (directory.parent.parent / named).resolve() == directory.resolve()
-        ):
+        if isinstance(named, str) and (here.parent.parent / named).resolve() == here:
             threshold = _checked_threshold(policy.get("reject_threshold"), _where(policy_path))
             return threshold, str(policy_path)
     if recorded is not None:

@@ -263,14 +263,15 @@ def _policy(models: Path, model_dir: str, threshold: object) -> None:
     ],
 )
 def test_04_reject_threshold_and_where_it_comes_from(
-    booster_v1, encoders_v1, tmp_path, recorded, policy, threshold, source
+    booster_v1, encoders_v1, tmp_path, monkeypatch, recorded, policy, threshold, source
 ):
     directory = write_v04_dir(
         tmp_path / "models" / "run", booster_v1, encoders_v1, reject_threshold=recorded
     )
     if policy is not None:
         _policy(tmp_path / "models", *policy)
-    assert load_bundle_dir(directory).get_params()["reject__threshold"] == threshold
+    monkeypatch.chdir(tmp_path / "models")
+    assert load_bundle_dir("run").get_params()["reject__threshold"] == threshold
     meta = read_bundle_dir_info(directory).metadata
     assert meta.params == {"reject__threshold": threshold}
     assert source in meta.extra["reject_threshold_source"]
