@@ -79,11 +79,6 @@ def no_unpickling(monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
 
 
-def copy_dir(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target
-
-
 def with_pipeline_file(directory: Path, data: bytes) -> Path:
     """Put ``data`` as ``pipeline.skops`` into ``directory``, its digest recomputed."""
     (directory / "pipeline.skops").write_bytes(data)
@@ -104,13 +99,13 @@ def test_round_trip_is_identical_without_unpickling(pipeline, exported, features
     }
 
 
-def _frozen(pipeline):
+def _frozen(pipeline, frame_v1):
     steps = list(pipeline.steps)
     steps[1] = ("predict", FrozenEstimator(steps[1][1]))
     return Pipeline(steps)
 
 
-def _fitted_with_viterbi_and_taxonomy(frame_v1):
+def _fitted_with_viterbi_and_taxonomy(pipeline, frame_v1):
     fitted = build_pipeline(
         num_boost_round=3, num_threads=1, calibration="isotonic", taxonomy=default_taxonomy()
     )
@@ -118,25 +113,22 @@ def _fitted_with_viterbi_and_taxonomy(frame_v1):
     return fitted.fit(frame_v1.drop(columns="label"), frame_v1["label"])
 
 
-@pytest.mark.parametrize("make", [_frozen, lambda p: p], ids=["frozen stage", "as built"])
+@pytest.mark.parametrize(
+    "make",
+    [_frozen, _fitted_with_viterbi_and_taxonomy],
+    ids=["a frozen stage", "fitted, with Viterbi smoothing and a taxonomy"],
+)
 def test_frozen_estimators_and_fitted_stages_round_trip(
     make, pipeline, features_v1, frame_v1, tmp_path
 ):
-    original = make(pipeline)
+    original = make(pipeline, frame_v1)
     loaded = load_bundle_dir(export_bundle_dir(original, tmp_path / "m"))
     pd.testing.assert_frame_equal(loaded.transform(features_v1), original.transform(features_v1))
 
 
-def test_a_fitted_pipeline_with_viterbi_and_a_taxonomy_round_trips(frame_v1, tmp_path):
-    fitted = _fitted_with_viterbi_and_taxonomy(frame_v1)
-    loaded = load_bundle_dir(export_bundle_dir(fitted, tmp_path / "m"))
-    features = frame_v1.drop(columns="label")
-    pd.testing.assert_frame_equal(loaded.transform(features), fitted.transform(features))
-
-
 def test_export_replaces_its_own_and_refuses_everything_else(pipeline, exported, tmp_path):
-    own = copy_dir(exported, tmp_path / "own")
-    old = copy_dir(DATA / "v050-dir", tmp_path / "old")
+    own = shutil.copytree(exported, tmp_path / "own")
+    old = shutil.copytree(DATA / "v050-dir", tmp_path / "old")
     for target in (own, old, tmp_path / "empty"):
         target.mkdir(exist_ok=True)
         export_bundle_dir(pipeline, target)
@@ -144,7 +136,7 @@ def test_export_replaces_its_own_and_refuses_everything_else(pipeline, exported,
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "bundle.json").write_text('{"name": "a bundler of another tool"}')
-    crowded = copy_dir(exported, tmp_path / "crowded")
+    crowded = shutil.copytree(exported, tmp_path / "crowded")
     (crowded / "notes.txt").write_text("mine")
     file = tmp_path / "file"
     file.write_text("mine")
@@ -185,7 +177,9 @@ def test_untrusted_types_are_refused_at_export_and_before_loading(pipeline, expo
     strange.named_steps["reject"].index_ = Stranger()
     refused(lambda: export_bundle_dir(strange, tmp_path / "m"), BundleError, "Stranger")
     assert not (tmp_path / "m").exists()
-    directory = with_pipeline_file(copy_dir(exported, tmp_path / "d"), skops.io.dumps(strange))
+    directory = with_pipeline_file(
+        shutil.copytree(exported, tmp_path / "d"), skops.io.dumps(strange)
+    )
     constructed = []
     Stranger.__setstate__ = lambda self, state: constructed.append(state)  # type: ignore[attr-defined]
     try:
@@ -376,7 +370,7 @@ INCOMPATIBLE = {
 def test_damaged_bundle_directory_is_refused_naming_the_file(
     entry, damage, words, exported, tmp_path
 ):
-    directory = copy_dir(exported, tmp_path / "damaged model")
+    directory = shutil.copytree(exported, tmp_path / "damaged model")
     damage(directory)
     outcome: list[BaseException] = []
 
@@ -443,7 +437,7 @@ def test_a_zip_that_unpacks_beyond_the_limit_is_refused(exported, tmp_path, monk
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("schema.json", b" " * 200_000)  # compresses to a few hundred bytes
-    directory = with_pipeline_file(copy_dir(exported, tmp_path / "bomb"), buffer.getvalue())
+    directory = with_pipeline_file(shutil.copytree(exported, tmp_path / "bomb"), buffer.getvalue())
     monkeypatch.setattr(bundle_dir_module, "MAX_BUNDLE_BYTES", 100_000)
     refused(lambda: load_bundle_dir(directory), BundleError, "pipeline.skops", "200000 bytes")
 
