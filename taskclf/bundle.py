@@ -10,9 +10,7 @@ A bundle file is laid out as::
     payload                    the joblib-pickled pipeline
 
 so that the metadata can be read, and the payload's SHA-256 checked,
-before anything is unpickled. :func:`save_bundle` writes it atomically;
-:func:`load_bundle` verifies it, checks the recorded schema, label set and
-library versions against this installation, and only then unpickles.
+before anything is unpickled.
 
 .. warning::
 
@@ -20,8 +18,7 @@ library versions against this installation, and only then unpickles.
    protect against corruption and, with a digest pinned by the caller
    (``load_bundle(path, sha256=...)``), against substitution; they do not
    make a bundle from an untrusted source safe. For such bundles use the
-   pickle-free format of :mod:`taskclf.bundle_dir`
-   (:func:`~taskclf.export_bundle_dir` / :func:`~taskclf.load_bundle_dir`).
+   pickle-free format of :mod:`taskclf.bundle_dir`.
 """
 
 from __future__ import annotations
@@ -44,9 +41,10 @@ import attrs
 import joblib
 import numpy as np
 import pandas as pd
+from attrs import validators as v
 from sklearn.pipeline import Pipeline
 
-from taskclf._io import atomic_write_bytes
+from taskclf._io import atomic_write_bytes, read_regular_file
 from taskclf.core.schema import SCHEMAS
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import (
@@ -54,29 +52,24 @@ from taskclf.exceptions import (
     BundleVersionWarning,
     InvalidParameterError,
     NotFittedError,
+    ReaderError,
     TaskclfError,
 )
 
 MAGIC: Final = b"TASKCLF-BUNDLE"
 FORMAT_VERSION: Final = 1
 _PREFIX: Final = struct.Struct(">14sHI")
-_DIGEST_BYTES: Final = 32
 MAX_HEADER_BYTES: Final = 16 * 1024 * 1024
-"""Largest header a reader accepts (a guard against absurd lengths)."""
-
+"""Largest JSON header (and bundle directory manifest) a reader accepts."""
+MAX_BUNDLE_BYTES: Final = 2 * 1024 * 1024 * 1024
+"""Largest bundle file (and pickle-free pipeline file) a reader accepts."""
 CHECKED_LIBRARIES: Final = ("taskclf", "scikit-learn", "lightgbm", "numpy", "pandas")
 """Libraries whose versions are recorded and compared when loading."""
-
-_HEX64: Final = re.compile(r"[0-9a-f]{64}")
-
-
-# ---------------------------------------------------------------------------
-# Metadata
-# ---------------------------------------------------------------------------
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of taskclf and the libraries a pickled pipeline depends on."""
+    """Versions of taskclf, the libraries a saved pipeline depends on, and Python."""
     from taskclf import __version__
 
     versions = {"taskclf": __version__}
@@ -105,54 +98,34 @@ def training_fingerprint(X: pd.DataFrame, y: Any = None) -> str:
     >>> a == training_fingerprint(pd.DataFrame({"x": [2, 1]}))
     False
     """
-    digest = hashlib.sha256()
-    digest.update(json.dumps([str(c) for c in X.columns]).encode("utf-8"))
-    rows = pd.util.hash_pandas_object(X, index=False).to_numpy(dtype=np.uint64)
-    digest.update(rows.tobytes())
+    digest = hashlib.sha256(json.dumps([str(c) for c in X.columns]).encode("utf-8"))
+    digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy(np.uint64).tobytes())
     if y is not None:
         labels = pd.util.hash_pandas_object(pd.Series(np.asarray(y, dtype=object)), index=False)
-        digest.update(labels.to_numpy(dtype=np.uint64).tobytes())
+        digest.update(labels.to_numpy(np.uint64).tobytes())
     return digest.hexdigest()
 
 
-def _check_str(name: str) -> Any:
-    def check(instance: object, attribute: attrs.Attribute, value: object) -> None:
-        if not isinstance(value, str):
-            raise BundleError(f"metadata field {name!r} must be a string, got {value!r}")
+def record_training(pipeline: Pipeline, X: pd.DataFrame, y: Any = None) -> Pipeline:
+    """Record :func:`training_fingerprint` of the training data on a fitted pipeline.
 
-    return check
+    :func:`save_bundle` and :func:`~taskclf.export_bundle_dir` then write it
+    as ``training_fingerprint``. The ``taskclf train`` command does this.
 
-
-def _check_mapping(instance: object, attribute: attrs.Attribute, value: object) -> None:
-    if not isinstance(value, dict):
-        raise BundleError(f"metadata field {attribute.name!r} must be a JSON object")
-
-
-def _check_optional_mapping(instance: object, attribute: attrs.Attribute, value: object) -> None:
-    if value is not None:
-        _check_mapping(instance, attribute, value)
-
-
-def _check_versions(instance: object, attribute: attrs.Attribute, value: object) -> None:
-    _check_mapping(instance, attribute, value)
-    assert isinstance(value, dict)
-    bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
-    if bad:
-        raise BundleError(f"metadata field 'versions' has a non-string entry {bad[0]!r}")
-
-
-def _check_names(instance: object, attribute: attrs.Attribute, value: object) -> None:
-    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-        raise BundleError(f"metadata field {attribute.name!r} must be a list of strings")
-
-
-def _check_fingerprint(instance: object, attribute: attrs.Attribute, value: object) -> None:
-    if value is not None and not (isinstance(value, str) and _HEX64.fullmatch(value)):
-        raise BundleError(f"metadata field 'training_fingerprint' is not a SHA-256: {value!r}")
+    Returns
+    -------
+    Pipeline
+        ``pipeline``, whose ``predict`` step now has ``training_fingerprint_``.
+    """
+    predictor_of(pipeline, "record_training").training_fingerprint_ = training_fingerprint(X, y)
+    return pipeline
 
 
 def _to_tuple(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
+
+
+_NAMES = v.deep_iterable(v.instance_of(str), v.instance_of(tuple))
 
 
 @attrs.frozen
@@ -177,37 +150,36 @@ class BundleMetadata:
     params : dict
         The pipeline's scalar hyperparameters (``step__param``).
     training_fingerprint : str or None
-        SHA-256 of the training data, when the pipeline was fitted through
-        taskclf.
+        :func:`training_fingerprint` of the training data, when recorded
+        (:func:`record_training`).
     training_metrics : dict or None
-        Metrics recorded at fit, when the pipeline was fitted through
-        taskclf.
+        The out-of-fold log loss and Brier score before and after
+        calibration, when taskclf fitted the pipeline.
     extra : dict
         The caller's own JSON-ready entries (``save_bundle(metadata=...)``).
     """
 
-    schema_version: str = attrs.field(validator=_check_str("schema_version"))
-    schema_hash: str = attrs.field(validator=_check_str("schema_hash"))
-    label_set: tuple[str, ...] = attrs.field(converter=_to_tuple, validator=_check_names)
-    created_at: str = attrs.field(validator=_check_str("created_at"))
-    versions: dict[str, str] = attrs.field(validator=_check_versions)
-    steps: tuple[str, ...] = attrs.field(converter=_to_tuple, validator=_check_names)
-    params: dict[str, Any] = attrs.field(factory=dict, validator=_check_mapping)
-    training_fingerprint: str | None = attrs.field(default=None, validator=_check_fingerprint)
-    training_metrics: dict[str, Any] | None = attrs.field(
-        default=None, validator=_check_optional_mapping
+    schema_version: str = attrs.field(validator=v.instance_of(str))
+    schema_hash: str = attrs.field(validator=v.instance_of(str))
+    label_set: tuple[str, ...] = attrs.field(converter=_to_tuple, validator=_NAMES)
+    created_at: str = attrs.field(validator=v.instance_of(str))
+    versions: dict[str, str] = attrs.field(
+        validator=v.deep_mapping(v.instance_of(str), v.instance_of(str), v.instance_of(dict))
     )
-    extra: dict[str, Any] = attrs.field(factory=dict, validator=_check_mapping)
+    steps: tuple[str, ...] = attrs.field(converter=_to_tuple, validator=_NAMES)
+    params: dict[str, Any] = attrs.field(factory=dict, validator=v.instance_of(dict))
+    training_fingerprint: str | None = attrs.field(
+        default=None, validator=v.optional([v.instance_of(str), v.matches_re(_SHA256)])
+    )
+    training_metrics: dict[str, Any] | None = attrs.field(
+        default=None, validator=v.optional(v.instance_of(dict))
+    )
+    extra: dict[str, Any] = attrs.field(factory=dict, validator=v.instance_of(dict))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (absent training facts are left out)."""
-        out = attrs.asdict(self, recurse=False)
-        out["label_set"] = list(self.label_set)
-        out["steps"] = list(self.steps)
-        for optional in ("training_fingerprint", "training_metrics"):
-            if out[optional] is None:
-                del out[optional]
-        return out
+        out = attrs.asdict(self, filter=lambda _, value: value is not None)
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in out.items()}
 
     @classmethod
     def from_dict(cls, data: object) -> BundleMetadata:
@@ -220,149 +192,86 @@ class BundleMetadata:
         """
         if not isinstance(data, dict):
             raise BundleError(f"metadata must be a JSON object, got {type(data).__name__}")
-        fields = {f.name for f in attrs.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise BundleError(f"metadata has unknown field(s) {unknown}")
-        required = {f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING}
-        missing = sorted(required - set(data))
-        if missing:
-            raise BundleError(f"metadata lacks field(s) {missing}")
-        return cls(**data)
+        fields = attrs.fields_dict(cls)
+        unknown = sorted(set(data) - set(fields))
+        missing = sorted(
+            k for k, f in fields.items() if f.default is attrs.NOTHING and k not in data
+        )
+        if unknown or missing:
+            raise BundleError(f"metadata has unknown field(s) {unknown}, lacks {missing}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"metadata field {exc}") from None
 
 
-def _json_ready(value: Any) -> Any:
-    """``value`` as plain JSON types, or raise TypeError."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    raise TypeError(f"{type(value).__name__} is not JSON-ready")
+def _json_ready(value: Any, what: str) -> Any:
+    """``value`` as plain JSON types (numpy scalars as numbers), or raise ValueError."""
 
+    def plain(item: Any) -> Any:
+        if isinstance(item, np.generic):
+            return item.item()
+        raise ValueError(f"{what}: a {type(item).__name__} is not JSON-ready")
 
-_SCALARS = (type(None), bool, str, int, float, np.integer, np.floating)
-_MAX_PARAM_ITEMS = 64
+    try:
+        return json.loads(json.dumps(value, allow_nan=False, default=plain))
+    except TypeError as exc:  # keys that are not strings or numbers
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def pipeline_params(pipeline: Pipeline) -> dict[str, Any]:
-    """The scalar hyperparameters of ``pipeline`` (``step__param`` → value).
+    """The plain hyperparameters of ``pipeline`` (``step__param`` → value).
 
-    Objects (the booster, calibrators, a taxonomy, vocabularies) and
-    containers of more than 64 items are left out: the bundle holds them.
+    Objects (the booster, calibrators, a taxonomy) and containers of more
+    than 64 items (vocabularies) are left out: the bundle holds them.
     """
-    out: dict[str, Any] = {}
+    out = {}
     for key, value in pipeline.get_params(deep=True).items():
-        if "__" not in key:
+        if "__" not in key or (isinstance(value, (list, tuple, Mapping)) and len(value) > 64):
             continue
-        if isinstance(value, _SCALARS):
-            out[key] = _json_ready(value)
-        elif isinstance(value, (list, tuple, Mapping)) and len(value) <= _MAX_PARAM_ITEMS:
-            items = value.values() if isinstance(value, Mapping) else value
-            if all(isinstance(v, _SCALARS) for v in items):
-                out[key] = _json_ready(value)
+        try:
+            out[key] = _json_ready(value, key)
+        except ValueError:
+            continue
     return out
 
 
 def predictor_of(pipeline: object, where: str) -> Any:
-    """The fitted ``predict`` step of a taskclf pipeline, or raise."""
+    """The fitted ``predict`` step of a taskclf pipeline, or raise BundleError."""
     if not isinstance(pipeline, Pipeline) or "predict" not in pipeline.named_steps:
         raise BundleError(
             f"{where}: expected a taskclf pipeline (sklearn Pipeline with a 'predict' "
             f"step, as build_pipeline makes), got {type(pipeline).__name__}"
         )
     predictor = pipeline.named_steps["predict"]
-    fitted = getattr(predictor, "__sklearn_is_fitted__", lambda: True)()
-    if not fitted:
+    if not getattr(predictor, "__sklearn_is_fitted__", lambda: True)():
         raise NotFittedError(f"{where}: the pipeline is not fitted; call pipeline.fit first")
     return predictor
 
 
-_CALIBRATION_METRICS: Final = (
-    "brier_before_",
-    "brier_after_",
-    "log_loss_before_",
-    "log_loss_after_",
-)
-
-
-def _training_facts(pipeline: Pipeline) -> tuple[str | None, dict[str, Any] | None]:
-    """Training fingerprint and metrics recorded when taskclf fitted the pipeline.
-
-    The fingerprint is a ``training_fingerprint_`` attribute of the pipeline
-    or one of its steps (see :func:`record_training`). The metrics are a
-    ``training_metrics_`` mapping, and the out-of-fold log loss and Brier
-    score before and after calibration that a fitted ``calibrate`` step
-    keeps.
-    """
-    fingerprint = None
-    metrics: dict[str, Any] = {}
-    for owner in (pipeline, *(step for _, step in pipeline.steps)):
-        fingerprint = fingerprint or getattr(owner, "training_fingerprint_", None)
-        recorded = getattr(owner, "training_metrics_", None)
-        if isinstance(recorded, Mapping):
-            metrics.update(recorded)
+def _oof_metrics(pipeline: Pipeline) -> dict[str, float] | None:
+    """The out-of-fold log loss and Brier score before and after calibration, when fitted."""
     calibrate = pipeline.named_steps.get("calibrate")
-    for name in _CALIBRATION_METRICS:
-        value = getattr(calibrate, name, None)
-        if isinstance(value, (float, np.floating)) and np.isfinite(value):
-            metrics[f"oof_{name[:-1]}"] = float(value)
-    try:
-        json_metrics = _json_ready(metrics) if metrics else None
-        json.dumps(json_metrics, allow_nan=False)
-    except (TypeError, ValueError):
-        json_metrics = None
-    if fingerprint is not None and not (
-        isinstance(fingerprint, str) and _HEX64.fullmatch(fingerprint)
-    ):
-        fingerprint = None
-    return fingerprint, json_metrics
+    names = ("brier_before_", "brier_after_", "log_loss_before_", "log_loss_after_")
+    values = {f"oof_{name[:-1]}": getattr(calibrate, name, None) for name in names}
+    metrics = {k: float(x) for k, x in values.items() if isinstance(x, float) and np.isfinite(x)}
+    return metrics or None
 
 
-def record_training(pipeline: Pipeline, X: pd.DataFrame, y: Any = None) -> Pipeline:
-    """Record the fingerprint of the training data on a fitted pipeline.
-
-    :func:`save_bundle` and :func:`~taskclf.export_bundle_dir` then write it
-    as ``training_fingerprint``. The ``taskclf train`` command does this.
-
-    Parameters
-    ----------
-    pipeline : Pipeline
-        The pipeline fitted on ``X`` (and ``y``).
-    X : DataFrame
-        The training frame.
-    y : array-like, optional
-        The training labels.
-
-    Returns
-    -------
-    Pipeline
-        ``pipeline``, whose ``predict`` step now has
-        ``training_fingerprint_``.
-    """
-    predictor = predictor_of(pipeline, "record_training")
-    predictor.training_fingerprint_ = training_fingerprint(X, y)
-    return pipeline
-
-
-def make_metadata(pipeline: Pipeline, extra: Mapping[str, Any] | None = None) -> BundleMetadata:
+def make_metadata(
+    pipeline: Pipeline, extra: Mapping[str, Any] | None, where: str = "save_bundle"
+) -> BundleMetadata:
     """The metadata :func:`save_bundle` records for a fitted pipeline."""
-    predictor = predictor_of(pipeline, "save_bundle")
+    predictor = predictor_of(pipeline, where)
     try:
         schema = predictor.schema_
     except TaskclfError as exc:
-        raise BundleError(f"save_bundle: cannot tell the model's feature schema: {exc}") from None
+        raise BundleError(f"{where}: cannot tell the model's feature schema: {exc}") from None
     try:
-        extra_json = _json_ready(dict(extra or {}))
-        json.dumps(extra_json, allow_nan=False)
+        extra_json = _json_ready(dict(extra or {}), f"{where}: metadata")
     except (TypeError, ValueError) as exc:
-        raise InvalidParameterError(f"save_bundle: metadata must be JSON-ready: {exc}") from None
-    fingerprint, metrics = _training_facts(pipeline)
+        raise InvalidParameterError(f"{exc} (it must be JSON-ready)") from None
+    fingerprint = getattr(predictor, "training_fingerprint_", None)
     return BundleMetadata(
         schema_version=schema.version,
         schema_hash=schema.schema_hash,
@@ -371,42 +280,14 @@ def make_metadata(pipeline: Pipeline, extra: Mapping[str, Any] | None = None) ->
         versions=library_versions(),
         steps=tuple(name for name, _ in pipeline.steps),
         params=pipeline_params(pipeline),
-        training_fingerprint=fingerprint,
-        training_metrics=metrics,
+        training_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        training_metrics=_oof_metrics(pipeline),
         extra=extra_json,
     )
 
 
-# ---------------------------------------------------------------------------
-# Compatibility
-# ---------------------------------------------------------------------------
-
-
-def _release(version: str) -> tuple[int, ...] | None:
-    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
-    if match is None:
-        return None
-    return tuple(int(part) for part in match.groups() if part is not None)
-
-
-def _compatible(saved: tuple[int, ...], current: tuple[int, ...]) -> bool:
-    """Same major version (and same minor while the major is 0)."""
-    if saved[0] != current[0]:
-        return False
-    if saved[0] == 0:
-        return saved[1:2] == current[1:2]
-    return True
-
-
 def check_schema_and_labels(meta: BundleMetadata, where: str) -> None:
-    """Refuse metadata whose schema or label set differs from this taskclf's.
-
-    Raises
-    ------
-    BundleError
-        If the schema version is unknown, its hash differs, or the label
-        set differs.
-    """
+    """Refuse metadata whose schema (version and hash) or label set differs from this taskclf's."""
     schema = SCHEMAS.get(meta.schema_version)
     if schema is None:
         raise BundleError(
@@ -425,14 +306,19 @@ def check_schema_and_labels(meta: BundleMetadata, where: str) -> None:
         )
 
 
+def _release(version: str) -> tuple[int, ...] | None:
+    match = re.match(r"(\d+)(?:\.(\d+))?", version)
+    return None if match is None else tuple(int(p) for p in match.groups() if p is not None)
+
+
 def check_compatibility(meta: BundleMetadata, where: str) -> None:
-    """Refuse metadata that this installation cannot honour; warn on safe drift.
+    """Refuse metadata this installation cannot honour; warn on safe version drift.
 
     Raises
     ------
     BundleError
-        If the schema version is unknown or its hash differs, the label set
-        differs, or a library's major version (minor for 0.x) differs.
+        If the schema or label set differs (:func:`check_schema_and_labels`),
+        or a library's major version (minor while it is 0.x) differs.
 
     Warns
     -----
@@ -443,22 +329,22 @@ def check_compatibility(meta: BundleMetadata, where: str) -> None:
     current = library_versions()
     drift = []
     for name in CHECKED_LIBRARIES:
-        if name not in meta.versions:
+        saved_text = meta.versions.get(name)
+        if saved_text is None:
             raise BundleError(f"{where}: the metadata records no {name} version")
-        saved_text, current_text = meta.versions[name], current[name]
-        saved, now = _release(saved_text), _release(current_text)
+        saved, now = _release(saved_text), _release(current[name])
         if saved is None:
             raise BundleError(f"{where}: unreadable {name} version {saved_text!r}")
-        if now is None or saved == now:
+        if now is None or saved_text == current[name]:
             continue
-        if not _compatible(saved, now):
+        if saved[0] != now[0] or (saved[0] == 0 and saved[1:2] != now[1:2]):
             raise BundleError(
                 f"{where}: written with {name} {saved_text}, but this is {name} "
-                f"{current_text}: incompatible versions. Install {name} "
-                f"{'.'.join(map(str, saved[:2]))}.x, or re-export the model as a "
-                "pickle-free bundle directory (taskclf.export_bundle_dir) with the old one"
+                f"{current[name]}: incompatible versions. Install {name} "
+                f"{'.'.join(map(str, saved[:2]))}.x, or load the model there and re-export it "
+                "as a pickle-free bundle directory (taskclf.export_bundle_dir)"
             )
-        drift.append(f"{name} {saved_text} (now {current_text})")
+        drift.append(f"{name} {saved_text} (now {current[name]})")
     if drift:
         warnings.warn(
             f"{where}: written with other library versions: {', '.join(drift)}",
@@ -467,22 +353,43 @@ def check_compatibility(meta: BundleMetadata, where: str) -> None:
         )
 
 
-# ---------------------------------------------------------------------------
-# The file format
-# ---------------------------------------------------------------------------
+def check_runs(pipeline: Any, meta: BundleMetadata, where: str) -> Pipeline:
+    """Refuse a loaded pipeline that is not a taskclf pipeline of ``meta``'s schema, or cannot run.
+
+    The pipeline predicts one row of the recorded schema: a pipeline saved
+    by another taskclf whose stages this one cannot run is refused here,
+    naming the file, rather than on the user's first frame.
+    """
+    try:
+        found = predictor_of(pipeline, where).schema_.version
+    except TaskclfError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    if found != meta.schema_version:
+        raise BundleError(
+            f"{where}: the metadata says schema {meta.schema_version} but the model is a "
+            f"{found} model"
+        )
+    schema = SCHEMAS[found]
+    row: dict[str, list[Any]] = {
+        c: ["?"] if c in schema.categorical_columns else [0.0] for c in schema.feature_columns
+    }
+    row["bucket_start_ts"] = [pd.Timestamp("2000-01-03", tz="UTC")]
+    try:
+        pipeline.predict(pd.DataFrame(row))
+    except Exception as exc:
+        writer = meta.versions.get("taskclf", "another taskclf")
+        raise BundleError(
+            f"{where}: this taskclf cannot run the pipeline saved by taskclf {writer} "
+            f"({type(exc).__name__}: {exc}); fit it again with this taskclf and save it anew"
+        ) from None
+    return pipeline
 
 
 def encode_bundle(header: Mapping[str, Any], payload: bytes) -> bytes:
     """The bytes of a bundle file with this ``header`` and ``payload``."""
     text = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
-    return b"".join(
-        (
-            _PREFIX.pack(MAGIC, FORMAT_VERSION, len(text)),
-            text,
-            hashlib.sha256(text).digest(),
-            payload,
-        )
-    )
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(text))
+    return b"".join((prefix, text, hashlib.sha256(text).digest(), payload))
 
 
 def decode_bundle(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
@@ -491,8 +398,7 @@ def decode_bundle(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
     Returns
     -------
     header : dict
-        With ``metadata`` (a dict) and ``payload`` (``sha256``, ``length``,
-        ``serializer``).
+        With ``metadata`` and ``payload`` (``sha256``, ``length``, ``serializer``).
     payload : bytes
         The pickled pipeline, its SHA-256 verified.
 
@@ -501,69 +407,63 @@ def decode_bundle(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
     BundleError
         Naming ``where`` and the cause.
     """
-    if len(data) == 0:
-        raise BundleError(f"{where} is empty")
-    if len(data) < len(MAGIC) and MAGIC.startswith(data):
-        raise BundleError(f"{where} is truncated ({len(data)} bytes)")
-    if not data.startswith(MAGIC):
-        raise BundleError(f"{where} is not a taskclf bundle (no TASKCLF-BUNDLE magic bytes)")
+    if not data.startswith(MAGIC[: len(data)]) or not data:
+        raise BundleError(f"{where} is {'empty' if not data else 'not a taskclf bundle'}")
     if len(data) < _PREFIX.size:
         raise BundleError(f"{where} is truncated ({len(data)} bytes)")
-    _, version, header_length = _PREFIX.unpack_from(data)
+    _, version, length = _PREFIX.unpack_from(data)
     if version != FORMAT_VERSION:
         raise BundleError(
             f"{where} has bundle format version {version}; this taskclf reads version "
             f"{FORMAT_VERSION} (a newer taskclf wrote it, or the file is corrupt)"
         )
-    if header_length > MAX_HEADER_BYTES:
-        raise BundleError(f"{where} is corrupt: header length {header_length} is absurd")
-    body = _PREFIX.size + header_length
-    if len(data) < body + _DIGEST_BYTES:
-        raise BundleError(f"{where} is truncated ({len(data)} bytes; header needs {body + 32})")
-    text = data[_PREFIX.size : body]
-    if hashlib.sha256(text).digest() != data[body : body + _DIGEST_BYTES]:
+    if length > MAX_HEADER_BYTES:
+        raise BundleError(f"{where} is corrupt: header length {length} is absurd")
+    text, digest = data[_PREFIX.size :][:length], data[_PREFIX.size + length :][:32]
+    if len(digest) < 32:
+        raise BundleError(f"{where} is truncated ({len(data)} bytes)")
+    if hashlib.sha256(text).digest() != digest:
         raise BundleError(f"{where} is corrupt or tampered with: header digest mismatch")
     try:
         header = json.loads(text.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # also 5000-digit numbers, nesting bombs
         raise BundleError(f"{where} is corrupt: header is not JSON ({exc})") from None
-    payload_info = header.get("payload") if isinstance(header, dict) else None
-    if (
-        not isinstance(payload_info, dict)
-        or not isinstance(payload_info.get("sha256"), str)
-        or not _HEX64.fullmatch(payload_info["sha256"])
-        or not isinstance(payload_info.get("length"), int)
-        or isinstance(payload_info.get("length"), bool)
-        or payload_info.get("serializer") != "joblib"
+    described = header.get("payload") if isinstance(header, dict) else None
+    if not (
+        isinstance(described, dict)
+        and described.get("serializer") == "joblib"
+        and _SHA256.fullmatch(str(described.get("sha256")))
+        and type(described.get("length")) is int
     ):
         raise BundleError(f"{where} is corrupt: header lacks a valid payload description")
-    payload = data[body + _DIGEST_BYTES :]
-    if len(payload) != payload_info["length"]:
-        state = "truncated" if len(payload) < payload_info["length"] else "corrupt"
+    payload = data[_PREFIX.size + length + 32 :]
+    if len(payload) != described["length"]:
+        state = "truncated" if len(payload) < described["length"] else "corrupt"
         raise BundleError(
             f"{where} is {state}: payload has {len(payload)} bytes, the header says "
-            f"{payload_info['length']}"
+            f"{described['length']}"
         )
-    if hashlib.sha256(payload).hexdigest() != payload_info["sha256"]:
+    if hashlib.sha256(payload).hexdigest() != described["sha256"]:
         raise BundleError(f"{where} is corrupt or tampered with: payload SHA-256 mismatch")
     return header, payload
 
 
-def _where(path: Path) -> str:
-    return f"bundle file {str(path)!r}"
-
-
-def _read(path: Path) -> bytes:
-    if path.is_dir():
-        raise BundleError(
-            f"{_where(path)} is a directory; load bundle directories with load_bundle_dir"
-        )
+def read_file(path: Path, limit: int) -> bytes:
+    """The bytes of a bundle's regular file of at most ``limit`` bytes, or raise BundleError."""
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BundleError(f"{_where(path)} does not exist") from None
-    except OSError as exc:
-        raise BundleError(f"{_where(path)} cannot be read: {exc}") from None
+        return read_regular_file(path, limit, "bundle file")
+    except ReaderError as exc:
+        raise BundleError(str(exc)) from None
+    except OSError as exc:  # a directory: read_regular_file lets IsADirectoryError through
+        raise BundleError(f"bundle file {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
+def read_json(path: Path, limit: int) -> Any:
+    """The JSON value of a bundle's file of at most ``limit`` bytes, or raise BundleError."""
+    try:
+        return json.loads(read_file(path, limit).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # also 5000-digit numbers, nesting bombs
+        raise BundleError(f"bundle file {str(path)!r} is not valid JSON: {exc}") from None
 
 
 @attrs.frozen
@@ -591,21 +491,18 @@ class BundleInfo:
     format_version: int = FORMAT_VERSION
 
 
-def _info(path: Path, data: bytes) -> tuple[BundleInfo, bytes]:
-    where = _where(path)
+def _read_bundle(path: Path) -> tuple[BundleInfo, bytes]:
+    where = f"bundle file {str(path)!r}"
+    if path.is_dir():
+        raise BundleError(f"{where} is a directory; load bundle directories with load_bundle_dir")
+    data = read_file(path, MAX_BUNDLE_BYTES)
     header, payload = decode_bundle(data, where)
     try:
         meta = BundleMetadata.from_dict(header.get("metadata"))
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from None
-    info = BundleInfo(
-        path=path,
-        metadata=meta,
-        file_sha256=hashlib.sha256(data).hexdigest(),
-        payload_sha256=header["payload"]["sha256"],
-        payload_bytes=len(payload),
-    )
-    return info, payload
+    digest = hashlib.sha256(data).hexdigest()
+    return BundleInfo(path, meta, digest, header["payload"]["sha256"], len(payload)), payload
 
 
 def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
@@ -617,8 +514,7 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
         If the file is missing, empty, not a bundle, truncated, corrupt or
         tampered with.
     """
-    path = Path(path)
-    return _info(path, _read(path))[0]
+    return _read_bundle(Path(path))[0]
 
 
 def save_bundle(
@@ -632,8 +528,8 @@ def save_bundle(
     The metadata records the taskclf, scikit-learn, LightGBM, numpy and
     pandas versions, the feature schema version and hash, the label set,
     the creation time (UTC), the pipeline's scalar parameters and, when
-    taskclf fitted the pipeline, a fingerprint of the training data and the
-    training metrics. The file carries the SHA-256 of its pickled payload.
+    recorded, the training fingerprint and metrics. The file carries the
+    SHA-256 of its pickled payload.
 
     Parameters
     ----------
@@ -678,19 +574,9 @@ def save_bundle(
     buffer = io.BytesIO()
     joblib.dump(pipeline, buffer, compress=3)
     payload = buffer.getvalue()
-    header = {
-        "metadata": meta.to_dict(),
-        "payload": {
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "length": len(payload),
-            "serializer": "joblib",
-        },
-    }
-    try:
-        data = encode_bundle(header, payload)
-    except ValueError as exc:  # NaN or infinity in the parameters or metrics
-        raise InvalidParameterError(f"save_bundle: metadata is not valid JSON: {exc}") from None
-    return atomic_write_bytes(path, data)
+    described = {"sha256": hashlib.sha256(payload).hexdigest(), "length": len(payload)}
+    header = {"metadata": meta.to_dict(), "payload": {**described, "serializer": "joblib"}}
+    return atomic_write_bytes(path, encode_bundle(header, payload))
 
 
 def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pipeline:
@@ -700,6 +586,8 @@ def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> P
     its header and payload are verified, a digest pinned by the caller is
     compared with the whole file's SHA-256, and the recorded schema hash,
     label set and library versions are checked against this installation.
+    After unpickling, the pipeline must be a taskclf pipeline of the
+    recorded schema that this taskclf can run.
 
     .. warning::
 
@@ -727,7 +615,7 @@ def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> P
         Naming the file and the cause: missing, empty, not a bundle,
         truncated, corrupt or tampered with, pinned digest mismatch,
         schema or label-set mismatch, incompatible library version, or a
-        payload that does not unpickle to a taskclf pipeline.
+        payload that is not a taskclf pipeline this taskclf can run.
 
     Warns
     -----
@@ -735,34 +623,21 @@ def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> P
         When a library's minor or patch version differs from the writer's.
     """
     path = Path(path)
-    where = _where(path)
-    data = _read(path)
-    if sha256 is not None:
-        expected = str(sha256).strip().lower()
-        if not _HEX64.fullmatch(expected):
-            raise InvalidParameterError(f"sha256 must be 64 hex digits, got {sha256!r}")
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise BundleError(
-                f"{where}: SHA-256 mismatch: expected {expected}, the file has {actual}"
-            )
-    info, payload = _info(path, data)
+    where = f"bundle file {str(path)!r}"
+    expected = None if sha256 is None else str(sha256).strip().lower()
+    if expected is not None and not _SHA256.fullmatch(expected):
+        raise InvalidParameterError(f"sha256 must be 64 hex digits, got {sha256!r}")
+    info, payload = _read_bundle(path)
+    if expected is not None and info.file_sha256 != expected:
+        raise BundleError(
+            f"{where}: SHA-256 mismatch: expected {expected}, the file has {info.file_sha256}"
+        )
     check_compatibility(info.metadata, where)
     try:
         pipeline = joblib.load(io.BytesIO(payload))
     except Exception as exc:
         raise BundleError(f"{where}: the payload cannot be unpickled: {exc!r}") from None
-    predictor = predictor_of(pipeline, where)
-    try:
-        version = predictor.schema_.version
-    except TaskclfError as exc:
-        raise BundleError(f"{where}: the model's schema cannot be told: {exc}") from None
-    if version != info.metadata.schema_version:
-        raise BundleError(
-            f"{where}: the metadata says schema {info.metadata.schema_version} but the "
-            f"model is a {version} model"
-        )
-    return pipeline
+    return check_runs(pipeline, info.metadata, where)
 
 
 __all__ = [
