@@ -499,7 +499,7 @@ def _timestamp(value: object) -> dt.datetime:
     except ValueError:
         raise ValueError(f"holds {reprlib.repr(value)}, not an ISO 8601 timestamp") from None
     try:
-        pd.Timestamp(parsed)
+        pd.Timestamp(parsed).as_unit("ns")
     except pd.errors.OutOfBoundsDatetime:
         raise ValueError(f"holds {value!r}, outside the years 1677-2262") from None
     return parsed
