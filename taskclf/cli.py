@@ -25,13 +25,11 @@ from typing import Annotated, Any, Literal
 import typer
 
 PROG = "taskclf"
-DEFAULT_DEMO_DIR = "taskclf-demo"
 _EXTRAS = {"dask": "dask", "distributed": "dask", "pyarrow": "parquet", "matplotlib": "report"}
 """Optional dependency → the extra that installs it."""
 
 app = typer.Typer(
     name=PROG,
-    help="Task-type labels and time segments from per-minute activity features.",
     epilog=(
         "Examples:\n\ntaskclf demo (everything, end to end, in ./taskclf-demo)\n\n"
         "taskclf train features.csv --out model.taskclf\n\n"
@@ -59,14 +57,8 @@ Calibration = Annotated[
     Literal["identity", "temperature", "isotonic"],
     typer.Option(help="Calibration fitted on out-of-fold probabilities."),
 ]
-Threshold = Annotated[
-    float | None,
-    typer.Option(min=0.0, max=1.0, metavar="X", help="Reject threshold (default: the model's)."),
-]
-Window = Annotated[
-    int | None,
-    typer.Option(min=1, metavar="N", help="Majority smoothing window (default: the model's)."),
-]
+Threshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Reject threshold.")]
+Window = Annotated[int | None, typer.Option(min=1, help="Majority smoothing window.")]
 Smoother = Annotated[
     Literal["majority", "viterbi"],
     typer.Option(help="Smoothing: rolling majority, or Viterbi decoding of the probabilities."),
@@ -170,33 +162,26 @@ def _exit_for(where: str, exc: Exception, debug: bool) -> typer.Exit:
     )
 
 
-def _numbers(option: str, text: str, kind: Any) -> list[Any]:
-    """A comma-separated list of numbers (``none`` for None where ``kind`` allows it)."""
+def _numbers(option: str, text: str, parse: Any) -> list[Any]:
+    """The comma-separated values of ``option``; ``parse`` raises ValueError on a bad one."""
     from taskclf.exceptions import InvalidParameterError
 
     try:
-        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+        return [parse(part.strip().lower()) for part in text.split(",")]
     except ValueError:
-        values = []
-    if not values:
-        raise InvalidParameterError(f"{option}: expected comma-separated numbers, got {text!r}")
-    return values
+        raise InvalidParameterError(f"{option}: cannot use {text!r}") from None
 
 
 def _threshold(text: str) -> float | None:
-    if text.lower() == "none":
-        return None
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
+    if text != "none" and not 0.0 <= float(text) <= 1.0:
         raise ValueError(text)
-    return value
+    return None if text == "none" else float(text)
 
 
 def _window(text: str) -> int:
-    value = int(text)
-    if value < 1:
+    if int(text) < 1:
         raise ValueError(text)
-    return value
+    return int(text)
 
 
 @app.command(
@@ -243,13 +228,8 @@ def train(
     num_leaves: Annotated[
         int | None, typer.Option(min=2, help="LightGBM leaves per tree (default 31).")
     ] = None,
-    reject_threshold: Annotated[
-        float | None,
-        typer.Option(min=0.0, max=1.0, metavar="X", help="Reject threshold (default: none)."),
-    ] = None,
-    smooth_window: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Majority window (default 3).")
-    ] = None,
+    reject_threshold: Threshold = None,
+    smooth_window: Window = None,
     smoother: Smoother = "majority",
     seed: Seed = 0,
     threads: Threads = None,
@@ -392,10 +372,6 @@ def tune(
                 rounds=rounds, calibration=calibration, seed=seed, threads=threads
             )
         workflows.configure(pipeline, smoother=smoother)
-        if "window" in pipeline.named_steps["smooth"].get_params():
-            tried = tried or [1, 3, 5, 7]
-        elif tried:
-            raise InvalidParameterError("--windows tunes the majority smoother's window")
         X, y = workflows.read_labelled(features)
         print(f"searching on {len(X)} rows, {cv} folds ...")
         tuned = workflows.tune(
@@ -460,8 +436,8 @@ def report(
 
 @app.command(epilog="Examples:\n\ntaskclf demo\n\ntaskclf demo --out /tmp/demo --rounds 60")
 def demo(
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Directory of the demo's files.")] = Path(
-        DEFAULT_DEMO_DIR
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Where the files go.")] = Path(
+        "taskclf-demo"
     ),
     users: Annotated[int, typer.Option(min=1, help="Users to train on.")] = 4,
     days: Annotated[int, typer.Option(min=1, help="Days per user.")] = 3,
@@ -473,50 +449,9 @@ def demo(
 ) -> None:
     """Run the whole flow on synthetic data: train, save, predict a new day, report."""
     with _session("demo", quiet, debug):
-        _demo(out, users=users, days=days, rounds=rounds, seed=seed, threads=threads)
+        from taskclf.workflows import demo as run_demo
 
-
-def _demo(out: Path, *, users: int, days: int, rounds: int, seed: int, threads: int) -> None:
-    import pandas as pd
-
-    from taskclf import workflows
-    from taskclf._readers import write_features
-    from taskclf.report import write_report
-    from taskclf.synth import make_activity_frame
-
-    started = time.perf_counter()
-    print(f"taskclf demo -> {out}/")
-    print(f"1. synthetic data: {users} users x {days} days to train on, 1 more day of 2 users")
-    train = make_activity_frame(n_users=users, n_days=days, random_state=seed)
-    next_day = (train["bucket_start_ts"].max() + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
-    test = make_activity_frame(n_users=2, n_days=1, start=next_day, random_state=seed + 1)
-    for name, frame in (("train.csv", train), ("new-day.csv", test.drop(columns="label"))):
-        print(f"   {write_features(frame, out / 'features' / name)} ({len(frame)} rows)")
-
-    print(f"2. training ({rounds} rounds) ...")
-    X, y = workflows.read_labelled(out / "features" / "train.csv")
-    pipeline = workflows.new_pipeline(rounds=rounds, seed=seed, threads=threads)
-    workflows.train(workflows.configure(pipeline, reject_threshold=0.4), X, y)
-    bundle = out / "model.taskclf"
-    digest = workflows.save_model(pipeline, bundle, extra={"demo": True})
-    workflows.save_model(pipeline, out / "model", pickle_free=True, extra={"demo": True})
-    print(f"   {bundle} (sha256 {(digest or '')[:16]}...)")
-    print(f"   {out / 'model'}/ (the same model, pickle-free)")
-
-    print("3. inference on the new day ...")
-    rows = workflows.read_rows(out / "features" / "new-day.csv")
-    model = workflows.load_model(bundle, sha256=digest)
-    run = workflows.infer_to_directory(model, rows, out / "predictions")
-    predicted = pd.read_csv(run.files[0])["predicted_label"].to_numpy(dtype=object)
-    accuracy = (predicted == test["label"].to_numpy(dtype=object)).mean()
-    print("\n".join(f"   {path}" for path in run.files))
-    print(f"   {run.rows} rows -> {run.segments} segments; {accuracy:.1%} match the true labels")
-
-    print("4. report ...")
-    written = write_report(run.directory, out / "report")
-    print(textwrap.indent(written.summary.to_string(index=False), "   "))
-    print("\n".join(f"   {path}" for path in (written.summary_csv, *written.timelines)))
-    print(f"done in {time.perf_counter() - started:.1f} s. Next: taskclf inspect {bundle}")
+        run_demo(out, users=users, days=days, rounds=rounds, seed=seed, threads=threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,8 @@ directory renamed into place.
 from __future__ import annotations
 
 import os
+import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +54,8 @@ from taskclf.stages.segment import Segment, frame_to_segments
 RUN_FILES: Final = (PREDICTIONS_FILE, SEGMENTS_FILE)
 """The files of one inference run, all that its directory holds."""
 SMOOTHERS: Final = ("majority", "viterbi")
+DEFAULT_WINDOWS: Final = (1, 3, 5, 7)
+"""Majority windows :func:`tune` tries by default."""
 
 
 def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pipeline:
@@ -426,7 +430,8 @@ def tune(
     thresholds : sequence of float or None
         Reject thresholds to try (``None`` rejects nothing).
     windows : sequence of int, optional
-        Majority smoothing windows to try.
+        Majority smoothing windows to try (default :data:`DEFAULT_WINDOWS`);
+        refused when the pipeline smooths by Viterbi decoding.
     scoring : str
         A name of :data:`taskclf.metrics.SCORERS`.
     n_folds : int
@@ -443,10 +448,12 @@ def tune(
 
     scorer = get_scorer(scoring)
     grid: dict[str, Sequence[Any]] = {"reject__threshold": list(thresholds)}
-    if windows:
-        grid["smooth__window"] = list(windows)
+    if "window" in pipeline.named_steps["smooth"].get_params():
+        grid["smooth__window"] = list(windows or DEFAULT_WINDOWS)
+    elif windows:
+        raise InvalidParameterError("windows tune the majority smoother; this one is Viterbi's")
     folds = group_folds(X, n_folds)
-    total = len(thresholds) * len(windows or [None]) * len(np.unique(folds))
+    total = int(np.prod([len(values) for values in grid.values()])) * len(np.unique(folds))
     with step("tuning", total) as advance:
 
         def counted(estimator: Any, X_test: Any, y_test: Any) -> float:
@@ -493,3 +500,61 @@ def bundle_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
         "payload_bytes": info.payload_bytes,
         **info.metadata.to_dict(),
     }
+
+
+def demo(
+    out: str | os.PathLike[str],
+    *,
+    users: int = 4,
+    days: int = 3,
+    rounds: int = 40,
+    seed: int = 0,
+    threads: int | None = 1,
+    say: Callable[[str], None] = print,
+) -> None:
+    """The whole flow on synthetic data, telling ``say`` every step and path.
+
+    Writes, under ``out``: labelled training features and a new day's
+    features (``features/``), a trained model as a bundle file and as a
+    pickle-free directory, the new day's predictions and their report.
+    """
+    from taskclf._readers import write_features
+    from taskclf.report import write_report
+    from taskclf.synth import make_activity_frame
+
+    started = time.perf_counter()
+    out = Path(out)
+    say(f"taskclf demo -> {out}/")
+    say(f"1. synthetic data: {users} users x {days} days to train on, 1 more day of 2 users")
+    labelled = make_activity_frame(n_users=users, n_days=days, random_state=seed)
+    next_day = (labelled[BUCKET_START_TS].max() + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    test = make_activity_frame(n_users=2, n_days=1, start=next_day, random_state=seed + 1)
+    for name, frame in (("train.csv", labelled), ("new-day.csv", test.drop(columns=LABEL))):
+        say(f"   {write_features(frame, out / 'features' / name)} ({len(frame)} rows)")
+
+    say(f"2. training ({rounds} rounds) ...")
+    X, y = read_labelled(out / "features" / "train.csv")
+    pipeline = new_pipeline(rounds=rounds, seed=seed, threads=threads, reject_threshold=0.4)
+    train(pipeline, X, y)
+    bundle = out / "model.taskclf"
+    digest = save_model(pipeline, bundle, extra={"demo": True})
+    save_model(pipeline, out / "model", pickle_free=True, extra={"demo": True})
+    say(f"   {bundle} (sha256 {(digest or '')[:16]}...)")
+    say(f"   {out / 'model'}/ (the same model, pickle-free)")
+
+    say("3. inference on the new day ...")
+    run = infer_to_directory(
+        load_model(bundle, sha256=digest),
+        read_rows(out / "features" / "new-day.csv"),
+        out / "predictions",
+    )
+    predicted = pd.read_csv(run.files[0])["predicted_label"].to_numpy(dtype=object)
+    accuracy = (predicted == test[LABEL].to_numpy(dtype=object)).mean()
+    say("\n".join(f"   {path}" for path in run.files))
+    say(f"   {run.rows} rows -> {run.segments} segments; {accuracy:.1%} match the true labels")
+
+    say("4. report ...")
+    written = write_report(run.directory, out / "report")
+    say(textwrap.indent(written.summary.to_string(index=False), "   "))
+    say("\n".join(f"   {path}" for path in (written.summary_csv, *written.timelines)))
+    say(f"done in {time.perf_counter() - started:.1f} s. Next: taskclf inspect {bundle}")
