@@ -1,9 +1,12 @@
-"""Reading (and writing) feature files: CSV, Parquet, or a directory of them.
+"""Reading and writing taskclf's files: features, predictions and segments.
 
-Every refusal is a :class:`~taskclf.exceptions.ReaderError` that names the
-file and says what is wrong with it: an empty file, binary content where
-text was expected, a missing header row, a column of the wrong type, an
-unparseable timestamp, or a directory without feature files.
+Feature files are CSV, Parquet, or a directory of them. Every refusal is a
+:class:`~taskclf.exceptions.ReaderError` that names the file and says what
+is wrong with it: an empty file or one that is not a regular file, binary
+content where text was expected, a missing header row, two columns of one
+name, a column of the wrong type, an unparseable or out-of-range
+timestamp, the same row in two files, or a directory without feature
+files. ``segments.json`` records are checked field by field.
 
 Known columns (those of the feature schemas' row registries, plus
 ``label``) are given their registry type: text columns stay text (``"007"``
@@ -14,20 +17,30 @@ parsed to UTC. Other columns are kept as pandas reads them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+import reprlib
+import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
-from taskclf._columns import LABEL
-from taskclf._io import atomic_path
+from taskclf._columns import BUCKET_START_TS, LABEL, USER_ID
+from taskclf._io import atomic_path, atomic_write_text, read_regular_file
+from taskclf._progress import step
 from taskclf.core.schema import SCHEMA_V3
-from taskclf.core.time import to_utc_series
-from taskclf.exceptions import ReaderError, TimestampError
+from taskclf.core.time import format_utc, timestamps_ns, to_utc_series
+from taskclf.exceptions import (
+    DuplicateRowsError,
+    InputError,
+    ReaderError,
+    TimestampError,
+)
+from taskclf.stages.segment import Segment
 
 CSV_SUFFIXES: Final = (".csv",)
 PARQUET_SUFFIXES: Final = (".parquet", ".pq")
@@ -41,12 +54,10 @@ _SNIFF_BYTES: Final = 8192
 _PARQUET_MAGIC: Final = b"PAR1"
 _TRUE: Final = frozenset({"true", "1", "1.0", "yes"})
 _FALSE: Final = frozenset({"false", "0", "0.0", "no"})
-
-T = TypeVar("T")
-
-
-def _no_progress(items: Iterable[T]) -> Iterator[T]:
-    return iter(items)
+PREDICTIONS_FILE: Final = "predictions.csv"
+SEGMENTS_FILE: Final = "segments.json"
+MAX_SEGMENTS_BYTES: Final = 1 << 30
+"""Largest ``segments.json`` :func:`read_segments_json` reads."""
 
 
 def _where(path: Path) -> str:
@@ -92,12 +103,11 @@ def feature_files(path: str | os.PathLike[str]) -> list[Path]:
     return [path]
 
 
-def read_features(
-    path: str | os.PathLike[str],
-    *,
-    progress: Callable[[Iterable[Path]], Iterable[Path]] = _no_progress,
-) -> pd.DataFrame:
+def read_features(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a CSV or Parquet feature file, or every such file in a directory.
+
+    Reading many files advances a progress step (:mod:`taskclf._progress`)
+    once per file.
 
     Parameters
     ----------
@@ -105,8 +115,6 @@ def read_features(
         A ``.csv``, ``.parquet`` or ``.pq`` file, or a directory of them.
         The files of a directory must share their columns; their rows are
         concatenated in file order.
-    progress : callable, optional
-        Wraps the iteration over files (a progress bar).
 
     Returns
     -------
@@ -118,6 +126,9 @@ def read_features(
     ------
     ReaderError
         Naming the file and the problem.
+    DuplicateRowsError
+        When two files hold the same ``(user_id, bucket_start_ts)`` row
+        (naming both files).
 
     Examples
     --------
@@ -131,30 +142,57 @@ def read_features(
     """
     files = feature_files(path)
     frames: list[pd.DataFrame] = []
-    first_columns: list[str] | None = None
-    for file in progress(files):
-        frame = read_feature_file(file)
-        if first_columns is None:
-            first_columns = list(frame.columns)
-        elif set(frame.columns) != set(first_columns):
-            missing = sorted(set(first_columns) - set(frame.columns))
-            extra = sorted(set(frame.columns) - set(first_columns))
-            raise ReaderError(
-                f"{_where(file)} has other columns than {str(files[0])!r}: "
-                f"missing {missing[:10]}, extra {extra[:10]}"
-            )
-        frames.append(frame)
+    with step("reading", len(files)) as advance:
+        for file in files:
+            frame = read_feature_file(file)
+            if frames and set(frame.columns) != set(frames[0].columns):
+                missing = sorted(set(frames[0].columns) - set(frame.columns))
+                extra = sorted(set(frame.columns) - set(frames[0].columns))
+                raise ReaderError(
+                    f"{_where(file)} has other columns than {str(files[0])!r}: "
+                    f"missing {missing[:10]}, extra {extra[:10]}"
+                )
+            frames.append(frame)
+            advance(1)
     if len(frames) == 1:
         return frames[0]
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    _check_rows_in_one_file(out, np.repeat(np.arange(len(files)), [len(f) for f in frames]), files)
+    return out
+
+
+def _check_rows_in_one_file(frame: pd.DataFrame, owner: np.ndarray, files: list[Path]) -> None:
+    """Refuse a ``(user_id, bucket_start_ts)`` row that two files hold."""
+    keys = [c for c in (USER_ID, BUCKET_START_TS) if c in frame.columns]
+    if BUCKET_START_TS not in keys:
+        return
+    twice = frame.duplicated(keys, keep=False).to_numpy()
+    if not twice.any():
+        return
+    rows = frame[twice].assign(_file=owner[twice])
+    spread = rows.groupby(keys, sort=False, dropna=False)["_file"].agg(["min", "max"])
+    spread = spread[spread["min"] != spread["max"]]
+    if spread.empty:  # repeated within one file: the pipeline names the row
+        return
+    key = spread.index[0] if len(keys) == 2 else (None, spread.index[0])
+    first, second = files[int(spread["min"].iloc[0])], files[int(spread["max"].iloc[0])]
+    whose = "" if key[0] is None else f" of user {reprlib.repr(key[0])}"
+    raise DuplicateRowsError(
+        f"features files {str(first)!r} and {str(second)!r} both hold the row{whose} at "
+        f"{key[1].isoformat()} ({len(spread)} duplicate row(s) across files)"
+    )
 
 
 def read_feature_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read one CSV or Parquet feature file (see :func:`read_features`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ReaderError(f"{_where(path)} does not exist or is not a file")
-    if path.stat().st_size == 0:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ReaderError(f"{_where(path)} does not exist") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ReaderError(f"{_where(path)} is not a regular file")
+    if info.st_size == 0:
         raise ReaderError(f"{_where(path)} is empty")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         frame = _read_parquet(path)
@@ -178,11 +216,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
             raise ReaderError(
                 f"{_where(path)} is not UTF-8 text (byte {exc.start}: {exc.reason})"
             ) from None
-    try:
-        header = pd.read_csv(path, nrows=0)
+    try:  # the header as written: pandas would rename a repeated name 'x' to 'x.1'
+        header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
-    columns = [str(c) for c in header.columns]
+    columns = [str(c) for c in header.iloc[0]]
     _check_header(columns, path)
     text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
     try:
@@ -199,9 +237,12 @@ def _check_header(columns: list[str], path: Path) -> None:
             f"line reads {shown!r}; expected names such as 'bucket_start_ts', "
             "'user_id', 'app_id'"
         )
-    unnamed = [c for c in columns if c.startswith("Unnamed: ")]
+    unnamed = [c for c in columns if not c.strip()]
     if unnamed:
         raise ReaderError(f"{_where(path)}: header row has {len(unnamed)} empty column name(s)")
+    repeated = pd.Index(columns)[pd.Index(columns).duplicated()]
+    if len(repeated):
+        raise ReaderError(f"{_where(path)}: header row names column {repeated[0]!r} twice")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -306,6 +347,11 @@ def _typed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
                 new[name] = to_utc_series(column, column=name)
             except TimestampError as exc:
                 raise ReaderError(f"{_where(path)}: {exc}") from None
+            except pd.errors.OutOfBoundsDatetime:
+                raise ReaderError(
+                    f"{_where(path)}: column {name!r} holds a timestamp outside the years "
+                    "1677-2262 that taskclf handles"
+                ) from None
         elif kind == "list" and not column.empty and _is_text(column):
             new[name] = _as_lists(column)
         elif kind == "str" and not (
@@ -364,3 +410,155 @@ def write_features(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         else:
             _for_csv(frame).to_csv(temporary, index=False)
     return path
+
+
+def _check_length(name: str, values: Any, n: int) -> None:
+    if values is not None and len(values) != n:
+        raise InputError(f"{name} has {len(values)} values but features_df has {n} rows")
+
+
+def write_predictions_csv(
+    features_df: pd.DataFrame,
+    labels: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    confidences: np.ndarray | None = None,
+    is_rejected: np.ndarray | None = None,
+    mapped_labels: Sequence[str] | None = None,
+    core_probs: np.ndarray | None = None,
+    include_user_id: bool = False,
+) -> Path:
+    """Write one CSV row per bucket, atomically.
+
+    Columns: ``bucket_start_ts`` (ISO 8601, UTC), ``user_id`` (only with
+    ``include_user_id`` and a frame that has it), ``predicted_label``, then
+    ``confidence`` (4 decimals), ``is_rejected``, ``mapped_label`` and
+    ``core_probs`` (a JSON list of 4-decimal probabilities in class order)
+    for the arguments given.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from taskclf.calibration import check_proba
+    from taskclf.taxonomy import round_like_python
+
+    n = len(features_df)
+    for name, values in (
+        ("labels", labels),
+        ("confidences", confidences),
+        ("is_rejected", is_rejected),
+        ("mapped_labels", mapped_labels),
+        ("core_probs", core_probs),
+    ):
+        _check_length(name, values, n)
+    data: dict[str, Any] = {BUCKET_START_TS: format_utc(timestamps_ns(features_df))}
+    if include_user_id and USER_ID in features_df.columns:
+        data[USER_ID] = features_df[USER_ID].to_numpy()
+    data["predicted_label"] = np.asarray(labels, dtype=object)
+    if confidences is not None:
+        data["confidence"] = np.round(np.asarray(confidences, dtype=np.float64), 4)
+    if is_rejected is not None:
+        data["is_rejected"] = np.asarray(is_rejected, dtype=bool)
+    if mapped_labels is not None:
+        data["mapped_label"] = np.asarray(mapped_labels, dtype=object)
+    if core_probs is not None:
+        # Python's round(p, 4), bit for bit, as files written before expect.
+        rounded = round_like_python(check_proba(core_probs, "core_probs"), 4)
+        data["core_probs"] = [json.dumps(row) for row in rounded.tolist()]
+    with atomic_path(path) as temporary:
+        pd.DataFrame(data).to_csv(temporary, index=False)
+    return Path(path)
+
+
+def _json_scalar(value: object) -> Any:
+    """numpy scalars (a ``user_id`` of an integer column) as Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def write_segments_json(segments: Sequence[Segment], path: str | os.PathLike[str]) -> Path:
+    """Write segments to a JSON list, atomically, timestamps in ISO 8601.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    records = [segment.to_dict() for segment in segments]
+    return atomic_write_text(path, json.dumps(records, indent=2, default=_json_scalar))
+
+
+def _timestamp(value: object) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"holds {reprlib.repr(value)}, not an ISO 8601 timestamp")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"holds {reprlib.repr(value)}, not an ISO 8601 timestamp") from None
+    try:
+        pd.Timestamp(parsed).as_unit("ns")
+    except pd.errors.OutOfBoundsDatetime:
+        raise ValueError(f"holds {value!r}, outside the years 1677-2262") from None
+    return parsed
+
+
+def _segment(record: object) -> Segment:
+    """One record of a segments file, checked field by field (ValueError names the field)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a {type(record).__name__}, not an object")
+    for name in ("start_ts", "end_ts", "label", "bucket_count"):
+        if name not in record:
+            raise ValueError(f"no field {name!r}")
+    fields: dict[str, Any] = {}
+    for name in ("start_ts", "end_ts"):
+        try:
+            fields[name] = _timestamp(record[name])
+        except ValueError as exc:
+            raise ValueError(f"field {name!r} {exc}") from None
+    label, count, user = record["label"], record["bucket_count"], record.get("user_id")
+    if not isinstance(label, str):
+        raise ValueError(f"field 'label' holds {reprlib.repr(label)}, not text")
+    if type(count) is not int or count < 1:
+        raise ValueError(f"field 'bucket_count' holds {reprlib.repr(count)}, not a count >= 1")
+    if user is not None and (isinstance(user, bool) or not isinstance(user, (str, int))):
+        raise ValueError(f"field 'user_id' holds {reprlib.repr(user)}, not text or a number")
+    fields.update(label=label, bucket_count=count, user_id=user)
+    return Segment(**fields)
+
+
+def read_segments_json(path: str | os.PathLike[str]) -> list[Segment]:
+    """Read segments written by :func:`write_segments_json`.
+
+    Also reads files of earlier taskclf versions, whose records have no
+    ``user_id``. The file must be a regular file of at most
+    :data:`MAX_SEGMENTS_BYTES`.
+
+    Raises
+    ------
+    ReaderError
+        Naming the file, when it cannot be read or does not hold a list of
+        segment records; a bad record is named with its field (a missing
+        or unparseable timestamp, a label that is not text, a bucket count
+        that is not a whole number >= 1).
+    """
+    where = f"segments file {str(path)!r}"
+    try:
+        data = read_regular_file(path, MAX_SEGMENTS_BYTES, "segments file")
+    except ReaderError as exc:
+        raise ReaderError(f"cannot read {exc}") from None
+    try:
+        records = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # also 5000-digit numbers, nesting bombs
+        raise ReaderError(f"cannot read {where}: {exc}") from None
+    if not isinstance(records, list):
+        raise ReaderError(f"{where} must hold a JSON list, got {type(records).__name__}")
+    segments = []
+    for i, record in enumerate(records):
+        try:
+            segments.append(_segment(record))
+        except ValueError as exc:
+            raise ReaderError(f"{where}: record {i} is not a segment: {exc}") from None
+    return segments

@@ -7,10 +7,7 @@ stages (:func:`taskclf.build_pipeline`); no algorithm lives here.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,22 +20,19 @@ from taskclf._columns import (
     PROBA_COLUMNS,
     RAW_LABEL,
     SMOOTHED_LABEL,
-    USER_ID,
 )
 from taskclf._frame import check_frame
-from taskclf._io import atomic_path, atomic_write_text
-from taskclf.calibration import CalibratorStore, check_proba
+from taskclf._readers import read_segments_json, write_predictions_csv, write_segments_json
+from taskclf.calibration import CalibratorStore
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_SMOOTH_WINDOW
 from taskclf.core.schema import get_schema, resolve_schema_version
-from taskclf.core.time import format_utc, timestamps_ns
 from taskclf.core.types import MIXED_UNKNOWN
-from taskclf.exceptions import InputError, ReaderError
 from taskclf.pipeline import build_pipeline
 from taskclf.stages.encode import CategoricalEncoder, vocabulary_of
 from taskclf.stages.model import BoosterPredictor
 from taskclf.stages.reject import Rejector, reject_codes
 from taskclf.stages.segment import Segment, frame_to_segments
-from taskclf.taxonomy import TaxonomyResolver, round_like_python
+from taskclf.taxonomy import TaxonomyResolver
 
 __all__ = [
     "BatchInferenceResult",
@@ -251,113 +245,3 @@ def run_batch_inference(
         mapped_labels=mapped_labels,
         mapped_probs=mapped_probs,
     )
-
-
-def _check_length(name: str, values: Any, n: int) -> None:
-    if values is not None and len(values) != n:
-        raise InputError(f"{name} has {len(values)} values but features_df has {n} rows")
-
-
-def write_predictions_csv(
-    features_df: pd.DataFrame,
-    labels: Sequence[str],
-    path: Path,
-    *,
-    confidences: np.ndarray | None = None,
-    is_rejected: np.ndarray | None = None,
-    mapped_labels: Sequence[str] | None = None,
-    core_probs: np.ndarray | None = None,
-    include_user_id: bool = False,
-) -> Path:
-    """Write one CSV row per bucket, atomically.
-
-    Columns: ``bucket_start_ts`` (ISO 8601, UTC), ``user_id`` (only with
-    ``include_user_id`` and a frame that has it), ``predicted_label``, then
-    ``confidence`` (4 decimals), ``is_rejected``, ``mapped_label`` and
-    ``core_probs`` (a JSON list of 4-decimal probabilities in class order)
-    for the arguments given.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    n = len(features_df)
-    for name, values in (
-        ("labels", labels),
-        ("confidences", confidences),
-        ("is_rejected", is_rejected),
-        ("mapped_labels", mapped_labels),
-        ("core_probs", core_probs),
-    ):
-        _check_length(name, values, n)
-    data: dict[str, Any] = {"bucket_start_ts": format_utc(timestamps_ns(features_df))}
-    if include_user_id and USER_ID in features_df.columns:
-        data[USER_ID] = features_df[USER_ID].to_numpy()
-    data["predicted_label"] = np.asarray(labels, dtype=object)
-    if confidences is not None:
-        data["confidence"] = np.round(np.asarray(confidences, dtype=np.float64), 4)
-    if is_rejected is not None:
-        data["is_rejected"] = np.asarray(is_rejected, dtype=bool)
-    if mapped_labels is not None:
-        data["mapped_label"] = np.asarray(mapped_labels, dtype=object)
-    if core_probs is not None:
-        # Python's round(p, 4), bit for bit, as files written before expect.
-        rounded = round_like_python(check_proba(core_probs, "core_probs"), 4)
-        data["core_probs"] = [json.dumps(row) for row in rounded.tolist()]
-    out = pd.DataFrame(data)
-    with atomic_path(path) as temporary:
-        out.to_csv(temporary, index=False)
-    return Path(path)
-
-
-def write_segments_json(segments: Sequence[Segment], path: Path) -> Path:
-    """Write segments to a JSON list, atomically, timestamps in ISO 8601.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    records = [segment.to_dict() for segment in segments]
-    return atomic_write_text(path, json.dumps(records, indent=2))
-
-
-def read_segments_json(path: Path) -> list[Segment]:
-    """Read segments written by :func:`write_segments_json`.
-
-    Also reads files of earlier taskclf versions, whose records have no
-    ``user_id``.
-
-    Raises
-    ------
-    ReaderError
-        Naming the file, when it cannot be read or does not hold a list of
-        segment records.
-    """
-    path = Path(path)
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # also 5000-digit numbers, nesting bombs
-        raise ReaderError(f"cannot read segments file {str(path)!r}: {exc}") from None
-    if not isinstance(records, list):
-        raise ReaderError(
-            f"segments file {str(path)!r} must hold a JSON list, got {type(records).__name__}"
-        )
-    segments = []
-    for i, record in enumerate(records):
-        try:
-            segments.append(
-                Segment(
-                    start_ts=pd.Timestamp(record["start_ts"]).to_pydatetime(),
-                    end_ts=pd.Timestamp(record["end_ts"]).to_pydatetime(),
-                    label=str(record["label"]),
-                    bucket_count=int(record["bucket_count"]),
-                    user_id=record.get("user_id"),
-                )
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ReaderError(
-                f"segments file {str(path)!r}: record {i} is not a segment ({exc!r})"
-            ) from None
-    return segments
