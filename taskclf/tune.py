@@ -240,7 +240,7 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         # The last step is always refitted per candidate: it is what predicts.
         split = min(self._split_index(candidates), len(self.estimator.steps) - 1)
         for params in candidates:  # refuse bad names or values before any work
-            self._candidate(params)
+            TaskPipeline(self._candidate(params).steps)._check_steps()
         scorer = self._scorer()
         X, y, groups = indexable(X, y, groups)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
