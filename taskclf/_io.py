@@ -211,10 +211,11 @@ def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "fil
         raise MissingFileError(f"{where} does not exist") from None
     except OSError as exc:
         raise ReaderError(f"{where} cannot be read: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ReaderError(f"{where} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ReaderError(f"{where} is not a regular file")
         if info.st_size > limit:
             raise ReaderError(f"{where} is too large ({info.st_size} bytes; at most {limit})")
         data = handle.read(limit + 1)

@@ -240,7 +240,7 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         # The last step is always refitted per candidate: it is what predicts.
         split = min(self._split_index(candidates), len(self.estimator.steps) - 1)
         for params in candidates:  # refuse bad names or values before any work
-            self._candidate(params)
+            TaskPipeline(self._candidate(params).steps)._check_steps()
         scorer = self._scorer()
         X, y, groups = indexable(X, y, groups)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
@@ -334,12 +334,16 @@ def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
         return {}
     frame = X.drop(columns=["label"], errors="ignore")
     rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    users = frame[USER_ID].astype(str) if USER_ID in frame.columns else pd.Series("", index=X.index)
-    days = pd.Series(timestamps_ns(frame) // NS_PER_DAY, index=X.index)
-    digests = {}
-    for (user, day), positions in (
-        pd.Series(rows, index=X.index).groupby([users, days]).indices.items()
-    ):
+    users = (
+        frame[USER_ID].astype(str).reset_index(drop=True)
+        if USER_ID in frame.columns
+        else pd.Series("", index=range(len(frame)))
+    )
+    days = pd.Series(timestamps_ns(frame) // NS_PER_DAY)
+    digests: dict[str, tuple[Any, str]] = {}
+    groups: dict[Any, Any] = pd.Series(rows).groupby([users, days]).indices
+    for key, positions in groups.items():
+        user, day = key
         digest = hashlib.sha256(np.sort(rows[positions]).tobytes()).hexdigest()[:16]
         digests[digest] = (user, str(pd.Timestamp(int(day) * NS_PER_DAY, tz="UTC").date()))
     return digests

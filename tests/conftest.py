@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import dask
 import dask.dataframe as dd
 import lightgbm as lgb
@@ -21,6 +22,7 @@ from taskclf import (
     export_bundle_dir,
     save_bundle,
 )
+from taskclf._columns import PROBA_COLUMNS
 from taskclf._readers import write_features
 from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER
@@ -144,6 +146,64 @@ def booster_3_classes(frame_v1, encoders_v1):
     y = np.array([CLASS_ORDER.index(v) % 3 for v in frame_v1["label"]])
     params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1}
     return lgb.train(params, lgb.Dataset(X.to_numpy(dtype=float), y), 3)
+
+
+SMALL_TREES = {"num_leaves": 7, "max_bin": 31}
+FAST = {"num_boost_round": 10, "num_threads": 1}
+"""Small and quick models: tests check behaviour, not accuracy."""
+
+
+@pytest.fixture(scope="session")
+def labelled() -> tuple[pd.DataFrame, pd.Series]:
+    """Four users, 480 minutes each, every user doing all eight tasks."""
+    frame = make_frame(n_users=4, minutes=480, seed=2)
+    return frame.drop(columns="label"), frame["label"]
+
+
+@pytest.fixture(scope="session")
+def fitted(labelled):
+    """A pipeline trained here (encoder, booster, temperature calibration)."""
+    X, y = labelled
+    return build_pipeline(booster_params=SMALL_TREES, **FAST).fit(X, y)
+
+
+# --------------------------------------------------------------------------
+# Small frames along time, for the stages after the model
+# --------------------------------------------------------------------------
+
+T0 = pd.Timestamp("2025-01-06 09:00", tz="UTC")
+
+
+def timeline_frame(users, minutes, index=None, **columns) -> pd.DataFrame:
+    """Rows starting at ``T0 + minutes`` (no ``user_id`` column when ``users`` is None)."""
+    data = {} if users is None else {"user_id": users}
+    data["bucket_start_ts"] = [T0 + pd.Timedelta(minutes=m) for m in minutes]
+    return pd.DataFrame({**data, **columns}, index=index)
+
+
+def proba_frame(proba, index=None, **columns) -> pd.DataFrame:
+    """The probability columns of ``proba`` (n, 8), then ``columns``."""
+    frame = pd.DataFrame(np.asarray(proba, dtype=float), columns=list(PROBA_COLUMNS), index=index)
+    return frame.assign(**columns)
+
+
+def join_equal_neighbours(segments: list, bucket_seconds: int = 60, max_gap: int = 300) -> list:
+    """Neighbouring segments of one timeline with the same label as one segment
+    (what ``HysteresisMerger(join_equal=True)`` does after the hysteresis rule)."""
+    out: list = []
+    for segment in segments:
+        last = out[-1] if out else None
+        gap = None if last is None else segment.start_ts - last.end_ts
+        if (
+            last is not None
+            and (last.label, last.user_id) == (segment.label, segment.user_id)
+            and gap.total_seconds() + bucket_seconds <= max_gap
+        ):
+            count = last.bucket_count + segment.bucket_count
+            out[-1] = attrs.evolve(last, end_ts=segment.end_ts, bucket_count=count)
+        else:
+            out.append(segment)
+    return out
 
 
 # Shared by the bad-input tests of every module

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_frame
+from conftest import refused
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 
 from taskclf import (
     Calibrator,
     CalibratorStore,
-    IdentityCalibrator,
     IsotonicCalibrator,
     TemperatureCalibrator,
-    build_pipeline,
 )
 from taskclf._columns import PROBA_COLUMNS
 from taskclf.calibration import (
@@ -94,8 +93,6 @@ def test_identity_needs_no_fit_and_fitted_methods_do():
     pd.testing.assert_frame_equal(Calibrator().transform(frame), frame)
     with pytest.raises(NotFittedError, match="temperature"):
         Calibrator(method="temperature").transform(frame)
-    with pytest.raises(InvalidParameterError, match="method"):
-        Calibrator(method="platt").fit(frame, names(np.zeros(10, int)))
     with pytest.raises(InputError, match="pass y"):
         Calibrator(method="temperature").fit(frame)
     with pytest.raises(InputError, match="'Nap'"):
@@ -104,16 +101,15 @@ def test_identity_needs_no_fit_and_fitted_methods_do():
         Calibrator(method="isotonic").fit(frame, ["Build"] * 9)
 
 
-def test_given_maps_are_frozen_and_fit_only_reports_their_scores():
+def test_given_maps_are_frozen_through_fit():
     proba, labels = calibrated_sample(500, seed=5)
     given = TemperatureCalibrator(2.0)
-    stage = Calibrator(given, method="isotonic").fit(frame_of(proba), names(labels))
-    assert stage.calibrator is given
-    assert not hasattr(stage, "calibrator_")
-    assert stage.log_loss_after_ > stage.log_loss_before_  # T = 2 hurts calibrated data
-    expected = given.calibrate(proba)
+    stage = FrozenEstimator(Calibrator.from_maps(given))
+    assert stage.fit(frame_of(proba), names(labels)) is stage
+    assert stage.calibrator_ is given
+    assert np.isnan(stage.log_loss_after_)  # nothing was fitted
     out = stage.transform(frame_of(proba))[list(PROBA_COLUMNS)].to_numpy()
-    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    np.testing.assert_allclose(out, given.calibrate(proba), rtol=1e-12)
 
 
 def per_user_frame(
@@ -198,34 +194,34 @@ def test_per_user_without_user_ids_fits_the_global_map_only():
     assert isinstance(stage.calibrator_, TemperatureCalibrator)
 
 
-def test_calibrator_parameters_clone_and_set():
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"method": "platt"}, "method must be one of ['identity', 'temperature', 'isotonic']"),
+        ({"per_user": 1}, "per_user must be True or False, got 1"),
+        ({"min_user_rows": 0}, "min_user_rows must be an integer in [1, 2147483648], got 0"),
+        ({"min_user_days": 2.5}, "min_user_days must be an integer in [1, 2147483648]"),
+    ],
+)
+def test_bad_parameters_are_refused_at_fit_and_transform(params, words):
     stage = Calibrator(method="isotonic", per_user=True, min_user_rows=50)
-    copy = clone(stage)
-    assert copy.get_params() == stage.get_params()
-    copy.set_params(method="temperature", min_user_days=2)
-    assert copy.get_params()["method"] == "temperature"
-    assert stage.get_params()["method"] == "isotonic"
-    with pytest.raises(InvalidParameterError, match="min_user_rows"):
-        Calibrator(method="identity", min_user_rows=0).fit(frame_of(np.full((1, 8), 0.125)))
-    assert isinstance(
-        Calibrator().fit(frame_of(np.full((1, 8), 0.125))).calibrator_, IdentityCalibrator
-    )
+    assert clone(stage).get_params() == stage.get_params()
+    stage.set_params(**params)  # only stored
+    frame = frame_of(np.full((1, 8), 0.125))
+    for call in (lambda: stage.fit(frame, ["Build"]), lambda: stage.transform(frame)):
+        refused(call, InvalidParameterError, "Calibrator: " + words)
 
 
-def test_the_pipeline_calibrates_on_out_of_fold_probabilities():
-    frame = make_frame(n_users=4, minutes=480, seed=2)
-    X, y = frame.drop(columns="label"), frame["label"]
-    params = {"booster_params": {"num_leaves": 7, "max_bin": 31}, "num_threads": 1}
-    pipeline = build_pipeline(num_boost_round=10, **params).fit(X, y)
-    fitted_t = pipeline.named_steps["calibrate"].calibrator_.temperature
+def test_the_pipeline_calibrates_on_out_of_fold_probabilities(fitted, labelled):
+    X, y = labelled
+    fitted_t = fitted.named_steps["calibrate"].calibrator_.temperature
 
     # The same steps by hand: encode, out-of-fold probabilities, temperature.
-    fresh = build_pipeline(num_boost_round=10, **params)
+    fresh = clone(fitted)
     encoded = fresh.named_steps["encode"].fit_transform(X, y)
     oof = fresh.named_steps["predict"].fit_transform(encoded, y)
     codes = pd.Index(CLASS_ORDER).get_indexer(y)
-    expected = fit_temperature(oof[list(PROBA_COLUMNS)].to_numpy(), codes).temperature
-    assert fitted_t == expected
+    assert fit_temperature(oof[list(PROBA_COLUMNS)].to_numpy(), codes).temperature == fitted_t
     # Fitting on in-sample probabilities would give another temperature.
     in_sample = fresh.named_steps["predict"].transform(encoded)[list(PROBA_COLUMNS)].to_numpy()
     assert fit_temperature(in_sample, codes).temperature != pytest.approx(fitted_t, rel=0.05)

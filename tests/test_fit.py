@@ -7,25 +7,13 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import (
-    FEATURE_CASES,
-    TIMELINE_CASES,
-    make_frame,
-    refused,
-)
+from conftest import FAST, FEATURE_CASES, SMALL_TREES, TIMELINE_CASES, make_frame, refused
 from joblib import Memory
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
-from sklearn.model_selection import GroupKFold
+from sklearn.frozen import FrozenEstimator
 
-from taskclf import (
-    BoosterPredictor,
-    CategoricalEncoder,
-    build_pipeline,
-    load_bundle,
-    read_bundle_info,
-    save_bundle,
-)
+from taskclf import BoosterPredictor, CategoricalEncoder, build_pipeline, frame_to_segments
 from taskclf._columns import PROBA_COLUMNS
 from taskclf._folds import check_labels, fold_groups, group_folds
 from taskclf.core.schema import get_schema
@@ -33,26 +21,8 @@ from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN
 from taskclf.exceptions import (
     InputError,
     InvalidParameterError,
-    NotFittedError,
 )
-from taskclf.tune import PostprocessingSearchCV
-
-SMALL = {"num_leaves": 7, "max_bin": 31}
-FAST = {"num_boost_round": 10, "num_threads": 1}
-"""Small and quick models: tests check behaviour, not accuracy."""
-
-
-@pytest.fixture(scope="module")
-def labelled() -> tuple[pd.DataFrame, pd.Series]:
-    """Four users, 480 minutes each, every user doing all eight tasks."""
-    frame = make_frame(n_users=4, minutes=480, seed=2)
-    return frame.drop(columns="label"), frame["label"]
-
-
-@pytest.fixture(scope="module")
-def fitted(labelled):
-    X, y = labelled
-    return build_pipeline(booster_params=SMALL, **FAST).fit(X, y)
+from taskclf.pipeline import FROZEN_STEPS, TaskPipeline, freeze
 
 
 def proba_of(frame: pd.DataFrame) -> np.ndarray:
@@ -81,8 +51,8 @@ def test_booster_is_multiclass_over_the_eight_classes_with_categoricals_declared
 def test_training_is_deterministic(labelled):
     X, y = labelled
     Xe = CategoricalEncoder().fit_transform(X, y)
-    first = BoosterPredictor(params=SMALL, **FAST).fit(Xe, y).booster_.model_to_string()
-    second = BoosterPredictor(params=SMALL, **FAST).fit(Xe, y).booster_.model_to_string()
+    first = BoosterPredictor(params=SMALL_TREES, **FAST).fit(Xe, y).booster_.model_to_string()
+    second = BoosterPredictor(params=SMALL_TREES, **FAST).fit(Xe, y).booster_.model_to_string()
     assert first == second
 
 
@@ -109,7 +79,7 @@ def test_balanced_class_weight_raises_the_probability_of_a_rare_class():
     Xe = CategoricalEncoder().fit_transform(X, labels)
 
     def build_proba(class_weight: object) -> float:
-        stage = BoosterPredictor(class_weight=class_weight, params=SMALL, **FAST)
+        stage = BoosterPredictor(class_weight=class_weight, params=SMALL_TREES, **FAST)
         stage.fit(Xe, labels)
         return float(stage.predict_proba(Xe)[labels == "Build", 1].mean())
 
@@ -117,45 +87,10 @@ def test_balanced_class_weight_raises_the_probability_of_a_rare_class():
     assert balanced > unweighted + 0.1
 
 
-def test_labels_are_checked(labelled):
-    X, y = labelled
-    pipeline = build_pipeline(**FAST)
-    bad = y.to_numpy().copy()
-    bad[5] = "Coding"
-    with pytest.raises(InputError, match="'Coding'"):
-        pipeline.fit(X, bad)
-    with pytest.raises(InputError, match=f"{len(y) - 1} labels but X has {len(y)} rows"):
-        pipeline.fit(X, y[1:])
-    with pytest.raises(InputError, match="pass y"):
-        pipeline.fit(X)
-    assert check_labels(np.array(["Write", "Build"]), 2, "x").tolist() == [7, 1]
-
-
-def test_bad_training_parameters_are_refused(labelled):
-    X, y = labelled
-    Xe = CategoricalEncoder().fit_transform(X, y)
-    for bad in (
-        {"num_boost_round": 0},
-        {"n_folds": 1},
-        {"class_weight": "even"},
-        {"class_weight": {"Coding": 2.0}},
-        {"num_threads": -1},
-        {"params": ["num_leaves"]},
-    ):
-        with pytest.raises(InvalidParameterError):
-            BoosterPredictor(**bad).fit(Xe, y)
-
-
-def test_an_untrained_stage_refuses_to_predict(labelled):
-    X, _ = labelled
-    with pytest.raises(NotFittedError):
-        BoosterPredictor().transform(X)
-
-
 def test_out_of_fold_rows_are_scored_by_a_model_that_never_saw_them(labelled):
     X, y = labelled
     Xe = CategoricalEncoder().fit_transform(X, y)
-    stage = BoosterPredictor(n_folds=3, params=SMALL, **FAST)
+    stage = BoosterPredictor(n_folds=3, params=SMALL_TREES, **FAST)
     oof = proba_of(stage.fit_transform(Xe, y))
     fold = stage.oof_fold_
     users = X["user_id"].to_numpy()
@@ -171,6 +106,7 @@ def test_out_of_fold_rows_are_scored_by_a_model_that_never_saw_them(labelled):
     np.testing.assert_array_equal(proba_of(stage.transform(Xe)), full)
 
 
+@pytest.mark.slow
 def test_out_of_fold_probabilities_do_not_reflect_memorization():
     # Random labels: only memorization fits them.
     frame = make_frame(n_users=3, minutes=150, seed=4)
@@ -227,8 +163,7 @@ def test_a_pretrained_booster_stays_frozen_through_fit_and_clone(booster_v1, enc
     pipeline.fit(X, y)
     assert pipeline.named_steps["calibrate"].log_loss_before_ > 0
     stage = pipeline.named_steps["predict"]
-    assert stage.booster is booster_v1
-    assert not hasattr(stage, "booster_")
+    assert isinstance(stage, FrozenEstimator) and stage.booster_ is booster_v1
     assert booster_v1.model_to_string() == before
     assert clone(pipeline).named_steps["predict"] is stage
     np.testing.assert_array_equal(pipeline.predict(X), ready)
@@ -236,12 +171,22 @@ def test_a_pretrained_booster_stays_frozen_through_fit_and_clone(booster_v1, enc
     assert pipeline.get_params()["calibrate__method"] == "identity"
 
 
-def test_an_unfitted_trainable_stage_clones_like_any_estimator(fitted):
-    stage = fitted.named_steps["predict"]
-    copy = clone(stage)
-    assert copy is not stage
-    assert not hasattr(copy, "booster_")
-    assert copy.get_params() == stage.get_params()
+def test_freeze_keeps_the_trained_steps_and_clones_the_others(fitted, labelled, monkeypatch):
+    X, y = labelled
+    frozen = freeze(fitted)
+    assert isinstance(frozen, TaskPipeline)
+    expected = fitted.predict(X)
+    calls = []
+    monkeypatch.setattr(lgb, "train", lambda *a, **k: calls.append(1))
+    frozen.set_params(reject__threshold=0.3).fit(X.iloc[:500], y.iloc[:500])
+    assert calls == []  # never retrained
+    for name, step in frozen.steps:
+        if name in FROZEN_STEPS:
+            assert step.estimator is fitted.named_steps[name]
+            assert clone(frozen).named_steps[name] is step
+        else:
+            assert step is not fitted.named_steps[name]
+    np.testing.assert_array_equal(frozen.set_params(reject__threshold=None).predict(X), expected)
 
 
 def test_new_parameters_work_with_get_params_set_params_and_clone():
@@ -286,9 +231,13 @@ def test_unseen_users_are_predicted_on_their_own_timelines(fitted):
     out = fitted.transform(new)
     assert out["user_id"].tolist() == new["user_id"].tolist()
     assert set(out["user_id_encoded"].astype(object)) == {"__unknown__"}
-    assert out.groupby("user_id")["segment_id"].nunique().sum() == out["segment_id"].nunique()
+    segments = frame_to_segments(out)
+    assert {s.user_id for s in segments} == {"newcomer_a", "newcomer_b"}
+    for user in ("newcomer_a", "newcomer_b"):
+        assert sum(s.bucket_count for s in segments if s.user_id == user) == 120
 
 
+@pytest.mark.slow
 def test_memory_caching_trains_the_booster_once(labelled, tmp_path, monkeypatch):
     X, y = labelled
     calls = []
@@ -300,33 +249,15 @@ def test_memory_caching_trains_the_booster_once(labelled, tmp_path, monkeypatch)
 
     monkeypatch.setattr(lgb, "train", counting_train)
     memory = Memory(tmp_path, verbose=0)
-    first = build_pipeline(memory=memory, n_folds=2, booster_params=SMALL, **FAST).fit(X, y)
+    first = build_pipeline(memory=memory, n_folds=2, booster_params=SMALL_TREES, **FAST).fit(X, y)
     assert len(calls) == 3  # the full model and two fold models
-    second = build_pipeline(memory=memory, n_folds=2, booster_params=SMALL, **FAST)
+    second = build_pipeline(memory=memory, n_folds=2, booster_params=SMALL_TREES, **FAST)
     second.set_params(reject__threshold=0.4)
     second.fit(X, y)
     assert len(calls) == 3  # loaded from the cache
     np.testing.assert_array_equal(
         proba_of(first[:3].transform(X)), proba_of(second[:3].transform(X))
     )
-
-
-def test_fit_records_a_training_fingerprint_that_bundles_keep(tmp_path):
-    from taskclf import build_pipeline
-    from taskclf.synth import make_activity_frame
-
-    frame = make_activity_frame(3, 2, random_state=4)
-    X, y = frame.drop(columns="label"), frame["label"]
-    first = build_pipeline(num_boost_round=5, num_threads=1).fit(X, y)
-    again = build_pipeline(num_boost_round=5, num_threads=1).fit(X, y)
-    other = build_pipeline(num_boost_round=5, num_threads=1).fit(X.iloc[1:], y.iloc[1:])
-    fingerprint = first.named_steps["predict"].training_fingerprint_
-    assert len(fingerprint) == 64
-    assert fingerprint == again.named_steps["predict"].training_fingerprint_
-    assert fingerprint != other.named_steps["predict"].training_fingerprint_
-    save_bundle(first, tmp_path / "model.taskclf")
-    assert read_bundle_info(tmp_path / "model.taskclf").metadata.training_fingerprint == fingerprint
-    load_bundle(tmp_path / "model.taskclf")
 
 
 # Bad input (contract: a specific error naming the problem)
@@ -372,6 +303,7 @@ LABEL_CASES = {
 
 @pytest.mark.parametrize(("change", "words"), LABEL_CASES.values(), ids=LABEL_CASES.keys())
 def test_bad_labels_are_refused(change, words, labelled_frame):
+    assert check_labels(np.array(["Write", "Build"]), 2, "x").tolist() == [7, 1]
     frame = labelled_frame.drop(columns="label")
     refused(lambda: train(frame, change(labelled_frame["label"])), InputError, *words)
 
@@ -399,10 +331,9 @@ def test_bad_training_parameter_is_refused(params, words, labelled_frame):
     refused(lambda: train(frame, labelled_frame["label"], **params), InvalidParameterError, *words)
 
 
-def test_training_on_nothing_is_refused_but_predicting_nothing_is_empty(labelled_frame):
+def test_training_on_nothing_is_refused_but_predicting_nothing_is_empty(labelled_frame, fitted):
     frame, y = labelled_frame.drop(columns="label"), labelled_frame["label"]
     refused(lambda: train(frame.iloc[:0], y.iloc[:0]), InputError, "empty")
-    fitted = train(frame, y)
     assert fitted.predict(frame.iloc[:0]).shape == (0,)
     assert len(fitted.transform(frame.iloc[:0])) == 0
 
@@ -413,68 +344,8 @@ def test_an_untrained_pipeline_refuses_to_predict(frame):
     assert "fit" in str(caught.value)
 
 
-def test_unseen_values_after_training_are_not_errors(labelled_frame):
-    frame, y = labelled_frame.drop(columns="label"), labelled_frame["label"]
-    fitted = train(frame, y)
+def test_unseen_values_after_training_are_not_errors(labelled_frame, fitted):
+    frame = labelled_frame.drop(columns="label")
     strangers = frame["user_id"].map({"user0": "zed", "user1": "ann"})
     odd = frame.assign(app_id="app-never-seen", user_id=strangers, domain_category=None)
     assert len(fitted.predict(odd)) == len(frame)
-
-
-def _search(**kwargs):
-    params = {
-        "param_grid": {"reject__threshold": [0.3, 0.6]},
-        "scoring": "accuracy",
-        "cv": GroupKFold(2),
-        **kwargs,
-    }
-    pipeline = build_pipeline(num_boost_round=2, num_threads=1, n_folds=2)
-    return PostprocessingSearchCV(pipeline, **params)
-
-
-TUNING_CASES = {
-    "a threshold above 1": (
-        {"param_grid": {"reject__threshold": [0.5, 1.5]}},
-        InvalidParameterError,
-        ("threshold", "1.5"),
-    ),
-    "a window of 0": (
-        {"param_grid": {"smooth__window": [3, 0]}},
-        InvalidParameterError,
-        ("window", "0"),
-    ),
-    "a step that does not exist": (
-        {"param_grid": {"rejekt__threshold": [0.5]}},
-        InvalidParameterError,
-        ("'rejekt__threshold'", "steps are"),
-    ),
-    "an empty grid": (
-        {"param_grid": {"reject__threshold": []}},
-        InvalidParameterError,
-        ("param_grid", "reject__threshold"),
-    ),
-    "an unknown scorer": (
-        {"scoring": "segmental_f1@99"},
-        InvalidParameterError,
-        ("'segmental_f1@99'", "segmental_f1@50"),
-    ),
-}
-
-
-@pytest.mark.parametrize(("kwargs", "error", "words"), TUNING_CASES.values(), ids=TUNING_CASES)
-def test_tuning_refuses_bad_searches_before_any_work(kwargs, error, words, labelled_frame):
-    frame, y = labelled_frame.drop(columns="label"), labelled_frame["label"]
-    refused(lambda: _search(**kwargs).fit(frame, y, groups=frame["user_id"]), error, *words)
-
-
-@pytest.mark.parametrize(
-    ("mutate", "error", "words"),
-    [
-        pytest.param(*TIMELINE_CASES["a duplicate (user_id, bucket_start_ts) row"], id="dup"),
-        pytest.param(*FEATURE_CASES["missing feature columns"], id="missing"),
-    ],
-)
-def test_tuning_refuses_bad_frames(mutate, error, words, labelled_frame):
-    bad = mutate(labelled_frame)
-    y = bad.pop("label")
-    refused(lambda: _search().fit(bad, y, groups=bad["user_id"]), error, *words)

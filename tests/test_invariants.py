@@ -60,7 +60,7 @@ USER_POOL = ("user0", "user1", "user2", "stranger", "ünïcödé user", "user 1/
 """Seen users (user0..2) and users the model never saw, odd characters included."""
 
 SETTINGS = settings(
-    max_examples=30,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -309,9 +309,15 @@ def test_segments_partition_each_timeline(data, source, make_pipeline):
     labels = out[LABEL].astype(str).to_numpy()
     by_start = {(str(s.user_id), s.start_ts): s for s in segments}
     assert len(by_start) == len(segments)
+    # segment ids: each user's numbered from 0 in time order, no number skipped
+    for user in pd.unique(users):
+        mine = np.flatnonzero(users == user)
+        in_time = segment_ids[mine[np.argsort(stamps.iloc[mine].to_numpy(), kind="stable")]]
+        assert in_time[0] == 0 and set(np.diff(in_time)) <= {0, 1}
+    keys = pd.factorize(pd.MultiIndex.from_arrays([users, segment_ids]))[0]
     covered = 0
-    for sid in np.unique(segment_ids):
-        rows = np.flatnonzero(segment_ids == sid)
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
         # one user, one timeline, consecutive buckets of it
         assert len({timeline_of[r] for r in rows}) == 1
         positions = sorted(position_in[r] for r in rows)

@@ -1,4 +1,4 @@
-"""Hysteresis merging of short segments (DESIGN §3, Merge).
+"""Hysteresis merging of short segments (docs/contract.md, step ``merge``).
 
 min_buckets = max(1, min_duration_seconds // bucket_seconds). Passes from left to
 right repeat until one changes nothing. A segment of at least min_buckets is kept.
@@ -7,21 +7,28 @@ has its label; else (ii) joins the next if that has its label (emitted as one, t
 next skipped); else (iii) stays if it is the first; else (iv) is absorbed by the
 previous if it is the last; else (v) is absorbed by the neighbour with more
 buckets, the previous on ties; absorbed by the next it takes the next's label.
+The stage then joins neighbouring segments of one label (``join_equal``); the
+list form keeps the rule's output.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 
+import attrs
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import join_equal_neighbours, refused, timeline_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.base import clone
 
-from taskclf.exceptions import InputError, InvalidParameterError, MissingColumnsError
+from taskclf.exceptions import (
+    ColumnTypeError,
+    InputError,
+    InvalidParameterError,
+    MissingColumnsError,
+)
 from taskclf.infer.smooth import Segment, merge_short_segments, segmentize
 from taskclf.stages.merge import HysteresisMerger, merge_runs, merge_segment_codes, min_buckets_of
 from taskclf.stages.segment import Segmenter, frame_to_segments
@@ -123,28 +130,24 @@ def test_hysteresis_by_hand(before, after, why):
     assert run_rule(before) == after, why
 
 
-def test_passes_repeat_until_nothing_changes():
+def test_passes_repeat_until_nothing_changes_and_trivial_runs():
     # pass 1: B1 B1 -> B2 (ii); pass 2: B2 is still short and goes to A (v, tie)
-    segments = short_form("A5 B1 B1 C5")
-    firsts, labels, counts = merge_runs([0, 1, 1, 2], [5, 1, 1, 5], min_buckets=3)
-    assert (firsts, labels, counts) == ([0, 3], [0, 2], [7, 5])
-    one_pass = merge_runs([0, 1, 1, 2], [5, 1, 1, 5], min_buckets=2)
-    assert one_pass == ([0, 1, 3], [0, 1, 2], [5, 2, 5])
-    assert len(segments) == 4
-
-
-def test_empty_and_single_runs():
+    assert merge_runs([0, 1, 1, 2], [5, 1, 1, 5], min_buckets=3) == ([0, 3], [0, 2], [7, 5])
+    assert merge_runs([0, 1, 1, 2], [5, 1, 1, 5], min_buckets=2) == (
+        [0, 1, 3],
+        [0, 1, 2],
+        [5, 2, 5],
+    )
     assert merge_runs([], [], 3) == ([], [], [])
     assert merge_runs([4], [1], 3) == ([0], [4], [1])
 
 
-def test_min_buckets_rule():
-    assert min_buckets_of(180, 60) == 3
-    assert min_buckets_of(179, 60) == 2
-    assert min_buckets_of(59, 60) == 1
-    assert min_buckets_of(0, 60) == 1
-    assert min_buckets_of(180, 30) == 6
-    assert min_buckets_of(180, 300) == 1
+@pytest.mark.parametrize(
+    ("seconds", "width", "buckets"),
+    [(180, 60, 3), (179, 60, 2), (59, 60, 1), (0, 60, 1), (180, 30, 6), (180, 300, 1)],
+)
+def test_min_buckets_rule(seconds, width, buckets):
+    assert min_buckets_of(seconds, width) == buckets
 
 
 def segments_of(text, user_id=None, width=60):
@@ -174,15 +177,7 @@ def test_merged_segments_span_and_add_counts():
     assert {s.user_id for s in merged} == {"u1"}
 
 
-def test_single_segment_is_returned_as_is():
-    (only,) = segments_of("A1")
-    result = merge_short_segments([only])
-    assert result == [only]
-    assert result[0] is only
-    assert merge_short_segments([]) == []
-
-
-def test_min_duration_and_bucket_width():
+def test_min_duration_bucket_width_and_single_segments():
     segments = segments_of("A5 B2 C5")
     assert [s.label for s in merge_short_segments(segments)] == ["A", "C"]
     # 179 s of 60 s buckets -> min 2 buckets: B2 stays
@@ -190,23 +185,35 @@ def test_min_duration_and_bucket_width():
     assert [s.label for s in kept] == ["A", "B", "C"]
     assert merge_short_segments(segments, min_duration_seconds=0) == segments
     # 30 s buckets: 180 s is 6 buckets, so A5 and C5 are short too
-    halves = segments_of("A5 B2 C5", width=30)
-    merged = merge_short_segments(halves, bucket_seconds=30)
+    merged = merge_short_segments(segments_of("A5 B2 C5", width=30), bucket_seconds=30)
     assert [(s.label, s.bucket_count) for s in merged] == [("A", 12)]
+    (only,) = segments_of("A1")
+    assert merge_short_segments([only])[0] is only
+    assert merge_short_segments([]) == []
 
 
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"bucket_seconds": 0}, "bucket_seconds must be > 0, got 0"),
-        ({"bucket_seconds": -60}, "bucket_seconds must be > 0"),
-        ({"min_duration_seconds": -1}, "min_block_seconds must be >= 0, got -1"),
-        ({"min_duration_seconds": 1.5}, "must be an integer >= 0"),
+        ({"bucket_seconds": 0}, "bucket_seconds must be an integer in [1, 31622400], got 0"),
+        ({"bucket_seconds": 10**10}, "bucket_seconds must be an integer in [1, 31622400]"),
+        ({"min_duration_seconds": -1}, "min_duration_seconds must be an integer in [0, "),
+        ({"min_duration_seconds": 1.5}, "min_duration_seconds must be an integer in [0, "),
     ],
 )
 def test_bad_parameters_are_refused(kwargs, words):
-    with pytest.raises(InvalidParameterError, match=words):
-        merge_short_segments(segments_of("A5 B1"), **kwargs)
+    call = lambda: merge_short_segments(segments_of("A5 B1"), **kwargs)  # noqa: E731
+    refused(call, InvalidParameterError, "merge_short_segments", words)
+
+
+def test_segment_without_label_is_refused_not_mislabelled():
+    segments = segments_of("A5 B1 C5")
+    segments[1] = Segment(segments[1].start_ts, segments[1].end_ts, None, 1)  # type: ignore[arg-type]
+    refused(
+        lambda: merge_short_segments(segments),
+        InputError,
+        "segment labels hold a missing value at position 1",
+    )
 
 
 segment_lists = st.lists(
@@ -218,27 +225,19 @@ segment_lists = st.lists(
 @given(runs=segment_lists, min_buckets=st.integers(1, 5))
 def test_merge_runs_matches_the_rule(runs, min_buckets):
     text = " ".join(f"{label}{count}" for label, count in runs)
-    segments = short_form(text)
-    firsts, labels, counts = merge_runs(
-        ["ABC".index(s["label"]) for s in segments], [s["count"] for s in segments], min_buckets
-    )
-    reference = reference_merge(segments, min_buckets)
-    assert firsts == [s["first"] for s in reference]
-    assert ["ABC"[c] for c in labels] == [s["label"] for s in reference]
-    assert counts == [s["count"] for s in reference]
-    assert sum(counts) == sum(s["count"] for s in segments)
+    merged = run_rule(text, min_buckets)  # checked against the reference inside
+    assert sum(int(t[1:]) for t in merged.split()) == sum(count for _, count in runs)
 
 
 @settings(max_examples=100, deadline=None)
 @given(runs=segment_lists, min_seconds=st.sampled_from([0, 60, 120, 180, 300]))
 def test_merge_short_segments_matches_the_rule(runs, min_seconds):
     text = " ".join(f"{label}{count}" for label, count in runs)
-    segments = segments_of(text, user_id="u")
-    merged = merge_short_segments(segments, min_duration_seconds=min_seconds)
+    merged = merge_short_segments(segments_of(text, user_id="u"), min_duration_seconds=min_seconds)
     reference = reference_merge(short_form(text), max(1, min_seconds // 60))
     minute = dt.timedelta(minutes=1)
-    assert [(s.label, s.bucket_count, s.start_ts, s.end_ts) for s in merged] == [
-        (r["label"], r["count"], T0 + r["start"] * minute, T0 + r["end"] * minute)
+    assert [(s.label, s.bucket_count, s.start_ts, s.end_ts, s.user_id) for s in merged] == [
+        (r["label"], r["count"], T0 + r["start"] * minute, T0 + r["end"] * minute, "u")
         for r in reference
     ]
 
@@ -247,34 +246,40 @@ def test_merge_short_segments_matches_the_rule(runs, min_seconds):
 @given(
     timelines=st.lists(segment_lists.filter(bool), min_size=1, max_size=4),
     min_buckets=st.integers(1, 4),
+    join_equal=st.booleans(),
 )
-def test_merge_segment_codes_matches_the_rule_per_timeline(timelines, min_buckets):
+def test_merge_segment_codes_matches_the_rule_per_timeline(timelines, min_buckets, join_equal):
     labels = np.array(["ABC".index(lab) for t in timelines for lab, _ in t], dtype=np.int8)
     counts = np.array([c for t in timelines for _, c in t], dtype=np.int64)
     bounds = np.cumsum([0] + [len(t) for t in timelines]).astype(np.int64)
-    merged_id, merged_labels = merge_segment_codes(labels, counts, bounds, min_buckets)
+    merged_id, merged_labels = merge_segment_codes(
+        labels, counts, bounds, min_buckets, join_equal=join_equal
+    )
     expected_ids, expected_labels = [], []
     for t in timelines:
-        text = " ".join(f"{label}{count}" for label, count in t)
-        reference = reference_merge(short_form(text), min_buckets)
-        starts = [r["first"] for r in reference]
-        base = len(expected_labels)
-        for i in range(len(t)):
-            expected_ids.append(base + sum(1 for s in starts if s <= i) - 1)
-        expected_labels += ["ABC".index(r["label"]) for r in reference]
+        reference = reference_merge(short_form(" ".join(f"{a}{c}" for a, c in t)), min_buckets)
+        # each input segment's merged segment within the timeline
+        own = [sum(1 for r in reference if r["first"] <= i) - 1 for i in range(len(t))]
+        names = [r["label"] for r in reference]
+        if join_equal:  # neighbours with one label become one segment
+            joined = [k for k in range(len(names)) if k == 0 or names[k] != names[k - 1]]
+            own = [sum(1 for j in joined if j <= k) - 1 for k in own]
+            names = [names[j] for j in joined]
+        expected_ids += [len(expected_labels) + k for k in own]
+        expected_labels += ["ABC".index(name) for name in names]
     assert merged_id.tolist() == expected_ids
     assert merged_labels.tolist() == expected_labels
 
 
-def frame(users, minutes, labels):
-    df = pd.DataFrame(
-        {
-            "user_id": users,
-            "bucket_start_ts": [pd.Timestamp(T0) + pd.Timedelta(minutes=m) for m in minutes],
-            "smoothed_label": labels,
-        }
-    )
-    return Segmenter().transform(df)
+def merge_frame(users, minutes, labels, index=None, **params):
+    """The merger's output on segmented rows; the input is left as it was."""
+    frame = Segmenter().transform(timeline_frame(users, minutes, smoothed_label=labels))
+    frame.index = frame.index if index is None else index
+    before = frame.copy(deep=True)
+    out = HysteresisMerger(**params).transform(frame)
+    pd.testing.assert_frame_equal(frame, before)
+    assert list(out.columns) == [*frame.columns, "label"]
+    return out
 
 
 def test_stage_merges_within_each_timeline_only():
@@ -282,66 +287,78 @@ def test_stage_merges_within_each_timeline_only():
     users = ["a"] * 8 + ["b"] * 5
     minutes = [0, 1, 2, 3, 20, 21, 22, 23, 0, 1, 2, 3, 4]
     labels = ["Build"] * 3 + ["Debug"] + ["Meet"] + ["Build"] * 3 + ["Debug"] + ["Build"] * 4
-    out = HysteresisMerger().transform(frame(users, minutes, labels))
+    out = merge_frame(users, minutes, labels)
     # Debug (last of its timeline) -> Build (iv); Meet (first after the gap) stays
     # (iii); b's Debug is first of its timeline and stays (iii)
     assert out["label"].astype(object).tolist() == (
         ["Build"] * 4 + ["Meet"] + ["Build"] * 3 + ["Debug"] + ["Build"] * 4
     )
-    assert out["segment_id"].tolist() == [0] * 4 + [1] + [2] * 3 + [3] + [4] * 4
+    # numbered per user; the Build blocks either side of the gap stay apart
+    assert out["segment_id"].tolist() == [0] * 4 + [1] + [2] * 3 + [0] + [1] * 4
 
 
-def test_stage_equals_the_list_form_on_one_timeline():
+@pytest.mark.parametrize("join_equal", [True, False])
+def test_equal_neighbours_are_joined_only_with_join_equal(join_equal):
+    # Debug (short, equal neighbours) is absorbed by the previous Build (v, tie):
+    # the rule leaves Build 4, Build 3, which join_equal makes one segment
+    labels = ["Build"] * 3 + ["Debug"] + ["Build"] * 3
+    out = merge_frame(["u"] * 7, range(7), labels, join_equal=join_equal)
+    assert out["label"].astype(object).tolist() == ["Build"] * 7
+    assert out["segment_id"].tolist() == [0] * 7 if join_equal else [0] * 4 + [1] * 3
+    segments = frame_to_segments(out)
+    assert [s.bucket_count for s in segments] == ([7] if join_equal else [4, 3])
+
+
+@pytest.mark.parametrize("join_equal", [True, False])
+def test_stage_equals_the_list_form_on_one_timeline(join_equal):
     rng = np.random.default_rng(0)
     labels = []
     while len(labels) < 60:
         labels += [str(rng.choice(["Build", "Debug", "Meet"]))] * int(rng.integers(1, 5))
     labels = labels[:60]
-    out = HysteresisMerger().transform(frame(["u"] * 60, list(range(60)), labels))
-    starts = [T0 + dt.timedelta(minutes=m) for m in range(60)]
-    expected = merge_short_segments(segmentize(starts, labels))
-    got = frame_to_segments(out)
-    assert [(s.start_ts, s.end_ts, s.label, s.bucket_count) for s in got] == [
-        (s.start_ts, s.end_ts, s.label, s.bucket_count) for s in expected
-    ]
-    assert {s.user_id for s in got} == {"u"}
+    out = merge_frame(["u"] * 60, range(60), labels, join_equal=join_equal)
+    expected = merge_short_segments(
+        segmentize([T0 + dt.timedelta(minutes=m) for m in range(60)], labels)
+    )
+    if join_equal:
+        expected = join_equal_neighbours(expected)
+    assert frame_to_segments(out) == [attrs.evolve(s, user_id="u") for s in expected]
 
 
-def test_stage_keeps_input_order_and_does_not_mutate():
-    users = ["a"] * 6
-    minutes = [0, 1, 2, 3, 4, 5]
+def test_stage_keeps_input_order():
     labels = ["Build"] * 3 + ["Debug"] + ["Build"] * 2
-    base = frame(users, minutes, labels)
-    expected = HysteresisMerger().predict(base)
-    shuffled = base.iloc[[5, 3, 0, 4, 1, 2]]
-    before = copy.deepcopy(shuffled)
-    predicted = HysteresisMerger().predict(shuffled)
-    pd.testing.assert_frame_equal(shuffled, before)
-    assert predicted.tolist() == expected[[5, 3, 0, 4, 1, 2]].tolist()
-    assert expected.tolist() == ["Build"] * 6
+    frame = Segmenter().transform(timeline_frame(["a"] * 6, range(6), smoothed_label=labels))
+    expected = HysteresisMerger().transform(frame)
+    order = [5, 3, 0, 4, 1, 2]
+    shuffled = frame.iloc[order]
     out = HysteresisMerger().transform(shuffled)
-    assert out.index.tolist() == [5, 3, 0, 4, 1, 2]
+    assert out.index.tolist() == order
+    pd.testing.assert_frame_equal(out, expected.iloc[order])
+    assert HysteresisMerger().predict(shuffled).tolist() == ["Build"] * 6
 
 
-def test_stage_params():
-    stage = HysteresisMerger(min_block_seconds=300, bucket_seconds=30)
-    params = stage.get_params()
-    assert clone(stage).get_params() == params
-    with pytest.raises(InvalidParameterError, match="bucket_seconds must be > 0, got 0"):
-        stage.set_params(bucket_seconds=0)
-    with pytest.raises(InvalidParameterError, match="min_block_seconds must be >= 0"):
-        stage.set_params(min_block_seconds=-5)
-    assert stage.get_params() == params
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"bucket_seconds": 0}, "bucket_seconds must be an integer in [1, 31622400], got 0"),
+        ({"bucket_seconds": 10**10}, "bucket_seconds must be an integer in [1, 31622400]"),
+        ({"min_block_seconds": -5}, "min_block_seconds must be an integer in [0, 31622400]"),
+        ({"max_gap_seconds": 0}, "max_gap_seconds must be a number in (0, 31622400]"),
+        ({"join_equal": "yes"}, "join_equal must be True or False, got 'yes'"),
+    ],
+)
+def test_stage_refuses_bad_parameters_at_fit_and_transform(params, words):
+    frame = Segmenter().transform(timeline_frame(["a"], [0], smoothed_label=["Build"]))
+    stage = HysteresisMerger().set_params(**params)  # set_params only stores
+    for call in (stage.fit, stage.transform):
+        refused(lambda: call(frame), InvalidParameterError, "HysteresisMerger: " + words)  # noqa: B023
 
 
-def test_stage_lists_missing_columns():
-    df = frame(["a"], [0], ["Build"]).drop(columns=["segment_id"])
-    with pytest.raises(MissingColumnsError, match="HysteresisMerger: .*'segment_id'"):
-        HysteresisMerger().transform(df)
-
-
-def test_segment_without_label_is_refused_not_mislabelled():
-    segments = segments_of("A5 B1 C5")
-    segments[1] = Segment(segments[1].start_ts, segments[1].end_ts, None, 1)  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="segment labels hold a missing value at position 1"):
-        merge_short_segments(segments)
+def test_stage_refuses_missing_columns_and_segment_ids_that_are_not_integers():
+    frame = Segmenter().transform(timeline_frame(["a", "a"], [0, 1], smoothed_label=["Build"] * 2))
+    lacking = frame.drop(columns=["segment_id"])
+    refused(lambda: HysteresisMerger().transform(lacking), MissingColumnsError, "'segment_id'")
+    holed = frame.assign(segment_id=[0.0, np.nan])
+    refused(lambda: HysteresisMerger().transform(holed), ColumnTypeError, "1 missing", "row 1")
+    text = frame.assign(segment_id=["0", "0"])
+    refused(lambda: HysteresisMerger().transform(text), ColumnTypeError, "must hold integers")

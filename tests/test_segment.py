@@ -1,25 +1,20 @@
 """Segments: runs of equal labels; start = first bucket's start, end = last bucket's
-start + bucket width, bucket_count = number of buckets; never across a timeline."""
+start + bucket width, bucket_count = number of buckets; never across a timeline.
+Segment ids are numbered from 0 for each user, in time order."""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 
 import attrs
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import refused, timeline_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.base import clone
 
-from taskclf.exceptions import (
-    ColumnTypeError,
-    InputError,
-    InvalidParameterError,
-    MissingColumnsError,
-)
+from taskclf.exceptions import ColumnTypeError, InvalidParameterError, MissingColumnsError
 from taskclf.infer.smooth import Segment, segmentize
 from taskclf.stages.segment import Segmenter, frame_to_segments, run_starts
 
@@ -31,26 +26,16 @@ def minute(m, seconds=0):
     return T0 + dt.timedelta(minutes=m, seconds=seconds)
 
 
-def reference_run_starts(codes, bounds):
-    """A run starts at a timeline start or where the value differs from the previous."""
-    starts = []
-    for i, value in enumerate(codes):
-        if i in bounds[:-1] or value != codes[i - 1]:
-            starts.append(i)
-    return starts
-
-
 def reference_segments(starts, labels, width_seconds):
     """Segments of one sorted sequence, bucket by bucket."""
     out = []
     for start, label in zip(starts, labels):
         end = start + dt.timedelta(seconds=width_seconds)
-        if out and out[-1]["label"] == label:
-            out[-1]["end"] = end
-            out[-1]["count"] += 1
+        if out and out[-1][2] == label:
+            out[-1] = (out[-1][0], end, label, out[-1][3] + 1)
         else:
-            out.append({"start": start, "end": end, "label": label, "count": 1})
-    return [(s["start"], s["end"], s["label"], s["count"]) for s in out]
+            out.append((start, end, label, 1))
+    return out
 
 
 def as_tuples(segments):
@@ -58,40 +43,29 @@ def as_tuples(segments):
 
 
 def test_segmentize_by_hand():
-    starts = [minute(m) for m in range(6)]
     labels = ["Build", "Build", "Debug", "Build", "Build", "Build"]
-    segments = segmentize(starts, labels, bucket_seconds=60)
+    segments = segmentize([minute(m) for m in range(6)], labels, bucket_seconds=60)
     assert as_tuples(segments) == [
         (minute(0), minute(2), "Build", 2),
         (minute(2), minute(3), "Debug", 1),
         (minute(3), minute(6), "Build", 3),
     ]
     assert all(s.user_id is None for s in segments)
+    # the end is the last start plus the bucket width (default 60 s)
+    half = segmentize([minute(0), minute(0, 30), minute(1)], ["Meet"] * 3, bucket_seconds=30)
+    assert as_tuples(half) == [(minute(0), minute(1, 30), "Meet", 3)]
+    assert as_tuples(segmentize([minute(5)], ["Meet"])) == [(minute(5), minute(6), "Meet", 1)]
 
 
-def test_end_is_last_start_plus_bucket_width():
-    starts = [minute(0), minute(0, 30), minute(1)]
-    segments = segmentize(starts, ["Meet"] * 3, bucket_seconds=30)
-    assert as_tuples(segments) == [(minute(0), minute(1, 30), "Meet", 3)]
-    # the default width is 60 s
-    assert segmentize([minute(0)], ["Meet"])[0].end_ts == minute(1)
-
-
-def test_timestamps_are_utc():
+def test_timestamps_are_written_as_utc():
     naive = [dt.datetime(2025, 1, 6, 9, m) for m in range(2)]
-    aware = [
-        dt.datetime(2025, 1, 6, 10, m, tzinfo=dt.timezone(dt.timedelta(hours=1))) for m in range(2)
-    ]
+    paris = dt.timezone(dt.timedelta(hours=1))
+    aware = [dt.datetime(2025, 1, 6, 10, m, tzinfo=paris) for m in (0, 1)]
     for starts in (naive, aware, pd.DatetimeIndex(naive), [pd.Timestamp(t) for t in aware]):
         (segment,) = segmentize(starts, ["Write", "Write"])
-        assert segment.start_ts == minute(0)
-        assert segment.start_ts.tzinfo == UTC
-        assert segment.end_ts.isoformat() == "2025-01-06T09:02:00+00:00"
-
-
-def test_empty_and_single():
-    assert segmentize([], []) == []
-    assert as_tuples(segmentize([minute(5)], ["Meet"])) == [(minute(5), minute(6), "Meet", 1)]
+        record = segment.to_dict()  # naive values are UTC
+        assert record["start_ts"] == "2025-01-06T09:00:00+00:00"
+        assert record["end_ts"] == "2025-01-06T09:02:00+00:00"
 
 
 @settings(max_examples=60, deadline=None)
@@ -104,17 +78,12 @@ def test_segmentize_matches_the_rule(labels, width):
     assert as_tuples(segmentize(starts, labels, width)) == reference_segments(starts, labels, width)
 
 
-def test_length_mismatch_is_refused():
-    with pytest.raises(InputError, match="bucket_starts has 2 values but labels has 1"):
-        segmentize([minute(0), minute(1)], ["Build"])
-
-
-@pytest.mark.parametrize("bad", [0, -60])
-def test_bucket_width_not_positive_is_refused(bad):
-    with pytest.raises(InvalidParameterError, match=f"bucket_seconds must be > 0, got {bad}"):
-        segmentize([minute(0)], ["Build"], bucket_seconds=bad)
-    with pytest.raises(InvalidParameterError, match="bucket_seconds must be > 0"):
-        Segmenter(bucket_seconds=bad).fit(pd.DataFrame())
+@pytest.mark.parametrize("bad", [0, -60, 60.0, 10**10])
+def test_bad_bucket_width_is_refused(bad):
+    words = ("bucket_seconds must be an integer in [1, 31622400], got",)
+    refused(lambda: segmentize([minute(0)], ["Build"], bad), InvalidParameterError, *words)
+    frame = timeline_frame(["a"], [0], segment_id=[0], label=["Build"])
+    refused(lambda: frame_to_segments(frame, bucket_seconds=bad), InvalidParameterError, *words)
 
 
 timelines = st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=10), max_size=5)
@@ -123,20 +92,18 @@ timelines = st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=10), max_s
 @settings(max_examples=150, deadline=None)
 @given(parts=timelines)
 def test_run_starts_matches_the_rule(parts):
-    codes = np.array([c for part in parts for c in part], dtype=np.int64)
+    # a run starts at a timeline start or where the value differs from the previous
+    codes = [c for part in parts for c in part]
     bounds = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
-    out = run_starts(codes, bounds)
-    assert out.tolist() == reference_run_starts(codes.tolist(), bounds.tolist())
-
-
-def test_run_starts_on_strings():
+    expected = [i for i, v in enumerate(codes) if i in bounds[:-1] or v != codes[i - 1]]
+    assert run_starts(np.array(codes, dtype=np.int64), bounds).tolist() == expected
     labels = np.array(["a", "a", "b", "b", "b"], dtype=object)
     assert run_starts(labels, np.array([0, 3, 5])).tolist() == [0, 2, 3]
 
 
 def test_segment_value_object():
-    segment = Segment(dt.datetime(2025, 1, 6, 9), minute(3), "Build", 3, user_id="u1")
-    assert segment.start_ts == minute(0)  # naive read as UTC
+    segment = Segment(pd.Timestamp("2025-01-06 09:00"), minute(3), "Build", 3, user_id="u1")
+    assert type(segment.start_ts) is dt.datetime  # pandas timestamps become datetimes
     assert segment.to_dict() == {
         "start_ts": "2025-01-06T09:00:00+00:00",
         "end_ts": "2025-01-06T09:03:00+00:00",
@@ -151,105 +118,66 @@ def test_segment_value_object():
         Segment(minute(0), minute(1), "Build", 0)
 
 
-def frame(users, minutes, labels, index=None):
-    return pd.DataFrame(
-        {
-            "user_id": users,
-            "bucket_start_ts": [pd.Timestamp(minute(m)) for m in minutes],
-            "smoothed_label": labels,
-        },
-        index=index,
-    )
-
-
-def test_segmenter_numbers_runs_in_timeline_order():
-    df = frame(["a"] * 4, [0, 1, 2, 3], ["Build", "Build", "Debug", "Debug"])
-    out = Segmenter().transform(df)
-    assert out["segment_id"].tolist() == [0, 0, 1, 1]
+def segmented(users, minutes, labels, index=None, **params):
+    frame = timeline_frame(users, minutes, index=index, smoothed_label=labels)
+    before = frame.copy(deep=True)
+    out = Segmenter(**params).transform(frame)
+    pd.testing.assert_frame_equal(frame, before)
+    assert list(out.columns) == [*frame.columns, "segment_id"]
     assert out["segment_id"].dtype == np.int64
-    assert list(out.columns) == [*df.columns, "segment_id"]
+    return out["segment_id"].tolist()
 
 
-def test_segments_never_cross_a_user_or_a_gap():
-    # user b first (first appearance), then user a; a's minutes 3 -> 9 is a gap
-    users = ["b", "b", "a", "a", "a", "a"]
-    minutes = [0, 1, 2, 3, 9, 10]
-    labels = ["Meet"] * 6
-    out = Segmenter(max_gap_seconds=300).transform(frame(users, minutes, labels))
-    assert out["segment_id"].tolist() == [0, 0, 1, 1, 2, 2]
-    wider = Segmenter(max_gap_seconds=400).transform(frame(users, minutes, labels))
-    assert wider["segment_id"].tolist() == [0, 0, 1, 1, 1, 1]
+def test_segment_ids_are_numbered_per_user_and_never_cross_a_gap():
+    # user b first, then user a; a's minutes 3 -> 9 is a gap of 360 s
+    users, minutes = ["b", "b", "a", "a", "a", "a"], [0, 1, 2, 3, 9, 10]
+    assert segmented(users, minutes, ["Meet"] * 6) == [0, 0, 0, 0, 1, 1]
+    assert segmented(users, minutes, ["Meet"] * 6, max_gap_seconds=400) == [0] * 6
+    assert segmented(users, minutes, ["Meet"] * 6, max_gap_seconds=359.5) == [0, 0, 0, 0, 1, 1]
+    assert segmented(None, [0, 1, 2, 3], ["Build", "Build", "Debug", "Debug"]) == [0, 0, 1, 1]
 
 
-def test_segmenter_keeps_input_order_and_index():
-    users = ["a", "a", "a", "b", "b"]
-    minutes = [0, 1, 2, 0, 1]
+def test_segment_ids_do_not_depend_on_row_order():
+    users, minutes = ["a", "a", "a", "b", "b"], [0, 1, 2, 0, 1]
     labels = ["Build", "Debug", "Debug", "Debug", "Meet"]
-    base = Segmenter().transform(frame(users, minutes, labels))
+    base = segmented(users, minutes, labels)
+    assert base == [0, 1, 1, 0, 1]
     order = [4, 2, 0, 3, 1]
-    shuffled = frame(
-        [users[i] for i in order],
-        [minutes[i] for i in order],
-        [labels[i] for i in order],
-        index=[f"r{i}" for i in order],
-    )
-    out = Segmenter().transform(shuffled)
-    assert out.index.tolist() == [f"r{i}" for i in order]
-    # ids follow the users' first appearance (b comes first now): the same
-    # rows share a segment, under other numbers
-    assert out["segment_id"].tolist() == [1, 3, 2, 0, 3]
-    same_partition = (
-        pd.factorize(out["segment_id"])[0] == pd.factorize(base["segment_id"].iloc[order])[0]
-    )
-    assert same_partition.all()
-    assert base["segment_id"].tolist() == [0, 1, 1, 2, 3]
+    pick = lambda values: [values[i] for i in order]  # noqa: E731
+    shuffled = segmented(pick(users), pick(minutes), pick(labels), index=[f"r{i}" for i in order])
+    assert shuffled == pick(base)
 
 
-def test_segmenter_does_not_mutate_input():
-    df = frame(["a"] * 3, [0, 1, 2], ["Build", "Debug", "Debug"])
-    before = copy.deepcopy(df)
-    Segmenter().transform(df)
-    pd.testing.assert_frame_equal(df, before)
-
-
-def test_segmenter_refuses_bad_labels_and_missing_columns():
-    with pytest.raises(ColumnTypeError, match="'smoothed_label' holds 'Lunch'"):
-        Segmenter().transform(frame(["a"], [0], ["Lunch"]))
-    with pytest.raises(MissingColumnsError, match="'smoothed_label'"):
-        Segmenter().transform(frame(["a"], [0], ["Meet"]).drop(columns="smoothed_label"))
-
-
-def test_segmenter_params():
-    stage = Segmenter(bucket_seconds=30, max_gap_seconds=120)
-    assert clone(stage).get_params() == {"bucket_seconds": 30, "max_gap_seconds": 120}
-    with pytest.raises(InvalidParameterError, match="bucket_seconds must be > 0, got 0"):
-        stage.set_params(bucket_seconds=0)
-    assert stage.bucket_seconds == 30
+def test_segmenter_refuses_bad_labels_missing_columns_and_parameters():
+    frame = timeline_frame(["a"], [0], smoothed_label=["Lunch"])
+    refused(lambda: Segmenter().transform(frame), ColumnTypeError, "'smoothed_label' holds 'Lunch'")
+    lacking = frame.drop(columns="smoothed_label")
+    refused(lambda: Segmenter().transform(lacking), MissingColumnsError, "'smoothed_label'")
+    for bad in (0, -1, "300", 10**10):
+        refused(
+            lambda: Segmenter(max_gap_seconds=bad).fit(frame),  # noqa: B023
+            InvalidParameterError,
+            "Segmenter: max_gap_seconds must be a number in (0, 31622400]",
+        )
+    assert Segmenter().get_params()["max_gap_seconds"] == 300
 
 
 def test_frame_to_segments_by_user_and_time():
-    users = ["b", "a", "b", "a", "b"]
-    minutes = [2, 0, 0, 1, 1]
-    labels = ["Debug", "Meet", "Build", "Meet", "Build"]
-    df = Segmenter().transform(frame(users, minutes, labels))
+    frame = timeline_frame(
+        ["b", "a", "b", "a", "b"],
+        [2, 0, 0, 1, 1],
+        smoothed_label=["Debug", "Meet", "Build", "Meet", "Build"],
+    )
+    df = Segmenter().transform(frame)
+    assert df["segment_id"].tolist() == [1, 0, 0, 0, 0]  # both users have a segment 0
     segments = frame_to_segments(df, bucket_seconds=60, label_column="smoothed_label")
     assert [(s.user_id, *t) for s, t in zip(segments, as_tuples(segments))] == [
         ("b", minute(0), minute(2), "Build", 2),
         ("b", minute(2), minute(3), "Debug", 1),
         ("a", minute(0), minute(2), "Meet", 2),
     ]
-    no_users = Segmenter().transform(frame(["x"] * 2, [0, 1], ["Meet"] * 2).drop(columns="user_id"))
+    no_users = Segmenter().transform(timeline_frame(None, [0, 1], smoothed_label=["Meet"] * 2))
     (only,) = frame_to_segments(no_users, label_column="smoothed_label", bucket_seconds=30)
     assert (only.user_id, only.end_ts, only.bucket_count) == (None, minute(1, 30), 2)
     assert frame_to_segments(df.iloc[:0], label_column="smoothed_label") == []
-
-
-def test_frame_to_segments_lists_missing_columns():
-    with pytest.raises(MissingColumnsError, match="'segment_id', 'label'"):
-        frame_to_segments(frame(["a"], [0], ["Meet"]))
-
-
-def test_missing_label_is_refused_not_mislabelled():
-    starts = [minute(m) for m in range(4)]
-    with pytest.raises(InputError, match="labels hold a missing value at position 1"):
-        segmentize(starts, ["Build", None, None, "Debug"])
+    refused(lambda: frame_to_segments(frame), MissingColumnsError, "'segment_id'", "'label'")

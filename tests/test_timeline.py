@@ -5,19 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import T0, refused, timeline_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskclf.exceptions import (
     ColumnTypeError,
     DuplicateRowsError,
-    InvalidParameterError,
     MissingColumnsError,
     TimestampError,
 )
-from taskclf.stages._timeline import find_timelines
-
-T0 = pd.Timestamp("2025-01-06 09:00", tz="UTC")
+from taskclf.stages._timeline import find_timelines, shared_timelines
 
 
 def reference_timelines(users, minutes, max_gap_seconds):
@@ -49,10 +47,7 @@ def timelines_as_rows(t):
 
 
 def frame(users, minutes):
-    data = {"bucket_start_ts": [T0 + pd.Timedelta(minutes=m) for m in minutes]}
-    if users is not None:
-        data["user_id"] = users
-    return pd.DataFrame(data)
+    return timeline_frame(users, minutes)
 
 
 def test_sorted_frame_without_users_is_one_timeline_split_at_gaps():
@@ -117,43 +112,62 @@ def test_find_timelines_matches_the_rule(rows, max_gap_minutes, with_users):
     assert t.bounds[-1] == len(rows)
 
 
-def test_duplicate_rows_are_refused_naming_user_and_time():
-    df = frame(["a", "b", "a"], [0, 0, 0])
-    with pytest.raises(DuplicateRowsError, match=r"1 duplicate \(user_id, bucket_start_ts\)"):
-        find_timelines(df, 300)
-    with pytest.raises(DuplicateRowsError, match="user_id 'a'.*2025-01-06T09:00:00"):
-        find_timelines(df, 300)
+BAD_FRAMES = {
+    "a duplicate row": (
+        timeline_frame(["a", "b", "a"], [0, 0, 0]),
+        DuplicateRowsError,
+        ("1 duplicate (user_id, bucket_start_ts)", "user_id 'a'", "2025-01-06T09:00:00"),
+    ),
+    "a missing timestamp": (
+        pd.DataFrame({"bucket_start_ts": [T0, None, T0 + pd.Timedelta(minutes=1)]}),
+        TimestampError,
+        ("'bucket_start_ts' has 1 missing timestamp", "row 1"),
+    ),
+    "an unparseable timestamp": (
+        pd.DataFrame({"bucket_start_ts": ["2025-01-06 09:00", "yesterday-ish"]}),
+        TimestampError,
+        ("cannot parse 'yesterday-ish' (row 1)",),
+    ),
+    "numbers as timestamps": (
+        pd.DataFrame({"bucket_start_ts": [1.5, 2.5]}),
+        TimestampError,
+        ("'bucket_start_ts' holds float64 values",),
+    ),
+    "no timestamp column": (
+        pd.DataFrame({"user_id": ["a"]}),
+        MissingColumnsError,
+        ("'bucket_start_ts'",),
+    ),
+    "a missing user_id": (
+        timeline_frame(["a", None], [0, 1]),
+        ColumnTypeError,
+        ("'user_id' has 1 missing value", "row 1"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("bad", "error", "words"), BAD_FRAMES.values(), ids=BAD_FRAMES)
+def test_bad_frames_are_refused(bad, error, words):
+    refused(lambda: find_timelines(bad, 300), error, *words)
     # the same minute for two different users is fine
-    find_timelines(frame(["a", "b"], [0, 0]), 300)
+    assert find_timelines(frame(["a", "b"], [0, 0]), 300).bounds.tolist() == [0, 1, 2]
 
 
-def test_missing_timestamps_are_refused():
-    df = pd.DataFrame({"bucket_start_ts": [T0, None, T0 + pd.Timedelta(minutes=1)]})
-    with pytest.raises(TimestampError, match="'bucket_start_ts' has 1 missing timestamp.*row 1"):
-        find_timelines(df, 300)
+def test_timelines_are_found_once_per_call():
+    one, other = frame(["a", "b"], [0, 1]), frame(["a", "a"], [0, 9])
+    assert find_timelines(one, 300) is not find_timelines(one, 300)
+    with shared_timelines():
+        first = find_timelines(one, 300)
+        assert find_timelines(one, 300) is first
+        assert find_timelines(one, 60) is not first  # another gap, another answer
+    assert find_timelines(one, 300) is not first
+    with shared_timelines():  # a new call starts afresh
+        assert find_timelines(other, 300).bounds.tolist() == [0, 1, 2]
 
 
-def test_unparseable_timestamps_are_refused():
-    df = pd.DataFrame({"bucket_start_ts": ["2025-01-06 09:00", "yesterday-ish"]})
-    with pytest.raises(TimestampError, match="cannot parse 'yesterday-ish' \\(row 1\\)"):
-        find_timelines(df, 300)
-    numbers = pd.DataFrame({"bucket_start_ts": [1.5, 2.5]})
-    with pytest.raises(TimestampError, match="'bucket_start_ts' holds float64 values"):
-        find_timelines(numbers, 300)
-
-
-def test_missing_timestamp_column_is_refused():
-    with pytest.raises(MissingColumnsError, match="'bucket_start_ts'"):
-        find_timelines(pd.DataFrame({"user_id": ["a"]}), 300)
-
-
-def test_missing_user_id_is_refused():
-    df = frame(["a", None], [0, 1])
-    with pytest.raises(ColumnTypeError, match="'user_id' has 1 missing value.*row 1"):
-        find_timelines(df, 300)
-
-
-@pytest.mark.parametrize("gap", [0, -60, 1.5, True, "300"])
-def test_bad_max_gap_is_refused(gap):
-    with pytest.raises(InvalidParameterError, match="max_gap_seconds"):
-        find_timelines(frame(None, [0, 1]), gap)
+def test_runs_are_numbered_per_user():
+    t = find_timelines(frame(["b", "a", "b", "a", "b"], [3, 10, 1, 9, 2]), 300)
+    # timeline order: b (rows 2, 4, 0), then a (rows 3, 1); runs start at 0, 1, 3, 4
+    assert t.number_per_user(np.array([0, 1, 3, 4])).tolist() == [0, 1, 1, 0, 1]
+    alone = find_timelines(frame(None, [0, 1, 2]), 300)
+    assert alone.number_per_user(np.array([0, 2])).tolist() == [0, 0, 1]

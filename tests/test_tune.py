@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_frame
+from conftest import FEATURE_CASES, TIMELINE_CASES, make_frame, refused
 from joblib import Memory
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV, GroupKFold
@@ -27,7 +27,7 @@ GRID = {"reject__threshold": [None, 0.99], "smooth__window": [1, 5]}
 
 
 @pytest.fixture(scope="module")
-def labelled() -> tuple[pd.DataFrame, pd.Series]:
+def noisy() -> tuple[pd.DataFrame, pd.Series]:
     """Four users; noisy features so that thresholds and windows matter."""
     frame = make_frame(n_users=4, minutes=480, seed=2)
     X = frame.drop(columns="label")
@@ -71,8 +71,9 @@ def assert_same_search(grid: GridSearchCV, fast: PostprocessingSearchCV) -> None
     assert fast.n_splits_ == grid.n_splits_
 
 
-def test_fast_search_equals_gridsearchcv_on_a_fittable_pipeline(labelled, count_training):
-    X, y = labelled
+@pytest.mark.slow
+def test_fast_search_equals_gridsearchcv_on_a_fittable_pipeline(noisy, count_training):
+    X, y = noisy
     pipeline = build_pipeline(**TRAIN)
     search = {"cv": GroupKFold(2), "scoring": "accuracy"}
     grid = GridSearchCV(pipeline, GRID, error_score="raise", **search)
@@ -94,9 +95,10 @@ def test_fast_search_equals_gridsearchcv_on_a_fittable_pipeline(labelled, count_
     assert fast.score(X, y) == grid.score(X, y)
 
 
-def test_gridsearchcv_with_pipeline_memory_trains_once_per_fold(labelled, count_training, tmp_path):
+@pytest.mark.slow
+def test_gridsearchcv_with_pipeline_memory_trains_once_per_fold(noisy, count_training, tmp_path):
     # The pattern of docs/tuning.md, with a scorer that reads the annotated frame.
-    X, y = labelled
+    X, y = noisy
     pipeline = build_pipeline(memory=Memory(tmp_path, verbose=0), **TRAIN)
     search = {"cv": GroupKFold(2), "scoring": smoothed_accuracy}
     grid = GridSearchCV(pipeline, GRID, error_score="raise", **search)
@@ -108,7 +110,7 @@ def test_gridsearchcv_with_pipeline_memory_trains_once_per_fold(labelled, count_
     assert_same_search(grid, fast)
 
 
-@pytest.mark.parametrize("scoring", [None, "accuracy", get_scorer("segmental_f1@50")])
+@pytest.mark.parametrize("scoring", [None, get_scorer("segmental_f1@50")], ids=["score", "f1"])
 def test_fast_search_equals_gridsearchcv_on_a_frozen_booster_pipeline(
     booster_v1, encoders_v1, frame_v1, scoring
 ):
@@ -120,12 +122,13 @@ def test_fast_search_equals_gridsearchcv_on_a_frozen_booster_pipeline(
     )
     fast = PostprocessingSearchCV(pipeline, GRID, **search).fit(X, y, groups=X["user_id"])
     assert_same_search(grid, fast)
-    assert grid.best_estimator_.named_steps["predict"].booster is booster_v1
-    assert fast.best_estimator_.named_steps["predict"].booster is booster_v1
+    assert grid.best_estimator_.named_steps["predict"].booster_ is booster_v1
+    assert fast.best_estimator_.named_steps["predict"].booster_ is booster_v1
 
 
-def test_swapping_in_the_viterbi_smoother_and_tuning_it(labelled, tmp_path):
-    X, y = labelled
+@pytest.mark.slow
+def test_swapping_in_the_viterbi_smoother_and_tuning_it(noisy, tmp_path):
+    X, y = noisy
     pipeline = build_pipeline(memory=Memory(tmp_path, verbose=0), **TRAIN)
     grid = [
         {"smooth": [MajoritySmoother(window=5)]},
@@ -147,8 +150,8 @@ def test_swapping_in_the_viterbi_smoother_and_tuning_it(labelled, tmp_path):
     assert isinstance(fast.best_estimator_.named_steps["smooth"], type(slow.best_params_["smooth"]))
 
 
-def test_refit_false_keeps_no_estimator(labelled):
-    X, y = labelled
+def test_refit_false_keeps_no_estimator(noisy):
+    X, y = noisy
     fast = PostprocessingSearchCV(
         build_pipeline(**TRAIN),
         {"smooth__window": [1, 3]},
@@ -162,19 +165,17 @@ def test_refit_false_keeps_no_estimator(labelled):
         fast.predict(X)
 
 
-def test_bad_grids_are_refused_before_any_training(labelled, count_training):
-    X, y = labelled
+def test_bad_grids_are_refused_before_any_training(noisy, count_training):
+    X, y = noisy
     pipeline = build_pipeline(**TRAIN)
-    cases = [
-        ({"smoothing__window": [3]}, "smoothing__window"),
-        ({"smooth__window": [0]}, "window"),
-        ({"memory": [None]}, "memory"),
-    ]
-    for grid, message in cases:
-        with pytest.raises((InvalidParameterError, ValueError), match=message):
-            PostprocessingSearchCV(pipeline, grid, scoring="accuracy", cv=GroupKFold(2)).fit(
-                X, y, groups=X["user_id"]
-            )
+    with pytest.raises(InvalidParameterError, match="smoothing__window"):
+        PostprocessingSearchCV(
+            pipeline, {"smoothing__window": [3]}, scoring="accuracy", cv=GroupKFold(2)
+        ).fit(X, y, groups=X["user_id"])
+    with pytest.raises(ValueError, match="memory"):
+        PostprocessingSearchCV(
+            pipeline, {"memory": [None]}, scoring="accuracy", cv=GroupKFold(2)
+        ).fit(X, y, groups=X["user_id"])
     with pytest.raises(InvalidParameterError, match="Pipeline"):
         PostprocessingSearchCV(MajoritySmoother(), {"window": [1]}).fit(X, y)
     with pytest.raises(InvalidParameterError, match="one metric"):
@@ -184,6 +185,16 @@ def test_bad_grids_are_refused_before_any_training(labelled, count_training):
         PostprocessingSearchCV(
             pipeline, {"smooth__window": [1]}, scoring=make_summary_scorer(), cv=GroupKFold(2)
         ).fit(X, y, groups=X["user_id"])
+
+
+def test_bad_grid_values_are_refused_before_any_training(noisy, count_training):
+    X, y = noisy
+    search = PostprocessingSearchCV(
+        build_pipeline(**TRAIN), {"smooth__window": [0]}, scoring="accuracy", cv=GroupKFold(2)
+    )
+    with pytest.raises(InvalidParameterError, match="window"):
+        search.fit(X, y, groups=X["user_id"])
+    assert count_training == []
 
 
 def test_taskclf_scorer_names_are_accepted(booster_v1, encoders_v1, frame_v1):
@@ -218,3 +229,65 @@ def test_default_score_is_the_accuracy_of_final_labels(booster_v1, encoders_v1, 
     pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.9)
     assert pipeline.score(X, y) == accuracy_score(y, pipeline.predict(X))
     assert 0.0 < pipeline.score(X, y) < 1.0
+
+
+# Bad searches (contract: refused before any work, naming the problem)
+
+
+def _search(**kwargs):
+    params = {
+        "param_grid": {"reject__threshold": [0.3, 0.6]},
+        "scoring": "accuracy",
+        "cv": GroupKFold(2),
+        **kwargs,
+    }
+    pipeline = build_pipeline(num_boost_round=2, num_threads=1, n_folds=2)
+    return PostprocessingSearchCV(pipeline, **params)
+
+
+TUNING_CASES = {
+    "a threshold above 1": (
+        {"param_grid": {"reject__threshold": [0.5, 1.5]}},
+        InvalidParameterError,
+        ("threshold", "1.5"),
+    ),
+    "a window of 0": (
+        {"param_grid": {"smooth__window": [3, 0]}},
+        InvalidParameterError,
+        ("window", "0"),
+    ),
+    "a step that does not exist": (
+        {"param_grid": {"rejekt__threshold": [0.5]}},
+        InvalidParameterError,
+        ("'rejekt__threshold'", "steps are"),
+    ),
+    "an empty grid": (
+        {"param_grid": {"reject__threshold": []}},
+        InvalidParameterError,
+        ("param_grid", "reject__threshold"),
+    ),
+    "an unknown scorer": (
+        {"scoring": "segmental_f1@99"},
+        InvalidParameterError,
+        ("'segmental_f1@99'", "segmental_f1@50"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), TUNING_CASES.values(), ids=TUNING_CASES)
+def test_tuning_refuses_bad_searches_before_any_work(kwargs, error, words, labelled_frame):
+    frame, y = labelled_frame.drop(columns="label"), labelled_frame["label"]
+    refused(lambda: _search(**kwargs).fit(frame, y, groups=frame["user_id"]), error, *words)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "words"),
+    [
+        pytest.param(*TIMELINE_CASES["a duplicate (user_id, bucket_start_ts) row"], id="dup"),
+        pytest.param(*FEATURE_CASES["missing feature columns"], id="missing"),
+    ],
+)
+def test_tuning_refuses_bad_frames(mutate, error, words, labelled_frame):
+    bad = mutate(labelled_frame)
+    y = bad.pop("label")
+    refused(lambda: _search().fit(bad, y, groups=bad["user_id"]), error, *words)

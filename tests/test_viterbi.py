@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import refused
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,17 +131,6 @@ def test_kernel_equals_plain_python_viterbi(lengths, switch_prob, k, data):
             assert path[a:b].tolist() == reference_viterbi(log_e[a:b].tolist(), transition.tolist())
 
 
-def test_kernel_on_random_timelines_of_many_lengths():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 40, size=25)
-    bounds = np.concatenate(([0], np.cumsum(lengths)))
-    log_e = np.log(rng.dirichlet(np.full(8, 0.5), size=int(bounds[-1])))
-    transition = sticky_log_transitions(0.05)
-    path = viterbi_codes(log_e, bounds, transition)
-    for a, b in itertools.pairwise(bounds):
-        assert path[a:b].tolist() == reference_viterbi(log_e[a:b].tolist(), transition.tolist())
-
-
 def timeline_frame(n: int = 200, seed: int = 0, users: int = 2) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     parts = []
@@ -233,15 +223,21 @@ def test_stage_keeps_input_and_order_and_handles_empty_frames():
     assert len(empty) == 0 and SMOOTHED_LABEL in empty
 
 
-def test_parameters_are_validated():
-    for bad in (0, 1, 1.5, -0.1, "0.1", True, None):
-        with pytest.raises(InvalidParameterError, match="switch_prob"):
-            ViterbiSmoother(switch_prob=bad).fit(timeline_frame(n=4))
-    stage = ViterbiSmoother(switch_prob=0.1)
-    with pytest.raises(InvalidParameterError):
-        stage.set_params(switch_prob=2.0)
-    assert stage.switch_prob == 0.1
-    with pytest.raises(InvalidParameterError, match="max_gap_seconds"):
-        ViterbiSmoother(max_gap_seconds=0).transform(timeline_frame(n=4))
-    with pytest.raises(MissingColumnsError, match="proba_Write"):
-        ViterbiSmoother().transform(timeline_frame(n=4).drop(columns="proba_Write"))
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        *[
+            ({"switch_prob": bad}, "switch_prob must be a number in (0.0, 1.0)")
+            for bad in (0, 1, 1.5, -0.1, "0.1", True, None)
+        ],
+        ({"max_gap_seconds": 0}, "max_gap_seconds must be a number in (0, 31622400]"),
+        ({"max_gap_seconds": 10**10}, "max_gap_seconds must be a number in (0, 31622400]"),
+    ],
+)
+def test_bad_parameters_are_refused_at_fit_and_transform(params, words):
+    stage = ViterbiSmoother(switch_prob=0.1).set_params(**params)  # set_params only stores
+    frame = timeline_frame(n=4)
+    refused(lambda: stage.fit(frame), InvalidParameterError, f"ViterbiSmoother: {words}")
+    refused(lambda: stage.transform(frame), InvalidParameterError, f"ViterbiSmoother: {words}")
+    lacking = timeline_frame(n=4).drop(columns="proba_Write")
+    refused(lambda: ViterbiSmoother().transform(lacking), MissingColumnsError, "proba_Write")

@@ -1,9 +1,12 @@
-"""Atomic output files: a failure or a kill mid-write never leaves a partial file.
+"""taskclf._io: atomic files and directories, bounded reads of regular files.
 
 :func:`taskclf._io.atomic_path` writes to a temporary file in the target's
-directory and renames it over the target only once the block completes.
-These tests fail a write half-way (an exception, a SIGKILL of a real
-process) and look at what is left on disk.
+directory and renames it over the target only once the block completes;
+:func:`~taskclf._io.atomic_directory` does the same for a directory and never
+replaces one that taskclf did not write. These tests fail a write half-way
+(an exception, SIGTERM or SIGKILL of a real process) and look at what is left
+on disk; and they hand :func:`~taskclf._io.read_regular_file` what is not a
+regular file.
 """
 
 from __future__ import annotations
@@ -19,9 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import refused
 
 from taskclf import Segment
-from taskclf._io import atomic_path, atomic_write_bytes, atomic_write_text
+from taskclf._io import (
+    atomic_directory,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_regular_file,
+)
+from taskclf.exceptions import MissingFileError, NotOursError, ReaderError
 from taskclf.infer.batch import write_predictions_csv, write_segments_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +157,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("existing", [False, True], ids=["new file", "over an old file"])
 def test_process_killed_mid_write_leaves_no_partial_target(tmp_path, existing):
     target = tmp_path / "big.bin"
@@ -214,7 +226,8 @@ WRITER_OF_PREDICTIONS = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.5, 3.0])
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.05, 3.0])
 def test_prediction_writer_killed_at_any_moment_leaves_old_or_complete_file(tmp_path, delay):
     n = 400_000
     target = tmp_path / "predictions.csv"
@@ -247,3 +260,122 @@ def test_prediction_writer_killed_at_any_moment_leaves_old_or_complete_file(tmp_
         assert written["confidence"].eq(0.75).all()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "predictions.csv"]
     assert all(name.startswith(".predictions.csv.") for name in leftovers)
+
+
+# --------------------------------------------------------------------------
+# Permissions, directories and bounded reads
+# --------------------------------------------------------------------------
+
+
+def test_new_files_and_directories_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "file.txt", "x")
+        with atomic_directory(tmp_path / "dir", lambda p: False, "test directory") as staging:
+            (staging / "inside.txt").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "file.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "dir").stat().st_mode & 0o777 == 0o750
+
+
+def ours(directory: Path) -> bool:
+    return (directory / "MARKER").exists()
+
+
+def test_atomic_directory_refuses_what_is_not_ours_and_replaces_what_is(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+
+    def write_into_foreign():
+        with atomic_directory(foreign, ours, "test directory"):
+            raise AssertionError("no work may start")
+
+    refused(write_into_foreign, NotOursError, str(foreign), "not a test directory")
+    assert listing(foreign) == ["thesis.tex"]
+    assert listing(tmp_path) == ["foreign"]
+
+    target = tmp_path / "ours"
+    for content in ("first", "second"):
+        with atomic_directory(target, ours, "test directory") as staging:
+            assert staging.parent == tmp_path and staging != target
+            (staging / "MARKER").write_text(content)
+    assert listing(target) == ["MARKER"] and (target / "MARKER").read_text() == "second"
+    assert listing(tmp_path) == ["foreign", "ours"]  # nothing left over
+
+    with pytest.raises(Boom), atomic_directory(target, ours, "test directory") as staging:
+        (staging / "MARKER").write_text("third")
+        raise Boom("half-way")
+    assert (target / "MARKER").read_text() == "second"
+    assert listing(tmp_path) == ["foreign", "ours"]
+
+
+DIRECTORY_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from taskclf._io import atomic_directory
+
+    with atomic_directory(sys.argv[1], lambda p: (p / "MARKER").exists(), "test") as staging:
+        (staging / "MARKER").write_text("new")
+        print(staging, flush=True)  # half-way: now terminate me
+        time.sleep(120)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_write_leaves_the_old_directory_and_no_staging(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "MARKER").write_text("old")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", DIRECTORY_WRITER, str(target)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        staging = Path(child.stdout.readline().strip())  # type: ignore[union-attr]
+        assert staging.is_dir(), child.stderr.read()  # type: ignore[union-attr]
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]
+    assert child.returncode != 0
+    assert not staging.exists()
+    assert listing(tmp_path) == ["out"]
+    assert (target / "MARKER").read_text() == "old"
+
+
+def test_read_regular_file_refuses_what_is_not_a_regular_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # nobody writes: a blocking open would hang
+    refused(lambda: read_regular_file(fifo, 100), ReaderError, str(fifo), "not a regular file")
+    zeros = tmp_path / "zeros.json"
+    zeros.symlink_to("/dev/zero")  # endless: must never be read to the end
+    refused(lambda: read_regular_file(zeros, 1 << 20), ReaderError, str(zeros))
+    missing = tmp_path / "nowhere.json"
+    error = refused(lambda: read_regular_file(missing, 100), MissingFileError, "does not exist")
+    assert isinstance(error, FileNotFoundError)
+
+
+def test_read_regular_file_refuses_a_directory(tmp_path):
+    refused(lambda: read_regular_file(tmp_path, 100), ReaderError, str(tmp_path))
+
+
+def test_read_regular_file_reads_up_to_the_limit(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * 100)
+    assert read_regular_file(path, 100) == b"x" * 100
+    refused(lambda: read_regular_file(path, 99), ReaderError, "too large", "at most 99")
+    link = tmp_path / "link.bin"
+    link.symlink_to(path)  # a symlink to a regular file is followed
+    assert read_regular_file(link, 100) == b"x" * 100
