@@ -44,21 +44,20 @@ from taskclf._columns import (
 from taskclf._frame import (
     check_finite_columns,
     check_frame,
-    check_integer,
     factorize_labels,
     label_codes,
     require_columns,
 )
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
-    DEFAULT_MAX_GAP_SECONDS,
+    DEFAULT_IDLE_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN, OUTPUT_LABELS
 from taskclf.exceptions import ColumnTypeError, InputError, InvalidParameterError
-from taskclf.stages._timeline import Timelines, check_positive_seconds, find_timelines
-from taskclf.stages.merge import check_min_duration, min_buckets_of
-from taskclf.stages.reject import check_threshold
+from taskclf.stages._base import DURATION, GAP, SECONDS, check_value, integer, real
+from taskclf.stages._timeline import Timelines, find_timelines
+from taskclf.stages.merge import min_buckets_of
 from taskclf.stages.segment import run_starts
 
 DEFAULT_OVERLAPS: tuple[float, ...] = (0.1, 0.25, 0.5)
@@ -115,6 +114,14 @@ def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
 def _bounds_of_one(n: int) -> np.ndarray:
     """Bounds of ``n`` rows forming one timeline (none when ``n`` is 0)."""
     return np.array([0, n] if n else [0], dtype=np.int64)
+
+
+def _min_buckets(bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
+    """Checked widths: the shortest block in buckets."""
+    width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
+    return min_buckets_of(
+        check_value(min_block_seconds, DURATION, "min_block_seconds", where), width
+    )
 
 
 def _check_overlap(overlap: object) -> float:
@@ -339,15 +346,14 @@ def _frame_counts(
     *,
     overlaps: Iterable[float] = (),
     edit: bool = False,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> tuple[Counts, Timelines]:
     """Validate the input, find the timelines of ``X`` and count per timeline."""
     checked = [_check_overlap(overlap) for overlap in overlaps]
-    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
-    min_buckets = min_buckets_of(check_min_duration(min_block_seconds), width)
-    check_positive_seconds(max_gap_seconds, "max_gap_seconds")
+    min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
+    check_value(max_gap_seconds, GAP, "max_gap_seconds", where)
     frame = check_frame(X, where)
     require_columns(frame, [BUCKET_START_TS], where)
     true, pred, labels = _encode(y_true, y_pred, len(frame), where)
@@ -453,7 +459,7 @@ def summarize(
     y_pred: ArrayLike,
     *,
     overlaps: Iterable[float] = DEFAULT_OVERLAPS,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> dict[str, float]:
@@ -508,7 +514,7 @@ def timeline_report(
     y_pred: ArrayLike,
     *,
     overlaps: Iterable[float] = DEFAULT_OVERLAPS,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> pd.DataFrame:
@@ -673,7 +679,7 @@ def evaluate(
     frame: pd.DataFrame,
     y_true: ArrayLike,
     *,
-    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+    max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
@@ -734,12 +740,9 @@ def evaluate(
     frame = check_frame(frame, where)
     columns = [*PROBA_COLUMNS, CONFIDENCE, IS_REJECTED, RAW_LABEL, LABEL, BUCKET_START_TS]
     require_columns(frame, columns, where)
-    width = check_positive_seconds(bucket_seconds, "bucket_seconds")
-    min_buckets = min_buckets_of(check_min_duration(min_block_seconds), width)
-    n_bins = check_integer(n_bins, "n_bins", 1)
-    grid = [check_threshold(threshold) for threshold in thresholds]
-    if None in grid:
-        raise InvalidParameterError("thresholds must be numbers in [0, 1], got None")
+    min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
+    n_bins = check_value(n_bins, integer(1, 10_000), "n_bins", where)
+    grid = [check_value(t, real(0.0, 1.0), "thresholds", where) for t in thresholds]
     true = _true_codes(y_true, len(frame), where)
     proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=float)
     confidence = frame[CONFIDENCE].to_numpy(dtype=float)
