@@ -42,7 +42,9 @@ import joblib
 import numpy as np
 import pandas as pd
 from attrs import validators as v
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from taskclf._io import atomic_write_bytes, read_regular_file
 from taskclf.core.schema import SCHEMAS
@@ -244,8 +246,12 @@ def predictor_of(pipeline: object, where: str) -> Any:
             f"step, as build_pipeline makes), got {type(pipeline).__name__}"
         )
     predictor = pipeline.named_steps["predict"]
-    if not getattr(predictor, "__sklearn_is_fitted__", lambda: True)():
-        raise NotFittedError(f"{where}: the pipeline is not fitted; call pipeline.fit first")
+    try:
+        check_is_fitted(predictor)
+    except SklearnNotFittedError:
+        raise NotFittedError(
+            f"{where}: the pipeline is not fitted; call pipeline.fit first"
+        ) from None
     return predictor
 
 
@@ -364,6 +370,12 @@ def check_runs(pipeline: Any, meta: BundleMetadata, where: str) -> Pipeline:
         found = predictor_of(pipeline, where).schema_.version
     except TaskclfError as exc:
         raise BundleError(f"{where}: {exc}") from None
+    except AttributeError:  # a stage of another taskclf, without this one's fitted state
+        writer = meta.versions.get("taskclf", "another taskclf")
+        raise BundleError(
+            f"{where}: the pipeline was saved by taskclf {writer}, whose model stage this "
+            "taskclf cannot run; fit it again with this taskclf and save it anew"
+        ) from None
     if found != meta.schema_version:
         raise BundleError(
             f"{where}: the metadata says schema {meta.schema_version} but the model is a "

@@ -281,7 +281,7 @@ def test_a_payload_that_is_not_a_runnable_taskclf_pipeline_is_refused(saved, pip
     v2 = {"schema_version": "v2", "schema_hash": SCHEMA_V2.schema_hash}
     path = edited(saved, tmp_path, lambda h: h["metadata"].update(v2))
     refused(lambda: load_bundle(path), BundleError, "metadata says schema v2", "v1 model")
-    broken = build_pipeline(pipeline.named_steps["predict"].booster, {})
+    broken = build_pipeline(pipeline.named_steps["predict"].booster_, {})
     broken.named_steps["reject"].threshold = "high"  # as if a stage changed since it was saved
     path = with_payload(saved, tmp_path, broken)
     refused(lambda: load_bundle(path), BundleError, "payload.taskclf", "cannot run", "fit it again")

@@ -171,7 +171,7 @@ class Stranger:
 
 
 def test_untrusted_types_are_refused_at_export_and_before_loading(pipeline, exported, tmp_path):
-    strange = build_pipeline(pipeline.named_steps["predict"].booster, {})
+    strange = build_pipeline(pipeline.named_steps["predict"].booster_, {})
     strange.named_steps["reject"].index_ = pd.Index(["a"])
     refused(lambda: export_bundle_dir(strange, tmp_path / "m"), BundleError, "skops cannot write")
     strange.named_steps["reject"].index_ = Stranger()

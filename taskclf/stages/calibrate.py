@@ -138,7 +138,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
             raise InvalidParameterError(
                 f"store must be a CalibratorStore, got {type(store).__name__}"
             )
-        stage = cls(method=getattr(store, "method", None) or "identity")
+        stage = cls()
         stage.calibrator_ = calibrator if calibrator is not None else IdentityCalibrator()
         stage.store_ = store
         stage._no_scores()
