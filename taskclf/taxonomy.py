@@ -970,7 +970,7 @@ class TaxonomyResolver:
             self.weights = np.ones(N_CLASSES, dtype=np.float64)
             self.weights[[CLASS_INDEX[label] for label in weights]] = list(weights.values())
             self.weights.flags.writeable = False
-        self._aggregate = np.max if config.advanced.probability_aggregation == "max" else np.sum
+        self._by_max = config.advanced.probability_aggregation == "max"
 
     def __repr__(self) -> str:
         return f"TaxonomyResolver(buckets={self._bucket_names!r})"
@@ -994,7 +994,8 @@ class TaxonomyResolver:
         per_set = np.empty((len(weighted), len(self._member_sets)), dtype=np.float64)
         for j, classes in enumerate(self._member_sets):
             # Fancy indexing returns column-major memory: make each row contiguous.
-            per_set[:, j] = self._aggregate(np.ascontiguousarray(weighted[:, classes]), axis=1)
+            block = np.ascontiguousarray(weighted[:, classes])
+            per_set[:, j] = block.max(axis=1) if self._by_max else block.sum(axis=1)
         buckets = np.ascontiguousarray(per_set[:, self._set_of_bucket])
         _renormalize(buckets)
         return buckets
