@@ -9,6 +9,9 @@ writes and produces
   are many user-days): one row per user and day, the day's segments drawn as
   coloured bars over the hours of the day (UTC).
 
+The files are published together: the report directory is built beside its
+destination and renamed into place, replacing only an earlier report.
+
 Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no
 change to the caller's matplotlib backend). matplotlib is the ``report``
 extra: ``pip install 'taskclf[report]'``.
@@ -17,6 +20,7 @@ extra: ``pip install 'taskclf[report]'``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -25,19 +29,19 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._io import atomic_path
+from taskclf._io import atomic_directory, atomic_path
+from taskclf._readers import SEGMENTS_FILE, read_segments_json
 from taskclf.core.types import CLASS_ORDER, LABEL_COLORS, MIXED_UNKNOWN
 from taskclf.exceptions import ReaderError
-from taskclf.infer.batch import read_segments_json
 from taskclf.stages.segment import Segment
 
-SEGMENTS_FILE: Final = "segments.json"
 SUMMARY_FILE: Final = "summary.csv"
 ROWS_PER_PICTURE: Final = 40
 """Most user-days drawn in one picture; more go into numbered pictures."""
 
 _OTHER_COLORS: Final = ("#8C564B", "#E377C2", "#7F7F7F", "#AEC7E8", "#FFBB78", "#98DF8A")
 _NO_USER: Final = "(all)"
+_REPORT_FILE: Final = re.compile(r"summary\.csv|timeline(-\d+)?\.png")
 
 
 def segments_frame(segments: Sequence[Segment]) -> pd.DataFrame:
@@ -210,6 +214,10 @@ class Report:
     timelines: tuple[Path, ...]
 
 
+def _is_report(directory: Path) -> bool:
+    return all(p.is_file() and _REPORT_FILE.fullmatch(p.name) for p in directory.iterdir())
+
+
 def write_report(
     predictions_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 ) -> Report:
@@ -220,7 +228,8 @@ def write_report(
     predictions_dir : path-like
         A directory written by ``taskclf infer`` (it reads ``segments.json``).
     out_dir : path-like
-        Where ``summary.csv`` and the timeline pictures go (created).
+        Where ``summary.csv`` and the timeline pictures go: absent, empty
+        or an earlier report (replaced as a whole).
 
     Returns
     -------
@@ -231,6 +240,8 @@ def write_report(
     ReaderError
         If ``segments.json`` is missing or malformed, or matplotlib is
         missing.
+    NotOursError
+        If ``out_dir`` holds other files than a report's.
     """
     source = Path(predictions_dir)
     segments_path = source / SEGMENTS_FILE
@@ -243,12 +254,12 @@ def write_report(
         )
     segments = read_segments_json(segments_path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     summary = summarize_segments(segments)
-    timelines = plot_timelines(segments, out)
-    with atomic_path(out / SUMMARY_FILE) as temporary:
-        summary.to_csv(temporary, index=False)
-    return Report(summary=summary, summary_csv=out / SUMMARY_FILE, timelines=tuple(timelines))
+    with atomic_directory(out, _is_report, "taskclf report") as staging:
+        names = [path.name for path in plot_timelines(segments, staging)]
+        summary.to_csv(staging / SUMMARY_FILE, index=False)
+    timelines = tuple(out / name for name in names)
+    return Report(summary=summary, summary_csv=out / SUMMARY_FILE, timelines=timelines)
 
 
 __all__ = [
