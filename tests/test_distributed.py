@@ -1,8 +1,11 @@
-"""taskclf.distributed on a real LocalCluster: equal to the in-memory pipeline, row for row."""
+"""taskclf.distributed on a real LocalCluster: equal to the in-memory pipeline, row for row.
+
+Segment ids are compared through the segments they name, ``(user_id, segment_id)``:
+a partition numbers its own.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,16 +24,18 @@ from hypothesis import strategies as st
 
 import taskclf
 from taskclf import distributed as tdd
-from taskclf._columns import LABEL, PROBA_COLUMNS, SEGMENT_ID
+from taskclf._columns import LABEL, SEGMENT_ID
 from taskclf._frame import LABEL_DTYPE
+from taskclf._readers import read_segments_json
 from taskclf.exceptions import (
     DuplicateRowsError,
     InputError,
     InvalidParameterError,
     MissingColumnsError,
+    NotOursError,
     ReaderError,
 )
-from taskclf.infer.batch import read_segments_json
+from taskclf.workflows import infer_to_directory, run_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,10 +69,19 @@ def expected_transform(pipeline, ddf) -> pd.DataFrame:
     return pipeline.transform(ddf.compute())
 
 
+def segments_of(frame: pd.DataFrame) -> list:
+    return sorted(run_segments(frame, 60), key=lambda s: (str(s.user_id), s.start_ts))
+
+
 def assert_same_rows(result: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Equal row for row once aligned on the index; the same segments."""
     assert len(result) == len(expected)
     assert result.index.is_unique
-    pd.testing.assert_frame_equal(result.loc[expected.index], expected)
+    aligned = result.loc[expected.index]
+    pd.testing.assert_frame_equal(
+        aligned.drop(columns=SEGMENT_ID), expected.drop(columns=SEGMENT_ID)
+    )
+    assert segments_of(aligned) == segments_of(expected)
 
 
 def test_unsorted_frame_across_partitions_equals_in_memory(client, pipeline, unsorted):
@@ -107,9 +121,8 @@ def test_users_already_local_are_not_moved(client, pipeline, frame_v1):
     assert out.divisions == ddf.divisions
     result = out.compute()
     expected = expected_transform(pipeline, ddf)
-    pd.testing.assert_frame_equal(result, expected)  # same order too: nothing moved
-    # Each partition alone numbers its segments from 0; the result numbers them globally.
-    assert out.partitions[2].compute()[SEGMENT_ID].min() > 0
+    assert result.index.equals(expected.index)  # same order too: nothing moved
+    assert_same_rows(result, expected)
 
 
 def test_frame_without_user_id_runs_as_one_timeline(client):
@@ -164,24 +177,6 @@ def test_predict_is_the_label_series(client, pipeline, unsorted):
     np.testing.assert_array_equal(
         computed.loc[unsorted.index].astype(object).to_numpy(), pipeline.predict(unsorted)
     )
-
-
-def test_partition_local_segment_ids(client, pipeline, unsorted):
-    ddf = dd.from_pandas(unsorted, npartitions=4, sort=False)
-    local = tdd.transform(pipeline, ddf, global_segment_ids=False).compute()
-    expected = expected_transform(pipeline, ddf)
-    local = local.loc[expected.index]
-    pd.testing.assert_frame_equal(local.drop(columns=SEGMENT_ID), expected.drop(columns=SEGMENT_ID))
-    # (user_id, local id) and the global id name the same segments.
-    pairs = pd.DataFrame(
-        {
-            "user": local["user_id"].astype(object),
-            "local": local[SEGMENT_ID],
-            "global": expected[SEGMENT_ID],
-        }
-    )
-    assert (pairs.groupby(["user", "local"])["global"].nunique() == 1).all()
-    assert (pairs.groupby("global")[["user", "local"]].nunique() == 1).all().all()
 
 
 def test_pipeline_is_one_piece_of_data_in_the_graph(client, pipeline, unsorted):
@@ -260,7 +255,7 @@ def test_import_error_names_the_extra():
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    assert 'pip install "taskclf[dask]"' in done.stdout
+    assert 'pip install ".[dask]"' in done.stdout
 
 
 # --- infer_parquet_dir ----------------------------------------------------------
@@ -273,75 +268,41 @@ def write_parquet_dir(frame: pd.DataFrame, directory: Path, n_files: int) -> Pat
     return directory
 
 
-def expected_outputs(pipeline, frame: pd.DataFrame):
-    annotated = pipeline.transform(frame)
-    segments = taskclf.frame_to_segments(annotated, bucket_seconds=60)
-    return annotated, segments
+def assert_same_run(got: Path, want: Path) -> None:
+    """The files of two runs hold the same rows and segments, in any order."""
+    key = ["user_id", "bucket_start_ts"]
+    rows = [
+        pd.read_csv(d / "predictions.csv").sort_values(key, ignore_index=True) for d in (got, want)
+    ]
+    pd.testing.assert_frame_equal(*rows)
+    order = lambda s: (s.user_id, s.start_ts)  # noqa: E731
+    segments = [sorted(read_segments_json(d / "segments.json"), key=order) for d in (got, want)]
+    assert segments[0] == segments[1]
+    assert sorted(os.listdir(got)) == ["predictions.csv", "segments.json"]
 
 
 def test_infer_parquet_dir_on_a_running_cluster(client, pipeline, unsorted, tmp_path):
     source = write_parquet_dir(unsorted, tmp_path / "features", n_files=3)
-    summary = tdd.infer_parquet_dir(
+    run = tdd.infer_parquet_dir(
         pipeline, source, tmp_path / "out", address=client.scheduler.address
     )
     frame = pd.concat([pd.read_parquet(p) for p in sorted(source.glob("*.parquet"))])
-    annotated, segments = expected_outputs(pipeline, frame.reset_index(drop=True))
-
-    assert summary["rows"] == len(frame)
-    assert summary["users"] == 3
-    assert summary["shuffled"] is True
-    assert summary["segments"] == len(segments)
-    assert read_segments_json(tmp_path / "out" / "segments.json") == segments
-    stored = json.loads((tmp_path / "out" / "segments.json").read_text())
-    assert [r["user_id"] for r in stored] == [s.user_id for s in segments]
-
-    predictions = pd.read_parquet(tmp_path / "out" / "predictions")
-    assert list(predictions.columns) == [
-        "bucket_start_ts",
-        "user_id",
-        "predicted_label",
-        "confidence",
-        "is_rejected",
-        *PROBA_COLUMNS,
-    ]
-    key = ["user_id", "bucket_start_ts"]
-    got = predictions.sort_values(key).reset_index(drop=True)
-    want = annotated.assign(user_id=frame["user_id"].to_numpy()).sort_values(key)
-    want = want.reset_index(drop=True)
-    assert got["user_id"].tolist() == want["user_id"].tolist()
-    np.testing.assert_array_equal(
-        got["bucket_start_ts"].to_numpy(), want["bucket_start_ts"].to_numpy()
-    )
-    np.testing.assert_array_equal(
-        got["predicted_label"].to_numpy(dtype=object), want[LABEL].to_numpy(dtype=object)
-    )
-    np.testing.assert_array_equal(got["is_rejected"].to_numpy(), want["is_rejected"].to_numpy())
-    np.testing.assert_allclose(
-        got[["confidence", *PROBA_COLUMNS]].to_numpy(),
-        want[["confidence", *PROBA_COLUMNS]].to_numpy(),
-        rtol=0,
-        atol=0,
-    )
-    assert sorted(os.listdir(tmp_path / "out")) == ["predictions", "segments.json"]
+    in_memory = infer_to_directory(pipeline, frame.reset_index(drop=True), tmp_path / "memory")
+    assert run.rows == in_memory.rows == len(frame)
+    assert run.segments == in_memory.segments
+    assert_same_run(tmp_path / "out", tmp_path / "memory")
 
 
 def test_infer_parquet_dir_on_its_own_local_cluster(pipeline, frame_v1, tmp_path):
-    # Users already one per file: no shuffle. An old output is replaced whole.
+    # Users already one per file: no shuffle. An earlier run's output is replaced whole.
     frame = frame_v1.drop(columns="label")
     source = write_parquet_dir(frame, tmp_path / "features", n_files=3)
     out = tmp_path / "out"
-    (out / "predictions").mkdir(parents=True)
-    (out / "predictions" / "stale.parquet").write_bytes(b"old")
-    (out / "segments.json").write_text("[]")
-
-    summary = tdd.infer_parquet_dir(pipeline, source, out, address="local", n_workers=1)
-    assert summary["shuffled"] is False and summary["rows"] == len(frame)
-    assert summary["address"].startswith("tcp://")
-    assert "stale.parquet" not in os.listdir(out / "predictions")
-    _, segments = expected_outputs(pipeline, frame)
-    assert read_segments_json(out / "segments.json") == segments
-    assert len(pd.read_parquet(out / "predictions")) == len(frame)
-    assert sorted(os.listdir(out)) == ["predictions", "segments.json"]
+    out.mkdir()
+    (out / "predictions.csv").write_text("bucket_start_ts,predicted_label\n")
+    tdd.infer_parquet_dir(pipeline, source, out, address="local", n_workers=1)
+    infer_to_directory(pipeline, frame, tmp_path / "memory")
+    assert_same_run(out, tmp_path / "memory")
 
 
 def test_infer_parquet_dir_failure_leaves_outputs_alone(client, pipeline, frame_v1, tmp_path):
@@ -355,6 +316,7 @@ def test_infer_parquet_dir_failure_leaves_outputs_alone(client, pipeline, frame_
     (out / "segments.json").write_text("[]")
     with pytest.raises(DuplicateRowsError):
         tdd.infer_parquet_dir(pipeline, source, out, address=None)
+    assert sorted(os.listdir(tmp_path)) == ["features", "out"]  # no staging directory left
     assert os.listdir(out) == ["segments.json"]
     assert (out / "segments.json").read_text() == "[]"
 
@@ -367,6 +329,8 @@ def test_infer_parquet_dir_bad_input(pipeline, tmp_path):
         tdd.infer_parquet_dir(pipeline, tmp_path / "empty", tmp_path / "out", address=None)
     with pytest.raises(InvalidParameterError, match="address"):
         tdd.infer_parquet_dir(pipeline, tmp_path / "empty", tmp_path / "out", address="")
+    with pytest.raises(NotOursError, match="not a taskclf inference output"):
+        tdd.infer_parquet_dir(pipeline, tmp_path / "missing", tmp_path, address=None)
     assert not (tmp_path / "out").exists()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -13,10 +15,15 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskclf._readers import feature_files, read_features, write_features
-from taskclf.exceptions import (
-    ReaderError,
+from taskclf._readers import (
+    feature_files,
+    read_features,
+    read_segments_json,
+    write_features,
+    write_segments_json,
 )
+from taskclf.exceptions import DuplicateRowsError, ReaderError
+from taskclf.stages.segment import Segment
 from taskclf.synth import make_activity_frame
 
 
@@ -79,16 +86,12 @@ def test_header_only_gives_an_empty_frame(tmp_path):
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        (b"", "is empty"),
-        (bytes(range(256)) * 4, "binary"),
-        ("user_id,bucket_start_ts\n\xe9t\xe9,x\n".encode("latin-1"), "not UTF-8"),
         (b"user0,2025-01-06 09:00,1.5\nuser0,2025-01-06 09:01,2.0\n", "no header row"),
         (b"user_id,bucket_start_ts,keys_per_min\nu,2025-01-06 09:00,fast\n", "'keys_per_min'"),
         (b"user_id,bucket_start_ts,is_browser\nu,2025-01-06 09:00,maybe\n", "'is_browser'"),
         (b"user_id,bucket_start_ts\nu,yesterday-ish\n", "'bucket_start_ts'"),
         (b"user_id,bucket_start_ts\nu,\n", "missing timestamp"),
         (b'user_id,bucket_start_ts\n"u,2025\n', "cannot be read as CSV"),
-        (b"user_id,,keys_per_min\nu,1,2\n", "empty column name"),
     ],
 )
 def test_malformed_csv_is_refused_naming_the_file(tmp_path, content, problem):
@@ -277,6 +280,23 @@ READER_CASES = {
         ("keys_per_min", "'fast'"),
     ),
     "an unknown suffix": ("features.json", lambda f: b"[]", ("neither CSV nor Parquet",)),
+    "a repeated column name": (
+        "features.csv",
+        lambda f: _csv_text(f.rename(columns={"clicks_per_min": "keys_per_min"})).encode(),
+        ("'keys_per_min' twice",),
+    ),
+    "a CSV timestamp in 2520": (
+        "features.csv",
+        lambda f: _csv_text(f).replace("2025-", "2520-", 1).encode(),
+        ("'bucket_start_ts'", "1677-2262"),
+    ),
+    "a Parquet timestamp in 2520": (
+        "features.parquet",
+        lambda f: _parquet_bytes(
+            f.assign(bucket_start_ts=pd.Timestamp("2520-01-06", tz="UTC").as_unit("us"))
+        ),
+        ("'bucket_start_ts'", "1677-2262"),
+    ),
 }
 
 
@@ -314,3 +334,37 @@ def test_feature_directories_refuse_naming_the_directory_or_file(frame, tmp_path
     write_features(frame.drop(columns="mouse_distance"), mixed / "b.csv")
     refused(lambda: read_features(mixed), ReaderError, "b.csv", "mouse_distance")
     refused(lambda: read_features(tmp_path / "absent.csv"), ReaderError, "absent.csv")
+
+
+def test_a_row_in_two_files_names_both(frame, tmp_path):
+    write_features(frame, tmp_path / "a.csv")
+    write_features(frame.iloc[7:9], tmp_path / "b.parquet")
+    refused(lambda: read_features(tmp_path), DuplicateRowsError, "a.csv", "b.parquet", "2 dup")
+
+
+def test_a_fifo_is_refused_without_reading_it(tmp_path):
+    os.mkfifo(tmp_path / "pipe.csv")
+    refused(lambda: read_features(tmp_path / "pipe.csv"), ReaderError, "not a regular file")
+
+
+GOOD = {"start_ts": "2025-01-06T09:00:00+00:00", "end_ts": "2025-01-06T09:01:00+00:00",
+        "label": "Build", "bucket_count": 1}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("start_ts", None), ("end_ts", "NaT"), ("start_ts", 1736150400), ("label", None),
+     ("bucket_count", 2.7), ("bucket_count", True), ("bucket_count", 1e999),
+     ("start_ts", "2520-01-06T09:00:00"), ("user_id", ["u"])],
+)  # fmt: skip
+def test_segment_records_are_checked_field_by_field(tmp_path, field, value):
+    path = tmp_path / "segments.json"
+    path.write_text(json.dumps([GOOD, {**GOOD, field: value}]).replace("Infinity", "1e999"))
+    refused(lambda: read_segments_json(path), ReaderError, str(path), "record 1", repr(field))
+
+
+def test_numpy_user_ids_are_written_as_numbers(tmp_path):
+    start = pd.Timestamp("2025-01-06 09:00", tz="UTC")
+    segment = Segment(start, start + pd.Timedelta(minutes=1), "Build", 1, np.int64(7))
+    path = write_segments_json([segment], tmp_path / "segments.json")
+    assert read_segments_json(path)[0].user_id == 7

@@ -10,7 +10,7 @@ import pytest
 
 import taskclf.report as report_module
 from taskclf import build_pipeline, frame_to_segments
-from taskclf.exceptions import ReaderError
+from taskclf.exceptions import NotOursError, ReaderError
 from taskclf.infer.batch import write_segments_json
 from taskclf.report import (
     segments_frame,
@@ -100,6 +100,13 @@ def test_many_user_days_are_drawn_on_several_pictures(monkeypatch, tmp_path):
     ]
     heights = [int.from_bytes(p.read_bytes()[20:24], "big") for p in report.timelines]
     assert heights[0] == heights[1] > heights[2]
+    # A new report replaces the old one whole; a directory with other files is refused.
+    write_segments_json(segments[:1], tmp_path / "in" / "segments.json")
+    write_report(tmp_path / "in", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.csv", "timeline.png"]
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(NotOursError, match="not a taskclf report"):
+        write_report(tmp_path / "in", tmp_path / "out")
 
 
 def test_segments_without_user_are_drawn(tmp_path):
