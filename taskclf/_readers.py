@@ -54,6 +54,8 @@ _SNIFF_BYTES: Final = 8192
 _PARQUET_MAGIC: Final = b"PAR1"
 _TRUE: Final = frozenset({"true", "1", "1.0", "yes"})
 _FALSE: Final = frozenset({"false", "0", "0.0", "no"})
+PREDICTIONS_FILE: Final = "predictions.csv"
+SEGMENTS_FILE: Final = "segments.json"
 MAX_SEGMENTS_BYTES: Final = 1 << 30
 """Largest ``segments.json`` :func:`read_segments_json` reads."""
 
@@ -497,7 +499,7 @@ def _timestamp(value: object) -> dt.datetime:
     except ValueError:
         raise ValueError(f"holds {reprlib.repr(value)}, not an ISO 8601 timestamp") from None
     try:
-        pd.Timestamp(parsed)
+        pd.Timestamp(parsed).as_unit("ns")
     except pd.errors.OutOfBoundsDatetime:
         raise ValueError(f"holds {value!r}, outside the years 1677-2262") from None
     return parsed
@@ -523,7 +525,8 @@ def _segment(record: object) -> Segment:
         raise ValueError(f"field 'bucket_count' holds {reprlib.repr(count)}, not a count >= 1")
     if user is not None and (isinstance(user, bool) or not isinstance(user, (str, int))):
         raise ValueError(f"field 'user_id' holds {reprlib.repr(user)}, not text or a number")
-    return Segment(label=label, bucket_count=count, user_id=user, **fields)
+    fields.update(label=label, bucket_count=count, user_id=user)
+    return Segment(**fields)
 
 
 def read_segments_json(path: str | os.PathLike[str]) -> list[Segment]:
