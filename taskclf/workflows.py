@@ -39,7 +39,6 @@ from taskclf._columns import (
 )
 from taskclf._folds import group_folds
 from taskclf._io import atomic_directory, check_replaceable
-from taskclf._progress import step
 from taskclf._readers import (
     PREDICTIONS_FILE,
     SEGMENTS_FILE,
@@ -49,7 +48,7 @@ from taskclf._readers import (
 )
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_SMOOTH_WINDOW
 from taskclf.exceptions import InputError, InvalidParameterError, MissingColumnsError
-from taskclf.stages.segment import Segment, frame_to_segments
+from taskclf.stages.segment import frame_to_segments
 
 RUN_FILES: Final = (PREDICTIONS_FILE, SEGMENTS_FILE)
 """The files of one inference run, all that its directory holds."""
@@ -311,20 +310,6 @@ def run_columns(columns: Sequence[str]) -> list[str]:
     return [c for c in [*wanted, *PROBA_COLUMNS, SEGMENT_ID] if c in columns]
 
 
-def run_segments(annotated: pd.DataFrame, bucket_seconds: int) -> list[Segment]:
-    """The segments of a transformed frame; a segment is named by ``(user_id, segment_id)``.
-
-    Segment ids may restart for each user (and a Dask run numbers them per
-    partition), so the pairs are numbered first: users in order of first
-    appearance, then id.
-    """
-    if USER_ID in annotated.columns and len(annotated):
-        rank = pd.factorize(annotated[USER_ID])[0].astype(np.int64)
-        ids = annotated[SEGMENT_ID].to_numpy(dtype=np.int64)
-        annotated = annotated.assign(**{SEGMENT_ID: rank * (int(ids.max()) + 1) + ids})
-    return frame_to_segments(annotated, bucket_seconds=bucket_seconds)
-
-
 def infer_to_directory(
     pipeline: Pipeline,
     features: Any,
@@ -363,7 +348,7 @@ def infer_to_directory(
     )
     with atomic_directory(target, _is_run, "taskclf inference output") as staging:
         out = (transform or pipeline.transform)(features)
-        segments = run_segments(out, bucket_seconds)
+        segments = frame_to_segments(out, bucket_seconds=bucket_seconds)
         mapped = out[MAPPED_LABEL].astype(str).tolist() if MAPPED_LABEL in out else None
         write_predictions_csv(
             out,
@@ -453,18 +438,10 @@ def tune(
     elif windows:
         raise InvalidParameterError("windows tune the majority smoother; this one is Viterbi's")
     folds = group_folds(X, n_folds)
-    total = int(np.prod([len(values) for values in grid.values()])) * len(np.unique(folds))
-    with step("tuning", total) as advance:
-
-        def counted(estimator: Any, X_test: Any, y_test: Any) -> float:
-            score = scorer(estimator, X_test, y_test)
-            advance(1)
-            return score
-
-        candidate = pipeline if retrain else freeze(pipeline)
-        search = PostprocessingSearchCV(
-            candidate, grid, scoring=counted, cv=PredefinedSplit(folds), refit=retrain
-        ).fit(X, y)
+    candidate = pipeline if retrain else freeze(pipeline)
+    search = PostprocessingSearchCV(
+        candidate, grid, scoring=scorer, cv=PredefinedSplit(folds), refit=retrain
+    ).fit(X, y)
     results = pd.DataFrame(search.cv_results_)
     names = {f"param_{key}": key.replace("__", "_") for key in grid}
     names.update(mean_test_score="mean_score", std_test_score="std_score", rank_test_score="rank")

@@ -35,7 +35,8 @@ from taskclf.exceptions import (
     NotOursError,
     ReaderError,
 )
-from taskclf.workflows import infer_to_directory, run_segments
+from taskclf.stages.segment import frame_to_segments
+from taskclf.workflows import infer_to_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,9 @@ def expected_transform(pipeline, ddf) -> pd.DataFrame:
 
 
 def segments_of(frame: pd.DataFrame) -> list:
-    return sorted(run_segments(frame, 60), key=lambda s: (str(s.user_id), s.start_ts))
+    return sorted(
+        frame_to_segments(frame, bucket_seconds=60), key=lambda s: (str(s.user_id), s.start_ts)
+    )
 
 
 def assert_same_rows(result: pd.DataFrame, expected: pd.DataFrame) -> None:
