@@ -67,6 +67,14 @@ KeptSmoother = Annotated[
     Literal["majority", "viterbi"] | None,
     typer.Option(help="Smoothing: majority or viterbi (default: the model's)."),
 ]
+Backend = Annotated[
+    Literal["lightgbm", "compiled"],
+    typer.Option(help="What predicts: LightGBM, or the model compiled (the fast extra)."),
+]
+KeptBackend = Annotated[
+    Literal["lightgbm", "compiled"] | None,
+    typer.Option(help="What predicts: lightgbm or compiled (default: the model's)."),
+]
 PickleFree = Annotated[
     bool,
     typer.Option("--pickle-free", help="Write a pickle-free bundle directory, not a file."),
@@ -234,6 +242,16 @@ def train(
     seed: Seed = 0,
     threads: Threads = None,
     pickle_free: PickleFree = False,
+    per_user_calibration: Annotated[
+        bool, typer.Option(help="Also calibrate each user with enough labelled days.")
+    ] = False,
+    calibrator_store_out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Also write the calibrator store in taskclf 0.4's layout."
+        ),
+    ] = None,
+    backend: Backend = "lightgbm",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -253,6 +271,8 @@ def train(
             reject_threshold=reject_threshold,
             smooth_window=smooth_window,
             smoother=smoother,
+            per_user_calibration=per_user_calibration,
+            backend=backend,
         )
         print(f"training on {len(X)} rows ({rounds} rounds) ...")
         started = time.perf_counter()
@@ -262,6 +282,12 @@ def train(
         print(f"trained in {time.perf_counter() - started:.1f} s; saved {out}")
         if digest:
             print(f"sha256 {digest}")
+        if calibrator_store_out is not None:
+            from taskclf.calibration import CalibratorStore, save_calibrator_store
+
+            stage = pipeline.named_steps["calibrate"]
+            store = stage.store_ or CalibratorStore(stage.calibrator_, method=stage.method)
+            print(f"wrote {save_calibrator_store(store, calibrator_store_out)}")
 
 
 @app.command(
@@ -292,6 +318,11 @@ def infer(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Workers of --dask local (default: one per core).")
     ] = None,
+    calibrator_store: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Calibrate with this store (taskclf 0.4's layout)."),
+    ] = None,
+    backend: KeptBackend = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -306,6 +337,8 @@ def infer(
             smooth_window=smooth_window,
             smoother=smoother,
             taxonomy=taxonomy,
+            calibrator_store=calibrator_store,
+            backend=backend,
         )
         if dask is not None:
             from taskclf.distributed import infer_parquet_dir

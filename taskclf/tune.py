@@ -252,7 +252,7 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         score_times = np.empty_like(scores)
         prefix_times = np.zeros(n_splits, dtype=np.float64)
         head = self.estimator.steps[:split]
-        with step("grid search fits", n_candidates * n_splits) as advance:
+        with step("tuning", n_candidates * n_splits) as advance:
             for s, (train, test) in enumerate(folds):
                 X_train, y_train = _take(X, train), _take(y, train)
                 X_test, y_test = _take(X, test), _take(y, test)

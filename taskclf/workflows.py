@@ -195,6 +195,8 @@ def configure(
     smooth_window: int | None = None,
     smoother: str | None = None,
     taxonomy: str | os.PathLike[str] | None = None,
+    calibrator_store: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
 ) -> Pipeline:
     """Override the post-processing of ``pipeline`` where an argument is given.
 
@@ -209,6 +211,11 @@ def configure(
     taxonomy : path-like, optional
         A taxonomy YAML file: map the labels to its buckets (replacing any
         taxonomy step).
+    calibrator_store : path-like, optional
+        A calibrator store directory (taskclf 0.4's layout) replacing the
+        pipeline's calibration.
+    backend : {"lightgbm", "compiled"}, optional
+        What predicts in the model stage.
 
     Returns
     -------
@@ -223,12 +230,37 @@ def configure(
         if "window" not in pipeline.named_steps["smooth"].get_params():
             raise InvalidParameterError("smooth_window sets the majority smoother's window")
         pipeline.set_params(smooth__window=smooth_window)
-    if taxonomy is None:
-        return pipeline
-    from taskclf.taxonomy import TaxonomyMapper, load_taxonomy
+    from sklearn.frozen import FrozenEstimator
 
-    steps = [(name, stage) for name, stage in pipeline.steps if name != "taxonomy"]
-    return Pipeline([*steps, ("taxonomy", TaxonomyMapper(load_taxonomy(taxonomy)))])
+    from taskclf.pipeline import TaskPipeline
+
+    steps: dict[str, Any] = dict(pipeline.steps)
+    if calibrator_store is not None:
+        from taskclf.calibration import load_calibrator_store
+        from taskclf.stages.calibrate import Calibrator
+
+        store = load_calibrator_store(calibrator_store)
+        steps["calibrate"] = FrozenEstimator(Calibrator.from_maps(store.global_calibrator, store))
+    if backend is not None:
+        model = steps["predict"]
+        if isinstance(model, FrozenEstimator) or hasattr(model, "booster_"):
+            from taskclf.stages.model import BoosterPredictor
+
+            stage = getattr(model, "estimator", model)
+            steps["predict"] = FrozenEstimator(
+                BoosterPredictor.from_booster(
+                    stage.booster_, stage.schema_.version, backend=backend
+                )
+            )
+        else:
+            model.set_params(backend=backend)
+    if taxonomy is not None:
+        from taskclf.taxonomy import TaxonomyMapper, load_taxonomy
+
+        steps["taxonomy"] = TaxonomyMapper(load_taxonomy(taxonomy))
+    if calibrator_store is None and backend is None and taxonomy is None:
+        return pipeline
+    return TaskPipeline(list(steps.items()))
 
 
 def new_pipeline(
@@ -242,6 +274,8 @@ def new_pipeline(
     reject_threshold: float | None = None,
     smooth_window: int | None = None,
     smoother: str = "majority",
+    per_user_calibration: bool = False,
+    backend: str = "lightgbm",
 ) -> Pipeline:
     """An unfitted pipeline with the training options of ``taskclf train``."""
     from taskclf.pipeline import build_pipeline
@@ -254,6 +288,8 @@ def new_pipeline(
         booster_params={k: v for k, v in booster_params.items() if v is not None} or None,
         reject_threshold=reject_threshold,
         num_threads=threads,
+        per_user_calibration=per_user_calibration,
+        backend=backend,
     )
     return configure(pipeline, smooth_window=smooth_window, smoother=smoother)
 

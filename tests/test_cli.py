@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -476,7 +477,7 @@ def test_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     demo = tmp_path / "demo"
     for name in ("features/train.csv", "features/new-day.csv", "model.taskclf",
-                 "model/model.txt", "model/pipeline.json", "model/bundle.json",
+                 "model/pipeline.skops", "model/bundle.json",
                  "predictions/predictions.csv", "predictions/segments.json",
                  "report/summary.csv", "report/timeline.png"):  # fmt: skip
         path = demo / name
@@ -503,3 +504,30 @@ def test_infer_on_a_local_dask_cluster(work, features, bundle, predictions):
     assert sorted(read_segments_json(out / "segments.json"), key=order) == sorted(
         read_segments_json(predictions / "segments.json"), key=order
     )
+
+
+def test_calibrator_stores_in_and_out_of_the_command(work, features, bundle, predictions, capsys):
+    """train writes its store in taskclf 0.4's layout; infer calibrates with a store."""
+    from taskclf.calibration import load_calibrator_store
+
+    store_dir = work / "store"
+    code, _, err = run_cli(
+        capsys, "train", features, "--out", work / "per-user.taskclf", "--rounds", 4,
+        "--threads", 1, "--per-user-calibration", "--calibrator-store-out", store_dir,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (store_dir / "store.json").is_file() and (store_dir / "global.json").is_file()
+    store = load_calibrator_store(store_dir)
+    assert store.method == "temperature"
+    code, _, err = run_cli(
+        capsys, "infer", features, "--bundle", bundle, "--out", work / "calibrated",
+        "--calibrator-store", store_dir, "--backend", "lightgbm",
+    )  # fmt: skip
+    assert code == 0, err
+    plain = pd.read_csv(predictions / "predictions.csv")
+    calibrated = pd.read_csv(work / "calibrated" / "predictions.csv")
+    assert len(plain) == len(calibrated)
+    assert not np.allclose(plain["confidence"], calibrated["confidence"])
+    code, _, err = run_cli(capsys, "infer", features, "--bundle", bundle, "--out",
+                           work / "nowhere", "--calibrator-store", work / "no-store")  # fmt: skip
+    assert code == 2 and "does not exist" in err
