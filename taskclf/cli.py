@@ -145,6 +145,8 @@ def _session(command: str, quiet: bool, debug: bool) -> Iterator[None]:
             yield
     except KeyboardInterrupt:
         raise _fail(f"{where}: interrupted", 130) from None
+    except typer.Exit:
+        raise
     except Exception as exc:
         raise _exit_for(where, exc, debug) from None
 
@@ -417,6 +419,86 @@ def tune(
             extra = {"tuned_on": str(features), "best_params": tuned.best_params}
             digest = workflows.save_model(tuned.pipeline, out, pickle_free=pickle_free, extra=extra)
             print(f"saved {out}" + (f"\nsha256 {digest}" if digest else ""))
+
+
+@app.command(epilog="Examples:\n\ntaskclf schema v1\n\ntaskclf schema v3 --markdown")
+def schema(
+    version: Annotated[
+        Literal["v1", "v2", "v3"], typer.Argument(help="Feature schema version.")
+    ] = "v1",
+    markdown: Annotated[bool, typer.Option(help="Print the docs page (every schema).")] = False,
+) -> None:
+    """Print the columns of a feature schema: type, role, meaning and unit."""
+    with _session("schema", True, False):
+        from taskclf.core.schema import describe_schema, schema_markdown
+
+        print(schema_markdown() if markdown else describe_schema(version).to_string(index=False))
+
+
+@app.command(
+    epilog="Examples:\n\ntaskclf validate features.csv\n\ntaskclf validate data/ --schema v3"
+)
+def validate(
+    features: Features,
+    schema_version: Annotated[
+        str | None, typer.Option("--schema", help="Schema to check against (default: the file's).")
+    ] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Check feature rows against their schema and report every problem at once (no model)."""
+    with _session("validate", quiet, debug):
+        from taskclf import workflows
+        from taskclf.core.schema import validate_features
+
+        problems = validate_features(workflows.read_rows(features), schema_version)
+        for problem in problems:
+            print(f"- {problem}")
+        if problems:
+            raise _fail(f"{features}: {len(problems)} problem(s)", 2)
+        print(f"{features}: no problem found")
+
+
+@app.command(
+    epilog="Writes DIR/evaluation.json, DIR/per_user.csv and pictures together.\n\n"
+    "Examples:\n\ntaskclf evaluate model.taskclf labelled.csv --out evaluation/\n\n"
+    "taskclf evaluate model/ labelled.csv --out eval/ --fail-under macro_f1=0.6"
+)
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle file or directory.")],
+    features: Annotated[
+        Path, typer.Argument(metavar="LABELLED_FEATURES", help="Features with a label column.")
+    ],
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory.")],
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="Exit 1 when a pooled figure is below VALUE."),
+    ] = None,
+    sha256: Sha256 = None,
+    backend: KeptBackend = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Measure a model on labelled rows: per row, per segment, pooled and per user."""
+    with _session("evaluate", quiet, debug):
+        from taskclf import workflows
+
+        gates = {}
+        for item in fail_under or []:
+            key, _, value = item.partition("=")
+            gates[key] = _numbers("--fail-under", value, float)[0]
+        pipeline = workflows.configure(workflows.load_model(bundle, sha256=sha256), backend=backend)
+        X, y = workflows.read_labelled(features)
+        pooled = workflows.evaluate_to_directory(pipeline, X, y, out)["pooled"]
+        for key in (*workflows.HEADLINE, "ece", "reject_rate", "accepted_accuracy"):
+            print(f"{key:>18}  {pooled[key]:.4f}")
+        print(f"wrote {out}")
+        unknown = [key for key in gates if key not in pooled]
+        if unknown:
+            raise _fail(f"--fail-under: no pooled figure named {unknown[0]!r}", 2)
+        below = [f"{k} {pooled[k]:.4f} < {v}" for k, v in gates.items() if not pooled[k] >= v]
+        if below:
+            raise _fail("below the bar: " + "; ".join(below), 1)
 
 
 @app.command(epilog="Examples:\n\ntaskclf inspect model.taskclf\n\ntaskclf inspect model/ --json")

@@ -542,7 +542,7 @@ def demo(
     labelled = make_activity_frame(n_users=users, n_days=days, random_state=seed)
     next_day = (labelled[BUCKET_START_TS].max() + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
     test = make_activity_frame(n_users=2, n_days=1, start=next_day, random_state=seed + 1)
-    for name, frame in (("train.csv", labelled), ("new-day.csv", test.drop(columns=LABEL))):
+    for name, frame in (("train.csv", labelled), ("new-day.csv", test)):
         say(f"   {write_features(frame, out / 'features' / name)} ({len(frame)} rows)")
 
     say(f"2. training ({rounds} rounds) ...")
@@ -570,4 +570,102 @@ def demo(
     written = write_report(run.directory, out / "report")
     say(textwrap.indent(written.summary.to_string(index=False), "   "))
     say("\n".join(f"   {path}" for path in (written.summary_csv, *written.timelines)))
+
+    say("5. evaluation of the new day against its labels ...")
+    X_new, y_new = read_labelled(out / "features" / "new-day.csv")
+    pooled = evaluate_to_directory(load_model(bundle), X_new, y_new, out / "evaluation")["pooled"]
+    say("   " + ", ".join(f"{key} {pooled[key]:.3f}" for key in HEADLINE))
+    say(f"   {out / 'evaluation'}/ (evaluation.json, per_user.csv, pictures)")
     say(f"done in {time.perf_counter() - started:.1f} s. Next: taskclf inspect {bundle}")
+
+
+EVALUATION_FILES: Final = ("evaluation.json", "per_user.csv", "confusion.png",
+                           "reliability.png", "coverage.png")  # fmt: skip
+HEADLINE: Final = ("accuracy", "macro_f1", "segmental_f1@50", "edit_score", "flap_rate")
+
+
+def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The final labels' figures at the top, beside the probability figures."""
+    label = result["label"]
+    top = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    return {**top, **{k: v for k, v in label.items() if not isinstance(v, dict)}, **result}
+
+
+def evaluate_to_directory(
+    pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, out_dir: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Evaluate ``pipeline`` on labelled rows; write the figures and pictures together.
+
+    Writes ``evaluation.json`` (objects ``pooled`` and ``per_user``, the
+    final labels' figures at the top level of each, the raw labels' under
+    ``raw_label``), ``per_user.csv`` and three pictures: the confusion
+    matrix, the reliability diagram and the coverage-accuracy curve. The
+    directory is published as one unit (see :func:`infer_to_directory`).
+
+    Returns
+    -------
+    dict
+        What ``evaluation.json`` holds.
+    """
+    import json
+
+    from taskclf.metrics import evaluate
+
+    target = Path(out_dir)
+    check_replaceable(target, _is_evaluation, "taskclf evaluation")
+    bucket_seconds = int(pipeline.get_params().get("merge__bucket_seconds", DEFAULT_BUCKET_SECONDS))
+    result = evaluate(pipeline.transform(X), y, bucket_seconds=bucket_seconds)
+    report = {
+        "pooled": _headline(result["pooled"]),
+        "per_user": {str(u): _headline(r) for u, r in result["per_user"].items()},
+    }
+    table = pd.DataFrame(
+        [{"user_id": u, **{k: r[k] for k in ("rows", *HEADLINE, "ece", "reject_rate")}}
+         for u, r in report["per_user"].items()]
+    )  # fmt: skip
+    with atomic_directory(target, _is_evaluation, "taskclf evaluation") as staging:
+        (staging / "evaluation.json").write_text(json.dumps(report, indent=1, default=str))
+        table.to_csv(staging / "per_user.csv", index=False)
+        _draw_evaluation(report["pooled"], staging)
+    return report
+
+
+def _is_evaluation(directory: Path) -> bool:
+    return {p.name for p in directory.iterdir()} <= set(EVALUATION_FILES)
+
+
+def _draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = pooled["label"]["confusion_matrix"]
+    counts = np.asarray(matrix["counts"], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(counts, cmap="Blues")
+    ax.set(xticks=range(len(matrix["labels"])), yticks=range(len(matrix["labels"])),
+           xlabel="predicted", ylabel="true", title="Confusion matrix (final labels)")  # fmt: skip
+    ax.set_xticklabels(matrix["labels"], rotation=45, ha="right")
+    ax.set_yticklabels(matrix["labels"])
+    for (i, j), value in np.ndenumerate(counts):
+        if value:
+            ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(directory / "confusion.png", dpi=100)
+    plt.close(fig)
+    bins = pd.DataFrame(pooled["reliability"])
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.plot(bins["confidence"], bins["accuracy"], marker="o")
+    ax.set(xlabel="mean confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"Reliability (ECE {pooled['ece']:.3f})")  # fmt: skip
+    fig.savefig(directory / "reliability.png", dpi=100)
+    plt.close(fig)
+    curve = pd.DataFrame(pooled["coverage_accuracy"])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(curve["coverage"], curve["accuracy"], marker=".")
+    ax.set(xlabel="coverage (share of rows kept)", ylabel="accuracy of kept rows",
+           title="Coverage and accuracy over thresholds")  # fmt: skip
+    fig.savefig(directory / "coverage.png", dpi=100)
+    plt.close(fig)

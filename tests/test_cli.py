@@ -531,3 +531,39 @@ def test_calibrator_stores_in_and_out_of_the_command(work, features, bundle, pre
     code, _, err = run_cli(capsys, "infer", features, "--bundle", bundle, "--out",
                            work / "nowhere", "--calibrator-store", work / "no-store")  # fmt: skip
     assert code == 2 and "does not exist" in err
+
+
+def test_evaluate_writes_figures_equal_to_scikit_learn_and_gates(work, features, bundle, capsys):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    out = work / "evaluation"
+    code, stdout, err = run_cli(capsys, "evaluate", bundle, features, "--out", out)
+    assert code == 0, err
+    report = json.loads((out / "evaluation.json").read_text())
+    for name in ("confusion.png", "reliability.png", "coverage.png", "per_user.csv"):
+        assert (out / name).stat().st_size > 0
+    truth = read_features(features)["label"].astype(str)
+    predicted = load_bundle(bundle).predict(read_features(features).drop(columns="label"))
+    pooled = report["pooled"]
+    assert pooled["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert pooled["macro_f1"] == pytest.approx(
+        f1_score(truth, predicted, average="macro", labels=sorted(set(truth) | set(predicted)))
+    )
+    assert len(report["per_user"]) == read_features(features)["user_id"].nunique()
+    assert f"{pooled['accuracy']:.4f}" in stdout
+    code, _, err = run_cli(
+        capsys, "evaluate", bundle, features, "--out", out, "--fail-under", "accuracy=1.01"
+    )
+    assert code == 1 and "accuracy" in err and "below" in err
+
+
+def test_schema_and_validate(work, features, capsys):
+    code, out, _ = run_cli(capsys, "schema", "v2")
+    assert code == 0 and "keys_per_min" in out and "per minute" in out
+    code, out, _ = run_cli(capsys, "validate", features)
+    assert code == 0 and "no problem" in out
+    broken = work / "broken.csv"
+    frame = read_features(features).drop(columns=["keys_per_min"]).assign(schema_hash="abc")
+    frame.to_csv(broken, index=False)
+    code, out, _ = run_cli(capsys, "validate", broken)
+    assert code == 2 and "'keys_per_min'" in out and "'abc'" in out
