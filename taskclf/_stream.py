@@ -609,9 +609,9 @@ def _merge(
         first_merged[present] = merged_id[r_bounds[:-1]]
         n_merged[present] = merged_id[r_bounds[1:] - 1] + 1 - first_merged[present]
     before = np.cumsum(n_merged) - n_merged
-    user_first_unit = np.maximum.accumulate(
-        np.where(np.append(True, units.user[1:] != units.user[:-1]), np.arange(n_units), 0)
-    )
+    first_unit = np.ones(n_units, bool)
+    first_unit[1:] = units.user[1:] != units.user[:-1]
+    user_first_unit = np.maximum.accumulate(np.where(first_unit, np.arange(n_units), 0))
     base = state.next_id[units.user] + before - before[user_first_unit]
 
     r_ids = base[r_unit] + merged_id - first_merged[r_unit]
@@ -636,7 +636,8 @@ def _merge(
     rows_h, owner_h = _ranges(lo[emit_head], hi[emit_head])
 
     next_id = state.next_id.copy()
-    last_unit = np.append(units.user[1:] != units.user[:-1], True)
+    last_unit = np.ones(n_units, bool)
+    last_unit[:-1] = units.user[1:] != units.user[:-1]
     next_id[units.user[last_unit]] = (base + n_merged)[last_unit]
     head_label, head_count = state.head_label.copy(), state.head_count.copy()
     head_first, head_last = state.head_first.copy(), state.head_last.copy()

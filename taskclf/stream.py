@@ -20,6 +20,7 @@ import os
 import reprlib
 import signal
 import threading
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -255,7 +256,9 @@ class StreamingPipeline:
             )
         reopened = np.zeros(len(u), bool)
         seen = u[known]
-        reopened[known] = ~state.is_open[seen] & (t[known] - state.last_ns[seen] <= self._rules.gap_ns)
+        reopened[known] = ~state.is_open[seen] & (
+            t[known] - state.last_ns[seen] <= self._rules.gap_ns
+        )
         if reopened.any():
             i = int(np.flatnonzero(reopened)[0])
             raise InputError(
@@ -277,10 +280,9 @@ class StreamingPipeline:
     def _new_rows(self, rows: pd.DataFrame) -> tuple[Rows, pd.Index]:
         ts = timestamps_ns(rows)
         users = rows[USER_ID].to_numpy(dtype=object)
-        if pd.isna(users).any():
-            raise InputError(
-                f"column 'user_id' has a missing value at row {int(np.flatnonzero(pd.isna(users))[0])}"
-            )
+        missing = np.flatnonzero(pd.isna(users))
+        if len(missing):
+            raise InputError(f"column 'user_id' has a missing value at row {int(missing[0])}")
         user, grown = self._user_codes(users)
         self._check_order(user, ts, grown)
         out = self._per_row_stages(rows, users[0], ts[0])
@@ -362,7 +364,9 @@ class StreamingPipeline:
         if user_id is not None:
             at = state.users.get_indexer(pd.Index([user_id], dtype=object))[0]
             if at < 0:
-                raise InputError(f"close: user_id {reprlib.repr(user_id)} has no rows in the stream")
+                raise InputError(
+                    f"close: user_id {reprlib.repr(user_id)} has no rows in the stream"
+                )
             closing[:] = False
             closing[at] = state.is_open[at]
         step = advance(state, None, closing, self._rules)
@@ -489,7 +493,7 @@ class StreamingPipeline:
             )
         except ReaderError:
             raise
-        except (ValueError, KeyError, TypeError, OSError) as exc:
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ReaderError(f"{where} is corrupt: {exc}") from None
         _check_state(state, where)
         stream._state = state
@@ -666,7 +670,7 @@ def run_stream(
     number = 0
     try:
         with _installed(signals):
-            for number, line in enumerate(lines_in, start=1):  # noqa: B007
+            for number, line in enumerate(lines_in, start=1):
                 if not line.strip():
                     continue
                 with signals.working():
