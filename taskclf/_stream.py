@@ -82,9 +82,11 @@ class State:
     context_len: np.ndarray
     score: np.ndarray
     head_label: np.ndarray
+    head_rule: np.ndarray
     head_count: np.ndarray
     head_first: np.ndarray
     head_last: np.ndarray
+    head_growing: np.ndarray
     frame: pd.DataFrame | None
     user: np.ndarray
     ts: np.ndarray
@@ -103,9 +105,11 @@ class State:
         "context_len",
         "score",
         "head_label",
+        "head_rule",
         "head_count",
         "head_first",
         "head_last",
+        "head_growing",
     )
     PER_ROW = ("user", "ts", "serial", "raw", "rejected", "smooth", "back")
 
@@ -122,9 +126,11 @@ class State:
             context_len=np.zeros(0, np.int64),
             score=np.zeros((0, k)),
             head_label=np.zeros(0, np.int8),
+            head_rule=np.zeros(0, np.int64),
             head_count=np.zeros(0, np.int64),
             head_first=np.zeros(0, np.int64),
             head_last=np.zeros(0, np.int64),
+            head_growing=np.zeros(0, bool),
             frame=None,
             user=np.zeros(0, np.int64),
             ts=np.zeros(0, np.int64),
@@ -323,14 +329,10 @@ def advance(state: State, new: Rows | None, closing: np.ndarray, rules: Rules) -
         state,
         last_ns=last_ns,
         is_open=is_open,
-        next_id=merged.next_id,
         context=context_arr,
         context_len=context_len,
         score=score,
-        head_label=merged.head_label,
-        head_count=merged.head_count,
-        head_first=merged.head_first,
-        head_last=merged.head_last,
+        **merged.heads,
         frame=None if rows["frame"] is None else rows["frame"].iloc[kept].reset_index(drop=True),
         user=rows["user"][kept],
         ts=rows["ts"][kept],
@@ -526,11 +528,7 @@ class _Merged:
     label: np.ndarray
     segment_id: np.ndarray
     segments: tuple[np.ndarray, ...]
-    next_id: np.ndarray
-    head_label: np.ndarray
-    head_count: np.ndarray
-    head_first: np.ndarray
-    head_last: np.ndarray
+    heads: dict[str, np.ndarray]  # next_id and head_* of every user
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -540,126 +538,209 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n), owner
 
 
+@attrs.define
+class _Open:
+    """The hysteresis rule's last merged segment and the (joined) segment holding it."""
+
+    label: int
+    rule: int  # buckets of the rule's last merged segment: what rule (v) compares
+    count: int  # buckets of the joined segment
+    first: int
+    last: int
+    growing: bool  # its last run may still grow
+
+
+class _Merger:
+    """The hysteresis rule over one step's segments, unit by unit.
+
+    A block of segments that begins with a long one is merged by one
+    left-to-right pass of :func:`taskclf.stages.merge.merge_runs` (every
+    segment the pass emits is long, so the next pass changes nothing):
+    a short segment joins the previous merged segment when it has its
+    label, else the next segment when that one has more buckets than the
+    previous merged segment, else the previous one. Each short segment's
+    fate is therefore known once the next segment is complete or already
+    larger. A timeline whose first segment is short is merged as a block
+    up to the first pair of neighbouring long segments (the rule splits
+    there), after which the pass above goes on.
+    """
+
+    def __init__(self, state: State, segs: dict[str, list], rules: Rules) -> None:
+        self.segs = segs
+        self.m = rules.min_buckets
+        self.join = rules.join_equal
+        self.heads = {
+            name: getattr(state, name).copy()
+            for name in ("next_id", *(n for n in State.PER_USER if n.startswith("head_")))
+        }
+        self.assigned: list[tuple[int, int, int]] = []  # segment, label, id
+        self.segments: list[tuple[int, int, int, int, int]] = []
+
+    def head(self, user: int) -> _Open | None:
+        h = self.heads
+        if h["head_count"][user] == 0:
+            return None
+        return _Open(
+            int(h["head_label"][user]),
+            int(h["head_rule"][user]),
+            int(h["head_count"][user]),
+            int(h["head_first"][user]),
+            int(h["head_last"][user]),
+            bool(h["head_growing"][user]),
+        )
+
+    def keep(self, user: int, head: _Open | None) -> None:
+        h = self.heads
+        if head is None:
+            h["head_count"][user] = 0
+            return
+        h["head_label"][user], h["head_rule"][user] = head.label, head.rule
+        h["head_count"][user], h["head_growing"][user] = head.count, head.growing
+        h["head_first"][user], h["head_last"][user] = head.first, head.last
+
+    def finish(self, user: int, head: _Open) -> None:
+        self.segments.append((user, head.first, head.last, head.label, head.count))
+        self.heads["next_id"][user] += 1
+
+    def open_rule_segment(
+        self, user: int, head: _Open | None, label: int, count: int, first: int, last: int
+    ) -> _Open:
+        if head is not None and self.join and head.label == label:
+            head.rule, head.count, head.last = count, head.count + count, last
+            return head
+        if head is not None:
+            self.finish(user, head)
+        return _Open(label, count, count, first, last, False)
+
+    def absorb(self, head: _Open, i: int) -> None:
+        head.rule += self.segs["count"][i]
+        head.count += self.segs["count"][i]
+        head.last = self.segs["last"][i]
+
+    def unit(self, user: int, lo: int, hi: int, head: _Open | None, closed: bool) -> None:
+        """Merge segments ``lo … hi - 1`` of one unit after ``head``."""
+        label, count, first = self.segs["label"], self.segs["count"], self.segs["first"]
+        nid = lambda: int(self.heads["next_id"][user])  # noqa: E731
+        i = lo
+        if head is not None and head.growing and i < hi:
+            head.growing = label[i] == head.label
+            if head.growing:  # the same run, grown
+                self.absorb(head, i)
+                self.assigned.append((i, head.label, nid()))
+                head.growing = i == hi - 1 and not closed
+                i += 1
+        elif head is None and i < hi and count[i] < self.m:
+            i = self.short_start(user, lo, hi, closed)
+            if i < 0:
+                return
+        if head is None and i < hi:
+            last = self.segs["last"][i]
+            head = self.open_rule_segment(user, None, label[i], count[i], first[i], last)
+            self.assigned.append((i, head.label, nid()))
+            head.growing = i == hi - 1 and not closed
+            i += 1
+        while head is not None and i < hi:
+            c, last_seg = count[i], i == hi - 1
+            if c >= self.m:
+                head = self.open_rule_segment(
+                    user, head, label[i], c, first[i], self.segs["last"][i]
+                )
+            elif label[i] == head.label or (last_seg and closed):  # (i), (iv)
+                self.absorb(head, i)
+            elif last_seg:
+                break  # a short run still growing
+            elif count[i + 1] > head.rule:  # (v), the next one: pair it with this one
+                j = i + 1
+                head = self.open_rule_segment(
+                    user, head, label[j], c + count[j], first[i], self.segs["last"][j]
+                )
+                self.assigned.append((i, head.label, nid()))
+                i = j
+            elif closed or i + 1 < hi - 1:  # (v), the previous one
+                self.absorb(head, i)
+            else:
+                break  # the next run may still outgrow the previous segment
+            self.assigned.append((i, head.label, nid()))
+            head.growing = i == hi - 1 and not closed
+            i += 1
+        if closed:
+            if head is not None:
+                self.finish(user, head)
+            head = None
+        self.keep(user, head)
+
+    def short_start(self, user: int, lo: int, hi: int, closed: bool) -> int:
+        """Merge a block that starts short, up to the last pair of long neighbours.
+
+        Returns where the rest starts, or -1 when nothing is final.
+        """
+        count = np.asarray(self.segs["count"][lo:hi])
+        long = count >= self.m
+        pairs = np.flatnonzero(long[1:] & long[:-1]) + 1
+        end = hi - lo if closed else (int(pairs[-1]) if len(pairs) else 0)
+        if end == 0:
+            return -1
+        labels = np.asarray(self.segs["label"][lo : lo + end])
+        merged_id, merged_labels = merge_segment_codes(
+            labels, count[:end], np.array([0, end]), self.m, join_equal=self.join
+        )
+        base = int(self.heads["next_id"][user])
+        for k in range(end):
+            self.assigned.append(
+                (lo + k, int(merged_labels[merged_id[k]]), base + int(merged_id[k]))
+            )
+        starts = _group_starts(merged_id)
+        ends = np.append(starts[1:], end)
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            first, last = self.segs["first"][lo + a], self.segs["last"][lo + b - 1]
+            total = int(count[a:b].sum())
+            self.segments.append((user, first, last, int(merged_labels[merged_id[a]]), total))
+        self.heads["next_id"][user] = base + len(merged_labels)
+        return lo + end
+
+
 def _merge(
     state: State, ts: np.ndarray, smooth: np.ndarray, units: _Units, rules: Rules
 ) -> _Merged:
-    """Segments of the final smoothed labels, the hysteresis on the blocks that are final.
+    """Segments of the final smoothed labels; the rows whose merged segment is known.
 
-    The rows with a final smoothed label begin each unit. Their runs,
-    after the first segment of the open block (``head_*`` of the state:
-    the part of it already emitted), are the unit's segments. A block ends
-    before two neighbouring long segments (or at a closed unit's end) and
-    is merged by :func:`taskclf.stages.merge.merge_segment_codes`; the
-    first segment of what remains, when long, has its rows emitted.
+    The rows with a final smoothed label begin each unit; their runs are
+    the unit's segments, after the open merged segment kept in the state
+    (``head_*``). :class:`_Merger` applies the hysteresis rule as far as
+    it is final.
     """
     n_units = len(units.start)
-    m = rules.min_buckets
     b = np.flatnonzero(smooth >= 0)
     b_unit = units.of_row[b]
     b_bounds = _bounds(b_unit, n_units)
     inner = np.unique(b_bounds[:-1][b_bounds[:-1] < len(b)])
     lo = run_starts(smooth[b], np.append(inner, len(b)))
     hi = np.append(lo[1:], len(b))
-    seg_unit = b_unit[lo]
-    label = smooth[b][lo].astype(np.int64)
-    count = hi - lo
-    first_ns = ts[b[lo]] if len(b) else np.zeros(0, np.int64)
-    last_ns = ts[b[hi - 1]] if len(b) else np.zeros(0, np.int64)
+    segs = {
+        "label": smooth[b][lo].tolist(),
+        "count": (hi - lo).tolist(),
+        "first": ts[b[lo]].tolist() if len(b) else [],
+        "last": ts[b[hi - 1]].tolist() if len(b) else [],
+    }
+    sb = _bounds(b_unit[lo], n_units).tolist()
+    merger = _Merger(state, segs, rules)
+    for unit, (user, closed, continues) in enumerate(
+        zip(units.user.tolist(), units.closed.tolist(), units.continues.tolist())
+    ):
+        head = merger.head(user) if continues else None
+        if not continues:
+            merger.keep(user, None)
+        merger.unit(user, sb[unit], sb[unit + 1], head, closed)
 
-    # The emitted part of each continuing unit's first segment.
-    with_head = np.flatnonzero(units.continues & (state.head_count[units.user] > 0))
-    h_user = units.user[with_head]
-    at = np.searchsorted(seg_unit, with_head)
-    joins = np.zeros(len(with_head), bool)
-    if len(seg_unit):
-        inside = np.minimum(at, len(seg_unit) - 1)
-        joins = (at < len(seg_unit)) & (seg_unit[inside] == with_head)
-        joins &= label[inside] == state.head_label[h_user]
-    count = count.copy()
-    count[at[joins]] += state.head_count[h_user[joins]]
-    first_ns = first_ns.copy()
-    first_ns[at[joins]] = state.head_first[h_user[joins]]
-    ins, iu = at[~joins], h_user[~joins]
-    seg_unit = np.insert(seg_unit, ins, with_head[~joins])
-    label = np.insert(label, ins, state.head_label[iu])
-    count = np.insert(count, ins, state.head_count[iu])
-    first_ns = np.insert(first_ns, ins, state.head_first[iu])
-    last_ns = np.insert(last_ns, ins, state.head_last[iu])
-    lo = np.insert(lo, ins, 0)
-    hi = np.insert(hi, ins, 0)
-
-    # Blocks: everything before the unit's last pair of long neighbours.
-    sb = _bounds(seg_unit, n_units)
-    long = count >= m
-    cut = np.zeros(len(count), bool)
-    cut[1:] = long[1:] & long[:-1] & (seg_unit[1:] == seg_unit[:-1])
-    block_end = sb[:-1].copy()
-    np.maximum.at(block_end, seg_unit[cut], np.flatnonzero(cut))
-    block_end = np.where(units.closed, sb[1:], block_end)
-    resolved = np.flatnonzero(np.arange(len(count)) < block_end[seg_unit])
-    r_unit = seg_unit[resolved]
-    present = np.unique(r_unit)
-    r_bounds = np.append(np.searchsorted(r_unit, present), len(r_unit))
-    merged_id, merged_labels = merge_segment_codes(
-        label[resolved], count[resolved], r_bounds, m, join_equal=rules.join_equal
-    )
-    n_merged = np.zeros(n_units, np.int64)
-    first_merged = np.zeros(n_units, np.int64)
-    if len(resolved):
-        first_merged[present] = merged_id[r_bounds[:-1]]
-        n_merged[present] = merged_id[r_bounds[1:] - 1] + 1 - first_merged[present]
-    before = np.cumsum(n_merged) - n_merged
-    first_unit = np.ones(n_units, bool)
-    first_unit[1:] = units.user[1:] != units.user[:-1]
-    user_first_unit = np.maximum.accumulate(np.where(first_unit, np.arange(n_units), 0))
-    base = state.next_id[units.user] + before - before[user_first_unit]
-
-    r_ids = base[r_unit] + merged_id - first_merged[r_unit]
-    r_labels = merged_labels[merged_id]
-    starts = _group_starts(merged_id)
-    ends = np.append(starts[1:], len(merged_id))[: len(starts)]
-    segments = (
-        units.user[r_unit[starts]],
-        first_ns[resolved[starts]],
-        last_ns[resolved[ends - 1]],
-        merged_labels[merged_id[starts]].astype(np.int64),
-        np.add.reduceat(count[resolved], starts) if len(starts) else np.zeros(0, np.int64),
-    )
-    rows_r, owner_r = _ranges(lo[resolved], hi[resolved])
-
-    # The open block's first segment: final rows once it is long.
-    open_units = np.flatnonzero(~units.closed & (sb[1:] > sb[:-1]))
-    head = block_end[open_units]
-    is_long = long[head]
-    emit_head = head[is_long]
-    head_ids = (base + n_merged)[open_units[is_long]]
-    rows_h, owner_h = _ranges(lo[emit_head], hi[emit_head])
-
-    next_id = state.next_id.copy()
-    last_unit = np.ones(n_units, bool)
-    last_unit[:-1] = units.user[1:] != units.user[:-1]
-    next_id[units.user[last_unit]] = (base + n_merged)[last_unit]
-    head_label, head_count = state.head_label.copy(), state.head_count.copy()
-    head_first, head_last = state.head_first.copy(), state.head_last.copy()
-    head_count[units.user[last_unit]] = 0
-    hu = units.user[open_units[is_long]]
-    head_label[hu] = label[emit_head]
-    head_count[hu] = count[emit_head]
-    head_first[hu] = first_ns[emit_head]
-    head_last[hu] = last_ns[emit_head]
-
-    emitted = b[np.concatenate([rows_r, rows_h])]
-    row_label = np.concatenate([r_labels[owner_r], label[emit_head][owner_h]])
-    row_id = np.concatenate([r_ids[owner_r], head_ids[owner_h]])
+    done = np.array(merger.assigned, dtype=np.int64).reshape(-1, 3)
+    rows, owner = _ranges(lo[done[:, 0]], hi[done[:, 0]])
+    emitted = b[rows]
     by_row = np.argsort(emitted, kind="stable")
+    found = np.array(merger.segments, dtype=np.int64).reshape(-1, 5)
     return _Merged(
         emitted=emitted[by_row],
-        label=row_label[by_row].astype(np.int8),
-        segment_id=row_id[by_row].astype(np.int64),
-        segments=segments,
-        next_id=next_id,
-        head_label=head_label,
-        head_count=head_count,
-        head_first=head_first,
-        head_last=head_last,
+        label=done[owner, 1][by_row].astype(np.int8),
+        segment_id=done[owner, 2][by_row],
+        segments=tuple(found[:, k] for k in range(5)),
+        heads=merger.heads,
     )

@@ -190,12 +190,7 @@ class StreamingPipeline:
         For a pipeline that is not a taskclf pipeline, takes timelines
         ``"as_given"`` or gives its time steps different gaps.
 
-    Examples
-    --------
-    >>> stream = StreamingPipeline(pipeline)  # doctest: +SKIP
-    >>> result = stream.update(rows)  # doctest: +SKIP
-    >>> result.final, result.segments  # doctest: +SKIP
-    >>> stream.close()  # doctest: +SKIP
+    See docs/streaming.md for an example and why each row is final when it is.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
