@@ -722,17 +722,37 @@ def _merge(
         "first": ts[b[lo]].tolist() if len(b) else [],
         "last": ts[b[hi - 1]].tolist() if len(b) else [],
     }
-    sb = _bounds(b_unit[lo], n_units).tolist()
+    sb = _bounds(b_unit[lo], n_units)
     merger = _Merger(state, segs, rules)
-    for unit, (user, closed, continues) in enumerate(
-        zip(units.user.tolist(), units.closed.tolist(), units.continues.tolist())
-    ):
-        head = merger.head(user) if continues else None
-        if not continues:
-            merger.keep(user, None)
-        merger.unit(user, sb[unit], sb[unit + 1], head, closed)
 
-    done = np.array(merger.assigned, dtype=np.int64).reshape(-1, 3)
+    # Most units just grow their open segment by one run of its label.
+    user = units.user
+    label_at = smooth[b][lo][np.minimum(sb[:-1], max(len(lo) - 1, 0))] if len(lo) else 0
+    grows = (
+        units.continues
+        & ~units.closed
+        & (np.diff(sb) == 1)
+        & (state.head_count[user] > 0)
+        & state.head_growing[user]
+        & (label_at == state.head_label[user])
+    )
+    g_user, g_seg = user[grows], sb[:-1][grows]
+    heads = merger.heads
+    for name in ("head_rule", "head_count"):
+        heads[name][g_user] += hi[g_seg] - lo[g_seg]
+    heads["head_last"][g_user] = ts[b[hi[g_seg] - 1]]
+    fast = np.stack([g_seg, state.head_label[g_user], state.next_id[g_user]], axis=1)
+
+    sb_list = sb.tolist()
+    for unit in np.flatnonzero(~grows).tolist():
+        u = int(user[unit])
+        continues = bool(units.continues[unit])
+        head = merger.head(u) if continues else None
+        if not continues:
+            merger.keep(u, None)
+        merger.unit(u, sb_list[unit], sb_list[unit + 1], head, bool(units.closed[unit]))
+
+    done = np.concatenate([fast, np.array(merger.assigned, dtype=np.int64).reshape(-1, 3)])
     rows, owner = _ranges(lo[done[:, 0]], hi[done[:, 0]])
     emitted = b[rows]
     by_row = np.argsort(emitted, kind="stable")
