@@ -14,12 +14,11 @@ Why a row is final (docs/streaming.md has the proofs):
 * a Viterbi label is final once the back-pointer chains of every state at
   the last row pass through one state at that row; the state keeps the
   scores of the last row and the back-pointers of the rows not yet final;
-* hysteresis: between two neighbouring segments of at least ``min_buckets``
-  buckets the rule splits into two independent parts, and the join of
-  equal labels never crosses there (their labels differ). A block of
-  segments ending before such a pair is final. The first segment of the
-  open block, once it is long, keeps its label and takes the next
-  segment id, so its rows are final as soon as their smoothed label is.
+* hysteresis: from a long segment on, the rule is one left-to-right pass,
+  and a short segment's fate is known once its next neighbour is complete
+  or already larger than the previous merged segment; a timeline that
+  starts short is merged up to its first pair of long neighbours, where
+  the rule splits in two. The state keeps the open merged segment.
 """
 
 from __future__ import annotations
@@ -64,9 +63,11 @@ class State:
     ``is_open`` (an open timeline), ``next_id`` (next segment id),
     ``context`` (rolling majority: raw codes of the rows before the first
     label not yet final, right-aligned, ``context_len`` of them),
-    ``score`` (Viterbi scores of the last row) and the summary of the
-    emitted part of the open block's first segment (``head_*``; a count
-    of 0 means none).
+    ``score`` (Viterbi scores of the last row) and the open merged
+    segment (``head_*``: label; ``rule``, the buckets of the rule's last
+    merged segment; ``count``, ``first``, ``last`` of the joined segment
+    holding it, whose id is ``next_id``; ``growing``, whether its last run
+    may still grow; a count of 0 means none).
 
     Per pending row (arrival order): ``frame`` (the per-row stages'
     output), ``user``, ``ts``, ``serial`` (arrival number), ``raw``,
@@ -147,7 +148,7 @@ class State:
         extra = len(users) - len(self.users)
         if extra == 0:
             return self
-        grown = {
+        grown: dict[str, Any] = {
             name: np.concatenate(
                 [getattr(self, name), np.zeros((extra, *getattr(self, name).shape[1:]), dtype)]
             )
@@ -205,8 +206,8 @@ def _bounds(group: np.ndarray, n_groups: int) -> np.ndarray:
 def _close_empty(state: State, users: np.ndarray, rules: Rules) -> tuple[State, tuple]:
     """Close the open timelines of ``users`` that have no pending row.
 
-    All their rows are emitted; what remains is the first segment of the
-    open block, which becomes one final segment.
+    All their rows are emitted; what remains is the open merged segment,
+    which becomes final.
     """
     if len(users) == 0:
         return state, _no_segments()
@@ -425,6 +426,7 @@ def _majority(
     ext_unit, ext_codes, ext_row = ext_unit[ext_order], ext_codes[ext_order], ext_row[ext_order]
     n_units = len(units.start)
     bounds = _bounds(ext_unit, n_units)
+    assert rules.window is not None
     smoothed = rolling_majority_codes(ext_codes, bounds, rules.window, N_CODES)
     position = np.arange(len(ext_unit)) - bounds[ext_unit]
     length = np.diff(bounds)[ext_unit]
@@ -528,7 +530,7 @@ class _Merged:
     label: np.ndarray
     segment_id: np.ndarray
     segments: tuple[np.ndarray, ...]
-    heads: dict[str, np.ndarray]  # next_id and head_* of every user
+    heads: dict[str, Any]  # next_id and head_* of every user
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -569,7 +571,7 @@ class _Merger:
         self.segs = segs
         self.m = rules.min_buckets
         self.join = rules.join_equal
-        self.heads = {
+        self.heads: dict[str, Any] = {
             name: getattr(state, name).copy()
             for name in ("next_id", *(n for n in State.PER_USER if n.startswith("head_")))
         }

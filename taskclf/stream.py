@@ -132,7 +132,9 @@ def _rules(pipeline: Pipeline) -> tuple[int, Rules]:
 
 
 def _where(users: Any, ts_ns: int) -> str:
-    return f"row for user_id {reprlib.repr(users)}, bucket_start_ts {format_utc([ts_ns])[0]}"
+    return (
+        f"row for user_id {reprlib.repr(users)}, bucket_start_ts {format_utc(np.array([ts_ns]))[0]}"
+    )
 
 
 class StreamResult:
@@ -247,7 +249,7 @@ class StreamingPipeline:
             i = int(np.flatnonzero(bad)[0])
             raise InputError(
                 f"{_where(users[u[i]], t[i])}: not after the user's previous row "
-                f"({format_utc([previous[i]])[0]}); each user's rows must come in time order"
+                f"({format_utc(previous[i : i + 1])[0]}); each user's rows must come in time order"
             )
         reopened = np.zeros(len(u), bool)
         seen = u[known]
@@ -258,7 +260,7 @@ class StreamingPipeline:
             i = int(np.flatnonzero(reopened)[0])
             raise InputError(
                 f"{_where(users[u[i]], t[i])}: the user's timeline was closed after "
-                f"{format_utc([previous[i]])[0]}; a later row must start more than "
+                f"{format_utc(previous[i : i + 1])[0]}; a later row must start more than "
                 "max_gap_seconds after it"
             )
 
@@ -659,8 +661,9 @@ def run_stream(
         True when the input ended (everything final), False when stopped
         by a signal.
     """
-    resume = state_path is not None and os.path.exists(state_path)
-    stream = StreamingPipeline.load(state_path, pipeline) if resume else StreamingPipeline(pipeline)
+    stream = StreamingPipeline(pipeline)
+    if state_path is not None and os.path.exists(state_path):
+        stream = StreamingPipeline.load(state_path, pipeline)
     signals = _Signals()
     number = 0
     try:
