@@ -363,7 +363,9 @@ def test_sigterm_then_resume_gives_the_batch_result(booster_v1, encoders_v1, poo
         records.append(record)
         seen += record["kind"] == "provisional"
     first.send_signal(signal.SIGTERM)
-    tail, _ = first.communicate(timeout=600)
+    tail = first.stdout.read()  # not communicate(): it skips what readline buffered
+    first.stdin.close()
+    assert first.wait(timeout=600) == 0
     assert tail.splitlines()[-1] == "stopped"
     records += [json.loads(line) for line in tail.splitlines()[:-1]]
     assert (tmp_path / "state.npz").exists()
