@@ -1,0 +1,689 @@
+"""Live inference whose final results equal batch inference.
+
+:class:`StreamingPipeline` takes feature rows as they come (any users,
+interleaved, each user's in time order) and hands back each row once no
+later row can change it: the union of its final rows equals
+``pipeline.transform`` of all the rows, row for row, and its final
+segments equal :func:`taskclf.frame_to_segments` of that. Its state
+(the rows not yet final and what the rules need) saves to a small file
+and resumes in another process. :func:`run_stream` is the same over JSON
+lines, for the command line. See docs/streaming.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import os
+import reprlib
+import signal
+import threading
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import attrs
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+
+from taskclf._columns import (
+    BUCKET_START_TS,
+    ENCODED_USER_ID,
+    IS_REJECTED,
+    LABEL,
+    PROBA_COLUMNS,
+    RAW_LABEL,
+    SEGMENT_ID,
+    SMOOTHED_LABEL,
+    USER_ID,
+)
+from taskclf._frame import (
+    LABEL_DTYPE,
+    add_columns,
+    check_frame,
+    label_codes,
+    labels_from_codes,
+    require_columns,
+)
+from taskclf._io import atomic_write_bytes, read_regular_file
+from taskclf._stream import Rows, Rules, State, Step, advance
+from taskclf.calibration import PROBA_FLOOR
+from taskclf.core.time import format_utc, ns_to_datetime, timestamps_ns
+from taskclf.exceptions import (
+    InputError,
+    InvalidParameterError,
+    MissingColumnsError,
+    ReaderError,
+    SchemaMismatchError,
+    TaskclfError,
+)
+from taskclf.stages._base import check_params
+from taskclf.stages.merge import HysteresisMerger, min_buckets_of
+from taskclf.stages.segment import Segment, Segmenter
+from taskclf.stages.smooth import MajoritySmoother
+from taskclf.stages.viterbi import ViterbiSmoother, sticky_log_transitions
+
+STATE_FORMAT = "taskclf-stream-state/1"
+"""Written into every state file; a file without it is refused."""
+
+MAX_STATE_BYTES = 1 << 30
+"""Largest state file :meth:`StreamingPipeline.load` reads."""
+
+TIME_STEPS = ("smooth", "segment", "merge")
+
+
+def _unwrap(step: Any) -> Any:
+    return step.estimator if isinstance(step, FrozenEstimator) else step
+
+
+def _rules(pipeline: Pipeline) -> tuple[int, Rules]:
+    """Where the time steps start in ``pipeline``, and their parameters.
+
+    Raises
+    ------
+    InvalidParameterError
+        For a pipeline without the ``smooth``, ``segment`` and ``merge``
+        steps, with another smoother, with timelines taken ``"as_given"``
+        (there is no order to stream in) or with different gaps.
+    """
+    names = [name for name, _ in getattr(pipeline, "steps", [])]
+    at = names.index("smooth") if "smooth" in names else -1
+    if at < 0 or names[at : at + 3] != list(TIME_STEPS):
+        raise InvalidParameterError(
+            f"StreamingPipeline needs a taskclf pipeline (steps ... smooth, segment, "
+            f"merge [, taxonomy]); got steps {names}"
+        )
+    smooth, segment, merge = (_unwrap(pipeline.steps[at + i][1]) for i in range(3))
+    if not isinstance(smooth, (MajoritySmoother, ViterbiSmoother)):
+        raise InvalidParameterError(
+            f"StreamingPipeline streams MajoritySmoother or ViterbiSmoother, "
+            f"not {type(smooth).__name__}"
+        )
+    if not isinstance(segment, Segmenter) or not isinstance(merge, HysteresisMerger):
+        raise InvalidParameterError("StreamingPipeline needs Segmenter and HysteresisMerger steps")
+    for stage in (smooth, segment, merge):
+        check_params(stage)
+        if stage.timelines != "per_user":
+            raise InvalidParameterError(
+                f"StreamingPipeline streams timelines='per_user' only; "
+                f"{type(stage).__name__} has timelines={stage.timelines!r}"
+            )
+    gaps = {float(s.max_gap_seconds) for s in (smooth, segment, merge)}
+    if len(gaps) > 1:
+        raise InvalidParameterError(
+            f"StreamingPipeline needs one max_gap_seconds for smooth, segment and merge, "
+            f"got {sorted(gaps)}"
+        )
+    is_majority = isinstance(smooth, MajoritySmoother)
+    rules = Rules(
+        window=int(smooth.window) if is_majority else None,
+        log_transition=None if is_majority else sticky_log_transitions(float(smooth.switch_prob)),
+        gap_ns=round(gaps.pop() * 1_000_000_000),
+        min_buckets=min_buckets_of(merge.min_block_seconds, merge.bucket_seconds),
+        width_ns=int(merge.bucket_seconds) * 1_000_000_000,
+        join_equal=bool(merge.join_equal),
+    )
+    return at, rules
+
+
+def _where(users: Any, ts_ns: int) -> str:
+    return (
+        f"row for user_id {reprlib.repr(users)}, bucket_start_ts {format_utc(np.array([ts_ns]))[0]}"
+    )
+
+
+class StreamResult:
+    """What one call of :meth:`StreamingPipeline.update` or ``close`` finalized.
+
+    Attributes
+    ----------
+    final : DataFrame
+        The rows that became final, by user and time: ``user_id``,
+        ``bucket_start_ts`` and every column ``pipeline.transform`` gives
+        them, with the same values.
+    segments : list of Segment
+        The segments that became final, by user and time.
+    provisional : DataFrame
+        One row per input row, in input order (``user_id``,
+        ``bucket_start_ts``, ``label``): the label each would get if the
+        stream ended now. Computed when first read.
+    """
+
+    def __init__(
+        self,
+        final: pd.DataFrame,
+        segments: list[Segment],
+        provisional: Callable[[], pd.DataFrame],
+    ) -> None:
+        self.final = final
+        self.segments = segments
+        self._provisional = provisional
+
+    @functools.cached_property
+    def provisional(self) -> pd.DataFrame:
+        """The label of each input row if the stream ended now."""
+        return self._provisional()
+
+
+class StreamingPipeline:
+    """Run a fitted taskclf pipeline on rows as they come; results equal batch.
+
+    Each row is handed back (in :attr:`StreamResult.final`) as soon as no
+    later row can change it, with the values ``pipeline.transform`` of all
+    rows gives it; finished segments are handed back likewise. A timeline
+    ends at a gap longer than ``max_gap_seconds``, at ``now`` or at
+    :meth:`close`. The rows not yet final and the little the rules need
+    are the whole state (:meth:`save`, :meth:`load`).
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        A fitted taskclf pipeline or a loaded bundle (rolling-majority or
+        Viterbi smoother, with or without a taxonomy step).
+
+    Raises
+    ------
+    InvalidParameterError
+        For a pipeline that is not a taskclf pipeline, takes timelines
+        ``"as_given"`` or gives its time steps different gaps.
+
+    See docs/streaming.md for an example and why each row is final when it is.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        at, rules = _rules(pipeline)
+        self.pipeline = pipeline
+        self._per_row = pipeline[:at]
+        self._after = [_unwrap(step) for _, step in pipeline.steps[at + 3 :]]
+        self._rules = rules
+        self._fingerprint = joblib.hash(pipeline)
+        self._state = State.empty(rules)
+        self._columns: list[str] | None = None
+
+    # ------------------------------------------------------------------ input
+
+    def _user_codes(self, users: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+        known = self._state.users
+        codes = known.get_indexer(pd.Index(users, dtype=object))
+        unknown = codes < 0
+        if not unknown.any():
+            return codes.astype(np.int64), known
+        fresh = pd.unique(pd.Index(users[unknown], dtype=object))
+        grown = known.append(pd.Index(fresh, dtype=object))
+        return grown.get_indexer(pd.Index(users, dtype=object)).astype(np.int64), grown
+
+    def _check_columns(self, rows: pd.DataFrame) -> pd.DataFrame:
+        require_columns(rows, [USER_ID, BUCKET_START_TS], "StreamingPipeline.update")
+        if self._columns is None or list(rows.columns) == self._columns:
+            return rows
+        missing = [c for c in self._columns if c not in rows.columns]
+        extra = [c for c in rows.columns if c not in self._columns]
+        if missing or extra:
+            first = _where(rows[USER_ID].iloc[0], timestamps_ns(rows.iloc[:1])[0])
+            raise SchemaMismatchError(
+                f"{first}: the columns differ from the stream's: "
+                f"missing {missing[:10]}, unexpected {extra[:10]}"
+            )
+        return rows[self._columns]
+
+    def _check_order(self, user: np.ndarray, ts: np.ndarray, users: pd.Index) -> None:
+        """Refuse a row not after the last one of its user, or joining a closed timeline."""
+        by_user = np.argsort(user, kind="stable")
+        u, t = user[by_user], ts[by_user]
+        first = np.ones(len(u), bool)
+        first[1:] = u[1:] != u[:-1]
+        state = self._state
+        n_known = len(state.users)
+        known = first & (u < n_known)
+        previous = np.empty(len(u), np.int64)
+        previous[1:] = t[:-1]
+        previous[known] = state.last_ns[u[known]]
+        checked = ~first | known
+        bad = checked & (t <= previous)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{_where(users[u[i]], t[i])}: not after the user's previous row "
+                f"({format_utc(previous[i : i + 1])[0]}); each user's rows must come in time order"
+            )
+        reopened = np.zeros(len(u), bool)
+        seen = u[known]
+        reopened[known] = ~state.is_open[seen] & (
+            t[known] - state.last_ns[seen] <= self._rules.gap_ns
+        )
+        if reopened.any():
+            i = int(np.flatnonzero(reopened)[0])
+            raise InputError(
+                f"{_where(users[u[i]], t[i])}: the user's timeline was closed after "
+                f"{format_utc(previous[i : i + 1])[0]}; a later row must start more than "
+                "max_gap_seconds after it"
+            )
+
+    def _per_row_stages(self, rows: pd.DataFrame, user: Any, ts_ns: int) -> pd.DataFrame:
+        try:
+            return self._per_row.transform(rows)
+        except MissingColumnsError as exc:
+            raise SchemaMismatchError(
+                f"{_where(user, ts_ns)}: the rows lack the model's columns {exc.columns[:10]}"
+            ) from None
+        except TaskclfError as exc:
+            raise type(exc)(f"{_where(user, ts_ns)}: {exc}") from None
+
+    def _new_rows(self, rows: pd.DataFrame) -> tuple[Rows, pd.Index]:
+        ts = timestamps_ns(rows)
+        users = rows[USER_ID].to_numpy(dtype=object)
+        missing = np.flatnonzero(pd.isna(users))
+        if len(missing):
+            raise InputError(f"column 'user_id' has a missing value at row {int(missing[0])}")
+        user, grown = self._user_codes(users)
+        self._check_order(user, ts, grown)
+        out = self._per_row_stages(rows, users[0], ts[0])
+        raw = label_codes(out[RAW_LABEL], RAW_LABEL)
+        rejected = out[IS_REJECTED].to_numpy(dtype=bool)
+        log_emission = None
+        if self._rules.log_transition is not None:
+            proba = out[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+            log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
+            log_emission[rejected] = 0.0
+        serial = self._state.n_seen + np.arange(len(rows), dtype=np.int64)
+        new = Rows(out.reset_index(drop=True), user, ts, serial, raw, rejected, log_emission)
+        return new, grown
+
+    # ------------------------------------------------------------------ API
+
+    def update(self, rows: pd.DataFrame, now: Any = None) -> StreamResult:
+        """Add rows; return those (and the segments) that became final.
+
+        Parameters
+        ----------
+        rows : DataFrame
+            Feature rows with ``user_id`` and ``bucket_start_ts``, any
+            users, interleaved; each user's rows in time order and after
+            the user's rows seen before.
+        now : timestamp, optional
+            A time no row still to come starts before: timelines whose
+            last row starts more than ``max_gap_seconds`` before it end.
+
+        Returns
+        -------
+        StreamResult
+
+        Raises
+        ------
+        InputError
+            Naming the user and timestamp of a row that is not after its
+            user's previous row, or that would join a closed timeline; a
+            ``SchemaMismatchError`` for rows whose columns differ from the
+            pipeline's (or from earlier rows'). The state is unchanged.
+        """
+        check_frame(rows, "StreamingPipeline.update")
+        rows = self._check_columns(rows)
+        state = self._state
+        new: Rows | None = None
+        if len(rows):
+            new, users = self._new_rows(rows)
+            state = state.with_users(users)
+        closing = np.zeros(len(state.users), bool)
+        if now is not None:
+            now_ns = timestamps_ns(pd.DataFrame({BUCKET_START_TS: [now]}))[0]
+            last = state.last_ns.copy()
+            if new is not None:
+                np.maximum.at(last, new.user, new.ts)
+            has_rows = state.is_open.copy()
+            if new is not None:
+                has_rows[new.user] = True
+            closing = has_rows & (now_ns - last > self._rules.gap_ns)
+        step = advance(state, new, closing, self._rules)
+        result = self._result(step, rows if new is not None else None, new)
+        self._state = step.state
+        if self._columns is None and len(rows):
+            self._columns = list(rows.columns)
+        return result
+
+    def close(self, user_id: Any = None) -> StreamResult:
+        """End the open timeline of ``user_id`` (every user's when None).
+
+        Its remaining rows and segments become final. A later row of that
+        user must start more than ``max_gap_seconds`` after its last one.
+
+        Raises
+        ------
+        InputError
+            For a user the stream has not seen.
+        """
+        state = self._state
+        closing = state.is_open.copy()
+        if user_id is not None:
+            at = state.users.get_indexer(pd.Index([user_id], dtype=object))[0]
+            if at < 0:
+                raise InputError(
+                    f"close: user_id {reprlib.repr(user_id)} has no rows in the stream"
+                )
+            closing[:] = False
+            closing[at] = state.is_open[at]
+        step = advance(state, None, closing, self._rules)
+        result = self._result(step, None, None)
+        self._state = step.state
+        return result
+
+    # ------------------------------------------------------------------ output
+
+    def _final_frame(self, step: Step) -> pd.DataFrame:
+        if step.frame is None:
+            return pd.DataFrame()
+        frame = step.frame.iloc[step.rows].reset_index(drop=True)
+        frame = add_columns(
+            frame,
+            {
+                SMOOTHED_LABEL: labels_from_codes(step.smooth),
+                SEGMENT_ID: step.segment_id,
+                LABEL: labels_from_codes(step.label),
+            },
+        )
+        for stage in self._after:
+            frame = stage.transform(frame)
+        return frame
+
+    def _segments(self, step: Step) -> list[Segment]:
+        user, first, last, label, count = step.segments
+        order = np.lexsort((first, user))
+        names = LABEL_DTYPE.categories
+        users = step.state.users
+        width = self._rules.width_ns
+        return [
+            Segment(ns_to_datetime(f), ns_to_datetime(e + width), str(names[lab]), int(c), users[u])
+            for u, f, e, lab, c in zip(
+                user[order].tolist(),
+                first[order].tolist(),
+                last[order].tolist(),
+                label[order].tolist(),
+                count[order].tolist(),
+            )
+        ]
+
+    def _result(self, step: Step, rows: pd.DataFrame | None, new: Rows | None) -> StreamResult:
+        final = self._final_frame(step)
+
+        def provisional() -> pd.DataFrame:
+            if rows is None or new is None:
+                return pd.DataFrame({USER_ID: [], BUCKET_START_TS: [], LABEL: []})
+            closing = np.zeros(len(step.state.users), bool)
+            closing[new.user] = step.state.is_open[new.user]
+            rest = advance(step.state, None, closing, self._rules)
+            codes = np.full(len(new.user), -1, np.int8)
+            for done in (step, rest):
+                mine = (done.serial >= new.serial[0]) & (done.serial <= new.serial[-1])
+                codes[done.serial[mine] - new.serial[0]] = done.label[mine]
+            out = rows[[USER_ID, BUCKET_START_TS]].copy()
+            out[LABEL] = labels_from_codes(codes)
+            return out
+
+        return StreamResult(final, self._segments(step), provisional)
+
+    # ------------------------------------------------------------------ state
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state to ``path`` atomically (one ``.npz`` file).
+
+        It holds the rows not yet final and each user's summary; loaded
+        with the same pipeline, the stream goes on where it stopped.
+        """
+        state = self._state
+        arrays = {name: getattr(state, name) for name in (*State.PER_USER, *State.PER_ROW)}
+        frame = state.frame if state.frame is not None else pd.DataFrame()
+        users = pd.DataFrame({USER_ID: state.users.to_numpy(dtype=object)})
+        meta = {
+            "format": STATE_FORMAT,
+            "fingerprint": self._fingerprint,
+            "n_seen": state.n_seen,
+            "columns": self._columns,
+            "frame": _dtypes(frame),
+            "users": _dtypes(users),
+        }
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+            frame=np.frombuffer(_parquet(frame), np.uint8),
+            users=np.frombuffer(_parquet(users), np.uint8),
+            **arrays,
+        )
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], pipeline: Pipeline) -> StreamingPipeline:
+        """A stream of ``pipeline`` resumed from the state saved at ``path``.
+
+        Raises
+        ------
+        ReaderError
+            Naming the file, when it is not a taskclf stream state, is
+            corrupt, or was saved for another pipeline (other parameters
+            or model).
+        """
+        stream = cls(pipeline)
+        where = f"stream state {str(path)!r}"
+        data = read_regular_file(path, MAX_STATE_BYTES, "stream state")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+                stored = {name: saved[name] for name in saved.files}
+            meta = json.loads(stored.pop("meta").tobytes())
+            if meta.get("format") != STATE_FORMAT:
+                raise ReaderError(f"{where} is not a taskclf stream state")
+            if meta["fingerprint"] != stream._fingerprint:
+                raise ReaderError(
+                    f"{where} was saved for another pipeline (other parameters or model); "
+                    "resume it with the pipeline that wrote it"
+                )
+            frame = _from_parquet(stored.pop("frame"), meta["frame"])
+            users = _from_parquet(stored.pop("users"), meta["users"])[USER_ID]
+            state = State(
+                users=pd.Index(users.to_numpy(dtype=object), dtype=object),
+                frame=frame if len(frame.columns) else None,
+                n_seen=int(meta["n_seen"]),
+                **{name: stored[name] for name in (*State.PER_USER, *State.PER_ROW)},
+            )
+        except ReaderError:
+            raise
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ReaderError(f"{where} is corrupt: {exc}") from None
+        _check_state(state, where)
+        stream._state = state
+        stream._columns = meta["columns"]
+        return stream
+
+
+def _check_state(state: State, where: str) -> None:
+    n_users, n_rows = len(state.users), len(state.user)
+    sizes = [len(getattr(state, name)) == n_users for name in State.PER_USER]
+    sizes += [len(getattr(state, name)) == n_rows for name in State.PER_ROW]
+    frame_rows = 0 if state.frame is None else len(state.frame)
+    if not all(sizes) or frame_rows != n_rows or (n_rows and state.user.max() >= n_users):
+        raise ReaderError(f"{where} is corrupt: its arrays do not fit together")
+
+
+def _dtypes(frame: pd.DataFrame) -> dict[str, Any]:
+    """How to give each column of ``frame`` its dtype back after Parquet."""
+    out: dict[str, Any] = {}
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
+            out[str(name)] = {
+                "categories": dtype.categories.tolist(),
+                "categories_dtype": str(dtype.categories.dtype),
+                "ordered": bool(dtype.ordered),
+            }
+        else:
+            out[str(name)] = str(dtype)
+    return out
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _from_parquet(data: np.ndarray, dtypes: dict[str, Any]) -> pd.DataFrame:
+    frame = pd.read_parquet(io.BytesIO(data.tobytes()))
+    for name, dtype in dtypes.items():
+        if isinstance(dtype, dict):
+            categories = pd.Index(dtype["categories"], dtype=dtype["categories_dtype"])
+            target = pd.CategoricalDtype(categories, ordered=dtype["ordered"])
+            column = frame[name]
+            codes = categories.get_indexer(pd.Index(column.astype(object)))
+            frame[name] = pd.Categorical.from_codes(codes, dtype=target)
+        elif str(frame[name].dtype) != dtype:
+            frame[name] = frame[name].astype(dtype)
+    return frame
+
+
+# ---------------------------------------------------------------------- JSON lines
+
+
+@attrs.define
+class _Signals:
+    """SIGTERM and Ctrl-C: raised while waiting for input, deferred while working."""
+
+    busy: bool = False
+    stop: bool = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.busy:
+            self.stop = True
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.stop:
+            raise KeyboardInterrupt("stopped")
+
+
+@contextlib.contextmanager
+def _installed(signals: _Signals) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signals.handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _row_from_json(line: str, number: int) -> pd.DataFrame:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise InputError(f"line {number}: not JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"line {number}: expected a JSON object, got {type(record).__name__}")
+    return pd.DataFrame([record])
+
+
+def _row_lines(final: pd.DataFrame, inputs: list[str]) -> list[str]:
+    if len(final) == 0:
+        return []
+    added = [c for c in final.columns if c not in inputs and c != ENCODED_USER_ID]
+    out = final[[USER_ID, *added]].copy()
+    out.insert(1, BUCKET_START_TS, format_utc(timestamps_ns(final)))
+    out.insert(0, "kind", "row")
+    text = out.to_json(orient="records", lines=True, double_precision=15)
+    return text.splitlines()
+
+
+def _lines(result: StreamResult, inputs: list[str], provisional: bool) -> list[str]:
+    lines = []
+    if provisional:
+        rows = result.provisional
+        for user, ts, label in zip(
+            rows[USER_ID].tolist(), format_utc(timestamps_ns(rows)), rows[LABEL].tolist()
+        ):
+            record = {"kind": "provisional", USER_ID: user, BUCKET_START_TS: ts, LABEL: label}
+            lines.append(json.dumps(record))
+    lines += _row_lines(result.final, inputs)
+    lines += [json.dumps({"kind": "segment", **s.to_dict()}) for s in result.segments]
+    return lines
+
+
+def run_stream(
+    pipeline: Pipeline,
+    lines_in: Iterable[str],
+    write_line: Callable[[str], Any],
+    *,
+    state_path: str | os.PathLike[str] | None = None,
+    provisional: bool = False,
+) -> bool:
+    """Stream feature rows given as JSON lines; write results as JSON lines.
+
+    Each input line is one feature row (a JSON object with ``user_id``,
+    ``bucket_start_ts`` and the model's features). Output lines are JSON
+    objects written as soon as they are final: ``{"kind": "row", ...}``
+    (``user_id``, ``bucket_start_ts`` and the columns the pipeline adds)
+    and ``{"kind": "segment", ...}`` (:meth:`Segment.to_dict`); with
+    ``provisional``, also ``{"kind": "provisional", user_id,
+    bucket_start_ts, label}`` for each input row. At the end of the input
+    every timeline is closed.
+
+    With ``state_path``, the stream resumes from the state saved there (if
+    the file exists) and saves its state there when it ends, also on
+    SIGTERM or Ctrl-C (which stop it between two rows) and on bad input:
+    run again with the rest of the input, it goes on without losing or
+    repeating a row.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        A fitted taskclf pipeline or loaded bundle.
+    lines_in : iterable of str
+        Input lines (``sys.stdin``, a file, a list).
+    write_line : callable
+        Called with each output line (without its newline).
+    state_path : path-like, optional
+        Where the state is resumed from and saved.
+    provisional : bool, default False
+        Also write the provisional label of each input row.
+
+    Returns
+    -------
+    bool
+        True when the input ended (everything final), False when stopped
+        by a signal.
+    """
+    stream = StreamingPipeline(pipeline)
+    if state_path is not None and os.path.exists(state_path):
+        stream = StreamingPipeline.load(state_path, pipeline)
+    signals = _Signals()
+    number = 0
+    try:
+        with _installed(signals):
+            for number, line in enumerate(lines_in, start=1):
+                if not line.strip():
+                    continue
+                with signals.working():
+                    result = stream.update(_row_from_json(line, number))
+                    for text in _lines(result, stream._columns or [], provisional):
+                        write_line(text)
+            with signals.working():
+                for text in _lines(stream.close(), stream._columns or [], False):
+                    write_line(text)
+        return True
+    except KeyboardInterrupt:
+        return False
+    finally:
+        if state_path is not None:
+            stream.save(state_path)
+
+
+__all__ = ["StreamResult", "StreamingPipeline", "run_stream"]
