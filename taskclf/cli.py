@@ -501,6 +501,40 @@ def evaluate(
             raise _fail("below the bar: " + "; ".join(below), 1)
 
 
+@app.command(
+    epilog="Feature rows come as JSON lines on standard input; final rows and segments go "
+    "out as JSON lines as soon as no later row can change them. SIGTERM or Ctrl-C saves "
+    "the state (with --state) and exits cleanly; run again with the rest of the input.\n\n"
+    "Examples:\n\ntracker | taskclf stream --bundle model/ --state live.state\n\n"
+    "taskclf stream --bundle model.taskclf --provisional < rows.jsonl"
+)
+def stream(
+    bundle: Bundle,
+    state: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Resume from and save the stream here.")
+    ] = None,
+    provisional: Annotated[
+        bool, typer.Option(help="Also write each row's label as if the stream ended now.")
+    ] = False,
+    sha256: Sha256 = None,
+    backend: KeptBackend = None,
+    debug: Debug = False,
+) -> None:
+    """Label a live feed of feature rows; results equal batch inference on all rows."""
+    with _session("stream", True, debug):
+        from taskclf import workflows
+        from taskclf.stream import run_stream
+
+        pipeline = workflows.configure(workflows.load_model(bundle, sha256=sha256), backend=backend)
+
+        def write(line: str) -> None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+        if not run_stream(pipeline, sys.stdin, write, state_path=state, provisional=provisional):
+            raise _fail("taskclf stream: stopped; the state is saved", 0)
+
+
 @app.command(epilog="Examples:\n\ntaskclf inspect model.taskclf\n\ntaskclf inspect model/ --json")
 def inspect(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle file or directory.")],

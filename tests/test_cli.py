@@ -567,3 +567,24 @@ def test_schema_and_validate(work, features, capsys):
     frame.to_csv(broken, index=False)
     code, out, _ = run_cli(capsys, "validate", broken)
     assert code == 2 and "'keys_per_min'" in out and "'abc'" in out
+
+
+def test_stream_command_gives_the_batch_result(work, features, bundle):
+    frame = read_features(features).drop(columns="label")
+    frame = frame.sort_values(["bucket_start_ts", "user_id"], kind="stable")
+    rows = frame.assign(bucket_start_ts=frame["bucket_start_ts"].map(lambda t: t.isoformat()))
+    lines = "".join(json.dumps(r, default=str) + "\n" for r in rows.to_dict("records"))
+    result = subprocess.run(
+        command("stream", "--bundle", bundle, "--state", work / "live.state"),
+        input=lines, capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    final = {(r["user_id"], r["bucket_start_ts"]): r["label"] for r in out if r["kind"] == "row"}
+    batch = load_bundle(bundle).transform(frame)
+    expected = {
+        (u, t.isoformat()): label
+        for u, t, label in zip(batch["user_id"], batch["bucket_start_ts"], batch["label"])
+    }
+    assert final == expected
+    assert sum(r["kind"] == "segment" for r in out) > 0
