@@ -39,13 +39,13 @@ from taskclf.stages.encode import CategoricalEncoder
 from taskclf.stages.model import BoosterPredictor, feature_matrix
 from taskclf.synth import make_activity_frame
 
-_LOAD_IN_FRESH_PROCESS = """
+_COMPILE_IN_FRESH_PROCESS = """
 import sys, time, lightgbm as lgb
-from taskclf.stages._compiled import compiled_model
+from taskclf.stages._compiled import CompiledBooster, compiled_model
 booster = lgb.Booster(model_file=sys.argv[1])
-start = time.perf_counter()
-compiled_model(booster)
-print(time.perf_counter() - start)
+wall, cpu = time.perf_counter(), time.process_time()
+assert isinstance(compiled_model(booster), CompiledBooster), "not compiled"
+print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
 
@@ -78,46 +78,54 @@ def tl2cgen_predictor(booster, scratch: str):
     return predict, seconds
 
 
-def best_of(repeat: int, runs: dict) -> dict:
-    """Best seconds of each callable, the callables run interleaved ``repeat`` times."""
+def fresh_process_compile(model_file: str) -> tuple[float, float]:
+    """Wall and CPU seconds of ``compiled_model`` in a new Python process."""
+    run = subprocess.run(
+        [sys.executable, "-c", _COMPILE_IN_FRESH_PROCESS, model_file],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    wall, cpu = run.stdout.split()
+    return float(wall), float(cpu)
+
+
+def best_of(repeat: int, runs: dict) -> tuple[dict, dict]:
+    """Best seconds and last result of each callable, run interleaved ``repeat`` times."""
     best = dict.fromkeys(runs, float("inf"))
+    results = {}
     for _ in range(repeat):
         for name, run in runs.items():
             start = time.perf_counter()
-            run()
+            results[name] = run()
             best[name] = min(best[name], time.perf_counter() - start)
-    return best
+    return best, results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, best kept")
+    parser.add_argument("--cache-dir", help="TASKCLF_CACHE_DIR to use (default: a new, empty one)")
+    parser.add_argument("--no-tl2cgen", action="store_true", help="leave tl2cgen out")
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="bench-compiled-")
-    os.environ["TASKCLF_CACHE_DIR"] = scratch  # a cold cache: the first use compiles
+    os.environ["TASKCLF_CACHE_DIR"] = args.cache_dir or scratch
     booster, vocabulary = train()
     print(f"booster: {booster.num_trees()} trees, {booster.num_feature()} features")
-
-    start = time.perf_counter()
-    compiled = _compiled.compiled_model(booster)
-    compile_seconds = time.perf_counter() - start
-    if compiled is booster:
-        sys.exit("the compiled backend is not available (pip install '.[fast]')")
     model_file = os.path.join(scratch, "model.txt")
     booster.save_model(model_file)
-    load = subprocess.run(
-        [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, model_file],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    # The trained booster is deterministic: a given --cache-dir may hold it already.
+    for what in ("first use (compile unless cached)", "cached load"):
+        wall, cpu = fresh_process_compile(model_file)
+        print(f"lleaves {what}: {wall:.2f} s wall, {cpu:.2f} s CPU (fresh process)")
+    compiled = _compiled.compiled_model(booster)
+    tl2cgen_predict, tl2cgen_seconds = (
+        (None, None) if args.no_tl2cgen else tl2cgen_predictor(booster, scratch)
     )
-    print(f"lleaves first-use compile {compile_seconds:8.2f} s")
-    print(f"lleaves cached load       {float(load.stdout):8.2f} s (fresh process)")
-    tl2cgen_predict, tl2cgen_seconds = tl2cgen_predictor(booster, scratch)
     if tl2cgen_seconds is not None:
-        print(f"tl2cgen compile           {tl2cgen_seconds:8.2f} s")
+        print(f"tl2cgen compile {tl2cgen_seconds:.2f} s wall")
 
     lightgbm = build_pipeline(booster, vocabulary, reject_threshold=0.55)
     fast = build_pipeline(booster, vocabulary, reject_threshold=0.55, backend="compiled")
@@ -132,11 +140,11 @@ def main() -> None:
             runs["tl2cgen 1.0 (gcc)"] = lambda m=matrix: tl2cgen_predict(m)
         runs["pipeline.predict, lightgbm"] = lambda d=df: lightgbm.predict(d)
         runs["pipeline.predict, compiled"] = lambda d=df: fast.predict(d)
-        best = best_of(args.repeat, runs)
+        best, results = best_of(args.repeat, runs)
 
-        expected = booster.predict(matrix)
-        got = compiled.predict(matrix)
-        labels = bool((lightgbm.predict(df) == fast.predict(df)).all())
+        expected = results["LightGBM booster.predict"]
+        got = results["lleaves (compiled backend)"]
+        labels = results["pipeline.predict, lightgbm"] == results["pipeline.predict, compiled"]
         base = best["LightGBM booster.predict"]
         print(f"\nrows={n_rows:,} (best of {args.repeat} interleaved runs)")
         print("| predictor | seconds | x booster.predict |\n|---|---|---|")
@@ -144,9 +152,9 @@ def main() -> None:
             print(f"| {name} | {seconds:.2f} | {seconds / base:.3f} |")
         print(f"lleaves max abs difference {np.abs(got - expected).max():.1e}")
         if tl2cgen_predict is not None:
-            diff = np.abs(tl2cgen_predict(matrix) - expected).max()
+            diff = np.abs(results["tl2cgen 1.0 (gcc)"] - expected).max()
             print(f"tl2cgen max abs difference {diff:.1e}")
-        print(f"pipeline labels identical: {labels}")
+        print(f"pipeline labels identical: {bool(np.all(labels))}", flush=True)
 
 
 if __name__ == "__main__":

@@ -282,3 +282,50 @@ def test_bundles_hold_no_compiled_code(tiny_v1):
     pipeline.predict(make_frame(n_users=1, minutes=60).drop(columns="label"))
     assert isinstance(compiled_model(booster), CompiledBooster)
     assert len(pickle.dumps(pipeline)) == before
+
+
+@needs_lleaves
+@pytest.mark.slow
+def test_dask_workers_predict_compiled_from_the_shared_cache(own_cache, tiny_v1):
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    from taskclf import distributed as tdd
+
+    booster, vocabulary = tiny_v1
+    ddf = dd.from_pandas(make_frame(n_users=4, minutes=150, seed=2).drop(columns="label"), 4)
+    expected = taskclf.build_pipeline(booster, vocabulary).transform(ddf.compute())
+    pipeline = taskclf.build_pipeline(booster, vocabulary, backend="compiled")
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        got = tdd.transform(pipeline, ddf).compute()
+        used = client.run(lambda: [type(m).__name__ for m in _compiled._by_digest.values()])
+    assert ["CompiledBooster"] in used.values()
+    assert all(kinds in ([], ["CompiledBooster"]) for kinds in used.values())
+    assert len(list(own_cache.glob("*.bin"))) == 1  # compiled once, read by the workers
+    got = got.loc[expected.index]
+    probabilities = list(PROBA_COLUMNS)
+    np.testing.assert_allclose(got[probabilities], expected[probabilities], rtol=0, atol=1e-12)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=probabilities), expected.drop(columns=probabilities)
+    )
+
+
+@needs_lleaves
+def test_an_unwritable_cache_still_compiles_with_one_warning(monkeypatch, tmp_path, tiny_v1):
+    booster, _ = tiny_v1
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("TASKCLF_CACHE_DIR", str(tmp_path / "a-file"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = compiled_model(booster)
+        compiled_model(booster)
+    assert [w.category for w in caught] == [CompiledBackendWarning]
+    assert "cannot be cached" in str(caught[0].message)
+    matrix = unusual_matrix("v1", booster)
+    np.testing.assert_allclose(compiled.predict(matrix), booster.predict(matrix), atol=1e-12)
+    assert (tmp_path / "a-file").read_text() == "not a directory"

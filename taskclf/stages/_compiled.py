@@ -64,7 +64,7 @@ _by_digest: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
 
 class CompiledBackendWarning(TaskclfWarning):
-    """The compiled backend cannot be used (or cached); LightGBM predicts."""
+    """The compiled backend cannot be used (LightGBM predicts) or its code cannot be cached."""
 
 
 class CompiledBooster:
@@ -234,12 +234,13 @@ def _compile(booster: Any) -> Any:
     The booster itself, after one warning, when the model cannot be
     compiled.
     """
-    model_text = booster.model_to_string()
-    digest = hashlib.sha256(model_text.encode()).hexdigest()
-    if digest in _by_digest:
-        _by_digest.move_to_end(digest)
-        return _by_digest[digest]
+    digest = None
     try:
+        model_text = booster.model_to_string()
+        digest = hashlib.sha256(model_text.encode()).hexdigest()
+        if digest in _by_digest:
+            _by_digest.move_to_end(digest)
+            return _by_digest[digest]
         compiled: Any = CompiledBooster(_compile_cached(model_text, digest), _threads(booster))
     except ImportError:
         compiled = booster
@@ -253,9 +254,10 @@ def _compile(booster: Any) -> Any:
             CompiledBackendWarning,
             stacklevel=4,
         )
-    _by_digest[digest] = compiled
-    while len(_by_digest) > _KEEP_IN_PROCESS:
-        _by_digest.popitem(last=False)
+    if digest is not None:
+        _by_digest[digest] = compiled
+        while len(_by_digest) > _KEEP_IN_PROCESS:
+            _by_digest.popitem(last=False)
     return compiled
 
 
