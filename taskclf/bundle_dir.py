@@ -106,7 +106,7 @@ def _check_types(names: list[str], where: str) -> None:
         raise BundleError(f"{where}: holds types taskclf does not trust: {refused}")
 
 
-def _is_ours(directory: Path) -> bool:
+def is_bundle_dir(directory: Path) -> bool:
     """Whether ``directory`` holds a taskclf bundle directory and nothing else."""
     try:
         manifest = read_json(directory / MANIFEST, MAX_HEADER_BYTES)
@@ -172,7 +172,7 @@ def export_bundle_dir(
     np.True_
     """
     meta = make_metadata(pipeline, metadata, "export_bundle_dir")
-    check_replaceable(directory, _is_ours, _WHAT)
+    check_replaceable(directory, is_bundle_dir, _WHAT)
     where = f"cannot export to {str(directory)!r}"
     try:
         data = _skops_io().dumps(pipeline)
@@ -185,7 +185,7 @@ def export_bundle_dir(
         "metadata": meta.to_dict(),
         "files": {PIPELINE_FILE: hashlib.sha256(data).hexdigest()},
     }
-    with atomic_directory(directory, _is_ours, _WHAT) as staging:
+    with atomic_directory(directory, is_bundle_dir, _WHAT) as staging:
         (staging / PIPELINE_FILE).write_bytes(data)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return Path(directory)

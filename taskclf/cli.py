@@ -279,6 +279,10 @@ def train(
         print(f"training on {len(X)} rows ({rounds} rounds) ...")
         started = time.perf_counter()
         workflows.train(pipeline, X, y)
+        if backend == "compiled":  # compile now, so that the first prediction is fast
+            from taskclf.stages._compiled import compiled_model
+
+            compiled_model(pipeline.named_steps["predict"].booster_)
         extra = {"trained_on": str(features), "rows": len(X)}
         digest = workflows.save_model(pipeline, out, pickle_free=pickle_free, extra=extra)
         print(f"trained in {time.perf_counter() - started:.1f} s; saved {out}")
@@ -342,6 +346,9 @@ def infer(
             calibrator_store=calibrator_store,
             backend=backend,
         )
+        threshold = pipeline.get_params().get("reject__threshold")
+        source = workflows.threshold_source(bundle, reject_threshold)
+        print(f"reject threshold {threshold} ({source})")
         if dask is not None:
             from taskclf.distributed import infer_parquet_dir
 
@@ -386,6 +393,7 @@ def tune(
     calibration: Calibration = "temperature",
     seed: Seed = 0,
     threads: Threads = None,
+    backend: KeptBackend = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -406,7 +414,7 @@ def tune(
             pipeline = workflows.new_pipeline(
                 rounds=rounds, calibration=calibration, seed=seed, threads=threads
             )
-        workflows.configure(pipeline, smoother=smoother)
+        pipeline = workflows.configure(pipeline, smoother=smoother, backend=backend)
         X, y = workflows.read_labelled(features)
         print(f"searching on {len(X)} rows, {cv} folds ...")
         tuned = workflows.tune(

@@ -158,12 +158,30 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def threshold_source(bundle: str | os.PathLike[str], given: float | None) -> str:
+    """Where the reject threshold of a run comes from, in words."""
+    if given is not None:
+        return "given on the command line"
+    if Path(bundle).is_dir():
+        from taskclf.bundle_dir import read_bundle_dir_info
+
+        info = read_bundle_dir_info(bundle)
+        source = info.metadata.extra.get("reject_threshold_source")
+        if source:
+            return str(source)
+    return "saved in the bundle"
+
+
 def check_output_file(path: str | os.PathLike[str], *, directory: bool = False) -> Path:
     """Refuse an output path of the wrong kind (a directory for a file) or not writable."""
     target = Path(path)
     if target.exists() and target.is_dir() != directory:
         kind = "a directory" if target.is_dir() else "a file"
         raise InvalidParameterError(f"cannot write {str(target)!r}: it is {kind}")
+    if directory:  # refused now, not after training: someone else's directory stays theirs
+        from taskclf.bundle_dir import is_bundle_dir
+
+        check_replaceable(target, is_bundle_dir, "taskclf bundle directory")
     _writable(target)
     return target
 

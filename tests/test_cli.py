@@ -588,3 +588,19 @@ def test_stream_command_gives_the_batch_result(work, features, bundle):
     }
     assert final == expected
     assert sum(r["kind"] == "segment" for r in out) > 0
+
+
+def test_train_refuses_someone_elses_directory_before_training(work, features, capsys):
+    theirs = work / "theirs"
+    theirs.mkdir()
+    (theirs / "bundle.json").write_text('{"not": "ours"}')
+    code, out, err = run_cli(capsys, "train", features, "--out", theirs, "--pickle-free")
+    assert code == 2 and "theirs" in err and "training on" not in out
+    assert [p.name for p in theirs.iterdir()] == ["bundle.json"]
+
+
+def test_infer_says_which_threshold_it_used(work, features, bundle, capsys):
+    code, out, err = run_cli(capsys, "infer", features, "--bundle", bundle, "--out",
+                             work / "threshold-run", "--reject-threshold", 0.45)  # fmt: skip
+    assert code == 0, err
+    assert "reject threshold 0.45 (given on the command line)" in out

@@ -284,3 +284,14 @@ def compiled_model(booster: Any) -> Any:
         compiled = _compile(booster)
         _by_booster[booster] = (booster.num_trees(), compiled)
         return compiled
+
+
+def is_cached(booster: Any) -> bool | None:
+    """Whether the compiled model of ``booster`` is in the disk cache (None without lleaves)."""
+    try:
+        text = booster.model_to_string()
+        header = {**_toolchain(), "model_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    except ImportError:
+        return None
+    path = cache_directory() / _entry_name(header)
+    return _read_entry(path, header) is not None
