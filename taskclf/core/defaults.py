@@ -21,8 +21,6 @@ DEFAULT_REJECT_THRESHOLD: Final[float] = 0.55
 DEFAULT_IDLE_GAP_SECONDS: Final[float] = 300.0
 """Gap between consecutive buckets that splits a timeline."""
 
-DEFAULT_MAX_GAP_SECONDS: Final[int] = 300  # to be removed with its last user
-
 DEFAULT_MIN_CATEGORY_FREQ: Final[int] = 5
 DEFAULT_UNKNOWN_MASK_RATE: Final[float] = 0.05
 UNKNOWN_CATEGORY: Final[str] = "__unknown__"
@@ -30,7 +28,6 @@ UNKNOWN_CATEGORY: Final[str] = "__unknown__"
 __all__ = [
     "DEFAULT_BUCKET_SECONDS",
     "DEFAULT_IDLE_GAP_SECONDS",
-    "DEFAULT_MAX_GAP_SECONDS",
     "DEFAULT_MIN_CATEGORY_FREQ",
     "DEFAULT_REJECT_THRESHOLD",
     "DEFAULT_SMOOTH_WINDOW",

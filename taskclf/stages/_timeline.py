@@ -23,7 +23,6 @@ import pandas as pd
 from taskclf._columns import BUCKET_START_TS, USER_ID
 from taskclf.core.time import ns_to_datetime, timestamps_ns
 from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
-from taskclf.stages._base import SECONDS, check_value
 
 
 @attrs.frozen(eq=False)
@@ -94,11 +93,6 @@ class Timelines:
     def timeline_of_rows(self) -> np.ndarray:
         """Timeline index of each row, in timeline order."""
         return np.repeat(np.arange(len(self.bounds) - 1), np.diff(self.bounds))
-
-
-def check_positive_seconds(value: object, name: str) -> int:
-    """A duration in whole seconds > 0 (bounded), for callers outside the stages."""
-    return int(check_value(value, SECONDS, name, name))
 
 
 TIMELINE_MODES = ("per_user", "as_given")

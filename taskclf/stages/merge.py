@@ -48,11 +48,6 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
     return max(1, int(min_duration_seconds) // int(bucket_seconds))
 
 
-def check_min_duration(value: object) -> int:
-    """A minimum block duration in whole seconds >= 0 (bounded)."""
-    return int(check_value(value, DURATION, "min_block_seconds", "min_block_seconds"))
-
-
 def segment_ids(column: pd.Series) -> np.ndarray:
     """The ``segment_id`` column as int64, refusing anything but whole numbers.
 
