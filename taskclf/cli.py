@@ -75,6 +75,10 @@ KeptBackend = Annotated[
     Literal["lightgbm", "compiled"] | None,
     typer.Option(help="What predicts: lightgbm or compiled (default: the model's)."),
 ]
+View = Annotated[
+    Literal["core", "mapped"],
+    typer.Option(help="Core labels, or the buckets of the run's taxonomy (--taxonomy of infer)."),
+]
 PickleFree = Annotated[
     bool,
     typer.Option("--pickle-free", help="Write a pickle-free bundle directory, not a file."),
@@ -569,25 +573,33 @@ def inspect(
                 print(f"{key.ljust(width)}  {shown}")
 
 
-@app.command(epilog="Examples:\n\ntaskclf report predictions/ --out report/")
+@app.command(
+    epilog="Writes summary.csv, per_user.csv, per_day.csv and timeline.png together.\n\n"
+    "Examples:\n\ntaskclf report predictions/ --out report/\n\n"
+    "taskclf report predictions/ --out report/ --view mapped"
+)
 def report(
     predictions_dir: Annotated[
         Path, typer.Argument(metavar="PREDICTIONS_DIR", help="Output of taskclf infer.")
     ],
     out: Annotated[
-        Path, typer.Option(metavar="DIR", help="Directory for summary.csv and timeline.png.")
+        Path, typer.Option(metavar="DIR", help="Directory for the tables and pictures.")
     ],
+    view: View = "core",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Summarize and draw the segments of an inference output (time per label, timelines)."""
+    """Tables per user and day, and timeline pictures, of an inference output."""
     with _session("report", quiet, debug):
         from taskclf.report import write_report
 
-        written = write_report(predictions_dir, out)
+        written = write_report(predictions_dir, out, view=view)
         print("time per label:")
         print(textwrap.indent(written.summary.to_string(index=False), "  "))
-        for path in (written.summary_csv, *written.timelines):
+        print("per user and day:")
+        columns = [c for c in written.per_day.columns if not c.startswith(("minutes_", "share_"))]
+        print(textwrap.indent(written.per_day[columns].to_string(index=False), "  "))
+        for path in written.files:
             print(f"wrote {path}")
 
 

@@ -1,16 +1,20 @@
-"""Reports on inference output: time per label, and timeline pictures.
+"""Reports on inference output: time per label per user and day, and timelines.
 
-:func:`write_report` reads the ``segments.json`` that ``taskclf infer``
-writes and produces
+:func:`write_report` reads the ``predictions.csv`` that ``taskclf infer``
+writes and produces, in one directory published as a whole:
 
-- ``summary.csv``: time per label over every user and day (segments,
-  minutes, share of the total);
-- ``timeline.png`` (``timeline-01.png``, ``timeline-02.png``, ... when there
-  are many user-days): one row per user and day, the day's segments drawn as
-  coloured bars over the hours of the day (UTC).
+- ``summary.csv``: time per label over every user and day;
+- ``per_user.csv`` and ``per_day.csv``: one row per user (per user and UTC
+  day): minutes, segments, switches per hour, reject rate, accuracy when
+  the true labels are known, and minutes and share of each label;
+- ``timeline.png`` (``timeline-01.png``, ... when there are many
+  user-days): one row per user and day, with the segments as coloured bars,
+  rejected minutes hatched, gaps left blank over a thin line, the
+  confidence of each minute as a ribbon underneath and, when known, the
+  true labels as a strip above.
 
-The files are published together: the report directory is built beside its
-destination and renamed into place, replacing only an earlier report.
+With a taxonomy, ``view="mapped"`` reports its buckets (the
+``mapped_label`` column) instead of the core labels.
 
 Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no
 change to the caller's matplotlib backend). matplotlib is the ``report``
@@ -19,9 +23,10 @@ extra: ``pip install 'taskclf[report]'``.
 
 from __future__ import annotations
 
+import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,19 +34,92 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._io import atomic_directory, atomic_path
-from taskclf._readers import SEGMENTS_FILE, read_segments_json
+from taskclf._columns import BUCKET_START_TS, MAPPED_LABEL, SEGMENT_ID, USER_ID
+from taskclf._io import atomic_directory, atomic_path, read_regular_file
+from taskclf._readers import PREDICTIONS_FILE
+from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.types import CLASS_ORDER, LABEL_COLORS, MIXED_UNKNOWN
-from taskclf.exceptions import ReaderError
-from taskclf.stages.segment import Segment
+from taskclf.exceptions import InputError, ReaderError
+from taskclf.stages._timeline import find_timelines
+from taskclf.stages.segment import Segment, frame_to_segments, run_starts
 
+VIEWS: Final = ("core", "mapped")
+"""What a report counts: the core labels, or a taxonomy's buckets."""
+TRUE_LABEL: Final = "true_label"
+"""Column of ``predictions.csv`` with the true label, when the input had one."""
 SUMMARY_FILE: Final = "summary.csv"
 ROWS_PER_PICTURE: Final = 40
 """Most user-days drawn in one picture; more go into numbered pictures."""
+MAX_PREDICTIONS_BYTES: Final = 2**31
+"""Largest ``predictions.csv`` a report reads."""
 
-_OTHER_COLORS: Final = ("#8C564B", "#E377C2", "#7F7F7F", "#AEC7E8", "#FFBB78", "#98DF8A")
+_OTHER_COLORS: Final = ("#882255", "#44AA99", "#332288", "#DDCC77", "#117733", "#AA4499")
 _NO_USER: Final = "(all)"
-_REPORT_FILE: Final = re.compile(r"summary\.csv|timeline(-\d+)?\.png")
+_REPORT_FILE: Final = re.compile(r"(summary|per_user|per_day)\.csv|timeline(-\d+)?\.png")
+
+
+def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.DataFrame:
+    """The minutes of a ``predictions.csv``, with the label of ``view``.
+
+    Returns
+    -------
+    DataFrame
+        ``bucket_start_ts`` (UTC), ``user_id`` (str), ``label``,
+        ``confidence``, ``is_rejected`` and, when the file has true labels
+        and the view is ``"core"``, ``true_label``; sorted by user and time.
+
+    Raises
+    ------
+    ReaderError
+        If the file is missing, unreadable or lacks a column.
+    InputError
+        If ``view`` is unknown, or ``"mapped"`` for a run without taxonomy.
+    """
+    if view not in VIEWS:
+        raise InputError(f"view must be one of {VIEWS}, got {view!r}")
+    data = read_regular_file(path, MAX_PREDICTIONS_BYTES, "predictions file")
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ReaderError(f"predictions file {str(path)!r} is not a CSV file: {exc}") from None
+    source = MAPPED_LABEL if view == "mapped" else "predicted_label"
+    if view == "mapped" and MAPPED_LABEL not in frame:
+        raise InputError(
+            f"{str(path)!r} has no {MAPPED_LABEL!r} column: run taskclf infer with --taxonomy"
+        )
+    missing = [c for c in (BUCKET_START_TS, source, "confidence", "is_rejected") if c not in frame]
+    if missing:
+        raise ReaderError(f"predictions file {str(path)!r} lacks the columns {missing}")
+    out = pd.DataFrame(
+        {
+            BUCKET_START_TS: pd.to_datetime(frame[BUCKET_START_TS], utc=True),
+            USER_ID: frame[USER_ID].astype(str) if USER_ID in frame else _NO_USER,
+            "label": frame[source].astype(str),
+            "confidence": frame["confidence"].astype(float),
+            "is_rejected": frame["is_rejected"].astype(str).str.lower().eq("true"),
+        }
+    )
+    if view == "core" and TRUE_LABEL in frame:
+        out[TRUE_LABEL] = frame[TRUE_LABEL].astype(str)
+    return out.sort_values([USER_ID, BUCKET_START_TS], kind="stable").reset_index(drop=True)
+
+
+def bucket_seconds_of(minutes: pd.DataFrame) -> int:
+    """The bucket width: the most common step between a user's consecutive rows."""
+    steps = minutes.groupby(USER_ID)[BUCKET_START_TS].diff().dt.total_seconds()
+    steps = steps[steps > 0]
+    return int(steps.mode().min()) if len(steps) else 60
+
+
+def runs(minutes: pd.DataFrame, column: str, bucket_seconds: int) -> list[Segment]:
+    """The segments of ``column``: runs of equal values, cut at gaps as the pipeline cuts."""
+    timelines = find_timelines(minutes, DEFAULT_IDLE_GAP_SECONDS)
+    codes = timelines.to_sorted(pd.factorize(minutes[column])[0])
+    segment = timelines.number_per_user(run_starts(codes, timelines.bounds))
+    frame = minutes[[BUCKET_START_TS, USER_ID, column]].assign(
+        **{SEGMENT_ID: timelines.to_input(segment)}
+    )
+    return frame_to_segments(frame, bucket_seconds=bucket_seconds, label_column=column)
 
 
 def segments_frame(segments: Sequence[Segment]) -> pd.DataFrame:
@@ -56,7 +134,7 @@ def segments_frame(segments: Sequence[Segment]) -> pd.DataFrame:
     """
     frame = pd.DataFrame(
         {
-            "user_id": [_NO_USER if s.user_id is None else str(s.user_id) for s in segments],
+            USER_ID: [_NO_USER if s.user_id is None else str(s.user_id) for s in segments],
             "label": [s.label for s in segments],
             "start": pd.to_datetime([s.start_ts for s in segments], utc=True),
             "end": pd.to_datetime([s.end_ts for s in segments], utc=True),
@@ -115,65 +193,170 @@ def split_by_day(frame: pd.DataFrame) -> pd.DataFrame:
     base = pd.to_datetime(out["day"].astype(str), utc=True)
     out["start_h"] = (out["start"] - base).dt.total_seconds() / 3600.0
     out["end_h"] = (out["end"] - base).dt.total_seconds() / 3600.0
-    return out.sort_values(["user_id", "day", "start"], kind="stable").reset_index(drop=True)
+    out["minutes"] = (out["end"] - out["start"]).dt.total_seconds() / 60.0
+    return out.sort_values([USER_ID, "day", "start"], kind="stable").reset_index(drop=True)
 
 
-def _colors(labels: Sequence[str]) -> dict[str, str]:
-    colors = {}
+def time_table(pieces: pd.DataFrame, minutes: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """One row per group of ``by`` (``user_id``, ``day``): how its time was spent.
+
+    Parameters
+    ----------
+    pieces : DataFrame
+        Segments cut per day (:func:`split_by_day`).
+    minutes : DataFrame
+        The minutes (:func:`read_predictions`) with a ``day`` column.
+    by : sequence of str
+
+    Returns
+    -------
+    DataFrame
+        ``minutes``, ``segments``, ``switches_per_hour`` (changes of label
+        between consecutive segments of a user-day, per hour of segments),
+        ``reject_rate``, ``accuracy`` (with true labels), then
+        ``minutes_<label>`` and ``share_<label>`` (percent) for each label.
+    """
+    keys = list(by)
+    previous = pieces.groupby([USER_ID, "day"])["label"].shift()
+    switched = pieces["label"].ne(previous) & previous.notna()
+    table = (
+        pieces.assign(switches=switched)
+        .groupby(keys)
+        .agg(minutes=("minutes", "sum"), segments=("label", "size"), switches=("switches", "sum"))
+    )
+    table["switches_per_hour"] = (table.pop("switches") / (table["minutes"] / 60.0)).round(3)
+    grouped = minutes.groupby(keys)
+    table["reject_rate"] = grouped["is_rejected"].mean().round(4)
+    if TRUE_LABEL in minutes:
+        hit = minutes["label"].eq(minutes[TRUE_LABEL])
+        table["accuracy"] = hit.groupby([minutes[k] for k in keys]).mean().round(4)
+    per_label = pieces.pivot_table("minutes", index=keys, columns="label", aggfunc="sum")
+    per_label = per_label[_ordered(per_label.columns)].fillna(0.0)
+    share = per_label.div(per_label.sum(axis=1), axis=0) * 100.0
+    table = table.join(per_label.round(2).add_prefix("minutes_")).join(
+        share.round(2).add_prefix("share_")
+    )
+    table["minutes"] = table["minutes"].round(2)
+    return table.reset_index()
+
+
+def _ordered(labels: Iterable[str]) -> list[str]:
+    """The core labels in class order, then other labels (buckets) sorted."""
+    present = set(labels)
+    known = [label for label in (*CLASS_ORDER, MIXED_UNKNOWN) if label in present]
+    return known + sorted(present - set(known))
+
+
+def palette(labels: Sequence[str]) -> dict[str, str]:
+    """A colour for each label: the core labels' own, then distinct ones for buckets."""
     extra = iter(_OTHER_COLORS * (1 + len(labels) // len(_OTHER_COLORS)))
-    for label in labels:
-        colors[label] = LABEL_COLORS.get(label) or next(extra)
-    return colors
+    return {label: LABEL_COLORS.get(label) or next(extra) for label in labels}
 
 
-def _draw(rows: pd.DataFrame, keys: list[tuple[str, Any]], path: Path, title: str) -> None:
+def _rows(pieces: pd.DataFrame, keys: list[tuple[str, object]]) -> np.ndarray:
+    position = {key: i for i, key in enumerate(keys)}
+    return np.array(
+        [position.get(key, -1) for key in zip(pieces[USER_ID], pieces["day"])], dtype=float
+    )
+
+
+def _draw(
+    pieces: dict[str, pd.DataFrame],
+    minutes: pd.DataFrame,
+    keys: list[tuple[str, object]],
+    path: Path,
+    title: str,
+) -> None:
+    """One picture: a row per user-day; see the module's description."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
     except ImportError:
         raise ReaderError(
             "drawing timelines needs matplotlib: pip install 'taskclf[report]'"
         ) from None
-    position = {key: i for i, key in enumerate(keys)}
-    y = np.array([position[(u, d)] for u, d in zip(rows["user_id"], rows["day"])], dtype=float)
-    present = [label for label in (*CLASS_ORDER, MIXED_UNKNOWN) if label in set(rows["label"])]
-    present += sorted(set(rows["label"]) - set(present))
-    colors = _colors(present)
-    lo = float(np.floor(rows["start_h"].min())) if len(rows) else 0.0
-    hi = float(np.ceil(rows["end_h"].max())) if len(rows) else 24.0
-    figure = Figure(figsize=(12, 1.6 + 0.38 * len(keys)), dpi=100)
+    predicted = pieces["label"]
+    truth = pieces.get(TRUE_LABEL)
+    labels = _ordered({*predicted["label"], *([] if truth is None else truth["label"])})
+    colors = palette(labels)
+    figure = Figure(figsize=(12, max(4.2, 1.4 + 0.6 * len(keys))), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for label in present:
-        mask = (rows["label"] == label).to_numpy()
-        ax.barh(
-            y[mask],
-            (rows["end_h"] - rows["start_h"]).to_numpy()[mask],
-            left=rows["start_h"].to_numpy()[mask],
-            height=0.8,
-            color=colors[label],
-            edgecolor="none",
-        )
+    y = _rows(predicted, keys)
+    spans = predicted.groupby(y)[["start_h", "end_h"]].agg({"start_h": "min", "end_h": "max"})
+    ax.hlines(spans.index, spans["start_h"], spans["end_h"], color="#555555", lw=0.6)
+    for name, (low, high) in {"label": (-0.22, 0.16), TRUE_LABEL: (-0.44, -0.28)}.items():
+        frame = pieces.get(name)
+        if frame is None:
+            continue
+        rows = _rows(frame, keys)
+        for label in labels:
+            mask = (frame["label"] == label).to_numpy() & (rows >= 0)
+            ax.barh(rows[mask] + (low + high) / 2, (frame["end_h"] - frame["start_h"])[mask],
+                    left=frame["start_h"][mask], height=high - low, color=colors[label],
+                    edgecolor="#777777" if label == MIXED_UNKNOWN else "none", lw=0.4)  # fmt: skip
+    rejected = pieces["rejected"]
+    rows = _rows(rejected, keys)
+    ax.barh(rows[rows >= 0] - 0.03, (rejected["end_h"] - rejected["start_h"])[rows >= 0],
+            left=rejected["start_h"][rows >= 0], height=0.38, fill=False, hatch="////",
+            edgecolor="#222222", lw=0)  # fmt: skip
+    _ribbons(ax, minutes, keys)
     ax.set_yticks(range(len(keys)), [f"{u}  {d}" for u, d in keys])
     ax.set_ylim(len(keys) - 0.5, -0.5)
-    ax.set_xlim(max(lo - 0.5, 0.0), min(hi + 0.5, 24.0))
+    low = float(np.floor(predicted["start_h"].min())) if len(predicted) else 0.0
+    high = float(np.ceil(predicted["end_h"].max())) if len(predicted) else 24.0
+    ax.set_xlim(max(low - 0.5, 0.0), min(high + 0.5, 24.0))
     ax.set_xlabel("hour of day (UTC)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(
-        handles=[Patch(color=colors[label], label=label) for label in present],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-    )
+    handles: list[Any] = [
+        Patch(facecolor=colors[label], edgecolor="#777777", label=label) for label in labels
+    ]
+    handles += [
+        Patch(fill=False, hatch="////", label="rejected (unsure)"),
+        Line2D([], [], color="#555555", lw=0.6, label="gap (no rows)"),
+        Patch(color="#666666", alpha=0.5, label="confidence (ribbon)"),
+    ]
+    if TRUE_LABEL in pieces:
+        handles.append(Patch(color="white", label="top strip: true label"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              fontsize="small")  # fmt: skip
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
 
 
-def plot_timelines(segments: Sequence[Segment], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Draw the segments, one row per user and day, into PNG files in ``out_dir``.
+def _ribbons(ax: object, minutes: pd.DataFrame, keys: list[tuple[str, object]]) -> None:
+    """The confidence of each minute as a ribbon hanging under its user-day's bars."""
+    rows = _rows(minutes, keys)
+    start = minutes["start_h"].to_numpy()
+    width = minutes["width_h"].to_numpy()
+    confidence = minutes["confidence"].to_numpy()
+    for row in np.unique(rows[rows >= 0]):
+        mask = rows == row
+        # Two points per minute and a break after each, so gaps stay empty.
+        x = np.column_stack([start[mask], start[mask] + width[mask], start[mask]]).ravel()
+        top = np.column_stack([confidence[mask], confidence[mask], np.full(mask.sum(), np.nan)])
+        base = row + 0.45
+        ax.fill_between(x, base, base - 0.24 * top.ravel(), color="#666666", alpha=0.5, lw=0)  # type: ignore[attr-defined]
+
+
+def plot_timelines(
+    pieces: dict[str, pd.DataFrame], minutes: pd.DataFrame, out_dir: str | os.PathLike[str]
+) -> list[Path]:
+    """Draw the timelines into PNG files in ``out_dir``.
+
+    Parameters
+    ----------
+    pieces : dict of str to DataFrame
+        Segments cut per day (:func:`split_by_day`): ``"label"`` (the
+        predictions), ``"rejected"`` (runs of rejected minutes) and,
+        optionally, ``"true_label"``.
+    minutes : DataFrame
+        The minutes with ``day``, ``start_h`` and ``width_h``.
+    out_dir : path-like
 
     Returns
     -------
@@ -181,19 +364,16 @@ def plot_timelines(segments: Sequence[Segment], out_dir: str | os.PathLike[str])
         ``timeline.png``, or ``timeline-01.png``, ``timeline-02.png``, ...
         when there are more than :data:`ROWS_PER_PICTURE` user-days.
     """
-    out = Path(out_dir)
-    rows = split_by_day(segments_frame(segments))
-    keys = list(dict.fromkeys(zip(rows["user_id"], rows["day"])))
+    keys = list(dict.fromkeys(zip(pieces["label"][USER_ID], pieces["label"]["day"])))
     pages = [keys[i : i + ROWS_PER_PICTURE] for i in range(0, len(keys), ROWS_PER_PICTURE)]
     pages = pages or [[]]
     paths = []
     for number, page in enumerate(pages, start=1):
         name = "timeline.png" if len(pages) == 1 else f"timeline-{number:02d}.png"
-        selected = set(page)
-        mask = np.array([k in selected for k in zip(rows["user_id"], rows["day"])], dtype=bool)
         suffix = "" if len(pages) == 1 else f" ({number}/{len(pages)})"
-        _draw(rows[mask], page, out / name, f"taskclf segments per user and day{suffix}")
-        paths.append(out / name)
+        title = f"taskclf timelines per user and day{suffix}"
+        _draw(pieces, minutes, page, Path(out_dir) / name, title)
+        paths.append(Path(out_dir) / name)
     return paths
 
 
@@ -205,13 +385,16 @@ class Report:
     ----------
     summary : DataFrame
         Time per label (see :func:`summarize_segments`).
-    summary_csv : Path
-    timelines : tuple of Path
+    per_user, per_day : DataFrame
+        See :func:`time_table`.
+    files : tuple of Path
+        Every file written.
     """
 
     summary: pd.DataFrame
-    summary_csv: Path
-    timelines: tuple[Path, ...]
+    per_user: pd.DataFrame
+    per_day: pd.DataFrame
+    files: tuple[Path, ...]
 
 
 def _is_report(directory: Path) -> bool:
@@ -219,17 +402,19 @@ def _is_report(directory: Path) -> bool:
 
 
 def write_report(
-    predictions_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+    predictions_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, view: str = "core"
 ) -> Report:
-    """Summarize and draw the segments of an inference output directory.
+    """Tables and timeline pictures of an inference output directory.
 
     Parameters
     ----------
     predictions_dir : path-like
-        A directory written by ``taskclf infer`` (it reads ``segments.json``).
+        A directory written by ``taskclf infer`` (it reads ``predictions.csv``).
     out_dir : path-like
-        Where ``summary.csv`` and the timeline pictures go: absent, empty
-        or an earlier report (replaced as a whole).
+        Where the report goes: absent, empty or an earlier report (replaced
+        as a whole).
+    view : {"core", "mapped"}, default "core"
+        Count the core labels, or the buckets of the run's taxonomy.
 
     Returns
     -------
@@ -238,36 +423,47 @@ def write_report(
     Raises
     ------
     ReaderError
-        If ``segments.json`` is missing or malformed, or matplotlib is
+        If ``predictions.csv`` is missing or malformed, or matplotlib is
         missing.
     NotOursError
         If ``out_dir`` holds other files than a report's.
     """
-    source = Path(predictions_dir)
-    segments_path = source / SEGMENTS_FILE
-    if not source.is_dir():
-        raise ReaderError(f"predictions directory {str(source)!r} does not exist")
-    if not segments_path.is_file():
-        raise ReaderError(
-            f"predictions directory {str(source)!r} has no {SEGMENTS_FILE} "
-            "(write one with taskclf infer)"
-        )
-    segments = read_segments_json(segments_path)
+    minutes = read_predictions(Path(predictions_dir) / PREDICTIONS_FILE, view)
+    width = bucket_seconds_of(minutes)
+    day = minutes[BUCKET_START_TS].dt.floor("D")
+    minutes = minutes.assign(
+        day=day.dt.date,
+        start_h=(minutes[BUCKET_START_TS] - day).dt.total_seconds() / 3600.0,
+        width_h=width / 3600.0,
+    )
+    rejected = minutes["is_rejected"].map({True: "rejected", False: ""})
+    columns = ["label", TRUE_LABEL] if TRUE_LABEL in minutes else ["label"]
+    segments = {name: runs(minutes, name, width) for name in columns}
+    pieces = {name: split_by_day(segments_frame(found)) for name, found in segments.items()}
+    rejected_runs = runs(minutes.assign(rejected=rejected), "rejected", width)
+    pieces["rejected"] = split_by_day(
+        segments_frame([s for s in rejected_runs if s.label == "rejected"])
+    )
+    summary = summarize_segments(segments["label"])
+    per_user = time_table(pieces["label"], minutes, [USER_ID])
+    per_day = time_table(pieces["label"], minutes, [USER_ID, "day"])
     out = Path(out_dir)
-    summary = summarize_segments(segments)
     with atomic_directory(out, _is_report, "taskclf report") as staging:
-        names = [path.name for path in plot_timelines(segments, staging)]
-        summary.to_csv(staging / SUMMARY_FILE, index=False)
-    timelines = tuple(out / name for name in names)
-    return Report(summary=summary, summary_csv=out / SUMMARY_FILE, timelines=timelines)
+        names = [path.name for path in plot_timelines(pieces, minutes, staging)]
+        for name, table in (("summary", summary), ("per_user", per_user), ("per_day", per_day)):
+            table.to_csv(staging / f"{name}.csv", index=False)
+            names.append(f"{name}.csv")
+    return Report(summary, per_user, per_day, tuple(out / name for name in sorted(names)))
 
 
 __all__ = [
-    "LABEL_COLORS",
     "Report",
+    "VIEWS",
     "plot_timelines",
+    "read_predictions",
     "segments_frame",
     "split_by_day",
     "summarize_segments",
+    "time_table",
     "write_report",
 ]

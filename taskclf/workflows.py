@@ -587,7 +587,7 @@ def demo(
     say("4. report ...")
     written = write_report(run.directory, out / "report")
     say(textwrap.indent(written.summary.to_string(index=False), "   "))
-    say("\n".join(f"   {path}" for path in (written.summary_csv, *written.timelines)))
+    say("\n".join(f"   {path}" for path in written.files))
 
     say("5. evaluation of the new day against its labels ...")
     X_new, y_new = read_labelled(out / "features" / "new-day.csv")

@@ -187,7 +187,7 @@ def test_report_replaces_only_its_own_output(work, predictions):
     for _ in range(2):  # the second run replaces the first report
         result = run("report", predictions, "--out", out)
         assert result.returncode == 0, result.stderr
-    assert "time per label" in result.stdout
+    assert "time per label" in result.stdout and "switches_per_hour" in result.stdout
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == ["label", "segments", "minutes", "share"]
     assert summary["share"].sum() == pytest.approx(100.0, abs=0.05)
@@ -339,7 +339,7 @@ CLI_CASES = {
     "tune: a window of 0": (["tune", "{labelled_frame}", "--train", "--windows", "1,0"], ("1,0",)),
     "inspect: a damaged bundle": (["inspect", "{flipped}"], ("flipped.taskclf",)),
     "inspect: a feature file": (["inspect", "{features}"], ("not a taskclf bundle",)),
-    "report: no predictions": (["report", "{root}"], ("segments.json",)),
+    "report: no predictions": (["report", "{root}"], ("predictions.csv",)),
 }
 
 
@@ -479,7 +479,7 @@ def test_demo_end_to_end(tmp_path):
     for name in ("features/train.csv", "features/new-day.csv", "model.taskclf",
                  "model/pipeline.skops", "model/bundle.json",
                  "predictions/predictions.csv", "predictions/segments.json",
-                 "report/summary.csv", "report/timeline.png"):  # fmt: skip
+                 "report/summary.csv", "report/per_day.csv", "report/timeline.png"):  # fmt: skip
         path = demo / name
         assert path.is_file() and path.stat().st_size > 0, name
         assert str(path.parent if path.parent.name == "model" else path) in result.stdout, name

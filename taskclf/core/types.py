@@ -38,17 +38,21 @@ OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)
 ``Mixed/Unknown`` (code 8)."""
 
 LABEL_COLORS: Final[dict[str, str]] = {
-    "BreakIdle": "#9E9E9E",
-    "Build": "#1F77B4",
-    "Communicate": "#FF7F0E",
-    "Debug": "#D62728",
-    "Meet": "#9467BD",
-    "ReadResearch": "#2CA02C",
-    "Review": "#17BECF",
-    "Write": "#BCBD22",
-    MIXED_UNKNOWN: "#E0E0E0",
+    "Build": "#0072B2",
+    "Debug": "#D55E00",
+    "Review": "#56B4E9",
+    "Write": "#009E73",
+    "ReadResearch": "#F0E442",
+    "Communicate": "#E69F00",
+    "Meet": "#CC79A7",
+    "BreakIdle": "#999999",
+    MIXED_UNKNOWN: "#FFFFFF",
 }
-"""Display colour of each label (``#RRGGBB``), for reports and default taxonomies."""
+"""Display colour of each label (``#RRGGBB``), for reports and default taxonomies.
+
+The Okabe-Ito palette, which readers with any common colour-vision deficiency
+can tell apart; BreakIdle is grey and Mixed/Unknown white (drawn outlined).
+"""
 
 __all__ = [
     "LABEL_COLORS",
