@@ -287,7 +287,7 @@ def train(
             from taskclf.stages._compiled import compiled_model
 
             compiled_model(pipeline.named_steps["predict"].booster_)
-        extra = {"trained_on": str(features), "rows": len(X)}
+        extra = {"trained_on": str(features), "rows": len(X), **workflows.training_days(X)}
         digest = workflows.save_model(pipeline, out, pickle_free=pickle_free, extra=extra)
         print(f"trained in {time.perf_counter() - started:.1f} s; saved {out}")
         if digest:
@@ -420,6 +420,8 @@ def tune(
             )
         pipeline = workflows.configure(pipeline, smoother=smoother, backend=backend)
         X, y = workflows.read_labelled(features)
+        if bundle is not None:
+            workflows.warn_if_trained_on(bundle, X)
         print(f"searching on {len(X)} rows, {cv} folds ...")
         tuned = workflows.tune(
             pipeline, X, y, thresholds=grid, windows=tried, scoring=scoring, n_folds=cv,
@@ -429,6 +431,8 @@ def tune(
         print(f"best: {json.dumps(tuned.best_params)} ({scoring} {tuned.best_score:.4f})")
         if out is not None:
             extra = {"tuned_on": str(features), "best_params": tuned.best_params}
+            if train:
+                extra.update(workflows.training_days(X))
             digest = workflows.save_model(tuned.pipeline, out, pickle_free=pickle_free, extra=extra)
             print(f"saved {out}" + (f"\nsha256 {digest}" if digest else ""))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import textwrap
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -51,6 +52,8 @@ from taskclf.exceptions import InputError, InvalidParameterError, MissingColumns
 from taskclf.stages.segment import frame_to_segments
 
 RUN_FILES: Final = (PREDICTIONS_FILE, SEGMENTS_FILE)
+TRAINING_DAYS: Final = "training_days"
+"""Bundle metadata (``extra``) key of the digests of the training user-days."""
 """The files of one inference run, all that its directory holds."""
 SMOOTHERS: Final = ("majority", "viterbi")
 DEFAULT_WINDOWS: Final = (1, 3, 5, 7)
@@ -319,6 +322,40 @@ def train(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> Pipeline:
     return record_training(pipeline.fit(X, y), X, y)
 
 
+def training_days(X: pd.DataFrame) -> dict[str, list[str]]:
+    """Bundle metadata naming the user-days ``X`` holds, by digest (see :func:`tune`)."""
+    from taskclf.tune import day_fingerprints
+
+    return {TRAINING_DAYS: sorted(day_fingerprints(X))}
+
+
+def warn_if_trained_on(bundle: str | os.PathLike[str], X: pd.DataFrame) -> list[Any]:
+    """Warn when the labelled rows ``X`` include days the bundle was trained on.
+
+    Scores on a model's own training rows are optimistic and hardly differ
+    between candidates, so a search on them picks nothing useful.
+
+    Returns
+    -------
+    list of (user_id, day)
+        The user-days found in both (empty for bundles that record none).
+    """
+    from taskclf.tune import training_overlap
+
+    recorded = bundle_facts(bundle).get("extra", {}).get(TRAINING_DAYS)
+    overlap = training_overlap(recorded, X)
+    if overlap:
+        shown = ", ".join(f"{user} {day}" for user, day in overlap[:3])
+        warnings.warn(
+            f"{len(overlap)} user-days of these rows trained {str(bundle)!r} ({shown}"
+            f"{', ...' if len(overlap) > 3 else ''}): their scores are optimistic and do not "
+            "show which candidate works on new data; tune on other users' or later days' "
+            "labelled rows, or use --train to train a model in each fold",
+            stacklevel=2,
+        )
+    return overlap
+
+
 def save_model(
     pipeline: Pipeline,
     path: str | os.PathLike[str],
@@ -568,8 +605,9 @@ def demo(
     pipeline = new_pipeline(rounds=rounds, seed=seed, threads=threads, reject_threshold=0.4)
     train(pipeline, X, y)
     bundle = out / "model.taskclf"
-    digest = save_model(pipeline, bundle, extra={"demo": True})
-    save_model(pipeline, out / "model", pickle_free=True, extra={"demo": True})
+    extra = {"demo": True, **training_days(X)}
+    digest = save_model(pipeline, bundle, extra=extra)
+    save_model(pipeline, out / "model", pickle_free=True, extra=extra)
     say(f"   {bundle} (sha256 {(digest or '')[:16]}...)")
     say(f"   {out / 'model'}/ (the same model, pickle-free)")
 

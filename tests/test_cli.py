@@ -203,6 +203,9 @@ def test_tune_prints_the_grid_and_saves_the_best(work, features, bundle):
     result = run("tune", features, "--bundle", bundle, "--thresholds", "0.2,0.6",
                  "--windows", "1,5", "--cv", 2, "--out", out, "-q")  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # The bundle was trained on these rows: the search says so and how to avoid it.
+    assert "warning: 2 user-days of these rows trained" in result.stderr
+    assert "user_001 2025-" in result.stderr and "--train" in result.stderr
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("reject_threshold"))
     assert lines[header].split() == ["reject_threshold", "smooth_window", "mean_score",
@@ -221,10 +224,13 @@ def test_viterbi_training_and_tuning(work, features, capsys):
                            "--threads", 1, "--smoother", "viterbi")  # fmt: skip
     assert code == 0, err
     assert "smooth__switch_prob" in read_bundle_info(model).metadata.params
-    code, out, err = run_cli(capsys, "tune", features, "--bundle", model, "--thresholds",
+    held_out = work / "held-out.csv"
+    assert run_cli(capsys, "synth", "--out", held_out, "--users", 2, "--seed", 9)[0] == 0
+    code, out, err = run_cli(capsys, "tune", held_out, "--bundle", model, "--thresholds",
                              "none,0.2", "--cv", 2)  # fmt: skip
     assert code == 0, err
     assert "smooth_window" not in out and "reject_threshold" in out
+    assert "warning" not in err  # rows the model never saw
     code, _, err = run_cli(capsys, "tune", features, "--bundle", model, "--windows", "1,3")
     assert code == 2 and "windows" in err
 
