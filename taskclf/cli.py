@@ -39,7 +39,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help: rich would double the time --help takes
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

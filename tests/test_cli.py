@@ -246,7 +246,7 @@ def test_help(capsys):
     assert "[required]" in out and "[default: 100]" in out
     # Answering --help loads none of the heavy libraries.
     probe = "import sys; from taskclf.cli import main; main(['infer', '--help']); "
-    probe += "print(sorted({'pandas', 'sklearn', 'lightgbm'} & set(sys.modules)))"
+    probe += "print(sorted({'pandas', 'sklearn', 'lightgbm', 'rich'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV)
     assert done.stdout.splitlines()[-1] == "[]", done.stderr
 
