@@ -37,7 +37,7 @@ app = typer.Typer(
         "taskclf report predictions/ --out report/\n\n"
         "Exit codes: 0 success, 2 bad input or usage, 1 unexpected failure (a bug)."
     ),
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: rich would double the time --help takes
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -95,6 +95,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -103,6 +104,9 @@ def _root(
     ] = False,
 ) -> None:
     """Task-type labels and time segments from per-minute activity features."""
+    if ctx.invoked_subcommand is None:  # `taskclf` alone: the overview, exit 0
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 @contextlib.contextmanager

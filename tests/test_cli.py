@@ -237,13 +237,13 @@ def test_viterbi_training_and_tuning(work, features, capsys):
 
 def test_help(capsys):
     code, out, _ = run_cli(capsys)  # no command: the overview
-    assert all(name in out for name in COMMANDS)
+    assert code == 0 and all(name in out for name in COMMANDS)
     for name in COMMANDS:
         code, out, _ = run_cli(capsys, name, "--help")
         assert code == 0
         assert "Examples" in out and f"taskclf {name}" in out
     code, out, _ = run_cli(capsys, "train", "--help")
-    assert "[required]" in out and "[default: 100]" in out
+    assert "[required]" in out and "[default: 100;" in out
     # Answering --help loads none of the heavy libraries.
     probe = "import sys; from taskclf.cli import main; main(['infer', '--help']); "
     probe += "print(sorted({'pandas', 'sklearn', 'lightgbm', 'rich'} & set(sys.modules)))"
