@@ -52,9 +52,9 @@ from taskclf.exceptions import InputError, InvalidParameterError, MissingColumns
 from taskclf.stages.segment import frame_to_segments
 
 RUN_FILES: Final = (PREDICTIONS_FILE, SEGMENTS_FILE)
+"""The files of one inference run, all that its directory holds."""
 TRAINING_DAYS: Final = "training_days"
 """Bundle metadata (``extra``) key of the digests of the training user-days."""
-"""The files of one inference run, all that its directory holds."""
 SMOOTHERS: Final = ("majority", "viterbi")
 DEFAULT_WINDOWS: Final = (1, 3, 5, 7)
 """Majority windows :func:`tune` tries by default."""
