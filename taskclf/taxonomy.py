@@ -1,8 +1,5 @@
-"""User taxonomies: map the eight core labels onto buckets of the user's.
-
-The rules are those of docs/contract.md; results, names and error phrases
-are taskclf 0.4's.
-"""
+"""User taxonomies: map the eight core labels onto buckets of the user's by the rules of
+docs/contract.md, with taskclf 0.4's results, names and error phrases."""
 
 from __future__ import annotations
 
@@ -59,6 +56,7 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
 _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
 FloatArray = npt.NDArray[np.float64]
+Array = npt.ArrayLike
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
@@ -152,12 +150,6 @@ class TaxonomyBucket:
     color : str, default "#808080"
         Display colour, ``#RRGGBB``.
     description : str, default ""
-
-    Examples
-    --------
-    >>> TaxonomyBucket("Coding", ["Build", "Coding"])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    taskclf.exceptions.TaxonomyError: Unknown core label 'Coding' in bucket 'Coding' ...
     """
 
     _section: ClassVar[str] = "bucket"
@@ -288,13 +280,11 @@ class TaxonomyConfig:
         converter=_as_tuple,
         validator=[
             _rule(
-                f"taxonomy: a taxonomy holds at most {MAX_BUCKETS} buckets", v.max_len(MAX_BUCKETS)
-            ),
-            _rule(
-                "taxonomy: buckets must be a non-empty list of TaxonomyBucket values "
+                f"taxonomy: buckets must be 1 to {MAX_BUCKETS} TaxonomyBucket values "
                 "(taxonomy_from_dict builds them from plain data), got {type} {value}",
                 v.instance_of(tuple),
                 v.min_len(1),
+                v.max_len(MAX_BUCKETS),
                 v.deep_iterable(v.instance_of(TaxonomyBucket)),
             ),
         ],
@@ -464,21 +454,16 @@ def _read_yaml(data: bytes, where: str) -> Any:
 def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
     """Read a taxonomy YAML file.
 
-    Parameters
-    ----------
-    path : str or path-like
-        A regular file of at most :data:`MAX_TAXONOMY_BYTES` (1 MiB) in the
-        layout of :func:`taxonomy_from_dict`, without YAML aliases, nested
-        at most 20 levels.
+    *path* must be a regular file of at most :data:`MAX_TAXONOMY_BYTES` (1 MiB) in
+    the layout of :func:`taxonomy_from_dict`, without YAML aliases, nested at most
+    20 levels.
 
     Raises
     ------
     MissingFileError
         If the file does not exist (also a ``FileNotFoundError``, as in 0.4).
-    ReaderError
-        If it is not a regular file, too large, not UTF-8 or not valid YAML.
-    TaxonomyError
-        If it is not a valid taxonomy. Every message names the file.
+    ReaderError, TaxonomyError
+        If it cannot be read as YAML, or is not a valid taxonomy; naming the file.
     """
     where = f"taxonomy file {os.fspath(path)}"
     data = _read_yaml(read_regular_file(path, MAX_TAXONOMY_BYTES, "taxonomy file"), where)
@@ -497,7 +482,7 @@ def save_taxonomy(config: TaxonomyConfig, path: str | os.PathLike[str]) -> Path:
     return atomic_write_text(path, text)
 
 
-def round_like_python(values: npt.ArrayLike, ndigits: int = 6) -> FloatArray:
+def round_like_python(values: Array, ndigits: int = 6) -> FloatArray:
     """Round element-wise exactly as Python's ``round(float(v), ndigits)`` (0 to 15) does.
 
     ``np.round`` can differ from Python in the last bit. ``rint(v * 10**ndigits)
@@ -537,7 +522,7 @@ def _renormalize(matrix: FloatArray) -> None:
     np.divide(matrix, total, out=matrix, where=total > 0)
 
 
-def _one_per_row(values: npt.ArrayLike, n_rows: int, what: str) -> np.ndarray:
+def _one_per_row(values: Array, n_rows: int, what: str) -> np.ndarray:
     array = np.asarray(values)
     if array.shape != (n_rows,):
         raise InputError(
@@ -600,7 +585,7 @@ class TaxonomyResolver:
         return buckets
 
     def resolve_matrix(
-        self, proba: npt.ArrayLike, is_rejected: npt.ArrayLike | None = None
+        self, proba: Array, is_rejected: Array | None = None
     ) -> tuple[np.ndarray, FloatArray]:
         """Map every row of a probability matrix at once (the vectorized kernel).
 
@@ -630,11 +615,7 @@ class TaxonomyResolver:
         return np.where(rejected, -1, np.argmax(bucket_proba, axis=1)), mapped
 
     def resolve_batch(
-        self,
-        core_label_ids: npt.ArrayLike,
-        core_probs: npt.ArrayLike,
-        *,
-        is_rejected: npt.ArrayLike | None = None,
+        self, core_label_ids: Array, core_probs: Array, *, is_rejected: Array | None = None
     ) -> list[TaxonomyResult]:
         """Map rows as :meth:`resolve_matrix` does, one :class:`TaxonomyResult` each.
 
@@ -659,7 +640,7 @@ class TaxonomyResolver:
         ]
 
     def resolve(
-        self, core_label_id: int, core_probs: npt.ArrayLike, *, is_rejected: bool = False
+        self, core_label_id: int, core_probs: Array, *, is_rejected: bool = False
     ) -> TaxonomyResult:
         """Map one row (*core_probs* of shape (8,)) as :meth:`resolve_batch` does."""
         row = np.reshape(np.asarray(core_probs, dtype=np.float64), (1, -1))
@@ -669,13 +650,10 @@ class TaxonomyResolver:
 class TaxonomyMapper(TransformerMixin, BaseEstimator):
     """Pipeline stage: map each row's core-label probabilities to taxonomy buckets.
 
-    The optional step after the merger. It reads ``proba_<Class>`` and
-    ``is_rejected`` (absent: nothing is rejected) and returns a new frame:
-    the caller's columns, then ``mapped_label`` (categorical: the bucket
-    names, then the mixed label) and a float ``mapped_proba_<bucket>`` per
-    bucket, NaN on rejected rows; ``mapped_proba_*`` columns of an earlier
-    mapping are dropped. :meth:`predict` returns the core ``label`` column.
-    Given a taxonomy, the stage is ready without ``fit``.
+    The optional step after the merger adds ``mapped_label`` (categorical: the
+    buckets, then the mixed label) and ``mapped_proba_<bucket>`` (NaN when
+    rejected), replacing an earlier mapping's; :meth:`predict` returns the core
+    ``label``. Given a taxonomy, the stage is ready without ``fit``.
 
     Parameters
     ----------
@@ -728,15 +706,10 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         return frame_tags(tags, string=True, requires_fit=self.taxonomy is None)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Return a copy of *X* with ``mapped_label`` and ``mapped_proba_<bucket>`` columns.
+        """Map *X*'s ``proba_<Class>`` and ``is_rejected`` (absent: nothing rejected).
 
-        Raises
-        ------
-        MissingColumnsError, ColumnTypeError
-            If probability columns are missing (all are listed) or not
-            numbers, or ``is_rejected`` is not booleans without gaps.
-        InputError
-            If a row that is not rejected has NaN or infinite probabilities.
+        Missing (all listed) or mistyped columns and NaN on a row not rejected
+        raise ``MissingColumnsError``, ``ColumnTypeError`` and ``InputError``.
         """
         check_is_fitted(self)
         check_frame(X, "TaxonomyMapper")
