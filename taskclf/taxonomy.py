@@ -348,13 +348,6 @@ def default_taxonomy() -> TaxonomyConfig:
     )
 
 
-_SECTIONS: Final = {
-    "display": TaxonomyDisplay,
-    "reject": TaxonomyReject,
-    "advanced": TaxonomyAdvanced,
-}
-
-
 def _fields(value: object, where: str, cls: type) -> dict[str, Any]:
     """*value* as keyword arguments of *cls*, nulls dropped; unknown or missing keys refused."""
     if not isinstance(value, Mapping):
@@ -398,8 +391,8 @@ def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
     fields["buckets"] = [_bucket_from_dict(item, f"buckets[{i}]") for i, item in enumerate(buckets)]
     if isinstance(version := fields.get("version"), int | float) and not isinstance(version, bool):
         fields["version"] = str(version)
-    for key, cls in _SECTIONS.items():
-        if key in fields:
+    for cls in (TaxonomyDisplay, TaxonomyReject, TaxonomyAdvanced):
+        if (key := cls._section) in fields:
             fields[key] = cls(**_fields(fields[key], key, cls))
     return TaxonomyConfig(**fields)
 
