@@ -421,12 +421,8 @@ def _read_yaml(data: bytes, where: str) -> Any:
     """The YAML document in *data*, read safely once aliases (a few hundred bytes can stand
     for billions of values) and deep nesting (it exhausts the stack) are ruled out."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ReaderError(f"{where}: not UTF-8 text ({exc.reason})") from None
-    try:
         depth = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(data, Loader=yaml.SafeLoader):  # pyyaml decodes UTF-8/16
             depth += isinstance(event, yaml.CollectionStartEvent)
             depth -= isinstance(event, yaml.CollectionEndEvent)
             if isinstance(event, yaml.AliasEvent):
@@ -436,11 +432,11 @@ def _read_yaml(data: bytes, where: str) -> Any:
             else:
                 continue
             raise yaml.MarkedYAMLError(problem=problem, problem_mark=event.start_mark)  # type: ignore[arg-type]
-        return yaml.safe_load(text)
+        return yaml.safe_load(data)
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: a 5000-digit number
         mark = getattr(exc, "problem_mark", None)
         place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or _SHORT.repr(str(exc))
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0][:100]
         raise ReaderError(f"{where}: not valid YAML: {place}{problem}") from None
 
 
@@ -460,11 +456,8 @@ def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
     """
     where = f"taxonomy file {os.fspath(path)}"
     data = _read_yaml(read_regular_file(path, MAX_TAXONOMY_BYTES, "taxonomy file"), where)
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise TaxonomyError(f"{where}: the top level must be a mapping of taxonomy keys, got {got}")
     try:
-        return taxonomy_from_dict(data)
+        return taxonomy_from_dict({} if data is None else data)  # an empty file: no buckets
     except TaxonomyError as exc:
         raise TaxonomyError(f"{where}: {exc}") from None
 

@@ -256,13 +256,18 @@ BAD_FILES = [
     (GOOD + GOOD[9:], TaxonomyError, "Duplicate bucket names: 'Coding'"),
     ("version: 1\n", TaxonomyError, "missing required key(s) 'buckets'"),
     (GOOD + "colour_theme: dark\n", TaxonomyError, "unknown key(s) 'colour_theme'"),
-    ("- Build\n- Debug\n", TaxonomyError, "must be a mapping of taxonomy keys, got a list"),
-    ("# nothing\n", TaxonomyError, "must be a mapping of taxonomy keys, got an empty file"),
+    ("- Build\n- Debug\n", TaxonomyError, "taxonomy must be a mapping, got list ['Build', 'De"),
+    ("# nothing\n", TaxonomyError, "taxonomy: missing required key(s) 'buckets'"),
+    ("a: \x00\n", ReaderError, "not valid YAML: unacceptable character #x0000"),
     ("buckets: [\n  - name: {\n", ReaderError, "not valid YAML: line 2, column 3: expected"),
     (GOOD + "advanced:\n  reweight_core_labels: {Build: -1}\n", TaxonomyError, "'Build' must be >"),
     (BILLION_LAUGHS, ReaderError, "not valid YAML: line 2, column 8: aliases (*a) are not allowed"),
     (MERGE_KEY, ReaderError, "not valid YAML: line 3, column 10: aliases (*b) are not allowed"),
-    (GOOD + "version: " + "9" * 5000 + "\n", ReaderError, "not valid YAML: 'Exceeds the limit"),
+    (
+        GOOD + "version: " + "9" * 5000 + "\n",
+        ReaderError,
+        "not valid YAML: Exceeds the limit (4300",
+    ),
     ("buckets: " + "[" * 500 + "]" * 500, ReaderError, "line 1, column 29: nested deeper than 20"),
 ]
 
@@ -282,8 +287,12 @@ def test_only_existing_regular_files_of_bounded_size_are_read(tmp_path):
     (big := tmp_path / "big.yaml").write_text(GOOD + "#" * MAX_TAXONOMY_BYTES, encoding="utf-8")
     size = len(GOOD) + MAX_TAXONOMY_BYTES
     refused(lambda: load_taxonomy(big), ReaderError, f"too large ({size} bytes; at most 1048576)")
-    (binary := tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage\x80")
-    refused(lambda: load_taxonomy(binary), ReaderError, "binary.yaml: not UTF-8")
+    (binary := tmp_path / "binary.yaml").write_bytes(b"buckets: \x80\xff")
+    refused(
+        lambda: load_taxonomy(binary),
+        ReaderError,
+        "binary.yaml: not valid YAML: unacceptable character #x0080: invalid start byte",
+    )
 
 
 # The mapping rules
@@ -527,11 +536,7 @@ def test_mapper_refuses_bad_frames():
         refused(lambda bad=bad: mapper.transform(bad), error, words)
     refused(lambda: mapper.predict(frame.drop(columns="label")), MissingColumnsError, "'label'")
     bad = TaxonomyMapper("taxonomy.yaml")
-    refused(
-        lambda: bad.fit(frame),
-        InvalidParameterError,
-        "TaxonomyConfig (see load_taxonomy) or None, got str",
-    )
+    refused(lambda: bad.fit(frame), InvalidParameterError, "(see load_taxonomy) or None, got str")
     refused(lambda: bad.predict(frame), InvalidParameterError, "must be a TaxonomyConfig")
 
 
@@ -558,11 +563,9 @@ def test_mapper_as_a_scikit_learn_stage():
 @pytest.mark.parametrize("entry", ["pipeline.predict", "pipeline.fit", "run_batch_inference"])
 def test_taxonomy_argument_of_the_wrong_type(entry, value, frame, booster_v1, encoders_v1):
     call = ENTRY_POINTS[entry]
+    words = "TaxonomyConfig", type(value).__name__
     refused(
-        lambda: call(booster_v1, encoders_v1, frame, taxonomy=value),
-        InvalidParameterError,
-        "TaxonomyConfig",
-        type(value).__name__,
+        lambda: call(booster_v1, encoders_v1, frame, taxonomy=value), InvalidParameterError, *words
     )
 
 
@@ -570,10 +573,7 @@ def test_taxonomy_argument_of_the_wrong_type(entry, value, frame, booster_v1, en
     "entry", ["pipeline.transform", "run_batch_inference", "distributed.transform"]
 )
 def test_a_taxonomy_changes_no_core_label(entry, frame, booster_v1, encoders_v1):
-    config, call = (
-        TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug"])]),
-        ENTRY_POINTS[entry],
-    )
+    config, call = Config([Bucket("Coding", ["Build", "Debug"])]), ENTRY_POINTS[entry]
     plain = call(booster_v1, encoders_v1, frame, reject_threshold=0.5)
     mapped = call(booster_v1, encoders_v1, frame, reject_threshold=0.5, taxonomy=config)
     if entry == "run_batch_inference":
