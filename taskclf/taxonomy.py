@@ -409,8 +409,10 @@ def taxonomy_to_dict(config: TaxonomyConfig) -> dict[str, Any]:
     """
     if not isinstance(config, TaxonomyConfig):
         raise TaxonomyError(f"expected a TaxonomyConfig, got {type(config).__name__}")
-    lists = lambda _, __, value: list(value) if isinstance(value, tuple) else value  # noqa: E731
-    data = attrs.asdict(config, value_serializer=lists)
+    data = attrs.asdict(  # tuples as YAML lists
+        config,
+        value_serializer=lambda _, __, value: list(value) if isinstance(value, tuple) else value,
+    )
     keys = ("name", "description", "core_labels", "color")
     buckets = [{key: bucket[key] for key in keys} for bucket in data.pop("buckets")]
     advanced = data.pop("advanced")
