@@ -4,20 +4,15 @@ Row measures look at each bucket alone: accuracy, macro F1 (scikit-learn's
 ``f1_score(average="macro", zero_division=0)`` over the labels present in
 the truth or the prediction) and reject rate (the share of ``Mixed/Unknown``
 predictions). Timeline measures look at runs of equal labels, which never
-cross a timeline boundary (one user's rows in time order, split at gaps
-longer than ``max_gap_seconds``; see docs/contract.md): segmental F1@k
-(:func:`segmental_f1`), edit score (:func:`edit_score`), flap rate
-(:func:`flap_rate`) and block share (the share of predicted runs lasting at
+cross a timeline boundary (see docs/contract.md): segmental F1@k, edit
+score, flap rate and block share (the share of predicted runs lasting at
 least the minimum block duration).
 
-Every measure is computed once, from counts per timeline: buckets per label,
-runs, matched runs, edit distances, ... :func:`timeline_report` turns each
-timeline's counts into its scores; :func:`summarize`, the scorers and
-:func:`evaluate` apply the same rule to counts summed over the timelines
-(of a user, or of all). So segmental F1 pools true and false positives and
-negatives, edit score pools distances and normalizers (a timeline weighs by
-its number of runs), flap rate divides all changes inside timelines by all
-buckets, and block share counts every predicted run once. Empty input
+Every measure is computed from counts per timeline (buckets per label,
+runs, matched runs, edit distances, ...); pooled and per-user figures apply
+the same rule to the summed counts. So segmental F1 pools true and false
+positives and negatives, edit score pools distances and run counts, flap
+rate divides all changes inside timelines by all buckets. Empty input
 scores as perfect: 1.0 for accuracy, macro F1, segmental F1, edit score and
 block share; 0.0 for flap and reject rate. Labels may be any hashable
 values; a missing label is an error.
@@ -55,28 +50,28 @@ from taskclf.core.defaults import (
 )
 from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN, OUTPUT_LABELS
 from taskclf.exceptions import ColumnTypeError, InputError, InvalidParameterError
-from taskclf.stages._base import DURATION, GAP, SECONDS, check_value, integer, real
-from taskclf.stages._timeline import Timelines, find_timelines
+from taskclf.stages._base import DURATION, GAP, SECONDS, check_value, integer, one_of, real
+from taskclf.stages._timeline import find_timelines
 from taskclf.stages.merge import min_buckets_of
 from taskclf.stages.segment import run_starts
 
 DEFAULT_OVERLAPS: tuple[float, ...] = (0.1, 0.25, 0.5)
 """IoU thresholds of the segmental F1 scores :func:`summarize` reports."""
 
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(i / 20 for i in range(21))
+"""Confidence thresholds of the coverage-accuracy curve of :func:`evaluate`."""
+
 Counts = dict[str, np.ndarray]
 """Counts by name, each an array with one row per timeline."""
 
-
-# --------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------
+_OVERLAP = real(0.0, 1.0, open_low=True)
+_ROW_MEASURES = ("accuracy", "macro_f1", "reject_rate")
 
 
 def _one_dimensional(values: object, name: str, where: str) -> np.ndarray:
-    if isinstance(values, pd.DataFrame):
-        raise InputError(f"{where}: {name} must be one-dimensional, got a DataFrame")
+    """``values`` as a 1-d object array."""
     array = np.asarray(values, dtype=object)
-    if array.ndim != 1:
+    if isinstance(values, pd.DataFrame) or array.ndim != 1:
         raise InputError(f"{where}: {name} must be one-dimensional, got shape {array.shape}")
     return array
 
@@ -95,9 +90,8 @@ def _encode(
         )
     true_codes, true_labels = factorize_labels(true, f"{where}: y_true labels")
     pred_codes, pred_labels = factorize_labels(pred, f"{where}: y_pred labels")
-    labels = pd.Index(
-        np.concatenate([true_labels, pred_labels]), dtype=object, tupleize_cols=False
-    ).unique()
+    both = np.concatenate([true_labels, pred_labels])
+    labels = pd.Index(both, dtype=object, tupleize_cols=False).unique()
     pred_index = pd.Index(pred_labels, dtype=object, tupleize_cols=False)
     return true_codes, labels.get_indexer(pred_index)[pred_codes], np.asarray(labels)
 
@@ -111,34 +105,26 @@ def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
     return flags.to_numpy(dtype=bool)
 
 
-def _bounds_of_one(n: int) -> np.ndarray:
-    """Bounds of ``n`` rows forming one timeline (none when ``n`` is 0)."""
-    return np.array([0, n] if n else [0], dtype=np.int64)
-
-
 def _min_buckets(bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
-    """Checked widths: the shortest block in buckets."""
+    """The shortest block in buckets, from checked widths."""
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
-    return min_buckets_of(
-        check_value(min_block_seconds, DURATION, "min_block_seconds", where), width
-    )
-
-
-def _check_overlap(overlap: object) -> float:
-    """Validate an IoU threshold: a real number in (0, 1]."""
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.number)):
-        raise InvalidParameterError(f"overlap must be a number in (0, 1], got {overlap!r}")
-    if not 0.0 < float(overlap) <= 1.0:
-        raise InvalidParameterError(f"overlap must be in (0, 1], got {overlap!r}")
-    return float(overlap)
+    duration = check_value(min_block_seconds, DURATION, "min_block_seconds", where)
+    return min_buckets_of(duration, width)
 
 
 def _overlap_key(overlap: float) -> str:
     return f"segmental_f1@{overlap * 100:g}"
 
 
+def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.ndarray:
+    """``numerator / denominator``, and ``empty`` where the denominator is 0."""
+    top, bottom = np.asarray(numerator, dtype=float), np.asarray(denominator)
+    out = np.full(np.broadcast_shapes(top.shape, bottom.shape), empty)
+    return np.divide(top, bottom, out=out, where=bottom != 0)
+
+
 # --------------------------------------------------------------------------
-# Kernels: counts per timeline
+# Counts per timeline
 # --------------------------------------------------------------------------
 
 
@@ -155,8 +141,7 @@ def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of int64, shape (n_timelines,)
-        Number of positions where the label differs from the previous one
-        of the same timeline.
+        Positions where the label differs from the previous one of the same timeline.
 
     Examples
     --------
@@ -183,31 +168,19 @@ class _Runs:
         timeline = np.searchsorted(bounds, start, side="right") - 1
         return cls(start, end, codes[start], timeline)
 
-    @property
-    def length(self) -> np.ndarray:
-        """Number of buckets of each run."""
-        return self.end - self.start
-
-    def per_timeline(self, n_timelines: int) -> np.ndarray:
-        """Number of runs of each timeline."""
-        return np.bincount(self.timeline, minlength=n_timelines)
-
 
 def _matched_runs(true: _Runs, pred: _Runs, overlaps: Sequence[float], k: int) -> np.ndarray:
     """True runs matched at each overlap, per timeline: shape (k, len(overlaps)).
 
-    Only overlapping pairs of runs are formed (runs partition the same
-    positions, so there are fewer than ``n_true + n_pred``). Each predicted
-    run's best true run is the one of the same label with the highest IoU,
-    the earliest among ties. Taken in time order, a predicted run matches
-    its best true run when the IoU reaches the overlap and that run is still
-    free, so a true run is matched exactly when it is the best run of some
-    predicted run with enough IoU: the matches need no loop.
+    Only overlapping pairs of runs are formed. Each predicted run's best
+    true run is the one of the same label with the highest IoU, the earliest
+    among ties; a true run is matched exactly when it is the best run of
+    some predicted run with enough IoU, so the matches need no loop.
     """
     matched = np.zeros((k, len(overlaps)), dtype=np.int64)
-    if len(pred.start) == 0 or len(overlaps) == 0:
+    if len(pred.start) == 0:
         return matched
-    # True runs overlapping predicted run j: indices lo[j] .. hi[j] - 1.
+    # True runs overlapping predicted run j: indices lo[j] .. lo[j] + count[j] - 1.
     lo = np.searchsorted(true.end, pred.start, side="right")
     count = np.searchsorted(true.start, pred.end, side="left") - lo
     first = np.concatenate(([0], np.cumsum(count)[:-1]))
@@ -228,12 +201,7 @@ def _matched_runs(true: _Runs, pred: _Runs, overlaps: Sequence[float], k: int) -
 
 
 def _levenshtein(a: np.ndarray, b: np.ndarray) -> int:
-    """Edit distance between two integer sequences (unit costs).
-
-    One row of the dynamic programme per element of the shorter sequence,
-    each row vectorized: the insertion chain along a row is a running
-    minimum of ``row[k] - k``.
-    """
+    """Edit distance of two sequences, one vectorized row of the programme per element."""
     if len(a) > len(b):
         a, b = b, a
     index = np.arange(len(b) + 1, dtype=np.int64)
@@ -242,6 +210,7 @@ def _levenshtein(a: np.ndarray, b: np.ndarray) -> int:
     for i, value in enumerate(a.tolist(), start=1):
         step[0] = i
         np.minimum(row[1:] + 1, row[:-1] + (b != value), out=step[1:])
+        # The insertion chain along the row is a running minimum of row[j] - j.
         row = np.minimum.accumulate(step - index) + index
     return int(row[-1])
 
@@ -271,8 +240,7 @@ def _counts(
     """Everything the measures are made of, one row per timeline.
 
     ``true`` and ``pred`` are codes into ``labels``, timelines concatenated
-    in time order. ``edit`` asks for the edit distances, the only costly
-    count. Matched true runs are keyed like the segmental F1 of their overlap.
+    in time order; ``edit`` asks for the edit distances, the costly count.
     """
     k, n_labels = len(bounds) - 1, len(labels)
     buckets = np.diff(bounds)
@@ -281,19 +249,20 @@ def _counts(
     def per_label(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(row + codes, weights, minlength=k * n_labels).reshape(k, n_labels)
 
-    predicted = per_label(pred)
     true_runs, pred_runs = _Runs.of(true, bounds), _Runs.of(pred, bounds)
     counts = {
         "buckets": buckets,
         "true": per_label(true),
-        "pred": predicted,
+        "pred": per_label(pred),
         "hits": per_label(true, true == pred),
-        "rejected": predicted[:, labels == MIXED_UNKNOWN].sum(axis=1),
         "changes": label_changes(pred, bounds),
-        "true_runs": true_runs.per_timeline(k),
-        "pred_runs": pred_runs.per_timeline(k),
-        "long_runs": np.bincount(pred_runs.timeline, pred_runs.length >= min_buckets, k),
+        "true_runs": np.bincount(true_runs.timeline, minlength=k),
+        "pred_runs": np.bincount(pred_runs.timeline, minlength=k),
+        "long_runs": np.bincount(
+            pred_runs.timeline, pred_runs.end - pred_runs.start >= min_buckets, k
+        ),
     }
+    counts["rejected"] = counts["pred"][:, labels == MIXED_UNKNOWN].sum(axis=1)
     matched = _matched_runs(true_runs, pred_runs, overlaps, k)
     for column, overlap in enumerate(overlaps):
         counts[_overlap_key(overlap)] = matched[:, column]
@@ -303,17 +272,9 @@ def _counts(
     return counts
 
 
-def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.ndarray:
-    """``numerator / denominator``, and ``empty`` where the denominator is 0."""
-    top, bottom = np.asarray(numerator, dtype=float), np.asarray(denominator)
-    out = np.full(np.broadcast_shapes(top.shape, bottom.shape), empty)
-    return np.divide(top, bottom, out=out, where=bottom != 0)
-
-
 def _scores(counts: Counts) -> dict[str, np.ndarray]:
     """The measures of each row of ``counts``, keyed as :func:`summarize`'s."""
-    buckets = counts["buckets"]
-    present = counts["true"] + counts["pred"]
+    buckets, present = counts["buckets"], counts["true"] + counts["pred"]
     label_f1 = _ratio(2 * counts["hits"], present, 0.0)
     scores = {
         "accuracy": _ratio(counts["hits"].sum(axis=1), buckets, 1.0),
@@ -321,8 +282,7 @@ def _scores(counts: Counts) -> dict[str, np.ndarray]:
     }
     runs = counts["true_runs"] + counts["pred_runs"]
     for key in counts:
-        if key.startswith("segmental_f1@"):
-            # 2PR / (P + R) with P = tp / pred runs and R = tp / true runs.
+        if key.startswith("segmental_f1@"):  # 2PR / (P + R), P = tp / pred runs, R = tp / true runs
             scores[key] = _ratio(2 * counts[key], runs, 1.0)
     if "edit_distance" in counts:
         scores["edit_score"] = 1.0 - _ratio(counts["edit_distance"], counts["edit_length"], 0.0)
@@ -338,20 +298,28 @@ def _pooled(counts: Counts) -> dict[str, float]:
     return {key: float(value[0]) for key, value in _scores(total).items()}
 
 
+def _sequence_score(
+    key: str, y_true: object, y_pred: object, where: str, n_rows: int | None = None, **params: Any
+) -> float:
+    """One measure of two label sequences taken as one timeline."""
+    true, pred, labels = _encode(y_true, y_pred, n_rows, where)
+    bounds = np.array([0, len(true)] if len(true) else [0], dtype=np.int64)
+    return _pooled(_counts(true, pred, labels, bounds, **params))[key]
+
+
 def _frame_counts(
     X: object,
     y_true: object,
     y_pred: object,
     where: str,
-    *,
     overlaps: Iterable[float] = (),
     edit: bool = False,
     max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS,
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
-) -> tuple[Counts, Timelines]:
-    """Validate the input, find the timelines of ``X`` and count per timeline."""
-    checked = [_check_overlap(overlap) for overlap in overlaps]
+) -> tuple[Counts, Any]:
+    """Check the input, find the timelines of ``X`` and count per timeline."""
+    overlaps = [float(check_value(o, _OVERLAP, "overlap", where)) for o in overlaps]
     min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
     check_value(max_gap_seconds, GAP, "max_gap_seconds", where)
     frame = check_frame(X, where)
@@ -359,21 +327,12 @@ def _frame_counts(
     true, pred, labels = _encode(y_true, y_pred, len(frame), where)
     timelines = find_timelines(frame, max_gap_seconds)
     sort = timelines.to_sorted
-    counts = _counts(sort(true), sort(pred), labels, timelines.bounds, checked, min_buckets, edit)
+    counts = _counts(sort(true), sort(pred), labels, timelines.bounds, overlaps, min_buckets, edit)
     return counts, timelines
 
 
-def _sequence_score(
-    key: str, y_true: object, y_pred: object, where: str, X: object = None, **params: Any
-) -> float:
-    """One measure of two label sequences taken as one timeline."""
-    n_rows = None if X is None else len(X)  # type: ignore[arg-type]
-    true, pred, labels = _encode(y_true, y_pred, n_rows, where)
-    return _pooled(_counts(true, pred, labels, _bounds_of_one(len(true)), **params))[key]
-
-
 # --------------------------------------------------------------------------
-# One sequence
+# One sequence; a frame pooled and per timeline
 # --------------------------------------------------------------------------
 
 
@@ -387,9 +346,7 @@ def flap_rate(labels: Sequence[object]) -> float:
     >>> flap_rate(["Build", "Build", "Debug", "Build"])
     0.5
     """
-    codes, _ = factorize_labels(labels)
-    changes = label_changes(codes, _bounds_of_one(len(codes)))
-    return float(_ratio(changes.sum(), len(codes), 0.0))
+    return _sequence_score("flap_rate", labels, labels, "flap_rate")
 
 
 def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) -> float:
@@ -417,17 +374,15 @@ def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) 
 
     Examples
     --------
-    Over-segmentation: against one true run of 8 A, the predicted runs
-    AAA (IoU 3/8) and B (another label) are false positives, AAAA (IoU
-    4/8) a true positive: P = 1/3, R = 1, F1 = 0.5.
+    Against one true run of 8 A, the predicted runs AAA (IoU 3/8) and B are
+    false positives, AAAA (IoU 4/8) a true positive: P = 1/3, R = 1.
 
     >>> segmental_f1(list("AAAAAAAA"), list("AAABAAAA"), overlap=0.5)
     0.5
     """
-    overlap = _check_overlap(overlap)
-    return _sequence_score(
-        _overlap_key(overlap), y_true, y_pred, "segmental_f1", overlaps=[overlap]
-    )
+    overlap = float(check_value(overlap, _OVERLAP, "overlap", "segmental_f1"))
+    key = _overlap_key(overlap)
+    return _sequence_score(key, y_true, y_pred, "segmental_f1", overlaps=[overlap])
 
 
 def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
@@ -446,11 +401,6 @@ def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     0.75
     """
     return _sequence_score("edit_score", y_true, y_pred, "edit_score", edit=True)
-
-
-# --------------------------------------------------------------------------
-# Pooled over the timelines of a frame, and per timeline
-# --------------------------------------------------------------------------
 
 
 def summarize(
@@ -494,17 +444,8 @@ def summarize(
     >>> scores["accuracy"], scores["segmental_f1@50"], scores["flap_rate"]
     (0.875, 1.0, 0.125)
     """
-    counts, _ = _frame_counts(
-        X,
-        y_true,
-        y_pred,
-        "summarize",
-        overlaps=overlaps,
-        edit=True,
-        max_gap_seconds=max_gap_seconds,
-        min_block_seconds=min_block_seconds,
-        bucket_seconds=bucket_seconds,
-    )
+    widths = (max_gap_seconds, min_block_seconds, bucket_seconds)
+    counts, _ = _frame_counts(X, y_true, y_pred, "summarize", overlaps, True, *widths)
     return _pooled(counts)
 
 
@@ -518,17 +459,14 @@ def timeline_report(
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> pd.DataFrame:
-    """Every measure of every timeline, one row per timeline.
-
-    Each row holds what :func:`summarize` (same parameters) gives for that
-    timeline alone.
+    """Every measure of every timeline: what :func:`summarize` (same parameters) gives for each.
 
     Returns
     -------
     DataFrame
-        Timelines in order (users by first appearance, then time):
-        ``user_id`` (when ``X`` has it), ``start_ts``, ``end_ts`` (UTC; a
-        timeline ends at its last bucket's start plus ``bucket_seconds``),
+        One row per timeline, in order (users by first appearance, then
+        time): ``user_id`` (when ``X`` has it), ``start_ts``, ``end_ts`` (UTC;
+        a timeline ends at its last bucket's start plus ``bucket_seconds``),
         ``bucket_count``, then the keys of :func:`summarize`.
 
     Examples
@@ -541,20 +479,11 @@ def timeline_report(
     0      u1             4         1.000000       0.25
     1      u2             4         0.666667       0.25
     """
-    counts, timelines = _frame_counts(
-        X,
-        y_true,
-        y_pred,
-        "timeline_report",
-        overlaps=overlaps,
-        edit=True,
-        max_gap_seconds=max_gap_seconds,
-        min_block_seconds=min_block_seconds,
-        bucket_seconds=bucket_seconds,
-    )
+    widths = (max_gap_seconds, min_block_seconds, bucket_seconds)
+    counts, timelines = _frame_counts(X, y_true, y_pred, "timeline_report", overlaps, True, *widths)
     first, last = timelines.bounds[:-1], timelines.bounds[1:] - 1
     columns: dict[str, Any] = {}
-    if timelines.user_codes is not None and timelines.users is not None:
+    if timelines.users is not None:
         columns["user_id"] = timelines.users[timelines.user_codes[first]]
     width_ns = np.int64(bucket_seconds) * 1_000_000_000
     columns["start_ts"] = pd.to_datetime(timelines.ts_ns[first], utc=True)
@@ -567,22 +496,14 @@ def timeline_report(
 # Evaluation of a transformed frame, pooled and per user
 # --------------------------------------------------------------------------
 
-DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(i / 20 for i in range(21))
-"""Confidence thresholds of the coverage-accuracy curve of :func:`evaluate`."""
+
+def _kept_at(passed: np.ndarray, n_thresholds: int, weights: np.ndarray | None = None) -> Any:
+    """Rows (or weights) passing more than ``j`` thresholds, for each ``j``."""
+    below = np.cumsum(np.bincount(passed, weights, minlength=n_thresholds + 1))[:-1]
+    return (len(passed) if weights is None else weights.sum()) - below
 
 
-def _group_sums(counts: Counts, groups: np.ndarray, n_groups: int) -> Counts:
-    """Sum the rows of every count by group."""
-    out = {}
-    for key, value in counts.items():
-        out[key] = np.zeros((n_groups, *value.shape[1:]), dtype=value.dtype)
-        np.add.at(out[key], groups, value)
-    return out
-
-
-def _row_counts(
-    groups: np.ndarray,
-    n_groups: int,
+def _row_figures(
     true: np.ndarray,
     proba: np.ndarray,
     confidence: np.ndarray,
@@ -590,89 +511,78 @@ def _row_counts(
     raw: np.ndarray,
     thresholds: np.ndarray,
     n_bins: int,
-) -> Counts:
-    """Sums per group of the row losses, rejections, confidence bins and coverage.
-
-    ``true`` and ``raw`` (the raw labels) are codes in class order.
-    """
-
-    def total(
-        weights: np.ndarray | None, column: np.ndarray | None = None, width: int = 1
-    ) -> np.ndarray:
-        index = groups if column is None else groups * width + column
-        sums = np.bincount(index, weights, minlength=n_groups * width)
-        return sums if column is None else sums.reshape(n_groups, width)
-
-    rows = np.arange(len(true))
+) -> dict[str, Any]:
+    """The probability and rejection figures of some rows (codes in class order)."""
+    n = len(true)
+    rows = np.arange(n)
     error = proba.copy()
     error[rows, true] -= 1.0
-    eps = np.finfo(proba.dtype).eps
+    eps = np.finfo(float).eps
     correct = proba.argmax(axis=1) == true
     in_bin = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
-    # Rows with confidence >= thresholds[j] are kept at threshold j; they are
-    # the rows whose number of thresholds <= confidence exceeds j.
-    passed = np.searchsorted(thresholds, confidence, side="right")
-    width = len(thresholds) + 1
-    kept = np.cumsum(total(None, passed, width)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    kept_correct = np.cumsum(total(correct, passed, width)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    bins = np.bincount(in_bin, minlength=n_bins)
+    bin_confidence = np.bincount(in_bin, confidence, n_bins)
+    bin_correct = np.bincount(in_bin, correct, n_bins)
+    passed = np.searchsorted(thresholds, confidence, side="right")  # thresholds <= confidence
+    kept = _kept_at(passed, len(thresholds))
     return {
-        "rows": total(None),
-        "rejected": total(rejected),
-        "accepted_correct": total(~rejected & (raw == true)),
-        "brier": total(np.einsum("ij,ij->i", error, error)),
-        "log_loss": total(-np.log(np.clip(proba[rows, true], eps, 1 - eps))),
-        "bin_rows": total(None, in_bin, n_bins),
-        "bin_confidence": total(confidence, in_bin, n_bins),
-        "bin_correct": total(correct, in_bin, n_bins),
-        "kept": kept,
-        "kept_correct": kept_correct,
-    }
-
-
-def _label_report(counts: Counts, confusion: np.ndarray) -> dict[str, Any]:
-    """Label measures of one group: :func:`summarize`'s, per class, confusion."""
-    report: dict[str, Any] = {key: float(value[0]) for key, value in _scores(counts).items()}
-    true, pred, hits = counts["true"][0], counts["pred"][0], counts["hits"][0]
-    report["per_class"] = {
-        label: {
-            "precision": float(_ratio(hits[i], pred[i], 0.0)),
-            "recall": float(_ratio(hits[i], true[i], 0.0)),
-            "f1": float(_ratio(2 * hits[i], true[i] + pred[i], 0.0)),
-            "support": int(true[i]),
-        }
-        for i, label in enumerate(OUTPUT_LABELS)
-        if true[i] + pred[i] > 0
-    }
-    report["confusion_matrix"] = {"labels": list(OUTPUT_LABELS), "counts": confusion.tolist()}
-    return report
-
-
-def _group_report(counts: dict[str, Counts], thresholds: np.ndarray) -> dict[str, Any]:
-    """The evaluation of one group from its counts (arrays of one row)."""
-    p = counts["rows"]
-    n, rejected = p["rows"][0], p["rejected"][0]
-    bins = p["bin_rows"][0]
-    calibration_gap = np.abs(p["bin_correct"][0] - p["bin_confidence"][0]).sum()
-    return {
-        "rows": int(n),
-        "brier": float(_ratio(p["brier"][0], n, np.nan)),
-        "log_loss": float(_ratio(p["log_loss"][0], n, np.nan)),
-        "ece": float(_ratio(calibration_gap, n, np.nan)),
+        "rows": n,
+        "brier": float(_ratio(np.einsum("ij,ij->", error, error), n, np.nan)),
+        "log_loss": float(
+            _ratio(-np.log(np.clip(proba[rows, true], eps, 1 - eps)).sum(), n, np.nan)
+        ),
+        "ece": float(_ratio(np.abs(bin_correct - bin_confidence).sum(), n, np.nan)),
         "reliability": {
             "rows": bins.tolist(),
-            "confidence": _ratio(p["bin_confidence"][0], bins, np.nan).tolist(),
-            "accuracy": _ratio(p["bin_correct"][0], bins, np.nan).tolist(),
+            "confidence": _ratio(bin_confidence, bins, np.nan).tolist(),
+            "accuracy": _ratio(bin_correct, bins, np.nan).tolist(),
         },
-        "reject_rate": float(_ratio(rejected, n, np.nan)),
-        "accepted_accuracy": float(_ratio(p["accepted_correct"][0], n - rejected, np.nan)),
+        "reject_rate": float(_ratio(rejected.sum(), n, np.nan)),
+        "accepted_accuracy": float(
+            _ratio((~rejected & (raw == true)).sum(), n - rejected.sum(), np.nan)
+        ),
         "coverage_accuracy": {
             "threshold": thresholds.tolist(),
-            "coverage": _ratio(p["kept"][0], n, np.nan).tolist(),
-            "accuracy": _ratio(p["kept_correct"][0], p["kept"][0], np.nan).tolist(),
+            "coverage": _ratio(kept, n, np.nan).tolist(),
+            "accuracy": _ratio(_kept_at(passed, len(thresholds), correct), kept, np.nan).tolist(),
         },
-        LABEL: _label_report(counts[LABEL], counts[LABEL]["confusion"][0]),
-        RAW_LABEL: _label_report(counts[RAW_LABEL], counts[RAW_LABEL]["confusion"][0]),
     }
+
+
+def _label_figures(counts: Counts, true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """The measures of :func:`summarize`, per class and the confusion of some rows."""
+    figures: dict[str, Any] = {key: float(value[0]) for key, value in _scores(counts).items()}
+    n_labels = len(OUTPUT_LABELS)
+    confusion = np.bincount(true * n_labels + pred, minlength=n_labels**2)
+    confusion = confusion.reshape(n_labels, n_labels)
+    hits, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    figures["per_class"] = {
+        label: {
+            "precision": float(_ratio(hits[i], predicted[i], 0.0)),
+            "recall": float(_ratio(hits[i], support[i], 0.0)),
+            "f1": float(_ratio(2 * hits[i], support[i] + predicted[i], 0.0)),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(OUTPUT_LABELS)
+        if support[i] + predicted[i] > 0
+    }
+    figures["confusion_matrix"] = {"labels": list(OUTPUT_LABELS), "counts": confusion.tolist()}
+    return figures
+
+
+def _true_codes(y_true: object, n_rows: int, where: str) -> np.ndarray:
+    """Codes of the true core labels in class order, refusing anything else."""
+    labels = pd.Series(_one_dimensional(y_true, "y_true", where), dtype=object)
+    if len(labels) != n_rows:
+        raise InputError(f"{where}: y_true has {len(labels)} labels but the frame {n_rows} rows")
+    codes = label_codes(labels, "y_true")
+    unknown = np.flatnonzero(codes == len(CLASS_ORDER))
+    if len(unknown):
+        raise InputError(
+            f"{where}: y_true holds {MIXED_UNKNOWN!r} at row {int(unknown[0])}; "
+            f"true labels are core labels"
+        )
+    return codes.astype(np.int64)
 
 
 def evaluate(
@@ -742,7 +652,7 @@ def evaluate(
     require_columns(frame, columns, where)
     min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
     n_bins = check_value(n_bins, integer(1, 10_000), "n_bins", where)
-    grid = [check_value(t, real(0.0, 1.0), "thresholds", where) for t in thresholds]
+    grid = np.sort([check_value(t, real(0.0, 1.0), "thresholds", where) for t in thresholds])
     true = _true_codes(y_true, len(frame), where)
     proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=float)
     confidence = frame[CONFIDENCE].to_numpy(dtype=float)
@@ -751,63 +661,33 @@ def evaluate(
     predicted = {column: label_codes(frame[column], column) for column in (LABEL, RAW_LABEL)}
 
     timelines = find_timelines(frame, max_gap_seconds)
-    sort = timelines.to_sorted
-    n_users = 1 if timelines.users is None else len(timelines.users)
-    user = np.zeros(len(frame), np.int64) if timelines.user_codes is None else timelines.user_codes
-    true, raw = sort(true), sort(predicted[RAW_LABEL])
-    grid_array = np.sort(np.asarray(grid, dtype=float))
-    counts = {
-        "rows": _row_counts(
-            user,
-            n_users,
-            true,
-            sort(proba),
-            sort(confidence),
-            sort(rejected),
-            raw,
-            grid_array,
-            n_bins,
-        )
-    }
+    sort, bounds = timelines.to_sorted, timelines.bounds
+    true, proba, confidence, rejected = sort(true), sort(proba), sort(confidence), sort(rejected)
+    predicted = {column: sort(codes).astype(np.int64) for column, codes in predicted.items()}
     labels = np.asarray(OUTPUT_LABELS, dtype=object)
-    n_labels = len(labels)
-    for column, codes in predicted.items():
-        pred = sort(codes)
-        per_timeline = _counts(
-            true, pred, labels, timelines.bounds, DEFAULT_OVERLAPS, min_buckets, edit=True
-        )
-        counts[column] = _group_sums(per_timeline, user[timelines.bounds[:-1]], n_users)
-        pairs = (user * n_labels + true) * n_labels + pred
-        confusion = np.bincount(pairs, minlength=n_users * n_labels * n_labels)
-        counts[column]["confusion"] = confusion.reshape(n_users, n_labels, n_labels)
+    counts = {
+        column: _counts(true, pred, labels, bounds, DEFAULT_OVERLAPS, min_buckets, edit=True)
+        for column, pred in predicted.items()
+    }
+    user = np.zeros(len(frame), np.int64) if timelines.user_codes is None else timelines.user_codes
 
-    def group(index: slice) -> dict[str, Any]:
-        summed = {
-            part: {key: value[index].sum(axis=0, keepdims=True) for key, value in sums.items()}
-            for part, sums in counts.items()
-        }
-        return _group_report(summed, grid_array)
+    def group(u: int | None) -> dict[str, Any]:
+        rows = slice(None) if u is None else user == u
+        owned = slice(None) if u is None else user[bounds[:-1]] == u
+        raw = predicted[RAW_LABEL][rows]
+        figures = _row_figures(
+            true[rows], proba[rows], confidence[rows], rejected[rows], raw, grid, n_bins
+        )
+        for column, pred in predicted.items():
+            summed = {
+                key: value[owned].sum(axis=0, keepdims=True)
+                for key, value in counts[column].items()
+            }
+            figures[column] = _label_figures(summed, true[rows], pred[rows])
+        return figures
 
     users = [] if timelines.users is None else timelines.users.tolist()
-    return {
-        "pooled": group(slice(None)),
-        "per_user": {name: group(slice(u, u + 1)) for u, name in enumerate(users)},
-    }
-
-
-def _true_codes(y_true: object, n_rows: int, where: str) -> np.ndarray:
-    """Codes of the true core labels in class order, refusing anything else."""
-    labels = pd.Series(_one_dimensional(y_true, "y_true", where), dtype=object)
-    if len(labels) != n_rows:
-        raise InputError(f"{where}: y_true has {len(labels)} labels but the frame {n_rows} rows")
-    codes = label_codes(labels, "y_true")
-    unknown = np.flatnonzero(codes == len(CLASS_ORDER))
-    if len(unknown):
-        raise InputError(
-            f"{where}: y_true holds {MIXED_UNKNOWN!r} at row {int(unknown[0])}; "
-            f"true labels are core labels"
-        )
-    return codes
+    return {"pooled": group(None), "per_user": {name: group(u) for u, name in enumerate(users)}}
 
 
 # --------------------------------------------------------------------------
@@ -834,13 +714,6 @@ _NO_ROWS = pd.DataFrame(
 )
 
 
-def _rejected_share(X: object, y_true: object, y_pred: object, where: str) -> float:
-    """Mean of the boolean ``is_rejected`` column of ``X``."""
-    flags = _rejected_flags(check_frame(X, where), where)
-    _encode(y_true, y_pred, len(flags), where)
-    return float(_ratio(flags.sum(), len(flags), 0.0))
-
-
 def _measure(
     name: str,
     y_true: object,
@@ -851,24 +724,20 @@ def _measure(
     source: str = "label",
     **params: Any,
 ) -> float:
-    """The measure of scorer ``name`` (unsigned), pooled over the timelines of ``X``.
-
-    Row measures (accuracy, macro F1, reject rate) only check ``X``'s length.
-    """
+    """The measure of scorer ``name`` (unsigned); row measures only check ``X``'s length."""
     where = f"scorer {name!r}"
     key = _overlap_key(overlap) if name.startswith("segmental_f1") else name.removeprefix("neg_")
+    check_value(source, one_of("label", "is_rejected"), "source", where)
     if y_true is None and key in ("flap_rate", "reject_rate", "block_share"):
         y_true = y_pred  # measures of the prediction alone
-    if source not in ("label", "is_rejected"):
-        raise InvalidParameterError(f"source must be 'label' or 'is_rejected', got {source!r}")
     if source == "is_rejected":
-        return _rejected_share(X, y_true, y_pred, where)
-    if key in ("accuracy", "macro_f1", "reject_rate"):
-        return _sequence_score(key, y_true, y_pred, where, X)
+        flags = _rejected_flags(check_frame(X, where), where)
+        _encode(y_true, y_pred, len(flags), where)
+        return float(_ratio(flags.sum(), len(flags), 0.0))
+    if key in _ROW_MEASURES:
+        return _sequence_score(key, y_true, y_pred, where, None if X is None else len(X))  # type: ignore[arg-type]
     overlaps = [overlap] if key.startswith("segmental_f1") else []
-    counts, _ = _frame_counts(
-        X, y_true, y_pred, where, overlaps=overlaps, edit=key == "edit_score", **params
-    )
+    counts, _ = _frame_counts(X, y_true, y_pred, where, overlaps, key == "edit_score", **params)
     return _pooled(counts)[key]
 
 
