@@ -1,21 +1,13 @@
 """Quality measures of predicted labels, per timeline, per user and pooled.
 
-Row measures look at each bucket alone: accuracy, macro F1 (scikit-learn's
-``f1_score(average="macro", zero_division=0)`` over the labels present in
-the truth or the prediction) and reject rate (the share of ``Mixed/Unknown``
-predictions). Timeline measures look at runs of equal labels, which never
-cross a timeline boundary (see docs/contract.md): segmental F1@k, edit
-score, flap rate and block share (the share of predicted runs lasting at
-least the minimum block duration).
-
-Every measure is computed from counts per timeline (buckets per label,
-runs, matched runs, edit distances, ...); pooled and per-user figures apply
-the same rule to the summed counts. So segmental F1 pools true and false
-positives and negatives, edit score pools distances and run counts, flap
-rate divides all changes inside timelines by all buckets. Empty input
-scores as perfect: 1.0 for accuracy, macro F1, segmental F1, edit score and
-block share; 0.0 for flap and reject rate. Labels may be any hashable
-values; a missing label is an error.
+Row measures: accuracy, macro F1 (scikit-learn's ``f1_score(average="macro",
+zero_division=0)`` over the labels present) and reject rate (the share of
+``Mixed/Unknown``). Timeline measures read runs of equal labels, which never
+cross a timeline (see docs/contract.md): segmental F1@k, edit score, flap rate
+and block share (the share of predicted runs of at least the minimum block
+duration). Each is computed from counts per timeline; pooled and per-user
+figures apply the same rule to summed counts. Empty input scores 1.0, but 0.0
+for the flap and reject rates. Labels may be any hashable values, never missing.
 """
 
 from __future__ import annotations
@@ -23,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import attrs
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
@@ -36,6 +27,7 @@ from taskclf._columns import (
     PROBA_COLUMNS,
     RAW_LABEL,
 )
+from taskclf._folds import check_labels
 from taskclf._frame import (
     check_finite_columns,
     check_frame,
@@ -48,7 +40,7 @@ from taskclf.core.defaults import (
     DEFAULT_IDLE_GAP_SECONDS,
     MIN_BLOCK_DURATION_SECONDS,
 )
-from taskclf.core.types import CLASS_ORDER, MIXED_UNKNOWN, OUTPUT_LABELS
+from taskclf.core.types import MIXED_UNKNOWN, OUTPUT_LABELS
 from taskclf.exceptions import ColumnTypeError, InputError, InvalidParameterError
 from taskclf.stages._base import DURATION, GAP, SECONDS, check_value, integer, one_of, real
 from taskclf.stages._timeline import find_timelines
@@ -65,35 +57,24 @@ Counts = dict[str, np.ndarray]
 """Counts by name, each an array with one row per timeline."""
 
 _OVERLAP = real(0.0, 1.0, open_low=True)
-_ROW_MEASURES = ("accuracy", "macro_f1", "reject_rate")
-
-
-def _one_dimensional(values: object, name: str, where: str) -> np.ndarray:
-    """``values`` as a 1-d object array."""
-    array = np.asarray(values, dtype=object)
-    if isinstance(values, pd.DataFrame) or array.ndim != 1:
-        raise InputError(f"{where}: {name} must be one-dimensional, got shape {array.shape}")
-    return array
 
 
 def _encode(
     y_true: object, y_pred: object, n_rows: int | None, where: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codes of ``y_true`` and ``y_pred`` into the distinct labels of both."""
-    true = _one_dimensional(y_true, "y_true", where)
-    pred = _one_dimensional(y_pred, "y_pred", where)
+    """Codes of ``y_true`` and ``y_pred`` into the distinct labels of both, and those."""
+    true, pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    if isinstance(y_true, pd.DataFrame) or true.ndim != 1 or pred.ndim != 1:
+        raise InputError(f"{where}: y_true and y_pred must be one-dimensional")
     if len(true) != len(pred):
         raise InputError(f"{where}: y_true has {len(true)} labels but y_pred has {len(pred)}")
     if n_rows is not None and n_rows != len(true):
-        raise InputError(
-            f"{where}: X has {n_rows} rows but y_true and y_pred have {len(true)} labels"
-        )
+        raise InputError(f"{where}: X has {n_rows} rows but y_true and y_pred have {len(true)}")
     true_codes, true_labels = factorize_labels(true, f"{where}: y_true labels")
     pred_codes, pred_labels = factorize_labels(pred, f"{where}: y_pred labels")
-    both = np.concatenate([true_labels, pred_labels])
-    labels = pd.Index(both, dtype=object, tupleize_cols=False).unique()
-    pred_index = pd.Index(pred_labels, dtype=object, tupleize_cols=False)
-    return true_codes, labels.get_indexer(pred_index)[pred_codes], np.asarray(labels)
+    index = pd.Index(np.concatenate([true_labels, pred_labels]), dtype=object).unique()
+    pred_codes = index.get_indexer(pd.Index(pred_labels, dtype=object))[pred_codes]
+    return true_codes, pred_codes, np.asarray(index)
 
 
 def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
@@ -108,12 +89,9 @@ def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
 def _min_buckets(bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
     """The shortest block in buckets, from checked widths."""
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
-    duration = check_value(min_block_seconds, DURATION, "min_block_seconds", where)
-    return min_buckets_of(duration, width)
-
-
-def _overlap_key(overlap: float) -> str:
-    return f"segmental_f1@{overlap * 100:g}"
+    return min_buckets_of(
+        check_value(min_block_seconds, DURATION, "min_block_seconds", where), width
+    )
 
 
 def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.ndarray:
@@ -121,11 +99,6 @@ def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.nda
     top, bottom = np.asarray(numerator, dtype=float), np.asarray(denominator)
     out = np.full(np.broadcast_shapes(top.shape, bottom.shape), empty)
     return np.divide(top, bottom, out=out, where=bottom != 0)
-
-
-# --------------------------------------------------------------------------
-# Counts per timeline
-# --------------------------------------------------------------------------
 
 
 def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -141,7 +114,6 @@ def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of int64, shape (n_timelines,)
-        Positions where the label differs from the previous one of the same timeline.
 
     Examples
     --------
@@ -152,79 +124,61 @@ def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.diff(np.searchsorted(starts, bounds)).astype(np.int64) - 1
 
 
-@attrs.frozen(eq=False)
-class _Runs:
-    """Runs of equal labels on concatenated timelines (half-open intervals)."""
-
-    start: np.ndarray
-    end: np.ndarray
-    label: np.ndarray
-    timeline: np.ndarray
-
-    @classmethod
-    def of(cls, codes: np.ndarray, bounds: np.ndarray) -> _Runs:
-        start = run_starts(codes, bounds)
-        end = np.append(start[1:], len(codes))[: len(start)]
-        timeline = np.searchsorted(bounds, start, side="right") - 1
-        return cls(start, end, codes[start], timeline)
+def _runs(codes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Start, end (exclusive), label and timeline of each run of equal codes."""
+    start = run_starts(codes, bounds)
+    end = np.append(start[1:], len(codes))[: len(start)]
+    return start, end, codes[start], np.searchsorted(bounds, start, side="right") - 1
 
 
-def _matched_runs(true: _Runs, pred: _Runs, overlaps: Sequence[float], k: int) -> np.ndarray:
+def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -> np.ndarray:
     """True runs matched at each overlap, per timeline: shape (k, len(overlaps)).
 
-    Only overlapping pairs of runs are formed. Each predicted run's best
-    true run is the one of the same label with the highest IoU, the earliest
-    among ties; a true run is matched exactly when it is the best run of
-    some predicted run with enough IoU, so the matches need no loop.
+    A predicted run's best true run has its label and the highest IoU (the
+    earliest on ties); a true run is matched exactly when it is the best run
+    of a predicted run with enough IoU, so only overlapping pairs are formed.
     """
+    (t_start, t_end, t_label, t_line), (p_start, p_end, p_label, _) = true, pred
     matched = np.zeros((k, len(overlaps)), dtype=np.int64)
-    if len(pred.start) == 0:
+    if len(p_start) == 0:
         return matched
-    # True runs overlapping predicted run j: indices lo[j] .. lo[j] + count[j] - 1.
-    lo = np.searchsorted(true.end, pred.start, side="right")
-    count = np.searchsorted(true.start, pred.end, side="left") - lo
+    lo = np.searchsorted(t_end, p_start, side="right")  # first true run overlapping
+    count = np.searchsorted(t_start, p_end, side="left") - lo
     first = np.concatenate(([0], np.cumsum(count)[:-1]))
-    pair_pred = np.repeat(np.arange(len(pred.start)), count)
+    pair_pred = np.repeat(np.arange(len(p_start)), count)
     pair_true = np.arange(int(count.sum())) - np.repeat(first - lo, count)
-    p_start, p_end = pred.start[pair_pred], pred.end[pair_pred]
-    t_start, t_end = true.start[pair_true], true.end[pair_true]
-    intersection = np.minimum(p_end, t_end) - np.maximum(p_start, t_start)
-    union = np.maximum(p_end, t_end) - np.minimum(p_start, t_start)
-    iou = np.where(pred.label[pair_pred] == true.label[pair_true], intersection / union, 0.0)
+    ps, pe, ts, te = p_start[pair_pred], p_end[pair_pred], t_start[pair_true], t_end[pair_true]
+    iou = (np.minimum(pe, te) - np.maximum(ps, ts)) / (np.maximum(pe, te) - np.minimum(ps, ts))
+    iou = np.where(p_label[pair_pred] == t_label[pair_true], iou, 0.0)
     best_iou = np.maximum.reduceat(iou, first)
-    candidates = np.where(iou == best_iou[pair_pred], pair_true, len(true.start))
+    candidates = np.where(iou == best_iou[pair_pred], pair_true, len(t_start))
     best_true = np.minimum.reduceat(candidates, first)
     for column, overlap in enumerate(overlaps):
         hits = np.unique(best_true[best_iou >= overlap])
-        matched[:, column] = np.bincount(true.timeline[hits], minlength=k)
+        matched[:, column] = np.bincount(t_line[hits], minlength=k)
     return matched
 
 
 def _levenshtein(a: np.ndarray, b: np.ndarray) -> int:
     """Edit distance of two sequences, one vectorized row of the programme per element."""
-    if len(a) > len(b):
-        a, b = b, a
+    a, b = (a, b) if len(a) <= len(b) else (b, a)
     index = np.arange(len(b) + 1, dtype=np.int64)
-    row = index.copy()
-    step = np.empty_like(row)
+    row, step = index.copy(), np.empty_like(index)
     for i, value in enumerate(a.tolist(), start=1):
         step[0] = i
         np.minimum(row[1:] + 1, row[:-1] + (b != value), out=step[1:])
-        # The insertion chain along the row is a running minimum of row[j] - j.
-        row = np.minimum.accumulate(step - index) + index
+        row = np.minimum.accumulate(step - index) + index  # the chain of insertions
     return int(row[-1])
 
 
-def _edit_distances(true: _Runs, pred: _Runs, k: int) -> np.ndarray:
+def _edit_distances(true: tuple, pred: tuple, k: int) -> np.ndarray:
     """Edit distance between the run label sequences of each timeline."""
-    true_at = np.searchsorted(true.timeline, np.arange(k + 1))
-    pred_at = np.searchsorted(pred.timeline, np.arange(k + 1))
+    true_at = np.searchsorted(true[3], np.arange(k + 1))
+    pred_at = np.searchsorted(pred[3], np.arange(k + 1))
     distance = np.zeros(k, dtype=np.int64)
     for t in range(k):
-        a = true.label[true_at[t] : true_at[t + 1]]
-        b = pred.label[pred_at[t] : pred_at[t + 1]]
-        if not np.array_equal(a, b):
-            distance[t] = _levenshtein(a, b)
+        a, b = true[2][true_at[t] : true_at[t + 1]], pred[2][pred_at[t] : pred_at[t + 1]]
+        distance[t] = 0 if np.array_equal(a, b) else _levenshtein(a, b)
     return distance
 
 
@@ -237,35 +191,32 @@ def _counts(
     min_buckets: int = 1,
     edit: bool = False,
 ) -> Counts:
-    """Everything the measures are made of, one row per timeline.
+    """What the measures are made of, per timeline, from codes into ``labels`` in time order.
 
-    ``true`` and ``pred`` are codes into ``labels``, timelines concatenated
-    in time order; ``edit`` asks for the edit distances, the costly count.
+    ``edit`` asks for the edit distances, the costly count.
     """
     k, n_labels = len(bounds) - 1, len(labels)
-    buckets = np.diff(bounds)
-    row = np.repeat(np.arange(k), buckets) * n_labels
+    row = np.repeat(np.arange(k), np.diff(bounds)) * n_labels
 
     def per_label(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(row + codes, weights, minlength=k * n_labels).reshape(k, n_labels)
 
-    true_runs, pred_runs = _Runs.of(true, bounds), _Runs.of(pred, bounds)
+    true_runs, pred_runs = _runs(true, bounds), _runs(pred, bounds)
+    long_runs = pred_runs[1] - pred_runs[0] >= min_buckets
     counts = {
-        "buckets": buckets,
+        "buckets": np.diff(bounds),
         "true": per_label(true),
         "pred": per_label(pred),
         "hits": per_label(true, true == pred),
+        "rejected": per_label(pred)[:, labels == MIXED_UNKNOWN].sum(axis=1),
         "changes": label_changes(pred, bounds),
-        "true_runs": np.bincount(true_runs.timeline, minlength=k),
-        "pred_runs": np.bincount(pred_runs.timeline, minlength=k),
-        "long_runs": np.bincount(
-            pred_runs.timeline, pred_runs.end - pred_runs.start >= min_buckets, k
-        ),
+        "true_runs": np.bincount(true_runs[3], minlength=k),
+        "pred_runs": np.bincount(pred_runs[3], minlength=k),
+        "long_runs": np.bincount(pred_runs[3], long_runs, minlength=k),
     }
-    counts["rejected"] = counts["pred"][:, labels == MIXED_UNKNOWN].sum(axis=1)
     matched = _matched_runs(true_runs, pred_runs, overlaps, k)
     for column, overlap in enumerate(overlaps):
-        counts[_overlap_key(overlap)] = matched[:, column]
+        counts[f"segmental_f1@{overlap * 100:g}"] = matched[:, column]
     if edit:
         counts["edit_distance"] = _edit_distances(true_runs, pred_runs, k)
         counts["edit_length"] = np.maximum(counts["true_runs"], counts["pred_runs"])
@@ -282,7 +233,7 @@ def _scores(counts: Counts) -> dict[str, np.ndarray]:
     }
     runs = counts["true_runs"] + counts["pred_runs"]
     for key in counts:
-        if key.startswith("segmental_f1@"):  # 2PR / (P + R), P = tp / pred runs, R = tp / true runs
+        if key.startswith("segmental_f1@"):  # 2PR / (P + R) = 2 tp / (pred runs + true runs)
             scores[key] = _ratio(2 * counts[key], runs, 1.0)
     if "edit_distance" in counts:
         scores["edit_score"] = 1.0 - _ratio(counts["edit_distance"], counts["edit_length"], 0.0)
@@ -298,11 +249,9 @@ def _pooled(counts: Counts) -> dict[str, float]:
     return {key: float(value[0]) for key, value in _scores(total).items()}
 
 
-def _sequence_score(
-    key: str, y_true: object, y_pred: object, where: str, n_rows: int | None = None, **params: Any
-) -> float:
-    """One measure of two label sequences taken as one timeline."""
-    true, pred, labels = _encode(y_true, y_pred, n_rows, where)
+def _sequence_score(key: str, y_true: object, y_pred: object, where: str, **params: Any) -> float:
+    """One measure of two label sequences taken as one timeline (``n_rows`` checked)."""
+    true, pred, labels = _encode(y_true, y_pred, params.pop("n_rows", None), where)
     bounds = np.array([0, len(true)] if len(true) else [0], dtype=np.int64)
     return _pooled(_counts(true, pred, labels, bounds, **params))[key]
 
@@ -318,7 +267,7 @@ def _frame_counts(
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> tuple[Counts, Any]:
-    """Check the input, find the timelines of ``X`` and count per timeline."""
+    """Check the input, find the timelines of ``X``, count per timeline; and the timelines."""
     overlaps = [float(check_value(o, _OVERLAP, "overlap", where)) for o in overlaps]
     min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
     check_value(max_gap_seconds, GAP, "max_gap_seconds", where)
@@ -331,15 +280,8 @@ def _frame_counts(
     return counts, timelines
 
 
-# --------------------------------------------------------------------------
-# One sequence; a frame pooled and per timeline
-# --------------------------------------------------------------------------
-
-
 def flap_rate(labels: Sequence[object]) -> float:
-    """Label changes divided by the number of buckets, of one sequence.
-
-    Not divided by the number of transitions; 0.0 for one bucket or none.
+    """Label changes divided by the number of buckets (0.0 for none) of one sequence.
 
     Examples
     --------
@@ -352,13 +294,11 @@ def flap_rate(labels: Sequence[object]) -> float:
 def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) -> float:
     """Segmental F1@k of one timeline.
 
-    Both sequences are split into runs of equal labels. Taking the
-    predicted runs in time order, each is compared with every true run of
-    the same label by intersection over union (IoU, in buckets); it is a
-    true positive when its best true run (highest IoU, the earlier on ties)
-    reaches ``overlap`` and has not been matched yet, which then counts as
-    matched; otherwise it is a false positive. True runs left unmatched
-    are false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
+    Taking the predicted runs of equal labels in time order, each is a true
+    positive when its best true run (same label, highest intersection over
+    union in buckets, the earlier on ties) reaches ``overlap`` and is not
+    matched yet (it then is); else a false positive. Unmatched true runs are
+    false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
 
     Parameters
     ----------
@@ -374,30 +314,27 @@ def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) 
 
     Examples
     --------
-    Against one true run of 8 A, the predicted runs AAA (IoU 3/8) and B are
-    false positives, AAAA (IoU 4/8) a true positive: P = 1/3, R = 1.
+    Against AAAAAAAA, AAA (IoU 3/8) and B are false positives, AAAA (4/8) a
+    true positive: P = 1/3, R = 1.
 
     >>> segmental_f1(list("AAAAAAAA"), list("AAABAAAA"), overlap=0.5)
     0.5
     """
     overlap = float(check_value(overlap, _OVERLAP, "overlap", "segmental_f1"))
-    key = _overlap_key(overlap)
+    key = f"segmental_f1@{overlap * 100:g}"
     return _sequence_score(key, y_true, y_pred, "segmental_f1", overlaps=[overlap])
 
 
 def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Segmental edit score of one timeline, on a 0..1 scale.
+    """Segmental edit score of one timeline: ``1 - d / max(m, n)`` (1.0 when empty).
 
-    ``1 - d / max(m, n)``, where ``d`` is the Levenshtein distance (unit
-    cost insertions, deletions and substitutions) between the label
-    sequences of the ``m`` true and the ``n`` predicted runs: the order of
-    activities counts, not how long each lasts. 1.0 for empty sequences.
+    ``d`` is the Levenshtein distance between the label sequences of the
+    ``m`` true and ``n`` predicted runs: the order of activities counts, not
+    their durations.
 
     Examples
     --------
-    Runs A|B|A against A|B|C|A: one insertion over four runs.
-
-    >>> edit_score(list("AABBAA"), list("AABCAA"))
+    >>> edit_score(list("AABBAA"), list("AABCAA"))  # A|B|A, A|B|C|A: 1 insertion / 4
     0.75
     """
     return _sequence_score("edit_score", y_true, y_pred, "edit_score", edit=True)
@@ -433,9 +370,8 @@ def summarize(
     Returns
     -------
     dict of str to float
-        ``accuracy``, ``macro_f1``, ``segmental_f1@<100 * overlap>`` for
-        each overlap, ``edit_score``, ``flap_rate``, ``reject_rate`` and
-        ``block_share``.
+        ``accuracy``, ``macro_f1``, ``segmental_f1@<100 * overlap>`` for each
+        overlap, ``edit_score``, ``flap_rate``, ``reject_rate``, ``block_share``.
 
     Examples
     --------
@@ -445,8 +381,7 @@ def summarize(
     (0.875, 1.0, 0.125)
     """
     widths = (max_gap_seconds, min_block_seconds, bucket_seconds)
-    counts, _ = _frame_counts(X, y_true, y_pred, "summarize", overlaps, True, *widths)
-    return _pooled(counts)
+    return _pooled(_frame_counts(X, y_true, y_pred, "summarize", overlaps, True, *widths)[0])
 
 
 def timeline_report(
@@ -459,15 +394,15 @@ def timeline_report(
     min_block_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> pd.DataFrame:
-    """Every measure of every timeline: what :func:`summarize` (same parameters) gives for each.
+    """What :func:`summarize` (same parameters) gives for each timeline alone.
 
     Returns
     -------
     DataFrame
-        One row per timeline, in order (users by first appearance, then
-        time): ``user_id`` (when ``X`` has it), ``start_ts``, ``end_ts`` (UTC;
-        a timeline ends at its last bucket's start plus ``bucket_seconds``),
-        ``bucket_count``, then the keys of :func:`summarize`.
+        A row per timeline (users by first appearance, then time):
+        ``user_id`` (when ``X`` has it), ``start_ts``, ``end_ts`` (UTC, the
+        last bucket's start plus ``bucket_seconds``), ``bucket_count``, then
+        the keys of :func:`summarize`.
 
     Examples
     --------
@@ -481,26 +416,14 @@ def timeline_report(
     """
     widths = (max_gap_seconds, min_block_seconds, bucket_seconds)
     counts, timelines = _frame_counts(X, y_true, y_pred, "timeline_report", overlaps, True, *widths)
-    first, last = timelines.bounds[:-1], timelines.bounds[1:] - 1
+    first, ts = timelines.bounds[:-1], timelines.ts_ns
     columns: dict[str, Any] = {}
     if timelines.users is not None:
         columns["user_id"] = timelines.users[timelines.user_codes[first]]
-    width_ns = np.int64(bucket_seconds) * 1_000_000_000
-    columns["start_ts"] = pd.to_datetime(timelines.ts_ns[first], utc=True)
-    columns["end_ts"] = pd.to_datetime(timelines.ts_ns[last] + width_ns, utc=True)
-    columns["bucket_count"] = counts["buckets"]
-    return pd.DataFrame({**columns, **_scores(counts)})
-
-
-# --------------------------------------------------------------------------
-# Evaluation of a transformed frame, pooled and per user
-# --------------------------------------------------------------------------
-
-
-def _kept_at(passed: np.ndarray, n_thresholds: int, weights: np.ndarray | None = None) -> Any:
-    """Rows (or weights) passing more than ``j`` thresholds, for each ``j``."""
-    below = np.cumsum(np.bincount(passed, weights, minlength=n_thresholds + 1))[:-1]
-    return (len(passed) if weights is None else weights.sum()) - below
+    columns["start_ts"] = pd.to_datetime(ts[first], utc=True)
+    end = ts[timelines.bounds[1:] - 1] + np.int64(bucket_seconds) * 1_000_000_000
+    columns["end_ts"] = pd.to_datetime(end, utc=True)
+    return pd.DataFrame({**columns, "bucket_count": counts["buckets"], **_scores(counts)})
 
 
 def _row_figures(
@@ -513,8 +436,7 @@ def _row_figures(
     n_bins: int,
 ) -> dict[str, Any]:
     """The probability and rejection figures of some rows (codes in class order)."""
-    n = len(true)
-    rows = np.arange(n)
+    n, rows = len(true), np.arange(len(true))
     error = proba.copy()
     error[rows, true] -= 1.0
     eps = np.finfo(float).eps
@@ -523,8 +445,7 @@ def _row_figures(
     bins = np.bincount(in_bin, minlength=n_bins)
     bin_confidence = np.bincount(in_bin, confidence, n_bins)
     bin_correct = np.bincount(in_bin, correct, n_bins)
-    passed = np.searchsorted(thresholds, confidence, side="right")  # thresholds <= confidence
-    kept = _kept_at(passed, len(thresholds))
+    kept = confidence[:, None] >= thresholds
     return {
         "rows": n,
         "brier": float(_ratio(np.einsum("ij,ij->", error, error), n, np.nan)),
@@ -543,20 +464,21 @@ def _row_figures(
         ),
         "coverage_accuracy": {
             "threshold": thresholds.tolist(),
-            "coverage": _ratio(kept, n, np.nan).tolist(),
-            "accuracy": _ratio(_kept_at(passed, len(thresholds), correct), kept, np.nan).tolist(),
+            "coverage": _ratio(kept.sum(axis=0), n, np.nan).tolist(),
+            "accuracy": _ratio(
+                (kept & correct[:, None]).sum(axis=0), kept.sum(axis=0), np.nan
+            ).tolist(),
         },
     }
 
 
-def _label_figures(counts: Counts, true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """The measures of :func:`summarize`, per class and the confusion of some rows."""
-    figures: dict[str, Any] = {key: float(value[0]) for key, value in _scores(counts).items()}
+def _label_figures(scores: dict[str, float], true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """``scores``, and the per-class figures and confusion matrix of some rows."""
     n_labels = len(OUTPUT_LABELS)
     confusion = np.bincount(true * n_labels + pred, minlength=n_labels**2)
     confusion = confusion.reshape(n_labels, n_labels)
     hits, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
-    figures["per_class"] = {
+    per_class = {
         label: {
             "precision": float(_ratio(hits[i], predicted[i], 0.0)),
             "recall": float(_ratio(hits[i], support[i], 0.0)),
@@ -566,23 +488,8 @@ def _label_figures(counts: Counts, true: np.ndarray, pred: np.ndarray) -> dict[s
         for i, label in enumerate(OUTPUT_LABELS)
         if support[i] + predicted[i] > 0
     }
-    figures["confusion_matrix"] = {"labels": list(OUTPUT_LABELS), "counts": confusion.tolist()}
-    return figures
-
-
-def _true_codes(y_true: object, n_rows: int, where: str) -> np.ndarray:
-    """Codes of the true core labels in class order, refusing anything else."""
-    labels = pd.Series(_one_dimensional(y_true, "y_true", where), dtype=object)
-    if len(labels) != n_rows:
-        raise InputError(f"{where}: y_true has {len(labels)} labels but the frame {n_rows} rows")
-    codes = label_codes(labels, "y_true")
-    unknown = np.flatnonzero(codes == len(CLASS_ORDER))
-    if len(unknown):
-        raise InputError(
-            f"{where}: y_true holds {MIXED_UNKNOWN!r} at row {int(unknown[0])}; "
-            f"true labels are core labels"
-        )
-    return codes.astype(np.int64)
+    matrix = {"labels": list(OUTPUT_LABELS), "counts": confusion.tolist()}
+    return {**scores, "per_class": per_class, "confusion_matrix": matrix}
 
 
 def evaluate(
@@ -615,21 +522,18 @@ def evaluate(
     Returns
     -------
     dict
-        ``pooled`` (all rows) and ``per_user`` (by user id, in order of
-        first appearance; empty without ``user_id``), each a dict of
-        ``rows``; from the probabilities, ``brier`` (multiclass Brier
-        score), ``log_loss``, ``ece`` (expected calibration error: the
-        row-weighted gap between the accuracy and the mean confidence of the
-        top class in each confidence bin; the bins are in ``reliability``)
-        and ``coverage_accuracy`` (for each threshold, the share of rows
-        with confidence ≥ threshold and the accuracy of their top class);
-        ``reject_rate`` (``is_rejected``) and ``accepted_accuracy`` (of the
-        raw label on rows not rejected); and for the final ``label`` and
-        the ``raw_label`` each, the keys of :func:`summarize`
-        (``block_share`` counts blocks of at least ``min_block_seconds``),
+        ``pooled`` (all rows) and ``per_user`` (by user id, in order of first
+        appearance; empty without ``user_id``), each a dict of ``rows``;
+        ``brier`` (multiclass Brier score), ``log_loss``, ``ece`` (the
+        row-weighted gap between accuracy and mean confidence of the top class
+        in each confidence bin, the bins in ``reliability``) and
+        ``coverage_accuracy`` (per threshold, the share of rows with confidence
+        ≥ it and the accuracy of their top class); ``reject_rate`` and
+        ``accepted_accuracy`` (of the raw label on rows not rejected); and for
+        ``label`` and ``raw_label`` each, the keys of :func:`summarize`,
         ``per_class`` (``precision``, ``recall``, ``f1``, ``support`` of each
-        label present) and ``confusion_matrix`` (``labels``, and ``counts``
-        with a row per true label). Values without rows to average are NaN.
+        label present) and ``confusion_matrix`` (``labels``, and ``counts`` with
+        a row per true label). Values without rows to average are NaN.
 
     Examples
     --------
@@ -648,66 +552,53 @@ def evaluate(
     """
     where = "evaluate"
     frame = check_frame(frame, where)
-    columns = [*PROBA_COLUMNS, CONFIDENCE, IS_REJECTED, RAW_LABEL, LABEL, BUCKET_START_TS]
-    require_columns(frame, columns, where)
+    require_columns(frame, [*PROBA_COLUMNS, CONFIDENCE, RAW_LABEL, LABEL, BUCKET_START_TS], where)
     min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
     n_bins = check_value(n_bins, integer(1, 10_000), "n_bins", where)
     grid = np.sort([check_value(t, real(0.0, 1.0), "thresholds", where) for t in thresholds])
-    true = _true_codes(y_true, len(frame), where)
-    proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=float)
-    confidence = frame[CONFIDENCE].to_numpy(dtype=float)
-    check_finite_columns(np.column_stack([proba, confidence]), [*PROBA_COLUMNS, CONFIDENCE])
+    true = check_labels(y_true, len(frame), where)
+    values = frame[[*PROBA_COLUMNS, CONFIDENCE]].to_numpy(dtype=float)
+    check_finite_columns(values, [*PROBA_COLUMNS, CONFIDENCE])
     rejected = _rejected_flags(frame, where)
     predicted = {column: label_codes(frame[column], column) for column in (LABEL, RAW_LABEL)}
 
     timelines = find_timelines(frame, max_gap_seconds)
-    sort, bounds = timelines.to_sorted, timelines.bounds
-    true, proba, confidence, rejected = sort(true), sort(proba), sort(confidence), sort(rejected)
+    sort, bounds, labels = timelines.to_sorted, timelines.bounds, np.asarray(OUTPUT_LABELS)
+    true, values, rejected = sort(true), sort(values), sort(rejected)
     predicted = {column: sort(codes).astype(np.int64) for column, codes in predicted.items()}
-    labels = np.asarray(OUTPUT_LABELS, dtype=object)
     counts = {
         column: _counts(true, pred, labels, bounds, DEFAULT_OVERLAPS, min_buckets, edit=True)
         for column, pred in predicted.items()
     }
     user = np.zeros(len(frame), np.int64) if timelines.user_codes is None else timelines.user_codes
 
-    def group(u: int | None) -> dict[str, Any]:
-        rows = slice(None) if u is None else user == u
-        owned = slice(None) if u is None else user[bounds[:-1]] == u
-        raw = predicted[RAW_LABEL][rows]
-        figures = _row_figures(
-            true[rows], proba[rows], confidence[rows], rejected[rows], raw, grid, n_bins
-        )
+    def group(rows: Any, owned: Any) -> dict[str, Any]:
+        proba, confidence, raw = values[rows, :-1], values[rows, -1], predicted[RAW_LABEL][rows]
+        figures = _row_figures(true[rows], proba, confidence, rejected[rows], raw, grid, n_bins)
         for column, pred in predicted.items():
-            summed = {
-                key: value[owned].sum(axis=0, keepdims=True)
-                for key, value in counts[column].items()
-            }
-            figures[column] = _label_figures(summed, true[rows], pred[rows])
+            scores = _pooled({key: value[owned] for key, value in counts[column].items()})
+            figures[column] = _label_figures(scores, true[rows], pred[rows])
         return figures
 
     users = [] if timelines.users is None else timelines.users.tolist()
-    return {"pooled": group(None), "per_user": {name: group(u) for u, name in enumerate(users)}}
+    per_user = {name: group(user == u, user[bounds[:-1]] == u) for u, name in enumerate(users)}
+    return {"pooled": group(slice(None), slice(None)), "per_user": per_user}
 
-
-# --------------------------------------------------------------------------
-# scikit-learn scorers
-# --------------------------------------------------------------------------
 
 _SEGMENTAL = ("overlap", "max_gap_seconds")
-_SCORER_SPECS: dict[str, tuple[float, tuple[str, ...], dict[str, float]]] = {
-    "accuracy": (1.0, (), {}),
-    "macro_f1": (1.0, (), {}),
-    "segmental_f1": (1.0, _SEGMENTAL, {}),
-    "segmental_f1@10": (1.0, _SEGMENTAL, {"overlap": 0.1}),
-    "segmental_f1@25": (1.0, _SEGMENTAL, {"overlap": 0.25}),
-    "segmental_f1@50": (1.0, _SEGMENTAL, {"overlap": 0.5}),
-    "edit_score": (1.0, ("max_gap_seconds",), {}),
-    "neg_flap_rate": (-1.0, ("max_gap_seconds",), {}),
-    "neg_reject_rate": (-1.0, ("source",), {}),
-    "block_share": (1.0, ("min_block_seconds", "bucket_seconds", "max_gap_seconds"), {}),
+_SCORER_PARAMS: dict[str, tuple[str, ...]] = {
+    "accuracy": (),
+    "macro_f1": (),
+    "segmental_f1": _SEGMENTAL,
+    "segmental_f1@10": _SEGMENTAL,
+    "segmental_f1@25": _SEGMENTAL,
+    "segmental_f1@50": _SEGMENTAL,
+    "edit_score": ("max_gap_seconds",),
+    "neg_flap_rate": ("max_gap_seconds",),
+    "neg_reject_rate": ("source",),
+    "block_share": ("min_block_seconds", "bucket_seconds", "max_gap_seconds"),
 }
-"""Scorer name: (sign, the parameters it takes, preset parameters)."""
+"""Scorer name: the parameters it takes (``@k`` presets ``overlap=k/100``)."""
 
 _NO_ROWS = pd.DataFrame(
     {BUCKET_START_TS: pd.to_datetime([], utc=True), IS_REJECTED: np.zeros(0, dtype=bool)}
@@ -718,15 +609,16 @@ def _measure(
     name: str,
     y_true: object,
     y_pred: object,
-    X: object,
+    X: Any,
     *,
     overlap: float = 0.5,
     source: str = "label",
     **params: Any,
 ) -> float:
-    """The measure of scorer ``name`` (unsigned); row measures only check ``X``'s length."""
+    """The measure of scorer ``name``, unsigned; row measures only check ``X``'s length."""
     where = f"scorer {name!r}"
-    key = _overlap_key(overlap) if name.startswith("segmental_f1") else name.removeprefix("neg_")
+    segmental = name.startswith("segmental_f1")
+    key = f"segmental_f1@{overlap * 100:g}" if segmental else name.removeprefix("neg_")
     check_value(source, one_of("label", "is_rejected"), "source", where)
     if y_true is None and key in ("flap_rate", "reject_rate", "block_share"):
         y_true = y_pred  # measures of the prediction alone
@@ -734,11 +626,15 @@ def _measure(
         flags = _rejected_flags(check_frame(X, where), where)
         _encode(y_true, y_pred, len(flags), where)
         return float(_ratio(flags.sum(), len(flags), 0.0))
-    if key in _ROW_MEASURES:
-        return _sequence_score(key, y_true, y_pred, where, None if X is None else len(X))  # type: ignore[arg-type]
-    overlaps = [overlap] if key.startswith("segmental_f1") else []
+    if key in ("accuracy", "macro_f1", "reject_rate"):
+        return _sequence_score(key, y_true, y_pred, where, n_rows=None if X is None else len(X))
+    overlaps = [overlap] if segmental else []
     counts, _ = _frame_counts(X, y_true, y_pred, where, overlaps, key == "edit_score", **params)
     return _pooled(counts)[key]
+
+
+def _sign(name: str) -> float:
+    return -1.0 if name.startswith("neg_") else 1.0
 
 
 def _check_params(accepted: Sequence[str], params: dict[str, Any], who: str) -> None:
@@ -749,8 +645,9 @@ def _check_params(accepted: Sequence[str], params: dict[str, Any], who: str) -> 
         )
 
 
-def _unknown_name(name: object, valid: Iterable[str]) -> InvalidParameterError:
-    return InvalidParameterError(f"unknown scorer {name!r}; valid names: {sorted(valid)}")
+def _check_name(name: object, valid: Iterable[str]) -> None:
+    if not isinstance(name, str) or name not in valid:
+        raise InvalidParameterError(f"unknown scorer {name!r}; valid names: {sorted(valid)}")
 
 
 def _check_y(y: object, name: str) -> None:
@@ -761,23 +658,19 @@ def _check_y(y: object, name: str) -> None:
 class TimelineScorer:
     """A scikit-learn scorer for one taskclf measure.
 
-    Called as ``scorer(estimator, X, y)``: predicts ``X`` once and scores
-    the predictions against ``y``, pooled over the timelines of ``X``
-    (``bucket_start_ts``, ``user_id``; any row order) as :func:`summarize`
-    does. Higher is always better: rates come negated. Instances are
-    picklable and usually made with :func:`get_scorer` or
-    :func:`make_timeline_scorer`.
+    ``scorer(estimator, X, y)`` predicts ``X`` once and scores the prediction
+    against ``y``, pooled over the timelines of ``X`` (any row order) as
+    :func:`summarize` does. Higher is better: rates come negated. Picklable.
 
     Parameters
     ----------
     name : str
-        A scorer name (see :data:`SCORERS`), or ``"segmental_f1"``.
+        A name of :data:`SCORERS`, or ``"segmental_f1"``.
     **params
-        ``overlap`` (segmental F1, in (0, 1]), ``max_gap_seconds``
-        (timeline measures), ``min_block_seconds`` and ``bucket_seconds``
-        (block share), ``source`` (reject rate: ``"label"``, the share of
-        ``Mixed/Unknown`` predictions, or ``"is_rejected"``, the mean of that
-        column of ``X``), overriding the name's presets.
+        ``overlap`` (segmental F1), ``max_gap_seconds`` (timeline measures),
+        ``min_block_seconds`` and ``bucket_seconds`` (block share), ``source``
+        (reject rate: ``"label"``, the share of ``Mixed/Unknown``, or
+        ``"is_rejected"``, the mean of that column of ``X``).
 
     Attributes
     ----------
@@ -787,22 +680,16 @@ class TimelineScorer:
     """
 
     def __init__(self, name: str, **params: Any) -> None:
-        if not isinstance(name, str) or name not in _SCORER_SPECS:
-            raise _unknown_name(name, _SCORER_SPECS)
-        _, accepted, presets = _SCORER_SPECS[name]
+        _check_name(name, _SCORER_PARAMS)
         self.name = name
-        self.params = {**presets, **params}
-        _check_params(accepted, self.params, f"scorer {name!r}")
+        self.params = {"overlap": int(name[13:]) / 100, **params} if "@" in name else params
+        _check_params(_SCORER_PARAMS[name], self.params, f"scorer {name!r}")
         _measure(name, [], [], _NO_ROWS, **self.params)  # refuses bad values now
 
     def score(self, y_true: ArrayLike | None, y_pred: ArrayLike, X: pd.DataFrame) -> float:
-        """Score given predictions (sign applied).
-
-        ``y_true`` may be None for the measures of the prediction alone
-        (flap rate, reject rate, block share).
-        """
-        sign = _SCORER_SPECS[self.name][0]
-        return sign * _measure(self.name, y_true, y_pred, X, **self.params) + 0.0
+        """Score a prediction, signed; ``y_true`` may be None for flap rate, reject rate
+        and block share."""
+        return _sign(self.name) * _measure(self.name, y_true, y_pred, X, **self.params) + 0.0
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> float:
         """Predict ``X`` with ``estimator`` once and score against ``y``."""
@@ -815,20 +702,18 @@ class TimelineScorer:
 
 
 SCORERS: dict[str, TimelineScorer] = {
-    name: TimelineScorer(name) for name in _SCORER_SPECS if name != "segmental_f1"
+    name: TimelineScorer(name) for name in _SCORER_PARAMS if name != "segmental_f1"
 }
 """Ready scorers by name: accuracy, macro_f1, segmental_f1@10, @25, @50,
-edit_score, neg_flap_rate, neg_reject_rate, block_share (default
-parameters)."""
+edit_score, neg_flap_rate, neg_reject_rate, block_share (default parameters)."""
 
 
 class SummaryScorer:
     """A multi-metric scikit-learn scorer: one prediction, one timeline pass.
 
-    Called as ``scorer(estimator, X, y)`` it returns a dict from scorer
-    names to the signed scores of :func:`summarize`, as ``scoring=`` in
-    ``cross_validate`` and ``GridSearchCV`` accepts (give ``refit`` one of
-    the names). Made with :func:`make_summary_scorer`.
+    ``scorer(estimator, X, y)`` returns the signed scores of :func:`summarize`
+    by name, as ``scoring=`` of ``cross_validate`` and ``GridSearchCV`` takes
+    (``refit`` one of the names).
 
     Parameters
     ----------
@@ -840,28 +725,20 @@ class SummaryScorer:
     """
 
     def __init__(self, names: Sequence[str], **params: Any) -> None:
-        names = list(names)
-        unknown = [name for name in names if name not in SCORERS]
-        if unknown:
-            raise _unknown_name(unknown[0], SCORERS)
+        self.names, self.params = list(names), dict(params)
+        for name in self.names:
+            _check_name(name, SCORERS)
         if "overlaps" in params:
-            raise InvalidParameterError(
-                "a summary scorer takes its overlaps from the names (segmental_f1@10, @25, @50)"
-            )
+            raise InvalidParameterError("a summary scorer takes its overlaps from the names")
         accepted = ("max_gap_seconds", "min_block_seconds", "bucket_seconds")
         _check_params(accepted, params, "a summary scorer")
         summarize(_NO_ROWS, [], [], **params)  # refuses bad values now
-        self.names = names
-        self.params = dict(params)
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> dict[str, float]:
         """Predict ``X`` once; score every named measure (signs applied)."""
         _check_y(y, "summary")
         scores = summarize(X, y, estimator.predict(X), **self.params)
-        return {
-            name: _SCORER_SPECS[name][0] * scores[name.removeprefix("neg_")] + 0.0
-            for name in self.names
-        }
+        return {name: _sign(name) * scores[name.removeprefix("neg_")] + 0.0 for name in self.names}
 
     def __repr__(self) -> str:
         shown = "".join(f", {key}={value!r}" for key, value in self.params.items())
@@ -881,8 +758,7 @@ def get_scorer(name: str) -> TimelineScorer:
     >>> get_scorer("segmental_f1@50")
     TimelineScorer('segmental_f1@50', overlap=0.5)
     """
-    if not isinstance(name, str) or name not in SCORERS:
-        raise _unknown_name(name, SCORERS)
+    _check_name(name, SCORERS)
     return TimelineScorer(name)
 
 
