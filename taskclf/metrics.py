@@ -426,52 +426,6 @@ def timeline_report(
     return pd.DataFrame({**columns, "bucket_count": counts["buckets"], **_scores(counts)})
 
 
-def _row_figures(
-    true: np.ndarray,
-    proba: np.ndarray,
-    confidence: np.ndarray,
-    rejected: np.ndarray,
-    raw: np.ndarray,
-    thresholds: np.ndarray,
-    n_bins: int,
-) -> dict[str, Any]:
-    """The probability and rejection figures of some rows (codes in class order)."""
-    n, rows = len(true), np.arange(len(true))
-    error = proba.copy()
-    error[rows, true] -= 1.0
-    eps = np.finfo(float).eps
-    correct = proba.argmax(axis=1) == true
-    in_bin = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
-    bins = np.bincount(in_bin, minlength=n_bins)
-    bin_confidence = np.bincount(in_bin, confidence, n_bins)
-    bin_correct = np.bincount(in_bin, correct, n_bins)
-    kept = confidence[:, None] >= thresholds
-    return {
-        "rows": n,
-        "brier": float(_ratio(np.einsum("ij,ij->", error, error), n, np.nan)),
-        "log_loss": float(
-            _ratio(-np.log(np.clip(proba[rows, true], eps, 1 - eps)).sum(), n, np.nan)
-        ),
-        "ece": float(_ratio(np.abs(bin_correct - bin_confidence).sum(), n, np.nan)),
-        "reliability": {
-            "rows": bins.tolist(),
-            "confidence": _ratio(bin_confidence, bins, np.nan).tolist(),
-            "accuracy": _ratio(bin_correct, bins, np.nan).tolist(),
-        },
-        "reject_rate": float(_ratio(rejected.sum(), n, np.nan)),
-        "accepted_accuracy": float(
-            _ratio((~rejected & (raw == true)).sum(), n - rejected.sum(), np.nan)
-        ),
-        "coverage_accuracy": {
-            "threshold": thresholds.tolist(),
-            "coverage": _ratio(kept.sum(axis=0), n, np.nan).tolist(),
-            "accuracy": _ratio(
-                (kept & correct[:, None]).sum(axis=0), kept.sum(axis=0), np.nan
-            ).tolist(),
-        },
-    }
-
-
 def _label_figures(scores: dict[str, float], true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """``scores``, and the per-class figures and confusion matrix of some rows."""
     n_labels = len(OUTPUT_LABELS)
@@ -573,11 +527,43 @@ def evaluate(
     user = np.zeros(len(frame), np.int64) if timelines.user_codes is None else timelines.user_codes
 
     def group(rows: Any, owned: Any) -> dict[str, Any]:
-        proba, confidence, raw = values[rows, :-1], values[rows, -1], predicted[RAW_LABEL][rows]
-        figures = _row_figures(true[rows], proba, confidence, rejected[rows], raw, grid, n_bins)
+        truth, proba, confidence = true[rows], values[rows, :-1], values[rows, -1]
+        n, flags, raw = len(truth), rejected[rows], predicted[RAW_LABEL][rows]
+        error = proba - np.eye(proba.shape[1])[truth]
+        correct = proba.argmax(axis=1) == truth
+        in_bin = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
+        bins = np.bincount(in_bin, minlength=n_bins)
+        bin_confidence = np.bincount(in_bin, confidence, n_bins)
+        bin_correct = np.bincount(in_bin, correct, n_bins)
+        kept = confidence[:, None] >= grid
+        eps = np.finfo(float).eps
+        figures = {
+            "rows": n,
+            "brier": float(_ratio(np.square(error).sum(), n, np.nan)),
+            "log_loss": float(
+                _ratio(-np.log(np.clip(proba[np.arange(n), truth], eps, 1 - eps)).sum(), n, np.nan)
+            ),
+            "ece": float(_ratio(np.abs(bin_correct - bin_confidence).sum(), n, np.nan)),
+            "reliability": {
+                "rows": bins.tolist(),
+                "confidence": _ratio(bin_confidence, bins, np.nan).tolist(),
+                "accuracy": _ratio(bin_correct, bins, np.nan).tolist(),
+            },
+            "reject_rate": float(_ratio(flags.sum(), n, np.nan)),
+            "accepted_accuracy": float(
+                _ratio((~flags & (raw == truth)).sum(), n - flags.sum(), np.nan)
+            ),
+            "coverage_accuracy": {
+                "threshold": grid.tolist(),
+                "coverage": _ratio(kept.sum(axis=0), n, np.nan).tolist(),
+                "accuracy": _ratio(
+                    (kept & correct[:, None]).sum(axis=0), kept.sum(axis=0), np.nan
+                ).tolist(),
+            },
+        }
         for column, pred in predicted.items():
             scores = _pooled({key: value[owned] for key, value in counts[column].items()})
-            figures[column] = _label_figures(scores, true[rows], pred[rows])
+            figures[column] = _label_figures(scores, truth, pred[rows])
         return figures
 
     users = [] if timelines.users is None else timelines.users.tolist()
