@@ -53,9 +53,7 @@ DEFAULT_OVERLAPS: tuple[float, ...] = (0.1, 0.25, 0.5)
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(i / 20 for i in range(21))
 """Confidence thresholds of the coverage-accuracy curve of :func:`evaluate`."""
 
-Counts = dict[str, np.ndarray]
-"""Counts by name, each an array with one row per timeline."""
-
+Counts = dict[str, np.ndarray]  # by name, each an array with one row per timeline
 _OVERLAP = real(0.0, 1.0, open_low=True)
 
 
@@ -360,12 +358,8 @@ def summarize(
         Labels of the rows of ``X``, in the same (any) order.
     overlaps : iterable of float, default (0.1, 0.25, 0.5)
         IoU thresholds of the segmental F1 scores.
-    max_gap_seconds : int, default 300
-        Longest gap between bucket starts inside one timeline.
-    min_block_seconds : int, default 180
-        Minimum block duration (≥ 0) of the block share.
-    bucket_seconds : int, default 60
-        Bucket width.
+    max_gap_seconds, min_block_seconds, bucket_seconds : int, default 300, 180, 60
+        Longest gap inside a timeline, shortest block of the block share, bucket width.
 
     Returns
     -------
@@ -636,11 +630,6 @@ def _check_name(name: object, valid: Iterable[str]) -> None:
         raise InvalidParameterError(f"unknown scorer {name!r}; valid names: {sorted(valid)}")
 
 
-def _check_y(y: object, name: str) -> None:
-    if y is None:
-        raise InputError(f"scorer {name!r} needs the true labels y, got None")
-
-
 class TimelineScorer:
     """A scikit-learn scorer for one taskclf measure.
 
@@ -658,11 +647,10 @@ class TimelineScorer:
         (reject rate: ``"label"``, the share of ``Mixed/Unknown``, or
         ``"is_rejected"``, the mean of that column of ``X``).
 
-    Attributes
-    ----------
-    name : str
-    params : dict
-        The parameters the measure is computed with.
+    Raises
+    ------
+    InvalidParameterError
+        For an unknown name or parameter, or a parameter out of range.
     """
 
     def __init__(self, name: str, **params: Any) -> None:
@@ -679,7 +667,8 @@ class TimelineScorer:
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> float:
         """Predict ``X`` with ``estimator`` once and score against ``y``."""
-        _check_y(y, self.name)
+        if y is None:
+            raise InputError(f"scorer {self.name!r} needs the true labels y, got None")
         return self.score(y, estimator.predict(X), X)
 
     def __repr__(self) -> str:
@@ -722,7 +711,8 @@ class SummaryScorer:
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> dict[str, float]:
         """Predict ``X`` once; score every named measure (signs applied)."""
-        _check_y(y, "summary")
+        if y is None:
+            raise InputError("a summary scorer needs the true labels y, got None")
         scores = summarize(X, y, estimator.predict(X), **self.params)
         return {name: _sign(name) * scores[name.removeprefix("neg_")] + 0.0 for name in self.names}
 
@@ -750,11 +740,6 @@ def get_scorer(name: str) -> TimelineScorer:
 
 def make_timeline_scorer(metric_name: str, **kwargs: Any) -> TimelineScorer:
     """A scorer for one measure with chosen parameters (see :class:`TimelineScorer`).
-
-    Raises
-    ------
-    InvalidParameterError
-        For an unknown name or parameter, or a parameter out of range.
 
     Examples
     --------
