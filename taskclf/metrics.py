@@ -6,8 +6,11 @@ zero_division=0)`` over the labels present) and reject rate (the share of
 cross a timeline (see docs/contract.md): segmental F1@k, edit score, flap rate
 and block share (the share of predicted runs of at least the minimum block
 duration). Each is computed from counts per timeline; pooled and per-user
-figures apply the same rule to summed counts. Empty input scores 1.0, but 0.0
-for the flap and reject rates. Labels may be any hashable values, never missing.
+figures apply the same rule to summed counts: segmental F1 pools true and false
+positives and negatives, edit score distances and run counts (a timeline weighs
+by its runs), flap rate all changes inside timelines over all buckets. Empty
+input scores 1.0, but 0.0 for the flap and reject rates. Labels may be any
+hashable values, never missing.
 """
 
 from __future__ import annotations
