@@ -65,7 +65,7 @@ def _encode(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Codes of ``y_true`` and ``y_pred`` into the distinct labels of both, and those."""
     true, pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
-    if isinstance(y_true, pd.DataFrame) or true.ndim != 1 or pred.ndim != 1:
+    if true.ndim != 1 or pred.ndim != 1:
         raise InputError(f"{where}: y_true and y_pred must be one-dimensional")
     if len(true) != len(pred):
         raise InputError(f"{where}: y_true has {len(true)} labels but y_pred has {len(pred)}")
@@ -90,9 +90,8 @@ def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
 def _min_buckets(bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
     """The shortest block in buckets, from checked widths."""
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
-    return min_buckets_of(
-        check_value(min_block_seconds, DURATION, "min_block_seconds", where), width
-    )
+    shortest = check_value(min_block_seconds, DURATION, "min_block_seconds", where)
+    return min_buckets_of(shortest, width)
 
 
 def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.ndarray:
@@ -250,9 +249,11 @@ def _pooled(counts: Counts) -> dict[str, float]:
     return {key: float(value[0]) for key, value in _scores(total).items()}
 
 
-def _sequence_score(key: str, y_true: object, y_pred: object, where: str, **params: Any) -> float:
-    """One measure of two label sequences taken as one timeline (``n_rows`` checked)."""
-    true, pred, labels = _encode(y_true, y_pred, params.pop("n_rows", None), where)
+def _sequence_score(
+    key: str, y_true: object, y_pred: object, where: str, n_rows: int | None = None, **params: Any
+) -> float:
+    """One measure of two label sequences taken as one timeline of ``n_rows`` rows."""
+    true, pred, labels = _encode(y_true, y_pred, n_rows, where)
     bounds = np.array([0, len(true)] if len(true) else [0], dtype=np.int64)
     return _pooled(_counts(true, pred, labels, bounds, **params))[key]
 
