@@ -649,12 +649,14 @@ class TimelineScorer:
         ``overlap`` (segmental F1), ``max_gap_seconds`` (timeline measures),
         ``min_block_seconds`` and ``bucket_seconds`` (block share), ``source``
         (reject rate: ``"label"``, the share of ``Mixed/Unknown``, or
-        ``"is_rejected"``, the mean of that column of ``X``).
+        ``"is_rejected"``, the mean of that column of ``X``). An unknown name
+        or parameter, or a value out of range, raises InvalidParameterError.
 
-    Raises
-    ------
-    InvalidParameterError
-        For an unknown name or parameter, or a parameter out of range.
+    Attributes
+    ----------
+    name : str
+    params : dict
+        The parameters the measure is computed with.
     """
 
     def __init__(self, name: str, **params: Any) -> None:
@@ -665,8 +667,7 @@ class TimelineScorer:
         _measure(name, [], [], _NO_ROWS, **self.params)  # refuses bad values now
 
     def score(self, y_true: ArrayLike | None, y_pred: ArrayLike, X: pd.DataFrame) -> float:
-        """Score a prediction, signed; ``y_true`` may be None for flap rate, reject rate
-        and block share."""
+        """Score a prediction, signed (``y_true`` may be None for the rates and block share)."""
         return _sign(self.name) * _measure(self.name, y_true, y_pred, X, **self.params) + 0.0
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> float:

@@ -173,6 +173,7 @@ def test_one_sequence_reads_positions_and_flap_rate_counts_buckets():
 PIECES = [("u1", 0, 10), ("u1", 20, 6), ("u2", 0, 8)]  # u1 has a 10-minute gap
 Y_TRUE = list("AAAAABBBBB" + "CCCAAA" + "BBBBAAAA")
 Y_PRED = list("AAAABBBBCB" + "CCAAAA" + "BBBBBAAA")
+OVERLAP_KEYS = ["segmental_f1@10", "segmental_f1@25", "segmental_f1@50"]
 
 
 def test_pieces_pooled_by_hand():
@@ -190,6 +191,8 @@ def test_pieces_pooled_by_hand():
     assert scores["block_share"] == pytest.approx(5 / 8)
     # The same rows as one timeline give other scores: timelines are read from X.
     assert summarize(one_timeline(24), Y_TRUE, Y_PRED)["flap_rate"] == pytest.approx(7 / 24)
+    perfect = summarize(X, Y_TRUE, Y_TRUE)
+    assert all(perfect[key] == 1.0 for key in ["accuracy", "macro_f1", "edit_score", *OVERLAP_KEYS])
 
     report = timeline_report(X, Y_TRUE, Y_PRED)
     assert list(report.columns) == ["user_id", "start_ts", "end_ts", "bucket_count", *scores]
