@@ -522,9 +522,8 @@ def evaluate(
         column: _counts(true, pred, labels, bounds, DEFAULT_OVERLAPS, min_buckets, edit=True)
         for column, pred in predicted.items()
     }
-    user = np.zeros(len(frame), np.int64) if timelines.user_codes is None else timelines.user_codes
 
-    def group(rows: Any, owned: Any) -> dict[str, Any]:
+    def group(rows: slice, owned: slice) -> dict[str, Any]:
         truth, proba, confidence = true[rows], values[rows, :-1], values[rows, -1]
         n, flags, raw = len(truth), rejected[rows], predicted[RAW_LABEL][rows]
         error = proba - np.eye(proba.shape[1])[truth]
@@ -564,8 +563,12 @@ def evaluate(
             figures[column] = _label_figures(scores, truth, pred[rows])
         return figures
 
-    users = [] if timelines.users is None else timelines.users.tolist()
-    per_user = {name: group(user == u, user[bounds[:-1]] == u) for u, name in enumerate(users)}
+    per_user = {}  # in timeline order, the rows and the timelines of a user are contiguous
+    if timelines.user_codes is not None and timelines.users is not None:
+        rows_at = np.searchsorted(timelines.user_codes, np.arange(len(timelines.users) + 1))
+        at = np.searchsorted(bounds, rows_at)
+        for u, name in enumerate(timelines.users.tolist()):
+            per_user[name] = group(slice(*rows_at[u : u + 2]), slice(*at[u : u + 2]))
     return {"pooled": group(slice(None), slice(None)), "per_user": per_user}
 
 
