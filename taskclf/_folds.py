@@ -1,10 +1,4 @@
-"""Training helpers shared by the stages that learn: labels and folds.
-
-:func:`check_labels` turns the caller's ``y`` (core label strings) into
-class codes; :func:`group_folds` splits labelled rows into group-aware
-folds (by user, or by UTC day when there is one user) for out-of-fold
-predictions.
-"""
+"""Training helpers shared by the stages that learn: label codes and group-aware folds."""
 
 from __future__ import annotations
 
@@ -25,20 +19,10 @@ _NS_PER_DAY = 86_400 * 1_000_000_000
 def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
     """Class codes (int64, class order) of the core label strings ``y``.
 
-    Parameters
-    ----------
-    y : array-like of str
-        One core label per row.
-    n_rows : int
-        Number of rows of the frame ``y`` labels.
-    where : str
-        Name of the caller, for messages.
-
     Raises
     ------
     InputError
-        When ``y`` is missing, its length differs from ``n_rows``, or it
-        holds a value that is not one of the eight core labels (named).
+        When ``y`` is missing, is not ``n_rows`` long, or holds another value (named).
 
     Examples
     --------
@@ -63,10 +47,9 @@ def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
 def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
     """The group of each row for out-of-fold splitting, and what it is.
 
-    Rows are grouped by ``user_id`` when the frame holds several users,
-    else by UTC day of ``bucket_start_ts`` when it spans several days,
-    else each row is its own group, numbered by its rank in time (or
-    position, without timestamps).
+    By ``user_id`` when there are several users, else by UTC day when there
+    are several days, else each row is its own group, numbered by its rank in
+    time (or position, without timestamps).
 
     Returns
     -------
@@ -91,10 +74,8 @@ def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
 def group_folds(X: pd.DataFrame, n_folds: int) -> np.ndarray:
     """The held-out fold of each row: a whole group always falls in one fold.
 
-    Uses ``min(n_folds, number of groups)`` folds of
-    :class:`sklearn.model_selection.GroupKFold` over :func:`fold_groups`;
-    with one group per row (one user, one day) the folds are contiguous
-    blocks of time instead.
+    ``min(n_folds, number of groups)`` folds of :class:`~sklearn.model_selection.GroupKFold`
+    over :func:`fold_groups`; with a group per row, contiguous blocks of time.
 
     Returns
     -------

@@ -8,19 +8,12 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn.metrics as skm
 from conftest import make_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import (
-    accuracy_score,
-    brier_score_loss,
-    confusion_matrix,
-    f1_score,
-    log_loss,
-    precision_recall_fscore_support,
-)
-from sklearn.model_selection import GridSearchCV, KFold, cross_val_score, cross_validate
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.utils.validation import check_is_fitted
 
 from taskclf import metrics
@@ -37,6 +30,7 @@ from taskclf.metrics import (
     SCORERS,
     edit_score,
     evaluate,
+    flap_rate,
     get_scorer,
     label_changes,
     make_summary_scorer,
@@ -48,11 +42,10 @@ from taskclf.metrics import (
 from taskclf.pipeline import build_pipeline
 
 T0 = pd.Timestamp("2025-01-06 09:00")
+BAD_OVERLAPS = [0, -0.1, 1.0001, float("nan"), True, "0.5"]
 
 
-# --------------------------------------------------------------------------
 # Plain-Python statements of the rules (row loops are fine here)
-# --------------------------------------------------------------------------
 
 
 def ref_runs(labels):
@@ -63,7 +56,7 @@ def ref_runs(labels):
             runs[-1][2] = i + 1
         else:
             runs.append([label, i, i + 1])
-    return [tuple(r) for r in runs]
+    return runs
 
 
 def ref_segment_counts(y_true, y_pred, overlap):
@@ -96,25 +89,16 @@ def ref_f1(tp, fp, fn):
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def ref_levenshtein(a, b):
+def ref_edit_counts(y_true, y_pred):
+    """(Levenshtein distance, longer length) of the run label sequences."""
+    a, b = [r[0] for r in ref_runs(y_true)], [r[0] for r in ref_runs(y_pred)]
     previous = list(range(len(b) + 1))
     for i, x in enumerate(a, start=1):
         current = [i]
         for j, y in enumerate(b, start=1):
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
         previous = current
-    return previous[-1]
-
-
-def ref_edit_counts(y_true, y_pred):
-    a = [r[0] for r in ref_runs(y_true)]
-    b = [r[0] for r in ref_runs(y_pred)]
-    return ref_levenshtein(a, b), max(len(a), len(b))
-
-
-def ref_changes(labels):
-    """Label changes between consecutive buckets (the flap rate's numerator)."""
-    return sum(a != b for a, b in itertools.pairwise(labels))
+    return previous[-1], max(len(a), len(b))
 
 
 def frame_of(pieces):
@@ -132,37 +116,28 @@ def one_timeline(n):
 
 def score(name, y_true, y_pred, X, **params):
     """The unsigned measure of a scorer name, given predictions."""
-    scorer = make_timeline_scorer(name, **params)
-    return abs(scorer.score(y_true, y_pred, X))
+    return abs(make_timeline_scorer(name, **params).score(y_true, y_pred, X))
 
 
-# --------------------------------------------------------------------------
 # One timeline, by hand
-# --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("y_true", "y_pred", "overlap", "expected"),
     [
         # True AAAA|BBBB, pred AAA|BBBBB: IoU(A) = 3/4, IoU(B) = 4/5.
-        ("AAAABBBB", "AAABBBBB", 0.1, 1.0),
         ("AAAABBBB", "AAABBBBB", 0.75, 1.0),  # 3/4 >= 0.75: inclusive
         ("AAAABBBB", "AAABBBBB", 0.8, 0.5),  # A misses (FP + FN), B hits: P = R = 1/2
-        ("AAAABBBB", "AAABBBBB", 0.9, 0.0),  # nothing matches: P + R = 0
         # One true run A[0,8) against A[0,3) B[3,4) A[4,8). @50: A[0,3) IoU 3/8
         # FP, B FP, A[4,8) 4/8 TP. @25: A[0,3) takes the true run, A[4,8) finds
         # it used: FP. Either way tp=1 fp=2: P = 1/3, R = 1, F1 = 1/2.
         ("AAAAAAAA", "AAABAAAA", 0.5, 0.5),
         ("AAAAAAAA", "AAABAAAA", 0.25, 0.5),
-        # A IoU 1 TP; extra C FP; B IoU 4/5 TP: P = 2/3, R = 1.
-        ("AAAAABBBBB", "AAAAACBBBB", 0.5, 0.8),
         # Pred A[1,5) ties at IoU 1/5 between true A[0,2) and A[3,11): the
         # earlier one wins, so A[3,11) stays free for pred A[6,11) (IoU 5/8).
         # tp=2, fp=2 (X, C), fn=1 (B): 4/7 (2/7 had the tie gone the other way).
         ("AABAAAAAAAA", "XAAAACAAAAA", 0.1, 4 / 7),
         ("AABB", "BBAA", 0.5, 0.0),  # same boundaries, other labels
-        ("AABB", "AABB", 1.0, 1.0),
-        ("AABB", "ABBB", 1.0, 0.0),
         ("", "", 0.5, 1.0),
     ],
 )
@@ -170,25 +145,11 @@ def test_segmental_f1_by_hand(y_true, y_pred, overlap, expected):
     assert segmental_f1(list(y_true), list(y_pred), overlap=overlap) == pytest.approx(expected)
 
 
-def test_segmental_f1_reads_positions_not_the_index():
-    y_true = np.array(["Build"] * 3 + ["Debug"] * 3)
-    y_pred = pd.Series(["Build"] * 2 + ["Debug"] * 4, index=[9, 8, 7, 6, 5, 4])
-    assert segmental_f1(y_true, y_pred) == 1.0
-
-
-@pytest.mark.parametrize("overlap", [0, -0.1, 1.0001, float("nan"), True, "0.5"])
-def test_segmental_f1_refuses_bad_overlap(overlap):
-    with pytest.raises(InvalidParameterError, match="overlap"):
-        segmental_f1(list("AB"), list("AB"), overlap=overlap)
-
-
 @pytest.mark.parametrize(
     ("y_true", "y_pred", "expected"),
     [
         ("AAAABBBB", "AAABBBBB", 1.0),  # same runs A|B, other boundaries
         ("AABBAA", "AABCAA", 0.75),  # A|B|A vs A|B|C|A: 1 insertion / 4
-        ("AAAA", "BBBB", 0.0),  # 1 substitution / 1
-        ("ABAB", "AAAA", 0.25),  # 3 deletions / 4
         ("AABBCC", "AACCBB", 1 / 3),  # 2 substitutions / 3
         ("", "", 1.0),
     ],
@@ -198,13 +159,21 @@ def test_edit_score_by_hand(y_true, y_pred, expected):
     assert edit_score(list(y_pred), list(y_true)) == pytest.approx(expected)
 
 
-# --------------------------------------------------------------------------
+def test_one_sequence_reads_positions_and_flap_rate_counts_buckets():
+    y_pred = pd.Series(["Build"] * 2 + ["Debug"] * 4, index=[9, 8, 7, 6, 5, 4])
+    assert segmental_f1(np.array(["Build"] * 3 + ["Debug"] * 3), y_pred) == 1.0
+    assert flap_rate(list("AABA")) == 0.5 and flap_rate([]) == 0.0
+    codes = np.array([1, 2, 2, 1, 1, 3, 3])
+    assert label_changes(codes, np.array([0, 3, 5, 7])).tolist() == [1, 0, 0]
+    assert label_changes(codes[:0], np.array([0])).tolist() == []
+
+
 # Frames: timelines scored apart and pooled
-# --------------------------------------------------------------------------
 
 PIECES = [("u1", 0, 10), ("u1", 20, 6), ("u2", 0, 8)]  # u1 has a 10-minute gap
 Y_TRUE = list("AAAAABBBBB" + "CCCAAA" + "BBBBAAAA")
 Y_PRED = list("AAAABBBBCB" + "CCAAAA" + "BBBBBAAA")
+OVERLAP_KEYS = ["segmental_f1@10", "segmental_f1@25", "segmental_f1@50"]
 
 
 def test_pieces_pooled_by_hand():
@@ -221,49 +190,36 @@ def test_pieces_pooled_by_hand():
     # Blocks (3 buckets): A4 B4 C1 B1 | C2 A4 | B5 A3 -> 5 of 8 segments.
     assert scores["block_share"] == pytest.approx(5 / 8)
     # The same rows as one timeline give other scores: timelines are read from X.
-    joined = summarize(one_timeline(len(Y_TRUE)), Y_TRUE, Y_PRED)
-    assert joined["flap_rate"] == pytest.approx(7 / 24)
-    assert joined["segmental_f1@50"] == pytest.approx(
-        ref_f1(*ref_segment_counts(Y_TRUE, Y_PRED, 0.5))
-    )
+    assert summarize(one_timeline(24), Y_TRUE, Y_PRED)["flap_rate"] == pytest.approx(7 / 24)
+    perfect = summarize(X, Y_TRUE, Y_TRUE)
+    assert all(perfect[key] == 1.0 for key in ["accuracy", "macro_f1", "edit_score", *OVERLAP_KEYS])
 
     report = timeline_report(X, Y_TRUE, Y_PRED)
-    assert list(report.columns[:4]) == ["user_id", "start_ts", "end_ts", "bucket_count"]
-    assert list(report.columns[4:]) == list(scores)
+    assert list(report.columns) == ["user_id", "start_ts", "end_ts", "bucket_count", *scores]
     assert report["user_id"].tolist() == ["u1", "u1", "u2"]
     assert report["bucket_count"].tolist() == [10, 6, 8]
     assert report["start_ts"].iloc[1] == pd.Timestamp("2025-01-06 09:20", tz="UTC")
     assert report["end_ts"].iloc[1] == pd.Timestamp("2025-01-06 09:26", tz="UTC")
     assert report["segmental_f1@50"].tolist() == pytest.approx([2 / 3, 1.0, 1.0])
-    assert report["edit_score"].tolist() == pytest.approx([0.5, 1.0, 1.0])
     assert report["flap_rate"].tolist() == pytest.approx([3 / 10, 1 / 6, 1 / 8])
-    assert report["block_share"].tolist() == pytest.approx([2 / 4, 1 / 2, 2 / 2])
-    assert report["accuracy"].tolist() == pytest.approx([0.8, 5 / 6, 7 / 8])
 
 
-def test_block_share_parameters():
-    X = one_timeline(6)
-    # Segments AAA (3), B (1), AA (2); 180 s / 60 s = 3 buckets: 1 of 3.
-    assert score("block_share", None, list("AAABAA"), X) == pytest.approx(1 / 3)
-    # 0 s -> max(1, 0) = 1 bucket: every segment is a block.
-    assert score("block_share", None, list("AAABAA"), X, min_block_seconds=0) == 1.0
-    # 30-s buckets: 180 // 30 = 6 buckets; none long enough.
-    assert score("block_share", None, list("AAABAA"), X, bucket_seconds=30) == 0.0
-    # Segments stop at timeline boundaries: AA | AA are two short ones.
-    assert score("block_share", None, list("AAAA"), frame_of([("u", 0, 2), ("u", 30, 2)])) == 0.0
-
-
-def test_flap_rate_gap_parameter():
-    X = frame_of([("u1", 0, 4), ("u1", 14, 4)])  # a 10-minute gap between AAAA and BBBB
-    assert score("neg_flap_rate", None, list("AAAABBBB"), X) == 0.0
-    assert score("neg_flap_rate", None, list("AAAABBBB"), X, max_gap_seconds=900) == 1 / 8
-
-
-def test_label_changes_kernel():
-    codes = np.array([1, 2, 2, 1, 1, 3, 3])
-    assert label_changes(codes, np.array([0, 3, 5, 7])).tolist() == [1, 0, 0]
-    assert label_changes(codes, np.array([0, 7])).tolist() == [3]
-    assert label_changes(codes[:0], np.array([0])).tolist() == []
+@pytest.mark.parametrize(
+    ("name", "pieces", "y_pred", "params", "expected"),
+    [
+        # Segments AAA (3), B (1), AA (2); 180 s / 60 s = 3 buckets: 1 of 3.
+        ("block_share", [("u", 0, 6)], "AAABAA", {}, 1 / 3),
+        ("block_share", [("u", 0, 6)], "AAABAA", {"min_block_seconds": 0}, 1.0),  # 1 bucket
+        ("block_share", [("u", 0, 6)], "AAABAA", {"bucket_seconds": 30}, 0.0),  # 6 buckets
+        ("block_share", [("u", 0, 2), ("u", 30, 2)], "AAAA", {}, 0.0),  # AA | AA, split
+        ("neg_flap_rate", [("u", 0, 4), ("u", 14, 4)], "AAAABBBB", {}, 0.0),  # a gap
+        ("neg_flap_rate", [("u", 0, 4), ("u", 14, 4)], "AAAABBBB", {"max_gap_seconds": 900}, 1 / 8),
+    ],
+)
+def test_measures_of_the_prediction_alone_follow_their_parameters(
+    name, pieces, y_pred, params, expected
+):
+    assert score(name, None, list(y_pred), frame_of(pieces), **params) == pytest.approx(expected)
 
 
 def test_reject_rate_from_labels_and_from_the_column():
@@ -276,72 +232,64 @@ def test_reject_rate_from_labels_and_from_the_column():
         score("neg_reject_rate", None, y_pred, one_timeline(4), source="is_rejected")
     with pytest.raises(ColumnTypeError, match="is_rejected"):
         score("neg_reject_rate", None, y_pred, X.assign(is_rejected=1), source="is_rejected")
-    with pytest.raises(InvalidParameterError, match="source"):
-        make_timeline_scorer("neg_reject_rate", source="proba")
 
 
 def test_empty_frame_is_perfect():
-    assert summarize(one_timeline(0), [], []) == {
-        "accuracy": 1.0,
-        "macro_f1": 1.0,
-        "segmental_f1@10": 1.0,
-        "segmental_f1@25": 1.0,
-        "segmental_f1@50": 1.0,
-        "edit_score": 1.0,
-        "flap_rate": 0.0,
-        "reject_rate": 0.0,
-        "block_share": 1.0,
-    }
+    keys = [key.removeprefix("neg_") for key in SCORERS]
+    expected = {key: 0.0 if key.endswith("rate") else 1.0 for key in keys}
+    assert summarize(one_timeline(0), [], []) == expected
     assert len(timeline_report(one_timeline(0), [], [])) == 0
-    assert (
-        list(summarize(one_timeline(2), list("AB"), list("AB"), overlaps=[0.75]))[2]
-        == "segmental_f1@75"
-    )
+    assert "segmental_f1@75" in summarize(one_timeline(2), list("AB"), list("AB"), overlaps=[0.75])
 
 
-def test_bad_inputs_are_refused_clearly():
-    with pytest.raises(InputError, match="y_true has 3 labels but y_pred has 2"):
-        segmental_f1(list("AAB"), list("AA"))
-    with pytest.raises(InputError, match="X has 4 rows but y_true and y_pred have 3"):
-        summarize(one_timeline(4), list("AAB"), list("AAB"))
-    with pytest.raises(InputError, match="X has 4 rows"):
-        score("accuracy", list("AAB"), list("AAB"), one_timeline(4))
-    with pytest.raises(MissingColumnsError, match="bucket_start_ts"):
-        summarize(pd.DataFrame({"x": [1, 2]}), list("AB"), list("AB"))
-    with pytest.raises(InputError, match="DataFrame"):
-        timeline_report(np.zeros((2, 1)), list("AB"), list("AB"))  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="y_true labels hold a missing value at position 1"):
-        segmental_f1(["A", None], ["A", "A"])
-    with pytest.raises(InputError, match="y_pred labels hold a missing value at position 0"):
-        summarize(one_timeline(2), list("AB"), [np.nan, "A"])
-    with pytest.raises(InputError, match="one-dimensional"):
-        score("accuracy", np.zeros((2, 2)), np.zeros((2, 2)), None)
-    with pytest.raises(InvalidParameterError, match="max_gap_seconds"):
-        summarize(one_timeline(2), list("AB"), list("AB"), max_gap_seconds=0)
-    with pytest.raises(InvalidParameterError, match="min_block_seconds"):
-        timeline_report(one_timeline(2), list("AB"), list("AB"), min_block_seconds=-1)
-    with pytest.raises(InvalidParameterError, match="overlap"):
-        summarize(one_timeline(2), list("AB"), list("AB"), overlaps=[0.5, 0])
+ONE, FOUR = one_timeline(1), one_timeline(4)
+IE, PE = InputError, InvalidParameterError
+VALID_NAMES = r"valid names: .*'neg_reject_rate', 'segmental_f1@10', 'segmental_f1@25', "
 
 
-# --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "args", "params", "error", "match"),
+    [
+        (segmental_f1, (list("AAB"), list("AA")), {}, IE, "3 labels but y_pred has 2"),
+        (summarize, (FOUR, list("AAB"), list("AAB")), {}, IE, "X has 4 rows"),
+        (score, ("accuracy", list("AAB"), list("AAB"), FOUR), {}, IE, "X has 4 rows"),
+        (summarize, (pd.DataFrame({"x": [1]}), ["A"], ["A"]), {}, MissingColumnsError, "bucket_"),
+        (timeline_report, (np.zeros((2, 1)), list("AB"), list("AB")), {}, IE, "DataFrame"),
+        (segmental_f1, (["A", None], ["A", "A"]), {}, IE, "y_true labels hold a missing value"),
+        (summarize, (ONE, ["A"], [np.nan]), {}, IE, "y_pred labels hold a missing value"),
+        (score, ("accuracy", np.zeros((2, 2)), np.zeros((2, 2)), None), {}, IE, "one-dimensional"),
+        (summarize, (ONE, ["A"], ["A"]), {"max_gap_seconds": 0}, PE, "max_gap_seconds"),
+        (timeline_report, (ONE, ["A"], ["A"]), {"min_block_seconds": -1}, PE, "min_block"),
+        (summarize, (ONE, ["A"], ["A"]), {"overlaps": [0.5, 0]}, PE, "overlap"),
+        (get_scorer, ("segmental_f1@40",), {}, PE, VALID_NAMES),
+        (make_timeline_scorer, ("flap_rate",), {}, PE, "valid names"),
+        (make_timeline_scorer, (["accuracy"],), {}, PE, "valid names"),
+        (make_summary_scorer, (["segmental_f1"],), {}, PE, VALID_NAMES),
+        (make_timeline_scorer, ("segmental_f1",), {"overlap": 0}, PE, "overlap"),
+        (make_timeline_scorer, ("accuracy",), {"overlap": 0.5}, PE, "takes no parameter"),
+        (make_timeline_scorer, ("edit_score",), {"max_gap_seconds": -5}, PE, "max_gap_seconds"),
+        (make_timeline_scorer, ("neg_reject_rate",), {"source": "proba"}, PE, "source"),
+        (make_summary_scorer, (), {"min_block_seconds": -1}, PE, "min_block_seconds"),
+        (make_summary_scorer, (), {"overlap": 0.5}, PE, "takes no parameter"),
+        (make_summary_scorer, (), {"overlaps": [0.5]}, PE, "overlaps"),
+    ]
+    + [(segmental_f1, (["A"], ["A"]), {"overlap": o}, PE, "overlap") for o in BAD_OVERLAPS],
+)
+def test_bad_inputs_are_refused_clearly(call, args, params, error, match):
+    with pytest.raises(error, match=match):
+        call(*args, **params)
+
+
 # Properties: the references and scikit-learn, per timeline and pooled
-# --------------------------------------------------------------------------
-
-LABELS = "ABC"
 
 
-@st.composite
-def label_pairs(draw):
-    y_true = draw(st.lists(st.sampled_from(LABELS), max_size=30))
-    n = len(y_true)
-    return y_true, draw(st.lists(st.sampled_from(LABELS), min_size=n, max_size=n))
-
-
-@settings(max_examples=200, deadline=None)
-@given(label_pairs(), st.floats(min_value=0.0, max_value=1.0, exclude_min=True))
-def test_one_timeline_agrees_with_the_references(pair, overlap):
-    y_true, y_pred = pair
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("ABC"), st.sampled_from("ABC")), max_size=25),
+    st.floats(min_value=0.0, max_value=1.0, exclude_min=True),
+)
+def test_one_timeline_agrees_with_the_references(pairs, overlap):
+    y_true, y_pred = [t for t, _ in pairs], [p for _, p in pairs]
     expected = ref_f1(*ref_segment_counts(y_true, y_pred, overlap))
     assert segmental_f1(y_true, y_pred, overlap=overlap) == pytest.approx(expected)
     d, m = ref_edit_counts(y_true, y_pred)
@@ -350,94 +298,61 @@ def test_one_timeline_agrees_with_the_references(pair, overlap):
 
 @st.composite
 def frames(draw):
-    """Pieces of a frame (users, gaps) with true and predicted labels."""
-    pieces, clock = [], {}
-    for _ in range(draw(st.integers(1, 4))):
-        user = draw(st.sampled_from(["u1", "u2", "u3"]))
-        n = draw(st.integers(1, 12))
-        start = clock.get(user, 0) + (draw(st.integers(6, 30)) if user in clock else 0)
-        clock[user] = start + n
-        pieces.append((user, start, n))
+    """Pieces of a frame in timeline order (users, gaps), with true and predicted labels."""
+    pieces = []
+    for user in ["u1", "u2", "u3"][: draw(st.integers(1, 3))]:
+        start = 0
+        for n in draw(st.lists(st.integers(1, 8), min_size=1, max_size=2)):
+            pieces.append((user, start, n))
+            start += n + draw(st.integers(6, 30))  # a gap of more than 5 minutes
     n = sum(p[2] for p in pieces)
-    labels = st.sampled_from(["A", "B", "Mixed/Unknown"])
-    y_true = draw(st.lists(labels, min_size=n, max_size=n))
-    y_pred = draw(st.lists(labels, min_size=n, max_size=n))
-    return pieces, np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    labels = st.lists(st.sampled_from(["A", "B", "Mixed/Unknown"]), min_size=n, max_size=n)
+    return pieces, np.asarray(draw(labels), dtype=object), np.asarray(draw(labels), dtype=object)
 
 
 def reference_scores(y_true, y_pred, parts):
-    """summarize's measures from the references, pooled over the parts."""
-    true_parts = [y_true[a:b] for a, b in parts]
-    pred_parts = [y_pred[a:b] for a, b in parts]
+    """summarize's measures from the references and scikit-learn, pooled over the parts."""
+    pairs = [(list(y_true[a:b]), list(y_pred[a:b])) for a, b in parts]
     present = sorted(set(y_true) | set(y_pred))
     scores = {
-        "accuracy": accuracy_score(y_true, y_pred),
-        "macro_f1": f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0),
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "macro_f1": skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0),
     }
     for overlap in (0.1, 0.25, 0.5):
-        counts = [ref_segment_counts(t, p, overlap) for t, p in zip(true_parts, pred_parts)]
+        counts = [ref_segment_counts(t, p, overlap) for t, p in pairs]
         scores[f"segmental_f1@{overlap * 100:g}"] = ref_f1(*np.sum(counts, axis=0))
-    d, m = np.sum([ref_edit_counts(t, p) for t, p in zip(true_parts, pred_parts)], axis=0)
+    d, m = np.sum([ref_edit_counts(t, p) for t, p in pairs], axis=0)
     scores["edit_score"] = 1 - d / m
-    scores["flap_rate"] = sum(ref_changes(list(p)) for p in pred_parts) / len(y_pred)
+    changes = sum(a != b for _, p in pairs for a, b in itertools.pairwise(p))
+    scores["flap_rate"] = changes / len(y_pred)
     scores["reject_rate"] = np.mean(y_pred == "Mixed/Unknown")
-    runs = [r for p in pred_parts for r in ref_runs(list(p))]
+    runs = [r for _, p in pairs for r in ref_runs(p)]
     scores["block_share"] = np.mean([end - start >= 3 for _, start, end in runs])
     return scores
 
 
-def timeline_order(pieces):
-    """Piece indices in report order: users by first appearance, then time."""
-    first = {}
-    for user, _, _ in pieces:
-        first.setdefault(user, len(first))
-    return sorted(range(len(pieces)), key=lambda i: (first[pieces[i][0]], pieces[i][1]))
-
-
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(frames(), st.randoms(use_true_random=False))
-def test_frames_agree_with_the_references_and_sklearn(drawn, random):
+def test_frames_agree_with_the_references_sklearn_and_the_scorers(drawn, random):
     pieces, y_true, y_pred = drawn
     X = frame_of(pieces)
-    at = np.cumsum([0] + [n for _, _, n in pieces])
-    order_of_pieces = timeline_order(pieces)
-    timelines = [np.arange(at[i], at[i + 1]) for i in order_of_pieces]
-    order = np.concatenate(timelines)
-    sorted_true, sorted_pred = y_true[order], y_pred[order]
-    bounds = np.cumsum([0] + [len(t) for t in timelines])
-    parts = list(itertools.pairwise(bounds))
-    expected = reference_scores(sorted_true, sorted_pred, parts)
+    parts = list(itertools.pairwise(np.cumsum([0] + [n for _, _, n in pieces])))
+    expected = reference_scores(y_true, y_pred, parts)
 
     shuffle = list(range(len(X)))
     random.shuffle(shuffle)
-    shuffled = summarize(X.iloc[shuffle], y_true[shuffle], y_pred[shuffle])
-    assert shuffled == pytest.approx(expected)
-    assert summarize(X, y_true, y_pred) == pytest.approx(expected)
-
+    assert summarize(X.iloc[shuffle], y_true[shuffle], y_pred[shuffle]) == pytest.approx(expected)
+    for name, scorer in SCORERS.items():
+        measure = abs(scorer.score(y_true, y_pred, X))
+        assert measure == pytest.approx(expected[name.removeprefix("neg_")])
     report = timeline_report(X, y_true, y_pred)
     for row, (a, b) in enumerate(parts):
-        one = reference_scores(sorted_true[a:b], sorted_pred[a:b], [(0, b - a)])
+        one = reference_scores(y_true[a:b], y_pred[a:b], [(0, b - a)])
         assert report.iloc[row][list(one)].tolist() == pytest.approx(list(one.values()))
-    assert report["user_id"].tolist() == [pieces[i][0] for i in order_of_pieces]
-    assert report["bucket_count"].tolist() == [len(t) for t in timelines]
+    assert report["user_id"].tolist() == [user for user, _, _ in pieces]
 
 
-@settings(max_examples=60, deadline=None)
-@given(frames())
-def test_scorers_equal_summarize_and_perfect_prediction_scores_one(drawn):
-    pieces, y_true, y_pred = drawn
-    X = frame_of(pieces)
-    scores = summarize(X, y_true, y_pred)
-    for name in SCORERS:
-        assert abs(get_scorer(name).score(y_true, y_pred, X)) == scores[name.removeprefix("neg_")]
-    perfect = summarize(X, y_true, y_true)
-    for key in ("accuracy", "macro_f1", "segmental_f1@10", "segmental_f1@50", "edit_score"):
-        assert perfect[key] == 1.0
-
-
-# --------------------------------------------------------------------------
 # Scorers in scikit-learn
-# --------------------------------------------------------------------------
 
 
 class ThresholdLabeler(ClassifierMixin, BaseEstimator):
@@ -458,19 +373,19 @@ class ThresholdLabeler(ClassifierMixin, BaseEstimator):
         return np.where(X["x"].to_numpy() > self.threshold, "Build", "Debug")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def activity():
-    """Three users, 90 minutes each with a gap; x constant over blocks of minutes."""
+    """Three users, 60 minutes each with a gap; x constant over blocks of minutes."""
     rng = np.random.default_rng(7)
     rows = []
     for user in ("u1", "u2", "u3"):
         minute = 0
-        while minute < 90:
+        while minute < 60:
             level = float(rng.uniform(0, 1))
             for _ in range(int(rng.integers(1, 9))):
                 rows.append((user, T0 + pd.Timedelta(minutes=minute), level))
                 minute += 1
-            if minute == 40:
+            if minute == 30:
                 minute += 15  # an idle gap
     X = pd.DataFrame(rows, columns=["user_id", "bucket_start_ts", "x"])
     # Noisy truth: the true boundary is at 0.3, plus a few flipped buckets.
@@ -481,35 +396,9 @@ def activity():
 
 
 def test_scorer_names():
-    segmental = ["segmental_f1@10", "segmental_f1@25", "segmental_f1@50"]
-    rates = ["neg_flap_rate", "neg_reject_rate"]
-    expected = ["accuracy", "macro_f1", *segmental, "edit_score", *rates, "block_share"]
-    assert list(SCORERS) == expected
-    with pytest.raises(InvalidParameterError, match="valid names") as info:
-        get_scorer("segmental_f1@40")
-    assert "segmental_f1@50" in str(info.value)
-    for bad in ("flap_rate", ["accuracy"]):
-        with pytest.raises(InvalidParameterError, match="valid names"):
-            make_timeline_scorer(bad)  # type: ignore[arg-type]
-    with pytest.raises(InvalidParameterError, match="valid names") as info:
-        make_summary_scorer(["segmental_f1"])
-    assert "'segmental_f1'," not in str(info.value).split("valid names")[1]
-
-
-def test_scorer_parameters_are_checked_when_made():
+    names = "accuracy macro_f1 segmental_f1@10 segmental_f1@25 segmental_f1@50 edit_score"
+    assert list(SCORERS) == [*names.split(), "neg_flap_rate", "neg_reject_rate", "block_share"]
     assert repr(get_scorer("segmental_f1@50")) == "TimelineScorer('segmental_f1@50', overlap=0.5)"
-    with pytest.raises(InvalidParameterError, match="overlap"):
-        make_timeline_scorer("segmental_f1", overlap=0)
-    with pytest.raises(InvalidParameterError, match="takes no parameter"):
-        make_timeline_scorer("accuracy", overlap=0.5)
-    with pytest.raises(InvalidParameterError, match="max_gap_seconds"):
-        make_timeline_scorer("edit_score", max_gap_seconds=-5)
-    with pytest.raises(InvalidParameterError, match="min_block_seconds"):
-        make_summary_scorer(min_block_seconds=-1)
-    with pytest.raises(InvalidParameterError, match="takes no parameter"):
-        make_summary_scorer(overlap=0.5)
-    with pytest.raises(InvalidParameterError, match="overlaps"):
-        make_summary_scorer(overlaps=[0.5])
 
 
 def test_scorers_predict_once_and_sign_the_scores(activity):
@@ -562,53 +451,31 @@ def test_cross_val_score_and_grid_search_score_each_fold_by_its_timelines(activi
         for _, test in cv.split(X)
     ]
     assert scores == pytest.approx(expected)
-    grid = {"threshold": [0.1, 0.3, 0.6, 0.9]}
-    cv = KFold(3, shuffle=True, random_state=1)
-    one = GridSearchCV(ThresholdLabeler(), grid, scoring=get_scorer("segmental_f1@50"), cv=cv)
-    assert one.fit(X, y).best_params_ == {"threshold": 0.3}
-    every = GridSearchCV(
-        ThresholdLabeler(), grid, scoring=dict(SCORERS), refit="segmental_f1@50", cv=KFold(3)
-    ).fit(X, y)
-    assert every.best_params_ == {"threshold": 0.3}
-    assert all(f"mean_test_{name}" in every.cv_results_ for name in SCORERS)
-    assert np.all(every.cv_results_["mean_test_neg_flap_rate"] <= 0)
-
-
-@pytest.mark.slow
-def test_grid_search_with_the_summary_scorer_in_parallel(activity):
-    X, y = activity
     search = GridSearchCV(
         ThresholdLabeler(),
-        {"threshold": [0.1, 0.3, 0.6]},
+        {"threshold": [0.1, 0.3, 0.9]},
         scoring=make_summary_scorer(),
-        refit="segmental_f1@25",
+        refit="segmental_f1@50",
         cv=KFold(3),
-        n_jobs=2,
     ).fit(X, y)
     assert search.best_params_ == {"threshold": 0.3}
-    serial = cross_validate(ThresholdLabeler(0.3), X, y, cv=KFold(3), scoring=make_summary_scorer())
-    assert search.cv_results_["mean_test_edit_score"][1] == pytest.approx(
-        serial["test_edit_score"].mean()
-    )
+    assert all(f"mean_test_{name}" in search.cv_results_ for name in SCORERS)
+    assert np.all(search.cv_results_["mean_test_neg_flap_rate"] <= 0)
 
 
 def test_public_names_are_exported():
-    for name in metrics.__all__:
-        assert hasattr(metrics, name)
+    assert all(hasattr(metrics, name) for name in metrics.__all__)
 
 
-# --------------------------------------------------------------------------
 # evaluate: a transformed frame against the truth
-# --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def evaluated(booster_v1, encoders_v1):
     """A real pipeline's output on unseen, noisier rows (shuffled), the truth, the evaluation."""
-    labelled = make_frame(n_users=3, minutes=150, seed=11).sample(frac=1.0, random_state=0)
+    labelled = make_frame(n_users=3, minutes=130, seed=11).sample(frac=1.0, random_state=0)
     numeric = [c for c in labelled.columns if labelled[c].dtype == float]
-    noise = np.random.default_rng(0).normal(0, 6, size=(len(labelled), len(numeric)))
-    labelled[numeric] += noise
+    labelled[numeric] += np.random.default_rng(0).normal(0, 6, size=(len(labelled), len(numeric)))
     pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.6)
     out = pipeline.transform(labelled.drop(columns="label"))
     y = labelled["label"].to_numpy()
@@ -626,28 +493,30 @@ def reference_evaluation(out, y):
         abs(np.sum(top[bins == b] == y[bins == b]) - confidence[bins == b].sum()) for b in range(10)
     ]
     figures = {
-        "brier": brier_score_loss(y, proba, labels=list(CLASS_ORDER)),
-        "log_loss": log_loss(y, proba, labels=list(CLASS_ORDER)),
+        "brier": skm.brier_score_loss(y, proba, labels=list(CLASS_ORDER)),
+        "log_loss": skm.log_loss(y, proba, labels=list(CLASS_ORDER)),
         "ece": sum(gaps) / len(y),
         "reject_rate": np.mean(~kept),
-        "accepted_accuracy": accuracy_score(y[kept], out["raw_label"].to_numpy()[kept]),
+        "accepted_accuracy": skm.accuracy_score(y[kept], out["raw_label"].to_numpy()[kept]),
         "coverage": [np.mean(confidence >= t) for t in DEFAULT_THRESHOLDS],
     }
     for column in ("label", "raw_label"):
         pred = out[column].to_numpy(dtype=object)
         present = [label for label in OUTPUT_LABELS if label in set(y) | set(pred)]
-        p, r, f, support = precision_recall_fscore_support(y, pred, labels=present, zero_division=0)
+        p, r, f, support = skm.precision_recall_fscore_support(
+            y, pred, labels=present, zero_division=0
+        )
         figures[column] = {
             **summarize(out, y, pred),
-            "macro_f1": f1_score(y, pred, labels=present, average="macro", zero_division=0),
-            "accuracy": accuracy_score(y, pred),
+            "macro_f1": skm.f1_score(y, pred, labels=present, average="macro", zero_division=0),
+            "accuracy": skm.accuracy_score(y, pred),
             "per_class": {
                 label: {"precision": p[i], "recall": r[i], "f1": f[i], "support": support[i]}
                 for i, label in enumerate(present)
             },
             "confusion_matrix": {
                 "labels": list(OUTPUT_LABELS),
-                "counts": confusion_matrix(y, pred, labels=list(OUTPUT_LABELS)).tolist(),
+                "counts": skm.confusion_matrix(y, pred, labels=list(OUTPUT_LABELS)).tolist(),
             },
         }
     return figures
@@ -677,19 +546,24 @@ def test_evaluate_equals_sklearn_pooled_and_per_user(evaluated):
         assert_matches(figures, reference_evaluation(out[mine], y[mine]))
 
 
-def test_evaluate_reliability_and_coverage_by_hand():
+def small_output():
+    """Four rows of a transformed frame: two confident, two rejected; and their truth."""
     proba = np.full((4, 8), 0.1)
     proba[:2] = 0.02
     proba[[0, 1, 2, 3], [0, 0, 1, 2]] = [0.86, 0.86, 0.3, 0.3]  # rows sum to 1
-    top = CLASS_ORDER[0]
+    top, unknown = CLASS_ORDER[0], "Mixed/Unknown"
     out = pd.DataFrame(proba, columns=PROBA_COLUMNS).assign(
         confidence=proba.max(axis=1),
         is_rejected=[False, False, True, True],
-        raw_label=[top, top, "Mixed/Unknown", "Mixed/Unknown"],
+        raw_label=[top, top, unknown, unknown],
         label=[top] * 4,
         bucket_start_ts=pd.date_range(T0, periods=4, freq="min"),
     )
-    y = [CLASS_ORDER[0], CLASS_ORDER[1], CLASS_ORDER[1], CLASS_ORDER[1]]
+    return out, [CLASS_ORDER[0], CLASS_ORDER[1], CLASS_ORDER[1], CLASS_ORDER[1]]
+
+
+def test_evaluate_reliability_and_coverage_by_hand():
+    out, y = small_output()
     pooled = evaluate(out, y, thresholds=[0.5, 0.0], n_bins=2)["pooled"]
     high, low = 0.86, 0.3
     # Bin [0.5, 1]: rows 0, 1 (top class right, wrong); bin [0, 0.5): rows 2, 3 (right, wrong).
@@ -697,28 +571,27 @@ def test_evaluate_reliability_and_coverage_by_hand():
     assert pooled["reliability"]["accuracy"] == [0.5, 0.5]
     assert pooled["reliability"]["confidence"] == pytest.approx([low, high])
     assert pooled["ece"] == pytest.approx((abs(1 - 2 * low) + abs(1 - 2 * high)) / 4)
-    assert pooled["coverage_accuracy"] == {
-        "threshold": [0.0, 0.5],
-        "coverage": [1.0, 0.5],
-        "accuracy": [0.5, 0.5],
-    }
+    curve = {"threshold": [0.0, 0.5], "coverage": [1.0, 0.5], "accuracy": [0.5, 0.5]}
+    assert pooled["coverage_accuracy"] == curve
     assert pooled["accepted_accuracy"] == 0.5
     assert evaluate(out, y)["per_user"] == {}  # no user_id column
+    empty = evaluate(out.iloc[:0], [])["pooled"]
+    assert empty["rows"] == 0 and np.isnan(empty["brier"]) and empty["label"]["accuracy"] == 1.0
 
 
-def test_evaluate_refuses_bad_input(evaluated):
-    out, y, _ = evaluated
-    with pytest.raises(MissingColumnsError, match="confidence"):
-        evaluate(out.drop(columns="confidence"), y)
-    with pytest.raises(InputError, match="'Mixed/Unknown' at row 2"):
-        evaluate(out.iloc[:3], [y[0], y[1], "Mixed/Unknown"])
-    with pytest.raises(ColumnTypeError, match="y_true"):
-        evaluate(out.iloc[:2], ["Build", "Lunch"])
-    with pytest.raises(InputError, match="2 labels but the frame 3 rows"):
-        evaluate(out.iloc[:3], y[:2])
-    with pytest.raises(ColumnTypeError, match="is_rejected"):
-        evaluate(out.assign(is_rejected=0), y)
-    with pytest.raises(InvalidParameterError, match="threshold"):
-        evaluate(out, y, thresholds=[0.5, 1.5])
-    with pytest.raises(InvalidParameterError, match="n_bins"):
-        evaluate(out, y, n_bins=0)
+@pytest.mark.parametrize(
+    ("change", "params", "error", "match"),
+    [
+        (lambda out, y: (out.drop(columns="confidence"), y), {}, MissingColumnsError, "confid"),
+        (lambda out, y: (out, [*y[:3], "Mixed/Unknown"]), {}, IE, r"'Mixed/Unknown' \(row 3\)"),
+        (lambda out, y: (out, [*y[:3], "Lunch"]), {}, IE, "'Lunch'"),
+        (lambda out, y: (out, y[:2]), {}, IE, "2 labels but X has 4 rows"),
+        (lambda out, y: (out.assign(is_rejected=0), y), {}, ColumnTypeError, "is_rejected"),
+        (lambda out, y: (out.assign(confidence=np.nan), y), {}, IE, "confidence"),
+        (lambda out, y: (out, y), {"thresholds": [0.5, 1.5]}, PE, "thresholds"),
+        (lambda out, y: (out, y), {"n_bins": 0}, PE, "n_bins"),
+    ],
+)
+def test_evaluate_refuses_bad_input(change, params, error, match):
+    with pytest.raises(error, match=match):
+        evaluate(*change(*small_output()), **params)
