@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from taskclf import MajoritySmoother, ViterbiSmoother, build_pipeline
 from taskclf._columns import PROBA_COLUMNS
-from taskclf.metrics import accuracy_score, segmental_f1_score
+from taskclf.metrics import summarize
 from taskclf.stages._timeline import find_timelines
 from taskclf.stages.viterbi import sticky_log_transitions, viterbi_codes
 from taskclf.synth import make_activity_frame
@@ -40,11 +40,8 @@ def split_users(frame: pd.DataFrame, n_train: int, n_valid: int) -> list[pd.Data
 
 def score(post: Pipeline, calibrated: pd.DataFrame, y: pd.Series) -> tuple[float, float]:
     """Accuracy and segmental F1@50 of the final labels."""
-    predicted = post.predict(calibrated)
-    return (
-        accuracy_score(y, predicted, calibrated),
-        segmental_f1_score(y, predicted, calibrated, overlap=0.5),
-    )
+    figures = summarize(calibrated, y, post.predict(calibrated))
+    return figures["accuracy"], figures["segmental_f1@50"]
 
 
 def with_smoother(pipeline: Pipeline, smoother: object) -> Pipeline:
