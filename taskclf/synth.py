@@ -1,9 +1,7 @@
-"""Synthetic per-minute activity frames with task labels.
+"""Synthetic per-minute activity frames with task labels, for tests, benchmarks and demos.
 
-:func:`make_activity_frame` builds realistic feature frames in the layout of
-schema v1, v2 or v3 with the true label of every row, for tests, benchmarks
-and demos. Everything is drawn from one ``numpy.random.Generator``; per-row
-work is vectorized (Python loops run over users, task segments and columns).
+Everything is drawn from one ``numpy.random.Generator``; Python loops run
+over users, task segments and columns, never over rows.
 """
 
 from __future__ import annotations
@@ -250,32 +248,26 @@ def make_activity_frame(
     n_users : int, default 5
         Number of users, named ``user_000``, ``user_001``, ...
     n_days : int, default 5
-        Number of working days per user: the first ``n_days`` weekdays on or
-        after ``start`` (weekends have no rows).
+        Working days per user: the first ``n_days`` weekdays on or after
+        ``start``.
     schema_version : {"v1", "v2", "v3"}, default "v1"
-        Layout of the frame. Schema v2's registry has no ``user_id``; the
-        frame has the column all the same (timelines are per user), so a
-        v2 frame holds exactly the v1 columns. v3 adds the 256 title sketch
-        columns and the five title scalars.
+        Layout of the frame. A v2 frame has ``user_id`` all the same (so it
+        holds exactly the v1 columns); v3 adds the title columns.
     start : str, default "2025-03-03"
-        First calendar day, read as a UTC date (a Monday by default).
+        First calendar day, read as a UTC date.
     minutes_per_day : int or None, default None
-        Length of each working day in minutes, lunch and breaks included,
-        between 10 and 840. None draws it per user and day: about 8:30 to
-        18:00 UTC, with per-user and per-day jitter.
+        Length of each working day in minutes (10 to 840), breaks included;
+        None draws it per user and day (about 8:30 to 18:00 UTC).
     missing_rate : float, default 0.01
-        Share of the values of each float feature column set to NaN (for v3
-        also the share of rows whose title sketch is all NaN). Boolean,
-        integer and string columns are never missing, nor is
-        ``session_length_so_far``.
+        Share of each float feature column set to NaN (for v3 also the
+        share of rows whose title sketch is all NaN); other columns and
+        ``session_length_so_far`` are never missing.
     unseen_app_rate : float, default 0.02
         Share of rows whose app is drawn from a large pool of rare names
-        (``app_x`` and hex digits), most of which occur once.
+        (``app_x`` and hex digits).
     noise : float, default 1.0
-        Scale of the spread of numeric features around each label's typical
-        values (per user, per segment and per row), and of the share of
-        segments that look like another task. 0 leaves only the label means
-        and the random choice of apps; 2 blurs labels further.
+        Spread of numeric features around each label's typical values, and
+        of the share of segments that look like another task (0: none).
     random_state : int or None, default 0
         Seed of ``numpy.random.default_rng``; the same seed and arguments
         give the same frame.
@@ -283,14 +275,12 @@ def make_activity_frame(
     Returns
     -------
     pandas.DataFrame
-        Rows sorted by ``user_id`` then ``bucket_start_ts``, no duplicate
-        (user_id, bucket_start_ts), and columns in registry order (for v2,
-        ``user_id`` first) followed by ``label``. Dtypes follow the registry
-        type names: str columns hold Python ``str`` in object columns
-        (cheap to build; ``.astype("str")`` gives pandas' string dtype),
-        int is int64, float is float64, bool is bool, datetime is
-        ``datetime64[ns, UTC]``. ``source_ids`` holds the one shared tuple
-        :data:`SOURCE_IDS` in every row, not a new list per row.
+        Rows sorted by ``user_id`` then ``bucket_start_ts`` without
+        duplicates; columns in registry order (for v2, ``user_id`` first),
+        then ``label``. str columns hold Python ``str`` (object dtype),
+        int is int64, float float64, bool bool, datetime
+        ``datetime64[ns, UTC]``; ``source_ids`` is the shared tuple
+        :data:`SOURCE_IDS`.
 
     Raises
     ------
@@ -301,34 +291,18 @@ def make_activity_frame(
 
     Notes
     -----
-    Each user follows their own Markov chain over the eight labels (a
-    perturbed copy of a shared transition matrix that never stays on a
-    label), with log-normal dwell times (median about 25 minutes for Build,
-    5 for BreakIdle; meetings last whole quarter hours). Lunch (30 to 60
-    minutes) and some breaks (6 to 45 minutes away) leave no rows; a gap over
-    the 300 s idle gap starts a new ``session_id``, and a few single buckets
-    are missing, as from a collector hiccup, without splitting a session.
-
-    A share of segments is drawn as if it had a confusable label (the user
-    labels by intent, not by what is on screen). Activity rates are scaled by
-    log-normal user, segment and row factors. Each segment has a main app
-    from the user's preferred apps for its label; the app fixes
-    ``app_category`` and the ``is_*`` flags, and only browser rows have a
-    web ``domain_category``. Rolling, delta and session features are
-    computed within sessions from the drawn values; ``day_of_week`` counts
-    from Monday = 0. Rows of a segment share a main title and two
-    alternates; the v3 title columns are functions of the title. A v1 row
-    takes about 400 bytes, a v3 row about 2.5 kB.
+    Each user follows their own Markov chain over the eight labels, with
+    log-normal dwell times (meetings last whole quarter hours). Lunch and
+    some breaks leave no rows; a gap over the 300 s idle gap starts a new
+    ``session_id``. Some segments are drawn as if they had a confusable
+    label (the user labels by intent, not by what is on screen). Rolling,
+    delta and session features are computed within sessions.
 
     Examples
     --------
     >>> df = make_activity_frame(n_users=2, n_days=1, random_state=0)
     >>> df.columns[-1], df["schema_version"].iloc[0], df["user_id"].nunique()
     ('label', 'v1', 2)
-    >>> bool(df.duplicated(["user_id", "bucket_start_ts"]).any())
-    False
-    >>> str(df["bucket_start_ts"].dtype)
-    'datetime64[ns, UTC]'
     >>> v3 = make_activity_frame(n_users=1, n_days=1, schema_version="v3")
     >>> v3.shape[1] - df.shape[1]
     261
@@ -659,5 +633,3 @@ def _assemble(
     frame[LABEL] = _take(CLASS_ORDER, rows.segment_label[rows.segment])
     return frame
 
-
-__all__ = ["NON_BROWSER_DOMAIN", "SOURCE_IDS", "UNSEEN_APP_PREFIX", "make_activity_frame"]
