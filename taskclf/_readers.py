@@ -464,7 +464,8 @@ def _segment(record: object) -> Segment:
         raise ValueError(f"field 'bucket_count' holds {reprlib.repr(count)}, not a count >= 1")
     if user is not None and (isinstance(user, bool) or not isinstance(user, (str, int))):
         raise ValueError(f"field 'user_id' holds {reprlib.repr(user)}, not text or a number")
-    return Segment(**fields, label=label, bucket_count=count, user_id=user)
+    fields.update(label=label, bucket_count=count, user_id=user)
+    return Segment(**fields)
 
 
 def read_segments_json(path: str | os.PathLike[str]) -> list[Segment]:

@@ -632,4 +632,3 @@ def _assemble(
         frame = pd.concat([frame, sketch], axis=1)[order]
     frame[LABEL] = _take(CLASS_ORDER, rows.segment_label[rows.segment])
     return frame
-

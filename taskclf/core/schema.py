@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Final
 
 import attrs
@@ -382,12 +383,13 @@ def validate_features(df: pd.DataFrame, schema_version: str | None = None) -> li
         shown = ", ".join(repr(c) for c in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         problems.append(f"missing {len(missing)} model feature column(s): {shown}{more}")
-    checks = [
-        lambda c=c: feature_columns(df[[c]], _single(schema, c))
+    checks: list[Callable[[], object]] = [
+        partial(feature_columns, df[[c]], _single(schema, c))
         for c in schema.feature_columns
         if c in df.columns and c not in schema.categorical_columns
     ]
-    for check in [*checks, lambda: check_frame_schema(df, schema), lambda: _duplicates(df)]:
+    checks += [partial(check_frame_schema, df, schema), partial(_duplicates, df)]
+    for check in checks:
         try:
             check()
         except TaskclfError as exc:

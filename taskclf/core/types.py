@@ -34,8 +34,7 @@ MIXED_UNKNOWN: Final[str] = "Mixed/Unknown"
 """Label of a rejected bucket."""
 
 OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)
-"""Categories of every label column the pipeline writes: the classes, then
-``Mixed/Unknown`` (code 8)."""
+"""Categories of every label column the pipeline writes (``Mixed/Unknown`` is code 8)."""
 
 LABEL_COLORS: Final[dict[str, str]] = {
     "BreakIdle": "#9E9E9E",
@@ -49,14 +48,3 @@ LABEL_COLORS: Final[dict[str, str]] = {
     MIXED_UNKNOWN: "#E0E0E0",
 }
 """Display colour of each label (``#RRGGBB``), for reports and default taxonomies."""
-
-__all__ = [
-    "LABEL_COLORS",
-    "CLASS_INDEX",
-    "CLASS_ORDER",
-    "LABEL_SET_V1",
-    "MIXED_UNKNOWN",
-    "N_CLASSES",
-    "OUTPUT_LABELS",
-    "CoreLabel",
-]
