@@ -155,13 +155,9 @@ _SKETCH_ACTIVE: Final = 48  # sketch coordinates a label's mean title pattern us
 
 
 class _Rows:
-    """The rows of every user in output order, and the task segments they belong to.
-
-    Per row: ``user``, ``day`` (user * n_days + day), ``minute`` (bucket
-    start, minutes since the epoch), ``segment``, ``is_start`` (the row
-    starts a session), ``session`` and ``start_row`` (its session's first
-    row); per segment: ``segment_user`` and ``segment_label`` (or ``_AWAY``).
-    """
+    """Every user's rows in output order (``user``, ``day``, ``minute`` since the epoch,
+    ``segment``, ``is_start`` of a session, ``session``, its ``start_row``) and the
+    task segments (``segment_user``, ``segment_label`` or ``_AWAY``)."""
 
     def __init__(
         self, per_user: Sequence[tuple[np.ndarray, ...]], n_users: int, n_days: int
@@ -183,13 +179,8 @@ def _cumulative(weights: FloatArray) -> FloatArray:
 
 
 def _draw_grouped(rng: Generator, cum: FloatArray, group: IntArray) -> IntArray:
-    """Draw one category per element from the cumulative table of its group.
-
-    ``cum`` has one row of cumulative probabilities per group; element ``i``
-    draws from row ``group[i]``. All draws take one ``searchsorted`` over the
-    flattened table, each row shifted by its group number so that the rows
-    stay sorted end to end.
-    """
+    """Draw element ``i`` from row ``group[i]`` of ``cum`` in one ``searchsorted``
+    (each row shifted by its group number, so the flat table stays sorted)."""
     n_groups, n_cats = cum.shape
     flat = (cum + np.arange(n_groups)[:, None]).ravel()
     found = np.searchsorted(flat, group + rng.random(len(group)), side="right")
@@ -353,11 +344,7 @@ def _working_days(
 
 
 def _segments(rng: Generator, total: int) -> tuple[IntArray, IntArray]:
-    """One user's task segments (labels and lengths) covering ``total`` minutes.
-
-    The user's habits come first: a perturbed copy of the shared transition
-    matrix and a scale of dwell times. Some breaks become time away.
-    """
+    """One user's task segments (labels, lengths) over ``total`` minutes, by their own habits."""
     chain = _cumulative(_TRANSITIONS * rng.gamma(3.0, 1.0 / 3.0, _TRANSITIONS.shape)).tolist()
     dwell_scale = np.exp(rng.normal(0.0, 0.2))
     labels, lengths = [], []
@@ -386,12 +373,8 @@ def _segments(rng: Generator, total: int) -> tuple[IntArray, IntArray]:
 def _timelines(
     rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
 ) -> _Rows:
-    """Lay each user's task chain over their working minutes, day after day.
-
-    A task left in the evening goes on the next morning. Lunch, time away
-    and dropped buckets leave no rows; a gap over the idle gap starts a
-    session.
-    """
+    """Lay each user's task chain over their working minutes (lunch, time away and
+    dropped buckets leave no rows)."""
     n_days, n_segments = len(midnights), 0
     per_user = []
     for user in range(n_users):
@@ -422,11 +405,8 @@ def _timelines(
 def _features(
     rng: Generator, rows: _Rows, unseen_app_rate: float, noise: float, v3: bool
 ) -> dict[str, Any]:
-    """Every feature column, each named as in the registry (v3: ``title_sketch``).
-
-    A share of segments looks like a confusable task: their features are
-    drawn from that task's distributions.
-    """
+    """Every feature column (v3's sketch as one ``title_sketch`` block); some segments
+    look like a confusable task, drawn from its distributions."""
     n_segments = len(rows.segment_label)
     segment_label = np.maximum(rows.segment_label, 0)  # away segments have no rows
     lookalike = _draw_grouped(rng, _cumulative(_LOOKALIKE), segment_label)
@@ -461,11 +441,7 @@ def _features(
 def _apps(
     rng: Generator, rows: _Rows, look: IntArray, unseen_app_rate: float
 ) -> tuple[IntArray, dict[str, Any]]:
-    """Each row's app index, and the app and domain columns.
-
-    A segment has a main app, drawn from the user's preferences for the
-    label it looks like; a row shows it or another app of that label.
-    """
+    """Each row's app index, and the app and domain columns (a segment has a main app)."""
     n, n_apps, label = len(rows.user), len(_APPS), look[rows.segment]
     weights = np.array([w for _, _, w in _APPS], dtype=np.float64).T  # labels x apps
     taste = _lognormal(rng, 0.6, (rows.n_users, 1, n_apps))
@@ -532,10 +508,7 @@ def _activity(rng: Generator, label: IntArray, pace: FloatArray, noise: float) -
 def _switching(
     rng: Generator, rows: _Rows, app: IntArray, rate: FloatArray, noise: float
 ) -> dict[str, Any]:
-    """App switching columns: counts, windows, entropies, dwell time.
-
-    ``rate`` is each row's expected number of switches besides a change of app.
-    """
+    """App switching columns; ``rate`` is each row's expected switches besides an app change."""
     n, spread = len(app), 0.15 * noise
     changed = app != _previous(app, rows)
     switches = rng.poisson(rate) + changed
@@ -558,13 +531,8 @@ def _switching(
 
 
 def _titles(rng: Generator, rows: _Rows, look: IntArray, noise: float, v3: bool) -> dict[str, Any]:
-    """Window title columns; with ``v3``, also the title scalars and ``title_sketch``.
-
-    A segment has a main title and two alternates. v3 values are drawn per
-    title around the typical values of the label it looks like (for the 256
-    sketch coordinates, a sparse mean pattern per label) and spread to the
-    rows; the sketch is one (n_rows, 256) block.
-    """
+    """Window title columns (a main title per segment and two alternates); with ``v3``,
+    the title scalars and ``title_sketch``, drawn per title around its label's pattern."""
     n, width = len(rows.user), len(SKETCH_COLUMNS)
     title_id = rows.segment * 3 + (rng.random(n)[:, None] > [0.7, 0.9]).sum(axis=1)
     ids, title = np.unique(title_id, return_inverse=True)
