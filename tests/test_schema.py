@@ -8,22 +8,8 @@ import pandas as pd
 import pytest
 from conftest import make_frame
 
-from taskclf.core.schema import (
-    SCHEMA_V1,
-    SCHEMA_V2,
-    SCHEMA_V3,
-    SCHEMA_VERSIONS,
-    SKETCH_COLUMNS,
-    FeatureSchemaV1,
-    FeatureSchemaV3,
-    _build_schema_hash,
-    check_frame_schema,
-    describe_schema,
-    get_schema,
-    resolve_schema_version,
-    schema_markdown,
-    validate_features,
-)
+from taskclf.core import schema
+from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, check_frame_schema, get_schema
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import SchemaMismatchError
 
@@ -34,8 +20,9 @@ def test_known_schema_hashes_and_taskclf_04_names():
     assert SCHEMA_V1.schema_hash == "4077fe0dba70"
     assert SCHEMA_V2.schema_hash == "a15f4751a947"
     assert SCHEMA_V3.schema_hash == "7f29b4b8795e"
-    assert _build_schema_hash(FeatureSchemaV1.COLUMNS) == FeatureSchemaV1.SCHEMA_HASH
-    assert (FeatureSchemaV3.VERSION, FeatureSchemaV3.SCHEMA_HASH) == ("v3", "7f29b4b8795e")
+    v1, v3 = schema.FeatureSchemaV1, schema.FeatureSchemaV3  # taskclf 0.4's names
+    assert schema._build_schema_hash(v1.COLUMNS) == v1.SCHEMA_HASH == "4077fe0dba70"
+    assert (v3.VERSION, v3.SCHEMA_HASH) == ("v3", "7f29b4b8795e")
 
 
 def test_feature_columns_and_class_order():
@@ -55,13 +42,13 @@ def test_feature_columns_and_class_order():
     ("columns", "expected"),
     [
         ({"schema_version": ["v2"], "user_id": ["u"]}, "v2"),
-        ({c: [0.0] for c in SKETCH_COLUMNS} | {"user_id": ["u"]}, "v3"),
+        ({c: [0.0] for c in schema.SKETCH_COLUMNS} | {"user_id": ["u"]}, "v3"),
         ({"user_id": ["u"]}, "v1"),
         ({"app_id": ["a"]}, "v2"),
     ],
 )
 def test_resolve_schema_version(columns, expected):
-    assert resolve_schema_version(pd.DataFrame(columns)) == expected
+    assert schema.resolve_schema_version(pd.DataFrame(columns)) == expected
 
 
 def test_unknown_or_mismatched_schemas_are_refused():
@@ -77,12 +64,12 @@ def test_unknown_or_mismatched_schemas_are_refused():
 
 
 def test_the_docs_page_is_generated_from_the_schemas():
-    assert DOCS.read_text() == schema_markdown(), "regenerate docs/schema.md: schema_markdown()"
+    assert DOCS.read_text() == schema.schema_markdown(), "regenerate docs/schema.md"
 
 
-@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+@pytest.mark.parametrize("version", schema.SCHEMA_VERSIONS)
 def test_every_column_is_described_once(version):
-    table = describe_schema(version)
+    table = schema.describe_schema(version)
     registry = [c for c, _ in get_schema(version).registry]
     sketches = 256 if version == "v3" else 0  # two rows stand for them
     assert len(table) == len(registry) - sketches + (2 if sketches else 0)
@@ -93,12 +80,12 @@ def test_every_column_is_described_once(version):
 
 def test_validate_features_reports_every_problem_at_once():
     frame = make_frame(n_users=2, minutes=20).drop(columns="label")
-    assert validate_features(frame) == []
+    assert schema.validate_features(frame) == []
     frame = frame.drop(columns="keys_per_min").assign(clicks_per_min="x", schema_hash="abc")
     frame = pd.concat([frame, frame.iloc[[3]]], ignore_index=True)
     frame["bucket_start_ts"] = frame["bucket_start_ts"].astype(object)
     frame.loc[5, "bucket_start_ts"] = "nope"
-    problems = validate_features(frame)
+    problems = schema.validate_features(frame)
     assert len(problems) == 4
     for words in ("'keys_per_min'", "'clicks_per_min'", "schema_hash", "'nope' (row 5)"):
         assert any(words in p for p in problems), words
