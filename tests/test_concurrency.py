@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_frame
+from conftest import FAST, make_frame
 
 from taskclf import CalibratorStore, TemperatureCalibrator, build_pipeline
 from taskclf.infer.batch import run_batch_inference
@@ -25,16 +25,10 @@ def loaded(request, booster_v1, encoders_v1, frame_v1, tmp_path_factory):
             booster_v1, encoders_v1, reject_threshold=0.45, smooth_window=5, calibrator_store=store
         )
     else:  # trained here: encoder, booster, per-user isotonic calibration, Viterbi
-        pipeline = build_pipeline(
-            num_boost_round=5,
-            num_threads=1,
-            n_folds=2,
-            calibration="isotonic",
-            per_user_calibration=True,
-            reject_threshold=0.4,
-        )
-        pipeline.set_params(smooth=ViterbiSmoother(switch_prob=0.05))
-        pipeline.set_params(calibrate__min_user_rows=50, calibrate__min_user_days=1)
+        isotonic = {"calibration": "isotonic", "per_user_calibration": True}
+        pipeline = build_pipeline(**FAST, **isotonic, n_folds=2, reject_threshold=0.4)
+        pipeline.set_params(smooth=ViterbiSmoother(switch_prob=0.05), calibrate__min_user_days=1)
+        pipeline.set_params(calibrate__min_user_rows=50)
         pipeline.fit(frame_v1.drop(columns="label"), frame_v1["label"])
     path = tmp_path_factory.mktemp("bundle") / "pipeline.joblib"
     joblib.dump(pipeline, path)

@@ -6,10 +6,12 @@ SIGKILL or SIGTERM) and what is left on disk is checked.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
@@ -124,34 +126,19 @@ def test_atomic_directory_replaces_only_its_own_output_with_umask_modes(tmp_path
     assert listing(tmp_path) == ["foreign", "ours"]  # nothing left over
 
 
-def forked(work: Callable[[Callable[[str], None]], object]) -> tuple[int, str]:
-    """Run ``work(report)`` in a forked process (exit 3 after an exception, else 0).
-
-    Returns the child's pid and the text it reported.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-
-        def report(text: str) -> None:
-            os.write(write_end, text.encode())
-            os.close(write_end)
-
-        code = 0
-        try:
-            work(report)
-        except BaseException:
-            code = 3
-        os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        return pid, pipe.read()
+def forked(work: Callable[[Callable[[str], None]], object]) -> tuple[BaseProcess, str]:
+    """Start ``work(report)`` in a forked process; the process and the text it reported."""
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=work, args=(send.send,))
+    child.start()
+    return child, receive.recv()
 
 
-def stopped(pid: int, signum: int) -> int:
-    """Send ``signum`` to the child; its wait status."""
-    os.kill(pid, signum)
-    return os.waitpid(pid, 0)[1]
+def stopped(child: BaseProcess, signum: int) -> int | None:
+    """Send ``signum`` to the child; its exit code (minus the signal that ended it)."""
+    os.kill(child.pid, signum)  # type: ignore[arg-type]
+    child.join()
+    return child.exitcode
 
 
 @pytest.mark.parametrize("kind", ["file", "directory"])
@@ -171,16 +158,16 @@ def test_a_writer_stopped_half_way_leaves_the_old_output(tmp_path, kind, signum)
             report(str(temporary))  # half-way: now stop me
             time.sleep(60)
 
-    pid, temporary = forked(write_and_wait)
+    child, temporary = forked(write_and_wait)
     assert Path(temporary).parent == tmp_path and Path(temporary).exists()
-    status = stopped(pid, signum)
+    code = stopped(child, signum)
     assert (target if kind == "file" else target / "MARKER").read_bytes() == OLD
     if signum == signal.SIGKILL:  # no chance to clean up: the temporary stays, hidden
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        assert code == -signal.SIGKILL
         assert listing(tmp_path) == sorted(["out", Path(temporary).name])
         assert temporary.startswith(str(tmp_path / ".out.")) and temporary.endswith(".tmp")
     else:  # SIGTERM interrupts the write, which cleans up
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
+        assert code == 1  # KeyboardInterrupt
         assert listing(tmp_path) == ["out"]
 
 
@@ -196,7 +183,7 @@ def test_readers_see_the_old_or_the_whole_new_file_whenever_the_writer_dies(tmp_
             labels = np.full(n, ("Build", "Debug")[k % 2], dtype=object)
             write_predictions_csv(frame, labels, target, confidences=np.full(n, 0.75))
 
-    pid, said = forked(rewrite_forever)
+    child, said = forked(rewrite_forever)
     assert said == "writing"
     sizes = []
     for _ in range(500):  # meanwhile, every read sees a whole file
@@ -207,8 +194,7 @@ def test_readers_see_the_old_or_the_whole_new_file_whenever_the_writer_dies(tmp_
         )
         if sizes.count(n) == 5:
             break
-    status = stopped(pid, signal.SIGKILL)  # at whatever moment of a write
-    assert os.WTERMSIG(status) == signal.SIGKILL
+    assert stopped(child, signal.SIGKILL) == -signal.SIGKILL  # at whatever moment of a write
     assert set(sizes) <= {1, n} and len(pd.read_csv(target)) == n
     leftovers = [name for name in listing(tmp_path) if name != "predictions.csv"]
     assert all(name.startswith(".predictions.csv.") for name in leftovers)
