@@ -38,12 +38,12 @@ def loaded(request, booster_v1, encoders_v1, frame_v1, tmp_path_factory):
 @pytest.fixture(scope="module")
 def frames() -> list[pd.DataFrame]:
     """Different frames (sizes, users, row orders), one per thread."""
-    out = []
-    for seed in range(4):
-        frame = make_frame(n_users=1 + seed % 3, minutes=40 + 20 * seed, seed=100 + seed)
-        frame = frame.drop(columns="label")
-        out.append(frame.iloc[np.random.default_rng(seed).permutation(len(frame))])
-    return out
+    return [
+        make_frame(n_users=1 + k % 3, minutes=40 + 20 * k, seed=100 + k)
+        .drop(columns="label")
+        .sample(frac=1, random_state=k)
+        for k in range(4)
+    ]
 
 
 def run_together(function, items):

@@ -54,12 +54,10 @@ def test_resolve_schema_version(columns, expected):
 def test_unknown_or_mismatched_schemas_are_refused():
     with pytest.raises(SchemaMismatchError, match="unknown schema version 'v9'"):
         get_schema("v9")
-    df = pd.DataFrame({"schema_version": ["v1", "v2"]})
     with pytest.raises(SchemaMismatchError, match="schema_version column holds.*'v2'"):
-        check_frame_schema(df, SCHEMA_V1)
-    df = pd.DataFrame({"schema_hash": ["deadbeef0000"]})
+        check_frame_schema(pd.DataFrame({"schema_version": ["v1", "v2"]}), SCHEMA_V1)
     with pytest.raises(SchemaMismatchError, match="expects '4077fe0dba70'"):
-        check_frame_schema(df, SCHEMA_V1)
+        check_frame_schema(pd.DataFrame({"schema_hash": ["deadbeef0000"]}), SCHEMA_V1)
     check_frame_schema(pd.DataFrame({"schema_hash": ["4077fe0dba70"]}), SCHEMA_V1)
 
 

@@ -153,7 +153,7 @@ def test_apps_fix_their_attributes_and_unseen_apps_are_rare(frame, clean_frame):
     assert not df.loc[unseen, ["is_browser", "is_editor", "is_terminal"]].to_numpy().any()
 
 
-def test_missing_values_only_in_float_columns(frame, clean_frame):
+def test_features_follow_the_rows_stay_in_range_and_only_floats_go_missing(frame, clean_frame):
     assert not clean_frame.isna().any().any()
     floats = [c for c, kind in SCHEMA_V1.registry if kind == "float"]
     assert not frame.drop(columns=floats).isna().any().any()
@@ -162,9 +162,6 @@ def test_missing_values_only_in_float_columns(frame, clean_frame):
     assert shares.between(0.003, 0.02).all()
     everything = make_activity_frame(1, 1, missing_rate=1.0)
     assert everything[floats].drop(columns="session_length_so_far").isna().all().all()
-
-
-def test_features_follow_the_rows_and_stay_in_range(clean_frame):
     df = clean_frame
     by_session = df.groupby("session_id", sort=False)
     for source in ("keys_per_min", "mouse_distance"):
