@@ -123,7 +123,7 @@ def read_features(path: str | os.PathLike[str]) -> pd.DataFrame:
     frames: list[pd.DataFrame] = []
     with step("reading", len(files)) as advance:
         for file in files:
-            frame = read_feature_file(file)
+            frame = _read_file(file)
             if frames and set(frame.columns) != set(frames[0].columns):
                 missing = sorted(set(frames[0].columns) - set(frame.columns))
                 extra = sorted(set(frame.columns) - set(frames[0].columns))
@@ -160,19 +160,16 @@ def _check_rows_in_one_file(frame: pd.DataFrame, owner: np.ndarray, files: list[
     )
 
 
-def read_feature_file(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read one CSV or Parquet feature file (see :func:`read_features`)."""
-    path = Path(path)
+def _read_file(path: Path) -> pd.DataFrame:
+    """Read one feature file of those :func:`feature_files` found."""
     try:
         info = path.stat()
-    except FileNotFoundError:
+    except FileNotFoundError:  # removed since
         raise ReaderError(f"{_where(path)} does not exist") from None
     if not stat.S_ISREG(info.st_mode):
         raise ReaderError(f"{_where(path)} is not a regular file")
     if info.st_size == 0:
         raise ReaderError(f"{_where(path)} is empty")
-    if path.suffix.lower() not in FEATURE_SUFFIXES:
-        raise ReaderError(f"{_where(path)} is neither CSV nor Parquet")
     frame = _read_parquet(path) if path.suffix.lower() in PARQUET_SUFFIXES else _read_csv(path)
     return _typed(frame, path)
 

@@ -232,11 +232,6 @@ def get_feature_columns(version: str) -> list[str]:
     return list(get_schema(version).feature_columns)
 
 
-def get_categorical_columns(version: str) -> list[str]:
-    """Categorical feature columns of a schema version."""
-    return list(get_schema(version).categorical_columns)
-
-
 def schema_for_n_features(n_features: int) -> FeatureSchema | None:
     """The schema whose model has ``n_features`` columns, if exactly one has."""
     matches = [s for s in SCHEMAS.values() if s.n_features == n_features]
