@@ -7,6 +7,7 @@ over users, task segments and columns, never over rows.
 from __future__ import annotations
 
 import bisect
+import math
 import reprlib
 from collections.abc import Sequence
 from typing import Any, Final
@@ -149,7 +150,6 @@ _AWAY_SHARE: Final = 0.3  # share of breaks spent away from the computer
 _AWAY_MINUTES: Final = (6, 45)  # away gaps, minutes without rows (> idle gap)
 _DROP_RATE: Final = 0.003  # isolated buckets the collector missed (short gaps)
 _DAY_START, _DAY_END = 8 * 60 + 30, 18 * 60  # minutes after midnight, UTC
-_MINUTES_PER_DAY_RANGE: Final = (10, 840)
 _IDLE_GAP_MINUTES: Final = DEFAULT_IDLE_GAP_SECONDS // 60  # a longer gap starts a session
 _SKETCH_ACTIVE: Final = 48  # sketch coordinates a label's mean title pattern uses
 
@@ -299,16 +299,15 @@ def make_activity_frame(
     261
     """
     schema = get_schema(schema_version)
-    where = "make_activity_frame"
-    n_users = check_value(n_users, integer(0, 100_000), "n_users", where)
-    n_days = check_value(n_days, integer(0, 3_660), "n_days", where)
-    check_value(
-        minutes_per_day, optional(integer(*_MINUTES_PER_DAY_RANGE)), "minutes_per_day", where
-    )
-    for name, rate in (("missing_rate", missing_rate), ("unseen_app_rate", unseen_app_rate)):
-        check_value(rate, real(0.0, 1.0), name, where)
-    if not (np.isfinite(noise) and noise >= 0.0):
-        raise InvalidParameterError(f"noise must be a finite number >= 0, got {noise!r}")
+    for name, value, rule in (
+        ("n_users", n_users, integer(0, 100_000)),
+        ("n_days", n_days, integer(0, 3_660)),
+        ("minutes_per_day", minutes_per_day, optional(integer(10, 840))),
+        ("missing_rate", missing_rate, real(0.0, 1.0)),
+        ("unseen_app_rate", unseen_app_rate, real(0.0, 1.0)),
+        ("noise", noise, real(0.0, math.inf, open_high=True)),
+    ):
+        check_value(value, rule, name, "make_activity_frame")
     try:
         first = pd.Timestamp(start)
         first = first.tz_convert("UTC").tz_localize(None) if first.tzinfo else first
