@@ -1,10 +1,4 @@
-"""Shared plumbing of the pipeline stages.
-
-Every stage is a scikit-learn transformer that takes a pandas DataFrame and
-returns a new one: the caller's columns are kept, the stage's columns are
-added (replacing same-named ones), rows stay in input order and the input
-is never modified.
-"""
+"""DataFrame helpers the pipeline stages share: checks, label codes, new columns."""
 
 from __future__ import annotations
 
@@ -16,19 +10,14 @@ import pandas as pd
 from sklearn.utils import Tags
 
 from taskclf.core.types import OUTPUT_LABELS
-from taskclf.exceptions import (
-    ColumnTypeError,
-    InputError,
-    MissingColumnsError,
-)
+from taskclf.exceptions import ColumnTypeError, InputError, MissingColumnsError
 
 LABEL_DTYPE = pd.CategoricalDtype(list(OUTPUT_LABELS))
-"""Dtype of every label column a stage writes: the eight classes in class
-order, then ``Mixed/Unknown``."""
+"""Dtype of every label column a stage writes: the classes, then ``Mixed/Unknown``."""
 
 
 def check_frame(X: object, where: str) -> pd.DataFrame:
-    """Refuse anything but a pandas DataFrame."""
+    """Refuse anything but a pandas DataFrame with unique column names."""
     if not isinstance(X, pd.DataFrame):
         raise InputError(f"{where} expects a pandas DataFrame, got {type(X).__name__}")
     if not X.columns.is_unique:
@@ -45,19 +34,11 @@ def require_columns(X: pd.DataFrame, columns: Iterable[str], where: str) -> None
 
 
 def label_codes(column: pd.Series, name: str) -> np.ndarray:
-    """Codes of a label column over :data:`LABEL_DTYPE` (int8; -1 never occurs).
-
-    Raises
-    ------
-    ColumnTypeError
-        If the column holds a value that is neither a core label nor
-        ``Mixed/Unknown``, or a missing value.
-    """
+    """Codes of a label column over :data:`LABEL_DTYPE` (int8), refusing other values."""
     if isinstance(column.dtype, pd.CategoricalDtype) and column.dtype == LABEL_DTYPE:
         codes = column.cat.codes.to_numpy()
     else:
-        # get_indexer gives -1 for foreign values; pd.Categorical(..., dtype=)
-        # is deprecated for them (and will raise in pandas 4).
+        # -1 for foreign values (pd.Categorical(..., dtype=) deprecates them)
         codes = LABEL_DTYPE.categories.get_indexer(pd.Index(column))
     if len(codes) and codes.min() < 0:
         position = int(np.flatnonzero(codes < 0)[0])
@@ -69,12 +50,9 @@ def label_codes(column: pd.Series, name: str) -> np.ndarray:
 
 
 def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> pd.DataFrame:
-    """A new frame: ``X``'s columns, same-named ones replaced in place, then
-    the other ``columns`` appended.
+    """A new frame: ``X``'s columns (same-named ones replaced), then the other ``columns``.
 
-    Neither ``X`` nor its data is copied (pandas copy-on-write keeps the
-    caller's frame safe); appended columns form one block per dtype, so
-    later stages read them without gathering.
+    ``X``'s data is not copied (copy-on-write keeps the caller's frame safe).
     """
     new = columns if isinstance(columns, pd.DataFrame) else pd.DataFrame(dict(columns))
     new.index = X.index
@@ -91,14 +69,7 @@ def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> p
 def factorize_labels(
     labels: Iterable[object], name: str = "labels"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (in order of first appearance) and distinct values of a label sequence.
-
-    Raises
-    ------
-    InputError
-        If a label is missing (None or NaN): it would otherwise get code -1
-        and be read as another label.
-    """
+    """Codes (in order of first appearance) and distinct values; a missing label is refused."""
     codes, uniques = pd.factorize(pd.Series(list(labels), dtype=object))
     if len(codes) and codes.min() < 0:
         position = int(np.flatnonzero(codes < 0)[0])
@@ -116,24 +87,10 @@ def frame_tags(
 ) -> Tags:
     """Declare, in scikit-learn tags, that a stage takes a pandas DataFrame.
 
-    A stage reads columns by name (``bucket_start_ts``, ``raw_label``,
-    the schema's features, ...), so a bare 2-D array, which has no column
-    names, is not an input it accepts: ``two_d_array`` is False, which
-    tells scikit-learn's generic estimator checks (built on numpy arrays)
-    that they do not apply. The output is a DataFrame of mixed dtypes, so
-    no input dtype is preserved.
-
-    Parameters
-    ----------
-    tags : sklearn.utils.Tags
-        The tags from ``super().__sklearn_tags__()``, changed in place.
-    allow_nan : bool
-        Missing values in the stage's input columns are handled (rather
-        than refused with an :class:`~taskclf.exceptions.InputError`).
-    string, categorical : bool
-        The stage's input columns may hold strings / pandas categories.
-    requires_fit : bool
-        The stage must be fitted before ``transform``.
+    A stage reads columns by name, so a bare 2-D array is not an input it
+    accepts (``two_d_array`` False tells scikit-learn's generic checks they
+    do not apply); the output has mixed dtypes, so none is preserved. The
+    keywords set the tags of the same names.
     """
     tags.input_tags.two_d_array = False
     tags.input_tags.allow_nan = allow_nan
@@ -146,13 +103,7 @@ def frame_tags(
 
 
 def check_finite_columns(values: np.ndarray, columns: Sequence[str]) -> None:
-    """Refuse a missing or infinite value in a numeric matrix of ``columns``.
-
-    Raises
-    ------
-    InputError
-        Naming the column and row of the first such value.
-    """
+    """Refuse a missing or infinite value in a matrix of ``columns``, naming column and row."""
     bad = ~np.isfinite(values)
     if bad.any():
         rows, cols = np.nonzero(bad)

@@ -1,15 +1,10 @@
 """The one place taskclf writes and reads files.
 
-Writes are atomic: a file or a directory is built beside its target under a
-temporary name, then renamed into place, so a reader never sees half of it
-and a failure (an exception, Ctrl-C or SIGTERM) leaves the old target, or
-none. New files and directories get the permissions ``open()`` and
-``mkdir()`` would give under the process umask. taskclf replaces a
-directory only when it wrote it: one that is empty, or whose marker file
-says it is taskclf's and that holds nothing else.
-
-Reads take regular files only (never a FIFO, a device or ``/dev/zero``
-behind a symlink) and never more than a stated number of bytes.
+Writes are atomic: a file or directory is built beside its target under a
+hidden temporary name and renamed into place, so a failure (an exception,
+Ctrl-C or SIGTERM) leaves the old target, or none. New files get the
+permissions ``open()`` and ``mkdir()`` give under the umask. Reads take
+regular files only, up to a stated number of bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ import shutil
 import signal
 import stat
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,20 +29,14 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into an exception while a write is under way, so it cleans up.
-
-    Only the main thread can set signal handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Turn SIGTERM into KeyboardInterrupt while a write is under way, so it cleans up."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main interpreter
+    except ValueError:  # only the main thread of the main interpreter sets handlers
         yield
         return
     try:
@@ -68,11 +56,10 @@ def _fsync_directory(directory: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+    """Yield a temporary path beside ``path`` to write; rename it over ``path`` on success.
 
-    The caller writes the whole file to the yielded path. On success the
-    file is synced, given the umask's permissions and renamed onto
-    ``path``; on an exception (SIGTERM included) it is removed.
+    On success the file is synced, given the umask's permissions and
+    renamed; on an exception (SIGTERM included) it is removed.
 
     Examples
     --------
@@ -102,7 +89,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically; return ``path``."""
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
     return Path(path)
@@ -139,9 +126,8 @@ def atomic_directory(
 ) -> Iterator[Path]:
     """Yield an empty staging directory; put it in ``directory``'s place on success.
 
-    ``directory`` may be absent, empty, or a previous output of taskclf
-    (``is_ours`` says so); anything else is refused before any work, so
-    nothing of another tool's is ever deleted. On an exception (SIGTERM
+    ``directory`` may be absent, empty, or a previous output of taskclf;
+    anything else is refused before any work. On an exception (SIGTERM
     included) the staging directory is removed and ``directory`` stays as
     it was.
 
@@ -153,11 +139,6 @@ def atomic_directory(
         Whether an existing, non-empty directory is one taskclf wrote.
     what : str
         What the directory is, for messages (``"taskclf bundle directory"``).
-
-    Raises
-    ------
-    NotOursError
-        When ``directory`` exists and is not ours.
     """
     target = Path(directory)
     check_replaceable(target, is_ours, what)
@@ -193,16 +174,14 @@ def atomic_directory(
 def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
     """The bytes of ``path``, a regular file of at most ``limit`` bytes.
 
-    Symlinks are followed, but what they lead to must be a regular file:
-    a FIFO, a device or a directory is refused without opening it for
-    long (a FIFO is opened non-blocking), so a reader never hangs or reads
-    without end.
+    Symlinks are followed, but a FIFO (opened non-blocking), a device or a
+    directory is refused, so a reader never hangs or reads without end.
 
     Raises
     ------
     ReaderError
-        (also a ``FileNotFoundError`` when the file is missing) naming the
-        file and the problem.
+        Naming the file and the problem (a :class:`MissingFileError`, also
+        a ``FileNotFoundError``, when it does not exist).
     """
     where = f"{what} {str(path)!r}"
     try:

@@ -1,9 +1,8 @@
 """Progress of long work, for whoever listens (the command line draws bars).
 
-Library code announces a step with :func:`step` and advances it; nothing is
-shown unless a caller installed a listener with :func:`listening`. Training
-advances once per LightGBM boosting round (through LightGBM's callback), a
-search once per candidate, a reader once per file.
+Library code announces a :func:`step` and advances it (training once per
+boosting round, a search once per candidate, a reader once per file);
+nothing is shown unless a caller installed a listener with :func:`listening`.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Reading and writing taskclf's files: features, predictions and segments.
 
-Feature files are CSV, Parquet, or a directory of them. Every refusal is a
-:class:`~taskclf.exceptions.ReaderError` that names the file and says what
-is wrong with it: an empty file or one that is not a regular file, binary
-content where text was expected, a missing header row, two columns of one
-name, a column of the wrong type, an unparseable or out-of-range
-timestamp, the same row in two files, or a directory without feature
-files. ``segments.json`` records are checked field by field.
-
-Known columns (those of the feature schemas' row registries, plus
-``label``) are given their registry type: text columns stay text (``"007"``
-stays ``"007"``), numeric columns must hold numbers, boolean columns
-``True``/``False`` (or 0/1), and ``bucket_start_ts``/``bucket_end_ts`` are
-parsed to UTC. Other columns are kept as pandas reads them.
+Feature files are CSV, Parquet, or a directory of them. Known columns (those
+of the schemas' row registries, plus ``label``) get their registry type:
+text stays text (``"007"`` stays ``"007"``), numeric columns must hold
+numbers, boolean ones ``True``/``False`` (or 0/1), timestamps are parsed to
+UTC. Other columns are kept as pandas reads them. Every refusal is a
+:class:`~taskclf.exceptions.ReaderError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -34,24 +27,15 @@ from taskclf._io import atomic_path, atomic_write_text, read_regular_file
 from taskclf._progress import step
 from taskclf.core.schema import SCHEMA_V3
 from taskclf.core.time import format_utc, timestamps_ns, to_utc_series
-from taskclf.exceptions import (
-    DuplicateRowsError,
-    InputError,
-    ReaderError,
-    TimestampError,
-)
+from taskclf.exceptions import DuplicateRowsError, InputError, ReaderError, TimestampError
 from taskclf.stages.segment import Segment
 
-CSV_SUFFIXES: Final = (".csv",)
 PARQUET_SUFFIXES: Final = (".parquet", ".pq")
-FEATURE_SUFFIXES: Final = CSV_SUFFIXES + PARQUET_SUFFIXES
-
+FEATURE_SUFFIXES: Final = (".csv", *PARQUET_SUFFIXES)
 COLUMN_TYPES: Final[dict[str, str]] = {**dict(SCHEMA_V3.registry), LABEL: "str"}
 """Type name of every known column (v3's registry holds v1's and v2's)."""
 
-TIMESTAMP_COLUMNS: Final = ("bucket_start_ts", "bucket_end_ts")
 _SNIFF_BYTES: Final = 8192
-_PARQUET_MAGIC: Final = b"PAR1"
 _TRUE: Final = frozenset({"true", "1", "1.0", "yes"})
 _FALSE: Final = frozenset({"false", "0", "0.0", "no"})
 PREDICTIONS_FILE: Final = "predictions.csv"
@@ -67,10 +51,9 @@ def _where(path: Path) -> str:
 def feature_files(path: str | os.PathLike[str]) -> list[Path]:
     """The feature files ``path`` names: itself, or those inside a directory.
 
-    A directory is searched recursively (so Hive-style partitioned output
-    works) for ``*.csv``, ``*.parquet`` and ``*.pq`` files, skipping names
-    starting with ``.`` or ``_`` (temporary and marker files); files come
-    in sorted path order.
+    A directory is searched recursively (Hive-style partitions work) for
+    ``*.csv``, ``*.parquet`` and ``*.pq`` files in sorted path order,
+    skipping names starting with ``.`` or ``_`` (temporary and marker files).
 
     Raises
     ------
@@ -79,56 +62,52 @@ def feature_files(path: str | os.PathLike[str]) -> list[Path]:
         directory holding no feature file.
     """
     path = Path(path)
-    if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in FEATURE_SUFFIXES
-            and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
-        )
-        if not files:
+    if not path.is_dir():
+        if not path.exists():
+            raise ReaderError(f"{_where(path)} does not exist")
+        if path.suffix.lower() not in FEATURE_SUFFIXES:
             raise ReaderError(
-                f"directory {str(path)!r} holds no feature files "
-                f"({', '.join('*' + s for s in FEATURE_SUFFIXES)})"
+                f"{_where(path)} is neither CSV nor Parquet: expected a name ending in "
+                f"{', '.join(FEATURE_SUFFIXES)}"
             )
-        return files
-    if not path.exists():
-        raise ReaderError(f"{_where(path)} does not exist")
-    if path.suffix.lower() not in FEATURE_SUFFIXES:
+        return [path]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in FEATURE_SUFFIXES
+        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
+    if not files:
         raise ReaderError(
-            f"{_where(path)} is neither CSV nor Parquet: expected a name ending in "
-            f"{', '.join(FEATURE_SUFFIXES)}"
+            f"directory {str(path)!r} holds no feature files "
+            f"({', '.join('*' + s for s in FEATURE_SUFFIXES)})"
         )
-    return [path]
+    return files
 
 
 def read_features(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a CSV or Parquet feature file, or every such file in a directory.
 
-    Reading many files advances a progress step (:mod:`taskclf._progress`)
-    once per file.
+    Reading advances a progress step (:mod:`taskclf._progress`) once per file.
 
     Parameters
     ----------
     path : path-like
-        A ``.csv``, ``.parquet`` or ``.pq`` file, or a directory of them.
-        The files of a directory must share their columns; their rows are
-        concatenated in file order.
+        A ``.csv``, ``.parquet`` or ``.pq`` file, or a directory of them
+        sharing their columns; their rows are concatenated in file order.
 
     Returns
     -------
     DataFrame
-        Known columns typed (see the module docstring); a fresh
-        ``RangeIndex``.
+        Known columns typed; a fresh ``RangeIndex``.
 
     Raises
     ------
     ReaderError
         Naming the file and the problem.
     DuplicateRowsError
-        When two files hold the same ``(user_id, bucket_start_ts)`` row
-        (naming both files).
+        When two files hold the same ``(user_id, bucket_start_ts)`` row.
 
     Examples
     --------
@@ -144,7 +123,7 @@ def read_features(path: str | os.PathLike[str]) -> pd.DataFrame:
     frames: list[pd.DataFrame] = []
     with step("reading", len(files)) as advance:
         for file in files:
-            frame = read_feature_file(file)
+            frame = _read_file(file)
             if frames and set(frame.columns) != set(frames[0].columns):
                 missing = sorted(set(frames[0].columns) - set(frame.columns))
                 extra = sorted(set(frame.columns) - set(frames[0].columns))
@@ -167,8 +146,6 @@ def _check_rows_in_one_file(frame: pd.DataFrame, owner: np.ndarray, files: list[
     if BUCKET_START_TS not in keys:
         return
     twice = frame.duplicated(keys, keep=False).to_numpy()
-    if not twice.any():
-        return
     rows = frame[twice].assign(_file=owner[twice])
     spread = rows.groupby(keys, sort=False, dropna=False)["_file"].agg(["min", "max"])
     spread = spread[spread["min"] != spread["max"]]
@@ -183,27 +160,22 @@ def _check_rows_in_one_file(frame: pd.DataFrame, owner: np.ndarray, files: list[
     )
 
 
-def read_feature_file(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read one CSV or Parquet feature file (see :func:`read_features`)."""
-    path = Path(path)
+def _read_file(path: Path) -> pd.DataFrame:
+    """Read one feature file of those :func:`feature_files` found."""
     try:
         info = path.stat()
-    except FileNotFoundError:
+    except FileNotFoundError:  # removed since
         raise ReaderError(f"{_where(path)} does not exist") from None
     if not stat.S_ISREG(info.st_mode):
         raise ReaderError(f"{_where(path)} is not a regular file")
     if info.st_size == 0:
         raise ReaderError(f"{_where(path)} is empty")
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        frame = _read_parquet(path)
-    elif path.suffix.lower() in CSV_SUFFIXES:
-        frame = _read_csv(path)
-    else:
-        raise ReaderError(f"{_where(path)} is neither CSV nor Parquet")
+    frame = _read_parquet(path) if path.suffix.lower() in PARQUET_SUFFIXES else _read_csv(path)
     return _typed(frame, path)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV file after checking it is UTF-8 text with one header row of known names."""
     with open(path, "rb") as handle:
         head = handle.read(_SNIFF_BYTES)
     if b"\x00" in head:
@@ -211,31 +183,32 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the end of the sniffed block is fine.
-        if exc.start < len(head) - 4:
+        if exc.start < len(head) - 4:  # not a character cut at the end of the block
             raise ReaderError(
                 f"{_where(path)} is not UTF-8 text (byte {exc.start}: {exc.reason})"
             ) from None
-    try:  # the header as written: pandas would rename a repeated name 'x' to 'x.1'
-        header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
+    # The header as written: pandas would rename a repeated name 'x' to 'x.1'.
+    header = _read_csv_part(path, nrows=1, header=None, dtype=str, keep_default_na=False)
     columns = [str(c) for c in header.iloc[0]]
     _check_header(columns, path)
     text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
+    return _read_csv_part(path, dtype=text)
+
+
+def _read_csv_part(path: Path, **options: Any) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=text)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        return pd.read_csv(path, **options)
+    except ValueError as exc:  # pandas' parser errors, UnicodeDecodeError
         raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
 
 
 def _check_header(columns: list[str], path: Path) -> None:
+    """Refuse a first line of no known column name, an empty name or a name twice."""
     if not any(c in COLUMN_TYPES for c in columns):
-        shown = ", ".join(columns[:5])
         raise ReaderError(
             f"{_where(path)} has no header row of feature column names: its first "
-            f"line reads {shown!r}; expected names such as 'bucket_start_ts', "
-            "'user_id', 'app_id'"
+            f"line reads {', '.join(columns[:5])!r}; expected names such as "
+            "'bucket_start_ts', 'user_id', 'app_id'"
         )
     unnamed = [c for c in columns if not c.strip()]
     if unnamed:
@@ -246,12 +219,12 @@ def _check_header(columns: list[str], path: Path) -> None:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    """Read a Parquet file after checking its magic bytes at both ends."""
     with open(path, "rb") as handle:
         start = handle.read(4)
         handle.seek(-4, os.SEEK_END)
-        end = handle.read(4)
-    if start != _PARQUET_MAGIC or end != _PARQUET_MAGIC:
-        raise ReaderError(f"{_where(path)} is not a Parquet file (no PAR1 magic bytes)")
+        if start != b"PAR1" or handle.read(4) != b"PAR1":
+            raise ReaderError(f"{_where(path)} is not a Parquet file (no PAR1 magic bytes)")
     try:
         return pd.read_parquet(path)
     except ImportError:
@@ -262,65 +235,47 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise ReaderError(f"{_where(path)} cannot be read as Parquet: {exc}") from None
 
 
-def _bad_value(column: pd.Series, bad: np.ndarray) -> tuple[int, Any]:
-    position = int(np.flatnonzero(bad)[0])
-    return position, column.iloc[position]
+def _refuse(column: pd.Series, bad: np.ndarray, what: str, path: Path) -> None:
+    """Raise naming the first row flagged in ``bad``, if any."""
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ReaderError(
+            f"{_where(path)}: column {column.name!r} must hold {what} but row {row} holds "
+            f"{column.iloc[row]!r} ({int(bad.sum())} such value(s))"
+        )
 
 
-def _as_numeric(column: pd.Series, name: str, path: Path) -> pd.Series:
+def _as_numeric(column: pd.Series, path: Path) -> pd.Series:
     if pd.api.types.is_bool_dtype(column.dtype):
         return column.astype(np.float64)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column
     numbers = pd.to_numeric(column, errors="coerce")
-    bad = (numbers.isna() & column.notna()).to_numpy()
-    if bad.any():
-        row, value = _bad_value(column, bad)
-        raise ReaderError(
-            f"{_where(path)}: column {name!r} must hold numbers but row {row} holds "
-            f"{value!r} ({int(bad.sum())} such value(s))"
-        )
+    _refuse(column, (numbers.isna() & column.notna()).to_numpy(), "numbers", path)
     return numbers
 
 
-def _as_bool(column: pd.Series, name: str, path: Path) -> pd.Series:
+def _as_bool(column: pd.Series, path: Path) -> pd.Series:
+    """True/False, yes/no or 1/0 (text or numbers) as pandas' nullable booleans."""
     if pd.api.types.is_bool_dtype(column.dtype):
         return column
-    if pd.api.types.is_numeric_dtype(column.dtype):
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ~np.isnan(values) & (values != 0) & (values != 1)
-        if bad.any():
-            row, value = _bad_value(column, bad)
-            raise ReaderError(
-                f"{_where(path)}: column {name!r} must hold True/False but row {row} "
-                f"holds {value!r}"
-            )
-        return column.astype("boolean")
     text = column.astype("str").str.strip().str.lower()
-    known = text.isin(_TRUE | _FALSE).to_numpy() | column.isna().to_numpy()
-    if not known.all():
-        row, value = _bad_value(column, ~known)
-        raise ReaderError(
-            f"{_where(path)}: column {name!r} must hold True/False but row {row} holds {value!r}"
-        )
+    missing = column.isna().to_numpy()
+    _refuse(column, ~(text.isin(_TRUE | _FALSE).to_numpy() | missing), "True/False", path)
     out = pd.Series(text.isin(_TRUE).to_numpy(), index=column.index, dtype="boolean")
-    out[column.isna().to_numpy()] = pd.NA
+    out[missing] = pd.NA
     return out
 
 
-def _is_text(column: pd.Series) -> bool:
-    return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
-
-
 def _as_lists(column: pd.Series) -> pd.Series:
-    """A list column as :func:`write_features` writes it to CSV (JSON text) back to tuples.
+    """JSON list text (as :func:`write_features` writes lists to CSV) as tuples.
 
-    Text that is not a JSON list (as other writers leave it) stays text: the
-    column is metadata, not a model feature.
+    Other text (as other writers leave it) stays text: the column is
+    metadata, not a model feature.
     """
     present = column.dropna()
     if present.empty or not isinstance(present.iloc[0], str):
-        return column  # Parquet keeps lists as arrays: nothing to parse
+        return column  # Parquet keeps lists as arrays
     parsed: dict[Any, Any] = {}
     for value in pd.unique(present):  # few distinct values: loop over those
         try:
@@ -334,33 +289,26 @@ def _as_lists(column: pd.Series) -> pd.Series:
 
 
 def _typed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Give each known column its registry type."""
     new: dict[str, pd.Series] = {}
     for name in frame.columns:
-        kind = COLUMN_TYPES.get(str(name))
-        column = frame[name]
+        kind, column = COLUMN_TYPES.get(str(name)), frame[name]
+        is_text = pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
         if kind in ("int", "float"):
-            new[name] = _as_numeric(column, name, path)
+            new[name] = _as_numeric(column, path)
         elif kind == "bool":
-            new[name] = _as_bool(column, name, path)
-        elif kind == "datetime" and name in TIMESTAMP_COLUMNS:
+            new[name] = _as_bool(column, path)
+        elif kind == "datetime":
             try:
                 new[name] = to_utc_series(column, column=name)
             except TimestampError as exc:
                 raise ReaderError(f"{_where(path)}: {exc}") from None
-            except pd.errors.OutOfBoundsDatetime:
-                raise ReaderError(
-                    f"{_where(path)}: column {name!r} holds a timestamp outside the years "
-                    "1677-2262 that taskclf handles"
-                ) from None
-        elif kind == "list" and not column.empty and _is_text(column):
+        elif kind == "list" and is_text:
             new[name] = _as_lists(column)
-        elif kind == "str" and not (
-            pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
-        ):
+        elif kind == "str" and not is_text:
             new[name] = column.astype("str").where(column.notna())
     changed = {k: v for k, v in new.items() if v is not frame[k]}
-    out = frame.assign(**changed) if changed else frame
-    return out.reset_index(drop=True)
+    return (frame.assign(**changed) if changed else frame).reset_index(drop=True)
 
 
 def _json_text(value: Any) -> Any:
@@ -371,16 +319,14 @@ def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
     """List cells (``source_ids``) as JSON text, which :func:`read_features` parses."""
     new = {}
     for name in frame.columns:
-        if COLUMN_TYPES.get(str(name)) != "list" or frame[name].dtype != object:
-            continue
-        column = frame[name]
-        try:
-            codes, uniques = pd.factorize(column)
-        except TypeError:  # unhashable cells (lists): convert cell by cell
-            new[name] = column.map(_json_text)
-            continue
-        texts = np.array([_json_text(v) for v in uniques] + [None], dtype=object)
-        new[name] = pd.Series(texts[codes], index=column.index, dtype=object)
+        if COLUMN_TYPES.get(str(name)) == "list" and frame[name].dtype == object:
+            try:
+                codes, uniques = pd.factorize(frame[name])
+            except TypeError:  # unhashable cells (lists): convert cell by cell
+                new[name] = frame[name].map(_json_text)
+                continue
+            texts = np.array([_json_text(v) for v in uniques] + [None], dtype=object)
+            new[name] = pd.Series(texts[codes], index=frame.index, dtype=object)
     return frame.assign(**new) if new else frame
 
 
@@ -400,21 +346,16 @@ def write_features(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             f"cannot write {str(path)!r}: the name must end in {', '.join(FEATURE_SUFFIXES)}"
         )
     with atomic_path(path) as temporary:
-        if suffix in PARQUET_SUFFIXES:
+        if suffix == ".csv":
+            _for_csv(frame).to_csv(temporary, index=False)
+        else:
             try:
                 frame.to_parquet(temporary, index=False)
             except ImportError:
                 raise ReaderError(
                     f"writing {str(path)!r} needs pyarrow: pip install 'taskclf[parquet]'"
                 ) from None
-        else:
-            _for_csv(frame).to_csv(temporary, index=False)
     return path
-
-
-def _check_length(name: str, values: Any, n: int) -> None:
-    if values is not None and len(values) != n:
-        raise InputError(f"{name} has {len(values)} values but features_df has {n} rows")
 
 
 def write_predictions_csv(
@@ -444,15 +385,18 @@ def write_predictions_csv(
     from taskclf.calibration import check_proba
     from taskclf.taxonomy import round_like_python
 
-    n = len(features_df)
-    for name, values in (
-        ("labels", labels),
-        ("confidences", confidences),
-        ("is_rejected", is_rejected),
-        ("mapped_labels", mapped_labels),
-        ("core_probs", core_probs),
-    ):
-        _check_length(name, values, n)
+    given = {
+        "labels": labels,
+        "confidences": confidences,
+        "is_rejected": is_rejected,
+        "mapped_labels": mapped_labels,
+        "core_probs": core_probs,
+    }
+    for name, values in given.items():
+        if values is not None and len(values) != len(features_df):
+            raise InputError(
+                f"{name} has {len(values)} values but features_df has {len(features_df)} rows"
+            )
     data: dict[str, Any] = {BUCKET_START_TS: format_utc(timestamps_ns(features_df))}
     if include_user_id and USER_ID in features_df.columns:
         data[USER_ID] = features_df[USER_ID].to_numpy()
@@ -463,8 +407,7 @@ def write_predictions_csv(
         data["is_rejected"] = np.asarray(is_rejected, dtype=bool)
     if mapped_labels is not None:
         data["mapped_label"] = np.asarray(mapped_labels, dtype=object)
-    if core_probs is not None:
-        # Python's round(p, 4), bit for bit, as files written before expect.
+    if core_probs is not None:  # Python's round(p, 4), bit for bit, as earlier files hold
         rounded = round_like_python(check_proba(core_probs, "core_probs"), 4)
         data["core_probs"] = [json.dumps(row) for row in rounded.tolist()]
     with atomic_path(path) as temporary:
@@ -480,23 +423,16 @@ def _json_scalar(value: object) -> Any:
 
 
 def write_segments_json(segments: Sequence[Segment], path: str | os.PathLike[str]) -> Path:
-    """Write segments to a JSON list, atomically, timestamps in ISO 8601.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
+    """Write segments to a JSON list, atomically, timestamps in ISO 8601; return ``path``."""
     records = [segment.to_dict() for segment in segments]
     return atomic_write_text(path, json.dumps(records, indent=2, default=_json_scalar))
 
 
 def _timestamp(value: object) -> dt.datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"holds {reprlib.repr(value)}, not an ISO 8601 timestamp")
+    """An ISO 8601 text within the years pandas holds (ValueError otherwise)."""
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
+        parsed = dt.datetime.fromisoformat(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         raise ValueError(f"holds {reprlib.repr(value)}, not an ISO 8601 timestamp") from None
     try:
         pd.Timestamp(parsed).as_unit("ns")
@@ -540,9 +476,7 @@ def read_segments_json(path: str | os.PathLike[str]) -> list[Segment]:
     ------
     ReaderError
         Naming the file, when it cannot be read or does not hold a list of
-        segment records; a bad record is named with its field (a missing
-        or unparseable timestamp, a label that is not text, a bucket count
-        that is not a whole number >= 1).
+        segment records; a bad record is named with its field.
     """
     where = f"segments file {str(path)!r}"
     try:

@@ -1,9 +1,7 @@
-"""The exceptions taskclf raises.
+"""The exceptions taskclf raises: every refusal is a :class:`TaskclfError`.
 
-Every refusal is a :class:`TaskclfError`. Those caused by a bad value also
-subclass :class:`ValueError`, so code written against plain scikit-learn
-conventions (``except ValueError``) keeps working, while callers who want
-to be precise can catch the specific class.
+Those caused by a bad value also subclass :class:`ValueError`, so code
+written against scikit-learn's conventions keeps working.
 """
 
 from __future__ import annotations
@@ -40,8 +38,7 @@ class MissingColumnsError(InputError):
         super().__init__(f"{where}: missing {len(self.columns)} required column(s): {shown}{more}")
 
     def __reduce__(self) -> tuple[type, tuple[list[str], str]]:
-        # Rebuild from the columns, not the message, when unpickled (on its
-        # way back from a Dask worker, say).
+        # Rebuild from the columns when unpickled (back from a Dask worker, say).
         return type(self), (self.columns, self.where)
 
 
@@ -70,12 +67,7 @@ class InvalidParameterError(TaskclfError, ValueError):
 
 
 class NotFittedError(TaskclfError, SklearnNotFittedError):
-    """A stage was used before it was fitted.
-
-    Also a :class:`sklearn.exceptions.NotFittedError` (hence a ``ValueError``
-    and an ``AttributeError``), so scikit-learn's own handling of unfitted
-    estimators, and callers catching it, see it as one.
-    """
+    """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
 
 
 class TaxonomyError(TaskclfError, ValueError):
@@ -104,24 +96,3 @@ class TaskclfWarning(UserWarning):
 
 class BundleVersionWarning(TaskclfWarning):
     """A bundle was saved with other (compatible) library versions than these."""
-
-
-__all__ = [
-    "BundleError",
-    "BundleVersionWarning",
-    "ColumnTypeError",
-    "DuplicateRowsError",
-    "InputError",
-    "InvalidParameterError",
-    "MissingColumnsError",
-    "MissingFileError",
-    "NotFittedError",
-    "NotOursError",
-    "ProbabilityShapeError",
-    "ReaderError",
-    "SchemaMismatchError",
-    "TaskclfError",
-    "TaskclfWarning",
-    "TaxonomyError",
-    "TimestampError",
-]

@@ -1,14 +1,13 @@
-"""Synthetic per-minute activity frames with task labels.
+"""Synthetic per-minute activity frames with task labels, for tests, benchmarks and demos.
 
-:func:`make_activity_frame` builds realistic feature frames in the layout of
-schema v1, v2 or v3 with the true label of every row, for tests, benchmarks
-and demos. Everything is drawn from one ``numpy.random.Generator``; per-row
-work is vectorized (Python loops run over users, task segments and columns).
+Everything is drawn from one ``numpy.random.Generator``; Python loops run
+over users, task segments and columns, never over rows.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import reprlib
 from collections.abc import Sequence
 from typing import Any, Final
@@ -151,19 +150,14 @@ _AWAY_SHARE: Final = 0.3  # share of breaks spent away from the computer
 _AWAY_MINUTES: Final = (6, 45)  # away gaps, minutes without rows (> idle gap)
 _DROP_RATE: Final = 0.003  # isolated buckets the collector missed (short gaps)
 _DAY_START, _DAY_END = 8 * 60 + 30, 18 * 60  # minutes after midnight, UTC
-_MINUTES_PER_DAY_RANGE: Final = (10, 840)
 _IDLE_GAP_MINUTES: Final = DEFAULT_IDLE_GAP_SECONDS // 60  # a longer gap starts a session
 _SKETCH_ACTIVE: Final = 48  # sketch coordinates a label's mean title pattern uses
 
 
 class _Rows:
-    """The rows of every user in output order, and the task segments they belong to.
-
-    Per row: ``user``, ``day`` (user * n_days + day), ``minute`` (bucket
-    start, minutes since the epoch), ``segment``, ``is_start`` (the row
-    starts a session), ``session`` and ``start_row`` (its session's first
-    row); per segment: ``segment_user`` and ``segment_label`` (or ``_AWAY``).
-    """
+    """Every user's rows in output order (``user``, ``day``, ``minute`` since the epoch,
+    ``segment``, ``is_start`` of a session, ``session``, its ``start_row``) and the
+    task segments (``segment_user``, ``segment_label`` or ``_AWAY``)."""
 
     def __init__(
         self, per_user: Sequence[tuple[np.ndarray, ...]], n_users: int, n_days: int
@@ -185,13 +179,8 @@ def _cumulative(weights: FloatArray) -> FloatArray:
 
 
 def _draw_grouped(rng: Generator, cum: FloatArray, group: IntArray) -> IntArray:
-    """Draw one category per element from the cumulative table of its group.
-
-    ``cum`` has one row of cumulative probabilities per group; element ``i``
-    draws from row ``group[i]``. All draws take one ``searchsorted`` over the
-    flattened table, each row shifted by its group number so that the rows
-    stay sorted end to end.
-    """
+    """Draw element ``i`` from row ``group[i]`` of ``cum`` in one ``searchsorted``
+    (each row shifted by its group number, so the flat table stays sorted)."""
     n_groups, n_cats = cum.shape
     flat = (cum + np.arange(n_groups)[:, None]).ravel()
     found = np.searchsorted(flat, group + rng.random(len(group)), side="right")
@@ -250,32 +239,26 @@ def make_activity_frame(
     n_users : int, default 5
         Number of users, named ``user_000``, ``user_001``, ...
     n_days : int, default 5
-        Number of working days per user: the first ``n_days`` weekdays on or
-        after ``start`` (weekends have no rows).
+        Working days per user: the first ``n_days`` weekdays on or after
+        ``start``.
     schema_version : {"v1", "v2", "v3"}, default "v1"
-        Layout of the frame. Schema v2's registry has no ``user_id``; the
-        frame has the column all the same (timelines are per user), so a
-        v2 frame holds exactly the v1 columns. v3 adds the 256 title sketch
-        columns and the five title scalars.
+        Layout of the frame. A v2 frame has ``user_id`` all the same (so it
+        holds exactly the v1 columns); v3 adds the title columns.
     start : str, default "2025-03-03"
-        First calendar day, read as a UTC date (a Monday by default).
+        First calendar day, read as a UTC date.
     minutes_per_day : int or None, default None
-        Length of each working day in minutes, lunch and breaks included,
-        between 10 and 840. None draws it per user and day: about 8:30 to
-        18:00 UTC, with per-user and per-day jitter.
+        Length of each working day in minutes (10 to 840), breaks included;
+        None draws it per user and day (about 8:30 to 18:00 UTC).
     missing_rate : float, default 0.01
-        Share of the values of each float feature column set to NaN (for v3
-        also the share of rows whose title sketch is all NaN). Boolean,
-        integer and string columns are never missing, nor is
-        ``session_length_so_far``.
+        Share of each float feature column set to NaN (for v3 also the
+        share of rows whose title sketch is all NaN); other columns and
+        ``session_length_so_far`` are never missing.
     unseen_app_rate : float, default 0.02
         Share of rows whose app is drawn from a large pool of rare names
-        (``app_x`` and hex digits), most of which occur once.
+        (``app_x`` and hex digits).
     noise : float, default 1.0
-        Scale of the spread of numeric features around each label's typical
-        values (per user, per segment and per row), and of the share of
-        segments that look like another task. 0 leaves only the label means
-        and the random choice of apps; 2 blurs labels further.
+        Spread of numeric features around each label's typical values, and
+        of the share of segments that look like another task (0: none).
     random_state : int or None, default 0
         Seed of ``numpy.random.default_rng``; the same seed and arguments
         give the same frame.
@@ -283,14 +266,12 @@ def make_activity_frame(
     Returns
     -------
     pandas.DataFrame
-        Rows sorted by ``user_id`` then ``bucket_start_ts``, no duplicate
-        (user_id, bucket_start_ts), and columns in registry order (for v2,
-        ``user_id`` first) followed by ``label``. Dtypes follow the registry
-        type names: str columns hold Python ``str`` in object columns
-        (cheap to build; ``.astype("str")`` gives pandas' string dtype),
-        int is int64, float is float64, bool is bool, datetime is
-        ``datetime64[ns, UTC]``. ``source_ids`` holds the one shared tuple
-        :data:`SOURCE_IDS` in every row, not a new list per row.
+        Rows sorted by ``user_id`` then ``bucket_start_ts`` without
+        duplicates; columns in registry order (for v2, ``user_id`` first),
+        then ``label``. str columns hold Python ``str`` (object dtype),
+        int is int64, float float64, bool bool, datetime
+        ``datetime64[ns, UTC]``; ``source_ids`` is the shared tuple
+        :data:`SOURCE_IDS`.
 
     Raises
     ------
@@ -301,49 +282,32 @@ def make_activity_frame(
 
     Notes
     -----
-    Each user follows their own Markov chain over the eight labels (a
-    perturbed copy of a shared transition matrix that never stays on a
-    label), with log-normal dwell times (median about 25 minutes for Build,
-    5 for BreakIdle; meetings last whole quarter hours). Lunch (30 to 60
-    minutes) and some breaks (6 to 45 minutes away) leave no rows; a gap over
-    the 300 s idle gap starts a new ``session_id``, and a few single buckets
-    are missing, as from a collector hiccup, without splitting a session.
-
-    A share of segments is drawn as if it had a confusable label (the user
-    labels by intent, not by what is on screen). Activity rates are scaled by
-    log-normal user, segment and row factors. Each segment has a main app
-    from the user's preferred apps for its label; the app fixes
-    ``app_category`` and the ``is_*`` flags, and only browser rows have a
-    web ``domain_category``. Rolling, delta and session features are
-    computed within sessions from the drawn values; ``day_of_week`` counts
-    from Monday = 0. Rows of a segment share a main title and two
-    alternates; the v3 title columns are functions of the title. A v1 row
-    takes about 400 bytes, a v3 row about 2.5 kB.
+    Each user follows their own Markov chain over the eight labels, with
+    log-normal dwell times (meetings last whole quarter hours). Lunch and
+    some breaks leave no rows; a gap over the 300 s idle gap starts a new
+    ``session_id``. Some segments are drawn as if they had a confusable
+    label (the user labels by intent, not by what is on screen). Rolling,
+    delta and session features are computed within sessions.
 
     Examples
     --------
     >>> df = make_activity_frame(n_users=2, n_days=1, random_state=0)
     >>> df.columns[-1], df["schema_version"].iloc[0], df["user_id"].nunique()
     ('label', 'v1', 2)
-    >>> bool(df.duplicated(["user_id", "bucket_start_ts"]).any())
-    False
-    >>> str(df["bucket_start_ts"].dtype)
-    'datetime64[ns, UTC]'
     >>> v3 = make_activity_frame(n_users=1, n_days=1, schema_version="v3")
     >>> v3.shape[1] - df.shape[1]
     261
     """
     schema = get_schema(schema_version)
-    where = "make_activity_frame"
-    n_users = check_value(n_users, integer(0, 100_000), "n_users", where)
-    n_days = check_value(n_days, integer(0, 3_660), "n_days", where)
-    check_value(
-        minutes_per_day, optional(integer(*_MINUTES_PER_DAY_RANGE)), "minutes_per_day", where
-    )
-    for name, rate in (("missing_rate", missing_rate), ("unseen_app_rate", unseen_app_rate)):
-        check_value(rate, real(0.0, 1.0), name, where)
-    if not (np.isfinite(noise) and noise >= 0.0):
-        raise InvalidParameterError(f"noise must be a finite number >= 0, got {noise!r}")
+    for name, value, rule in (
+        ("n_users", n_users, integer(0, 100_000)),
+        ("n_days", n_days, integer(0, 3_660)),
+        ("minutes_per_day", minutes_per_day, optional(integer(10, 840))),
+        ("missing_rate", missing_rate, real(0.0, 1.0)),
+        ("unseen_app_rate", unseen_app_rate, real(0.0, 1.0)),
+        ("noise", noise, real(0.0, math.inf, open_high=True)),
+    ):
+        check_value(value, rule, name, "make_activity_frame")
     try:
         first = pd.Timestamp(start)
         first = first.tz_convert("UTC").tz_localize(None) if first.tzinfo else first
@@ -379,11 +343,7 @@ def _working_days(
 
 
 def _segments(rng: Generator, total: int) -> tuple[IntArray, IntArray]:
-    """One user's task segments (labels and lengths) covering ``total`` minutes.
-
-    The user's habits come first: a perturbed copy of the shared transition
-    matrix and a scale of dwell times. Some breaks become time away.
-    """
+    """One user's task segments (labels, lengths) over ``total`` minutes, by their own habits."""
     chain = _cumulative(_TRANSITIONS * rng.gamma(3.0, 1.0 / 3.0, _TRANSITIONS.shape)).tolist()
     dwell_scale = np.exp(rng.normal(0.0, 0.2))
     labels, lengths = [], []
@@ -412,12 +372,8 @@ def _segments(rng: Generator, total: int) -> tuple[IntArray, IntArray]:
 def _timelines(
     rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
 ) -> _Rows:
-    """Lay each user's task chain over their working minutes, day after day.
-
-    A task left in the evening goes on the next morning. Lunch, time away
-    and dropped buckets leave no rows; a gap over the idle gap starts a
-    session.
-    """
+    """Lay each user's task chain over their working minutes (lunch, time away and
+    dropped buckets leave no rows)."""
     n_days, n_segments = len(midnights), 0
     per_user = []
     for user in range(n_users):
@@ -448,11 +404,8 @@ def _timelines(
 def _features(
     rng: Generator, rows: _Rows, unseen_app_rate: float, noise: float, v3: bool
 ) -> dict[str, Any]:
-    """Every feature column, each named as in the registry (v3: ``title_sketch``).
-
-    A share of segments looks like a confusable task: their features are
-    drawn from that task's distributions.
-    """
+    """Every feature column (v3's sketch as one ``title_sketch`` block); some segments
+    look like a confusable task, drawn from its distributions."""
     n_segments = len(rows.segment_label)
     segment_label = np.maximum(rows.segment_label, 0)  # away segments have no rows
     lookalike = _draw_grouped(rng, _cumulative(_LOOKALIKE), segment_label)
@@ -487,11 +440,7 @@ def _features(
 def _apps(
     rng: Generator, rows: _Rows, look: IntArray, unseen_app_rate: float
 ) -> tuple[IntArray, dict[str, Any]]:
-    """Each row's app index, and the app and domain columns.
-
-    A segment has a main app, drawn from the user's preferences for the
-    label it looks like; a row shows it or another app of that label.
-    """
+    """Each row's app index, and the app and domain columns (a segment has a main app)."""
     n, n_apps, label = len(rows.user), len(_APPS), look[rows.segment]
     weights = np.array([w for _, _, w in _APPS], dtype=np.float64).T  # labels x apps
     taste = _lognormal(rng, 0.6, (rows.n_users, 1, n_apps))
@@ -558,10 +507,7 @@ def _activity(rng: Generator, label: IntArray, pace: FloatArray, noise: float) -
 def _switching(
     rng: Generator, rows: _Rows, app: IntArray, rate: FloatArray, noise: float
 ) -> dict[str, Any]:
-    """App switching columns: counts, windows, entropies, dwell time.
-
-    ``rate`` is each row's expected number of switches besides a change of app.
-    """
+    """App switching columns; ``rate`` is each row's expected switches besides an app change."""
     n, spread = len(app), 0.15 * noise
     changed = app != _previous(app, rows)
     switches = rng.poisson(rate) + changed
@@ -584,13 +530,8 @@ def _switching(
 
 
 def _titles(rng: Generator, rows: _Rows, look: IntArray, noise: float, v3: bool) -> dict[str, Any]:
-    """Window title columns; with ``v3``, also the title scalars and ``title_sketch``.
-
-    A segment has a main title and two alternates. v3 values are drawn per
-    title around the typical values of the label it looks like (for the 256
-    sketch coordinates, a sparse mean pattern per label) and spread to the
-    rows; the sketch is one (n_rows, 256) block.
-    """
+    """Window title columns (a main title per segment and two alternates); with ``v3``,
+    the title scalars and ``title_sketch``, drawn per title around its label's pattern."""
     n, width = len(rows.user), len(SKETCH_COLUMNS)
     title_id = rows.segment * 3 + (rng.random(n)[:, None] > [0.7, 0.9]).sum(axis=1)
     ids, title = np.unique(title_id, return_inverse=True)
@@ -658,6 +599,3 @@ def _assemble(
         frame = pd.concat([frame, sketch], axis=1)[order]
     frame[LABEL] = _take(CLASS_ORDER, rows.segment_label[rows.segment])
     return frame
-
-
-__all__ = ["NON_BROWSER_DOMAIN", "SOURCE_IDS", "UNSEEN_APP_PREFIX", "make_activity_frame"]

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskclf.core.time import (
@@ -19,6 +19,7 @@ from taskclf.core.time import (
 from taskclf.exceptions import TimestampError
 
 EASTERN = dt.timezone(dt.timedelta(hours=-5))
+WIDTHS = st.sampled_from([1, 60, 900, 3600])
 
 
 @pytest.mark.parametrize(
@@ -38,26 +39,26 @@ def test_timestamps_beyond_what_pandas_holds_are_refused_naming_the_row(values):
 
 def test_naive_values_are_utc_and_aware_ones_converted():
     parsed = to_utc_series(pd.Series([dt.datetime(2025, 1, 6, 9), "2025-01-06T09:00:00-05:00"]))
-    assert [t.hour for t in parsed] == [9, 14]
-    assert str(parsed.dt.tz) == "UTC"
+    assert [t.hour for t in parsed] == [9, 14] and str(parsed.dt.tz) == "UTC"
+    assert to_naive_utc(dt.datetime(2025, 1, 1, 9, tzinfo=EASTERN)) == dt.datetime(2025, 1, 1, 14)
+    naive = dt.datetime(2025, 1, 1, 9)
+    assert to_naive_utc(naive) is naive
 
 
-@given(
-    st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1)),
-    st.sampled_from([1, 60, 300, 3600]),
-)
+@settings(max_examples=40)
+@given(st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1)), WIDTHS)
 def test_align_to_bucket_floors_to_a_multiple_of_the_width(value, width):
     aligned = align_to_bucket(value, width)
-    assert aligned.tzinfo == dt.UTC
-    assert int(aligned.timestamp()) % width == 0
+    assert aligned.tzinfo == dt.UTC and int(aligned.timestamp()) % width == 0
     assert dt.timedelta(0) <= ts_utc_aware_get(value) - aligned < dt.timedelta(seconds=width)
     assert align_to_bucket(value.replace(tzinfo=dt.UTC).astimezone(EASTERN), width) == aligned
 
 
+@settings(max_examples=40)
 @given(
     st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1)),
     st.integers(min_value=-5, max_value=500),
-    st.sampled_from([1, 60, 900]),
+    WIDTHS,
 )
 def test_generate_bucket_range_enumerates_the_aligned_starts(start, n, width):
     end = start + dt.timedelta(seconds=n * width)
@@ -65,9 +66,3 @@ def test_generate_bucket_range_enumerates_the_aligned_starts(start, n, width):
     first, last = align_to_bucket(start, width), align_to_bucket(end, width)
     assert buckets == [first + i * dt.timedelta(seconds=width) for i in range(len(buckets))]
     assert (buckets[-1] + dt.timedelta(seconds=width) == last) if buckets else last <= first
-
-
-def test_to_naive_utc():
-    assert to_naive_utc(dt.datetime(2025, 1, 1, 9, tzinfo=EASTERN)) == dt.datetime(2025, 1, 1, 14)
-    naive = dt.datetime(2025, 1, 1, 9)
-    assert to_naive_utc(naive) is naive

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from taskclf.core.types import MIXED_UNKNOWN
+from taskclf.core.types import MIXED_UNKNOWN as MIXED_UNKNOWN  # taskclf 0.4 had it here
 
 DEFAULT_BUCKET_SECONDS: Final[int] = 60
 """Width of one feature bucket, in seconds."""
@@ -24,15 +24,3 @@ DEFAULT_IDLE_GAP_SECONDS: Final[float] = 300.0
 DEFAULT_MIN_CATEGORY_FREQ: Final[int] = 5
 DEFAULT_UNKNOWN_MASK_RATE: Final[float] = 0.05
 UNKNOWN_CATEGORY: Final[str] = "__unknown__"
-
-__all__ = [
-    "DEFAULT_BUCKET_SECONDS",
-    "DEFAULT_IDLE_GAP_SECONDS",
-    "DEFAULT_MIN_CATEGORY_FREQ",
-    "DEFAULT_REJECT_THRESHOLD",
-    "DEFAULT_SMOOTH_WINDOW",
-    "DEFAULT_UNKNOWN_MASK_RATE",
-    "MIN_BLOCK_DURATION_SECONDS",
-    "MIXED_UNKNOWN",
-    "UNKNOWN_CATEGORY",
-]

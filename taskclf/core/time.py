@@ -1,8 +1,4 @@
-"""UTC handling of timestamps.
-
-All timestamps in taskclf are UTC. Naive values are read as UTC, aware ones
-are converted to UTC, and written timestamps are ISO 8601 with ``+00:00``.
-"""
+"""UTC timestamps: naive values are read as UTC, aware ones converted; ISO 8601 out."""
 
 from __future__ import annotations
 
@@ -16,32 +12,13 @@ from taskclf.exceptions import MissingColumnsError, TimestampError
 
 
 def ts_utc_aware_get(value: dt.datetime) -> dt.datetime:
-    """Return ``value`` as an aware UTC datetime (naive values are read as UTC).
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> ts_utc_aware_get(dt.datetime(2025, 1, 1, 9, 30)).isoformat()
-    '2025-01-01T09:30:00+00:00'
-    """
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
+    """Return ``value`` as an aware UTC datetime (naive values are read as UTC)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def to_naive_utc(value: dt.datetime) -> dt.datetime:
-    """Return ``value`` as a naive datetime in UTC (naive values are returned as given).
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> eastern = dt.timezone(dt.timedelta(hours=-5))
-    >>> to_naive_utc(dt.datetime(2025, 1, 1, 9, tzinfo=eastern)).isoformat()
-    '2025-01-01T14:00:00'
-    """
-    if value.tzinfo is None:
-        return value
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+    """Return ``value`` as a naive datetime in UTC (naive values are returned as given)."""
+    return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def align_to_bucket(
@@ -62,19 +39,10 @@ def align_to_bucket(
 def generate_bucket_range(
     start: dt.datetime, end: dt.datetime, bucket_seconds: int = DEFAULT_BUCKET_SECONDS
 ) -> list[dt.datetime]:
-    """Bucket starts from ``start``'s bucket up to ``end``'s (exclusive), aware UTC.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> [t.minute for t in generate_bucket_range(dt.datetime(2025, 1, 1, 9, 0, 30),
-    ...                                         dt.datetime(2025, 1, 1, 9, 3))]
-    [0, 1, 2]
-    """
+    """Bucket starts from ``start``'s bucket up to ``end``'s (exclusive), aware UTC."""
     first = align_to_bucket(start, bucket_seconds)
-    count = max(0, int((align_to_bucket(end, bucket_seconds) - first).total_seconds()))
     step = dt.timedelta(seconds=bucket_seconds)
-    return [first + i * step for i in range(count // bucket_seconds)]
+    return [first + i * step for i in range((align_to_bucket(end, bucket_seconds) - first) // step)]
 
 
 def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.Series:
@@ -83,8 +51,8 @@ def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.S
     Raises
     ------
     TimestampError
-        If a value is missing or cannot be parsed; the message names the
-        column and the first offending row.
+        If a value is missing, cannot be parsed or is outside the years
+        1677-2262; naming the column and the first such row.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         out = values.dt.tz_convert("UTC")
@@ -96,8 +64,7 @@ def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.S
         try:
             out = pd.to_datetime(values, utc=True, format="ISO8601")
         except (ValueError, TypeError, OverflowError):
-            # pandas' own message advises arguments of pd.to_datetime, which
-            # taskclf's callers cannot pass: name the value and row instead.
+            # pandas' message advises arguments callers cannot pass: name the row
             parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
             bad = parsed.isna() & values.notna()
             position = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
@@ -146,12 +113,3 @@ def format_utc(values_ns: np.ndarray) -> np.ndarray:
         with_us = index.strftime("%Y-%m-%dT%H:%M:%S.%f")
         out = np.where(fraction != 0, np.asarray(with_us, dtype=object) + "+00:00", out)
     return out
-
-
-__all__ = [
-    "format_utc",
-    "ns_to_datetime",
-    "timestamps_ns",
-    "to_utc_series",
-    "ts_utc_aware_get",
-]

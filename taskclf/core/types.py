@@ -34,8 +34,7 @@ MIXED_UNKNOWN: Final[str] = "Mixed/Unknown"
 """Label of a rejected bucket."""
 
 OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)
-"""Categories of every label column the pipeline writes: the classes, then
-``Mixed/Unknown`` (code 8)."""
+"""Categories of every label column the pipeline writes (``Mixed/Unknown`` is code 8)."""
 
 LABEL_COLORS: Final[dict[str, str]] = {
     "Build": "#0072B2",
@@ -48,19 +47,7 @@ LABEL_COLORS: Final[dict[str, str]] = {
     "BreakIdle": "#999999",
     MIXED_UNKNOWN: "#FFFFFF",
 }
-"""Display colour of each label (``#RRGGBB``), for reports and default taxonomies.
-
-The Okabe-Ito palette, which readers with any common colour-vision deficiency
-can tell apart; BreakIdle is grey and Mixed/Unknown white (drawn outlined).
+"""Display colour of each label (``#RRGGBB``), for reports and default taxonomies:
+the Okabe-Ito palette, which readers with common colour-vision deficiencies can
+tell apart; BreakIdle is grey and Mixed/Unknown white (drawn outlined).
 """
-
-__all__ = [
-    "LABEL_COLORS",
-    "CLASS_INDEX",
-    "CLASS_ORDER",
-    "LABEL_SET_V1",
-    "MIXED_UNKNOWN",
-    "N_CLASSES",
-    "OUTPUT_LABELS",
-    "CoreLabel",
-]
