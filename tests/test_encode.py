@@ -113,7 +113,7 @@ def test_all_missing_category_column(with_unknown):
     assert codes_of(enc, [], dtype="category") == []
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     vocabulary=st.lists(st.sampled_from(["a", "b", "c", "d", "é", UNKNOWN]), unique=True),
     values=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d", "é", "x", "y"]))),

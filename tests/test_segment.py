@@ -68,7 +68,7 @@ def test_timestamps_are_written_as_utc():
         assert record["end_ts"] == "2025-01-06T09:02:00+00:00"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     labels=st.lists(st.sampled_from(["Build", "Debug", "Meet"]), max_size=20),
     width=st.sampled_from([30, 60, 300]),
@@ -89,7 +89,7 @@ def test_bad_bucket_width_is_refused(bad):
 timelines = st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=10), max_size=5)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(parts=timelines)
 def test_run_starts_matches_the_rule(parts):
     # a run starts at a timeline start or where the value differs from the previous
