@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import attrs
 import joblib
 import numpy as np
 import pandas as pd
@@ -64,7 +64,6 @@ from taskclf._columns import (
     SEGMENT_ID,
     SMOOTHED_LABEL,
 )
-from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InputError
 from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
@@ -162,159 +161,99 @@ def test_sklearn_data_free_checks(estimator, check):
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class Case:
-    """A stage, the pipeline step whose input it takes, and what it reads and writes."""
-
-    make: Callable[[Any, dict], Any]
-    step: str
-    adds: tuple[str, ...]
-    """Columns the stage writes (replacing same-named input columns)."""
-    nan_column: str
-    """An input column the stage reads, for the NaN tag check."""
-    row_wise: bool = True
-    """Each row's output depends on that row only."""
-    needs_y: bool = False
-    text_column: str | None = None
-    """A column of text the stage reads (labels, categories), if any."""
-    prepare: Callable[[pd.DataFrame], pd.DataFrame] = lambda X: X
-
-
-ENCODED = ("app_id", "app_category", "domain_category", "user_id_encoded")
+P = PROBA_COLUMNS
 STORE = CalibratorStore(
     TemperatureCalibrator(1.5), {"user0": TemperatureCalibrator(0.5), "user1": IdentityCalibrator()}
 )
-MAPPED = ("mapped_proba_Coding", "mapped_proba_Talking", "mapped_proba_Other")
+PER_USER = {"per_user": True, "min_user_rows": 20, "min_user_days": 1, "min_user_labels": 2}
 CASES = {
-    "encoder-fitted": Case(
+    # name: (stage from (booster, vocabulary), the step whose input it takes,
+    #        an input column it reads for the NaN check, a text column it reads)
+    "encoder-fitted": (
         lambda b, e: CategoricalEncoder(min_category_freq=2, unknown_mask_rate=0.0),
         "encode",
-        ENCODED,
         "app_id",
-        text_column="app_id",
+        "app_id",
     ),
-    "encoder-vocabulary": Case(
+    "encoder-vocabulary": (
         lambda b, e: FrozenEstimator(CategoricalEncoder.from_vocabulary(e)),
         "encode",
-        ENCODED,
         "domain_category",
-        text_column="app_category",
+        "app_category",
     ),
-    "predictor": Case(
+    "predictor": (
         lambda b, e: FrozenEstimator(BoosterPredictor.from_booster(b)),
         "predict",
-        PROBA_COLUMNS,
         "keys_per_min",
+        None,
     ),
-    "predictor-trainable": Case(
+    "predictor-trainable": (
         lambda b, e: BoosterPredictor(num_boost_round=2, n_folds=2, num_threads=1),
         "predict",
-        PROBA_COLUMNS,
         "keys_per_min",
-        needs_y=True,
+        None,
     ),
-    "calibrator-identity": Case(
-        lambda b, e: Calibrator(), "calibrate", PROBA_COLUMNS, PROBA_COLUMNS[2]
-    ),
-    "calibrator-temperature": Case(
+    "calibrator-identity": (lambda b, e: Calibrator(), "calibrate", P[2], None),
+    "calibrator-temperature": (
         lambda b, e: FrozenEstimator(Calibrator.from_maps(TemperatureCalibrator(2.5))),
         "calibrate",
-        PROBA_COLUMNS,
-        PROBA_COLUMNS[0],
+        P[0],
+        None,
     ),
-    "calibrator-store": Case(
+    "calibrator-store": (
         lambda b, e: FrozenEstimator(Calibrator.from_maps(store=STORE)),
         "calibrate",
-        PROBA_COLUMNS,
-        PROBA_COLUMNS[5],
+        P[5],
+        None,
     ),
-    "calibrator-isotonic": Case(
-        lambda b, e: Calibrator(method="isotonic"),
+    "calibrator-isotonic": (lambda b, e: Calibrator(method="isotonic"), "calibrate", P[4], None),
+    "calibrator-per-user": (
+        lambda b, e: Calibrator("temperature", **PER_USER),
         "calibrate",
-        PROBA_COLUMNS,
-        PROBA_COLUMNS[4],
-        needs_y=True,
+        P[6],
+        None,
     ),
-    "calibrator-per-user": Case(
-        lambda b, e: Calibrator(
-            method="temperature",
-            per_user=True,
-            min_user_rows=20,
-            min_user_days=1,
-            min_user_labels=2,
-        ),
-        "calibrate",
-        PROBA_COLUMNS,
-        PROBA_COLUMNS[6],
-        needs_y=True,
-    ),
-    "rejector": Case(
-        lambda b, e: Rejector(0.6), "reject", (CONFIDENCE, IS_REJECTED, RAW_LABEL), PROBA_COLUMNS[1]
-    ),
-    "smoother": Case(
-        lambda b, e: MajoritySmoother(window=5),
-        "smooth",
-        (SMOOTHED_LABEL,),
-        RAW_LABEL,
-        row_wise=False,
-        text_column=RAW_LABEL,
-    ),
-    "viterbi": Case(
-        lambda b, e: ViterbiSmoother(switch_prob=0.05),
-        "smooth",
-        (SMOOTHED_LABEL,),
-        PROBA_COLUMNS[1],
-        row_wise=False,
-        text_column=RAW_LABEL,
-    ),
-    "viterbi-raw-label": Case(  # rejection read from raw_label
-        lambda b, e: ViterbiSmoother(switch_prob=0.3, max_gap_seconds=120),
-        "smooth",
-        (SMOOTHED_LABEL,),
-        PROBA_COLUMNS[7],
-        row_wise=False,
-        text_column=RAW_LABEL,
-        prepare=lambda X: X.drop(columns=IS_REJECTED),
-    ),
-    "segmenter": Case(
-        lambda b, e: Segmenter(),
-        "segment",
-        (SEGMENT_ID,),
-        SMOOTHED_LABEL,
-        row_wise=False,
-        text_column=SMOOTHED_LABEL,
-    ),
-    "merger": Case(
-        lambda b, e: HysteresisMerger(min_block_seconds=240),
+    "rejector": (lambda b, e: Rejector(0.6), "reject", P[1], None),
+    "smoother": (lambda b, e: MajoritySmoother(window=5), "smooth", RAW_LABEL, RAW_LABEL),
+    "viterbi": (lambda b, e: ViterbiSmoother(switch_prob=0.05), "smooth", P[1], RAW_LABEL),
+    "viterbi-raw-label": (lambda b, e: ViterbiSmoother(0.3, 120), "smooth", P[7], RAW_LABEL),
+    "segmenter": (lambda b, e: Segmenter(), "segment", SMOOTHED_LABEL, SMOOTHED_LABEL),
+    "merger": (lambda b, e: HysteresisMerger(240), "merge", SEGMENT_ID, SMOOTHED_LABEL),
+    "merger-0.4": (
+        lambda b, e: HysteresisMerger(120, join_equal=False),
         "merge",
-        (SEGMENT_ID, LABEL),
-        SEGMENT_ID,
-        row_wise=False,
-        text_column=SMOOTHED_LABEL,
-    ),
-    "merger-0.4": Case(
-        lambda b, e: HysteresisMerger(min_block_seconds=120, join_equal=False),
-        "merge",
-        (SEGMENT_ID, LABEL),
         SMOOTHED_LABEL,
-        row_wise=False,
-        text_column=SMOOTHED_LABEL,
+        SMOOTHED_LABEL,
     ),
-    "mapper": Case(
-        lambda b, e: TaxonomyMapper(TAXONOMY),
-        "taxonomy",
-        (MAPPED_LABEL, *MAPPED),
-        PROBA_COLUMNS[3],
-        text_column=LABEL,
-    ),
-    "mapper-default": Case(
-        lambda b, e: TaxonomyMapper(),
-        "taxonomy",
-        (MAPPED_LABEL, *(f"mapped_proba_{c}" for c in CLASS_ORDER)),
-        PROBA_COLUMNS[0],
-        text_column=LABEL,
-    ),
+    "mapper": (lambda b, e: TaxonomyMapper(TAXONOMY), "taxonomy", P[3], LABEL),
+    "mapper-default": (lambda b, e: TaxonomyMapper(), "taxonomy", P[0], LABEL),
 }
+NEEDS_Y = {"predictor-trainable", "calibrator-isotonic", "calibrator-per-user"}
+ALONG_TIME = {"smooth", "segment", "merge"}
+"""Steps whose output for a row depends on its neighbours in time."""
+ADDS = {
+    "encode": ("app_id", "app_category", "domain_category", "user_id_encoded"),
+    "predict": P,
+    "calibrate": P,
+    "reject": (CONFIDENCE, IS_REJECTED, RAW_LABEL),
+    "smooth": (SMOOTHED_LABEL,),
+    "segment": (SEGMENT_ID,),
+    "merge": (SEGMENT_ID, LABEL),
+    "taxonomy": (MAPPED_LABEL,),
+}
+"""Columns each step writes (replacing same-named input columns)."""
+
+
+@attrs.frozen
+class Case:
+    make: Callable[[], Any]
+    step: str
+    nan_column: str
+    text_column: str | None
+
+    @property
+    def adds(self) -> tuple[str, ...]:
+        return ADDS[self.step]
 
 
 @pytest.fixture(scope="module")
@@ -334,11 +273,13 @@ def inputs(booster_v1, encoders_v1) -> tuple[dict[str, pd.DataFrame], pd.Series]
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request, booster_v1, encoders_v1, inputs):
     """(spec, a factory of fresh stages, the stage's input, its labels or None, a fitted stage)."""
-    spec = CASES[request.param]
-    X = spec.prepare(inputs[0][spec.step])
-    y = inputs[1] if spec.needs_y else None
-    make = lambda: spec.make(booster_v1, encoders_v1)  # noqa: E731
-    return spec, make, X, y, make().fit(X, y)
+    make, step, nan_column, text_column = CASES[request.param]
+    spec = Case(lambda: make(booster_v1, encoders_v1), step, nan_column, text_column)
+    X = inputs[0][step]
+    if request.param == "viterbi-raw-label":  # rejection read from raw_label
+        X = X.drop(columns=IS_REJECTED)
+    y = inputs[1] if request.param in NEEDS_Y else None
+    return spec, spec.make, X, y, spec.make().fit(X, y)
 
 
 def assert_same_output(left: pd.DataFrame, right: pd.DataFrame, spec: Case) -> None:
@@ -396,7 +337,7 @@ def test_row_order_and_subsets_do_not_matter(case):
     out = stage.transform(shuffled)
     pd.testing.assert_index_equal(out.index, shuffled.index)
     assert_same_output(out.loc[X.index], expected, spec)
-    if spec.row_wise:
+    if spec.step not in ALONG_TIME:
         rows = np.random.default_rng(2).random(len(X)) < 0.3
         subsets = [rows, ~rows]
     else:
