@@ -297,18 +297,6 @@ def test_stage_equals_the_list_form_on_one_timeline(join_equal):
     assert frame_to_segments(out) == [attrs.evolve(s, user_id="u") for s in expected]
 
 
-def test_stage_keeps_input_order():
-    labels = ["Build"] * 3 + ["Debug"] + ["Build"] * 2
-    frame = Segmenter().transform(timeline_frame(["a"] * 6, range(6), smoothed_label=labels))
-    expected = HysteresisMerger().transform(frame)
-    order = [5, 3, 0, 4, 1, 2]
-    shuffled = frame.iloc[order]
-    out = HysteresisMerger().transform(shuffled)
-    assert out.index.tolist() == order
-    pd.testing.assert_frame_equal(out, expected.iloc[order])
-    assert HysteresisMerger().predict(shuffled).tolist() == ["Build"] * 6
-
-
 @pytest.mark.parametrize(
     ("params", "words"),
     [

@@ -137,17 +137,6 @@ def test_segment_ids_are_numbered_per_user_and_never_cross_a_gap():
     assert segmented(None, [0, 1, 2, 3], ["Build", "Build", "Debug", "Debug"]) == [0, 0, 1, 1]
 
 
-def test_segment_ids_do_not_depend_on_row_order():
-    users, minutes = ["a", "a", "a", "b", "b"], [0, 1, 2, 0, 1]
-    labels = ["Build", "Debug", "Debug", "Debug", "Meet"]
-    base = segmented(users, minutes, labels)
-    assert base == [0, 1, 1, 0, 1]
-    order = [4, 2, 0, 3, 1]
-    pick = lambda values: [values[i] for i in order]  # noqa: E731
-    shuffled = segmented(pick(users), pick(minutes), pick(labels), index=[f"r{i}" for i in order])
-    assert shuffled == pick(base)
-
-
 def test_segmenter_refuses_bad_labels_missing_columns_and_parameters():
     frame = timeline_frame(["a"], [0], smoothed_label=["Lunch"])
     refused(lambda: Segmenter().transform(frame), ColumnTypeError, "'smoothed_label' holds 'Lunch'")
