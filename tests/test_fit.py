@@ -196,14 +196,16 @@ def test_new_parameters_work_with_get_params_set_params_and_clone():
         per_user_calibration=True,
         num_threads=2,
     )
-    params = pipeline.get_params()
-    assert params["predict__params"] == {"num_leaves": 7}
-    assert params["predict__num_boost_round"] == 12
-    assert params["predict__class_weight"] is None
-    assert params["predict__n_folds"] == 4
-    assert params["predict__num_threads"] == 2
-    assert params["calibrate__method"] == "isotonic"
-    assert params["calibrate__per_user"] is True
+    expected = {
+        "predict__params": {"num_leaves": 7},
+        "predict__num_boost_round": 12,
+        "predict__class_weight": None,
+        "predict__n_folds": 4,
+        "predict__num_threads": 2,
+        "calibrate__method": "isotonic",
+        "calibrate__per_user": True,
+    }
+    assert {name: pipeline.get_params()[name] for name in expected} == expected
     pipeline.set_params(predict__num_boost_round=5, calibrate__method="temperature")
     copy = clone(pipeline)
     assert copy.get_params()["predict__num_boost_round"] == 5
