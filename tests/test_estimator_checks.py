@@ -1,10 +1,9 @@
 """scikit-learn compatibility of every stage.
 
-1. ``parametrize_with_checks`` on every stage. A stage reads named columns
-   of a DataFrame (``two_d_array=False``), so scikit-learn runs only the
-   checks that need no data and skips its array-based ones.
-2. scikit-learn's other data-free API checks (repr, parameters, tags, mixin
-   order, ...), which ``parametrize_with_checks`` skips too, one by one.
+1. ``parametrize_with_checks``: a stage reads named columns of a DataFrame
+   (``two_d_array=False``), so scikit-learn runs only its cloning check.
+2. scikit-learn's data-free API checks (repr, parameters, tags, mixin
+   order, ...), which ``parametrize_with_checks`` skips, one by one.
 3. The array-based checks that matter, restated on real DataFrames; the
    pre-trained parts as the pipeline holds them (in ``FrozenEstimator``).
 """
@@ -38,7 +37,6 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
     check_valid_tag_types,
     estimator_checks_generator,
-    parametrize_with_checks,
 )
 
 from taskclf import (
@@ -94,16 +92,8 @@ def sklearn_instances() -> list[Any]:
 
 
 # --------------------------------------------------------------------------
-# 1. scikit-learn's own parametrization
+# 1. and 2. scikit-learn's checks that need no data
 # --------------------------------------------------------------------------
-
-
-with warnings.catch_warnings():
-    # scikit-learn warns, for each stage, that it skips its array-based
-    # checks (SkipTestWarning): test_sklearn_runs_only_data_free_checks
-    # states that instead.
-    warnings.simplefilter("ignore", SkipTestWarning)
-    _sklearn_parametrization = parametrize_with_checks(sklearn_instances())
 
 
 def stable_id(value: Any) -> str:
@@ -114,25 +104,17 @@ def stable_id(value: Any) -> str:
     return getattr(value, "func", value).__name__
 
 
-@pytest.mark.parametrize(*_sklearn_parametrization.args, ids=stable_id)
-def test_sklearn_checks(estimator, check):
-    check(estimator)
-
-
 def test_sklearn_runs_only_data_free_checks_on_dataframe_stages():
-    # If a scikit-learn release starts running array-based checks on
-    # stages declaring two_d_array=False, this fails: review the tags and
-    # the expected failures then.
+    # parametrize_with_checks would run only check_estimator_cloneable (in
+    # DATA_FREE_CHECKS below). If a scikit-learn release starts running
+    # array-based checks on stages declaring two_d_array=False, this fails:
+    # review the tags and the expected failures then.
     for estimator in sklearn_instances():
         with pytest.warns(SkipTestWarning, match="Can't test estimator"):
             checks = list(estimator_checks_generator(estimator))
         names = [getattr(check, "func", check).__name__ for _, check in checks]
         assert names == ["check_estimator_cloneable"], names
 
-
-# --------------------------------------------------------------------------
-# 2. scikit-learn's data-free API checks, which the decorator skips
-# --------------------------------------------------------------------------
 
 DATA_FREE_CHECKS = [
     check_estimator_cloneable,
