@@ -136,7 +136,6 @@ def merge_segment_codes(
     bounds : ndarray of int, shape (n_timelines + 1,)
         Index of each timeline's first segment, then ``n_segments``.
     min_buckets : int
-        Shortest segment kept as it is.
     join_equal : bool, default False
         Then join neighbouring merged segments of one timeline with the
         same label (the rule can leave them).

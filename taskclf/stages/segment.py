@@ -34,13 +34,10 @@ class Segment:
 
     Attributes
     ----------
-    start_ts : datetime
-        Start of the first bucket (aware UTC from the pipeline; as given to
-        :func:`segmentize`, where naive values mean UTC).
-    end_ts : datetime
-        Start of the last bucket plus the bucket width.
+    start_ts, end_ts : datetime
+        Start of the first bucket, and of the last plus the bucket width
+        (aware UTC from the pipeline; naive values from :func:`segmentize` mean UTC).
     label : str
-        The segment's label.
     bucket_count : int
         Number of buckets, >= 1.
     user_id : str or None
@@ -100,10 +97,8 @@ def segmentize(
     Parameters
     ----------
     bucket_starts : sequence of datetime
-        Start of each bucket, in time order (naive values are UTC); the
-        segments keep them as given.
+        Start of each bucket, in time order (naive values are UTC), kept as given.
     labels : sequence of str
-        Label of each bucket.
     bucket_seconds : int, default 60
         Bucket width; a segment ends at its last bucket's start plus this.
 
@@ -190,9 +185,7 @@ def frame_to_segments(
     frame : DataFrame
         Output of ``pipeline.transform``.
     bucket_seconds : int, default 60
-        Bucket width.
     label_column : str, default "label"
-        Column giving each segment's label.
     timelines : {"per_user", "as_given"}, default "per_user"
         As the pipeline was run: with ``"as_given"`` segments are the runs
         of ``segment_id`` in row order and carry no user, as taskclf 0.4's.

@@ -42,10 +42,8 @@ def rolling_majority_codes(
         Label codes in ``[0, n_labels)``, timelines concatenated.
     bounds : ndarray of int, shape (n_timelines + 1,)
         Start position of each timeline, then ``n``.
-    window : int
-        Window width, >= 1.
-    n_labels : int
-        Number of distinct codes.
+    window, n_labels : int
+        Window width (>= 1) and number of distinct codes.
 
     Returns
     -------
