@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
@@ -36,49 +37,40 @@ SMOOTHERS = ("majority", "viterbi")
 
 
 class TaskPipeline(Pipeline):
-    """A scikit-learn ``Pipeline`` that checks every step's parameters first.
+    """``sklearn.pipeline.Pipeline`` that checks every step's parameters first.
 
-    Before any row is predicted, each step's parameters are checked against
-    its rules, so an out-of-range value set by ``set_params`` is refused
-    before the model runs; and the steps of one call share the timelines
-    they find (see :func:`taskclf.stages._timeline.shared_timelines`).
-    Everything else is ``sklearn.pipeline.Pipeline``.
+    Each method below first checks every step's parameters against its
+    rules (so a bad value given to ``set_params`` is refused before the
+    model runs), then lets the steps of the call share the timelines they
+    find (:func:`taskclf.stages._timeline.shared_timelines`).
     """
 
-    def _check_steps(self) -> None:
+    def _run(self, method: str, *args: Any, **params: Any) -> Any:
         for _, step in self.steps:
             if hasattr(type(step), "_parameter_rules"):
                 check_params(step)
+        with shared_timelines():
+            return getattr(super(), method)(*args, **params)
 
     def fit(self, X: Any, y: Any = None, **params: Any) -> TaskPipeline:
         """``Pipeline.fit``, parameters checked first."""
-        self._check_steps()
-        with shared_timelines():
-            return super().fit(X, y, **params)
+        return self._run("fit", X, y, **params)
 
     def fit_transform(self, X: Any, y: Any = None, **params: Any) -> Any:
         """``Pipeline.fit_transform``, parameters checked first."""
-        self._check_steps()
-        with shared_timelines():
-            return super().fit_transform(X, y, **params)
+        return self._run("fit_transform", X, y, **params)
 
     def transform(self, X: Any, **params: Any) -> Any:
         """``Pipeline.transform``, parameters checked first."""
-        self._check_steps()
-        with shared_timelines():
-            return super().transform(X, **params)
+        return self._run("transform", X, **params)
 
     def predict(self, X: Any, **params: Any) -> Any:
         """``Pipeline.predict``, parameters checked first."""
-        self._check_steps()
-        with shared_timelines():
-            return super().predict(X, **params)
+        return self._run("predict", X, **params)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None, **params: Any) -> float:
         """``Pipeline.score``, parameters checked first."""
-        self._check_steps()
-        with shared_timelines():
-            return super().score(X, y, sample_weight=sample_weight, **params)
+        return self._run("score", X, y, sample_weight=sample_weight, **params)
 
 
 def build_pipeline(
@@ -109,23 +101,20 @@ def build_pipeline(
 ) -> Pipeline:
     """The batch-inference pipeline: around a trained booster, or to be fitted.
 
-    With ``booster`` the pipeline is ready: ``predict`` works without
-    ``fit``, and the given booster, vocabulary and calibration maps are
-    fitted stages wrapped in :class:`sklearn.frozen.FrozenEstimator`
-    (``fit`` and ``clone`` keep them as they are). Without it,
-    ``pipeline.fit(df, y)`` learns the vocabulary, trains a LightGBM model
-    on the labelled rows and fits the calibration on out-of-fold
+    With ``booster`` the pipeline predicts without ``fit``: the given
+    booster, vocabulary and calibration maps are fitted stages in
+    :class:`sklearn.frozen.FrozenEstimator` (``fit`` and ``clone`` keep
+    them). Without it, ``pipeline.fit(df, y)`` learns the vocabulary,
+    trains a LightGBM model and fits the calibration on out-of-fold
     probabilities (see :class:`~taskclf.BoosterPredictor`).
 
     Parameters
     ----------
     booster : lightgbm.Booster, optional
-        Trained multiclass booster (eight classes in class order); omitted
-        to train one in ``fit``.
+        Trained multiclass booster (eight classes in class order).
     cat_encoders : dict, optional
-        Column → fitted ``LabelEncoder`` (or value list): a fixed
-        categorical vocabulary (the one the booster was trained with).
-        Omitted, ``fit`` learns it.
+        Column → fitted ``LabelEncoder`` (or value list): the vocabulary the
+        booster was trained with; omitted, ``fit`` learns it.
     reject_threshold : float or None, default None
         Confidence floor in [0, 1]; ``None`` rejects nothing.
     smooth_window : int, default 3
@@ -139,13 +128,11 @@ def build_pipeline(
     calibrator : calibration map, optional
         Applied to every row (frozen; wins over ``calibration``).
     calibrator_store : CalibratorStore, optional
-        Per-user calibration, used when the frame has ``user_id`` (frozen;
-        wins over ``calibration``).
+        Per-user calibration (frozen; wins over ``calibration``).
     taxonomy : TaxonomyConfig, optional
         Adds a ``taxonomy`` step mapping core labels to user buckets.
     schema_version : str, optional
-        Feature schema; guessed from the booster or resolved from the
-        training frame when omitted.
+        Feature schema; guessed from the booster or the training frame.
     booster_params : dict, optional
         LightGBM parameters overriding the training defaults.
     num_boost_round : int, default 100
@@ -153,40 +140,34 @@ def build_pipeline(
     class_weight : "balanced", dict or None, default "balanced"
         Training row weights per class.
     n_folds : int, default 3
-        Group-aware folds of the out-of-fold probabilities the calibration
-        is fitted on.
+        Group-aware folds of the out-of-fold probabilities.
     calibration : {"identity", "temperature", "isotonic"}, optional
-        What ``fit`` learns in the ``calibrate`` step. Default:
-        ``"temperature"`` when the pipeline trains its booster,
-        ``"identity"`` around a given booster (so that it predicts without
-        ``fit``); pass a method explicitly to fit it on held-out labelled
-        rows of a pre-trained booster.
+        What ``fit`` learns in the ``calibrate`` step: by default
+        ``"temperature"`` when the pipeline trains its booster, else
+        ``"identity"`` (so that it predicts without ``fit``).
     per_user_calibration : bool, default False
         Also fit one calibration map per user with enough labelled data.
     smoother : {"majority", "viterbi"}, default "majority"
-        The ``smooth`` step: :class:`~taskclf.MajoritySmoother` (window
-        ``smooth_window``) or :class:`~taskclf.ViterbiSmoother`.
+        :class:`~taskclf.MajoritySmoother` or :class:`~taskclf.ViterbiSmoother`.
     timelines : {"per_user", "as_given"}, default "per_user"
-        How rows form timelines: per user, in time order, split at gaps;
-        or, as taskclf 0.4 does, the whole frame as one sequence in the
-        order given (see docs/migrating.md).
+        Per user, in time order, split at gaps; or the whole frame as one
+        sequence in the order given, as taskclf 0.4 (see docs/migrating.md).
     random_state : int, default 0
         Seed of training and of the encoder's unknown-value masking.
     num_threads : int, optional
         LightGBM threads.
     backend : {"lightgbm", "compiled"}, default "lightgbm"
-        What predicts in the model stage (see :class:`~taskclf.BoosterPredictor`).
+        What predicts in the model stage.
     memory : str or joblib.Memory, optional
-        ``Pipeline(memory=...)``: caches the fitted steps, so that a grid
-        search over later steps trains the booster once per fold.
+        ``Pipeline(memory=...)``: a grid search over later steps then trains
+        the booster once per fold.
 
     Returns
     -------
-    sklearn.pipeline.Pipeline
+    TaskPipeline
         Steps ``encode``, ``predict``, ``calibrate``, ``reject``,
-        ``smooth``, ``segment``, ``merge`` (and ``taxonomy``).
-        ``predict(df)`` gives the final label of each row in input order;
-        ``transform(df)`` the frame annotated by every stage.
+        ``smooth``, ``segment``, ``merge`` (and ``taxonomy``); ``predict``
+        gives each row's final label, ``transform`` the annotated frame.
 
     Examples
     --------
@@ -244,13 +225,12 @@ FROZEN_STEPS = ("encode", "predict", "calibrate")
 
 
 def freeze(pipeline: Pipeline) -> Pipeline:
-    """A pipeline predicting as fitted ``pipeline`` does whose model steps never refit.
+    """A copy of fitted ``pipeline`` whose ``encode``, ``predict`` and ``calibrate`` never refit.
 
-    The fitted ``encode``, ``predict`` and ``calibrate`` steps are wrapped
-    in :class:`sklearn.frozen.FrozenEstimator`: ``fit`` leaves them alone
-    and ``clone`` shares them, so cross-validation of the returned pipeline
-    tunes only the later steps (threshold, smoothing, hysteresis) of a
-    trained model instead of retraining it. The later steps are cloned.
+    Those steps are wrapped in :class:`sklearn.frozen.FrozenEstimator`
+    (``fit`` leaves them alone, ``clone`` shares them) and the later steps
+    are cloned, so that cross-validation tunes the threshold, smoothing and
+    hysteresis of a trained model without retraining it.
 
     Parameters
     ----------
@@ -259,11 +239,8 @@ def freeze(pipeline: Pipeline) -> Pipeline:
 
     Returns
     -------
-    Pipeline
+    TaskPipeline
     """
-    from sklearn.base import clone
-    from sklearn.frozen import FrozenEstimator
-
     steps = [
         (name, FrozenEstimator(stage) if name in FROZEN_STEPS else clone(stage))
         for name, stage in pipeline.steps

@@ -3,14 +3,10 @@ missing values 0, a float64 matrix, ``booster.predict`` -> (n, 8) probabilities.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import clone
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
-from sklearn.frozen import FrozenEstimator
 
 from taskclf._columns import PROBA_COLUMNS
 from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2
@@ -35,7 +31,7 @@ def reference_matrix(df, encoders, schema):
             value = row[name]
             if name in schema.categorical_columns:
                 cells.append(float(encoders[name].transform([value])[0]))
-            elif value is None or (isinstance(value, float) and math.isnan(value)):
+            elif pd.isna(value):
                 cells.append(0.0)
             else:
                 cells.append(float(value))
@@ -53,43 +49,30 @@ def encoder(encoders_v1):
     return CategoricalEncoder.from_vocabulary(encoders_v1)
 
 
+def with_gaps(df):
+    """Missing numbers, a boolean column with gaps (object dtype), nullable integers."""
+    n = len(df)
+    out = df.copy()
+    out.loc[[1, 4], "keys_per_min"] = np.nan
+    out.loc[2, "mouse_distance"] = None
+    out["is_browser"] = pd.Series([True, None] * (n // 2) + [False] * (n % 2), dtype=object)
+    out["hour_of_day"] = pd.array([9, None] * (n // 2) + [10] * (n % 2), dtype="Int64")
+    return out
+
+
 def test_feature_matrix_follows_the_schema(small, encoder, encoders_v1):
-    df = small.copy()
-    df.loc[[1, 4], "keys_per_min"] = np.nan
-    df.loc[2, "mouse_distance"] = None
+    df = with_gaps(small)
     matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
-    assert matrix.dtype == np.float64
-    assert matrix.shape == (len(df), 39)
+    assert matrix.dtype == np.float64 and matrix.shape == (len(df), 39)
     np.testing.assert_array_equal(matrix, reference_matrix(df, encoders_v1, SCHEMA_V1))
-    keys = SCHEMA_V1.feature_columns.index("keys_per_min")
-    assert matrix[[1, 4], keys].tolist() == [0.0, 0.0]
-
-
-def test_feature_matrix_ignores_column_order_and_extra_columns(small, encoder):
-    encoded = encoder.transform(small)
+    column = SCHEMA_V1.feature_columns.index
+    assert matrix[[1, 4], column("keys_per_min")].tolist() == [0.0, 0.0]
+    assert matrix[:2, column("is_browser")].tolist() == [1.0, 0.0]
+    assert matrix[:2, column("hour_of_day")].tolist() == [9.0, 0.0]
+    # column order and extra columns do not matter
+    encoded = encoder.transform(df)
     shuffled = encoded[list(reversed(encoded.columns))].assign(extra="text")
-    np.testing.assert_array_equal(
-        feature_matrix(shuffled, SCHEMA_V1), feature_matrix(encoded, SCHEMA_V1)
-    )
-
-
-def test_booleans_with_missing_values_become_zero(small, encoder, encoders_v1):
-    # a bool column with a gap arrives as object dtype (True/None/False)
-    df = small.copy()
-    df["is_browser"] = pd.Series([True, None] * (len(df) // 2) + [False] * (len(df) % 2))
-    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
-    column = SCHEMA_V1.feature_columns.index("is_browser")
-    expected = [1.0 if v is True else 0.0 for v in df["is_browser"]]
-    assert matrix[:, column].tolist() == expected
-
-
-def test_nullable_integer_columns_are_numbers(small, encoder):
-    df = small.copy()
-    hours = [9, None] * (len(df) // 2) + [10] * (len(df) % 2)
-    df["hour_of_day"] = pd.array(hours, dtype="Int64")
-    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
-    column = SCHEMA_V1.feature_columns.index("hour_of_day")
-    assert matrix[:, column].tolist() == [0.0 if h is None else float(h) for h in hours]
+    np.testing.assert_array_equal(feature_matrix(shuffled, SCHEMA_V1), matrix)
 
 
 def test_transform_adds_probabilities_from_the_booster(small, encoder, booster_v1, encoders_v1):
@@ -103,30 +86,9 @@ def test_transform_adds_probabilities_from_the_booster(small, encoder, booster_v
     assert tuple(f"proba_{c}" for c in CLASS_ORDER) == PROBA_COLUMNS
 
 
-def test_empty_frame_gives_empty_probabilities(small, encoder, booster_v1):
-    proba = BoosterPredictor.from_booster(booster_v1).predict_proba(
-        encoder.transform(small.iloc[:0])
-    )
-    assert proba.shape == (0, 8)
-
-
-def test_frozen_booster_survives_fit_and_clone(small, encoder, booster_v1):
-    stage = FrozenEstimator(BoosterPredictor.from_booster(booster_v1))
-    encoded = encoder.transform(small)
-    before = stage.predict_proba(encoded)
-    assert stage.fit(encoded, ["Build"] * len(small)) is stage
-    assert stage.booster_ is booster_v1
-    assert clone(stage) is stage
-    np.testing.assert_array_equal(stage.predict_proba(encoded), before)
-    assert not hasattr(stage, "training_fingerprint_")  # bundles own that
-
-
-def test_schema_is_guessed_from_the_booster_width(booster_v1):
+def test_schema_is_guessed_from_the_booster_width_or_checked_against_it(booster_v1):
     assert booster_schema(booster_v1, None) is SCHEMA_V1
     assert BoosterPredictor.from_booster(booster_v1).schema_ is SCHEMA_V1
-
-
-def test_declared_schema_other_than_the_booster_is_refused(booster_v1):
     with pytest.raises(SchemaMismatchError, match="schema v2 has 38 .* booster expects 39"):
         BoosterPredictor.from_booster(booster_v1, schema_version="v2")
     assert SCHEMA_V2.n_features == 38
@@ -144,23 +106,29 @@ def test_frame_declaring_another_schema_is_refused(small, encoder, booster_v1):
     assert stage.predict_proba(good).shape == (len(small), 8)
 
 
-def test_missing_feature_columns_are_listed(small, encoder, booster_v1):
-    df = encoder.transform(small).drop(columns=["keys_per_min", "hour_of_day"])
-    with pytest.raises(
-        MissingColumnsError, match="2 required column.*'keys_per_min', 'hour_of_day'"
-    ):
-        BoosterPredictor.from_booster(booster_v1).predict_proba(df)
-
-
-def test_numeric_column_of_strings_is_named(small, encoder, booster_v1):
-    df = small.assign(keys_per_min=small["keys_per_min"].round(1).astype(str))
-    with pytest.raises(ColumnTypeError, match="column 'keys_per_min' must hold numbers"):
-        BoosterPredictor.from_booster(booster_v1).predict_proba(encoder.transform(df))
-
-
-def test_unencoded_categorical_is_named(small, booster_v1):
-    with pytest.raises(ColumnTypeError, match="categorical column 'app_id' is not encoded"):
-        BoosterPredictor.from_booster(booster_v1).predict_proba(small)
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        (
+            lambda df: df.drop(columns=["keys_per_min", "hour_of_day"]),
+            MissingColumnsError,
+            "2 required column.*'keys_per_min', 'hour_of_day'",
+        ),
+        (
+            lambda df: df.assign(keys_per_min=df["keys_per_min"].round(1).astype(str)),
+            ColumnTypeError,
+            "column 'keys_per_min' must hold numbers",
+        ),
+        (
+            lambda df: df.assign(app_id=df["app_id"].astype(str)),
+            ColumnTypeError,
+            "categorical column 'app_id' is not encoded",
+        ),
+    ],
+)
+def test_bad_feature_columns_are_named(change, error, words, small, encoder, booster_v1):
+    with pytest.raises(error, match=words):
+        BoosterPredictor.from_booster(booster_v1).predict_proba(change(encoder.transform(small)))
 
 
 def test_probabilities_of_the_wrong_width_are_refused(small, encoder, booster_3_classes):

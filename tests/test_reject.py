@@ -74,7 +74,7 @@ probas = st.integers(0, 15).flatmap(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(proba=probas, threshold=st.one_of(st.none(), st.sampled_from([0.0, 0.25, 0.5, 0.55, 1.0])))
 def test_reject_codes_match_the_rule(proba, threshold):
     confidence, rejected, codes = reject_codes(proba, threshold)

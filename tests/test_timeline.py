@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,22 +21,13 @@ from taskclf.stages._timeline import find_timelines, shared_timelines
 
 
 def reference_timelines(users, minutes, max_gap_seconds):
-    """The rule, row by row: per user (first appearance), by time, split at long gaps.
-
-    Returns the rows of each timeline as lists of input positions.
-    """
-    first_seen = {}
-    for u in users:
-        first_seen.setdefault(u, len(first_seen))
+    """The rule, row by row: per user (first appearance), by time, split at long gaps;
+    the input positions of each timeline's rows."""
+    first_seen = {u: users.index(u) for u in users}
     rows = sorted(range(len(users)), key=lambda i: (first_seen[users[i]], minutes[i]))
-    timelines = []
-    for position, row in enumerate(rows):
-        if position == 0:
-            timelines.append([row])
-            continue
-        before = rows[position - 1]
-        gap = (minutes[row] - minutes[before]) * 60
-        if users[row] != users[before] or gap > max_gap_seconds:
+    timelines = [[rows[0]]]
+    for before, row in itertools.pairwise(rows):
+        if users[row] != users[before] or (minutes[row] - minutes[before]) * 60 > max_gap_seconds:
             timelines.append([row])
         else:
             timelines[-1].append(row)
@@ -46,25 +39,25 @@ def timelines_as_rows(t):
     return [order[lo:hi].tolist() for lo, hi in zip(t.bounds[:-1], t.bounds[1:])]
 
 
-def frame(users, minutes):
-    return timeline_frame(users, minutes)
-
-
 def test_sorted_frame_without_users_is_one_timeline_split_at_gaps():
     # a gap of exactly 300 s (2 -> 7) stays inside a timeline; 360 s (8 -> 14) splits it
-    t = find_timelines(frame(None, [0, 1, 2, 7, 8, 14, 15]), max_gap_seconds=300)
+    t = find_timelines(timeline_frame(None, [0, 1, 2, 7, 8, 14, 15]), max_gap_seconds=300)
     assert t.order is None
     assert t.bounds.tolist() == [0, 5, 7]
     assert t.user_codes is None and t.users is None
-    assert t.timeline_of_rows().tolist() == [0, 0, 0, 0, 0, 1, 1]
     # a shorter max gap splits at 2 -> 7 too
-    assert find_timelines(frame(None, [0, 1, 2, 7, 8, 14, 15]), 299).bounds.tolist() == [0, 3, 5, 7]
+    assert find_timelines(timeline_frame(None, [0, 1, 2, 7, 8, 14, 15]), 299).bounds.tolist() == [
+        0,
+        3,
+        5,
+        7,
+    ]
 
 
 def test_shuffled_users_are_sorted_by_first_appearance_then_time():
     users = ["b", "a", "b", "a", "b"]
     minutes = [3, 10, 1, 9, 2]
-    t = find_timelines(frame(users, minutes), max_gap_seconds=300)
+    t = find_timelines(timeline_frame(users, minutes), max_gap_seconds=300)
     assert t.users.tolist() == ["b", "a"]
     assert timelines_as_rows(t) == [[2, 4, 0], [3, 1]]
     assert t.user_codes.tolist() == [0, 0, 0, 1, 1]
@@ -86,12 +79,12 @@ def test_timestamps_are_read_as_utc():
 
 
 def test_empty_frame_has_no_timeline():
-    t = find_timelines(frame(["u"], [0]).iloc[:0], max_gap_seconds=300)
+    t = find_timelines(timeline_frame(["u"], [0]).iloc[:0], max_gap_seconds=300)
     assert t.bounds.tolist() == [0]
     assert t.n_rows == 0
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     rows=st.lists(
         st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.integers(0, 40)),
@@ -107,7 +100,7 @@ def test_find_timelines_matches_the_rule(rows, max_gap_minutes, with_users):
         rows = list({m: (u, m) for u, m in rows}.values())
     users = [u for u, _ in rows] if with_users else ["all"] * len(rows)
     minutes = [m for _, m in rows]
-    t = find_timelines(frame(users if with_users else None, minutes), max_gap_minutes * 60)
+    t = find_timelines(timeline_frame(users if with_users else None, minutes), max_gap_minutes * 60)
     assert timelines_as_rows(t) == reference_timelines(users, minutes, max_gap_minutes * 60)
     assert t.bounds[-1] == len(rows)
 
@@ -150,11 +143,11 @@ BAD_FRAMES = {
 def test_bad_frames_are_refused(bad, error, words):
     refused(lambda: find_timelines(bad, 300), error, *words)
     # the same minute for two different users is fine
-    assert find_timelines(frame(["a", "b"], [0, 0]), 300).bounds.tolist() == [0, 1, 2]
+    assert find_timelines(timeline_frame(["a", "b"], [0, 0]), 300).bounds.tolist() == [0, 1, 2]
 
 
 def test_timelines_are_found_once_per_call():
-    one, other = frame(["a", "b"], [0, 1]), frame(["a", "a"], [0, 9])
+    one, other = timeline_frame(["a", "b"], [0, 1]), timeline_frame(["a", "a"], [0, 9])
     assert find_timelines(one, 300) is not find_timelines(one, 300)
     with shared_timelines():
         first = find_timelines(one, 300)
@@ -166,8 +159,8 @@ def test_timelines_are_found_once_per_call():
 
 
 def test_runs_are_numbered_per_user():
-    t = find_timelines(frame(["b", "a", "b", "a", "b"], [3, 10, 1, 9, 2]), 300)
+    t = find_timelines(timeline_frame(["b", "a", "b", "a", "b"], [3, 10, 1, 9, 2]), 300)
     # timeline order: b (rows 2, 4, 0), then a (rows 3, 1); runs start at 0, 1, 3, 4
     assert t.number_per_user(np.array([0, 1, 3, 4])).tolist() == [0, 1, 1, 0, 1]
-    alone = find_timelines(frame(None, [0, 1, 2]), 300)
+    alone = find_timelines(timeline_frame(None, [0, 1, 2]), 300)
     assert alone.number_per_user(np.array([0, 2])).tolist() == [0, 0, 1]

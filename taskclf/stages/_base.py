@@ -1,9 +1,8 @@
 """What every stage shares: parameter rules and the DataFrame-in, DataFrame-out base.
 
-Each stage declares its parameters' rules once, in a table
-(``_parameter_rules``, as scikit-learn's ``_parameter_constraints``), and
-:func:`check_params` applies it where scikit-learn checks parameters: in
-``fit``, and in ``transform`` for the stages that need no fitting.
+Each stage declares its parameters' rules once (``_parameter_rules``, as
+scikit-learn's ``_parameter_constraints``); :func:`check_params` applies
+them in ``fit``, and in ``transform`` for the stages that need no fitting.
 """
 
 from __future__ import annotations
@@ -21,67 +20,57 @@ from taskclf._frame import check_frame, frame_tags
 from taskclf.exceptions import InvalidParameterError
 
 Rule = Callable[[Any], str | None]
-"""A parameter rule: returns what the value should be when it breaks the rule, else None."""
+"""A parameter rule: what the value should be when it breaks the rule, else None."""
 
 MAX_SECONDS = 366 * 24 * 3600
-"""Upper bound of every duration parameter (one year): beyond it, nanosecond
-arithmetic on timestamps would overflow."""
+"""Upper bound of every duration (one year): beyond it, nanosecond arithmetic overflows."""
 
 MAX_BUCKETS = 100_000
 """Upper bound of every count of buckets (windows, minimum blocks)."""
 
 
+def _is_number(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def integer(low: int, high: int) -> Rule:
     """An integer (not a bool) in ``[low, high]``."""
-
-    def rule(value: Any) -> str | None:
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        return None if ok and low <= value <= high else f"an integer in [{low}, {high}]"
-
-    return rule
+    expected = f"an integer in [{low}, {high}]"
+    return lambda v: None if _is_number(v, numbers.Integral) and low <= v <= high else expected
 
 
 def real(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Rule:
     """A real number (not a bool) between ``low`` and ``high``, each end open or closed."""
-    interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    expected = f"a number in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
 
     def rule(value: Any) -> str | None:
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
-            return f"a number in {interval}"
+        if not _is_number(value, numbers.Real):
+            return expected
         value = float(value)
         above = value > low if open_low else value >= low
         below = value < high if open_high else value <= high
-        return None if above and below else f"a number in {interval}"
+        return None if above and below else expected
 
     return rule
 
 
 def one_of(*options: Any) -> Rule:
     """One of ``options`` (compared with ``==``)."""
-
-    def rule(value: Any) -> str | None:
-        hashable = isinstance(value, (str, int, float, type(None)))
-        return None if hashable and value in options else f"one of {list(options)}"
-
-    return rule
+    expected = f"one of {list(options)}"
+    hashable = (str, int, float, type(None))
+    return lambda v: None if isinstance(v, hashable) and v in options else expected
 
 
 def instance_of(*types: type, what: str) -> Rule:
     """An instance of one of ``types``; ``what`` names them for the message."""
-
-    def rule(value: Any) -> str | None:
-        return None if isinstance(value, types) else what
-
-    return rule
+    return lambda v: None if isinstance(v, types) else what
 
 
 def optional(rule: Rule) -> Rule:
     """``None``, or a value ``rule`` accepts."""
 
     def check(value: Any) -> str | None:
-        if value is None:
-            return None
-        expected = rule(value)
+        expected = None if value is None else rule(value)
         return None if expected is None else f"None or {expected}"
 
     return check
@@ -98,13 +87,7 @@ DURATION = integer(0, MAX_SECONDS)
 
 
 def check_value(value: Any, rule: Rule, name: str, where: str) -> Any:
-    """Return ``value`` if ``rule`` accepts it.
-
-    Raises
-    ------
-    InvalidParameterError
-        Naming ``where``, the parameter, the value and what it should be.
-    """
+    """Return ``value`` if ``rule`` accepts it, else raise :class:`InvalidParameterError`."""
     expected = rule(value)
     if expected is not None:
         raise InvalidParameterError(
@@ -123,9 +106,8 @@ class FrameTransformer(TransformerMixin, BaseEstimator):
     """Base of the stages that learn nothing: DataFrame in, annotated DataFrame out.
 
     Subclasses declare ``_parameter_rules`` and implement ``_transform``
-    (compute and add the stage's columns). Parameters are checked in
-    ``fit`` and ``transform``; ``set_params`` only stores, as in
-    scikit-learn.
+    (add the stage's columns). Parameters are checked in ``fit`` and
+    ``transform``; ``set_params`` only stores, as in scikit-learn.
     """
 
     _parameter_rules: ClassVar[dict[str, Rule]] = {}
@@ -134,12 +116,7 @@ class FrameTransformer(TransformerMixin, BaseEstimator):
         raise NotImplementedError
 
     def fit(self, X: pd.DataFrame, y: object = None) -> FrameTransformer:
-        """Check the parameters; the stage learns nothing.
-
-        Returns
-        -------
-        self
-        """
+        """Check the parameters and the frame; the stage learns nothing."""
         check_params(self)
         check_frame(X, type(self).__name__)
         return self
@@ -153,6 +130,5 @@ class FrameTransformer(TransformerMixin, BaseEstimator):
         return True
 
     def __sklearn_tags__(self) -> Tags:
-        # Label stages read label columns given as strings or categories and
-        # refuse missing labels, timestamps and segment ids.
+        # Label columns come as strings or categories; missing values are refused.
         return frame_tags(super().__sklearn_tags__(), string=True, categorical=True)

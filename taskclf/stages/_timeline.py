@@ -1,13 +1,10 @@
 """Timelines: one user's rows in time order, split at long gaps.
 
-Smoothing windows and segments never cross a timeline boundary. Every
-stage that works along time asks :func:`find_timelines` for the order of
-the rows and where each timeline starts; the kernels then run on the
-sorted, concatenated timelines with those boundaries.
-
-Within :func:`shared_timelines` (a pipeline call opens it), the timelines of
-a frame are found once and reused by every later stage: stages keep the
-rows and their order, so the first stage's answer holds for all of them.
+Every stage that works along time asks :func:`find_timelines` for the order
+of the rows and where each timeline starts; its kernel then runs on the
+sorted, concatenated timelines. Within :func:`shared_timelines` (a pipeline
+call opens it) the answer for a frame is found once and reused by the later
+stages, which keep the rows and their order.
 """
 
 from __future__ import annotations
@@ -31,12 +28,11 @@ class Timelines:
 
     Attributes
     ----------
-    order : ndarray of int64, shape (n,)
-        Row positions in timeline order (by user, then time), or ``None``
-        when the frame is already in that order.
+    order : ndarray of int64, shape (n,), or None
+        Row positions in timeline order (by user, then time); ``None`` when
+        the frame is already in that order.
     bounds : ndarray of int64, shape (n_timelines + 1,)
-        Positions, in timeline order, where each timeline starts, followed
-        by ``n``.
+        Where each timeline starts (timeline order), then ``n``.
     ts_ns : ndarray of int64, shape (n,)
         Bucket start times in timeline order, ns since the epoch (UTC).
     user_codes : ndarray of int64, shape (n,), or None
@@ -57,11 +53,11 @@ class Timelines:
         return int(self.bounds[-1])
 
     def to_sorted(self, values: np.ndarray) -> np.ndarray:
-        """Reorder per-row ``values`` (input order) into timeline order."""
+        """Reorder per-row ``values`` from input order into timeline order."""
         return values if self.order is None else values[self.order]
 
     def to_input(self, values: np.ndarray) -> np.ndarray:
-        """Reorder per-row ``values`` (timeline order) back into input order."""
+        """Reorder per-row ``values`` from timeline order back into input order."""
         if self.order is None:
             return values
         out = np.empty_like(values)
@@ -69,18 +65,10 @@ class Timelines:
         return out
 
     def number_per_user(self, starts: np.ndarray) -> np.ndarray:
-        """Ids of runs, numbered from 0 for each user (the whole frame without users).
+        """Run ids of the rows (timeline order), numbered from 0 for each user.
 
-        Parameters
-        ----------
-        starts : ndarray of int
-            Sorted start positions (timeline order) of the runs; every
-            timeline start is among them.
-
-        Returns
-        -------
-        ndarray of int64, shape (n,)
-            The run of each row, in timeline order.
+        ``starts`` are the sorted start positions of the runs; every
+        timeline start is among them.
         """
         new = np.zeros(self.n_rows, dtype=np.int64)
         new[starts] = 1
@@ -90,15 +78,10 @@ class Timelines:
             ids -= np.repeat(ids[first], np.diff(np.append(first, self.n_rows)))
         return ids
 
-    def timeline_of_rows(self) -> np.ndarray:
-        """Timeline index of each row, in timeline order."""
-        return np.repeat(np.arange(len(self.bounds) - 1), np.diff(self.bounds))
-
 
 TIMELINE_MODES = ("per_user", "as_given")
-"""How rows form timelines: per user, in time order, split at gaps (the
-rule of the contract); or the whole frame as one sequence in the order given
-(taskclf 0.4's batch inference)."""
+"""Per user, in time order, split at gaps (the contract's rule); or the whole
+frame as one sequence in the order given (taskclf 0.4's batch inference)."""
 
 _shared: ContextVar[dict[tuple[int, float, str], Timelines] | None] = ContextVar(
     "taskclf_timelines", default=None
@@ -116,16 +99,14 @@ def shared_timelines() -> Iterator[None]:
 
 
 def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Factorize the ``user_id`` column (codes in order of first appearance)."""
+    """Factorize ``user_id`` (codes in order of first appearance); (None, None) without it."""
     if USER_ID not in df.columns:
         return None, None
-    column = df[USER_ID]
-    codes, users = pd.factorize(column, sort=False)
+    codes, users = pd.factorize(df[USER_ID], sort=False)
     if (codes < 0).any():
-        position = int(np.flatnonzero(codes < 0)[0])
         raise ColumnTypeError(
             f"column 'user_id' has {int((codes < 0).sum())} missing value(s); "
-            f"first at row {position}"
+            f"first at row {int(np.flatnonzero(codes < 0)[0])}"
         )
     return codes.astype(np.int64, copy=False), np.asarray(users)
 
@@ -135,16 +116,13 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_us
 
     A timeline is one user's rows (the whole frame without ``user_id``),
     ordered by ``bucket_start_ts`` and split where two consecutive buckets
-    start more than ``max_gap_seconds`` apart. With ``mode="as_given"``
-    the whole frame is one timeline in the order given, as taskclf 0.4
-    treats it (timestamps are still parsed, for the segments' times).
+    start more than ``max_gap_seconds`` apart. ``mode="as_given"`` makes the
+    whole frame one timeline in the order given (timestamps still parsed).
 
     Raises
     ------
-    MissingColumnsError
-        Without a ``bucket_start_ts`` column.
-    TimestampError
-        On missing or unparseable timestamps.
+    MissingColumnsError, TimestampError
+        Without ``bucket_start_ts``, or on missing or unparseable timestamps.
     DuplicateRowsError
         When two rows share ``(user_id, bucket_start_ts)``.
     """
@@ -168,21 +146,16 @@ def _find(df: pd.DataFrame, gap_ns: int) -> Timelines:
     n = len(ts)
     if n == 0:
         return Timelines(None, np.zeros(1, np.int64), ts, codes, users)
-
-    step = np.diff(ts)
-    same_user = np.ones(n - 1, dtype=bool) if codes is None else codes[1:] == codes[:-1]
-    in_order = bool(
-        np.all(step[same_user] > 0) and (codes is None or np.all(codes[1:] >= codes[:-1]))
-    )
     order: np.ndarray | None = None
-    if not in_order:
+    same_user = np.ones(n - 1, dtype=bool) if codes is None else codes[1:] == codes[:-1]
+    users_sorted = codes is None or bool(np.all(codes[1:] >= codes[:-1]))
+    if not (users_sorted and np.all(np.diff(ts)[same_user] > 0)):
         order = np.lexsort((ts,) if codes is None else (ts, codes))
         ts = ts[order]
         if codes is not None:
             codes = codes[order]
             same_user = codes[1:] == codes[:-1]
-        step = np.diff(ts)
-
+    step = np.diff(ts)
     duplicate = same_user & (step == 0)
     if duplicate.any():
         first = int(np.flatnonzero(duplicate)[0])
@@ -191,7 +164,6 @@ def _find(df: pd.DataFrame, gap_ns: int) -> Timelines:
             f"{int(duplicate.sum())} duplicate (user_id, bucket_start_ts) row(s); "
             f"first: {who}bucket_start_ts {ns_to_datetime(ts[first]).isoformat()}"
         )
-
     breaks = ~same_user | (step > gap_ns)
     bounds = np.concatenate(([0], np.flatnonzero(breaks) + 1, [n])).astype(np.int64)
     return Timelines(order, bounds, ts, codes, users)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,15 +36,10 @@ def vocabulary_of(encoder: Any) -> list[Any]:
 
 
 def encode_column(column: pd.Series, vocabulary: pd.Index) -> np.ndarray:
-    """Codes of ``column`` over ``vocabulary`` (positions in it).
-
-    A value outside the vocabulary (or missing) gets the code of
-    ``__unknown__`` when the vocabulary has it, else -1.
-    """
+    """Positions of ``column``'s values in ``vocabulary``; others get ``__unknown__``'s, or -1."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        # Encode the few categories, then gather by the column's codes.
-        # A trailing -1 lets a missing value (code -1) index it, even when
-        # the column has no categories at all.
+        # Encode the few categories, then gather by the column's codes; the
+        # trailing -1 is what a missing value (code -1) gathers.
         per_category = np.append(vocabulary.get_indexer(column.cat.categories), -1)
         codes = per_category[column.cat.codes.to_numpy()]
     else:
@@ -58,18 +53,12 @@ def encode_column(column: pd.Series, vocabulary: pd.Index) -> np.ndarray:
 class CategoricalEncoder(TransformerMixin, BaseEstimator):
     """Pipeline stage: categorical feature columns as pandas ``category`` dtype.
 
-    Vocabulary codes are positions in the sorted vocabulary (as
-    scikit-learn's ``LabelEncoder`` gives). At ``transform`` a value outside
-    the vocabulary maps to ``__unknown__`` when the vocabulary has it,
-    else to code -1 (a missing category).
-
-    Each categorical column is replaced by its encoding, except ``user_id``
-    (a feature of schema v1): it identifies timelines and per-user
-    calibration, so it keeps the caller's values and its encoding is added
-    as ``user_id_encoded``, which the model stage reads.
-
-    A vocabulary fixed in advance (the one a pre-trained booster saw) makes
-    a fitted stage through :meth:`from_vocabulary`.
+    Codes are positions in the sorted vocabulary (as ``LabelEncoder``'s); a
+    value outside it maps to ``__unknown__`` when the vocabulary has it,
+    else to code -1. ``user_id`` (a feature of schema v1) keeps the caller's
+    values, as timelines and per-user calibration need them: its encoding
+    goes to ``user_id_encoded``, which the model stage reads.
+    :meth:`from_vocabulary` makes a stage over a fixed vocabulary.
 
     Parameters
     ----------
@@ -79,9 +68,8 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     min_category_freq : int, default 5
         At fit, values seen fewer times become ``__unknown__``.
     unknown_mask_rate : float, default 0.05
-        At ``fit_transform``, this fraction of known values (seeded by
-        ``random_state``) is masked to ``__unknown__`` so that the model
-        learns what to do with unseen values.
+        At ``fit_transform``, this seeded fraction of known values is masked
+        to ``__unknown__``, so that the model learns about unseen values.
     random_state : int, default 0
         Seed of the masking.
 
@@ -135,8 +123,8 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         Returns
         -------
         CategoricalEncoder
-            Fitted; wrap it in :class:`sklearn.frozen.FrozenEstimator` to
-            keep ``fit`` from relearning it.
+            Fitted; :class:`sklearn.frozen.FrozenEstimator` keeps ``fit``
+            from relearning it.
         """
         if not isinstance(vocabulary, Mapping):
             raise InvalidParameterError(
@@ -149,13 +137,12 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         for column, values in vocabulary.items():
             try:
                 encoder.vocabulary_[column] = vocabulary_of(values)
-            except InvalidParameterError as exc:  # say which column
+            except InvalidParameterError as exc:
                 raise InvalidParameterError(f"vocabulary[{column!r}]: {exc}") from None
         return encoder
 
     def __sklearn_tags__(self) -> Tags:
-        # Columns by name, as strings or categories; a missing value is an
-        # unseen one.
+        # Columns by name, as strings or categories; a missing value is an unseen one.
         return frame_tags(
             super().__sklearn_tags__(),
             allow_nan=True,
@@ -165,12 +152,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         )
 
     def fit(self, X: pd.DataFrame, y: object = None) -> CategoricalEncoder:
-        """Learn the sorted vocabulary of each categorical column.
-
-        Returns
-        -------
-        self
-        """
+        """Learn the sorted vocabulary (frequent values and ``__unknown__``) of each column."""
         check_params(self)
         check_frame(X, type(self).__name__)
         schema = get_schema(resolve_schema_version(X, self.schema_version))
@@ -188,10 +170,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
-        """Fit, then encode ``X`` masking a seeded fraction of known values.
-
-        Masking teaches the model being trained what ``__unknown__`` means.
-        """
+        """Fit, then encode ``X`` masking a seeded fraction of known values."""
         out = self.fit(X, y).transform(X)
         if self.unknown_mask_rate > 0 and len(out):
             rng = np.random.default_rng(self.random_state)
@@ -208,11 +187,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         return out.copy(deep=True)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Return ``X`` with each vocabulary column as ``category`` dtype.
-
-        Columns of the vocabulary that ``X`` lacks are left out (the model
-        stage reports them if it needs them).
-        """
+        """Return ``X`` with each vocabulary column it has as ``category`` dtype."""
         check_is_fitted(self)
         check_frame(X, type(self).__name__)
         new = {}
@@ -224,7 +199,3 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
             target = ENCODED_USER_ID if column == USER_ID else column
             new[target] = pd.Categorical.from_codes(codes, categories=vocabulary)
         return add_columns(X, new) if new else X.copy(deep=False)
-
-    def get_feature_names_out(self, input_features: Sequence[str] | None = None) -> Any:
-        """Columns are kept as they are."""
-        return np.asarray(input_features if input_features is not None else [], dtype=object)

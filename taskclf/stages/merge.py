@@ -1,9 +1,9 @@
 """Hysteresis: merge segments shorter than the minimum block duration.
 
-:func:`merge_runs` is the rule on one timeline's segments;
-:func:`merge_segment_codes` applies it to many timelines;
-:class:`HysteresisMerger` is the pipeline stage and
-:func:`merge_short_segments` the list form of the functional API.
+:func:`merge_runs` is the rule on one timeline's segments,
+:func:`merge_segment_codes` applies it to many timelines,
+:class:`HysteresisMerger` is the stage and :func:`merge_short_segments`
+the list form of the functional API.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._columns import LABEL, SEGMENT_ID, SMOOTHED_LABEL
+from taskclf._columns import BUCKET_START_TS, LABEL, SEGMENT_ID, SMOOTHED_LABEL
 from taskclf._frame import (
     add_columns,
     factorize_labels,
@@ -49,13 +49,7 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
 
 
 def segment_ids(column: pd.Series) -> np.ndarray:
-    """The ``segment_id`` column as int64, refusing anything but whole numbers.
-
-    Raises
-    ------
-    ColumnTypeError
-        On a missing value or a column that is not of an integer dtype.
-    """
+    """The ``segment_id`` column as int64; a :class:`ColumnTypeError` unless whole numbers."""
     if column.hasnans:
         position = int(np.flatnonzero(column.isna().to_numpy())[0])
         raise ColumnTypeError(
@@ -75,14 +69,14 @@ def merge_runs(
 ) -> tuple[list[int], list[int], list[int]]:
     """Apply the hysteresis rule to the segments of one timeline.
 
-    Left-to-right passes repeat until a pass changes nothing. In a pass a
+    Left-to-right passes repeat until one changes nothing. In a pass a
     segment of at least ``min_buckets`` buckets is kept. A short one
     (i) joins the previous emitted segment if that has its label; else
     (ii) joins the next if that has its label, the pair emitted as one;
     else (iii) stays if it is the first; else (iv) is absorbed by the
     previous one if it is the last; else (v) is absorbed by the neighbour
-    with more buckets, the previous one on ties (the next one's label wins
-    when the next absorbs it).
+    with more buckets, the previous one on ties (taking the next one's
+    label when the next absorbs it).
 
     Parameters
     ----------
@@ -93,12 +87,8 @@ def merge_runs(
 
     Returns
     -------
-    firsts : list of int
-        For each merged segment, the index of its first input segment.
-    labels : list of int
-        Label of each merged segment.
-    counts : list of int
-        Bucket count of each merged segment.
+    firsts, labels, counts : list of int
+        Of each merged segment: its first input segment, label and count.
 
     Examples
     --------
@@ -106,45 +96,27 @@ def merge_runs(
     ([0, 2], [0, 0], [6, 5])
     """
     firsts = list(range(len(labels)))
-    if len(labels) <= 1:
-        return firsts, list(labels), list(counts)
-    while True:
-        n = len(labels)
-        out_first: list[int] = []
-        out_label: list[int] = []
-        out_count: list[int] = []
+    labels, counts = list(labels), list(counts)
+    while len(labels) > 1:
+        out: list[list[int]] = []  # [first, label, count] of each emitted segment
         i = 0
-        while i < n:
+        while i < len(labels):
             label, count = labels[i], counts[i]
-            if count >= min_buckets:
-                out_first.append(firsts[i])
-                out_label.append(label)
-                out_count.append(count)
+            after = i + 1 < len(labels)
+            if count >= min_buckets or (not out and not (after and labels[i + 1] == label)):
+                out.append([firsts[i], label, count])  # kept, or (iii)
+            elif out and out[-1][1] == label:  # (i)
+                out[-1][2] += count
+            elif after and (labels[i + 1] == label or counts[i + 1] > out[-1][2]):
+                out.append([firsts[i], labels[i + 1], count + counts[i + 1]])  # (ii), (v) next
                 i += 1
-            elif out_label and out_label[-1] == label:  # (i)
-                out_count[-1] += count
-                i += 1
-            elif i + 1 < n and labels[i + 1] == label:  # (ii)
-                out_first.append(firsts[i])
-                out_label.append(label)
-                out_count.append(count + counts[i + 1])
-                i += 2
-            elif not out_label:  # (iii)
-                out_first.append(firsts[i])
-                out_label.append(label)
-                out_count.append(count)
-                i += 1
-            elif i + 1 == n or counts[i + 1] <= out_count[-1]:  # (iv), (v) previous
-                out_count[-1] += count
-                i += 1
-            else:  # (v) next
-                out_first.append(firsts[i])
-                out_label.append(labels[i + 1])
-                out_count.append(count + counts[i + 1])
-                i += 2
-        if len(out_label) == n:
-            return firsts, labels, counts
-        firsts, labels, counts = out_first, out_label, out_count
+            else:  # (iv), (v) previous
+                out[-1][2] += count
+            i += 1
+        if len(out) == len(labels):
+            break
+        firsts, labels, counts = (list(column) for column in zip(*out))
+    return firsts, labels, counts
 
 
 def merge_segment_codes(
@@ -155,7 +127,7 @@ def merge_segment_codes(
     *,
     join_equal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hysteresis over the segments of many timelines.
+    """:func:`merge_runs` over the segments of many timelines.
 
     Parameters
     ----------
@@ -164,10 +136,9 @@ def merge_segment_codes(
     bounds : ndarray of int, shape (n_timelines + 1,)
         Index of each timeline's first segment, then ``n_segments``.
     min_buckets : int
-        Shortest segment kept as it is.
     join_equal : bool, default False
-        Then join neighbouring merged segments of one timeline that carry
-        the same label (the rule can leave them).
+        Then join neighbouring merged segments of one timeline with the
+        same label (the rule can leave them).
 
     Returns
     -------
@@ -176,15 +147,12 @@ def merge_segment_codes(
     merged_labels : ndarray, shape (n_merged,)
         Label code of each merged segment.
     """
-    n = len(labels)
-    keep_start = np.ones(n, dtype=bool)  # segments untouched by merging stay
+    keep_start = np.ones(len(labels), dtype=bool)  # segments untouched by merging stay
     merged_labels = labels.copy()
-    short = counts < min_buckets
     sizes = np.diff(bounds)
-    # Only timelines with a short segment and more than one segment change.
-    has_short = np.add.reduceat(short, bounds[:-1]) > 0 if n else np.zeros(0, bool)
-    work = np.flatnonzero(has_short & (sizes > 1))
-    for t in work.tolist():
+    # Only timelines of several segments, one of them short, change.
+    short = np.add.reduceat(counts < min_buckets, bounds[:-1]) > 0 if len(labels) else sizes > 0
+    for t in np.flatnonzero(short & (sizes > 1)).tolist():
         lo, hi = int(bounds[t]), int(bounds[t + 1])
         firsts, new_labels, _ = merge_runs(
             labels[lo:hi].tolist(), counts[lo:hi].tolist(), min_buckets
@@ -212,9 +180,9 @@ def merge_short_segments(
 ) -> list[Segment]:
     """Merge segments shorter than ``min_duration_seconds`` into neighbours.
 
-    The list form of :class:`HysteresisMerger` for one ordered sequence of
-    segments. Merged segments span from the earlier start to the later end
-    and add their bucket counts. A list of one segment is returned as it is.
+    The list form of :class:`HysteresisMerger` (without ``join_equal``) for
+    one ordered sequence of segments: merged segments span from the first
+    start to the last end and add their bucket counts.
 
     Examples
     --------
@@ -228,13 +196,12 @@ def merge_short_segments(
     where = "merge_short_segments"
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
     minimum = check_value(min_duration_seconds, DURATION, "min_duration_seconds", where)
-    min_buckets = min_buckets_of(minimum, width)
     segments = list(segments)
     if len(segments) <= 1:
         return segments
     codes, names = factorize_labels([s.label for s in segments], "segment labels")
-    counts = np.array([s.bucket_count for s in segments], dtype=np.int64)
-    firsts, labels, merged_counts = merge_runs(codes.tolist(), counts.tolist(), min_buckets)
+    counts = [s.bucket_count for s in segments]
+    firsts, labels, merged = merge_runs(codes.tolist(), counts, min_buckets_of(minimum, width))
     lasts = [*(f - 1 for f in firsts[1:]), len(segments) - 1]
     return [
         attrs.evolve(
@@ -243,18 +210,16 @@ def merge_short_segments(
             label=str(names[label]),
             bucket_count=count,
         )
-        for first, last, label, count in zip(firsts, lasts, labels, merged_counts)
+        for first, last, label, count in zip(firsts, lasts, labels, merged)
     ]
 
 
 class HysteresisMerger(FrameTransformer):
-    """Pipeline stage: merge short segments and give every row its final label.
+    """Pipeline stage: merge short segments and give every row its final ``label``.
 
-    Reads ``segment_id`` and ``smoothed_label``; rewrites ``segment_id`` to
-    the merged segments (each user's numbered from 0 in time order) and
-    adds ``label``, the final label of each row. ``predict`` returns it.
-    Neighbouring merged segments with the same label are then joined
-    (``join_equal``), so that counts of blocks and switches are right.
+    Rewrites ``segment_id`` to the merged segments (each user's numbered
+    from 0 in time order) after the rule of :func:`merge_runs` and, with
+    ``join_equal``, the joining of neighbours of one label.
 
     Parameters
     ----------
@@ -266,11 +231,11 @@ class HysteresisMerger(FrameTransformer):
     max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
     timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"`` treats the whole frame as one sequence in the order
-        given, as taskclf 0.4 does (see docs/migrating.md).
+        ``"as_given"``: the whole frame is one sequence in the order given,
+        as in taskclf 0.4 (see docs/migrating.md).
     join_equal : bool, default True
-        Join neighbouring segments of one label after the hysteresis rule;
-        ``False`` keeps the rule's output as it is (taskclf 0.4's segments).
+        Join neighbouring segments of one label after the rule; ``False``
+        keeps taskclf 0.4's segments.
 
     Examples
     --------
@@ -307,7 +272,7 @@ class HysteresisMerger(FrameTransformer):
         self.join_equal = join_equal
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, "bucket_start_ts"], type(self).__name__)
+        require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         segment = timelines.to_sorted(segment_ids(X[SEGMENT_ID]))
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
@@ -323,22 +288,14 @@ class HysteresisMerger(FrameTransformer):
             join_equal=self.join_equal,
         )
         merged = np.repeat(merged_id, counts)
-        row_label = merged_labels[merged]
         row_segment = timelines.number_per_user(np.flatnonzero(np.diff(merged, prepend=-1)))
-        new: dict[str, Any] = {
-            SEGMENT_ID: timelines.to_input(row_segment),
-            LABEL: labels_from_codes(timelines.to_input(row_label)),
-        }
-        return add_columns(X, new)
+        row_label = labels_from_codes(timelines.to_input(merged_labels[merged]))
+        return add_columns(X, {SEGMENT_ID: timelines.to_input(row_segment), LABEL: row_label})
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Final label of each row, in input order."""
         return np.asarray(self.transform(X)[LABEL].to_numpy(dtype=object))
 
     def score(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> float:
-        """Accuracy of the final labels against ``y``.
-
-        The pipeline's default score, so ``GridSearchCV`` works without a
-        ``scoring`` argument; timeline measures live in :mod:`taskclf.metrics`.
-        """
+        """Accuracy of the final labels against ``y`` (the pipeline's default score)."""
         return label_accuracy(y, self.predict(X), sample_weight)

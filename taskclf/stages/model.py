@@ -35,12 +35,11 @@ from taskclf.exceptions import (
 from taskclf.stages._base import check_params, instance_of, integer, one_of, optional
 
 _FILL_ROWS = 8192
-"""Rows filled at a time: a block of this many rows stays in cache while the
-columns are written into it (writing whole strided columns is 10x slower)."""
+"""Rows filled at a time: a block stays in cache while the columns are written
+into it (writing whole strided columns is 10x slower)."""
 
 PREDICT_ROWS = 131_072
-"""Rows handed to ``booster.predict`` at a time, bounding the memory of the
-feature matrix."""
+"""Rows handed to ``booster.predict`` at a time, bounding the matrix's memory."""
 
 BACKENDS = ("lightgbm", "compiled")
 """What can predict in the model stage."""
@@ -51,116 +50,96 @@ DEFAULT_N_FOLDS = 3
 _NUMBER_KINDS = frozenset({"boolean", "integer", "floating", "mixed-integer-float", "empty"})
 
 
-def _holds_numbers(column: pd.Series) -> bool:
-    """An object column of numbers or booleans with gaps (e.g. ``[True, None]``)."""
-    kind = pd.api.types.infer_dtype(column, skipna=True)
-    return column.dtype == object and kind in _NUMBER_KINDS
+def _numeric(column: pd.Series, name: str, categorical: bool) -> np.ndarray:
+    """One feature column as a 1-D numeric array (numpy-backed columns not copied)."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        if categorical:
+            return column.cat.codes.to_numpy()
+        column = column.astype(dtype.categories.dtype)  # numbers through their values
+        dtype = column.dtype
+    if categorical:
+        raise ColumnTypeError(
+            f"categorical column {name!r} is not encoded ({dtype}); put a "
+            "CategoricalEncoder before the model stage"
+        )
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
+        return column.to_numpy()
+    kind = pd.api.types.infer_dtype(column, skipna=True) if dtype == np.dtype(object) else ""
+    if not pd.api.types.is_complex_dtype(dtype) and (  # no silent loss of imaginary parts
+        pd.api.types.is_numeric_dtype(dtype)
+        or pd.api.types.is_bool_dtype(dtype)
+        or kind in _NUMBER_KINDS
+    ):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    sample = column.dropna().head(3).tolist()  # none in an empty frame (Dask's meta)
+    such_as = f" such as {sample!r}" if sample else ""
+    raise ColumnTypeError(f"column {name!r} must hold numbers, found {dtype} values{such_as}")
 
 
 def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
     """The schema's feature columns of ``X`` as 1-D numeric arrays, in order.
 
-    Categorical columns (pandas ``category`` dtype, as the encoder writes
-    them) become their codes, booleans stay booleans and numbers numbers;
-    numpy-backed columns are not copied. The ``user_id`` feature is read
-    from ``user_id_encoded`` when present.
+    Categorical columns (``category`` dtype, as the encoder writes them)
+    become their codes; ``user_id`` is read from ``user_id_encoded``.
 
     Raises
     ------
     MissingColumnsError
         Listing every absent feature column.
     ColumnTypeError
-        Naming a column of text values, or a categorical column that was
-        not encoded.
+        Naming a column of text values, or a categorical column not encoded.
     """
-    columns = schema.feature_columns
-    require_columns(X, columns, "feature matrix")
+    require_columns(X, schema.feature_columns, "feature matrix")
     categorical = set(schema.categorical_columns)
-    arrays = []
-    for name in columns:
-        column = X[ENCODED_USER_ID if name == USER_ID and ENCODED_USER_ID in X else name]
-        dtype = column.dtype
-        if isinstance(dtype, pd.CategoricalDtype):
-            if name in categorical:
-                arrays.append(column.cat.codes.to_numpy())
-                continue
-            column = column.astype(dtype.categories.dtype)  # numbers through their values
-            dtype = column.dtype
-        if name in categorical:
-            raise ColumnTypeError(
-                f"categorical column {name!r} is not encoded ({dtype}); put a "
-                "CategoricalEncoder before the model stage"
-            )
-        if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
-            arrays.append(column.to_numpy())
-        elif not pd.api.types.is_complex_dtype(dtype) and (  # no silent loss of imaginary parts
-            pd.api.types.is_numeric_dtype(dtype)
-            or pd.api.types.is_bool_dtype(dtype)
-            or _holds_numbers(column)
-        ):
-            arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
-        else:
-            sample = column.dropna().head(3).tolist()
-            # (an empty frame, such as Dask's meta, has no values to show)
-            such_as = f" such as {sample!r}" if sample else ""
-            raise ColumnTypeError(
-                f"column {name!r} must hold numbers, found {dtype} values{such_as}"
-            )
-    return arrays
+    return [
+        _numeric(
+            X[ENCODED_USER_ID if name == USER_ID and ENCODED_USER_ID in X else name],
+            name,
+            name in categorical,
+        )
+        for name in schema.feature_columns
+    ]
 
 
-def fill_matrix(
-    arrays: list[np.ndarray], start: int, stop: int, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Rows ``start:stop`` of the float64 feature matrix, missing values as 0.
-
-    ``out``, when given, is a C-ordered float64 buffer of that shape to fill.
-    """
-    if out is None:
-        out = np.empty((stop - start, len(arrays)), dtype=np.float64)
-    matrix = out
-    for lo in range(start, stop, _FILL_ROWS):
-        hi = min(lo + _FILL_ROWS, stop)
-        block = matrix[lo - start : hi - start]
+def fill_matrix(arrays: list[np.ndarray], start: int, out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` (C-ordered float64) with rows ``start:`` of ``arrays``, missing values 0."""
+    for lo in range(0, len(out), _FILL_ROWS):
+        block = out[lo : lo + _FILL_ROWS]
         for j, values in enumerate(arrays):
-            block[:, j] = values[lo:hi]
-    matrix[np.isnan(matrix)] = 0.0
-    return matrix
+            block[:, j] = values[start + lo : start + lo + len(block)]
+    out[np.isnan(out)] = 0.0
+    return out
 
 
 def feature_matrix(X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
-    """The booster's input: the schema's feature columns as a float64 matrix.
-
-    Categorical columns become their codes, booleans 0/1 and missing values
-    0 (see :func:`feature_columns`).
-    """
-    return fill_matrix(feature_columns(X, schema), 0, len(X))
+    """The booster's input: the schema's features as a float64 matrix, missing values 0."""
+    arrays = feature_columns(X, schema)
+    return fill_matrix(arrays, 0, np.empty((len(X), len(arrays))))
 
 
 def booster_schema(booster: Any, schema_version: str | None) -> FeatureSchema:
     """The feature schema of ``booster``: the given version, or guessed from its width."""
     n_features = int(booster.num_feature())
-    if schema_version is not None:
-        schema = get_schema(schema_version)
-        if schema.n_features != n_features:
+    if schema_version is None:
+        guessed = schema_for_n_features(n_features)
+        if guessed is None:
             raise SchemaMismatchError(
-                f"schema {schema.version} has {schema.n_features} feature columns but "
-                f"the booster expects {n_features}"
+                f"the booster expects {n_features} features, which matches no schema "
+                "(v1: 39, v2: 38, v3: 299)"
             )
-        return schema
-    guessed = schema_for_n_features(n_features)
-    if guessed is None:
+        return guessed
+    schema = get_schema(schema_version)
+    if schema.n_features != n_features:
         raise SchemaMismatchError(
-            f"the booster expects {n_features} features, which matches no schema "
-            "(v1: 39, v2: 38, v3: 299)"
+            f"schema {schema.version} has {schema.n_features} feature columns but "
+            f"the booster expects {n_features}"
         )
-    return guessed
+    return schema
 
 
 def predict_matrix(booster: Any, matrix: np.ndarray) -> np.ndarray:
     """``booster.predict`` checked to give one probability column per class."""
-    if len(matrix) == 0:
-        return np.zeros((0, N_CLASSES))
     proba = np.asarray(booster.predict(matrix), dtype=np.float64)
     if proba.ndim != 2 or proba.shape[1] != N_CLASSES:
         raise ProbabilityShapeError(
@@ -174,26 +153,20 @@ def predict_frame(booster: Any, X: pd.DataFrame, schema: FeatureSchema) -> np.nd
     """Probabilities of the rows of ``X``, predicted in blocks of rows."""
     arrays = feature_columns(X, schema)
     n = len(X)
-    if n <= PREDICT_ROWS:
-        return predict_matrix(booster, fill_matrix(arrays, 0, n))
     proba = np.empty((n, N_CLASSES), dtype=np.float64)
     # One buffer for every block: fresh large allocations cost page faults.
-    buffer = np.empty((PREDICT_ROWS, len(arrays)), dtype=np.float64)
+    buffer = np.empty((min(n, PREDICT_ROWS), len(arrays)), dtype=np.float64)
     for start in range(0, n, PREDICT_ROWS):
-        stop = min(start + PREDICT_ROWS, n)
-        block = fill_matrix(arrays, start, stop, out=buffer[: stop - start])
-        proba[start:stop] = predict_matrix(booster, block)
+        block = buffer[: min(PREDICT_ROWS, n - start)]
+        proba[start : start + len(block)] = predict_matrix(
+            booster, fill_matrix(arrays, start, block)
+        )
     return proba
 
 
 def sample_weights(codes: np.ndarray, class_weight: Any) -> np.ndarray | None:
-    """Per-row training weights of class codes.
-
-    ``"balanced"`` weighs each class inversely to its frequency
-    (``n / (n_present_classes * count)``, as scikit-learn does), a mapping
-    gives a weight per core label (1 for labels it omits), ``None`` gives
-    no weights.
-    """
+    """Per-row training weights of class codes: ``"balanced"``, a core label → weight
+    mapping (1 for labels it omits) or ``None``."""
     if class_weight is None:
         return None
     if isinstance(class_weight, str):
@@ -220,67 +193,49 @@ def _check_class_weight(value: Any) -> str | None:
 
 
 class BoosterPredictor(TransformerMixin, BaseEstimator):
-    """Pipeline stage: class probabilities from a LightGBM booster.
+    """Pipeline stage: ``proba_<Label>`` for the eight classes, from a LightGBM booster.
 
-    Adds one column per class, ``proba_<Label>``, in class order
-    (BreakIdle, Build, Communicate, Debug, Meet, ReadResearch, Review,
-    Write).
-
-    ``fit(X, y)`` trains a LightGBM multiclass model over the eight classes
-    on the schema's feature columns (categorical columns declared to
-    LightGBM) and keeps it in ``booster_``; training is seeded and
-    deterministic. A pre-trained booster makes a fitted stage through
-    :meth:`from_booster`.
-
-    ``fit_transform`` (what ``Pipeline.fit`` calls) returns *out-of-fold*
-    probabilities: the rows are split into ``n_folds`` group-aware folds
-    (by user, or by UTC day when there is one user) and each fold's rows
-    are scored by a model trained on the other folds only, so that the
-    stages after this one (calibration) learn from probabilities of rows
-    the model never saw. ``transform`` uses ``booster_``, trained on all
-    rows: the stacking pattern of scikit-learn's ``StackingClassifier``.
+    ``fit(X, y)`` trains a seeded, deterministic LightGBM multiclass model
+    on the schema's feature columns (categoricals declared to LightGBM);
+    :meth:`from_booster` wraps a pre-trained one. ``fit_transform`` (what
+    ``Pipeline.fit`` calls) returns *out-of-fold* probabilities: each of
+    ``n_folds`` group-aware folds (by user, or by UTC day for one user) is
+    scored by a model trained on the other folds, so that calibration
+    learns from rows the model never saw; ``transform`` uses the model
+    trained on all rows (the stacking pattern of ``StackingClassifier``).
 
     Parameters
     ----------
     schema_version : str, optional
         Feature schema to train on; resolved from the frame when omitted.
     params : dict, optional
-        LightGBM parameters, overriding the defaults (``objective
-        multiclass``, ``num_class 8``, ``learning_rate 0.1``, ``seed``,
-        ``deterministic``, ``force_row_wise``, ``verbose -1``).
+        LightGBM parameters overriding the defaults (see :meth:`lightgbm_params`).
     num_boost_round : int, default 100
         Boosting rounds.
     class_weight : "balanced", dict or None, default "balanced"
         Row weights: inversely proportional to class frequency, a weight
         per core label, or none.
     n_folds : int, default 3
-        Folds of the out-of-fold probabilities of ``fit_transform`` (fewer
-        when there are fewer groups).
+        Folds of the out-of-fold probabilities (fewer when there are fewer groups).
     random_state : int, default 0
         LightGBM ``seed``.
     num_threads : int, optional
-        LightGBM threads; LightGBM's default (all cores) when omitted.
+        LightGBM threads (LightGBM's default when omitted).
     backend : {"lightgbm", "compiled"}, default "lightgbm"
-        What predicts: LightGBM itself, or the booster compiled to machine
-        code (the ``fast`` extra; see docs/performance.md), which gives the
-        same labels and falls back to LightGBM with a warning when it
-        cannot be used.
+        What predicts: LightGBM, or the booster compiled to machine code
+        (the ``fast`` extra, see docs/performance.md; the same labels, and
+        LightGBM with a warning when it cannot be used).
 
     Attributes
     ----------
     booster_ : lightgbm.Booster
         The model.
     schema_ : FeatureSchema
-        The feature schema of the model.
+        Its feature schema.
     oof_fold_ : ndarray of int8
         Held-out fold of each training row (set by ``fit_transform``).
     classes_ : ndarray of str
         The eight classes in class order.
-
-    See Also
-    --------
-    taskclf.CategoricalEncoder : the stage before, which encodes categories.
-    taskclf.Calibrator : the stage after, fitted on the out-of-fold output.
 
     Examples
     --------
@@ -332,16 +287,15 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         booster : lightgbm.Booster
             A multiclass booster over the eight classes in class order.
         schema_version : str, optional
-            Its feature schema; guessed from its number of features when
-            omitted.
+            Its feature schema; guessed from its number of features when omitted.
         backend : {"lightgbm", "compiled"}, default "lightgbm"
-            What predicts (see the class parameters).
+            What predicts.
 
         Returns
         -------
         BoosterPredictor
-            Fitted; wrap it in :class:`sklearn.frozen.FrozenEstimator` to
-            keep ``fit`` from retraining it.
+            Fitted; :class:`sklearn.frozen.FrozenEstimator` keeps ``fit``
+            from retraining it.
 
         Raises
         ------
@@ -361,8 +315,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         return stage
 
     def __sklearn_tags__(self) -> Tags:
-        # The schema's feature columns by name, categoricals encoded as
-        # pandas categories; missing values become 0.
+        # Feature columns by name, categoricals encoded; missing values become 0.
         return frame_tags(
             super().__sklearn_tags__(), allow_nan=True, categorical=True, requires_fit=True
         )
@@ -373,7 +326,9 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         return np.asarray(CLASS_ORDER, dtype=object)
 
     def lightgbm_params(self) -> dict[str, Any]:
-        """The LightGBM parameters training uses (defaults, then ``params``)."""
+        """The LightGBM parameters of training: ``objective multiclass``, ``num_class 8``,
+        ``learning_rate 0.1``, ``seed``, ``deterministic``, ``force_row_wise``,
+        ``verbose -1`` and ``num_threads``, then ``params``."""
         params: dict[str, Any] = {
             "objective": "multiclass",
             "num_class": N_CLASSES,
@@ -385,14 +340,14 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         }
         if self.num_threads is not None:
             params["num_threads"] = int(self.num_threads)
-        params.update(self.params or {})
-        return params
+        return {**params, **(self.params or {})}
 
-    def _train(
-        self, matrix: np.ndarray, codes: np.ndarray, categorical: list[int], what: str
-    ) -> Any:
+    def _train(self, matrix: np.ndarray, codes: np.ndarray, what: str) -> Any:
         import lightgbm as lgb
 
+        categorical = [
+            self.schema_.feature_columns.index(c) for c in self.schema_.categorical_columns
+        ]
         dataset = lgb.Dataset(
             matrix,
             label=codes,
@@ -414,9 +369,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
                     f"{str(exc).strip()}"
                 ) from None
 
-    def _training_data(
-        self, X: pd.DataFrame, y: object
-    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def _fit(self, X: pd.DataFrame, y: object) -> tuple[np.ndarray, np.ndarray]:
+        """Train ``booster_`` on all rows; return the feature matrix and class codes."""
         check_params(self)
         check_frame(X, type(self).__name__)
         codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
@@ -424,10 +378,9 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             raise InputError("BoosterPredictor.fit: cannot train on an empty frame")
         self.schema_ = get_schema(resolve_schema_version(X, self.schema_version))
         check_frame_schema(X, self.schema_)
-        categorical = [
-            self.schema_.feature_columns.index(c) for c in self.schema_.categorical_columns
-        ]
-        return feature_matrix(X, self.schema_), codes, categorical
+        matrix = feature_matrix(X, self.schema_)
+        self.booster_ = self._train(matrix, codes, "boosting rounds")
+        return matrix, codes
 
     def fit(self, X: pd.DataFrame, y: object = None) -> BoosterPredictor:
         """Train the model on all rows.
@@ -435,8 +388,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : DataFrame
-            Encoded feature frame (the output of
-            :class:`~taskclf.CategoricalEncoder`).
+            Encoded feature frame (the output of :class:`~taskclf.CategoricalEncoder`).
         y : array-like of str
             Core label of each row.
 
@@ -450,34 +402,19 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             When ``y`` is missing, of another length than ``X``, or holds a
             value that is not a core label.
         """
-        matrix, codes, categorical = self._training_data(X, y)
-        self.booster_ = self._train(matrix, codes, categorical, "boosting rounds")
+        self._fit(X, y)
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
-        """Fit, then return ``X`` with *out-of-fold* probability columns.
-
-        Each row's probabilities come from a model trained on the other
-        folds (see the class description); ``booster_`` is trained on all
-        rows.
-
-        Returns
-        -------
-        DataFrame
-        """
-        matrix, codes, categorical = self._training_data(X, y)
-        self.booster_ = self._train(matrix, codes, categorical, "boosting rounds")
+        """Fit, then return ``X`` with *out-of-fold* probability columns."""
+        matrix, codes = self._fit(X, y)
         fold = group_folds(X, self.n_folds)
         proba = np.empty((len(X), N_CLASSES), dtype=np.float64)
         n_folds = int(fold.max()) + 1
         for k in range(n_folds):
             held_out = fold == k
-            model = self._train(
-                matrix[~held_out],
-                codes[~held_out],
-                categorical,
-                f"out-of-fold model {k + 1}/{n_folds}",
-            )
+            what = f"out-of-fold model {k + 1}/{n_folds}"
+            model = self._train(matrix[~held_out], codes[~held_out], what)
             proba[held_out] = predict_matrix(model, matrix[held_out])
         self.oof_fold_ = fold
         return add_columns(X, pd.DataFrame(proba, columns=list(PROBA_COLUMNS)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -47,12 +47,9 @@ def reject_codes(
 
 
 class Rejector(FrameTransformer):
-    """Pipeline stage: confidence, rejection flag and raw label of each bucket.
+    """Pipeline stage: ``confidence``, ``is_rejected`` and ``raw_label`` of each bucket.
 
-    Adds ``confidence`` (row maximum of the calibrated probabilities),
-    ``is_rejected`` (confidence strictly below ``threshold``) and
-    ``raw_label`` (class of the first maximum, or ``Mixed/Unknown`` when
-    rejected).
+    The rule is :func:`reject_codes`'s, on the calibrated probabilities.
 
     Parameters
     ----------
@@ -82,9 +79,5 @@ class Rejector(FrameTransformer):
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)
         confidence, rejected, codes = reject_codes(proba, self.threshold)
-        new: dict[str, Any] = {
-            CONFIDENCE: confidence,
-            IS_REJECTED: rejected,
-            RAW_LABEL: labels_from_codes(codes),
-        }
+        new = {CONFIDENCE: confidence, IS_REJECTED: rejected, RAW_LABEL: labels_from_codes(codes)}
         return add_columns(X, new)

@@ -1,9 +1,8 @@
 """Segments: runs of equal labels along each timeline.
 
-:func:`run_starts` is the run-length kernel, :class:`Segmenter` the
-pipeline stage that numbers the runs in ``segment_id``, and
-:func:`segmentize` the list form of the functional API. :class:`Segment`
-is the value object every API returns.
+:func:`run_starts` is the run-length kernel, :class:`Segmenter` the stage
+numbering the runs in ``segment_id``, :func:`segmentize` the list form of
+the functional API and :class:`Segment` the value every API returns.
 """
 
 from __future__ import annotations
@@ -17,12 +16,7 @@ import numpy as np
 import pandas as pd
 
 from taskclf._columns import BUCKET_START_TS, LABEL, SEGMENT_ID, SMOOTHED_LABEL
-from taskclf._frame import (
-    add_columns,
-    factorize_labels,
-    label_codes,
-    require_columns,
-)
+from taskclf._frame import add_columns, factorize_labels, label_codes, require_columns
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.time import ns_to_datetime, timestamps_ns, to_utc_series, ts_utc_aware_get
 from taskclf.exceptions import InputError
@@ -40,15 +34,12 @@ class Segment:
 
     Attributes
     ----------
-    start_ts : datetime
-        Start of the first bucket (aware UTC from the pipeline; as given
-        to :func:`segmentize`, where naive values mean UTC).
-    end_ts : datetime
-        Start of the last bucket plus the bucket width.
+    start_ts, end_ts : datetime
+        Start of the first bucket, and of the last plus the bucket width
+        (aware UTC from the pipeline; naive values from :func:`segmentize` mean UTC).
     label : str
-        The segment's label.
     bucket_count : int
-        Number of buckets in the segment.
+        Number of buckets, >= 1.
     user_id : str or None
         The user whose timeline holds the segment, when known.
 
@@ -78,29 +69,18 @@ class Segment:
 
 
 def run_starts(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Start positions of the runs of equal codes, never crossing ``bounds``.
+    """Sorted start positions of the runs of equal ``codes``, never crossing ``bounds``.
 
-    Parameters
-    ----------
-    codes : ndarray, shape (n,)
-        Labels (any comparable dtype), timelines concatenated.
-    bounds : ndarray of int, shape (n_timelines + 1,)
-        Start position of each timeline, then ``n``.
-
-    Returns
-    -------
-    ndarray of int64
-        Sorted start positions of the runs; the first is 0 when ``n > 0``.
+    ``bounds`` holds each timeline's start position, then ``n``.
 
     Examples
     --------
     >>> run_starts(np.array([1, 1, 2, 2, 2]), np.array([0, 3, 5])).tolist()
     [0, 2, 3]
     """
-    n = len(codes)
-    if n == 0:
+    if len(codes) == 0:
         return np.zeros(0, dtype=np.int64)
-    new = np.empty(n, dtype=bool)
+    new = np.empty(len(codes), dtype=bool)
     new[0] = True
     np.not_equal(codes[1:], codes[:-1], out=new[1:])
     new[bounds[:-1]] = True
@@ -117,9 +97,8 @@ def segmentize(
     Parameters
     ----------
     bucket_starts : sequence of datetime
-        Start of each bucket, in time order (naive values are UTC).
+        Start of each bucket, in time order (naive values are UTC), kept as given.
     labels : sequence of str
-        Label of each bucket.
     bucket_seconds : int, default 60
         Bucket width; a segment ends at its last bucket's start plus this.
 
@@ -153,7 +132,7 @@ def segmentize(
     starts = run_starts(codes, np.array([0, len(codes)], dtype=np.int64))
     ends = np.append(starts[1:], len(codes))
     step = dt.timedelta(seconds=width)
-    given = list(bucket_starts)  # returned as given: naive stays naive, as in taskclf 0.4
+    given = list(bucket_starts)  # naive stays naive, as in taskclf 0.4
     return [
         Segment(given[a], _datetime(given[b - 1]) + step, str(uniques[codes[a]]), int(b - a))
         for a, b in zip(starts.tolist(), ends.tolist())
@@ -166,12 +145,10 @@ def aggregate_session_label(
     session_end_ts: dt.datetime | None = None,
     threshold: float = 0.6,
 ) -> str:
-    """One label for a session: the label holding at least ``threshold`` of its buckets.
+    """The label holding at least ``threshold`` of the session's buckets, else ``"Mixed"``.
 
-    Buckets are counted per label over ``segments``; the label with the
-    most (the first seen among equals) is returned when its share is at
-    least ``threshold``, else ``"Mixed"``. The session bounds are accepted
-    for taskclf 0.4's signature and not used, as there.
+    Among labels with the most buckets the first seen counts. The session
+    bounds are taskclf 0.4's signature and not used, as there.
 
     Examples
     --------
@@ -183,30 +160,10 @@ def aggregate_session_label(
     counts: dict[str, int] = {}
     for segment in segments:
         counts[segment.label] = counts.get(segment.label, 0) + segment.bucket_count
-    total = sum(counts.values())
-    if total == 0:
+    if not counts:
         return "Mixed"
     label = max(counts, key=counts.__getitem__)
-    return label if counts[label] / total >= threshold else "Mixed"
-
-
-def _build_segments(
-    first_ns: np.ndarray,
-    last_ns: np.ndarray,
-    labels: np.ndarray,
-    counts: np.ndarray,
-    users: np.ndarray | None,
-    bucket_seconds: int,
-) -> list[Segment]:
-    width = np.int64(bucket_seconds) * 1_000_000_000
-    end_ns = last_ns + width
-    user_list: list[Any] = [None] * len(labels) if users is None else users.tolist()
-    return [
-        Segment(ns_to_datetime(s), ns_to_datetime(e), str(lab), int(c), u)
-        for s, e, lab, c, u in zip(
-            first_ns.tolist(), end_ns.tolist(), labels.tolist(), counts.tolist(), user_list
-        )
-    ]
+    return label if counts[label] / sum(counts.values()) >= threshold else "Mixed"
 
 
 def frame_to_segments(
@@ -218,39 +175,36 @@ def frame_to_segments(
 ) -> list[Segment]:
     """The segments of a transformed frame, by user and time.
 
-    Groups rows by ``(user_id, segment_id)`` (``segment_id`` alone without
-    ``user_id``), as :class:`Segmenter` and :class:`~taskclf.HysteresisMerger`
-    number them. A segment starts at its first bucket, ends at its last
-    bucket's start plus ``bucket_seconds``, counts its rows, takes its label
-    from ``label_column`` and carries the user id when the frame has one.
+    Rows are grouped by ``(user_id, segment_id)`` (``segment_id`` alone
+    without ``user_id``). A segment starts at its first bucket, ends at its
+    last bucket's start plus ``bucket_seconds``, counts its rows, takes its
+    label from ``label_column`` and carries the user id when there is one.
 
     Parameters
     ----------
     frame : DataFrame
         Output of ``pipeline.transform``.
     bucket_seconds : int, default 60
-        Bucket width.
     label_column : str, default "label"
-        Column giving each segment's label.
     timelines : {"per_user", "as_given"}, default "per_user"
         As the pipeline was run: with ``"as_given"`` segments are the runs
-        of ``segment_id`` in row order, carry no user and span from their
-        first row's bucket to their last row's, as taskclf 0.4's are.
+        of ``segment_id`` in row order and carry no user, as taskclf 0.4's.
 
     Returns
     -------
     list of Segment
         Ordered by user (first appearance), then time (or as given).
     """
-    width = int(check_value(bucket_seconds, SECONDS, "bucket_seconds", "frame_to_segments"))
-    require_columns(frame, [SEGMENT_ID, label_column, BUCKET_START_TS], "frame_to_segments")
+    where = "frame_to_segments"
+    width = np.int64(check_value(bucket_seconds, SECONDS, "bucket_seconds", where))
+    require_columns(frame, [SEGMENT_ID, label_column, BUCKET_START_TS], where)
+    as_given = check_value(timelines, one_of(*TIMELINE_MODES), "timelines", where) == "as_given"
     if len(frame) == 0:
         return []
     ts = timestamps_ns(frame)
-    as_given = check_value(timelines, one_of(*TIMELINE_MODES), "timelines", "frame_to_segments")
-    codes, users = (None, None) if as_given == "as_given" else user_codes_of(frame)
+    codes, users = (None, None) if as_given else user_codes_of(frame)
     seg = frame[SEGMENT_ID].to_numpy()
-    if as_given == "as_given":
+    if as_given:
         order = np.arange(len(seg))
     else:
         order = np.lexsort((ts, seg) if codes is None else (ts, seg, codes))
@@ -258,30 +212,38 @@ def frame_to_segments(
     change = np.any(np.atleast_2d(np.diff(key)) != 0, axis=0)
     starts = np.flatnonzero(np.concatenate(([True], change)))
     ends = np.append(starts[1:], len(order))
-    first_rows, last_rows = order[starts], order[ends - 1]
-    labels = np.asarray(frame[label_column].to_numpy(dtype=object))[first_rows]
-    owners = None if users is None else users[codes[first_rows]]  # type: ignore[index]
-    return _build_segments(ts[first_rows], ts[last_rows], labels, ends - starts, owners, width)
+    first, last = order[starts], order[ends - 1]
+    labels = np.asarray(frame[label_column].to_numpy(dtype=object))[first].tolist()
+    owners = [None] * len(first) if users is None else users[codes[first]].tolist()  # type: ignore[index]
+    return [
+        Segment(ns_to_datetime(s), ns_to_datetime(e), str(label), int(c), user)
+        for s, e, label, c, user in zip(
+            ts[first].tolist(),
+            (ts[last] + width * 1_000_000_000).tolist(),
+            labels,
+            (ends - starts).tolist(),
+            owners,
+        )
+    ]
 
 
 class Segmenter(FrameTransformer):
-    """Pipeline stage: number the runs of equal ``smoothed_label``.
+    """Pipeline stage: ``segment_id``, the runs of equal ``smoothed_label``.
 
-    Adds ``segment_id`` (int64): each user's segments are numbered from 0
-    in time order (without ``user_id``, the frame's), and never cross a
-    timeline boundary.
+    Each user's segments (the frame's, without ``user_id``) are numbered
+    from 0 in time order (int64) and never cross a timeline boundary.
 
     Parameters
     ----------
     max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
     timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"`` treats the whole frame as one sequence in the order
-        given, as taskclf 0.4 does (see docs/migrating.md).
+        ``"as_given"``: the whole frame is one sequence in the order given,
+        as in taskclf 0.4 (see docs/migrating.md).
 
     See Also
     --------
-    frame_to_segments : turn the annotated frame into :class:`Segment` values.
+    frame_to_segments : the annotated frame as :class:`Segment` values.
 
     Examples
     --------

@@ -1,8 +1,8 @@
 """Rolling-majority smoothing of labels along each timeline.
 
-The kernel :func:`rolling_majority_codes` works on integer label codes of
-many timelines at once; :class:`MajoritySmoother` is the pipeline stage and
-:func:`rolling_majority` the list form of the functional API.
+:func:`rolling_majority_codes` is the kernel over many timelines at once,
+:class:`MajoritySmoother` the pipeline stage and :func:`rolling_majority`
+the list form of the functional API.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from taskclf._columns import RAW_LABEL, SMOOTHED_LABEL
+from taskclf._columns import BUCKET_START_TS, RAW_LABEL, SMOOTHED_LABEL
 from taskclf._frame import (
     add_columns,
     factorize_labels,
@@ -31,11 +31,10 @@ def rolling_majority_codes(
 ) -> np.ndarray:
     """Rolling majority of label codes over concatenated timelines.
 
-    Row ``i``'s window spans rows ``i - window // 2`` to ``i + window // 2``,
-    clipped to its timeline. A row keeps its label when that label has the
-    highest count in the window; otherwise the label with the highest count
-    wins, and among several with that count the one occurring first in the
-    window.
+    Row ``i`` sees rows ``i - window // 2`` to ``i + window // 2`` of its
+    timeline. It keeps its label when that has the highest count there;
+    otherwise the label with the highest count wins, the first in the
+    window among ties.
 
     Parameters
     ----------
@@ -43,10 +42,8 @@ def rolling_majority_codes(
         Label codes in ``[0, n_labels)``, timelines concatenated.
     bounds : ndarray of int, shape (n_timelines + 1,)
         Start position of each timeline, then ``n``.
-    window : int
-        Window width, ≥ 1.
-    n_labels : int
-        Number of distinct codes.
+    window, n_labels : int
+        Window width (>= 1) and number of distinct codes.
 
     Returns
     -------
@@ -63,49 +60,34 @@ def rolling_majority_codes(
     hi = np.minimum(position + half, bounds[timeline + 1] - 1) + 1  # exclusive
 
     # cumulative[k, j]: how many of rows [0, j) carry label k.
-    present = np.flatnonzero(np.bincount(codes, minlength=n_labels))
     cumulative = np.zeros((n_labels, n + 1), dtype=np.int32)
     best = np.zeros(n, dtype=np.int32)
-    for k in present:
+    for k in np.flatnonzero(np.bincount(codes, minlength=n_labels)):
         np.cumsum(codes == k, out=cumulative[k, 1:])
         np.maximum(best, cumulative[k, hi] - cumulative[k, lo], out=best)
     own = cumulative[codes, hi] - cumulative[codes, lo]
 
     out = codes.copy()
     changed = np.flatnonzero(own < best)
-    if len(changed) == 0:
-        return out
     lo_c, hi_c, best_c = lo[changed], hi[changed], best[changed]
     counts = cumulative[:, hi_c] - cumulative[:, lo_c]  # (n_labels, n_changed)
     unresolved = np.ones(len(changed), dtype=bool)
     columns = np.arange(len(changed))
-    for offset in range(2 * half + 1):
-        at = lo_c + offset
-        inside = unresolved & (at < hi_c)
-        candidate = codes[np.minimum(at, n - 1)]
-        wins = inside & (counts[candidate, columns] == best_c)
-        out[changed[wins]] = candidate[wins]
-        unresolved &= ~wins
+    for offset in range(2 * half + 1):  # the first label in the window with the top count
         if not unresolved.any():
             break
+        at = lo_c + offset
+        candidate = codes[np.minimum(at, n - 1)]
+        wins = unresolved & (at < hi_c) & (counts[candidate, columns] == best_c)
+        out[changed[wins]] = candidate[wins]
+        unresolved &= ~wins
     return out
 
 
 def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW) -> list[str]:
-    """Smooth one sequence of labels with a centred rolling majority.
+    """Smooth one time-ordered sequence of labels with a centred rolling majority.
 
     The list form of :class:`MajoritySmoother` for a single timeline.
-
-    Parameters
-    ----------
-    labels : sequence of str
-        Labels in time order.
-    window : int, default 3
-        Window width in buckets, ≥ 1.
-
-    Returns
-    -------
-    list of str
 
     Examples
     --------
@@ -120,27 +102,19 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
 
 
 class MajoritySmoother(FrameTransformer):
-    """Pipeline stage: rolling-majority smoothing of ``raw_label``.
+    """Pipeline stage: ``smoothed_label``, the rolling majority of ``raw_label``.
 
-    Adds ``smoothed_label``. Windows never cross a timeline boundary: a
-    timeline is one user's rows in time order, split where consecutive
-    buckets start more than ``max_gap_seconds`` apart.
+    Windows never cross a timeline boundary (see :func:`rolling_majority_codes`).
 
     Parameters
     ----------
     window : int, default 3
-        Window width in buckets (≥ 1); row ``i`` sees rows ``i - window//2``
-        to ``i + window//2`` of its timeline.
+        Window width in buckets (>= 1).
     max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
     timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"`` treats the whole frame as one sequence in the order
-        given, as taskclf 0.4 does (see docs/migrating.md).
-
-    See Also
-    --------
-    taskclf.Rejector : the stage before, which adds ``raw_label``.
-    taskclf.Segmenter : the stage after.
+        ``"as_given"``: the whole frame is one sequence in the order given,
+        as in taskclf 0.4 (see docs/migrating.md).
 
     Examples
     --------
@@ -170,7 +144,7 @@ class MajoritySmoother(FrameTransformer):
         self.timelines = timelines
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        require_columns(X, [RAW_LABEL, "bucket_start_ts"], type(self).__name__)
+        require_columns(X, [RAW_LABEL, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         codes = timelines.to_sorted(label_codes(X[RAW_LABEL], RAW_LABEL))
         smoothed = rolling_majority_codes(codes, timelines.bounds, int(self.window), n_labels=9)
