@@ -18,6 +18,8 @@ SEGMENT_ID: Final = "segment_id"
 LABEL: Final = "label"
 MAPPED_LABEL: Final = "mapped_label"
 MAPPED_PROBA_PREFIX: Final = "mapped_proba_"
+TRUE_LABEL: Final = "true_label"
+"""Column of ``predictions.csv`` with the true label, when the input had one."""
 
 USER_ID: Final = "user_id"
 ENCODED_USER_ID: Final = "user_id_encoded"

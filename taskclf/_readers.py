@@ -15,7 +15,7 @@ import json
 import os
 import reprlib
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -368,6 +368,7 @@ def write_predictions_csv(
     mapped_labels: Sequence[str] | None = None,
     core_probs: np.ndarray | None = None,
     include_user_id: bool = False,
+    extra_columns: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one CSV row per bucket, atomically.
 
@@ -375,7 +376,7 @@ def write_predictions_csv(
     ``include_user_id`` and a frame that has it), ``predicted_label``, then
     ``confidence`` (4 decimals), ``is_rejected``, ``mapped_label`` and
     ``core_probs`` (a JSON list of 4-decimal probabilities in class order)
-    for the arguments given.
+    for the arguments given, then ``extra_columns`` (name to values) as given.
 
     Returns
     -------
@@ -391,6 +392,7 @@ def write_predictions_csv(
         "is_rejected": is_rejected,
         "mapped_labels": mapped_labels,
         "core_probs": core_probs,
+        **(extra_columns or {}),
     }
     for name, values in given.items():
         if values is not None and len(values) != len(features_df):
@@ -410,6 +412,7 @@ def write_predictions_csv(
     if core_probs is not None:  # Python's round(p, 4), bit for bit, as earlier files hold
         rounded = round_like_python(check_proba(core_probs, "core_probs"), 4)
         data["core_probs"] = [json.dumps(row) for row in rounded.tolist()]
+    data.update({name: np.asarray(values) for name, values in (extra_columns or {}).items()})
     with atomic_path(path) as temporary:
         pd.DataFrame(data).to_csv(temporary, index=False)
     return Path(path)

@@ -77,7 +77,7 @@ KeptBackend = Annotated[
 ]
 View = Annotated[
     Literal["core", "mapped"],
-    typer.Option(help="Core labels, or the buckets of the run's taxonomy (--taxonomy of infer)."),
+    typer.Option(help="Segments of the core labels, or of the taxonomy's buckets."),
 ]
 PickleFree = Annotated[
     bool,
@@ -337,12 +337,18 @@ def infer(
         typer.Option(metavar="DIR", help="Calibrate with this store (taskclf 0.4's layout)."),
     ] = None,
     backend: KeptBackend = None,
+    view: View = "core",
+    mapped_probs: Annotated[
+        bool,
+        typer.Option("--mapped-probs", help="Also write each bucket's probability (--taxonomy)."),
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Predict labels and segments for feature rows."""
     with _session("infer", quiet, debug):
         from taskclf import workflows
+        from taskclf.exceptions import InvalidParameterError
 
         workflows.check_output_dir(out)
         pipeline = workflows.configure(
@@ -360,10 +366,16 @@ def infer(
         if dask is not None:
             from taskclf.distributed import infer_parquet_dir
 
+            if view != "core" or mapped_probs:
+                raise InvalidParameterError("--view mapped and --mapped-probs run without --dask")
+
             print(f"running on Dask ({dask}) ...")
             run = infer_parquet_dir(pipeline, features, out, address=dask, n_workers=workers)
         else:
-            run = workflows.infer_to_directory(pipeline, workflows.read_rows(features), out)
+            rows = workflows.read_rows(features)
+            run = workflows.infer_to_directory(
+                pipeline, rows, out, view=view, mapped_probs=mapped_probs
+            )
         print(f"{run.rows} rows -> {run.segments} segments")
         for path in run.files:
             print(f"wrote {path}")

@@ -34,7 +34,7 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from taskclf._columns import BUCKET_START_TS, MAPPED_LABEL, SEGMENT_ID, USER_ID
+from taskclf._columns import BUCKET_START_TS, MAPPED_LABEL, SEGMENT_ID, TRUE_LABEL, USER_ID
 from taskclf._io import atomic_directory, atomic_path, read_regular_file
 from taskclf._readers import PREDICTIONS_FILE
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
@@ -42,11 +42,8 @@ from taskclf.core.types import CLASS_ORDER, LABEL_COLORS, MIXED_UNKNOWN
 from taskclf.exceptions import InputError, ReaderError
 from taskclf.stages._timeline import find_timelines
 from taskclf.stages.segment import Segment, frame_to_segments, run_starts
+from taskclf.workflows import VIEWS
 
-VIEWS: Final = ("core", "mapped")
-"""What a report counts: the core labels, or a taxonomy's buckets."""
-TRUE_LABEL: Final = "true_label"
-"""Column of ``predictions.csv`` with the true label, when the input had one."""
 SUMMARY_FILE: Final = "summary.csv"
 ROWS_PER_PICTURE: Final = 40
 """Most user-days drawn in one picture; more go into numbered pictures."""

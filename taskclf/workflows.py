@@ -34,8 +34,10 @@ from taskclf._columns import (
     IS_REJECTED,
     LABEL,
     MAPPED_LABEL,
+    MAPPED_PROBA_PREFIX,
     PROBA_COLUMNS,
     SEGMENT_ID,
+    TRUE_LABEL,
     USER_ID,
 )
 from taskclf._folds import group_folds
@@ -53,6 +55,8 @@ from taskclf.stages.segment import frame_to_segments
 
 RUN_FILES: Final = (PREDICTIONS_FILE, SEGMENTS_FILE)
 """The files of one inference run, all that its directory holds."""
+VIEWS: Final = ("core", "mapped")
+"""What segments and reports count: the core labels, or a taxonomy's buckets."""
 TRAINING_DAYS: Final = "training_days"
 """Bundle metadata (``extra``) key of the digests of the training user-days."""
 SMOOTHERS: Final = ("majority", "viterbi")
@@ -407,6 +411,8 @@ def infer_to_directory(
     out_dir: str | os.PathLike[str],
     *,
     transform: Callable[[Any], pd.DataFrame] | None = None,
+    view: str = "core",
+    mapped_probs: bool = False,
 ) -> InferenceRun:
     """Transform ``features``; publish ``predictions.csv`` and ``segments.json`` together.
 
@@ -416,6 +422,9 @@ def infer_to_directory(
     (``taskclf._io.atomic_directory``): a reader sees the old run or the
     new one, never one run's predictions beside another's segments; an
     error, Ctrl-C or SIGTERM leaves the old output and no temporary files.
+
+    A ``label`` column in a features frame is taken as the true labels: it
+    is not given to the pipeline and is written as ``true_label``.
 
     Parameters
     ----------
@@ -428,19 +437,44 @@ def infer_to_directory(
     transform : callable, optional
         Turns ``features`` into the transformed pandas frame; by default
         ``pipeline.transform``.
+    view : {"core", "mapped"}, default "core"
+        Segments of the core labels, or of the taxonomy's buckets.
+    mapped_probs : bool, default False
+        Also write each bucket's probability as a ``mapped_proba_<bucket>``
+        column (4 decimals).
 
     Returns
     -------
     InferenceRun
+
+    Raises
+    ------
+    InvalidParameterError
+        For ``view="mapped"`` or ``mapped_probs`` without a taxonomy step.
     """
+    if view not in VIEWS:
+        raise InvalidParameterError(f"view must be one of {VIEWS}, got {view!r}")
+    if (view == "mapped" or mapped_probs) and "taxonomy" not in pipeline.named_steps:
+        raise InvalidParameterError("buckets need a taxonomy: give one with --taxonomy")
     target = check_output_dir(out_dir)
     bucket_seconds = int(
         pipeline.get_params().get("segment__bucket_seconds", DEFAULT_BUCKET_SECONDS)
     )
+    truth = None
+    if isinstance(features, pd.DataFrame) and LABEL in features.columns:
+        truth, features = features[LABEL].astype(str), features.drop(columns=LABEL)
     with atomic_directory(target, _is_run, "taskclf inference output") as staging:
         out = (transform or pipeline.transform)(features)
-        segments = frame_to_segments(out, bucket_seconds=bucket_seconds)
+        segments = frame_to_segments(
+            out,
+            bucket_seconds=bucket_seconds,
+            label_column=MAPPED_LABEL if view == "mapped" else LABEL,
+        )
         mapped = out[MAPPED_LABEL].astype(str).tolist() if MAPPED_LABEL in out else None
+        extra = {} if truth is None else {TRUE_LABEL: truth.to_numpy()}
+        if mapped_probs:
+            names = [c for c in out.columns if str(c).startswith(MAPPED_PROBA_PREFIX)]
+            extra.update({c: out[c].to_numpy(dtype=np.float64).round(4) for c in names})
         write_predictions_csv(
             out,
             out[LABEL].astype(str).tolist(),
@@ -450,6 +484,7 @@ def infer_to_directory(
             mapped_labels=mapped,
             core_probs=out[list(PROBA_COLUMNS)].to_numpy(),
             include_user_id=True,
+            extra_columns=extra,
         )
         write_segments_json(segments, staging / SEGMENTS_FILE)
     return InferenceRun(target, len(out), len(segments))

@@ -103,9 +103,11 @@ def test_synth_and_train(features, bundle, work, capsys):
 def test_infer_writes_predictions_and_segments(predictions, features, bundle):
     assert sorted(p.name for p in predictions.iterdir()) == ["predictions.csv", "segments.json"]
     table = pd.read_csv(predictions / "predictions.csv")
-    assert list(table.columns) == ["bucket_start_ts", "user_id", "predicted_label",
-                                   "confidence", "is_rejected", "core_probs"]  # fmt: skip
-    frame = read_features(features).drop(columns="label")
+    assert list(table.columns) == ["bucket_start_ts", "user_id", "predicted_label", "confidence",
+                                   "is_rejected", "core_probs", "true_label"]  # fmt: skip
+    labelled = read_features(features)  # its labels are written beside the predictions
+    assert table["true_label"].tolist() == labelled["label"].tolist()
+    frame = labelled.drop(columns="label")
     assert table["predicted_label"].tolist() == list(load_bundle(bundle).predict(frame))
     assert table["bucket_start_ts"].str.endswith("+00:00").all()
     assert table["core_probs"].map(json.loads).map(len).eq(8).all()
@@ -124,13 +126,28 @@ def test_infer_overrides_taxonomy_smoother_and_bundle_directory(
         "  - name: Talk\n    core_labels: [Meet, Communicate]\n    color: '#FF7F0E'\n"
     )
     out = work / "mapped"
+    # About half the rows rejected; half-way between 4-decimal steps, so that the
+    # rounded confidences in the file show the same rejections.
+    confidence = pd.read_csv(predictions / "predictions.csv")["confidence"]
+    threshold = round(float(confidence.median()), 4) + 0.00005
     code, _, err = run_cli(capsys, "infer", features, "--bundle", bundle, "--out", out,
-                           "--taxonomy", taxonomy, "--reject-threshold", 0.9,
-                           "--smooth-window", 1)  # fmt: skip
+                           "--taxonomy", taxonomy, "--reject-threshold", threshold,
+                           "--smooth-window", 1, "--view", "mapped", "--mapped-probs")  # fmt: skip
     assert code == 0, err
     table = pd.read_csv(out / "predictions.csv")
-    assert set(table["mapped_label"]) <= {"Focus", "Talk", "Other", "Mixed/Unknown"}
-    assert table["is_rejected"].tolist() == (table["confidence"] < 0.9).tolist()
+    buckets = {"Focus", "Talk", "Other", "Mixed/Unknown"}
+    assert set(table["mapped_label"]) <= buckets
+    probs = table[["mapped_proba_Focus", "mapped_proba_Talk", "mapped_proba_Other"]]
+    accepted = ~table["is_rejected"].to_numpy()
+    assert accepted.any() and probs.isna().all(axis=1).tolist() == (~accepted).tolist()
+    assert np.allclose(probs[accepted].sum(axis=1), 1.0, atol=2e-4)
+    segments = read_segments_json(out / "segments.json")
+    assert {s.label for s in segments} <= buckets
+    assert sum(s.bucket_count for s in segments) == len(table)
+    code, _, err = run_cli(capsys, "infer", features, "--bundle", bundle, "--out",
+                           work / "no-buckets", "--view", "mapped")  # fmt: skip
+    assert code == 2 and "taxonomy" in err and not (work / "no-buckets").exists()
+    assert table["is_rejected"].tolist() == (table["confidence"] < threshold).tolist()
     assert (table.loc[table["is_rejected"], "mapped_label"] == "Mixed/Unknown").all()
 
     directory = export_bundle_dir(load_bundle(bundle), work / "model-dir")
@@ -504,6 +521,7 @@ def test_infer_on_a_local_dask_cluster(work, features, bundle, predictions):
     key = ["user_id", "bucket_start_ts"]
     on_dask = pd.read_csv(out / "predictions.csv").sort_values(key, ignore_index=True)
     in_memory = pd.read_csv(predictions / "predictions.csv").sort_values(key, ignore_index=True)
+    in_memory = in_memory.drop(columns="true_label")  # the Dask path predicts; it does not score
     pd.testing.assert_frame_equal(on_dask, in_memory)
     order = lambda s: (s.user_id, s.start_ts)  # noqa: E731
     assert sorted(read_segments_json(out / "segments.json"), key=order) == sorted(
