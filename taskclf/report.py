@@ -265,22 +265,14 @@ def _draw(
     title: str,
 ) -> None:
     """One picture: a row per user-day; see the module's description."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-    except ImportError:
-        raise ReaderError(
-            "drawing timelines needs matplotlib: pip install 'taskclf[report]'"
-        ) from None
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     predicted = pieces["label"]
     truth = pieces.get(TRUE_LABEL)
     labels = _ordered({*predicted["label"], *([] if truth is None else truth["label"])})
     colors = palette(labels)
-    figure = Figure(figsize=(12, max(4.2, 1.4 + 0.6 * len(keys))), dpi=100)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
+    figure, ax = _figure(12, max(4.2, 1.4 + 0.6 * len(keys)))
     y = _rows(predicted, keys)
     spans = predicted.groupby(y)[["start_h", "end_h"]].agg({"start_h": "min", "end_h": "max"})
     ax.hlines(spans.index, spans["start_h"], spans["end_h"], color="#555555", lw=0.6)
@@ -320,9 +312,62 @@ def _draw(
         handles.append(Patch(color="white", label="top strip: true label"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               fontsize="small")  # fmt: skip
+    _save(figure, path)
+
+
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    """A figure and its axes on matplotlib's Agg canvas (no pyplot, no backend change)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ReaderError("drawing needs matplotlib: pip install 'taskclf[report]'") from None
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _save(figure: Any, path: Path) -> None:
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
+
+
+def draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
+    """The pictures of an evaluation: confusion matrix, reliability, coverage-accuracy.
+
+    Parameters
+    ----------
+    pooled : dict
+        The ``pooled`` figures of :func:`taskclf.metrics.evaluate`.
+    directory : Path
+        Where ``confusion.png``, ``reliability.png`` and ``coverage.png`` go.
+    """
+    matrix = pooled["label"]["confusion_matrix"]
+    names, counts = matrix["labels"], np.asarray(matrix["counts"], dtype=float)
+    figure, ax = _figure(7, 6)
+    ax.imshow(counts, cmap="Blues")
+    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted",
+           ylabel="true", title="Confusion matrix (final labels)")  # fmt: skip
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yticklabels(names)
+    for (i, j), value in np.ndenumerate(counts):
+        if value:
+            ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7)
+    _save(figure, directory / "confusion.png")
+    bins = pd.DataFrame(pooled["reliability"])
+    figure, ax = _figure(5, 5)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.plot(bins["confidence"], bins["accuracy"], marker="o")
+    ax.set(xlabel="mean confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"Reliability (ECE {pooled['ece']:.3f})")  # fmt: skip
+    _save(figure, directory / "reliability.png")
+    curve = pd.DataFrame(pooled["coverage_accuracy"])
+    figure, ax = _figure(5, 4)
+    ax.plot(curve["coverage"], curve["accuracy"], marker=".")
+    ax.set(xlabel="coverage (share of rows kept)", ylabel="accuracy of kept rows",
+           title="Coverage and accuracy over thresholds")  # fmt: skip
+    _save(figure, directory / "coverage.png")
 
 
 def _ribbons(ax: object, minutes: pd.DataFrame, keys: list[tuple[str, object]]) -> None:
@@ -456,6 +501,7 @@ def write_report(
 __all__ = [
     "Report",
     "VIEWS",
+    "draw_evaluation",
     "plot_timelines",
     "read_predictions",
     "segments_frame",

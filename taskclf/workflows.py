@@ -701,6 +701,7 @@ def evaluate_to_directory(
     import json
 
     from taskclf.metrics import evaluate
+    from taskclf.report import draw_evaluation
 
     target = Path(out_dir)
     check_replaceable(target, _is_evaluation, "taskclf evaluation")
@@ -717,46 +718,9 @@ def evaluate_to_directory(
     with atomic_directory(target, _is_evaluation, "taskclf evaluation") as staging:
         (staging / "evaluation.json").write_text(json.dumps(report, indent=1, default=str))
         table.to_csv(staging / "per_user.csv", index=False)
-        _draw_evaluation(report["pooled"], staging)
+        draw_evaluation(report["pooled"], staging)
     return report
 
 
 def _is_evaluation(directory: Path) -> bool:
     return {p.name for p in directory.iterdir()} <= set(EVALUATION_FILES)
-
-
-def _draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = pooled["label"]["confusion_matrix"]
-    counts = np.asarray(matrix["counts"], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(counts, cmap="Blues")
-    ax.set(xticks=range(len(matrix["labels"])), yticks=range(len(matrix["labels"])),
-           xlabel="predicted", ylabel="true", title="Confusion matrix (final labels)")  # fmt: skip
-    ax.set_xticklabels(matrix["labels"], rotation=45, ha="right")
-    ax.set_yticklabels(matrix["labels"])
-    for (i, j), value in np.ndenumerate(counts):
-        if value:
-            ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(directory / "confusion.png", dpi=100)
-    plt.close(fig)
-    bins = pd.DataFrame(pooled["reliability"])
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.plot(bins["confidence"], bins["accuracy"], marker="o")
-    ax.set(xlabel="mean confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"Reliability (ECE {pooled['ece']:.3f})")  # fmt: skip
-    fig.savefig(directory / "reliability.png", dpi=100)
-    plt.close(fig)
-    curve = pd.DataFrame(pooled["coverage_accuracy"])
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(curve["coverage"], curve["accuracy"], marker=".")
-    ax.set(xlabel="coverage (share of rows kept)", ylabel="accuracy of kept rows",
-           title="Coverage and accuracy over thresholds")  # fmt: skip
-    fig.savefig(directory / "coverage.png", dpi=100)
-    plt.close(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import matplotlib
 import pandas as pd
 import pytest
 
@@ -13,7 +14,7 @@ from taskclf._readers import read_segments_json
 from taskclf.exceptions import InputError, NotOursError, ReaderError
 from taskclf.report import read_predictions, segments_frame, split_by_day, write_report
 from taskclf.stages.segment import Segment
-from taskclf.workflows import infer_to_directory
+from taskclf.workflows import evaluate_to_directory, infer_to_directory
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = pd.Timestamp("2025-01-06 23:57", tz="UTC")
@@ -109,6 +110,14 @@ def test_report_of_a_real_run_has_the_runs_segments(booster_v1, encoders_v1, fra
     data = (tmp_path / "report" / "timeline.png").read_bytes()
     assert data.startswith(PNG_MAGIC)
     assert int.from_bytes(data[16:20], "big") == 1200
+    # The evaluation's pictures are drawn the same way, on the Agg canvas.
+    before = matplotlib.get_backend()
+    evaluate_to_directory(
+        pipeline, frame_v1.drop(columns="label"), frame_v1["label"], tmp_path / "e"
+    )
+    for name in ("confusion.png", "reliability.png", "coverage.png"):
+        assert (tmp_path / "e" / name).read_bytes().startswith(PNG_MAGIC)
+    assert matplotlib.get_backend() == before
 
 
 def test_segments_crossing_midnight_are_split_per_day():
@@ -146,8 +155,6 @@ def test_missing_or_malformed_input_is_refused(tmp_path):
 
 
 def test_report_does_not_change_the_matplotlib_backend(tmp_path):
-    import matplotlib
-
     before = matplotlib.get_backend()
     write_report(write_minutes(tmp_path / "in", ROWS[:2]), tmp_path / "out")
     assert matplotlib.get_backend() == before
