@@ -261,9 +261,9 @@ METADATA_DAMAGE = {
     "a label missing": ({"label_set": list(CLASS_ORDER[:-1])}, "label set mismatch"),
     "a number for a name": ({"schema_hash": 12}, "schema_hash"),
     "a fingerprint that is no SHA-256": ({"training_fingerprint": "abc"}, "training_fingerprint"),
-    "an unknown field": ({"colour": "red"}, "unknown field(s) ['colour']"),
-    "no versions": ({"versions": {}}, "records no taskclf version"),
-    "an unreadable version": ({"versions": {"taskclf": "x", "numpy": "y"}}, "unreadable"),
+    "an unknown field": ({"colour": "red"}, "argument 'colour'"),
+    "no versions": ({"versions": {}}, "no readable taskclf version"),
+    "an unreadable version": ({"versions": {"taskclf": "x", "numpy": "y"}}, "no readable taskclf"),
 }
 
 

@@ -16,7 +16,7 @@ from taskclf import (
     TemperatureCalibrator,
 )
 from taskclf._columns import PROBA_COLUMNS
-from taskclf.calibration import (
+from taskclf.stages.calibrate import (
     brier_score,
     eligible_users,
     fit_temperature,

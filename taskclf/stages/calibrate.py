@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,43 +20,160 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf.calibration import (
-    CALIBRATION_METHODS,
-    MIN_USER_DAYS,
-    MIN_USER_LABELS,
-    MIN_USER_ROWS,
+    PROBA_FLOOR,
     CalibratorStore,
     IdentityCalibrator,
-    apply_calibration,
-    brier_score,
-    eligible_users,
-    fit_calibration_map,
-    log_loss,
+    IsotonicCalibrator,
+    TemperatureCalibrator,
 )
 from taskclf.core.time import timestamps_ns
+from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, NotFittedError
 from taskclf.stages._base import check_params, instance_of, integer, one_of
+
+CALIBRATION_METHODS = ("identity", "temperature", "isotonic")
+MIN_USER_ROWS = 200
+MIN_USER_DAYS = 3
+MIN_USER_LABELS = 3
+TEMPERATURE_BOUNDS = (0.02, 50.0)
+
+
+def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Mean negative log probability of the true class (clipped at 1e-12), NaN without rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(log_loss(np.full((2, 8), 0.125), np.array([0, 3])), 4)
+    2.0794
+    """
+    true = proba[np.arange(len(codes)), codes]
+    return float(-np.mean(np.log(np.clip(true, PROBA_FLOOR, None)))) if len(codes) else np.nan
+
+
+def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Multiclass Brier score: mean over rows of ``sum_k (p_k - [y == k])^2``, NaN without rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> brier_score(np.eye(8)[[0, 1]], np.array([0, 2]))
+    1.0
+    """
+    error = proba.copy()
+    error[np.arange(len(codes)), codes] -= 1.0
+    return float(np.mean(np.einsum("ij,ij->i", error, error))) if len(codes) else np.nan
+
+
+def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrator:
+    """The temperature in :data:`TEMPERATURE_BOUNDS` minimizing the log loss.
+
+    A bounded search over ``log T``; the loss is convex in ``1 / T``, so the
+    search finds the global minimum.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([[0.9] + [0.1 / 7] * 7] * 4)
+    >>> fit_temperature(p, np.array([0, 0, 0, 1])).temperature > 1
+    True
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    logp = np.log(np.clip(proba, PROBA_FLOOR, None))
+    true = logp[np.arange(len(codes)), codes]
+
+    def loss(log_t: float) -> float:
+        beta = np.exp(-log_t)
+        return float(np.mean(logsumexp(logp * beta, axis=1) - true * beta))
+
+    bounds = tuple(np.log(TEMPERATURE_BOUNDS))
+    result = minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-6})
+    return TemperatureCalibrator(float(np.exp(result.x)))
+
+
+def fit_isotonic(proba: np.ndarray, codes: np.ndarray) -> IsotonicCalibrator:
+    """One isotonic regression per class, of the class's frequency on its probability.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.tile(np.full(8, 0.125), (16, 1))
+    >>> fit_isotonic(p, np.arange(16) % 8).calibrate(p[:1]).round(3).tolist()
+    [[0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]]
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    def fit(k: int) -> IsotonicRegression:
+        regressor = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+        return regressor.fit(proba[:, k], (codes == k).astype(np.float64))
+
+    return IsotonicCalibrator([fit(k) for k in range(N_CLASSES)])
+
+
+def eligible_users(
+    user_ids: np.ndarray,
+    days: np.ndarray,
+    codes: np.ndarray,
+    *,
+    min_rows: int = MIN_USER_ROWS,
+    min_days: int = MIN_USER_DAYS,
+    min_labels: int = MIN_USER_LABELS,
+) -> list[Any]:
+    """Users with ``min_rows`` labelled rows over ``min_days`` days and ``min_labels`` labels.
+
+    Parameters
+    ----------
+    user_ids, days, codes : ndarray, shape (n,)
+        User, day number and label code of each labelled row.
+
+    Returns
+    -------
+    list
+        The qualifying users, in order of first appearance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> users = np.array(["a"] * 6 + ["b"] * 6)
+    >>> days = np.tile([0, 0, 1, 1, 2, 2], 2)
+    >>> codes = np.array([0, 1, 2, 0, 1, 2] + [0] * 6)
+    >>> eligible_users(users, days, codes, min_rows=6, min_days=3, min_labels=3)
+    ['a']
+    """
+    frame = pd.DataFrame({"user": user_ids, "day": days, "label": codes})
+    stats = frame.groupby("user", sort=False).agg(
+        rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
+    )
+    ok = (stats["rows"] >= min_rows) & (stats["days"] >= min_days) & (stats["labels"] >= min_labels)
+    return stats.index[ok.to_numpy()].tolist()
+
+
+_FIT: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
+    "identity": lambda proba, codes: IdentityCalibrator(),
+    "temperature": fit_temperature,
+    "isotonic": fit_isotonic,
+}
 
 
 class Calibrator(TransformerMixin, BaseEstimator):
     """Pipeline stage: replace the probability columns with calibrated ones.
 
     ``fit(X, y)`` learns a map of ``method`` from the probability columns
-    of ``X`` and the true labels ``y``; with ``per_user=True`` also one map
-    per user who has at least ``min_user_rows`` labelled rows over
-    ``min_user_days`` distinct UTC days with ``min_user_labels`` distinct
-    labels, the global map serving everyone else. ``method="identity"``
-    needs no fitting. Maps made elsewhere make a fitted stage through
-    :meth:`from_maps`.
-
-    In a pipeline, the stage is fitted on the *out-of-fold* probabilities
-    that :class:`~taskclf.BoosterPredictor` returns from ``fit_transform``,
-    so it calibrates the probabilities of rows the model never saw.
+    of ``X`` and the labels ``y`` (in a pipeline, the out-of-fold
+    probabilities of :class:`~taskclf.BoosterPredictor`); with
+    ``per_user=True`` also one map per user with at least
+    ``min_user_rows`` labelled rows over ``min_user_days`` UTC days and
+    ``min_user_labels`` labels, the global map serving everyone else.
+    ``method="identity"`` needs no fitting; maps made elsewhere make a
+    fitted stage through :meth:`from_maps`.
 
     Parameters
     ----------
     method : {"identity", "temperature", "isotonic"}, default "identity"
-        What ``fit`` learns: nothing, a temperature ``T`` minimizing the
-        log loss, or one isotonic regression per class (one-vs-rest).
+        Nothing, a temperature minimizing the log loss, or one isotonic
+        regression per class.
     per_user : bool, default False
         Also fit a map per eligible user.
     min_user_rows, min_user_days, min_user_labels : int, default 200, 3, 3
@@ -66,13 +184,10 @@ class Calibrator(TransformerMixin, BaseEstimator):
     calibrator_ : calibration map
         The global map.
     store_ : CalibratorStore or None
-        The per-user maps with the global fallback, used when the frame
-        has ``user_id``.
-    brier_before_, brier_after_ : float
-        Multiclass Brier score of the fitting rows before and after
-        calibration (NaN when ``fit`` had no labels).
-    log_loss_before_, log_loss_after_ : float
-        Log loss of the fitting rows before and after calibration.
+        The per-user maps with the global fallback, used when the frame has ``user_id``.
+    brier_before_, brier_after_, log_loss_before_, log_loss_after_ : float
+        Brier score and log loss of the fitting rows before and after
+        calibration (NaN without labels).
 
     Examples
     --------
@@ -114,15 +229,13 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     @classmethod
     def from_maps(cls, calibrator: Any = None, store: CalibratorStore | None = None) -> Calibrator:
-        """A fitted stage applying given maps.
+        """A fitted stage applying ``calibrator`` (identity when omitted) to every row.
 
         Parameters
         ----------
         calibrator : calibration map, optional
-            One map for every row (identity when omitted).
         store : CalibratorStore, optional
-            Per-user maps with a global fallback, used when the frame has
-            ``user_id`` (winning over ``calibrator``).
+            Per-user maps, used instead when the frame has ``user_id``.
 
         Returns
         -------
@@ -138,53 +251,35 @@ class Calibrator(TransformerMixin, BaseEstimator):
             raise InvalidParameterError(
                 f"store must be a CalibratorStore, got {type(store).__name__}"
             )
-        stage = cls()
-        stage.calibrator_ = calibrator if calibrator is not None else IdentityCalibrator()
-        stage.store_ = store
-        stage._no_scores()
-        return stage
+        return cls()._set_maps(IdentityCalibrator() if calibrator is None else calibrator, store)
 
-    def _no_scores(self) -> None:
-        nan = float("nan")
-        self.brier_before_ = self.brier_after_ = nan
-        self.log_loss_before_ = self.log_loss_after_ = nan
+    def _set_maps(self, calibrator: Any, store: CalibratorStore | None) -> Calibrator:
+        self.calibrator_, self.store_ = calibrator, store
+        self.brier_before_ = self.brier_after_ = float("nan")
+        self.log_loss_before_ = self.log_loss_after_ = float("nan")
+        return self
 
-    def _fit_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> None:
-        global_map = fit_calibration_map(self.method, proba, codes)
-        self.calibrator_ = global_map
-        self.store_: CalibratorStore | None = None
-        if not self.per_user:
-            return
-        own: dict[Any, Any] = {}
-        if USER_ID in X.columns:
-            require_columns(X, [BUCKET_START_TS], f"{type(self).__name__}(per_user=True)")
-            users = X[USER_ID].to_numpy(dtype=object)
-            days = timestamps_ns(X, BUCKET_START_TS) // (86_400 * 1_000_000_000)
-            for user in eligible_users(
-                users,
-                days,
-                codes,
-                min_rows=self.min_user_rows,
-                min_days=self.min_user_days,
-                min_labels=self.min_user_labels,
-            ):
-                rows = users == user
-                own[user] = fit_calibration_map(self.method, proba[rows], codes[rows])
-        self.store_ = CalibratorStore(global_map, own, method=self.method)
+    def _user_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> dict[Any, Any]:
+        """A map of ``method`` for each eligible user of ``X``."""
+        if USER_ID not in X.columns:
+            return {}
+        require_columns(X, [BUCKET_START_TS], f"{type(self).__name__}(per_user=True)")
+        users = X[USER_ID].to_numpy(dtype=object)
+        days = timestamps_ns(X, BUCKET_START_TS) // (86_400 * 1_000_000_000)
+        rule = {"min_rows": self.min_user_rows, "min_days": self.min_user_days}
+        eligible = eligible_users(users, days, codes, min_labels=self.min_user_labels, **rule)
+        fit = _FIT[self.method]
+        return {user: fit(proba[users == user], codes[users == user]) for user in eligible}
 
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
-        """Fit the calibration map(s) on the probability columns and labels.
-
-        With ``method="identity"`` nothing is learned and ``y`` is
-        optional; the quality attributes are filled when ``y`` is given.
+        """Fit the calibration map(s) on the probability columns and labels ``y``.
 
         Parameters
         ----------
         X : DataFrame
-            Frame with the probability columns (out-of-fold in a pipeline),
-            and ``user_id``/``bucket_start_ts`` for ``per_user``.
+            The probability columns, and ``user_id``/``bucket_start_ts`` for ``per_user``.
         y : array-like of str
-            Core label of each row.
+            Core label of each row; optional with ``method="identity"``.
 
         Returns
         -------
@@ -199,13 +294,16 @@ class Calibrator(TransformerMixin, BaseEstimator):
         check_params(self)
         check_frame(X, type(self).__name__)
         if y is None and self.method == "identity":
-            self.calibrator_, self.store_ = IdentityCalibrator(), None
-            self._no_scores()
-            return self
+            return self._set_maps(IdentityCalibrator(), None)
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
         codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
-        self._fit_maps(X, proba, codes)
+        global_map = _FIT[self.method](proba, codes)
+        store = None
+        if self.per_user:
+            own = self._user_maps(X, proba, codes)
+            store = CalibratorStore(global_map, own, method=self.method)
+        self._set_maps(global_map, store)
         calibrated = self.calibrate_proba(proba, X)
         self.brier_before_ = brier_score(proba, codes)
         self.brier_after_ = brier_score(calibrated, codes)
@@ -217,15 +315,16 @@ class Calibrator(TransformerMixin, BaseEstimator):
         return self.method == "identity" or hasattr(self, "calibrator_")
 
     def calibrate_proba(self, proba: np.ndarray, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated copy of ``proba`` for the rows of ``X``."""
+        """Calibrated copy of ``proba`` for the rows of ``X`` (the store's maps given user ids)."""
         if not hasattr(self, "calibrator_"):
             if self.method != "identity":
                 raise NotFittedError(
                     f"Calibrator(method={self.method!r}) is not fitted: call fit(X, y) first"
                 )
             return proba
-        user_ids = X[USER_ID].to_numpy() if USER_ID in X.columns else None
-        return apply_calibration(proba, self.calibrator_, self.store_, user_ids)
+        if self.store_ is not None and USER_ID in X.columns:
+            return self.store_.calibrate_batch(proba, X[USER_ID].to_numpy())
+        return np.asarray(self.calibrator_.calibrate(proba), dtype=np.float64)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns calibrated."""
@@ -240,6 +339,5 @@ class Calibrator(TransformerMixin, BaseEstimator):
         return add_columns(X, pd.DataFrame(calibrated, columns=list(PROBA_COLUMNS)))
 
     def __sklearn_tags__(self) -> Tags:
-        # Probability columns by name; missing probabilities are refused.
-        # The identity needs no fitting.
+        # Probability columns by name, none missing; the identity needs no fitting.
         return frame_tags(super().__sklearn_tags__(), requires_fit=self.method != "identity")
