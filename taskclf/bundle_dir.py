@@ -24,17 +24,8 @@ from typing import Any, Final
 import attrs
 from sklearn.pipeline import Pipeline
 
+from taskclf import bundle
 from taskclf._io import atomic_directory, check_replaceable
-from taskclf.bundle import (
-    MAX_BUNDLE_BYTES,
-    MAX_HEADER_BYTES,
-    BundleMetadata,
-    check_runs,
-    check_schema_and_labels,
-    make_metadata,
-    read_file,
-    read_json,
-)
 from taskclf.core.defaults import DEFAULT_REJECT_THRESHOLD
 from taskclf.core.schema import SCHEMAS
 from taskclf.exceptions import BundleError, TaskclfError, TaskclfWarning
@@ -98,7 +89,7 @@ def _trusted_names(data: bytes, where: str) -> list[str]:
 def is_bundle_dir(directory: Path) -> bool:
     """Whether ``directory`` holds a taskclf bundle directory and nothing else."""
     try:
-        manifest = read_json(directory / MANIFEST, MAX_HEADER_BYTES)
+        manifest = bundle.read_json(directory / MANIFEST, bundle.MAX_HEADER_BYTES)
         listed = set(manifest["files"]) | {MANIFEST}
         return manifest["format"] == DIR_FORMAT and {p.name for p in directory.iterdir()} <= listed
     except (BundleError, TypeError, KeyError):
@@ -152,7 +143,7 @@ def export_bundle_dir(
     >>> (load_bundle_dir(target).predict(frame) == pipe.predict(frame)).all()
     np.True_
     """
-    meta = make_metadata(pipeline, metadata, "export_bundle_dir")
+    meta = bundle.make_metadata(pipeline, metadata, "export_bundle_dir")
     check_replaceable(directory, is_bundle_dir, "taskclf bundle directory")
     where = f"cannot export to {str(directory)!r}"
     try:
@@ -172,10 +163,10 @@ def export_bundle_dir(
     return Path(directory)
 
 
-def _read_manifest(directory: Path) -> tuple[BundleMetadata, bytes]:
+def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
     """The metadata and the verified ``pipeline.skops`` bytes of a bundle directory."""
     where = _where(directory / MANIFEST)
-    data = read_json(directory / MANIFEST, MAX_HEADER_BYTES)
+    data = bundle.read_json(directory / MANIFEST, bundle.MAX_HEADER_BYTES)
     if not isinstance(data, dict) or data.get("format") != DIR_FORMAT:
         raise BundleError(f"{where}: not a taskclf bundle directory manifest")
     if data.get("format_version") == 1:
@@ -193,18 +184,18 @@ def _read_manifest(directory: Path) -> tuple[BundleMetadata, bytes]:
     if not isinstance(files, dict) or set(files) != {PIPELINE_FILE}:
         raise BundleError(f"{where}: 'files' must give the SHA-256 of {PIPELINE_FILE} alone")
     try:
-        meta = BundleMetadata.from_dict(data.get("metadata"))
+        meta = bundle.BundleMetadata.from_dict(data.get("metadata"))
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from None
     where = _where(directory / PIPELINE_FILE)
-    pipeline = read_file(directory / PIPELINE_FILE, MAX_BUNDLE_BYTES)
+    pipeline = bundle.read_file(directory / PIPELINE_FILE, bundle.MAX_BUNDLE_BYTES)
     if hashlib.sha256(pipeline).hexdigest() != files[PIPELINE_FILE]:
         raise BundleError(f"{where} is corrupt or tampered with: SHA-256 mismatch")
     try:
         unpacked = sum(item.file_size for item in zipfile.ZipFile(io.BytesIO(pipeline)).infolist())
     except zipfile.BadZipFile as exc:
         raise BundleError(f"{where} is not a skops file: {exc}") from None
-    if unpacked > MAX_BUNDLE_BYTES:
+    if unpacked > bundle.MAX_BUNDLE_BYTES:
         raise BundleError(f"{where} unpacks to an absurd {unpacked} bytes")
     return meta, pipeline
 
@@ -258,7 +249,7 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     if _is_04_dir(_checked_dir(path)):
         return _load_04(path)
     meta, data = _read_manifest(path)
-    check_schema_and_labels(meta, f"bundle directory {str(path)!r}")
+    bundle.check_schema_and_labels(meta, f"bundle directory {str(path)!r}")
     where = _where(path / PIPELINE_FILE)
     try:
         pipeline = _skops_io().loads(data, trusted=_trusted_names(data, where))
@@ -266,7 +257,7 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
         raise
     except Exception as exc:  # skops raises many kinds on a malformed file
         raise BundleError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
-    return check_runs(pipeline, meta, where)
+    return bundle.check_runs(pipeline, meta, where)
 
 
 @attrs.frozen
@@ -276,7 +267,7 @@ class BundleDirInfo:
     Attributes
     ----------
     path : Path
-    metadata : BundleMetadata
+    metadata : bundle.BundleMetadata
         For a taskclf 0.4 directory, ``params["reject__threshold"]`` is the
         threshold the loaded pipeline uses, ``extra["reject_threshold_source"]``
         where it came from.
@@ -287,7 +278,7 @@ class BundleDirInfo:
     """
 
     path: Path
-    metadata: BundleMetadata
+    metadata: bundle.BundleMetadata
     files: dict[str, str]
     legacy: bool = False
 
@@ -303,7 +294,7 @@ def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
     path = Path(directory)
     if _is_04_dir(_checked_dir(path)):
         files = {
-            p.name: hashlib.sha256(read_file(p, MAX_BUNDLE_BYTES)).hexdigest()
+            p.name: hashlib.sha256(bundle.read_file(p, bundle.MAX_BUNDLE_BYTES)).hexdigest()
             for p in sorted(path.iterdir())
             if p.suffix in (".txt", ".json")
         }
@@ -334,7 +325,7 @@ def _04_threshold(directory: Path, recorded: Any) -> tuple[float, str]:
     here = directory.resolve()
     policy_path = here.parent / "inference_policy.json"
     if policy_path.exists():
-        policy = read_json(policy_path, MAX_HEADER_BYTES)
+        policy = bundle.read_json(policy_path, bundle.MAX_HEADER_BYTES)
         named = policy.get("model_dir") if isinstance(policy, dict) else None
         if isinstance(named, str) and (here.parent.parent / named).resolve() == here:
             return _checked_threshold(policy.get("reject_threshold"), policy_path), str(policy_path)
@@ -344,15 +335,15 @@ def _04_threshold(directory: Path, recorded: Any) -> tuple[float, str]:
     return DEFAULT_REJECT_THRESHOLD, "taskclf 0.4's default (metadata.json records none)"
 
 
-def _read_04_metadata(directory: Path) -> BundleMetadata:
+def _read_04_metadata(directory: Path) -> bundle.BundleMetadata:
     path = directory / "metadata.json"
-    data = read_json(path, MAX_HEADER_BYTES)
+    data = bundle.read_json(path, bundle.MAX_HEADER_BYTES)
     if not isinstance(data, dict):
         raise BundleError(f"{_where(path)}: must hold a JSON object")
     threshold, source = _04_threshold(directory, data.get("reject_threshold"))
     known = ("schema_version", "schema_hash", "label_set", "created_at")
     try:
-        meta = BundleMetadata(
+        meta = bundle.BundleMetadata(
             schema_version=data.get("schema_version", ""),
             schema_hash=data.get("schema_hash", ""),
             label_set=data.get("label_set"),
@@ -367,7 +358,7 @@ def _read_04_metadata(directory: Path) -> BundleMetadata:
         )
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{_where(path)}: {exc}") from None
-    check_schema_and_labels(meta, _where(path))
+    bundle.check_schema_and_labels(meta, _where(path))
     return meta
 
 
@@ -381,7 +372,7 @@ def _04_vocabulary(directory: Path, categorical: tuple[str, ...]) -> dict[str, l
             stacklevel=4,
         )
         return {c: [] for c in categorical}
-    data = read_json(path, MAX_BUNDLE_BYTES)
+    data = bundle.read_json(path, bundle.MAX_BUNDLE_BYTES)
     if not isinstance(data, dict):
         raise BundleError(f"{_where(path)}: must map column names to vocabulary lists")
     for column, values in data.items():
@@ -405,7 +396,7 @@ def _load_04(directory: Path) -> Pipeline:
     meta = _read_04_metadata(directory)
     schema = SCHEMAS[meta.schema_version]
     try:
-        text = read_file(directory / "model.txt", MAX_BUNDLE_BYTES).decode("utf-8")
+        text = bundle.read_file(directory / "model.txt", bundle.MAX_BUNDLE_BYTES).decode("utf-8")
         booster = lgb.Booster(model_str=text)
     except (UnicodeDecodeError, lgb.basic.LightGBMError) as exc:
         where = _where(directory / "model.txt")
@@ -419,4 +410,4 @@ def _load_04(directory: Path) -> Pipeline:
         )
     except TaskclfError as exc:
         raise BundleError(f"{where}: {exc}") from None
-    return check_runs(pipeline, meta, where)
+    return bundle.check_runs(pipeline, meta, where)

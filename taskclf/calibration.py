@@ -25,7 +25,6 @@ from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError, Rea
 
 PROBA_FLOOR = 1e-12
 MAX_CALIBRATOR_BYTES = 64 * 1024 * 1024
-_STORE_FILES = ("store.json", "global.json", "users")
 
 
 def check_proba(proba: object, where: str = "probabilities") -> np.ndarray:
@@ -48,15 +47,7 @@ class CalibrationMap(Protocol):
 
 @attrs.frozen
 class IdentityCalibrator:
-    """Calibration map that returns the probabilities unchanged.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.full((1, 8), 0.125)
-    >>> IdentityCalibrator().calibrate(p) is p
-    True
-    """
+    """Calibration map that returns the probabilities unchanged."""
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
         """Return ``core_probs`` as given."""
@@ -235,16 +226,11 @@ class CalibratorStore:
         return out
 
 
-def calibrator_from_dict(data: Any, where: str = "calibrator") -> Any:
-    """A calibration map from the JSON form of :func:`save_calibrator`.
+def _from_dict(data: Any, where: str = "calibrator") -> Any:
+    """A calibration map from its JSON form, or raise InvalidParameterError naming ``where``.
 
-    Isotonic regressors are rebuilt as taskclf 0.4 rebuilds them (fitted on
-    their thresholds, outputs bounded to [0, 1]), so they predict alike.
-
-    Raises
-    ------
-    InvalidParameterError
-        Naming ``where`` and what is wrong.
+    Isotonic regressors are rebuilt as taskclf 0.4 does (fitted on their
+    thresholds, bounded to [0, 1]), so they predict alike.
     """
     from sklearn.isotonic import IsotonicRegression
 
@@ -300,7 +286,7 @@ def load_calibrator(path: str | os.PathLike[str]) -> Any:
     InvalidParameterError, ReaderError
         When it is not a calibrator file; the message names it.
     """
-    return calibrator_from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
+    return _from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
 
 
 def _user_file(user_id: Any) -> str:
@@ -314,7 +300,9 @@ def _user_file(user_id: Any) -> str:
 
 def _is_store(directory: Path) -> bool:
     children = directory.iterdir()
-    return (directory / "store.json").is_file() and all(c.name in _STORE_FILES for c in children)
+    return (directory / "store.json").is_file() and all(
+        c.name in ("store.json", "global.json", "users") for c in children
+    )
 
 
 def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) -> Path:

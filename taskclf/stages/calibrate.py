@@ -31,53 +31,26 @@ from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, NotFittedError
 from taskclf.stages._base import check_params, instance_of, integer, one_of
 
-CALIBRATION_METHODS = ("identity", "temperature", "isotonic")
-MIN_USER_ROWS = 200
-MIN_USER_DAYS = 3
-MIN_USER_LABELS = 3
 TEMPERATURE_BOUNDS = (0.02, 50.0)
+"""Search interval of a fitted temperature."""
 
 
 def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean negative log probability of the true class (clipped at 1e-12), NaN without rows.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(log_loss(np.full((2, 8), 0.125), np.array([0, 3])), 4)
-    2.0794
-    """
+    """Mean negative log probability of the true class (clipped at 1e-12); NaN without rows."""
     true = proba[np.arange(len(codes)), codes]
     return float(-np.mean(np.log(np.clip(true, PROBA_FLOOR, None)))) if len(codes) else np.nan
 
 
 def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Multiclass Brier score: mean over rows of ``sum_k (p_k - [y == k])^2``, NaN without rows.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> brier_score(np.eye(8)[[0, 1]], np.array([0, 2]))
-    1.0
-    """
+    """Mean over rows of ``sum_k (p_k - [y == k])^2``; NaN without rows."""
     error = proba.copy()
     error[np.arange(len(codes)), codes] -= 1.0
     return float(np.mean(np.einsum("ij,ij->i", error, error))) if len(codes) else np.nan
 
 
 def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrator:
-    """The temperature in :data:`TEMPERATURE_BOUNDS` minimizing the log loss.
-
-    A bounded search over ``log T``; the loss is convex in ``1 / T``, so the
-    search finds the global minimum.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.array([[0.9] + [0.1 / 7] * 7] * 4)
-    >>> fit_temperature(p, np.array([0, 0, 0, 1])).temperature > 1
-    True
-    """
+    """The temperature minimizing the log loss: a bounded search over ``log T``, whose loss
+    is convex in ``1 / T``."""
     from scipy.optimize import minimize_scalar
     from scipy.special import logsumexp
 
@@ -94,15 +67,7 @@ def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrat
 
 
 def fit_isotonic(proba: np.ndarray, codes: np.ndarray) -> IsotonicCalibrator:
-    """One isotonic regression per class, of the class's frequency on its probability.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.tile(np.full(8, 0.125), (16, 1))
-    >>> fit_isotonic(p, np.arange(16) % 8).calibrate(p[:1]).round(3).tolist()
-    [[0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]]
-    """
+    """One isotonic regression per class of its one-vs-rest target, bounded to [0, 1]."""
     from sklearn.isotonic import IsotonicRegression
 
     def fit(k: int) -> IsotonicRegression:
@@ -110,44 +75,6 @@ def fit_isotonic(proba: np.ndarray, codes: np.ndarray) -> IsotonicCalibrator:
         return regressor.fit(proba[:, k], (codes == k).astype(np.float64))
 
     return IsotonicCalibrator([fit(k) for k in range(N_CLASSES)])
-
-
-def eligible_users(
-    user_ids: np.ndarray,
-    days: np.ndarray,
-    codes: np.ndarray,
-    *,
-    min_rows: int = MIN_USER_ROWS,
-    min_days: int = MIN_USER_DAYS,
-    min_labels: int = MIN_USER_LABELS,
-) -> list[Any]:
-    """Users with ``min_rows`` labelled rows over ``min_days`` days and ``min_labels`` labels.
-
-    Parameters
-    ----------
-    user_ids, days, codes : ndarray, shape (n,)
-        User, day number and label code of each labelled row.
-
-    Returns
-    -------
-    list
-        The qualifying users, in order of first appearance.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> users = np.array(["a"] * 6 + ["b"] * 6)
-    >>> days = np.tile([0, 0, 1, 1, 2, 2], 2)
-    >>> codes = np.array([0, 1, 2, 0, 1, 2] + [0] * 6)
-    >>> eligible_users(users, days, codes, min_rows=6, min_days=3, min_labels=3)
-    ['a']
-    """
-    frame = pd.DataFrame({"user": user_ids, "day": days, "label": codes})
-    stats = frame.groupby("user", sort=False).agg(
-        rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
-    )
-    ok = (stats["rows"] >= min_rows) & (stats["days"] >= min_days) & (stats["labels"] >= min_labels)
-    return stats.index[ok.to_numpy()].tolist()
 
 
 _FIT: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
@@ -205,7 +132,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
     """
 
     _parameter_rules: ClassVar = {
-        "method": one_of(*CALIBRATION_METHODS),
+        "method": one_of(*_FIT),
         "per_user": instance_of(bool, what="True or False"),
         "min_user_rows": integer(1, 2**31),
         "min_user_days": integer(1, 2**31),
@@ -217,9 +144,9 @@ class Calibrator(TransformerMixin, BaseEstimator):
         method: str = "identity",
         *,
         per_user: bool = False,
-        min_user_rows: int = MIN_USER_ROWS,
-        min_user_days: int = MIN_USER_DAYS,
-        min_user_labels: int = MIN_USER_LABELS,
+        min_user_rows: int = 200,
+        min_user_days: int = 3,
+        min_user_labels: int = 3,
     ) -> None:
         self.method = method
         self.per_user = per_user
@@ -260,16 +187,21 @@ class Calibrator(TransformerMixin, BaseEstimator):
         return self
 
     def _user_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> dict[Any, Any]:
-        """A map of ``method`` for each eligible user of ``X``."""
+        """A map of ``method`` for each user with enough rows, UTC days and labels."""
         if USER_ID not in X.columns:
             return {}
         require_columns(X, [BUCKET_START_TS], f"{type(self).__name__}(per_user=True)")
         users = X[USER_ID].to_numpy(dtype=object)
         days = timestamps_ns(X, BUCKET_START_TS) // (86_400 * 1_000_000_000)
-        rule = {"min_rows": self.min_user_rows, "min_days": self.min_user_days}
-        eligible = eligible_users(users, days, codes, min_labels=self.min_user_labels, **rule)
+        stats = pd.DataFrame({"user": users, "day": days, "label": codes})
+        stats = stats.groupby("user", sort=False).agg(
+            rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
+        )
+        eligible = (stats["rows"] >= self.min_user_rows) & (stats["days"] >= self.min_user_days)
+        eligible &= stats["labels"] >= self.min_user_labels
         fit = _FIT[self.method]
-        return {user: fit(proba[users == user], codes[users == user]) for user in eligible}
+        chosen = stats.index[eligible.to_numpy()]
+        return {u: fit(proba[users == u], codes[users == u]) for u in chosen}
 
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
         """Fit the calibration map(s) on the probability columns and labels ``y``.
@@ -304,7 +236,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
             own = self._user_maps(X, proba, codes)
             store = CalibratorStore(global_map, own, method=self.method)
         self._set_maps(global_map, store)
-        calibrated = self.calibrate_proba(proba, X)
+        calibrated = self._calibrate(proba, X)
         self.brier_before_ = brier_score(proba, codes)
         self.brier_after_ = brier_score(calibrated, codes)
         self.log_loss_before_ = log_loss(proba, codes)
@@ -314,8 +246,8 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return self.method == "identity" or hasattr(self, "calibrator_")
 
-    def calibrate_proba(self, proba: np.ndarray, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated copy of ``proba`` for the rows of ``X`` (the store's maps given user ids)."""
+    def _calibrate(self, proba: np.ndarray, X: pd.DataFrame) -> np.ndarray:
+        """``proba`` calibrated for the rows of ``X`` (by the store's maps given user ids)."""
         if not hasattr(self, "calibrator_"):
             if self.method != "identity":
                 raise NotFittedError(
@@ -333,7 +265,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)
-        calibrated = self.calibrate_proba(proba, X)
+        calibrated = self._calibrate(proba, X)
         if calibrated is proba:
             return X.copy(deep=False)
         return add_columns(X, pd.DataFrame(calibrated, columns=list(PROBA_COLUMNS)))
