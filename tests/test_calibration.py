@@ -38,6 +38,7 @@ from taskclf.exceptions import (
 from taskclf.stages.calibrate import Calibrator, fit_temperature
 
 FLOOR = 1e-12
+P = list(PROBA_COLUMNS)
 
 
 def reference_temperature(proba, temperature):
@@ -173,11 +174,11 @@ def test_stage_applies_the_store_with_user_id_else_its_map():
     out = stage.transform(proba_frame(p, index=list("uvwxyz"), user_id=users, keys=1.0))
     assert out.columns.tolist() == [*PROBA_COLUMNS, "user_id", "keys"]
     assert out.index.tolist() == list("uvwxyz")
-    np.testing.assert_allclose(out[list(PROBA_COLUMNS)], reference_store(store, p, users))
-    without = stage.transform(proba_frame(p))[list(PROBA_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(out[P], reference_store(store, p, users))
+    without = stage.transform(proba_frame(p))[P].to_numpy()
     np.testing.assert_allclose(without, reference_temperature(p, 2.0))
     for identity in (Calibrator(), Calibrator.from_maps(store=store)):
-        np.testing.assert_array_equal(identity.transform(proba_frame(p))[list(PROBA_COLUMNS)], p)
+        np.testing.assert_array_equal(identity.transform(proba_frame(p))[P], p)
 
 
 def test_given_maps_are_fitted_stages_kept_by_freezing():
@@ -189,18 +190,11 @@ def test_given_maps_are_fitted_stages_kept_by_freezing():
     assert Calibrator.from_maps().calibrator_ == IdentityCalibrator()
 
 
-@pytest.mark.parametrize(
-    ("maps", "words"),
-    [
-        ({"calibrator": 2.0}, "calibrator must have a calibrate(proba) method, got float"),
-        ({"store": {"a": 1}}, "store must be a CalibratorStore, got dict"),
-    ],
-)
-def test_stage_refuses_things_that_are_not_maps(maps, words):
-    refused(lambda: Calibrator.from_maps(**maps), InvalidParameterError, words)
-
-
-def test_stage_lists_missing_probability_columns():
+def test_stage_refuses_what_is_not_a_map_and_lists_missing_columns():
+    words = "calibrator must have a calibrate(proba) method, got float"
+    refused(lambda: Calibrator.from_maps(2.0), InvalidParameterError, words)
+    words = "store must be a CalibratorStore, got dict"
+    refused(lambda: Calibrator.from_maps(store={"a": 1}), InvalidParameterError, words)
     frame = proba_frame(np.full((2, 8), 0.125)).drop(columns=["proba_Meet", "proba_Write"])
     stage = Calibrator.from_maps(TemperatureCalibrator(2.0))
     refused(lambda: stage.transform(frame), MissingColumnsError, "'proba_Meet', 'proba_Write'")
@@ -239,7 +233,7 @@ def test_isotonic_fit_renormalises_and_improves_the_fit():
     proba, labels = calibrated_sample(3000, seed=2, distortion=0.4)
     stage = Calibrator(method="isotonic").fit(proba_frame(proba), labels)
     assert isinstance(stage.calibrator_, IsotonicCalibrator)
-    out = stage.transform(proba_frame(proba))[list(PROBA_COLUMNS)].to_numpy()
+    out = stage.transform(proba_frame(proba))[P].to_numpy()
     np.testing.assert_allclose(out.sum(axis=1), 1.0)
     assert out.min() >= 1e-13
     assert stage.brier_after_ < stage.brier_before_
@@ -248,21 +242,15 @@ def test_isotonic_fit_renormalises_and_improves_the_fit():
         assert (regressor.out_of_bounds, regressor.y_min, regressor.y_max) == ("clip", 0, 1)
 
 
-def test_scores_of_the_fit_match_their_definitions():
-    proba, labels = calibrated_sample(300, seed=3)
-    stage = Calibrator().fit(proba_frame(proba), labels)
-    codes = pd.Index(CLASS_ORDER).get_indexer(labels)
-    onehot = np.eye(8)[codes]
-    assert stage.brier_before_ == pytest.approx(((proba - onehot) ** 2).sum(axis=1).mean())
-    assert stage.log_loss_before_ == pytest.approx(-np.log(proba[np.arange(300), codes]).mean())
-    assert (stage.brier_after_, stage.log_loss_after_) == (
-        stage.brier_before_,
-        stage.log_loss_before_,
-    )
-
-
 def test_identity_needs_no_fit_and_fitted_methods_do():
-    frame = proba_frame(calibrated_sample(10, seed=4)[0])
+    proba, labels = calibrated_sample(300, seed=3)
+    stage = Calibrator().fit(proba_frame(proba), labels)  # the scores, by their definitions
+    codes = pd.Index(CLASS_ORDER).get_indexer(labels)
+    brier = ((proba - np.eye(8)[codes]) ** 2).sum(axis=1).mean()
+    assert stage.brier_before_ == pytest.approx(brier) == stage.brier_after_
+    log_loss = -np.log(proba[np.arange(300), codes]).mean()
+    assert stage.log_loss_before_ == pytest.approx(log_loss) == stage.log_loss_after_
+    frame = proba_frame(proba[:10])
     pd.testing.assert_frame_equal(Calibrator().fit(frame).transform(frame), frame)
     fitted = Calibrator(method="temperature")
     refused(lambda: fitted.transform(frame), NotFittedError, "temperature")
@@ -316,14 +304,8 @@ def test_per_user_eligibility_at_and_just_under_each_threshold(
 
 
 def test_per_user_maps_calibrate_their_users_and_the_global_one_the_rest():
-    frame = pd.concat(
-        [
-            user_rows("sharp", 2000, 3, 8, 0.5),
-            user_rows("soft", 2000, 3, 8, 2.0),
-            user_rows("small", 150, 3, 8),
-        ],
-        ignore_index=True,
-    )
+    users = [("sharp", 2000, 3, 8, 0.5), ("soft", 2000, 3, 8, 2.0), ("small", 150, 3, 8)]
+    frame = pd.concat([user_rows(*user) for user in users], ignore_index=True)
     X, y = frame.drop(columns="y"), frame["y"]
     stage = Calibrator(method="temperature", per_user=True).fit(X, y)
     store = stage.store_
@@ -331,13 +313,12 @@ def test_per_user_maps_calibrate_their_users_and_the_global_one_the_rest():
     assert store.get_calibrator("sharp").temperature == pytest.approx(2.0, rel=0.15)
     assert store.get_calibrator("soft").temperature == pytest.approx(0.5, rel=0.15)
     assert store.get_calibrator("small") is stage.calibrator_
-    out = stage.transform(X)[list(PROBA_COLUMNS)].to_numpy()
+    out, given = stage.transform(X)[P].to_numpy(), X[P].to_numpy()
     for user in ("small", "sharp", "soft"):
         rows = (X["user_id"] == user).to_numpy()
-        expected = store.get_calibrator(user).calibrate(X[list(PROBA_COLUMNS)].to_numpy()[rows])
-        np.testing.assert_array_equal(out[rows], expected)
+        np.testing.assert_array_equal(out[rows], store.get_calibrator(user).calibrate(given[rows]))
     # without user ids only the global map is fitted
-    stage = Calibrator(method="temperature", per_user=True).fit(X[list(PROBA_COLUMNS)], y)
+    stage = Calibrator(method="temperature", per_user=True).fit(X[P], y)
     assert stage.store_.user_ids == [] and isinstance(stage.calibrator_, TemperatureCalibrator)
 
 
@@ -371,7 +352,7 @@ def test_the_pipeline_calibrates_on_out_of_fold_probabilities():
     encoded = fresh.named_steps["encode"].fit_transform(X, y)
     oof = fresh.named_steps["predict"].fit_transform(encoded, y)
     codes = pd.Index(CLASS_ORDER).get_indexer(y)
-    assert fit_temperature(oof[list(PROBA_COLUMNS)].to_numpy(), codes).temperature == fitted_t
+    assert fit_temperature(oof[P].to_numpy(), codes).temperature == fitted_t
     # Fitting on in-sample probabilities would give another temperature.
-    in_sample = fresh.named_steps["predict"].transform(encoded)[list(PROBA_COLUMNS)].to_numpy()
+    in_sample = fresh.named_steps["predict"].transform(encoded)[P].to_numpy()
     assert fit_temperature(in_sample, codes).temperature != pytest.approx(fitted_t, rel=0.05)
