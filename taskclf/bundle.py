@@ -431,7 +431,7 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
 def save_bundle(
     pipeline: Pipeline, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write a fitted pipeline and its metadata (:class:`BundleMetadata`) to one file, atomically.
+    """Write a fitted pipeline and its :class:`BundleMetadata` to one file, atomically.
 
     Parameters
     ----------
@@ -476,8 +476,7 @@ def save_bundle(
 def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pipeline:
     """Verify a bundle file and its compatibility, then unpickle the pipeline.
 
-    Unpickling runs code chosen by whoever wrote the file: load bundles only
-    from sources you trust, pinning their ``sha256``.
+    Unpickling runs the writer's code: load bundles only from sources you trust.
 
     Parameters
     ----------

@@ -1,10 +1,6 @@
-"""Pickle-free bundles: a fitted pipeline as a directory that loads without unpickling.
+"""Pickle-free bundles: ``pipeline.skops`` (:mod:`skops.io`) and ``bundle.json`` (the
+metadata and that file's SHA-256) in a directory; and the model directories of taskclf 0.4.
 
-A bundle directory holds ``pipeline.skops`` (the pipeline in :mod:`skops.io`'s
-format, which names every object's type) and ``bundle.json`` (the metadata
-and the SHA-256 of ``pipeline.skops``). Loading creates only trusted types:
-those skops trusts, taskclf's own classes and :data:`TRUSTED_TYPES`.
-:func:`load_bundle_dir` also reads the model directories of taskclf 0.4.
 Needs the ``safe`` extra: ``pip install 'taskclf[safe]'``.
 """
 
@@ -104,8 +100,7 @@ def export_bundle_dir(
 ) -> Path:
     """Write a fitted pipeline as a pickle-free bundle directory, atomically.
 
-    It may replace an empty directory or a bundle directory taskclf wrote;
-    any other directory is left alone.
+    Only an empty directory or a bundle directory taskclf wrote is replaced.
 
     Parameters
     ----------
@@ -124,8 +119,7 @@ def export_bundle_dir(
     Raises
     ------
     BundleError
-        If a stage holds a value skops cannot write or :func:`load_bundle_dir`
-        would not trust, or skops is not installed.
+        If a stage holds a value skops cannot write or taskclf does not trust.
     NotOursError
         If ``directory`` is neither empty nor a taskclf bundle directory.
 
@@ -216,13 +210,10 @@ def _checked_dir(path: Path) -> Path:
 
 
 def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
-    """Rebuild a pipeline from a bundle directory, without unpickling anything.
+    """Rebuild a pipeline from a bundle directory (or taskclf 0.4's), without unpickling.
 
-    Before anything is parsed, ``pipeline.skops``'s SHA-256 is checked
-    against ``bundle.json``, the schema hash and label set against this
-    taskclf, and every type the file names against the trusted ones. Also
-    reads taskclf 0.4 model directories (``model.txt``, ``metadata.json``,
-    optional ``categorical_encoders.json``) as the standard pipeline.
+    ``pipeline.skops``'s SHA-256, the schema and label set, and every type
+    the file names are checked before skops builds anything.
 
     Parameters
     ----------
@@ -236,9 +227,7 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     Raises
     ------
     BundleError
-        Naming the file and the cause (a missing or corrupt file, a digest,
-        schema or label-set mismatch, an untrusted type, skops missing), or
-        saying how to re-export a directory of taskclf 0.5.0.
+        Naming the file and the cause, or how to re-export a taskclf 0.5.0 directory.
 
     Warns
     -----
@@ -267,12 +256,11 @@ class BundleDirInfo:
     Attributes
     ----------
     path : Path
-    metadata : bundle.BundleMetadata
-        For a taskclf 0.4 directory, ``params["reject__threshold"]`` is the
-        threshold the loaded pipeline uses, ``extra["reject_threshold_source"]``
-        where it came from.
+    metadata : ~taskclf.bundle.BundleMetadata
+        For taskclf 0.4, ``params["reject__threshold"]`` is the threshold the
+        pipeline uses and ``extra["reject_threshold_source"]`` its origin.
     files : dict of str to str
-        File name → SHA-256 (verified; for a 0.4 directory as found).
+        File name → SHA-256 (verified; for taskclf 0.4 as found).
     legacy : bool
         True for a taskclf 0.4 model directory.
     """
@@ -284,13 +272,7 @@ class BundleDirInfo:
 
 
 def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
-    """Read a bundle directory's metadata and verify its files' digests.
-
-    Raises
-    ------
-    BundleError
-        As :func:`load_bundle_dir` for the manifest and metadata files.
-    """
+    """Read a bundle directory's metadata and verify its files' digests, or raise BundleError."""
     path = Path(directory)
     if _is_04_dir(_checked_dir(path)):
         files = {

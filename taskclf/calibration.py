@@ -1,10 +1,5 @@
-"""Probability calibration maps, the per-user store, and their JSON files.
-
-A calibration map turns an ``(n, k)`` probability matrix into calibrated
-probabilities. :class:`CalibratorStore` holds one map per user with a global
-fallback; the pipeline stage applying them is :class:`taskclf.Calibrator`.
-Maps and stores are saved in taskclf 0.4's JSON layout, so stores move
-between the two versions unchanged.
+"""Calibration maps of ``(n, k)`` probability matrices, the per-user store, and their JSON
+files in taskclf 0.4's layout. The stage applying them is :class:`taskclf.Calibrator`.
 """
 
 from __future__ import annotations

@@ -87,14 +87,9 @@ _FIT: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
 class Calibrator(TransformerMixin, BaseEstimator):
     """Pipeline stage: replace the probability columns with calibrated ones.
 
-    ``fit(X, y)`` learns a map of ``method`` from the probability columns
-    of ``X`` and the labels ``y`` (in a pipeline, the out-of-fold
-    probabilities of :class:`~taskclf.BoosterPredictor`); with
-    ``per_user=True`` also one map per user with at least
-    ``min_user_rows`` labelled rows over ``min_user_days`` UTC days and
-    ``min_user_labels`` labels, the global map serving everyone else.
-    ``method="identity"`` needs no fitting; maps made elsewhere make a
-    fitted stage through :meth:`from_maps`.
+    ``fit(X, y)`` learns a map from the probability columns (in a pipeline,
+    the out-of-fold ones of :class:`~taskclf.BoosterPredictor`) and labels;
+    maps made elsewhere make a fitted stage through :meth:`from_maps`.
 
     Parameters
     ----------
@@ -102,9 +97,9 @@ class Calibrator(TransformerMixin, BaseEstimator):
         Nothing, a temperature minimizing the log loss, or one isotonic
         regression per class.
     per_user : bool, default False
-        Also fit a map per eligible user.
+        Also fit a map per user with at least ``min_user_rows`` labelled
+        rows over ``min_user_days`` UTC days and ``min_user_labels`` labels.
     min_user_rows, min_user_days, min_user_labels : int, default 200, 3, 3
-        The eligibility rule of per-user maps.
 
     Attributes
     ----------
