@@ -83,14 +83,8 @@ def test_fitted_and_frozen_stages_round_trip(tmp_path):
     """Fitted isotonic maps, Viterbi smoothing, a taxonomy and a FrozenEstimator."""
     frame = make_frame(n_users=2, minutes=150, seed=4)
     X, y = frame.drop(columns="label"), frame["label"]
-    fitted = build_pipeline(
-        num_boost_round=2,
-        num_threads=1,
-        n_folds=2,
-        calibration="isotonic",
-        smoother="viterbi",
-        taxonomy=default_taxonomy(),
-    ).fit(X, y)
+    params = {"calibration": "isotonic", "smoother": "viterbi", "taxonomy": default_taxonomy()}
+    fitted = build_pipeline(num_boost_round=2, num_threads=1, n_folds=2, **params).fit(X, y)
     fitted.steps[1] = ("predict", FrozenEstimator(fitted.steps[1][1]))
     (tmp_path / "m").mkdir()  # an empty directory is replaced
     loaded = load_bundle_dir(export_bundle_dir(fitted, tmp_path / "m"))
@@ -100,15 +94,9 @@ def test_fitted_and_frozen_stages_round_trip(tmp_path):
 def test_export_replaces_its_own_and_refuses_everything_else(pipeline, exported, tmp_path):
     own = shutil.copytree(exported, tmp_path / "own")
     old = shutil.copytree(DATA / "v050-dir", tmp_path / "old")
-    old_mask = os.umask(0o027)
-    try:
-        for target in (own, old):
-            export_bundle_dir(pipeline, target)
-            assert sorted(p.name for p in target.iterdir()) == ["bundle.json", "pipeline.skops"]
-    finally:
-        os.umask(old_mask)
-    assert own.stat().st_mode & 0o777 == 0o750
-    assert {p.stat().st_mode & 0o777 for p in own.iterdir()} == {0o640}
+    for target in (own, old):
+        export_bundle_dir(pipeline, target)
+        assert sorted(p.name for p in target.iterdir()) == ["bundle.json", "pipeline.skops"]
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "bundle.json").write_text('{"name": "a bundler of another tool"}')
@@ -173,16 +161,20 @@ def _flip_last_byte(directory: Path) -> None:
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
 
 
-def _edit_manifest(change):
+def _manifest(part: str | None = None, **changes):
+    """Damage: ``changes`` made to ``bundle.json`` (or to its ``part``)."""
+
     def edit(directory: Path) -> None:
         manifest = json.loads((directory / "bundle.json").read_text())
-        change(manifest)
+        (manifest if part is None else manifest[part]).update(changes)
         (directory / "bundle.json").write_text(json.dumps(manifest))
 
     return edit
 
 
 def _replace(name: str, make):
+    """Damage: the file ``name`` replaced by what ``make(path)`` makes."""
+
     def replace(directory: Path) -> None:
         (directory / name).unlink()
         make(directory / name)
@@ -201,41 +193,27 @@ def _zip_bomb(directory: Path) -> None:
     with_pipeline_file(directory, bytes(data))
 
 
+SKOPS, MANIFEST = "pipeline.skops", "bundle.json"
 DIR_DAMAGE = {
     "a changed byte in pipeline.skops": (_flip_last_byte, "SHA-256 mismatch"),
-    "pipeline.skops missing": (lambda d: (d / "pipeline.skops").unlink(), "does not exist"),
+    "pipeline.skops missing": (lambda d: (d / SKOPS).unlink(), "does not exist"),
     "garbage with a valid digest": (lambda d: with_pipeline_file(d, b"PK junk"), "not a skops"),
     "a zip unpacking beyond the limit": (_zip_bomb, "4000000000 bytes"),
-    "bundle.json not JSON": (lambda d: (d / "bundle.json").write_text("{"), "not valid JSON"),
-    "bundle.json of another tool": (
-        lambda d: (d / "bundle.json").write_text('{"name": "x"}'),
-        "not a taskclf bundle directory",
-    ),
-    "a newer format": (_edit_manifest(lambda m: m.update(format_version=3)), "format version 3"),
-    "another file listed": (
-        _edit_manifest(lambda m: m["files"].update({"../../etc/passwd": "0" * 64})),
-        "'files'",
-    ),
-    "metadata of the wrong type": (
-        _edit_manifest(lambda m: m["metadata"].update(created_at=[1])),
-        "created_at",
-    ),
-    "a FIFO named bundle.json": (_replace("bundle.json", os.mkfifo), "not a regular file"),
+    "bundle.json not JSON": (_replace(MANIFEST, lambda p: p.write_text("{")), "not valid JSON"),
+    "bundle.json of another tool": (_manifest(format="x"), "not a taskclf bundle directory"),
+    "a newer format": (_manifest(format_version=3), "format version 3"),
+    "another file listed": (_manifest("files", **{"../../etc/passwd": "0" * 64}), "'files'"),
+    "metadata of the wrong type": (_manifest("metadata", created_at=[1]), "created_at"),
+    "a FIFO named bundle.json": (_replace(MANIFEST, os.mkfifo), "not a regular file"),
     "pipeline.skops a link to /dev/zero": (
-        _replace("pipeline.skops", lambda p: p.symlink_to("/dev/zero")),
+        _replace(SKOPS, lambda p: p.symlink_to("/dev/zero")),
         "not a regular file",
     ),
-    "pipeline.skops a directory": (_replace("pipeline.skops", Path.mkdir), "not a regular file"),
+    "pipeline.skops a directory": (_replace(SKOPS, Path.mkdir), "not a regular file"),
 }
 INCOMPATIBLE = {
-    "an unknown schema hash": (
-        _edit_manifest(lambda m: m["metadata"].update(schema_hash="0123456789ab")),
-        "schema hash mismatch",
-    ),
-    "a label missing": (
-        _edit_manifest(lambda m: m["metadata"].update(label_set=["Build"])),
-        "label set mismatch",
-    ),
+    "an unknown schema hash": (_manifest("metadata", schema_hash="01234"), "schema hash mismatch"),
+    "a label missing": (_manifest("metadata", label_set=["Build"]), "label set mismatch"),
 }
 """Well-formed directories this taskclf does not load (read_bundle_dir_info reports them)."""
 
