@@ -200,24 +200,17 @@ class CalibratorStore:
     def calibrate_batch(
         self, core_probs: np.ndarray, user_ids: Sequence[Any] | np.ndarray
     ) -> np.ndarray:
-        """Calibrate each row with its user's map, the rows of a user together."""
+        """Each row calibrated by its user's map (a user's rows together), or the global one."""
         proba = check_proba(core_probs, "CalibratorStore")
         users = pd.Series(np.asarray(user_ids, dtype=object))
         if len(users) != len(proba):
             raise ProbabilityShapeError(
                 f"CalibratorStore: {len(proba)} probability rows but {len(users)} user ids"
             )
-        groups = users.groupby(users, sort=False).indices if len(users) else {}
-        own = {user: rows for user, rows in groups.items() if user in self.user_calibrators}
-        if not own:
-            return self.global_calibrator.calibrate(proba)
-        out = np.empty_like(proba)
-        rest = np.ones(len(proba), dtype=bool)
-        for user, rows in own.items():
-            out[rows] = self.user_calibrators[user].calibrate(proba[rows])
-            rest[rows] = False
-        if rest.any():
-            out[rest] = self.global_calibrator.calibrate(proba[rest])
+        out = np.array(self.global_calibrator.calibrate(proba), dtype=np.float64)
+        for user, rows in users.groupby(users, sort=False).indices.items():
+            if user in self.user_calibrators:
+                out[rows] = self.user_calibrators[user].calibrate(proba[rows])
         return out
 
 
