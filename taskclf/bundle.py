@@ -1,24 +1,11 @@
 """Bundles: one file holding a fitted pipeline and its metadata.
 
-A bundle file is laid out as::
-
-    b"TASKCLF-BUNDLE"          14 bytes, magic
-    format version             2 bytes, big-endian unsigned
-    header length n            4 bytes, big-endian unsigned
-    header                     n bytes, UTF-8 JSON (metadata, payload digest)
-    SHA-256 of the header      32 bytes
-    payload                    the joblib-pickled pipeline
-
-so that the metadata can be read, and the payload's SHA-256 checked,
-before anything is unpickled.
-
-.. warning::
-
-   Unpickling runs code chosen by whoever wrote the file. The digests
-   protect against corruption and, with a digest pinned by the caller
-   (``load_bundle(path, sha256=...)``), against substitution; they do not
-   make a bundle from an untrusted source safe. For such bundles use the
-   pickle-free format of :mod:`taskclf.bundle_dir`.
+The file is the magic ``b"TASKCLF-BUNDLE"``, the format version (2 bytes),
+the header's length (4 bytes), a JSON header (the metadata, the payload's
+SHA-256 and length), the header's SHA-256, then the joblib-pickled
+pipeline: the metadata and digests are checked before anything is
+unpickled. Unpickling still runs the writer's code; for bundles from
+untrusted sources use :mod:`taskclf.bundle_dir`.
 """
 
 from __future__ import annotations
@@ -66,7 +53,6 @@ MAX_HEADER_BYTES: Final = 16 * 1024 * 1024
 MAX_BUNDLE_BYTES: Final = 2 * 1024 * 1024 * 1024
 """Largest bundle file (and pickle-free pipeline file) a reader accepts."""
 CHECKED_LIBRARIES: Final = ("taskclf", "scikit-learn", "lightgbm", "numpy", "pandas")
-"""Libraries whose versions are recorded and compared when loading."""
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
@@ -74,22 +60,13 @@ def library_versions() -> dict[str, str]:
     """Versions of taskclf, the libraries a saved pipeline depends on, and Python."""
     from taskclf import __version__
 
-    versions = {"taskclf": __version__}
-    for name in ("scikit-learn", "lightgbm", "numpy", "pandas", "joblib"):
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:  # pragma: no cover
-            versions[name] = "unknown"
-    versions["python"] = platform.python_version()
-    return versions
+    names = ("scikit-learn", "lightgbm", "numpy", "pandas", "joblib")
+    versions = {"taskclf": __version__, **{n: importlib_metadata.version(n) for n in names}}
+    return {**versions, "python": platform.python_version()}
 
 
 def training_fingerprint(X: pd.DataFrame, y: Any = None) -> str:
-    """SHA-256 (hex) identifying a training frame (and its labels).
-
-    Built from :func:`pandas.util.hash_pandas_object` of the rows (index
-    excluded) and the column names, so that the same data in the same
-    order gives the same fingerprint.
+    """SHA-256 (hex) of a training frame's column names and rows (index excluded), and labels.
 
     Examples
     --------
@@ -109,10 +86,7 @@ def training_fingerprint(X: pd.DataFrame, y: Any = None) -> str:
 
 
 def record_training(pipeline: Pipeline, X: pd.DataFrame, y: Any = None) -> Pipeline:
-    """Record :func:`training_fingerprint` of the training data on a fitted pipeline.
-
-    :func:`save_bundle` and :func:`~taskclf.export_bundle_dir` then write it
-    as ``training_fingerprint``. The ``taskclf train`` command does this.
+    """Record :func:`training_fingerprint` of the training data, for bundles to write.
 
     Returns
     -------
@@ -132,33 +106,22 @@ _NAMES = v.deep_iterable(v.instance_of(str), v.instance_of(tuple))
 
 @attrs.frozen
 class BundleMetadata:
-    """What a bundle records beside the pipeline.
+    """What a bundle records beside the pipeline (the table of docs/bundles.md).
 
     Attributes
     ----------
-    schema_version : str
-        Feature schema of the model (``"v1"``, ``"v2"``, ``"v3"``).
-    schema_hash : str
-        Hash of that schema's row registry when the bundle was written.
-    label_set : tuple of str
-        The model's classes, in class order.
-    created_at : str
-        Creation time, ISO 8601 UTC.
+    schema_version, schema_hash, created_at : str
+        The model's feature schema and its hash; the creation time (ISO 8601 UTC).
+    label_set, steps : tuple of str
+        The model's classes in class order; the pipeline's step names.
     versions : dict of str to str
-        taskclf, scikit-learn, LightGBM, numpy, pandas (and joblib,
-        Python) versions of the writer.
-    steps : tuple of str
-        The pipeline's step names.
+        Library versions of the writer.
     params : dict
         The pipeline's scalar hyperparameters (``step__param``).
-    training_fingerprint : str or None
-        :func:`training_fingerprint` of the training data, when recorded
-        (:func:`record_training`).
-    training_metrics : dict or None
-        The out-of-fold log loss and Brier score before and after
-        calibration, when taskclf fitted the pipeline.
+    training_fingerprint, training_metrics : str or None, dict or None
+        :func:`training_fingerprint` and the out-of-fold scores, when known.
     extra : dict
-        The caller's own JSON-ready entries (``save_bundle(metadata=...)``).
+        The caller's own JSON-ready entries.
     """
 
     schema_version: str = attrs.field(validator=v.instance_of(str))
@@ -185,26 +148,13 @@ class BundleMetadata:
 
     @classmethod
     def from_dict(cls, data: object) -> BundleMetadata:
-        """Build from a mapping read from JSON.
-
-        Raises
-        ------
-        BundleError
-            On a missing or unknown key, or a value of the wrong type.
-        """
+        """Build from a mapping read from JSON, or raise BundleError naming the bad field."""
         if not isinstance(data, dict):
             raise BundleError(f"metadata must be a JSON object, got {type(data).__name__}")
-        fields = attrs.fields_dict(cls)
-        unknown = sorted(set(data) - set(fields))
-        missing = sorted(
-            k for k, f in fields.items() if f.default is attrs.NOTHING and k not in data
-        )
-        if unknown or missing:
-            raise BundleError(f"metadata has unknown field(s) {unknown}, lacks {missing}")
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:
-            raise BundleError(f"metadata field {exc}") from None
+            raise BundleError(f"metadata: {exc}") from None
 
 
 def _json_ready(value: Any, what: str) -> Any:
@@ -221,12 +171,8 @@ def _json_ready(value: Any, what: str) -> Any:
         raise ValueError(f"{what}: {exc}") from None
 
 
-def pipeline_params(pipeline: Pipeline) -> dict[str, Any]:
-    """The plain hyperparameters of ``pipeline`` (``step__param`` → value).
-
-    Objects (the booster, calibrators, a taxonomy) and containers of more
-    than 64 items (vocabularies) are left out: the bundle holds them.
-    """
+def _scalar_params(pipeline: Pipeline) -> dict[str, Any]:
+    """The JSON-ready ``step__param`` values of ``pipeline``, without containers over 64 items."""
     out = {}
     for key, value in pipeline.get_params(deep=True).items():
         if "__" not in key or (isinstance(value, (list, tuple, Mapping)) and len(value) > 64):
@@ -239,29 +185,19 @@ def pipeline_params(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def predictor_of(pipeline: object, where: str) -> Any:
-    """The fitted ``predict`` step of a taskclf pipeline, or raise BundleError."""
+    """The fitted ``predict`` step of a taskclf pipeline, or raise BundleError/NotFittedError."""
     if not isinstance(pipeline, Pipeline) or "predict" not in pipeline.named_steps:
         raise BundleError(
             f"{where}: expected a taskclf pipeline (sklearn Pipeline with a 'predict' "
             f"step, as build_pipeline makes), got {type(pipeline).__name__}"
         )
-    predictor = pipeline.named_steps["predict"]
     try:
-        check_is_fitted(predictor)
+        check_is_fitted(pipeline.named_steps["predict"])
     except SklearnNotFittedError:
         raise NotFittedError(
             f"{where}: the pipeline is not fitted; call pipeline.fit first"
         ) from None
-    return predictor
-
-
-def _oof_metrics(pipeline: Pipeline) -> dict[str, float] | None:
-    """The out-of-fold log loss and Brier score before and after calibration, when fitted."""
-    calibrate = pipeline.named_steps.get("calibrate")
-    names = ("brier_before_", "brier_after_", "log_loss_before_", "log_loss_after_")
-    values = {f"oof_{name[:-1]}": getattr(calibrate, name, None) for name in names}
-    metrics = {k: float(x) for k, x in values.items() if isinstance(x, float) and np.isfinite(x)}
-    return metrics or None
+    return pipeline.named_steps["predict"]
 
 
 def make_metadata(
@@ -277,6 +213,10 @@ def make_metadata(
         extra_json = _json_ready(dict(extra or {}), f"{where}: metadata")
     except (TypeError, ValueError) as exc:
         raise InvalidParameterError(f"{exc} (it must be JSON-ready)") from None
+    calibrate = pipeline.named_steps.get("calibrate")
+    names = ("brier_before", "brier_after", "log_loss_before", "log_loss_after")
+    scores = {f"oof_{name}": getattr(calibrate, f"{name}_", None) for name in names}
+    metrics = {k: x for k, x in scores.items() if isinstance(x, float) and np.isfinite(x)}
     fingerprint = getattr(predictor, "training_fingerprint_", None)
     return BundleMetadata(
         schema_version=schema.version,
@@ -285,9 +225,9 @@ def make_metadata(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         versions=library_versions(),
         steps=tuple(name for name, _ in pipeline.steps),
-        params=pipeline_params(pipeline),
+        params=_scalar_params(pipeline),
         training_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
-        training_metrics=_oof_metrics(pipeline),
+        training_metrics=metrics or None,
         extra=extra_json,
     )
 
@@ -305,94 +245,73 @@ def check_schema_and_labels(meta: BundleMetadata, where: str) -> None:
             f"{where}: schema hash mismatch: the bundle records {meta.schema_hash!r} for "
             f"schema {schema.version}, this taskclf has {schema.schema_hash!r}"
         )
-    if sorted(meta.label_set) != sorted(CLASS_ORDER) or len(meta.label_set) != len(CLASS_ORDER):
+    if sorted(meta.label_set) != sorted(CLASS_ORDER):
         raise BundleError(
             f"{where}: label set mismatch: the bundle has {sorted(meta.label_set)}, "
             f"this taskclf has {sorted(CLASS_ORDER)}"
         )
 
 
-def _release(version: str) -> tuple[int, ...] | None:
+def _series(version: str) -> tuple[int, ...] | None:
+    """The part of ``version`` that must match: the major version, or major.minor while 0.x."""
     match = re.match(r"(\d+)(?:\.(\d+))?", version)
-    return None if match is None else tuple(int(p) for p in match.groups() if p is not None)
+    if match is None:
+        return None
+    major, minor = int(match[1]), int(match[2] or 0)
+    return (major,) if major else (0, minor)
 
 
 def check_compatibility(meta: BundleMetadata, where: str) -> None:
-    """Refuse metadata this installation cannot honour; warn on safe version drift.
-
-    Raises
-    ------
-    BundleError
-        If the schema or label set differs (:func:`check_schema_and_labels`),
-        or a library's major version (minor while it is 0.x) differs.
-
-    Warns
-    -----
-    BundleVersionWarning
-        When a library's minor or patch version differs.
-    """
+    """Refuse other schemas, label sets and major library versions; warn on minor ones."""
     check_schema_and_labels(meta, where)
     current = library_versions()
     drift = []
     for name in CHECKED_LIBRARIES:
-        saved_text = meta.versions.get(name)
-        if saved_text is None:
-            raise BundleError(f"{where}: the metadata records no {name} version")
-        saved, now = _release(saved_text), _release(current[name])
-        if saved is None:
-            raise BundleError(f"{where}: unreadable {name} version {saved_text!r}")
-        if now is None or saved_text == current[name]:
+        saved = meta.versions.get(name, "")
+        if _series(saved) is None:
+            raise BundleError(f"{where}: the metadata records no readable {name} version")
+        if saved == current[name] or _series(current[name]) is None:
             continue
-        if saved[0] != now[0] or (saved[0] == 0 and saved[1:2] != now[1:2]):
+        if _series(saved) != _series(current[name]):
+            series = ".".join(map(str, _series(saved) or ()))
             raise BundleError(
-                f"{where}: written with {name} {saved_text}, but this is {name} "
-                f"{current[name]}: incompatible versions. Install {name} "
-                f"{'.'.join(map(str, saved[:2]))}.x, or load the model there and re-export it "
-                "as a pickle-free bundle directory (taskclf.export_bundle_dir)"
+                f"{where}: written with {name} {saved}, but this is {name} {current[name]}: "
+                f"incompatible versions. Install {name} {series}.x, or load the model there "
+                "and re-export it as a pickle-free bundle directory (taskclf.export_bundle_dir)"
             )
-        drift.append(f"{name} {saved_text} (now {current[name]})")
+        drift.append(f"{name} {saved} (now {current[name]})")
     if drift:
-        warnings.warn(
-            f"{where}: written with other library versions: {', '.join(drift)}",
-            BundleVersionWarning,
-            stacklevel=3,
-        )
+        message = f"{where}: written with other library versions: {', '.join(drift)}"
+        warnings.warn(message, BundleVersionWarning, stacklevel=3)
 
 
 def check_runs(pipeline: Any, meta: BundleMetadata, where: str) -> Pipeline:
-    """Refuse a loaded pipeline that is not a taskclf pipeline of ``meta``'s schema, or cannot run.
+    """Refuse a loaded pipeline that is not a taskclf pipeline of ``meta``'s schema that runs.
 
-    The pipeline predicts one row of the recorded schema: a pipeline saved
-    by another taskclf whose stages this one cannot run is refused here,
+    It must predict one row of the recorded schema, so that a pipeline of
+    another taskclf whose stages this one cannot run is refused here,
     naming the file, rather than on the user's first frame.
     """
     try:
         found = predictor_of(pipeline, where).schema_.version
-    except TaskclfError as exc:
-        raise BundleError(f"{where}: {exc}") from None
-    except AttributeError:  # a stage of another taskclf, without this one's fitted state
-        writer = meta.versions.get("taskclf", "another taskclf")
-        raise BundleError(
-            f"{where}: the pipeline was saved by taskclf {writer}, whose model stage this "
-            "taskclf cannot run; fit it again with this taskclf and save it anew"
-        ) from None
-    if found != meta.schema_version:
-        raise BundleError(
-            f"{where}: the metadata says schema {meta.schema_version} but the model is a "
-            f"{found} model"
-        )
-    schema = SCHEMAS[found]
-    row: dict[str, list[Any]] = {
-        c: ["?"] if c in schema.categorical_columns else [0.0] for c in schema.feature_columns
-    }
-    row["bucket_start_ts"] = [pd.Timestamp("2000-01-03", tz="UTC")]
-    try:
+        if found != meta.schema_version:
+            raise BundleError(
+                f"{where}: the metadata says schema {meta.schema_version} but the model is a "
+                f"{found} model"
+            )
+        schema = SCHEMAS[found]
+        row: dict[str, list[Any]] = {
+            c: ["?"] if c in schema.categorical_columns else [0.0] for c in schema.feature_columns
+        }
+        row["bucket_start_ts"] = [pd.Timestamp("2000-01-03", tz="UTC")]
         pipeline.predict(pd.DataFrame(row))
+    except BundleError:
+        raise
     except Exception as exc:
-        writer = meta.versions.get("taskclf", "another taskclf")
         raise BundleError(
-            f"{where}: this taskclf cannot run the pipeline saved by taskclf {writer} "
-            f"({type(exc).__name__}: {exc}); fit it again with this taskclf and save it anew"
+            f"{where}: this taskclf cannot run the pipeline saved by taskclf "
+            f"{meta.versions.get('taskclf', '?')} ({type(exc).__name__}: {exc}); "
+            "fit it again with this taskclf and save it anew"
         ) from None
     return pipeline
 
@@ -405,21 +324,8 @@ def encode_bundle(header: Mapping[str, Any], payload: bytes) -> bytes:
 
 
 def decode_bundle(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
-    """Split and verify a bundle's bytes; nothing is unpickled.
-
-    Returns
-    -------
-    header : dict
-        With ``metadata`` and ``payload`` (``sha256``, ``length``, ``serializer``).
-    payload : bytes
-        The pickled pipeline, its SHA-256 verified.
-
-    Raises
-    ------
-    BundleError
-        Naming ``where`` and the cause.
-    """
-    if not data.startswith(MAGIC[: len(data)]) or not data:
+    """Split a bundle's bytes into its header and payload, both verified, or raise BundleError."""
+    if not data or not data.startswith(MAGIC[: len(data)]):
         raise BundleError(f"{where} is {'empty' if not data else 'not a taskclf bundle'}")
     if len(data) < _PREFIX.size:
         raise BundleError(f"{where} is truncated ({len(data)} bytes)")
@@ -466,8 +372,6 @@ def read_file(path: Path, limit: int) -> bytes:
         return read_regular_file(path, limit, "bundle file")
     except ReaderError as exc:
         raise BundleError(str(exc)) from None
-    except OSError as exc:  # a directory: read_regular_file lets IsADirectoryError through
-        raise BundleError(f"bundle file {str(path)!r} cannot be read: {exc.strerror}") from None
 
 
 def read_json(path: Path, limit: int) -> Any:
@@ -486,13 +390,9 @@ class BundleInfo:
     ----------
     path : Path
     metadata : BundleMetadata
-    file_sha256 : str
-        SHA-256 of the whole file (what ``sha256sum`` prints; the digest
-        to pin with ``load_bundle(path, sha256=...)``).
-    payload_sha256 : str
-        SHA-256 of the pickled payload, as recorded and verified.
-    payload_bytes : int
-    format_version : int
+    file_sha256, payload_sha256 : str
+        SHA-256 of the whole file (as ``sha256sum`` prints it) and of the payload.
+    payload_bytes, format_version : int
     """
 
     path: Path
@@ -523,25 +423,15 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
     Raises
     ------
     BundleError
-        If the file is missing, empty, not a bundle, truncated, corrupt or
-        tampered with.
+        Naming the file and what is wrong with it.
     """
     return _read_bundle(Path(path))[0]
 
 
 def save_bundle(
-    pipeline: Pipeline,
-    path: str | os.PathLike[str],
-    *,
-    metadata: Mapping[str, Any] | None = None,
+    pipeline: Pipeline, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write a fitted pipeline and its metadata to one bundle file, atomically.
-
-    The metadata records the taskclf, scikit-learn, LightGBM, numpy and
-    pandas versions, the feature schema version and hash, the label set,
-    the creation time (UTC), the pipeline's scalar parameters and, when
-    recorded, the training fingerprint and metrics. The file carries the
-    SHA-256 of its pickled payload.
+    """Write a fitted pipeline and its :class:`BundleMetadata` to one file, atomically.
 
     Parameters
     ----------
@@ -559,16 +449,8 @@ def save_bundle(
 
     Raises
     ------
-    BundleError
-        If ``pipeline`` is not a taskclf pipeline.
-    NotFittedError
-        If it is not fitted.
-    InvalidParameterError
-        If ``metadata`` is not JSON-ready.
-
-    See Also
-    --------
-    load_bundle, read_bundle_info, taskclf.export_bundle_dir
+    BundleError, NotFittedError, InvalidParameterError
+        If ``pipeline`` is not a fitted taskclf pipeline, or ``metadata`` not JSON-ready.
 
     Examples
     --------
@@ -592,30 +474,16 @@ def save_bundle(
 
 
 def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pipeline:
-    """Verify a bundle file, check its compatibility, then unpickle the pipeline.
+    """Verify a bundle file and its compatibility, then unpickle the pipeline.
 
-    Before unpickling anything: the file's structure and the SHA-256 of
-    its header and payload are verified, a digest pinned by the caller is
-    compared with the whole file's SHA-256, and the recorded schema hash,
-    label set and library versions are checked against this installation.
-    After unpickling, the pipeline must be a taskclf pipeline of the
-    recorded schema that this taskclf can run.
-
-    .. warning::
-
-       Unpickling runs code chosen by whoever wrote the file. Load bundles
-       only from sources you trust, ideally with a pinned ``sha256``. To
-       share models with people who should not have to trust you, use
-       :func:`taskclf.export_bundle_dir` and :func:`taskclf.load_bundle_dir`,
-       which never unpickle.
+    Unpickling runs the writer's code: load bundles only from sources you trust.
 
     Parameters
     ----------
     path : path-like
         A file written by :func:`save_bundle`.
     sha256 : str, optional
-        Expected SHA-256 (hex) of the whole file, e.g. as printed by
-        ``sha256sum`` or ``taskclf inspect``.
+        Expected SHA-256 (hex) of the whole file, as ``sha256sum`` prints it.
 
     Returns
     -------
@@ -624,10 +492,7 @@ def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> P
     Raises
     ------
     BundleError
-        Naming the file and the cause: missing, empty, not a bundle,
-        truncated, corrupt or tampered with, pinned digest mismatch,
-        schema or label-set mismatch, incompatible library version, or a
-        payload that is not a taskclf pipeline this taskclf can run.
+        Naming the file and the cause (docs/bundles.md lists what is checked).
 
     Warns
     -----
@@ -650,18 +515,3 @@ def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> P
     except Exception as exc:
         raise BundleError(f"{where}: the payload cannot be unpickled: {exc!r}") from None
     return check_runs(pipeline, info.metadata, where)
-
-
-__all__ = [
-    "FORMAT_VERSION",
-    "MAGIC",
-    "BundleInfo",
-    "BundleMetadata",
-    "check_compatibility",
-    "check_schema_and_labels",
-    "load_bundle",
-    "read_bundle_info",
-    "record_training",
-    "save_bundle",
-    "training_fingerprint",
-]

@@ -1,18 +1,6 @@
-"""Pickle-free bundles: a fitted pipeline as a directory that loads without unpickling.
+"""Pickle-free bundles: ``pipeline.skops`` (:mod:`skops.io`) and ``bundle.json`` (the
+metadata and that file's SHA-256) in a directory; and the model directories of taskclf 0.4.
 
-:func:`export_bundle_dir` writes
-
-- ``pipeline.skops``: the pipeline in :mod:`skops.io`'s format, in which
-  every object is named by its type and loading creates only the types
-  listed as trusted (the LightGBM booster travels as LightGBM's own model
-  text, as in its pickled state);
-- ``bundle.json``: the metadata (as a bundle file records it) and the
-  SHA-256 of ``pipeline.skops``.
-
-:func:`load_bundle_dir` verifies the digest before parsing anything,
-refuses a file that names a type outside :data:`TRUSTED_TYPES`, those
-skops trusts and taskclf's own classes, then rebuilds the pipeline. It
-also reads the model directories of taskclf 0.4 (:mod:`taskclf._legacy`).
 Needs the ``safe`` extra: ``pip install 'taskclf[safe]'``.
 """
 
@@ -23,6 +11,7 @@ import importlib
 import io
 import json
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,26 +20,16 @@ from typing import Any, Final
 import attrs
 from sklearn.pipeline import Pipeline
 
-from taskclf import _legacy
+from taskclf import bundle
 from taskclf._io import atomic_directory, check_replaceable
-from taskclf.bundle import (
-    MAX_BUNDLE_BYTES,
-    MAX_HEADER_BYTES,
-    BundleMetadata,
-    check_runs,
-    check_schema_and_labels,
-    make_metadata,
-    read_file,
-    read_json,
-)
-from taskclf.exceptions import BundleError
+from taskclf.core.defaults import DEFAULT_REJECT_THRESHOLD
+from taskclf.core.schema import SCHEMAS
+from taskclf.exceptions import BundleError, TaskclfError, TaskclfWarning
 
 DIR_FORMAT: Final = "taskclf-bundle-dir"
 DIR_FORMAT_VERSION: Final = 2
 MANIFEST: Final = "bundle.json"
 PIPELINE_FILE: Final = "pipeline.skops"
-_WHAT: Final = "taskclf bundle directory"
-
 TRUSTED_TYPES: Final = (
     "collections.OrderedDict",
     "collections.defaultdict",
@@ -60,9 +39,11 @@ TRUSTED_TYPES: Final = (
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._label.LabelEncoder",
 )
-"""Types a ``pipeline.skops`` may hold beyond those skops trusts itself (Python's
-built-in containers and scalars, numpy arrays and scalars, scikit-learn's
-estimators), and beyond the classes defined in taskclf itself."""
+"""Types a ``pipeline.skops`` may hold beyond those skops trusts and taskclf's own classes."""
+
+
+def _where(path: Path) -> str:
+    return f"bundle file {str(path)!r}"
 
 
 def _skops_io() -> Any:
@@ -76,10 +57,7 @@ def _skops_io() -> Any:
 
 
 def _is_taskclf_class(name: str) -> bool:
-    """Whether ``name`` is a class defined in taskclf (its stages, value classes and helpers).
-
-    Exceptions are not trusted: no pipeline holds one.
-    """
+    """Whether ``name`` is a class defined in taskclf, not an exception."""
     module_name, _, class_name = name.rpartition(".")
     parts = module_name.split(".")
     if parts[0] != "taskclf" or "__main__" in parts:  # importing __main__ would run the CLI
@@ -95,21 +73,19 @@ def _is_taskclf_class(name: str) -> bool:
     )
 
 
-def _untrusted_types(data: bytes) -> list[str]:
-    """The types named in skops ``data`` that it would create without being told to trust them."""
-    return sorted(_skops_io().get_untrusted_types(data=data))
-
-
-def _check_types(names: list[str], where: str) -> None:
+def _trusted_names(data: bytes, where: str) -> list[str]:
+    """The types skops ``data`` names beyond its own trusted ones, all trusted by taskclf."""
+    names = sorted(_skops_io().get_untrusted_types(data=data))
     refused = [n for n in names if n not in TRUSTED_TYPES and not _is_taskclf_class(n)]
     if refused:
         raise BundleError(f"{where}: holds types taskclf does not trust: {refused}")
+    return names
 
 
 def is_bundle_dir(directory: Path) -> bool:
     """Whether ``directory`` holds a taskclf bundle directory and nothing else."""
     try:
-        manifest = read_json(directory / MANIFEST, MAX_HEADER_BYTES)
+        manifest = bundle.read_json(directory / MANIFEST, bundle.MAX_HEADER_BYTES)
         listed = set(manifest["files"]) | {MANIFEST}
         return manifest["format"] == DIR_FORMAT and {p.name for p in directory.iterdir()} <= listed
     except (BundleError, TypeError, KeyError):
@@ -122,12 +98,9 @@ def export_bundle_dir(
     *,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a fitted pipeline as a pickle-free bundle directory.
+    """Write a fitted pipeline as a pickle-free bundle directory, atomically.
 
-    The directory is assembled beside its destination and renamed into
-    place, so a reader never sees half of it. It may replace an empty
-    directory or a bundle directory taskclf wrote (a ``bundle.json`` of
-    taskclf listing every file there); any other directory is left alone.
+    Only an empty directory or a bundle directory taskclf wrote is replaced.
 
     Parameters
     ----------
@@ -146,16 +119,9 @@ def export_bundle_dir(
     Raises
     ------
     BundleError
-        If a stage holds a value skops cannot write (fitted state must be
-        plain values, numpy arrays and the types :func:`load_bundle_dir`
-        trusts), or skops is not installed.
+        If a stage holds a value skops cannot write or taskclf does not trust.
     NotOursError
-        If ``directory`` exists and is neither empty nor a taskclf bundle
-        directory.
-
-    See Also
-    --------
-    load_bundle_dir, taskclf.save_bundle
+        If ``directory`` is neither empty nor a taskclf bundle directory.
 
     Examples
     --------
@@ -171,31 +137,30 @@ def export_bundle_dir(
     >>> (load_bundle_dir(target).predict(frame) == pipe.predict(frame)).all()
     np.True_
     """
-    meta = make_metadata(pipeline, metadata, "export_bundle_dir")
-    check_replaceable(directory, is_bundle_dir, _WHAT)
+    meta = bundle.make_metadata(pipeline, metadata, "export_bundle_dir")
+    check_replaceable(directory, is_bundle_dir, "taskclf bundle directory")
     where = f"cannot export to {str(directory)!r}"
     try:
         data = _skops_io().dumps(pipeline)
     except (TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"{where}: skops cannot write the pipeline: {exc}") from None
-    _check_types(_untrusted_types(data), where)
+    _trusted_names(data, where)
     manifest = {
         "format": DIR_FORMAT,
         "format_version": DIR_FORMAT_VERSION,
         "metadata": meta.to_dict(),
         "files": {PIPELINE_FILE: hashlib.sha256(data).hexdigest()},
     }
-    with atomic_directory(directory, is_bundle_dir, _WHAT) as staging:
+    with atomic_directory(directory, is_bundle_dir, "taskclf bundle directory") as staging:
         (staging / PIPELINE_FILE).write_bytes(data)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return Path(directory)
 
 
-def _read_manifest(directory: Path) -> tuple[BundleMetadata, dict[str, str]]:
-    """The metadata and file digests of a bundle directory, or raise BundleError."""
-    path = directory / MANIFEST
-    where = f"bundle file {str(path)!r}"
-    data = read_json(path, MAX_HEADER_BYTES)
+def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
+    """The metadata and the verified ``pipeline.skops`` bytes of a bundle directory."""
+    where = _where(directory / MANIFEST)
+    data = bundle.read_json(directory / MANIFEST, bundle.MAX_HEADER_BYTES)
     if not isinstance(data, dict) or data.get("format") != DIR_FORMAT:
         raise BundleError(f"{where}: not a taskclf bundle directory manifest")
     if data.get("format_version") == 1:
@@ -213,53 +178,42 @@ def _read_manifest(directory: Path) -> tuple[BundleMetadata, dict[str, str]]:
     if not isinstance(files, dict) or set(files) != {PIPELINE_FILE}:
         raise BundleError(f"{where}: 'files' must give the SHA-256 of {PIPELINE_FILE} alone")
     try:
-        return BundleMetadata.from_dict(data.get("metadata")), files
+        meta = bundle.BundleMetadata.from_dict(data.get("metadata"))
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from None
-
-
-def _read_pipeline_file(directory: Path, digest: object) -> bytes:
-    """The bytes of ``pipeline.skops``, its SHA-256 and unpacked size checked."""
-    path = directory / PIPELINE_FILE
-    where = f"bundle file {str(path)!r}"
-    data = read_file(path, MAX_BUNDLE_BYTES)
-    if hashlib.sha256(data).hexdigest() != digest:
+    where = _where(directory / PIPELINE_FILE)
+    pipeline = bundle.read_file(directory / PIPELINE_FILE, bundle.MAX_BUNDLE_BYTES)
+    if hashlib.sha256(pipeline).hexdigest() != files[PIPELINE_FILE]:
         raise BundleError(f"{where} is corrupt or tampered with: SHA-256 mismatch")
     try:
-        unpacked = sum(item.file_size for item in zipfile.ZipFile(io.BytesIO(data)).infolist())
+        unpacked = sum(item.file_size for item in zipfile.ZipFile(io.BytesIO(pipeline)).infolist())
     except zipfile.BadZipFile as exc:
         raise BundleError(f"{where} is not a skops file: {exc}") from None
-    if unpacked > MAX_BUNDLE_BYTES:
+    if unpacked > bundle.MAX_BUNDLE_BYTES:
         raise BundleError(f"{where} unpacks to an absurd {unpacked} bytes")
-    return data
+    return meta, pipeline
 
 
-def _load_current(directory: Path) -> Pipeline:
-    meta, files = _read_manifest(directory)
-    check_schema_and_labels(meta, f"bundle directory {str(directory)!r}")
-    data = _read_pipeline_file(directory, files[PIPELINE_FILE])
-    where = f"bundle file {str(directory / PIPELINE_FILE)!r}"
-    try:
-        names = _untrusted_types(data)
-        _check_types(names, where)
-        pipeline = _skops_io().loads(data, trusted=names)
-    except BundleError:
-        raise
-    except Exception as exc:  # skops raises many kinds on a malformed file
-        raise BundleError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
-    return check_runs(pipeline, meta, where)
+def _checked_dir(path: Path) -> Path:
+    """``path``, a bundle directory of this taskclf or of taskclf 0.4, or raise BundleError."""
+    if not path.is_dir():
+        state = (
+            "is a file; load bundle files with load_bundle" if path.exists() else "does not exist"
+        )
+        raise BundleError(f"bundle directory {str(path)!r} {state}")
+    if not (path / MANIFEST).exists() and not _is_04_dir(path):
+        raise BundleError(
+            f"bundle directory {str(path)!r} is not a taskclf bundle: it has neither "
+            f"{MANIFEST} nor a taskclf 0.4 model"
+        )
+    return path
 
 
 def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
-    """Rebuild a pipeline from a bundle directory, without unpickling anything.
+    """Rebuild a pipeline from a bundle directory (or taskclf 0.4's), without unpickling.
 
-    Reads directories written by :func:`export_bundle_dir`: before
-    anything is parsed, ``pipeline.skops``'s SHA-256 is checked against
-    ``bundle.json``, the recorded schema hash and label set against this
-    taskclf, and every type the file names against the trusted ones. Also
-    reads the model directories of taskclf 0.4 (``model.txt``,
-    ``metadata.json``, optional ``categorical_encoders.json``), which
-    become the standard seven-stage pipeline.
+    ``pipeline.skops``'s SHA-256, the schema and label set, and every type
+    the file names are checked before skops builds anything.
 
     Parameters
     ----------
@@ -268,16 +222,12 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     Returns
     -------
     sklearn.pipeline.Pipeline
-        Ready to ``predict``; identical in its predictions to the exported
-        pipeline.
+        Identical in its predictions to the exported pipeline.
 
     Raises
     ------
     BundleError
-        Naming the file and the cause: a missing or corrupt file, a digest
-        mismatch, a schema or label-set mismatch, an untrusted type, a
-        directory in the format of taskclf 0.5.0 (the message says how to
-        re-export it), or skops not installed.
+        Naming the file and the cause, or how to re-export a taskclf 0.5.0 directory.
 
     Warns
     -----
@@ -285,19 +235,18 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
         For a taskclf 0.4 directory without ``categorical_encoders.json``.
     """
     path = Path(directory)
-    if not path.is_dir():
-        state = (
-            "is a file; load bundle files with load_bundle" if path.exists() else "does not exist"
-        )
-        raise BundleError(f"bundle directory {str(path)!r} {state}")
-    if (path / MANIFEST).exists():
-        return _load_current(path)
-    if _legacy.is_model_dir(path):
-        return _legacy.load(path)
-    raise BundleError(
-        f"bundle directory {str(path)!r} is not a taskclf bundle: it has neither "
-        f"{MANIFEST} nor a taskclf 0.4 model"
-    )
+    if _is_04_dir(_checked_dir(path)):
+        return _load_04(path)
+    meta, data = _read_manifest(path)
+    bundle.check_schema_and_labels(meta, f"bundle directory {str(path)!r}")
+    where = _where(path / PIPELINE_FILE)
+    try:
+        pipeline = _skops_io().loads(data, trusted=_trusted_names(data, where))
+    except BundleError:
+        raise
+    except Exception as exc:  # skops raises many kinds on a malformed file
+        raise BundleError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
+    return bundle.check_runs(pipeline, meta, where)
 
 
 @attrs.frozen
@@ -307,46 +256,140 @@ class BundleDirInfo:
     Attributes
     ----------
     path : Path
-    metadata : BundleMetadata
-        For a taskclf 0.4 directory, ``params["reject__threshold"]`` is the
-        threshold the loaded pipeline uses and ``extra["reject_threshold_source"]``
-        says where it came from.
+    metadata : ~taskclf.bundle.BundleMetadata
+        For taskclf 0.4, ``params["reject__threshold"]`` is the threshold the
+        pipeline uses and ``extra["reject_threshold_source"]`` its origin.
     files : dict of str to str
-        File name → SHA-256 (verified; for a 0.4 directory as found).
+        File name → SHA-256 (verified; for taskclf 0.4 as found).
     legacy : bool
         True for a taskclf 0.4 model directory.
     """
 
     path: Path
-    metadata: BundleMetadata
+    metadata: bundle.BundleMetadata
     files: dict[str, str]
     legacy: bool = False
 
 
 def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
-    """Read a bundle directory's metadata and verify its files' digests.
-
-    Raises
-    ------
-    BundleError
-        As :func:`load_bundle_dir` for the manifest and metadata files.
-    """
+    """Read a bundle directory's metadata and verify its files' digests, or raise BundleError."""
     path = Path(directory)
-    if not path.is_dir():
-        raise BundleError(f"bundle directory {str(path)!r} does not exist or is not a directory")
-    if (path / MANIFEST).exists():
-        meta, files = _read_manifest(path)
-        _read_pipeline_file(path, files[PIPELINE_FILE])
-        return BundleDirInfo(path, meta, dict(files))
-    if _legacy.is_model_dir(path):
-        return BundleDirInfo(path, _legacy.read_metadata(path), _legacy.digests(path), True)
-    raise BundleError(f"bundle directory {str(path)!r} is not a taskclf bundle")
+    if _is_04_dir(_checked_dir(path)):
+        files = {
+            p.name: hashlib.sha256(bundle.read_file(p, bundle.MAX_BUNDLE_BYTES)).hexdigest()
+            for p in sorted(path.iterdir())
+            if p.suffix in (".txt", ".json")
+        }
+        return BundleDirInfo(path, _read_04_metadata(path), files, legacy=True)
+    meta, data = _read_manifest(path)
+    return BundleDirInfo(path, meta, {PIPELINE_FILE: hashlib.sha256(data).hexdigest()})
 
 
-__all__ = [
-    "TRUSTED_TYPES",
-    "BundleDirInfo",
-    "export_bundle_dir",
-    "load_bundle_dir",
-    "read_bundle_dir_info",
-]
+# The model directories of taskclf 0.4: ``model.txt`` (the booster), ``metadata.json``
+# and optionally ``categorical_encoders.json`` (column -> vocabulary); the ``models/``
+# directory above may hold ``inference_policy.json`` naming its model and threshold.
+
+
+def _is_04_dir(directory: Path) -> bool:
+    """Whether ``directory`` has no manifest but the files of a taskclf 0.4 model."""
+    files = ("metadata.json", "model.txt")
+    return not (directory / MANIFEST).exists() and all((directory / f).exists() for f in files)
+
+
+def _checked_threshold(value: Any, path: Path) -> float:
+    if type(value) not in (int, float) or not 0.0 <= value <= 1.0:
+        raise BundleError(f"{_where(path)}: reject_threshold {value!r} is not a number in [0, 1]")
+    return float(value)
+
+
+def _04_threshold(directory: Path, recorded: Any) -> tuple[float, str]:
+    """The reject threshold taskclf 0.4 used for this model, and where it comes from."""
+    here = directory.resolve()
+    policy_path = here.parent / "inference_policy.json"
+    if policy_path.exists():
+        policy = bundle.read_json(policy_path, bundle.MAX_HEADER_BYTES)
+        named = policy.get("model_dir") if isinstance(policy, dict) else None
+        if isinstance(named, str) and (here.parent.parent / named).resolve() == here:
+            return _checked_threshold(policy.get("reject_threshold"), policy_path), str(policy_path)
+    if recorded is not None:
+        path = directory / "metadata.json"
+        return _checked_threshold(recorded, path), str(path)
+    return DEFAULT_REJECT_THRESHOLD, "taskclf 0.4's default (metadata.json records none)"
+
+
+def _read_04_metadata(directory: Path) -> bundle.BundleMetadata:
+    path = directory / "metadata.json"
+    data = bundle.read_json(path, bundle.MAX_HEADER_BYTES)
+    if not isinstance(data, dict):
+        raise BundleError(f"{_where(path)}: must hold a JSON object")
+    threshold, source = _04_threshold(directory, data.get("reject_threshold"))
+    known = ("schema_version", "schema_hash", "label_set", "created_at")
+    try:
+        meta = bundle.BundleMetadata(
+            schema_version=data.get("schema_version", ""),
+            schema_hash=data.get("schema_hash", ""),
+            label_set=data.get("label_set"),
+            created_at=str(data.get("created_at", "")),
+            versions={"taskclf": "0.4"},
+            steps=(),
+            params={"reject__threshold": threshold},
+            extra={
+                **{k: v for k, v in data.items() if k not in known},
+                "reject_threshold_source": source,
+            },
+        )
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{_where(path)}: {exc}") from None
+    bundle.check_schema_and_labels(meta, _where(path))
+    return meta
+
+
+def _04_vocabulary(directory: Path, categorical: tuple[str, ...]) -> dict[str, list[Any]]:
+    path = directory / "categorical_encoders.json"
+    if not path.exists():
+        warnings.warn(
+            f"bundle directory {str(directory)!r} has no {path.name}: the categorical "
+            f"columns {list(categorical)} are treated as unseen values",
+            TaskclfWarning,
+            stacklevel=4,
+        )
+        return {c: [] for c in categorical}
+    data = bundle.read_json(path, bundle.MAX_BUNDLE_BYTES)
+    if not isinstance(data, dict):
+        raise BundleError(f"{_where(path)}: must map column names to vocabulary lists")
+    for column, values in data.items():
+        if column not in categorical:
+            raise BundleError(
+                f"{_where(path)}: {column!r} is not a categorical column of the model "
+                f"({list(categorical)})"
+            )
+        kinds = {type(v) for v in values} if isinstance(values, list) else {dict}
+        if not (kinds <= {str} or kinds <= {int, float}):
+            raise BundleError(f"{_where(path)}: the vocabulary of {column!r} must list strings")
+    return {column: sorted(set(values)) for column, values in data.items()}
+
+
+def _load_04(directory: Path) -> Pipeline:
+    """The standard pipeline around a 0.4 model directory's booster and vocabulary."""
+    import lightgbm as lgb
+
+    from taskclf.pipeline import build_pipeline
+
+    meta = _read_04_metadata(directory)
+    schema = SCHEMAS[meta.schema_version]
+    try:
+        text = bundle.read_file(directory / "model.txt", bundle.MAX_BUNDLE_BYTES).decode("utf-8")
+        booster = lgb.Booster(model_str=text)
+    except (UnicodeDecodeError, lgb.basic.LightGBMError) as exc:
+        where = _where(directory / "model.txt")
+        raise BundleError(f"{where} is not a LightGBM model: {exc}") from None
+    vocabulary = _04_vocabulary(directory, schema.categorical_columns)
+    where = f"bundle directory {str(directory)!r}"
+    try:
+        threshold = meta.params["reject__threshold"]
+        pipeline = build_pipeline(
+            booster, vocabulary, reject_threshold=threshold, schema_version=schema.version
+        )
+    except TaskclfError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    return bundle.check_runs(pipeline, meta, where)

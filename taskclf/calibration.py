@@ -1,14 +1,5 @@
-"""Probability calibration maps, the per-user store, and their JSON files.
-
-A calibration map turns an ``(n, k)`` probability matrix into calibrated
-probabilities: :class:`IdentityCalibrator`, :class:`TemperatureCalibrator`
-and :class:`IsotonicCalibrator`. :class:`CalibratorStore` holds one map per
-user with a global fallback. The pipeline stage that applies them is
-:class:`taskclf.Calibrator`.
-
-Maps and stores are saved in taskclf 0.4's JSON layout
-(:func:`save_calibrator`, :func:`save_calibrator_store`), so stores move
-between the two versions unchanged.
+"""Calibration maps of ``(n, k)`` probability matrices, the per-user store, and their JSON
+files in taskclf 0.4's layout. The stage applying them is :class:`taskclf.Calibrator`.
 """
 
 from __future__ import annotations
@@ -28,15 +19,7 @@ from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError, ReaderError
 
 PROBA_FLOOR = 1e-12
-
-CALIBRATION_METHODS = ("identity", "temperature", "isotonic")
-"""What :class:`Calibrator` can fit."""
-
-MIN_USER_ROWS = 200
-MIN_USER_DAYS = 3
-MIN_USER_LABELS = 3
-TEMPERATURE_BOUNDS = (0.02, 50.0)
-"""Search interval of a fitted temperature."""
+MAX_CALIBRATOR_BYTES = 64 * 1024 * 1024
 
 
 def check_proba(proba: object, where: str = "probabilities") -> np.ndarray:
@@ -59,15 +42,7 @@ class CalibrationMap(Protocol):
 
 @attrs.frozen
 class IdentityCalibrator:
-    """Calibration map that returns the probabilities unchanged.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.full((1, 8), 0.125)
-    >>> IdentityCalibrator().calibrate(p) is p
-    True
-    """
+    """Calibration map that returns the probabilities unchanged."""
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
         """Return ``core_probs`` as given."""
@@ -87,13 +62,10 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
 class TemperatureCalibrator:
     """Temperature scaling: ``softmax(log(clip(p, 1e-12)) / T)``.
 
-    ``T > 1`` softens the probabilities, ``T < 1`` sharpens them and
-    ``T == 1`` returns them unchanged.
-
     Parameters
     ----------
     temperature : float, default 1.0
-        ``T > 0``.
+        ``T > 0``: above 1 softens the probabilities, below 1 sharpens them.
 
     Examples
     --------
@@ -113,9 +85,7 @@ class TemperatureCalibrator:
         """Scale the log-probabilities by ``1 / T`` and renormalize."""
         if self.temperature == 1.0:
             return core_probs
-        # C order: each row is then reduced the same way, whatever the
-        # number of rows or the layout of the input (a frame's columns come
-        # out in Fortran order), so a row's result never depends on the others.
+        # C order: every row is reduced alike whatever the input's layout or row count.
         logits = np.log(np.clip(np.ascontiguousarray(core_probs), PROBA_FLOOR, None))
         logits /= self.temperature
         logits -= logits.max(axis=-1, keepdims=True)
@@ -126,16 +96,12 @@ class TemperatureCalibrator:
 
 @attrs.frozen(eq=False)
 class IsotonicCalibrator:
-    """One fitted isotonic regression per class, rows renormalized.
-
-    Each class's probability goes through its regressor, is clipped below
-    at 1e-12, and every row is divided by its sum.
+    """One fitted isotonic regression per class; outputs clipped below at 1e-12, rows renormalized.
 
     Parameters
     ----------
     regressors : sequence of sklearn.isotonic.IsotonicRegression
-        Fitted regressors, one per class, in class order (any number of
-        classes; taskclf's models have eight).
+        Fitted regressors, one per class, in class order (any number of classes).
     """
 
     regressors: tuple[Any, ...] = attrs.field(converter=tuple)
@@ -171,7 +137,6 @@ class IsotonicCalibrator:
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
         """Map each class column through its regressor and renormalize."""
-        single = core_probs.ndim == 1
         matrix = np.atleast_2d(core_probs)
         out = np.empty(matrix.shape, dtype=np.float64)
         if len(matrix) == 0:  # scikit-learn's regressors refuse to predict nothing
@@ -183,14 +148,12 @@ class IsotonicCalibrator:
             )
         for k, regressor in enumerate(self.regressors):
             values = matrix[:, k]
-            if hasattr(regressor, "X_min_"):
-                # Outside its fitted range a regressor built with
-                # out_of_bounds="nan" would give NaN: clamp to the range.
+            if hasattr(regressor, "X_min_"):  # out_of_bounds="nan" would give NaN outside
                 values = np.clip(values, regressor.X_min_, regressor.X_max_)
             out[:, k] = regressor.predict(values)
         np.clip(out, PROBA_FLOOR, None, out=out)
         out /= out.sum(axis=1, keepdims=True)
-        return out[0] if single else out
+        return out[0] if np.ndim(core_probs) == 1 else out
 
 
 @attrs.frozen(eq=False)
@@ -202,12 +165,10 @@ class CalibratorStore:
     global_calibrator : calibration map
         Used for users without their own map.
     user_calibrators : mapping of user id to calibration map
-        Per-user maps.
     method : str, default "temperature"
         How the maps were made (informative).
     model_bundle_id, model_schema_hash, created_at : str, optional
-        The model the store was fitted against and when (taskclf 0.4's
-        binding of a store to its model).
+        The model the store was fitted against, and when (as in taskclf 0.4).
 
     Examples
     --------
@@ -219,7 +180,7 @@ class CalibratorStore:
     """
 
     global_calibrator: Any = attrs.field(factory=IdentityCalibrator)
-    user_calibrators: Mapping[str, Any] = attrs.field(
+    user_calibrators: Mapping[Any, Any] = attrs.field(
         factory=dict, converter=lambda m: dict(m or {})
     )
     method: str = "temperature"
@@ -239,211 +200,37 @@ class CalibratorStore:
     def calibrate_batch(
         self, core_probs: np.ndarray, user_ids: Sequence[Any] | np.ndarray
     ) -> np.ndarray:
-        """Calibrate each row with its user's map (grouped by user)."""
+        """Each row calibrated by its user's map (a user's rows together), or the global one."""
         proba = check_proba(core_probs, "CalibratorStore")
-        codes, users = pd.factorize(pd.Series(np.asarray(user_ids, dtype=object)))
-        if len(codes) != len(proba):
+        users = pd.Series(np.asarray(user_ids, dtype=object))
+        if len(users) != len(proba):
             raise ProbabilityShapeError(
-                f"CalibratorStore: {len(proba)} probability rows but {len(codes)} user ids"
+                f"CalibratorStore: {len(proba)} probability rows but {len(users)} user ids"
             )
-        own = [u for u in users.tolist() if u in self.user_calibrators]
-        if not own:
-            return self.global_calibrator.calibrate(proba)
-        out = np.empty_like(proba)
-        covered = np.zeros(len(proba), dtype=bool)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(users) + 1))
-        position = {u: i for i, u in enumerate(users.tolist())}
-        for user in own:
-            i = position[user]
-            rows = order[bounds[i] : bounds[i + 1]]
-            out[rows] = self.user_calibrators[user].calibrate(proba[rows])
-            covered[rows] = True
-        rest = ~covered
-        if rest.any():
-            out[rest] = self.global_calibrator.calibrate(proba[rest])
+        out = np.array(self.global_calibrator.calibrate(proba), dtype=np.float64)
+        for user, rows in users.groupby(users, sort=False).indices.items():
+            if user in self.user_calibrators:
+                out[rows] = self.user_calibrators[user].calibrate(proba[rows])
         return out
 
 
-def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean negative log probability of the true class (clipped at 1e-12).
+def _from_dict(data: Any, where: str = "calibrator") -> Any:
+    """A calibration map from its JSON form, or raise InvalidParameterError naming ``where``.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(log_loss(np.full((2, 8), 0.125), np.array([0, 3])), 4)
-    2.0794
-    """
-    if len(codes) == 0:
-        return float("nan")
-    true = proba[np.arange(len(codes)), codes]
-    return float(-np.mean(np.log(np.clip(true, PROBA_FLOOR, None))))
-
-
-def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Multiclass Brier score: mean over rows of ``sum_k (p_k - [y == k])^2``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> brier_score(np.eye(8)[[0, 1]], np.array([0, 2]))
-    1.0
-    """
-    if len(codes) == 0:
-        return float("nan")
-    error = proba.copy()
-    error[np.arange(len(codes)), codes] -= 1.0
-    return float(np.mean(np.einsum("ij,ij->i", error, error)))
-
-
-def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrator:
-    """The temperature minimizing the log loss of ``softmax(log p / T)``.
-
-    A bounded scalar search over ``log T`` (``T`` in
-    :data:`TEMPERATURE_BOUNDS`); the loss is convex in ``1 / T``, so the
-    search finds the global minimum.
-
-    Parameters
-    ----------
-    proba : ndarray, shape (n, 8)
-        Uncalibrated probabilities.
-    codes : ndarray of int, shape (n,)
-        True class of each row.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.array([[0.9] + [0.1 / 7] * 7] * 4)
-    >>> fit_temperature(p, np.array([0, 0, 0, 1])).temperature > 1
-    True
-    """
-    from scipy.optimize import minimize_scalar
-    from scipy.special import logsumexp
-
-    logp = np.log(np.clip(proba, PROBA_FLOOR, None))
-    true = logp[np.arange(len(codes)), codes]
-
-    def loss(log_t: float) -> float:
-        beta = np.exp(-log_t)
-        return float(np.mean(logsumexp(logp * beta, axis=1) - true * beta))
-
-    lo, hi = np.log(TEMPERATURE_BOUNDS)
-    result = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-    return TemperatureCalibrator(float(np.exp(result.x)))
-
-
-def fit_isotonic(proba: np.ndarray, codes: np.ndarray) -> IsotonicCalibrator:
-    """One isotonic regression per class on one-vs-rest targets.
-
-    Each regressor maps the class's probability to the observed frequency
-    of the class, clipped to [0, 1] outside the fitted range.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.tile(np.full(8, 0.125), (16, 1))
-    >>> fit_isotonic(p, np.arange(16) % 8).calibrate(p[:1]).round(3).tolist()
-    [[0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]]
+    Isotonic regressors are rebuilt as taskclf 0.4 does (fitted on their
+    thresholds, bounded to [0, 1]), so they predict alike.
     """
     from sklearn.isotonic import IsotonicRegression
 
-    regressors = []
-    for k in range(N_CLASSES):
-        regressor = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-        regressors.append(regressor.fit(proba[:, k], (codes == k).astype(np.float64)))
-    return IsotonicCalibrator(regressors)
-
-
-def fit_calibration_map(method: str, proba: np.ndarray, codes: np.ndarray) -> Any:
-    """Fit the calibration map of ``method`` (one of :data:`CALIBRATION_METHODS`)."""
-    if method == "temperature":
-        return fit_temperature(proba, codes)
-    if method == "isotonic":
-        return fit_isotonic(proba, codes)
-    return IdentityCalibrator()
-
-
-def eligible_users(
-    user_ids: np.ndarray,
-    days: np.ndarray,
-    codes: np.ndarray,
-    *,
-    min_rows: int = MIN_USER_ROWS,
-    min_days: int = MIN_USER_DAYS,
-    min_labels: int = MIN_USER_LABELS,
-) -> list[Any]:
-    """Users with enough labelled data for a calibration map of their own.
-
-    A user qualifies with at least ``min_rows`` labelled rows over at
-    least ``min_days`` distinct days and ``min_labels`` distinct labels.
-
-    Parameters
-    ----------
-    user_ids : ndarray, shape (n,)
-        User of each labelled row.
-    days : ndarray of int, shape (n,)
-        Day of each row (any integer day number).
-    codes : ndarray of int, shape (n,)
-        Label code of each row.
-
-    Returns
-    -------
-    list
-        The qualifying users, in order of first appearance.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> users = np.array(["a"] * 6 + ["b"] * 6)
-    >>> days = np.tile([0, 0, 1, 1, 2, 2], 2)
-    >>> codes = np.array([0, 1, 2, 0, 1, 2] + [0] * 6)
-    >>> eligible_users(users, days, codes, min_rows=6, min_days=3, min_labels=3)
-    ['a']
-    """
-    frame = pd.DataFrame({"user": user_ids, "day": days, "label": codes})
-    stats = frame.groupby("user", sort=False).agg(
-        rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
-    )
-    ok = (stats["rows"] >= min_rows) & (stats["days"] >= min_days) & (stats["labels"] >= min_labels)
-    return stats.index[ok.to_numpy()].tolist()
-
-
-def apply_calibration(
-    proba: np.ndarray,
-    calibrator: Any = None,
-    calibrator_store: CalibratorStore | None = None,
-    user_ids: Sequence[Any] | np.ndarray | None = None,
-) -> np.ndarray:
-    """Calibrate ``proba``: the store per user when there are user ids, else one map."""
-    if calibrator_store is not None and user_ids is not None:
-        return calibrator_store.calibrate_batch(proba, user_ids)
-    if calibrator is None:
-        return proba
-    return np.asarray(calibrator.calibrate(proba), dtype=np.float64)
-
-
-# ---------------------------------------------------------------------------
-# JSON files, in taskclf 0.4's layout
-# ---------------------------------------------------------------------------
-
-MAX_CALIBRATOR_BYTES = 64 * 1024 * 1024
-"""Largest calibrator or store JSON file read."""
-
-_STORE_FILES = ("store.json", "global.json", "users")
-
-
-def calibrator_from_dict(data: Any, where: str = "calibrator") -> Any:
-    """A calibration map from the JSON form of :func:`save_calibrator`.
-
-    Isotonic regressors are rebuilt as taskclf 0.4 rebuilds them (fitted on
-    their thresholds, outputs bounded to [0, 1]), so they predict alike.
-
-    Raises
-    ------
-    InvalidParameterError
-        Naming ``where`` and what is wrong.
-    """
-    from sklearn.isotonic import IsotonicRegression
+    def isotonic(item: dict[str, Any]) -> IsotonicRegression:
+        regressor = IsotonicRegression(
+            increasing=bool(item["increasing_"]),
+            out_of_bounds=str(item["out_of_bounds"]),
+            y_min=0.0,
+            y_max=1.0,
+        )
+        x, y = (np.asarray(item[k], dtype=np.float64) for k in ("X_thresholds_", "y_thresholds_"))
+        return regressor.fit(x, y)
 
     try:
         kind = data.get("type", "identity")
@@ -452,18 +239,7 @@ def calibrator_from_dict(data: Any, where: str = "calibrator") -> Any:
         if kind == "temperature":
             return TemperatureCalibrator(float(data["temperature"]))
         if kind == "isotonic":
-            regressors = []
-            for item in data["regressors"]:
-                regressor = IsotonicRegression(
-                    increasing=bool(item["increasing_"]),
-                    out_of_bounds=str(item["out_of_bounds"]),
-                    y_min=0.0,
-                    y_max=1.0,
-                )
-                x = np.asarray(item["X_thresholds_"], dtype=np.float64)
-                y = np.asarray(item["y_thresholds_"], dtype=np.float64)
-                regressors.append(regressor.fit(x, y))
-            return IsotonicCalibrator(regressors)
+            return IsotonicCalibrator([isotonic(item) for item in data["regressors"]])
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidParameterError(f"{where}: not a calibrator ({exc!r:.200})") from None
     raise InvalidParameterError(f"{where}: unknown calibrator type {kind!r:.50}")
@@ -484,13 +260,7 @@ def _json_text(calibrator: Any) -> str:
 
 
 def save_calibrator(calibrator: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a calibration map as JSON (atomically), as taskclf 0.4 does.
-
-    Returns
-    -------
-    Path
-        The path written.
-    """
+    """Write a calibration map as JSON, atomically, as taskclf 0.4 does; return ``path``."""
     return atomic_write_text(path, _json_text(calibrator))
 
 
@@ -504,7 +274,7 @@ def load_calibrator(path: str | os.PathLike[str]) -> Any:
     InvalidParameterError, ReaderError
         When it is not a calibrator file; the message names it.
     """
-    return calibrator_from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
+    return _from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
 
 
 def _user_file(user_id: Any) -> str:
@@ -517,17 +287,18 @@ def _user_file(user_id: Any) -> str:
 
 
 def _is_store(directory: Path) -> bool:
+    children = directory.iterdir()
     return (directory / "store.json").is_file() and all(
-        child.name in _STORE_FILES for child in directory.iterdir()
+        c.name in ("store.json", "global.json", "users") for c in children
     )
 
 
 def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) -> Path:
-    """Write a store as a directory in taskclf 0.4's layout, all at once.
+    """Write a store as a directory in taskclf 0.4's layout, atomically.
 
     ``store.json`` (method, user ids, the model it belongs to),
-    ``global.json`` and ``users/<user_id>.json``. An existing directory
-    is replaced only when it is an empty directory or a calibrator store.
+    ``global.json`` and ``users/<user_id>.json``. An existing directory is
+    replaced only when it is empty or a calibrator store.
 
     Returns
     -------
@@ -535,11 +306,8 @@ def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) 
         The directory written.
     """
     names = {user: _user_file(user) for user in store.user_calibrators}
-    meta: dict[str, Any] = {
-        "method": store.method,
-        "user_count": len(names),
-        "user_ids": sorted(names),
-    }
+    meta: dict[str, Any] = {"method": store.method, "user_count": len(names)}
+    meta["user_ids"] = sorted(names)
     for key in ("model_bundle_id", "model_schema_hash", "created_at"):
         if getattr(store, key) is not None:
             meta[key] = getattr(store, key)
@@ -548,8 +316,8 @@ def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) 
         (staging / "store.json").write_text(json.dumps(meta, indent=2))
         if names:
             (staging / "users").mkdir()
-            for user, calibrator in store.user_calibrators.items():
-                (staging / "users" / names[user]).write_text(_json_text(calibrator))
+        for user, calibrator in store.user_calibrators.items():
+            (staging / "users" / names[user]).write_text(_json_text(calibrator))
     return Path(path)
 
 
@@ -567,15 +335,11 @@ def load_calibrator_store(path: str | os.PathLike[str]) -> CalibratorStore:
     meta = _read_json(directory / "store.json")
     if not isinstance(meta, dict) or not isinstance(meta.get("user_ids", []), list):
         raise InvalidParameterError(f"{str(directory / 'store.json')!r}: not a store header")
-    users = {}
-    for user in meta.get("user_ids", []):
-        file = directory / "users" / _user_file(user)
-        if file.exists():  # 0.4 skips users whose file is missing
-            users[user] = load_calibrator(file)
+    files = {user: directory / "users" / _user_file(user) for user in meta.get("user_ids", [])}
     text = {k: meta.get(k) for k in ("model_bundle_id", "model_schema_hash", "created_at")}
     return CalibratorStore(
         load_calibrator(directory / "global.json"),
-        users,
+        {user: load_calibrator(file) for user, file in files.items() if file.exists()},
         method=str(meta.get("method", "temperature")),
         **{k: None if v is None else str(v) for k, v in text.items()},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,60 +20,96 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf.calibration import (
-    CALIBRATION_METHODS,
-    MIN_USER_DAYS,
-    MIN_USER_LABELS,
-    MIN_USER_ROWS,
+    PROBA_FLOOR,
     CalibratorStore,
     IdentityCalibrator,
-    apply_calibration,
-    brier_score,
-    eligible_users,
-    fit_calibration_map,
-    log_loss,
+    IsotonicCalibrator,
+    TemperatureCalibrator,
 )
 from taskclf.core.time import timestamps_ns
+from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, NotFittedError
 from taskclf.stages._base import check_params, instance_of, integer, one_of
+
+TEMPERATURE_BOUNDS = (0.02, 50.0)
+"""Search interval of a fitted temperature."""
+
+
+def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Mean negative log probability of the true class (clipped at 1e-12); NaN without rows."""
+    true = proba[np.arange(len(codes)), codes]
+    return float(-np.mean(np.log(np.clip(true, PROBA_FLOOR, None)))) if len(codes) else np.nan
+
+
+def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Mean over rows of ``sum_k (p_k - [y == k])^2``; NaN without rows."""
+    error = proba.copy()
+    error[np.arange(len(codes)), codes] -= 1.0
+    return float(np.mean(np.einsum("ij,ij->i", error, error))) if len(codes) else np.nan
+
+
+def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrator:
+    """The temperature minimizing the log loss: a bounded search over ``log T``, whose loss
+    is convex in ``1 / T``."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    logp = np.log(np.clip(proba, PROBA_FLOOR, None))
+    true = logp[np.arange(len(codes)), codes]
+
+    def loss(log_t: float) -> float:
+        beta = np.exp(-log_t)
+        return float(np.mean(logsumexp(logp * beta, axis=1) - true * beta))
+
+    bounds = tuple(np.log(TEMPERATURE_BOUNDS))
+    result = minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-6})
+    return TemperatureCalibrator(float(np.exp(result.x)))
+
+
+def fit_isotonic(proba: np.ndarray, codes: np.ndarray) -> IsotonicCalibrator:
+    """One isotonic regression per class of its one-vs-rest target, bounded to [0, 1]."""
+    from sklearn.isotonic import IsotonicRegression
+
+    def fit(k: int) -> IsotonicRegression:
+        regressor = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+        return regressor.fit(proba[:, k], (codes == k).astype(np.float64))
+
+    return IsotonicCalibrator([fit(k) for k in range(N_CLASSES)])
+
+
+_FIT: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
+    "identity": lambda proba, codes: IdentityCalibrator(),
+    "temperature": fit_temperature,
+    "isotonic": fit_isotonic,
+}
 
 
 class Calibrator(TransformerMixin, BaseEstimator):
     """Pipeline stage: replace the probability columns with calibrated ones.
 
-    ``fit(X, y)`` learns a map of ``method`` from the probability columns
-    of ``X`` and the true labels ``y``; with ``per_user=True`` also one map
-    per user who has at least ``min_user_rows`` labelled rows over
-    ``min_user_days`` distinct UTC days with ``min_user_labels`` distinct
-    labels, the global map serving everyone else. ``method="identity"``
-    needs no fitting. Maps made elsewhere make a fitted stage through
-    :meth:`from_maps`.
-
-    In a pipeline, the stage is fitted on the *out-of-fold* probabilities
-    that :class:`~taskclf.BoosterPredictor` returns from ``fit_transform``,
-    so it calibrates the probabilities of rows the model never saw.
+    ``fit(X, y)`` learns a map from the probability columns (in a pipeline,
+    the out-of-fold ones of :class:`~taskclf.BoosterPredictor`) and labels;
+    maps made elsewhere make a fitted stage through :meth:`from_maps`.
 
     Parameters
     ----------
     method : {"identity", "temperature", "isotonic"}, default "identity"
-        What ``fit`` learns: nothing, a temperature ``T`` minimizing the
-        log loss, or one isotonic regression per class (one-vs-rest).
+        Nothing, a temperature minimizing the log loss, or one isotonic
+        regression per class.
     per_user : bool, default False
-        Also fit a map per eligible user.
+        Also fit a map per user with at least ``min_user_rows`` labelled
+        rows over ``min_user_days`` UTC days and ``min_user_labels`` labels.
     min_user_rows, min_user_days, min_user_labels : int, default 200, 3, 3
-        The eligibility rule of per-user maps.
 
     Attributes
     ----------
     calibrator_ : calibration map
         The global map.
     store_ : CalibratorStore or None
-        The per-user maps with the global fallback, used when the frame
-        has ``user_id``.
-    brier_before_, brier_after_ : float
-        Multiclass Brier score of the fitting rows before and after
-        calibration (NaN when ``fit`` had no labels).
-    log_loss_before_, log_loss_after_ : float
-        Log loss of the fitting rows before and after calibration.
+        The per-user maps with the global fallback, used when the frame has ``user_id``.
+    brier_before_, brier_after_, log_loss_before_, log_loss_after_ : float
+        Brier score and log loss of the fitting rows before and after
+        calibration (NaN without labels).
 
     Examples
     --------
@@ -90,7 +127,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
     """
 
     _parameter_rules: ClassVar = {
-        "method": one_of(*CALIBRATION_METHODS),
+        "method": one_of(*_FIT),
         "per_user": instance_of(bool, what="True or False"),
         "min_user_rows": integer(1, 2**31),
         "min_user_days": integer(1, 2**31),
@@ -102,9 +139,9 @@ class Calibrator(TransformerMixin, BaseEstimator):
         method: str = "identity",
         *,
         per_user: bool = False,
-        min_user_rows: int = MIN_USER_ROWS,
-        min_user_days: int = MIN_USER_DAYS,
-        min_user_labels: int = MIN_USER_LABELS,
+        min_user_rows: int = 200,
+        min_user_days: int = 3,
+        min_user_labels: int = 3,
     ) -> None:
         self.method = method
         self.per_user = per_user
@@ -114,15 +151,13 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     @classmethod
     def from_maps(cls, calibrator: Any = None, store: CalibratorStore | None = None) -> Calibrator:
-        """A fitted stage applying given maps.
+        """A fitted stage applying ``calibrator`` (identity when omitted) to every row.
 
         Parameters
         ----------
         calibrator : calibration map, optional
-            One map for every row (identity when omitted).
         store : CalibratorStore, optional
-            Per-user maps with a global fallback, used when the frame has
-            ``user_id`` (winning over ``calibrator``).
+            Per-user maps, used instead when the frame has ``user_id``.
 
         Returns
         -------
@@ -138,53 +173,40 @@ class Calibrator(TransformerMixin, BaseEstimator):
             raise InvalidParameterError(
                 f"store must be a CalibratorStore, got {type(store).__name__}"
             )
-        stage = cls()
-        stage.calibrator_ = calibrator if calibrator is not None else IdentityCalibrator()
-        stage.store_ = store
-        stage._no_scores()
-        return stage
+        return cls()._set_maps(IdentityCalibrator() if calibrator is None else calibrator, store)
 
-    def _no_scores(self) -> None:
-        nan = float("nan")
-        self.brier_before_ = self.brier_after_ = nan
-        self.log_loss_before_ = self.log_loss_after_ = nan
+    def _set_maps(self, calibrator: Any, store: CalibratorStore | None) -> Calibrator:
+        self.calibrator_, self.store_ = calibrator, store
+        self.brier_before_ = self.brier_after_ = float("nan")
+        self.log_loss_before_ = self.log_loss_after_ = float("nan")
+        return self
 
-    def _fit_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> None:
-        global_map = fit_calibration_map(self.method, proba, codes)
-        self.calibrator_ = global_map
-        self.store_: CalibratorStore | None = None
-        if not self.per_user:
-            return
-        own: dict[Any, Any] = {}
-        if USER_ID in X.columns:
-            require_columns(X, [BUCKET_START_TS], f"{type(self).__name__}(per_user=True)")
-            users = X[USER_ID].to_numpy(dtype=object)
-            days = timestamps_ns(X, BUCKET_START_TS) // (86_400 * 1_000_000_000)
-            for user in eligible_users(
-                users,
-                days,
-                codes,
-                min_rows=self.min_user_rows,
-                min_days=self.min_user_days,
-                min_labels=self.min_user_labels,
-            ):
-                rows = users == user
-                own[user] = fit_calibration_map(self.method, proba[rows], codes[rows])
-        self.store_ = CalibratorStore(global_map, own, method=self.method)
+    def _user_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> dict[Any, Any]:
+        """A map of ``method`` for each user with enough rows, UTC days and labels."""
+        if USER_ID not in X.columns:
+            return {}
+        require_columns(X, [BUCKET_START_TS], f"{type(self).__name__}(per_user=True)")
+        users = X[USER_ID].to_numpy(dtype=object)
+        days = timestamps_ns(X, BUCKET_START_TS) // (86_400 * 1_000_000_000)
+        stats = pd.DataFrame({"user": users, "day": days, "label": codes})
+        stats = stats.groupby("user", sort=False).agg(
+            rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
+        )
+        eligible = (stats["rows"] >= self.min_user_rows) & (stats["days"] >= self.min_user_days)
+        eligible &= stats["labels"] >= self.min_user_labels
+        fit = _FIT[self.method]
+        chosen = stats.index[eligible.to_numpy()]
+        return {u: fit(proba[users == u], codes[users == u]) for u in chosen}
 
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
-        """Fit the calibration map(s) on the probability columns and labels.
-
-        With ``method="identity"`` nothing is learned and ``y`` is
-        optional; the quality attributes are filled when ``y`` is given.
+        """Fit the calibration map(s) on the probability columns and labels ``y``.
 
         Parameters
         ----------
         X : DataFrame
-            Frame with the probability columns (out-of-fold in a pipeline),
-            and ``user_id``/``bucket_start_ts`` for ``per_user``.
+            The probability columns, and ``user_id``/``bucket_start_ts`` for ``per_user``.
         y : array-like of str
-            Core label of each row.
+            Core label of each row; optional with ``method="identity"``.
 
         Returns
         -------
@@ -199,14 +221,17 @@ class Calibrator(TransformerMixin, BaseEstimator):
         check_params(self)
         check_frame(X, type(self).__name__)
         if y is None and self.method == "identity":
-            self.calibrator_, self.store_ = IdentityCalibrator(), None
-            self._no_scores()
-            return self
+            return self._set_maps(IdentityCalibrator(), None)
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
         codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
-        self._fit_maps(X, proba, codes)
-        calibrated = self.calibrate_proba(proba, X)
+        global_map = _FIT[self.method](proba, codes)
+        store = None
+        if self.per_user:
+            own = self._user_maps(X, proba, codes)
+            store = CalibratorStore(global_map, own, method=self.method)
+        self._set_maps(global_map, store)
+        calibrated = self._calibrate(proba, X)
         self.brier_before_ = brier_score(proba, codes)
         self.brier_after_ = brier_score(calibrated, codes)
         self.log_loss_before_ = log_loss(proba, codes)
@@ -216,16 +241,17 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return self.method == "identity" or hasattr(self, "calibrator_")
 
-    def calibrate_proba(self, proba: np.ndarray, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated copy of ``proba`` for the rows of ``X``."""
+    def _calibrate(self, proba: np.ndarray, X: pd.DataFrame) -> np.ndarray:
+        """``proba`` calibrated for the rows of ``X`` (by the store's maps given user ids)."""
         if not hasattr(self, "calibrator_"):
             if self.method != "identity":
                 raise NotFittedError(
                     f"Calibrator(method={self.method!r}) is not fitted: call fit(X, y) first"
                 )
             return proba
-        user_ids = X[USER_ID].to_numpy() if USER_ID in X.columns else None
-        return apply_calibration(proba, self.calibrator_, self.store_, user_ids)
+        if self.store_ is not None and USER_ID in X.columns:
+            return self.store_.calibrate_batch(proba, X[USER_ID].to_numpy())
+        return np.asarray(self.calibrator_.calibrate(proba), dtype=np.float64)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns calibrated."""
@@ -234,12 +260,11 @@ class Calibrator(TransformerMixin, BaseEstimator):
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)
-        calibrated = self.calibrate_proba(proba, X)
+        calibrated = self._calibrate(proba, X)
         if calibrated is proba:
             return X.copy(deep=False)
         return add_columns(X, pd.DataFrame(calibrated, columns=list(PROBA_COLUMNS)))
 
     def __sklearn_tags__(self) -> Tags:
-        # Probability columns by name; missing probabilities are refused.
-        # The identity needs no fitting.
+        # Probability columns by name, none missing; the identity needs no fitting.
         return frame_tags(super().__sklearn_tags__(), requires_fit=self.method != "identity")
