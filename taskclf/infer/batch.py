@@ -1,8 +1,6 @@
-"""Batch inference, the functional API: predict, smooth and segment a frame.
+"""Batch inference, the functional API of taskclf 0.4: predict, smooth and segment a frame.
 
-These functions keep the names, signatures and results of the batch API
-taskclf users already call. Each is a thin composition of the pipeline
-stages (:func:`taskclf.build_pipeline`); no algorithm lives here.
+Each function composes the pipeline stages (:func:`taskclf.build_pipeline`).
 """
 
 from __future__ import annotations
@@ -51,10 +49,8 @@ class BatchInferenceResult:
 
     Attributes
     ----------
-    raw_labels : list of str
-        Label of each row before smoothing (``Mixed/Unknown`` if rejected).
-    smoothed_labels : list of str
-        Label of each row after rolling-majority smoothing.
+    raw_labels, smoothed_labels : list of str
+        Label of each row before (``Mixed/Unknown`` if rejected) and after smoothing.
     segments : list of Segment
         Hysteresis-merged segments, by user and time.
     confidences : ndarray
@@ -63,10 +59,8 @@ class BatchInferenceResult:
         Rejection flag of each row.
     core_probs : ndarray, shape (n, 8)
         Calibrated probabilities in class order.
-    mapped_labels : list of str or None
-        Taxonomy bucket of each row, when a taxonomy was given.
-    mapped_probs : list of dict or None
-        Bucket probabilities of each row, when a taxonomy was given.
+    mapped_labels, mapped_probs : list of str, list of dict, or None
+        Taxonomy bucket and bucket probabilities of each row, when a taxonomy was given.
     """
 
     raw_labels: list[str]
@@ -82,9 +76,9 @@ class BatchInferenceResult:
 def _vocabulary(
     features_df: pd.DataFrame, cat_encoders: dict[str, LabelEncoder] | None, version: str
 ) -> dict[str, list[Any]]:
+    """The encoders' categories, or each categorical column's own values."""
     if cat_encoders is not None:
         return {column: vocabulary_of(enc) for column, enc in cat_encoders.items()}
-    # Without encoders, each categorical column is coded over its own values.
     columns = [c for c in get_schema(version).categorical_columns if c in features_df]
     return {c: vocabulary_of(pd.unique(features_df[c].dropna())) for c in columns}
 
@@ -105,7 +99,7 @@ def predict_proba(
     features_df : DataFrame
         Frame with the schema's feature columns.
     cat_encoders : dict of str to LabelEncoder, optional
-        Fitted encoders of the categorical columns.
+        Fitted encoders of the categorical columns (default: each column's own values).
     schema_version : str, optional
         ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
 
@@ -133,18 +127,12 @@ def predict_labels(
 
     Parameters
     ----------
-    model : lightgbm.Booster
-        Trained booster.
-    features_df : DataFrame
-        Frame with the schema's feature columns.
+    model, features_df, cat_encoders, schema_version
+        As for :func:`predict_proba`.
     label_encoder : LabelEncoder
         Encoder fitted on the label vocabulary (class index → name).
-    cat_encoders : dict of str to LabelEncoder, optional
-        Fitted encoders of the categorical columns.
     reject_threshold : float, optional
         Rows whose maximum probability is below it become ``Mixed/Unknown``.
-    schema_version : str, optional
-        ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
 
     Returns
     -------
@@ -181,12 +169,10 @@ def run_batch_inference(
 
     Parameters
     ----------
-    model : lightgbm.Booster
-        Trained booster.
+    model, cat_encoders, schema_version
+        As for :func:`predict_proba`.
     features_df : DataFrame
         Feature columns of the schema and ``bucket_start_ts``.
-    cat_encoders : dict of str to LabelEncoder, optional
-        Fitted encoders of the categorical columns.
     smooth_window : int, default 3
         Rolling-majority window.
     bucket_seconds : int, default 60
@@ -200,8 +186,6 @@ def run_batch_inference(
     calibrator_store : CalibratorStore, optional
         Per-user calibration; wins over ``calibrator`` when the frame has
         ``user_id``.
-    schema_version : str, optional
-        ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
     timelines : {"per_user", "as_given"}, default "per_user"
         ``"as_given"`` treats the frame as one sequence in the order given,
         which reproduces taskclf 0.4's results on any frame.
