@@ -202,7 +202,8 @@ def test_a_spoiled_cache_entry_is_rebuilt_not_loaded(monkeypatch, cache, tiny_v1
 
 
 @needs_lleaves
-def test_processes_compiling_at_once_share_one_entry(tmp_path, tiny_v1):
+def test_processes_compiling_at_once_share_one_entry(monkeypatch, tmp_path, tiny_v1):
+    # Another process and this one compile the same model at the same time.
     booster, _ = tiny_v1
     model_file = tmp_path / "model.txt"
     booster.save_model(model_file)
@@ -210,18 +211,29 @@ def test_processes_compiling_at_once_share_one_entry(tmp_path, tiny_v1):
         "import sys, lightgbm, numpy as np\n"
         "from taskclf.stages._compiled import compiled_model, CompiledBooster\n"
         "b = lightgbm.Booster(model_file=sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
         "m = compiled_model(b)\n"
         "assert isinstance(m, CompiledBooster)\n"
         "x = np.random.default_rng(0).normal(size=(500, b.num_feature()))\n"
         "print(np.abs(m.predict(x) - b.predict(x)).max())\n"
     )
-    env = {**os.environ, "TASKCLF_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    monkeypatch.setenv("TASKCLF_CACHE_DIR", str(tmp_path / "cache"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-W", "error", "-c", script, str(model_file)]
-    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    for run in runs:
-        out, _ = run.communicate(timeout=600)
-        assert run.returncode == 0
-        assert float(out) <= 1e-12
+    other = subprocess.Popen(
+        command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert other.stdout.readline() == "ready\n"  # imported: both compile from here on
+    other.stdin.write("go\n")
+    other.stdin.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompiledBackendWarning)
+        mine = compiled_model(type(booster)(model_file=model_file))
+    out = other.communicate(timeout=600)[0]
+    assert other.returncode == 0 and float(out) <= 1e-12
+    matrix = unusual_matrix("v1")
+    np.testing.assert_allclose(mine.predict(matrix), booster.predict(matrix), atol=1e-12)
     entries = sorted(p.name for p in (tmp_path / "cache" / "compiled").iterdir())
     assert len(entries) == 2  # one entry and its lock file, no temporary leftovers
     assert entries[0].endswith(".bin") and entries[1].endswith(".lock")
