@@ -158,11 +158,6 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
     InputError
         If ``ddf`` is not a Dask DataFrame. The pipeline's own errors on
         the columns are raised here too, before any task runs.
-
-    Examples
-    --------
-    >>> ddf = dd.read_parquet("s3://bucket/features/")      # doctest: +SKIP
-    >>> transform(pipeline, ddf).to_parquet("s3://bucket/annotated/")  # doctest: +SKIP
     """
     ddf = _check_frame(ddf, "taskclf.distributed.transform")
     meta = _check_pipeline(pipeline, "taskclf.distributed.transform").transform(ddf._meta)
@@ -171,8 +166,7 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
             f"pipeline.transform must give a DataFrame, got {type(meta).__name__}"
         )
     frame = partition_by_user(ddf).frame
-    # As a plain argument the pipeline would be serialized into every task;
-    # as one Delayed key, workers fetch it once.
+    # One Delayed key, which workers fetch once, rather than a copy in every task.
     shipped = _require("dask").delayed(pipeline, name=f"taskclf-pipeline-{uuid.uuid4().hex}")
     return frame.map_partitions(_transform_partition, shipped, meta=meta)
 

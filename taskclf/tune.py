@@ -1,10 +1,7 @@
 """Fast grid search over the post-processing steps of a pipeline, and honest tuning.
 
-:class:`PostprocessingSearchCV` searches the same grid as
-``sklearn.model_selection.GridSearchCV`` and reports the same scores, but
-fits the steps before the first swept one (encoding, the model,
-calibration) once per fold instead of once per candidate and fold.
-:func:`training_overlap` tells which rows of a search a model was trained on.
+:class:`PostprocessingSearchCV` gives GridSearchCV's results, fitting the
+model once per fold; :func:`training_overlap` finds rows a model was trained on.
 """
 
 from __future__ import annotations
@@ -35,11 +32,10 @@ __all__ = ["PostprocessingSearchCV", "day_fingerprints", "training_overlap"]
 NS_PER_DAY = 86_400 * 1_000_000_000
 
 
-def _store(results: dict[str, Any], key: str, array: np.ndarray) -> None:
-    """``mean_<key>`` and ``std_<key>`` of each candidate's row, computed as GridSearchCV does."""
+def _mean_std(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and standard deviation, computed as GridSearchCV does."""
     mean = np.average(array, axis=1)
-    results[f"mean_{key}"] = mean
-    results[f"std_{key}"] = np.sqrt(np.average((array - mean[:, None]) ** 2, axis=1))
+    return mean, np.sqrt(np.average((array - mean[:, None]) ** 2, axis=1))
 
 
 def _cv_results(
@@ -47,8 +43,8 @@ def _cv_results(
 ) -> dict[str, Any]:
     """GridSearchCV's ``cv_results_``: same keys, order, dtypes and arithmetic."""
     results: dict[str, Any] = {}
-    _store(results, "fit_time", times[0])
-    _store(results, "score_time", times[1])
+    for key, array in (("fit_time", times[0]), ("score_time", times[1])):
+        results[f"mean_{key}"], results[f"std_{key}"] = _mean_std(array)
     for name in dict.fromkeys(name for params in candidates for name in params):
         column: np.ma.MaskedArray = np.ma.masked_all(len(candidates), dtype=object)
         for i, params in enumerate(candidates):
@@ -58,7 +54,7 @@ def _cv_results(
     results["params"] = candidates
     for s in range(scores.shape[1]):
         results[f"split{s}_test_score"] = scores[:, s]
-    _store(results, "test_score", scores)
+    results["mean_test_score"], results["std_test_score"] = _mean_std(scores)
     means = results["mean_test_score"]
     if np.isnan(means).all():
         results["rank_test_score"] = np.ones(len(means), dtype=np.int32)
@@ -72,14 +68,11 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     """Grid search over the later steps of a pipeline, fitting the model once per fold.
 
     Same interface and results as ``sklearn.model_selection.GridSearchCV``
-    for a :class:`~sklearn.pipeline.Pipeline` (such as
-    :func:`taskclf.build_pipeline`'s). The steps before the first one the
-    grid touches (encoding, the booster, calibration when the grid sweeps
-    ``reject__threshold`` and ``smooth__window``) are fitted once per fold;
-    each candidate then fits the remaining steps on their output and is
-    scored by ``scoring(remaining_steps, Xt_test, y_test)``, which equals
-    GridSearchCV's score of the whole pipeline (for a deterministic model,
-    as :class:`~taskclf.BoosterPredictor` is).
+    on a :class:`~sklearn.pipeline.Pipeline`. The steps before the first
+    one the grid touches (the model, calibration) are fitted once per fold;
+    each candidate fits the remaining steps on their output and is scored
+    by ``scoring(remaining_steps, Xt_test, y_test)``, which equals
+    GridSearchCV's score of the whole (deterministic) pipeline.
 
     Parameters
     ----------
@@ -101,22 +94,14 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
 
     Attributes
     ----------
-    cv_results_ : dict of ndarray
-        As GridSearchCV's; ``mean_fit_time`` times the remaining steps only.
-    best_index_, best_score_, best_params_, n_splits_, scorer_ :
+    cv_results_, best_index_, best_score_, best_params_, best_estimator_, n_splits_
+        As GridSearchCV's (``mean_fit_time`` times the remaining steps only).
+    scorer_, refit_time_
         As GridSearchCV's.
-    best_estimator_ : Pipeline
-        The pipeline refitted on all rows with ``best_params_`` (``refit``).
-    refit_time_ : float
-        Seconds spent refitting it.
     split_step_ : str
         The first swept step; the steps before it were fitted once per fold.
     prefix_fit_times_ : ndarray
         Seconds spent fitting the steps before it, per fold.
-
-    See Also
-    --------
-    sklearn.model_selection.GridSearchCV : the general search it matches.
 
     Examples
     --------
@@ -283,9 +268,8 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
 def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
     """A digest of each user's rows of each UTC day → ``(user_id, day)``.
 
-    The digest covers every column but ``label`` (by name) of the day's
-    rows in any order, so the same rows give the same digest wherever they
-    appear. Recorded when a model is trained, they let
+    The digest covers the day's rows in any order and their columns but
+    ``label`` (by name). Recorded at training, the digests let
     :func:`training_overlap` find the rows a search should not score.
 
     Examples

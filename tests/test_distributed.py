@@ -53,9 +53,12 @@ def features() -> pd.DataFrame:
     return frame
 
 
+SYNC = {"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}
+
+
 @pytest.fixture
 def sync():
-    with dask.config.set({"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}):
+    with dask.config.set(SYNC):
         yield
 
 
@@ -63,20 +66,15 @@ def segments_of(frame: pd.DataFrame) -> list:
     return sorted(frame_to_segments(frame), key=lambda s: (str(s.user_id), s.start_ts))
 
 
-def assert_same_rows(result: pd.DataFrame, expected: pd.DataFrame) -> None:
-    """Equal row for row once aligned on the index; the same segments."""
+def assert_same_transform(pipeline, ddf: dd.DataFrame) -> pd.DataFrame:
+    """transform on Dask equals the in-memory run on the frame Dask holds, row for row."""
+    result = tdd.transform(pipeline, ddf).compute()
+    expected = pipeline.transform(ddf.compute())
     assert len(result) == len(expected) and result.index.is_unique
     aligned = result.loc[expected.index]
-    pd.testing.assert_frame_equal(
-        aligned.drop(columns=SEGMENT_ID), expected.drop(columns=SEGMENT_ID)
-    )
+    drop = {"columns": SEGMENT_ID}
+    pd.testing.assert_frame_equal(aligned.drop(**drop), expected.drop(**drop))
     assert segments_of(aligned) == segments_of(expected)
-
-
-def assert_same_transform(pipeline, ddf: dd.DataFrame) -> pd.DataFrame:
-    """transform on Dask equals the in-memory run on the frame Dask holds."""
-    result = tdd.transform(pipeline, ddf).compute()
-    assert_same_rows(result, pipeline.transform(ddf.compute()))
     return result
 
 
@@ -89,7 +87,7 @@ def assert_same_transform(pipeline, ddf: dd.DataFrame) -> pd.DataFrame:
 def test_any_layout_gives_the_in_memory_result(pipeline, features, seed, npartitions, keep):
     rows = features[features["user_id"].isin(sorted(keep))]
     rows = rows.iloc[np.random.default_rng(seed).permutation(len(rows))]
-    with dask.config.set({"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}):
+    with dask.config.set(SYNC):
         assert_same_transform(pipeline, dd.from_pandas(rows, npartitions=npartitions, sort=False))
 
 
@@ -185,19 +183,20 @@ def test_infer_parquet_dir_bad_input(pipeline, features, tmp_path):
         "empty": (tmp_path / "empty", tmp_path / "out", None, ReaderError, "no .parquet files"),
         "address": (tmp_path / "empty", tmp_path / "out", "", InvalidParameterError, "address"),
         "not ours": (tmp_path / "missing", tmp_path, None, NotOursError, "not a taskclf"),
+        "no scheduler": (
+            write_parquet_dir(features, tmp_path / "f", n_files=1),
+            tmp_path / "out",
+            "tcp://127.0.0.1:9",
+            InvalidParameterError,
+            "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'",
+        ),
     }
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("mine")
-    for source, out, address, error, words in bad.values():
-        call = functools.partial(tdd.infer_parquet_dir, pipeline, source, out, address=address)
-        refused(call, error, words)
-    source, out = write_parquet_dir(features, tmp_path / "f", n_files=1), tmp_path / "out"
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        refused(
-            lambda: tdd.infer_parquet_dir(pipeline, source, out, address="tcp://127.0.0.1:9"),
-            InvalidParameterError,
-            "127.0.0.1:9",
-        )
+        for source, out, address, error, words in bad.values():
+            call = functools.partial(tdd.infer_parquet_dir, pipeline, source, out, address=address)
+            refused(call, error, words)
     assert not (tmp_path / "out").exists()
 
 

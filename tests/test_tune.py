@@ -152,10 +152,8 @@ def test_refit_false_keeps_no_estimator(booster_v1, encoders_v1, frame_v1):
 
 def test_search_parameters_clone():
     search = PostprocessingSearchCV(build_pipeline(**TRAIN), GRID, scoring="accuracy", cv=3)
-    copy = clone(search)
-    assert copy.get_params()["cv"] == 3
-    assert copy.get_params()["param_grid"] == GRID
-    copy.set_params(estimator__reject__threshold=0.3)
+    copy = clone(search).set_params(estimator__reject__threshold=0.3)
+    assert copy.get_params()["cv"] == 3 and copy.get_params()["param_grid"] == GRID
     assert copy.estimator.named_steps["reject"].threshold == 0.3
     assert search.estimator.named_steps["reject"].threshold is None
 
