@@ -133,6 +133,20 @@ def _transform_partition(part: pd.DataFrame, pipeline: Any) -> pd.DataFrame:
     return pipeline.transform(part)
 
 
+def _on_partitions(pipeline: Any, ddf: object, where: str) -> dd.DataFrame:
+    """``pipeline.transform`` on each partition of ``ddf`` laid out by user."""
+    ddf = _check_frame(ddf, where)
+    meta = _check_pipeline(pipeline, where).transform(ddf._meta)  # column errors: here, now
+    if not isinstance(meta, pd.DataFrame):
+        raise InvalidParameterError(
+            f"pipeline.transform must give a DataFrame, got {type(meta).__name__}"
+        )
+    frame = partition_by_user(ddf).frame
+    # One Delayed key, which workers fetch once, rather than a copy in every task.
+    shipped = _require("dask").delayed(pipeline, name=f"taskclf-pipeline-{uuid.uuid4().hex}")
+    return frame.map_partitions(_transform_partition, shipped, meta=meta)
+
+
 def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
     """``pipeline.transform`` on a Dask DataFrame, partition by partition.
 
@@ -159,16 +173,7 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
         If ``ddf`` is not a Dask DataFrame. The pipeline's own errors on
         the columns are raised here too, before any task runs.
     """
-    ddf = _check_frame(ddf, "taskclf.distributed.transform")
-    meta = _check_pipeline(pipeline, "taskclf.distributed.transform").transform(ddf._meta)
-    if not isinstance(meta, pd.DataFrame):
-        raise InvalidParameterError(
-            f"pipeline.transform must give a DataFrame, got {type(meta).__name__}"
-        )
-    frame = partition_by_user(ddf).frame
-    # One Delayed key, which workers fetch once, rather than a copy in every task.
-    shipped = _require("dask").delayed(pipeline, name=f"taskclf-pipeline-{uuid.uuid4().hex}")
-    return frame.map_partitions(_transform_partition, shipped, meta=meta)
+    return _on_partitions(pipeline, ddf, "taskclf.distributed.transform")
 
 
 def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
@@ -192,7 +197,7 @@ def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
     InvalidParameterError
         If the pipeline gives no ``label`` column.
     """
-    out = transform(pipeline, ddf)
+    out = _on_partitions(pipeline, ddf, "taskclf.distributed.predict")
     if LABEL not in out.columns:
         raise InvalidParameterError(
             f"the pipeline's output has no {LABEL!r} column; it ends with "

@@ -5,20 +5,14 @@ Each function composes the pipeline stages (:func:`taskclf.build_pipeline`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from taskclf._columns import (
-    CONFIDENCE,
-    IS_REJECTED,
-    PROBA_COLUMNS,
-    RAW_LABEL,
-    SMOOTHED_LABEL,
-)
+from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
 from taskclf._frame import check_frame
 from taskclf._readers import read_segments_json, write_predictions_csv, write_segments_json
 from taskclf.calibration import CalibratorStore
@@ -69,8 +63,8 @@ class BatchInferenceResult:
     confidences: np.ndarray
     is_rejected: np.ndarray
     core_probs: np.ndarray
-    mapped_labels: list[str] | None = field(default=None)
-    mapped_probs: list[dict[str, float]] | None = field(default=None)
+    mapped_labels: list[str] | None = None
+    mapped_probs: list[dict[str, float]] | None = None
 
 
 def _vocabulary(
@@ -211,14 +205,10 @@ def run_batch_inference(
     frame = pipeline.transform(features_df)
     proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
     is_rejected = frame[IS_REJECTED].to_numpy(dtype=bool)
-    mapped_labels: list[str] | None = None
-    mapped_probs: list[dict[str, float]] | None = None
+    mapped = None
     if taxonomy is not None:
-        results = TaxonomyResolver(taxonomy).resolve_batch(
-            proba.argmax(axis=1), proba, is_rejected=is_rejected
-        )
-        mapped_labels = [r.mapped_label for r in results]
-        mapped_probs = [r.mapped_probs for r in results]
+        resolver = TaxonomyResolver(taxonomy)
+        mapped = resolver.resolve_batch(proba.argmax(axis=1), proba, is_rejected=is_rejected)
     return BatchInferenceResult(
         raw_labels=frame[RAW_LABEL].astype(object).tolist(),
         smoothed_labels=frame[SMOOTHED_LABEL].astype(object).tolist(),
@@ -226,6 +216,6 @@ def run_batch_inference(
         confidences=frame[CONFIDENCE].to_numpy(dtype=np.float64),
         is_rejected=is_rejected,
         core_probs=proba,
-        mapped_labels=mapped_labels,
-        mapped_probs=mapped_probs,
+        mapped_labels=None if mapped is None else [r.mapped_label for r in mapped],
+        mapped_probs=None if mapped is None else [r.mapped_probs for r in mapped],
     )

@@ -158,11 +158,8 @@ def _lleaves_model(model_text: str, code: bytes | None) -> tuple[Any, bytes]:
 def _compile_cached(model_text: str, header: dict[str, str]) -> Any:
     """The lleaves model of ``model_text``: from the disk cache, or compiled into it."""
     path = _entry_path(header)
-    code = _read_entry(path, header)
-    if code is not None:
-        return _lleaves_model(model_text, code)[0]
-    with _exclusive(path.with_suffix(".lock")):
-        code = _read_entry(path, header)  # another process may have compiled it meanwhile
+    with _exclusive(path.with_suffix(".lock")):  # a process compiling it: wait, then load
+        code = _read_entry(path, header)
         if code is not None:
             return _lleaves_model(model_text, code)[0]
         with step("compiling the model (once per model and CPU)", 1) as advance:
