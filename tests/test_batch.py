@@ -242,26 +242,22 @@ def test_predictions_csv_has_the_columns_of_the_arguments_given(
     np.testing.assert_allclose(probs, np.round(result.core_probs, 4))
     assert out["bucket_start_ts"].tolist() == [t.isoformat() for t in part["bucket_start_ts"]]
 
-    write_predictions_csv(part[:3], ["Build"] * 3, tmp_path / "a.csv")
-    assert list(read_csv(tmp_path / "a.csv").columns) == ["bucket_start_ts", "predicted_label"]
-    write_predictions_csv(
-        part[:3], ["Build"] * 3, tmp_path / "b.csv", include_user_id=True, confidences=[1, 1, 1]
-    )
-    out = read_csv(tmp_path / "b.csv")
-    assert list(out.columns) == ["bucket_start_ts", "user_id", "predicted_label", "confidence"]
-    assert out["user_id"].tolist() == part["user_id"][:3].tolist()
-
-
-def test_predictions_csv_timestamps_are_iso_utc(tmp_path):
     times = ["2025-01-06 09:00", "2025-01-06T10:01:00+01:00", "2025-01-06T09:02:30.5Z"]
-    write_predictions_csv(
-        pd.DataFrame({"bucket_start_ts": times}), ["Build"] * 3, tmp_path / "p.csv"
-    )
-    assert read_csv(tmp_path / "p.csv")["bucket_start_ts"].tolist() == [
+    rows = pd.DataFrame({"bucket_start_ts": times, "user_id": ["a", "b", "c"]})
+    write_predictions_csv(rows, ["Build"] * 3, tmp_path / "a.csv")
+    out = read_csv(tmp_path / "a.csv")
+    assert list(out.columns) == ["bucket_start_ts", "predicted_label"]
+    assert out["bucket_start_ts"].tolist() == [  # ISO 8601 in UTC
         "2025-01-06T09:00:00+00:00",
         "2025-01-06T09:01:00+00:00",
         "2025-01-06T09:02:30.500000+00:00",
     ]
+    write_predictions_csv(
+        rows, ["Build"] * 3, tmp_path / "b.csv", include_user_id=True, confidences=[1, 1, 1]
+    )
+    out = read_csv(tmp_path / "b.csv")
+    assert list(out.columns) == ["bucket_start_ts", "user_id", "predicted_label", "confidence"]
+    assert out["user_id"].tolist() == ["a", "b", "c"]
 
 
 def test_segments_json_round_trip_and_files_without_user_id(

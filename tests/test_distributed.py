@@ -53,6 +53,7 @@ def features() -> pd.DataFrame:
     return frame
 
 
+USERS = ["user0", "user1", "user2"]
 SYNC = {"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}
 
 
@@ -82,7 +83,7 @@ def assert_same_transform(pipeline, ddf: dd.DataFrame) -> pd.DataFrame:
 @given(
     seed=st.integers(0, 2**16),
     npartitions=st.integers(1, 7),
-    keep=st.sets(st.sampled_from(["user0", "user1", "user2"]), min_size=1),
+    keep=st.sets(st.sampled_from(USERS), min_size=1),
 )
 def test_any_layout_gives_the_in_memory_result(pipeline, features, seed, npartitions, keep):
     rows = features[features["user_id"].isin(sorted(keep))]
@@ -93,19 +94,19 @@ def test_any_layout_gives_the_in_memory_result(pipeline, features, seed, npartit
 
 @pytest.mark.parametrize(
     ("npartitions", "drop", "moved"),
-    [(3, None, False), (2, None, True), (3, "user1", False), (6, "user1", True)],
-    ids=["one user each", "user1 straddles", "an empty partition", "empty and straddling"],
+    [(3, [], False), (2, [], True), (3, ["user1"], False), (6, ["user1"], True), (2, USERS, False)],
+    ids=["one user each", "user1 straddles", "an empty partition", "empty and straddling", "empty"],
 )
 def test_rows_move_only_when_a_user_spans_partitions(
     sync, pipeline, features, npartitions, drop, moved
 ):
     ddf = dd.from_pandas(features, npartitions)  # sorted by the index: users one after another
     if drop:
-        ddf = ddf[ddf["user_id"] != drop]
+        ddf = ddf[~ddf["user_id"].isin(drop)]
         assert 0 in ddf.map_partitions(len).compute().tolist()
     parts = tdd.partition_by_user(ddf)
     assert parts.shuffled == moved
-    assert parts.users.tolist() == [u for u in ["user0", "user1", "user2"] if u != drop]
+    assert parts.users.tolist() == [u for u in USERS if u not in drop]
     result = assert_same_transform(pipeline, ddf)
     if not moved:  # same partitions, same order
         assert tdd.transform(pipeline, ddf).divisions == ddf.divisions
@@ -130,14 +131,6 @@ def test_frame_without_user_id_runs_as_one_timeline(sync):
     labels = tdd.predict(v2, ddf).compute()
     assert labels.name == LABEL and labels.dtype == LABEL_DTYPE
     np.testing.assert_array_equal(labels.astype(object), v2.predict(rows))
-
-
-def test_empty_frame_gives_empty_result(sync, pipeline, features):
-    ddf = dd.from_pandas(features, npartitions=2)
-    ddf = ddf[ddf["user_id"] == "nobody"]
-    result = tdd.transform(pipeline, ddf).compute()
-    pd.testing.assert_frame_equal(result, pipeline.transform(ddf.compute()))
-    assert len(result) == 0 and len(tdd.predict(pipeline, ddf).compute()) == 0
 
 
 def test_pipeline_is_one_piece_of_data_in_the_graph(pipeline, features):
