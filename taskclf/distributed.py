@@ -191,11 +191,6 @@ def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
     dask.dataframe.Series
         Categorical, with the input index; equal to
         ``pipeline.predict(ddf.compute())`` once aligned on the index.
-
-    Raises
-    ------
-    InvalidParameterError
-        If the pipeline gives no ``label`` column.
     """
     out = _on_partitions(pipeline, ddf, "taskclf.distributed.predict")
     if LABEL not in out.columns:
@@ -257,18 +252,18 @@ def infer_parquet_dir(
 ) -> InferenceRun:
     """Batch inference on Dask: Parquet feature files in, one run directory out.
 
-    Runs :func:`transform` on the Parquet files under ``input_dir`` and
-    writes ``predictions.csv`` (rows grouped by user) and ``segments.json``
-    as the in-memory run does (:func:`taskclf.workflows.infer_to_directory`).
+    Runs :func:`transform` on the Parquet files under ``input_dir`` (a
+    directory, or one file) and writes ``output_dir/predictions.csv`` (rows
+    grouped by user) and ``segments.json`` as the in-memory run does
+    (:func:`taskclf.workflows.infer_to_directory`).
 
     Parameters
     ----------
     pipeline : sklearn.pipeline.Pipeline
         A fitted taskclf pipeline.
-    input_dir : path
-        Directory of Parquet feature files (or one Parquet file), local.
-    output_dir : path
-        The run's directory: absent, empty or an earlier run's output.
+    input_dir, output_dir : path
+        Parquet feature files; the run's directory (absent, empty or an
+        earlier run's output).
     address : str or None, default "local"
         ``"local"``: a LocalCluster started here (worker processes, one
         thread each) and closed after; a scheduler address
@@ -283,12 +278,9 @@ def infer_parquet_dir(
 
     Raises
     ------
-    ReaderError
-        Naming ``input_dir``, when it is missing, empty or unreadable.
-    NotOursError
-        When ``output_dir`` holds other files than a run's.
-    InvalidParameterError
-        On a bad ``address`` or an unreachable scheduler.
+    ReaderError, NotOursError, InvalidParameterError
+        For a missing, empty or unreadable ``input_dir``; an ``output_dir``
+        holding other files than a run's; a bad or unreachable ``address``.
     """
     from taskclf.workflows import check_output_dir, infer_to_directory, run_columns
 
