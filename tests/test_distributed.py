@@ -79,7 +79,7 @@ def assert_same_transform(pipeline, ddf: dd.DataFrame) -> pd.DataFrame:
     return result
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(
     seed=st.integers(0, 2**16),
     npartitions=st.integers(1, 7),

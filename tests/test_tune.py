@@ -105,7 +105,7 @@ def test_memory_pipeline_and_a_swapped_smoother_match(noisy, count_training, tmp
     pipeline = build_pipeline(memory=Memory(tmp_path, verbose=0), **TRAIN)
     grid = [
         {"smooth": [MajoritySmoother(window=5)]},
-        {"smooth": [ViterbiSmoother()], "smooth__switch_prob": [0.001, 0.5]},
+        {"smooth": [ViterbiSmoother()], "smooth__switch_prob": [0.5]},
     ]
     search = {"cv": FOLDS, "scoring": smoothed_accuracy}
     slow = GridSearchCV(pipeline, grid, error_score="raise", **search)
@@ -113,7 +113,7 @@ def test_memory_pipeline_and_a_swapped_smoother_match(noisy, count_training, tmp
     assert len(count_training) == (2 + 1) * (1 + TRAIN["n_folds"])
     fast = PostprocessingSearchCV(pipeline, grid, **search).fit(X, y, groups=X["user_id"])
     assert_same_search(slow, fast)
-    assert fast.cv_results_["param_smooth__switch_prob"].mask.tolist() == [True, False, False]
+    assert fast.cv_results_["param_smooth__switch_prob"].mask.tolist() == [True, False]
     assert fast.split_step_ == "smooth"
     assert isinstance(fast.best_estimator_.named_steps["smooth"], type(slow.best_params_["smooth"]))
 
@@ -122,7 +122,7 @@ def test_memory_pipeline_and_a_swapped_smoother_match(noisy, count_training, tmp
 def test_fast_search_equals_gridsearchcv_on_a_frozen_booster(
     booster_v1, encoders_v1, frame_v1, scoring
 ):
-    head = frame_v1.groupby("user_id").head(90)  # 90 minutes of each user
+    head = frame_v1.groupby("user_id").head(60)  # an hour of each user
     X, y = head.drop(columns="label"), head["label"]
     pipeline = build_pipeline(booster_v1, encoders_v1)
     theirs = get_scorer(scoring) if scoring else None  # scikit-learn knows no taskclf names
