@@ -79,16 +79,13 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     estimator : sklearn.pipeline.Pipeline
         The pipeline to tune.
     param_grid : dict or list of dict
-        ``"<step>__<param>"`` (or a step name, to swap the step) mapped to
-        lists of values, as for GridSearchCV.
+        As GridSearchCV's (``"<step>__<param>"``, or a step name to swap it).
     scoring : str or callable, optional
-        One metric: a scikit-learn scorer name, a taskclf scorer name
-        (:data:`taskclf.metrics.SCORERS`, e.g. ``"segmental_f1@50"``) or a
-        callable ``scorer(estimator, X, y) -> float``. ``None`` uses the
-        pipeline's ``score``.
+        One metric: a scikit-learn or taskclf scorer name
+        (:data:`taskclf.metrics.SCORERS`) or a callable
+        ``scorer(estimator, X, y) -> float``; ``None``: the pipeline's ``score``.
     cv : int, cross-validation generator or iterable, optional
-        As GridSearchCV's (``None``: 5 folds); pass ``groups`` to ``fit``
-        for splitters such as ``GroupKFold``.
+        As GridSearchCV's (``None``: 5 folds).
     refit : bool, default True
         Refit the best candidate on all rows as ``best_estimator_``.
 

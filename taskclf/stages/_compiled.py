@@ -1,16 +1,11 @@
 """The model compiled to machine code: the ``backend="compiled"`` of the model stage.
 
 lleaves (the ``fast`` extra) compiles a LightGBM booster with LLVM into code
-for this CPU that gives its probabilities several times faster
-(docs/performance.md). Compiling 800 trees takes about a minute, so the code
-is kept in the process (per booster and per model digest) and on disk
-(:func:`cache_directory`), one file per model, CPU and compiler, which later
-processes (Dask workers too) load in a fraction of a second. A file whose
-header line (model, CPU, compiler, SHA-256 of the code) does not match is
-compiled anew, never loaded; processes compiling at once take turns through
-a lock file, and files are renamed into place whole. Without lleaves, or
-when compiling fails, one :class:`CompiledBackendWarning` is given and
-LightGBM predicts. Bundles hold the booster only.
+for this CPU that gives its probabilities several times faster. The code is
+kept in the process and on disk (:func:`cache_directory`), one file per
+model, CPU and compiler, checked before it is loaded; without lleaves, or
+when compiling fails, LightGBM predicts after one
+:class:`CompiledBackendWarning` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -77,10 +72,7 @@ def cache_directory() -> Path:
 
 
 def _header(model_text: str) -> dict[str, str]:
-    """The model digest, CPU and compiler versions the machine code depends on.
-
-    Raises ImportError when lleaves is not installed.
-    """
+    """The model digest, CPU and compiler versions the code depends on (needs lleaves)."""
     from importlib.metadata import version
 
     import lleaves  # noqa: F401
