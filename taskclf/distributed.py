@@ -1,24 +1,19 @@
 """Scale-out on Dask: the fitted pipeline on a Dask DataFrame partitioned by user.
 
-Smoothing, segmentation and merging work along timelines, and a timeline is
-one user's rows (the whole frame when there is no ``user_id``). So the
-in-memory pipeline gives the right answer on any partition that holds every
-row of each of its users. :func:`partition_by_user` lays a Dask DataFrame
-out that way (moving rows only when a user spans partitions),
-:func:`transform` and :func:`predict` then run ``pipeline.transform`` on
-each partition, and :func:`infer_parquet_dir` does a whole batch run from a
-directory of Parquet files to ``predictions.csv`` and ``segments.json``.
-
-Results equal the in-memory run on the whole frame (``ddf.compute()``), row
-for row, once aligned on the index: a shuffle changes which partition a row
-lands in and its position there, never its index. Segments are named by
-``(user_id, segment_id)``. Dask itself is an optional dependency:
-``pip install ".[dask]"``.
+A timeline is one user's rows (the whole frame without ``user_id``), so the
+in-memory pipeline is right on any partition holding all rows of each of
+its users: :func:`partition_by_user` lays a frame out that way, then
+:func:`transform` and :func:`predict` run the pipeline on each partition.
+Results equal the in-memory run on ``ddf.compute()``, row for row once
+aligned on the index; segments are named by ``(user_id, segment_id)``
+(docs/dask.md). Without Dask (``pip install ".[dask]"``) every function
+raises an ImportError saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -40,32 +35,18 @@ DASK_INSTALL_HINT = 'pip install ".[dask]" (from a taskclf checkout)'
 """How to get the optional dependencies of this module."""
 
 
-def _dask() -> tuple[Any, Any]:
-    """``(dask, dask.dataframe)``, or an ImportError telling how to install them."""
+def _require(module: str) -> Any:
+    """Import ``module``, or raise an ImportError that tells how to install it."""
     try:
-        import dask
-        import dask.dataframe as dd
+        return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"taskclf.distributed needs Dask ({exc}); install it with: {DASK_INSTALL_HINT}"
+            f"taskclf.distributed needs {module} ({exc}); install it with: {DASK_INSTALL_HINT}"
         ) from exc
-    return dask, dd
-
-
-def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise ImportError(
-            f"running on a Dask cluster needs dask.distributed ({exc}); "
-            f"install it with: {DASK_INSTALL_HINT}"
-        ) from exc
-    return distributed
 
 
 def _check_frame(ddf: object, where: str) -> dd.DataFrame:
-    _, dd = _dask()
-    if not isinstance(ddf, dd.DataFrame):
+    if not isinstance(ddf, _require("dask.dataframe").DataFrame):
         raise InputError(f"{where} expects a dask.dataframe.DataFrame, got {type(ddf).__name__}")
     return ddf
 
@@ -79,35 +60,18 @@ def _check_pipeline(pipeline: object, where: str) -> Any:
     return pipeline
 
 
-def _ship(value: Any, what: str) -> Any:
-    """Wrap ``value`` as one graph key, so it reaches each worker once.
-
-    Passed to ``map_partitions`` as a plain argument, the pipeline (with its
-    booster) would be serialized into every task; as a ``Delayed`` it is one
-    piece of data that workers fetch once and share.
-    """
-    dask, _ = _dask()
-    return dask.delayed(value, name=f"taskclf-{what}-{uuid.uuid4().hex}")
-
-
 @attrs.frozen(eq=False)
 class UserPartitions:
     """A Dask DataFrame laid out so that every partition holds whole users.
 
-    Made by :func:`partition_by_user`.
-
     Attributes
     ----------
     frame : dask.dataframe.DataFrame
-        The rows, each user's in one partition (all rows in one partition
-        when there is no ``user_id`` column). Each row keeps its index.
+        The rows, keeping their index; all in one partition without ``user_id``.
     users : pandas.Index or None
-        The distinct user ids in order of first appearance in the input
-        (partition by partition, then row by row); ``None`` without
-        ``user_id``.
+        The user ids in order of first appearance; ``None`` without ``user_id``.
     shuffled : bool
-        Whether rows had to move: a shuffle on ``user_id``, or the
-        concatenation of all partitions into one.
+        Whether rows had to move.
     """
 
     frame: Any
@@ -116,34 +80,24 @@ class UserPartitions:
 
 
 def _first_appearances(users: pd.Series) -> pd.Series:
-    """The distinct values of one partition's ``user_id``, in order of appearance."""
     return users.drop_duplicates().reset_index(drop=True)
 
 
 def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     """Lay ``ddf`` out so that the rows of each user are in one partition.
 
-    Reads the ``user_id`` column once (one small computation: each
-    partition sends back its distinct user ids) to learn whether any user
-    spans partitions, and shuffles on ``user_id`` only then. A frame
-    without ``user_id`` is one timeline: all its rows go to one partition.
+    Each partition first sends back its distinct user ids (one small
+    computation); rows are shuffled on ``user_id`` only when a user spans
+    partitions. Without a ``user_id`` column, all rows go to one partition.
 
     Parameters
     ----------
     ddf : dask.dataframe.DataFrame
-        Feature rows; ``user_id`` must be a column (an index named
-        ``user_id`` is not read, as in the in-memory pipeline).
+        Feature rows.
 
     Returns
     -------
     UserPartitions
-
-    Raises
-    ------
-    InputError
-        If ``ddf`` is not a Dask DataFrame.
-    ImportError
-        If Dask is not installed.
 
     Examples
     --------
@@ -162,15 +116,12 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
         if ddf.npartitions == 1:
             return UserPartitions(ddf, None, shuffled=False)
         return UserPartitions(ddf.repartition(npartitions=1), None, shuffled=True)
-    dask, _ = _dask()
     column = ddf[USER_ID]
     firsts = column.map_partitions(_first_appearances, meta=column._meta)
-    # Reading one column, Dask's optimizer would concatenate small input
-    # partitions (Parquet files, say) into fewer; the full read may keep them
-    # apart. Users local to the concatenated partitions may then span the
-    # real ones: look at the partitions as they are, the finest layout, whose
-    # locality every coarser layout keeps.
-    with dask.config.set({"optimization.tune.active": False}):
+    # Reading one column, Dask's optimizer may concatenate small input
+    # partitions (Parquet files, say) that the full read keeps apart: look at
+    # the partitions as they are, whose locality every coarser layout keeps.
+    with _require("dask").config.set({"optimization.tune.active": False}):
         firsts = firsts.compute()
     users = pd.Index(firsts.drop_duplicates().to_numpy(), name=USER_ID)
     if len(users) == len(firsts):  # no user in two partitions
@@ -178,85 +129,55 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     return UserPartitions(ddf.shuffle(on=USER_ID), users, shuffled=True)
 
 
-def _pipeline_meta(pipeline: Any, frame: dd.DataFrame) -> pd.DataFrame:
-    """The pipeline's output on the (empty) metadata frame of ``frame``.
-
-    Doubles as an early check: missing columns and the like are reported
-    here, on the client, before any task runs.
-    """
-    meta = pipeline.transform(frame._meta)
-    if not isinstance(meta, pd.DataFrame) or len(meta):
-        raise InvalidParameterError(
-            "pipeline.transform must turn an empty frame into an empty DataFrame, got "
-            f"{type(meta).__name__} of length {len(meta)}"
-        )
-    return meta
-
-
 def _transform_partition(part: pd.DataFrame, pipeline: Any) -> pd.DataFrame:
     return pipeline.transform(part)
+
+
+def _on_partitions(pipeline: Any, ddf: object, where: str) -> dd.DataFrame:
+    """``pipeline.transform`` on each partition of ``ddf`` laid out by user."""
+    ddf = _check_frame(ddf, where)
+    meta = _check_pipeline(pipeline, where).transform(ddf._meta)  # column errors: here, now
+    if not isinstance(meta, pd.DataFrame):
+        raise InvalidParameterError(
+            f"pipeline.transform must give a DataFrame, got {type(meta).__name__}"
+        )
+    frame = partition_by_user(ddf).frame
+    # One Delayed key, which workers fetch once, rather than a copy in every task.
+    shipped = _require("dask").delayed(pipeline, name=f"taskclf-pipeline-{uuid.uuid4().hex}")
+    return frame.map_partitions(_transform_partition, shipped, meta=meta)
 
 
 def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
     """``pipeline.transform`` on a Dask DataFrame, partition by partition.
 
-    The rows of each user are first brought into one partition
-    (:func:`partition_by_user`); each partition then runs the in-memory
-    pipeline, and partitions stream through. Every output row keeps its
+    After :func:`partition_by_user`, each partition runs the in-memory
+    pipeline, which the workers fetch once. Every output row keeps its
     input index and equals the row of ``pipeline.transform(ddf.compute())``
-    with that index; ``(user_id, segment_id)`` names a segment.
+    with that index (after a shuffle, in another order).
 
     Parameters
     ----------
     pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline (:func:`taskclf.build_pipeline`). It is
-        sent to the workers once, as one piece of data in the task graph.
+        A fitted taskclf pipeline (:func:`taskclf.build_pipeline`).
     ddf : dask.dataframe.DataFrame
         Feature rows, as ``pipeline.transform`` takes them.
 
     Returns
     -------
     dask.dataframe.DataFrame
-        Lazy. After a shuffle its partitions and row order differ from
-        the input's: align on the index (``result.compute().loc[index]``)
-        to compare row for row.
+        Lazy.
 
     Raises
     ------
     InputError
-        If ``ddf`` is not a Dask DataFrame; the pipeline's own errors
-        (missing columns, ...) are raised here, before any task runs.
-    ImportError
-        If Dask is not installed.
-
-    Notes
-    -----
-    Without a ``user_id`` column the whole frame is one timeline, and all
-    rows go to one partition: one worker does all the work.
-
-    Examples
-    --------
-    >>> from distributed import Client                      # doctest: +SKIP
-    >>> client = Client("tcp://scheduler:8786")             # doctest: +SKIP
-    >>> ddf = dd.read_parquet("s3://bucket/features/")      # doctest: +SKIP
-    >>> out = transform(pipeline, ddf)                      # doctest: +SKIP
-    >>> out.to_parquet("s3://bucket/annotated/")            # doctest: +SKIP
+        If ``ddf`` is not a Dask DataFrame. The pipeline's own errors on
+        the columns are raised here too, before any task runs.
     """
-    ddf = _check_frame(ddf, "taskclf.distributed.transform")
-    _check_pipeline(pipeline, "taskclf.distributed.transform")
-    frame = partition_by_user(ddf).frame
-    meta = _pipeline_meta(pipeline, frame)
-    return frame.map_partitions(_transform_partition, _ship(pipeline, "pipeline"), meta=meta)
-
-
-def _predict_partition(part: pd.DataFrame, pipeline: Any) -> pd.Series:
-    return pipeline.transform(part)[LABEL]
+    return _on_partitions(pipeline, ddf, "taskclf.distributed.transform")
 
 
 def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
-    """The final label of each row of a Dask DataFrame.
-
-    As :func:`transform`, but only the ``label`` column comes back.
+    """The final label of each row of a Dask DataFrame: :func:`transform`'s ``label``.
 
     Parameters
     ----------
@@ -268,75 +189,36 @@ def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
     Returns
     -------
     dask.dataframe.Series
-        Named ``label``, with the input index; categorical over the eight
-        classes and ``Mixed/Unknown`` (``.astype(str)`` for plain text).
-        Its values equal ``pipeline.predict(ddf.compute())`` once aligned
-        on the index.
-
-    Raises
-    ------
-    InvalidParameterError
-        If the pipeline gives no ``label`` column.
-    InputError
-        If ``ddf`` is not a Dask DataFrame.
-    ImportError
-        If Dask is not installed.
-
-    Examples
-    --------
-    >>> labels = predict(pipeline, ddf)                     # doctest: +SKIP
-    >>> labels.value_counts().compute()                     # doctest: +SKIP
+        Categorical, with the input index; equal to
+        ``pipeline.predict(ddf.compute())`` once aligned on the index.
     """
-    ddf = _check_frame(ddf, "taskclf.distributed.predict")
-    _check_pipeline(pipeline, "taskclf.distributed.predict")
-    parts = partition_by_user(ddf)
-    meta = _pipeline_meta(pipeline, parts.frame)
-    if LABEL not in meta.columns:
+    out = _on_partitions(pipeline, ddf, "taskclf.distributed.predict")
+    if LABEL not in out.columns:
         raise InvalidParameterError(
             f"the pipeline's output has no {LABEL!r} column; it ends with "
-            f"{list(meta.columns)[-3:]!r}"
+            f"{list(out.columns)[-3:]!r}"
         )
-    shipped = _ship(pipeline, "pipeline")
-    return parts.frame.map_partitions(_predict_partition, shipped, meta=meta[LABEL])
-
-
-# --- a whole batch run from Parquet files to a run directory -----------------
-
-
-def _check_address(address: object) -> str | None:
-    if address is not None and (not isinstance(address, str) or not address):
-        raise InvalidParameterError(
-            f"address must be 'local', a scheduler address such as "
-            f"'tcp://scheduler:8786', or None; got {address!r}"
-        )
-    return address
+    return out[LABEL]
 
 
 @contextlib.contextmanager
-def _scheduler(address: str | None, n_workers: int | None) -> Iterator[str | None]:
-    """Make ``address`` the Dask scheduler for the block; yield its address.
-
-    ``"local"`` starts a LocalCluster (worker processes, one thread each)
-    and closes it after; another string connects a Client to a running
-    scheduler and closes the client (not the cluster) after; ``None`` keeps
-    whatever scheduler Dask is already set to use.
-    """
-    if _check_address(address) is None:
-        yield None
+def _scheduler(address: str | None, n_workers: int | None) -> Iterator[None]:
+    """Make ``address`` (``"local"``: a new LocalCluster) the Dask scheduler of the block."""
+    if address is None:
+        yield
         return
-    distributed = _distributed()
+    distributed = _require("distributed")
     if address == "local":
         with (
             distributed.LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
-                # A free local port: no clash (and no warning) when 8787 is taken.
-                dashboard_address="127.0.0.1:0",
+                dashboard_address="127.0.0.1:0",  # a free port: no clash when 8787 is taken
             ) as cluster,
-            distributed.Client(cluster) as client,
+            distributed.Client(cluster),
         ):
-            yield client.scheduler.address
+            yield
         return
     try:
         client = distributed.Client(address)
@@ -344,12 +226,12 @@ def _scheduler(address: str | None, n_workers: int | None) -> Iterator[str | Non
         raise InvalidParameterError(
             f"cannot reach the Dask scheduler at {address!r}: {exc}"
         ) from exc
-    with client:
-        yield address
+    with client:  # closes the client, not the cluster
+        yield
 
 
 def _read_parquet(source: Path) -> dd.DataFrame:
-    _, dd = _dask()
+    dd = _require("dask.dataframe")
     if not source.exists():
         raise ReaderError(f"input directory {str(source)!r} does not exist")
     if source.is_dir() and not any(source.rglob("*.parquet")):
@@ -370,29 +252,23 @@ def infer_parquet_dir(
 ) -> InferenceRun:
     """Batch inference on Dask: Parquet feature files in, one run directory out.
 
-    Reads every Parquet file under ``input_dir`` lazily, brings each
-    user's rows into one partition, runs the pipeline on each partition
-    (:func:`transform`), gathers the prediction columns and writes them
-    with :func:`taskclf.workflows.infer_to_directory`, as the in-memory
-    run does: ``output_dir/predictions.csv`` (rows grouped by user, not
-    in input order; ``(user_id, bucket_start_ts)`` identifies each) and
-    ``output_dir/segments.json``, published together.
+    Runs :func:`transform` on the Parquet files under ``input_dir`` (a
+    directory, or one file) and writes ``output_dir/predictions.csv`` (rows
+    grouped by user) and ``segments.json`` as the in-memory run does
+    (:func:`taskclf.workflows.infer_to_directory`).
 
     Parameters
     ----------
     pipeline : sklearn.pipeline.Pipeline
         A fitted taskclf pipeline.
-    input_dir : path
-        Directory of Parquet feature files (or one Parquet file), local.
-    output_dir : path
-        The run's directory: absent, empty or an earlier run's output.
+    input_dir, output_dir : path
+        Parquet feature files; the run's directory (absent, empty or an
+        earlier run's output).
     address : str or None, default "local"
-        ``"local"``: start a LocalCluster on this machine (worker
-        processes, one thread each) and close it after. A scheduler
-        address (``"tcp://scheduler:8786"``): connect to that cluster;
-        every worker needs taskclf installed and must see ``input_dir``
-        at the same path. ``None``: use the scheduler Dask is already set
-        to use (a ``Client`` made by the caller, say).
+        ``"local"``: a LocalCluster started here (worker processes, one
+        thread each) and closed after; a scheduler address
+        (``"tcp://scheduler:8786"``), whose workers see ``input_dir`` at the
+        same path; ``None``: the scheduler Dask already uses.
     n_workers : int, optional
         Worker processes of the ``"local"`` cluster (default: one per core).
 
@@ -402,24 +278,18 @@ def infer_parquet_dir(
 
     Raises
     ------
-    ReaderError
-        Naming ``input_dir``, when it is missing, empty or unreadable.
-    NotOursError
-        When ``output_dir`` holds other files than a run's.
-    InvalidParameterError
-        On a bad ``address`` or an unreachable scheduler.
-    ImportError
-        If Dask is not installed.
-
-    Examples
-    --------
-    >>> infer_parquet_dir(pipeline, "features/", "out/", address="local")  # doctest: +SKIP
-    InferenceRun(directory=PosixPath('out'), rows=1440000, segments=91234)
+    ReaderError, NotOursError, InvalidParameterError
+        For a missing, empty or unreadable ``input_dir``; an ``output_dir``
+        holding other files than a run's; a bad or unreachable ``address``.
     """
     from taskclf.workflows import check_output_dir, infer_to_directory, run_columns
 
     _check_pipeline(pipeline, "taskclf.distributed.infer_parquet_dir")
-    _check_address(address)
+    if address is not None and (not isinstance(address, str) or not address):
+        raise InvalidParameterError(
+            "address must be 'local', a scheduler address such as "
+            f"'tcp://scheduler:8786', or None; got {address!r}"
+        )
     check_output_dir(output_dir)
     features = _read_parquet(Path(input_dir))  # metadata only: fails before a cluster starts
 

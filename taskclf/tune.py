@@ -1,16 +1,14 @@
-"""Fast grid search over the post-processing steps of a pipeline.
+"""Fast grid search over the post-processing steps of a pipeline, and honest tuning.
 
-:class:`PostprocessingSearchCV` searches the same grid as
-``sklearn.model_selection.GridSearchCV`` and reports the same scores, but
-fits the steps before the first swept one (encoding, the model,
-calibration) once per fold instead of once per candidate and fold.
+:class:`PostprocessingSearchCV` gives GridSearchCV's results, fitting the
+model once per fold; :func:`training_overlap` finds rows a model was trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,9 +18,10 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted, indexable
 
-from taskclf._columns import USER_ID
+from taskclf._columns import LABEL, USER_ID
 from taskclf._progress import step
 from taskclf.core.time import timestamps_ns
 from taskclf.exceptions import InvalidParameterError, NotFittedError
@@ -33,108 +32,73 @@ __all__ = ["PostprocessingSearchCV", "day_fingerprints", "training_overlap"]
 NS_PER_DAY = 86_400 * 1_000_000_000
 
 
-def _take(data: Any, rows: np.ndarray) -> Any:
-    if data is None:
-        return None
-    if isinstance(data, (pd.DataFrame, pd.Series)):
-        return data.iloc[rows]
-    return np.asarray(data)[rows]
+def _mean_std(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and standard deviation, computed as GridSearchCV does."""
+    mean = np.average(array, axis=1)
+    return mean, np.sqrt(np.average((array - mean[:, None]) ** 2, axis=1))
 
 
-def _one_number(score: Any) -> float:
-    if not isinstance(score, (int, float, np.number)):
-        raise InvalidParameterError(
-            f"scoring must give one number per call, got {type(score).__name__}; "
-            "multi-metric scoring is not supported"
-        )
-    return float(score)
-
-
-def _param_columns(candidates: Sequence[Mapping[str, Any]]) -> dict[str, np.ma.MaskedArray]:
-    """``param_<name>`` columns: one masked array per parameter name."""
-    names = sorted({name for params in candidates for name in params})
-    columns = {}
-    for name in names:
-        column: np.ma.MaskedArray = np.ma.MaskedArray(
-            np.empty(len(candidates), dtype=object), mask=True
-        )
+def _cv_results(
+    candidates: list[dict[str, Any]], scores: np.ndarray, times: np.ndarray
+) -> dict[str, Any]:
+    """GridSearchCV's ``cv_results_``: same keys, order, dtypes and arithmetic."""
+    results: dict[str, Any] = {}
+    for key, array in (("fit_time", times[0]), ("score_time", times[1])):
+        results[f"mean_{key}"], results[f"std_{key}"] = _mean_std(array)
+    for name in dict.fromkeys(name for params in candidates for name in params):
+        column: np.ma.MaskedArray = np.ma.masked_all(len(candidates), dtype=object)
         for i, params in enumerate(candidates):
             if name in params:
                 column[i] = params[name]
-        columns[f"param_{name}"] = column
-    return columns
-
-
-def _rank(means: np.ndarray) -> np.ndarray:
-    """Rank 1 for the best mean score; NaN scores rank with the worst."""
+        results[f"param_{name}"] = column
+    results["params"] = candidates
+    for s in range(scores.shape[1]):
+        results[f"split{s}_test_score"] = scores[:, s]
+    results["mean_test_score"], results["std_test_score"] = _mean_std(scores)
+    means = results["mean_test_score"]
     if np.isnan(means).all():
-        return np.ones(len(means), dtype=np.int32)
-    filled = np.where(np.isnan(means), np.nanmin(means) - 1, means)
-    return np.asarray(rankdata(-filled, method="min"), dtype=np.int32)
+        results["rank_test_score"] = np.ones(len(means), dtype=np.int32)
+    else:  # NaN scores rank with the worst
+        filled = np.where(np.isnan(means), np.nanmin(means) - 1, means)
+        results["rank_test_score"] = rankdata(-filled, method="min").astype(np.int32)
+    return results
 
 
 class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     """Grid search over the later steps of a pipeline, fitting the model once per fold.
 
     Same interface and results as ``sklearn.model_selection.GridSearchCV``
-    for a :class:`~sklearn.pipeline.Pipeline` (for instance one made by
-    :func:`taskclf.build_pipeline`). Whatever comes before the first step
-    the grid touches (encoding, the booster, calibration when the grid
-    sweeps ``reject__threshold`` and ``smooth__window``) is fitted once per
-    fold; each candidate then fits and scores only the remaining steps on
-    the first steps' output frames, which keep every input column. Every
-    candidate is scored by ``scoring(remaining_steps, Xt_test, y_test)``,
-    which equals GridSearchCV's score of the whole pipeline exactly (given
-    a deterministic model, as :class:`~taskclf.BoosterPredictor` is).
+    on a :class:`~sklearn.pipeline.Pipeline`. The steps before the first
+    one the grid touches (the model, calibration) are fitted once per fold;
+    each candidate fits the remaining steps on their output and is scored
+    by ``scoring(remaining_steps, Xt_test, y_test)``, which equals
+    GridSearchCV's score of the whole (deterministic) pipeline.
 
     Parameters
     ----------
     estimator : sklearn.pipeline.Pipeline
         The pipeline to tune.
     param_grid : dict or list of dict
-        Parameter names (``"<step>__<param>"``, or a step name to swap the
-        whole step) mapped to lists of values, as for GridSearchCV.
+        As GridSearchCV's (``"<step>__<param>"``, or a step name to swap it).
     scoring : str or callable, optional
-        One metric: a scikit-learn scorer name, a taskclf scorer name
-        (:data:`taskclf.metrics.SCORERS`, e.g. ``"segmental_f1@50"``), or a
-        callable ``scorer(estimator, X, y) -> float`` such as
-        :func:`taskclf.metrics.get_scorer`'s. ``None`` uses the pipeline's
-        ``score``.
+        One metric: a scikit-learn or taskclf scorer name
+        (:data:`taskclf.metrics.SCORERS`) or a callable
+        ``scorer(estimator, X, y) -> float``; ``None``: the pipeline's ``score``.
     cv : int, cross-validation generator or iterable, optional
-        As GridSearchCV's ``cv`` (``None``: 5 folds); pass ``groups`` to
-        ``fit`` for group-aware splitters such as ``GroupKFold``.
+        As GridSearchCV's (``None``: 5 folds).
     refit : bool, default True
         Refit the best candidate on all rows as ``best_estimator_``.
 
     Attributes
     ----------
-    cv_results_ : dict of ndarray
-        ``params``, ``param_<name>``, ``split<i>_test_score``,
-        ``mean_test_score``, ``std_test_score``, ``rank_test_score``,
-        ``mean_fit_time``/``std_fit_time`` (fitting of the remaining
-        steps) and ``mean_score_time``/``std_score_time``.
-    best_index_ : int
-        Candidate with rank 1 (the first of them).
-    best_score_ : float
-        Its mean test score.
-    best_params_ : dict
-        Its parameters.
-    best_estimator_ : Pipeline
-        The pipeline refitted on all rows with ``best_params_`` (``refit``).
-    n_splits_ : int
-        Number of folds.
-    scorer_ : callable
-        The scorer used.
+    cv_results_, best_index_, best_score_, best_params_, best_estimator_, n_splits_
+        As GridSearchCV's (``mean_fit_time`` times the remaining steps only).
+    scorer_, refit_time_
+        As GridSearchCV's.
     split_step_ : str
         The first swept step; the steps before it were fitted once per fold.
     prefix_fit_times_ : ndarray
-        Seconds spent fitting the shared first steps, per fold.
-    refit_time_ : float
-        Seconds spent refitting the best candidate.
-
-    See Also
-    --------
-    sklearn.model_selection.GridSearchCV : the general search it matches.
+        Seconds spent fitting the steps before it, per fold.
 
     Examples
     --------
@@ -165,51 +129,51 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.cv = cv
         self.refit = refit
 
-    def _split_index(self, candidates: Sequence[Mapping[str, Any]]) -> int:
-        """Index of the first step any candidate changes."""
+    def _candidates(self) -> tuple[list[dict[str, Any]], int]:
+        """The grid's candidates and the index of the first step any of them changes."""
         if not isinstance(self.estimator, Pipeline):
             raise InvalidParameterError(
                 "PostprocessingSearchCV tunes a sklearn Pipeline, got "
                 f"{type(self.estimator).__name__}"
             )
+        try:
+            candidates = list(ParameterGrid(self.param_grid))
+        except (TypeError, ValueError) as exc:  # scikit-learn's words on a malformed grid
+            raise InvalidParameterError(f"param_grid: {exc}") from None
+        if not candidates:
+            raise InvalidParameterError("param_grid gives no candidate")
         names = [name for name, _ in self.estimator.steps]
-        first = len(names)
-        for params in candidates:
-            for key in params:
-                step = key.split("__", 1)[0]
-                if step not in names:
-                    raise InvalidParameterError(
-                        f"parameter {key!r} names no step of the pipeline; steps are {names}"
-                    )
-                first = min(first, names.index(step))
-        return first
+        swept = {key.split("__", 1)[0]: key for params in candidates for key in params}
+        for name, key in swept.items():
+            if name not in names:
+                raise InvalidParameterError(
+                    f"parameter {key!r} names no step of the pipeline; steps are {names}"
+                )
+        # The last step is always refitted per candidate: it is what predicts.
+        first = min([names.index(name) for name in swept] + [len(names) - 1])
+        for params in candidates:  # bad values are refused before any work
+            TaskPipeline(self._candidate(params).steps)._check_steps()
+        return candidates, first
 
     def _scorer(self) -> Any:
-        if callable(self.scoring):
-            return self.scoring
-        if isinstance(self.scoring, str):
+        scoring = self.scoring
+        if not (scoring is None or isinstance(scoring, str) or callable(scoring)):
+            raise InvalidParameterError(
+                f"scoring must be one metric (a name or a callable), got {scoring!r}"
+            )
+        if isinstance(scoring, str) and scoring not in get_scorer_names():
             from taskclf.metrics import SCORERS, get_scorer
 
-            if self.scoring not in get_scorer_names() and self.scoring in SCORERS:
-                return get_scorer(self.scoring)
-        if isinstance(self.scoring, str) and self.scoring not in get_scorer_names():
-            from taskclf.metrics import SCORERS
-
-            raise InvalidParameterError(
-                f"scoring {self.scoring!r} is neither a taskclf scorer ({', '.join(SCORERS)}) "
-                "nor a scikit-learn scorer name (sklearn.metrics.get_scorer_names())"
-            )
-        if self.scoring is None and not hasattr(self.estimator, "score"):
-            raise InvalidParameterError(
-                "scoring is needed: the pipeline has no score method; pass a taskclf "
-                "scorer name such as 'segmental_f1@50', a scikit-learn scorer name or a "
-                "callable"
-            )
-        if self.scoring is None or isinstance(self.scoring, str):
-            return check_scoring(self.estimator, self.scoring)
-        raise InvalidParameterError(
-            f"scoring must be one metric (a name or a callable), got {self.scoring!r}"
-        )
+            if scoring not in SCORERS:
+                raise InvalidParameterError(
+                    f"scoring {scoring!r} is neither a taskclf scorer ({', '.join(SCORERS)}) "
+                    "nor a scikit-learn scorer name (sklearn.metrics.get_scorer_names())"
+                )
+            return get_scorer(scoring)
+        try:
+            return check_scoring(self.estimator, scoring)
+        except TypeError as exc:  # no scoring, and the pipeline has no score method
+            raise InvalidParameterError(f"scoring is needed: {exc}") from None
 
     def _candidate(self, params: Mapping[str, Any]) -> Pipeline:
         pipeline: Pipeline = clone(self.estimator)
@@ -231,70 +195,46 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        try:
-            candidates = list(ParameterGrid(self.param_grid))
-        except (TypeError, ValueError) as exc:  # scikit-learn's words on a malformed grid
-            raise InvalidParameterError(f"param_grid: {exc}") from None
-        if not candidates:
-            raise InvalidParameterError("param_grid gives no candidate")
-        # The last step is always refitted per candidate: it is what predicts.
-        split = min(self._split_index(candidates), len(self.estimator.steps) - 1)
-        for params in candidates:  # refuse bad names or values before any work
-            TaskPipeline(self._candidate(params).steps)._check_steps()
+        candidates, split = self._candidates()
         scorer = self._scorer()
         X, y, groups = indexable(X, y, groups)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         folds = list(cv.split(X, y, groups))
-
-        n_candidates, n_splits = len(candidates), len(folds)
-        scores = np.empty((n_candidates, n_splits), dtype=np.float64)
-        fit_times = np.empty_like(scores)
-        score_times = np.empty_like(scores)
-        prefix_times = np.zeros(n_splits, dtype=np.float64)
-        head = self.estimator.steps[:split]
-        with step("tuning", n_candidates * n_splits) as advance:
+        scores = np.empty((len(candidates), len(folds)))
+        times = np.empty((2, *scores.shape))  # fitting, scoring
+        self.prefix_fit_times_ = np.zeros(len(folds))
+        with step("tuning", scores.size) as advance:
             for s, (train, test) in enumerate(folds):
-                X_train, y_train = _take(X, train), _take(y, train)
-                X_test, y_test = _take(X, test), _take(y, test)
-                if head:  # fitted once per fold; its outputs feed every candidate
+                X_train, y_train = _safe_indexing(X, train), _safe_indexing(y, train)
+                X_test, y_test = _safe_indexing(X, test), _safe_indexing(y, test)
+                if split:  # fitted once per fold; its outputs feed every candidate
                     started = time.perf_counter()
-                    prefix = Pipeline([(name, clone(stage)) for name, stage in head])
+                    prefix = Pipeline(clone(self.estimator.steps[:split], safe=False))
                     X_train = prefix.fit_transform(X_train, y_train)
                     X_test = prefix.transform(X_test)
-                    prefix_times[s] = time.perf_counter() - started
+                    self.prefix_fit_times_[s] = time.perf_counter() - started
                 for c, params in enumerate(candidates):
                     started = time.perf_counter()
-                    tail = TaskPipeline(self._candidate(params).steps[split:])
-                    tail.fit(X_train, y_train)
+                    tail = TaskPipeline(self._candidate(params).steps[split:]).fit(X_train, y_train)
                     fitted = time.perf_counter()
-                    scores[c, s] = _one_number(scorer(tail, X_test, y_test))
-                    fit_times[c, s] = fitted - started
-                    score_times[c, s] = time.perf_counter() - fitted
+                    score = scorer(tail, X_test, y_test)
+                    if not isinstance(score, (int, float, np.number)):
+                        raise InvalidParameterError(
+                            f"scoring must give one number per call, got {type(score).__name__}"
+                            "; multi-metric scoring is not supported"
+                        )
+                    scores[c, s] = score
+                    times[:, c, s] = fitted - started, time.perf_counter() - fitted
                     advance(1)
 
-        results: dict[str, Any] = {}
-        for key, array in (("fit_time", fit_times), ("score_time", score_times)):
-            mean = np.average(array, axis=1)
-            results[f"mean_{key}"] = mean
-            results[f"std_{key}"] = np.sqrt(np.average((array - mean[:, None]) ** 2, axis=1))
-        results.update(_param_columns(candidates))
-        results["params"] = candidates
-        for s in range(n_splits):
-            results[f"split{s}_test_score"] = scores[:, s]
-        means = np.average(scores, axis=1)
-        results["mean_test_score"] = means
-        results["std_test_score"] = np.sqrt(np.average((scores - means[:, None]) ** 2, axis=1))
-        results["rank_test_score"] = _rank(means)
-
-        self.cv_results_ = results
-        self.best_index_ = int(results["rank_test_score"].argmin())
-        self.best_score_ = float(means[self.best_index_])
+        self.cv_results_ = _cv_results(candidates, scores, times)
+        self.best_index_ = int(self.cv_results_["rank_test_score"].argmin())
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.best_params_ = candidates[self.best_index_]
-        self.n_splits_ = n_splits
+        self.n_splits_ = len(folds)
         self.scorer_ = scorer
         self.multimetric_ = False
         self.split_step_ = self.estimator.steps[split][0]
-        self.prefix_fit_times_ = prefix_times
         if self.refit:
             started = time.perf_counter()
             self.best_estimator_ = self._candidate(self.best_params_).fit(X, y)
@@ -325,31 +265,47 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
 def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
     """A digest of each user's rows of each UTC day → ``(user_id, day)``.
 
-    The digest covers the day's rows (every column but the label, in any
-    order), so the same rows give the same digest wherever they appear. A
-    saved model records them as ``training_days``; :func:`training_overlap`
-    compares them with the rows a search is about to score.
+    The digest covers the day's rows in any order and their columns but
+    ``label`` (by name). Recorded at training, the digests let
+    :func:`training_overlap` find the rows a search should not score.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"user_id": ["a", "a"], "x": [1, 2],
+    ...                      "bucket_start_ts": ["2025-01-06 09:00", "2025-01-06 09:01"]})
+    >>> list(day_fingerprints(rows).values())
+    [('a', '2025-01-06')]
     """
     if len(X) == 0:
         return {}
-    frame = X.drop(columns=["label"], errors="ignore")
+    frame = X.drop(columns=[LABEL], errors="ignore")
+    frame = frame[sorted(frame.columns, key=str)]
     rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    users = (
-        frame[USER_ID].astype(str).reset_index(drop=True)
-        if USER_ID in frame.columns
-        else pd.Series("", index=range(len(frame)))
-    )
-    days = pd.Series(timestamps_ns(frame) // NS_PER_DAY)
+    users = frame[USER_ID].astype(str).to_numpy() if USER_ID in frame else np.full(len(frame), "")
+    days = timestamps_ns(frame) // NS_PER_DAY
     digests: dict[str, tuple[Any, str]] = {}
     groups: dict[Any, Any] = pd.Series(rows).groupby([users, days]).indices
-    for key, positions in groups.items():
-        user, day = key
+    for (user, day), positions in groups.items():
         digest = hashlib.sha256(np.sort(rows[positions]).tobytes()).hexdigest()[:16]
         digests[digest] = (user, str(pd.Timestamp(int(day) * NS_PER_DAY, tz="UTC").date()))
     return digests
 
 
-def training_overlap(training_days: Any, X: pd.DataFrame) -> list[tuple[Any, str]]:
-    """The ``(user_id, day)`` groups of ``X`` that the model was trained on."""
+def training_overlap(training_days: Iterable[str] | None, X: pd.DataFrame) -> list[tuple[Any, str]]:
+    """The ``(user_id, day)`` groups of ``X`` that a model was trained on.
+
+    Parameters
+    ----------
+    training_days : iterable of str or None
+        The digests :func:`day_fingerprints` gave on the training rows.
+    X : DataFrame
+        Rows about to be scored (with or without ``label``).
+
+    Returns
+    -------
+    list of (user_id, "YYYY-MM-DD")
+        Sorted; empty when no day of ``X`` was trained on.
+    """
     recorded = set(training_days or ())
     return sorted(where for digest, where in day_fingerprints(X).items() if digest in recorded)

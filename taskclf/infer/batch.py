@@ -1,26 +1,18 @@
-"""Batch inference, the functional API: predict, smooth and segment a frame.
+"""Batch inference, the functional API of taskclf 0.4: predict, smooth and segment a frame.
 
-These functions keep the names, signatures and results of the batch API
-taskclf users already call. Each is a thin composition of the pipeline
-stages (:func:`taskclf.build_pipeline`); no algorithm lives here.
+Each function composes the pipeline stages (:func:`taskclf.build_pipeline`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from taskclf._columns import (
-    CONFIDENCE,
-    IS_REJECTED,
-    PROBA_COLUMNS,
-    RAW_LABEL,
-    SMOOTHED_LABEL,
-)
+from taskclf._columns import CONFIDENCE, IS_REJECTED, PROBA_COLUMNS, RAW_LABEL, SMOOTHED_LABEL
 from taskclf._frame import check_frame
 from taskclf._readers import read_segments_json, write_predictions_csv, write_segments_json
 from taskclf.calibration import CalibratorStore
@@ -51,10 +43,8 @@ class BatchInferenceResult:
 
     Attributes
     ----------
-    raw_labels : list of str
-        Label of each row before smoothing (``Mixed/Unknown`` if rejected).
-    smoothed_labels : list of str
-        Label of each row after rolling-majority smoothing.
+    raw_labels, smoothed_labels : list of str
+        Label of each row before (``Mixed/Unknown`` if rejected) and after smoothing.
     segments : list of Segment
         Hysteresis-merged segments, by user and time.
     confidences : ndarray
@@ -63,10 +53,8 @@ class BatchInferenceResult:
         Rejection flag of each row.
     core_probs : ndarray, shape (n, 8)
         Calibrated probabilities in class order.
-    mapped_labels : list of str or None
-        Taxonomy bucket of each row, when a taxonomy was given.
-    mapped_probs : list of dict or None
-        Bucket probabilities of each row, when a taxonomy was given.
+    mapped_labels, mapped_probs : list of str, list of dict, or None
+        Taxonomy bucket and bucket probabilities of each row, when a taxonomy was given.
     """
 
     raw_labels: list[str]
@@ -75,16 +63,16 @@ class BatchInferenceResult:
     confidences: np.ndarray
     is_rejected: np.ndarray
     core_probs: np.ndarray
-    mapped_labels: list[str] | None = field(default=None)
-    mapped_probs: list[dict[str, float]] | None = field(default=None)
+    mapped_labels: list[str] | None = None
+    mapped_probs: list[dict[str, float]] | None = None
 
 
 def _vocabulary(
     features_df: pd.DataFrame, cat_encoders: dict[str, LabelEncoder] | None, version: str
 ) -> dict[str, list[Any]]:
+    """The encoders' categories, or each categorical column's own values."""
     if cat_encoders is not None:
         return {column: vocabulary_of(enc) for column, enc in cat_encoders.items()}
-    # Without encoders, each categorical column is coded over its own values.
     columns = [c for c in get_schema(version).categorical_columns if c in features_df]
     return {c: vocabulary_of(pd.unique(features_df[c].dropna())) for c in columns}
 
@@ -105,7 +93,7 @@ def predict_proba(
     features_df : DataFrame
         Frame with the schema's feature columns.
     cat_encoders : dict of str to LabelEncoder, optional
-        Fitted encoders of the categorical columns.
+        Fitted encoders of the categorical columns (default: each column's own values).
     schema_version : str, optional
         ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
 
@@ -133,18 +121,12 @@ def predict_labels(
 
     Parameters
     ----------
-    model : lightgbm.Booster
-        Trained booster.
-    features_df : DataFrame
-        Frame with the schema's feature columns.
+    model, features_df, cat_encoders, schema_version
+        As for :func:`predict_proba`.
     label_encoder : LabelEncoder
         Encoder fitted on the label vocabulary (class index → name).
-    cat_encoders : dict of str to LabelEncoder, optional
-        Fitted encoders of the categorical columns.
     reject_threshold : float, optional
         Rows whose maximum probability is below it become ``Mixed/Unknown``.
-    schema_version : str, optional
-        ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
 
     Returns
     -------
@@ -181,12 +163,10 @@ def run_batch_inference(
 
     Parameters
     ----------
-    model : lightgbm.Booster
-        Trained booster.
+    model, cat_encoders, schema_version
+        As for :func:`predict_proba`.
     features_df : DataFrame
         Feature columns of the schema and ``bucket_start_ts``.
-    cat_encoders : dict of str to LabelEncoder, optional
-        Fitted encoders of the categorical columns.
     smooth_window : int, default 3
         Rolling-majority window.
     bucket_seconds : int, default 60
@@ -200,8 +180,6 @@ def run_batch_inference(
     calibrator_store : CalibratorStore, optional
         Per-user calibration; wins over ``calibrator`` when the frame has
         ``user_id``.
-    schema_version : str, optional
-        ``"v1"``, ``"v2"`` or ``"v3"``; resolved from the frame when omitted.
     timelines : {"per_user", "as_given"}, default "per_user"
         ``"as_given"`` treats the frame as one sequence in the order given,
         which reproduces taskclf 0.4's results on any frame.
@@ -227,14 +205,10 @@ def run_batch_inference(
     frame = pipeline.transform(features_df)
     proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
     is_rejected = frame[IS_REJECTED].to_numpy(dtype=bool)
-    mapped_labels: list[str] | None = None
-    mapped_probs: list[dict[str, float]] | None = None
+    mapped = None
     if taxonomy is not None:
-        results = TaxonomyResolver(taxonomy).resolve_batch(
-            proba.argmax(axis=1), proba, is_rejected=is_rejected
-        )
-        mapped_labels = [r.mapped_label for r in results]
-        mapped_probs = [r.mapped_probs for r in results]
+        resolver = TaxonomyResolver(taxonomy)
+        mapped = resolver.resolve_batch(proba.argmax(axis=1), proba, is_rejected=is_rejected)
     return BatchInferenceResult(
         raw_labels=frame[RAW_LABEL].astype(object).tolist(),
         smoothed_labels=frame[SMOOTHED_LABEL].astype(object).tolist(),
@@ -242,6 +216,6 @@ def run_batch_inference(
         confidences=frame[CONFIDENCE].to_numpy(dtype=np.float64),
         is_rejected=is_rejected,
         core_probs=proba,
-        mapped_labels=mapped_labels,
-        mapped_probs=mapped_probs,
+        mapped_labels=None if mapped is None else [r.mapped_label for r in mapped],
+        mapped_probs=None if mapped is None else [r.mapped_probs for r in mapped],
     )

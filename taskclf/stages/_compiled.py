@@ -1,28 +1,11 @@
 """The model compiled to machine code: the ``backend="compiled"`` of the model stage.
 
-lleaves (the ``fast`` extra) compiles a LightGBM booster with LLVM into a
-function for this CPU that gives the booster's probabilities several times
-faster (docs/performance.md). Compiling takes about a minute for 800 trees,
-so the machine code is kept:
-
-- in the process, per booster (and per model digest), so repeated
-  predicts neither recompile nor reload;
-- on disk, in :func:`cache_directory`, one file per model, CPU and
-  compiler, so every later process (a Dask worker too) loads it in a
-  fraction of a second.
-
-A cache file starts with one JSON line naming its model (the SHA-256 of
-``booster.model_to_string()``), its CPU and compiler versions, and the
-SHA-256 of the machine code after it; a file whose line does not match, or
-whose code does not hash to it, is compiled anew, never loaded. Processes
-compiling the same model at once take turns through a lock file beside the
-entry (where the platform has ``fcntl``), and every file is written under a
-temporary name and renamed into place, so a reader never sees half of one.
-
-When lleaves is not installed, the CPU is not supported, or compiling
-fails, the stage warns once (:class:`CompiledBackendWarning`) and LightGBM
-predicts. The cache is never part of a bundle: a bundle holds the booster
-only.
+lleaves (the ``fast`` extra) compiles a LightGBM booster with LLVM into code
+for this CPU that gives its probabilities several times faster. The code is
+kept in the process and on disk (:func:`cache_directory`), one file per
+model, CPU and compiler, checked before it is loaded; without lleaves, or
+when compiling fails, LightGBM predicts after one
+:class:`CompiledBackendWarning` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -51,12 +34,8 @@ CACHE_FORMAT = "taskclf-compiled-1"
 """Names the layout of a cache file and the compile options below."""
 
 _COMPILE_OPTIONS = {"fblocksize": 34, "fcodemodel": "large", "finline": True}
-
 _MAX_ENTRY_BYTES = 2**31
-"""Largest cache file read back (machine code of very large forests)."""
-
 _KEEP_IN_PROCESS = 8
-"""Compiled models kept in the process by model digest."""
 
 _lock = threading.Lock()
 _by_booster: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
@@ -68,15 +47,7 @@ class CompiledBackendWarning(TaskclfWarning):
 
 
 class CompiledBooster:
-    """A booster compiled by lleaves: ``predict(matrix)`` as ``booster.predict``.
-
-    Parameters
-    ----------
-    model : lleaves.Model
-        The compiled model.
-    n_threads : int
-        Threads that predict (rows are split among them).
-    """
+    """An lleaves model whose ``predict(matrix)`` works as ``booster.predict``, on ``n_threads``."""
 
     def __init__(self, model: Any, n_threads: int) -> None:
         self.model = model
@@ -91,22 +62,17 @@ def cache_directory() -> Path:
     """Where compiled models are kept.
 
     ``$TASKCLF_CACHE_DIR/compiled`` when that variable is set, else
-    ``$XDG_CACHE_HOME/taskclf/compiled``, else
-    ``~/.cache/taskclf/compiled``.
+    ``$XDG_CACHE_HOME/taskclf/compiled``, else ``~/.cache/taskclf/compiled``.
     """
     root = os.environ.get("TASKCLF_CACHE_DIR")
     if root:
         return Path(root).expanduser() / "compiled"
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "taskclf" / "compiled"
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "taskclf" / "compiled"
 
 
-def _toolchain() -> dict[str, str]:
-    """The CPU and compiler versions the machine code depends on.
-
-    Raises ImportError when lleaves (the ``fast`` extra) is not installed.
-    """
+def _header(model_text: str) -> dict[str, str]:
+    """The model digest, CPU and compiler versions the code depends on (needs lleaves)."""
     from importlib.metadata import version
 
     import lleaves  # noqa: F401
@@ -125,72 +91,82 @@ def _toolchain() -> dict[str, str]:
         "lleaves": version("lleaves"),
         "llvmlite": llvmlite.__version__,
         "llvm": ".".join(map(str, llvm.llvm_version_info)),
+        "model_sha256": hashlib.sha256(model_text.encode()).hexdigest(),
     }
 
 
-def _entry_name(header: dict[str, str]) -> str:
-    """The cache file name of a model on a toolchain: a hash of both."""
-    text = json.dumps(header, sort_keys=True).encode()
-    return hashlib.sha256(text).hexdigest()[:40] + ".bin"
+def _entry_path(header: dict[str, str]) -> Path:
+    name = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:40]
+    return cache_directory() / f"{name}.bin"
+
+
+def _signed(header: dict[str, str], code: bytes) -> bytes:
+    """The header line of ``code``, with the code's SHA-256."""
+    signed = {**header, "code_sha256": hashlib.sha256(code).hexdigest()}
+    return json.dumps(signed, sort_keys=True).encode()
 
 
 def _read_entry(path: Path, header: dict[str, str]) -> bytes | None:
-    """The machine code in ``path`` when its header matches; None otherwise."""
+    """The machine code in ``path`` when its header line matches; None otherwise."""
     try:
         data = read_regular_file(path, _MAX_ENTRY_BYTES, "compiled model cache")
     except (ReaderError, OSError):
         return None
     first, _, code = data.partition(b"\n")
-    try:
-        written = json.loads(first)
-    except ValueError:
-        return None
-    expected = {**header, "code_sha256": hashlib.sha256(code).hexdigest()}
-    return code if written == expected else None
-
-
-def _write_entry(path: Path, header: dict[str, str], code: bytes) -> None:
-    """Write ``code`` under its header to ``path`` atomically."""
-    line = json.dumps({**header, "code_sha256": hashlib.sha256(code).hexdigest()}, sort_keys=True)
-    atomic_write_bytes(path, line.encode() + b"\n" + code)
+    return code if first == _signed(header, code) else None
 
 
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (no lock where none can be had)."""
+    """Hold an exclusive lock on the file ``path``, where one can be had."""
     try:
         import fcntl
-    except ImportError:  # Windows: concurrent compiles each write a whole file
-        yield
-        return
-    try:
+
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+b")  # noqa: SIM115 (closed below)
-    except OSError:  # a read-only cache: compile without a lock
+    except (ImportError, OSError):  # Windows, or a read-only cache: no lock
         yield
         return
     with handle:
-        with contextlib.suppress(OSError):  # a file system without locks: none
+        with contextlib.suppress(OSError):  # a file system without locks
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
 def _lleaves_model(model_text: str, code: bytes | None) -> tuple[Any, bytes]:
-    """A compiled lleaves model and its machine code.
-
-    Compiles ``model_text`` when ``code`` is None, else loads ``code``.
-    """
+    """The lleaves model of ``model_text`` and its machine code (compiled when ``code`` is None)."""
     import lleaves
 
     with tempfile.TemporaryDirectory(prefix="taskclf-compile-") as scratch:
-        model_file = Path(scratch) / "model.txt"
+        model_file, object_file = Path(scratch, "model.txt"), Path(scratch, "model.o")
         model_file.write_text(model_text)
-        object_file = Path(scratch) / "model.o"
         if code is not None:
             object_file.write_bytes(code)
         model = lleaves.Model(model_file=str(model_file))
         model.compile(cache=str(object_file), **_COMPILE_OPTIONS)
         return model, object_file.read_bytes()
+
+
+def _compile_cached(model_text: str, header: dict[str, str]) -> Any:
+    """The lleaves model of ``model_text``: from the disk cache, or compiled into it."""
+    path = _entry_path(header)
+    with _exclusive(path.with_suffix(".lock")):  # a process compiling it: wait, then load
+        code = _read_entry(path, header)
+        if code is not None:
+            return _lleaves_model(model_text, code)[0]
+        with step("compiling the model (once per model and CPU)", 1) as advance:
+            model, code = _lleaves_model(model_text, None)
+            advance(1)
+        try:
+            atomic_write_bytes(path, _signed(header, code) + b"\n" + code)
+        except OSError as exc:
+            warnings.warn(
+                f"the compiled model cannot be cached in {str(path.parent)!r} "
+                f"({exc.strerror}); each new process compiles it again",
+                CompiledBackendWarning,
+                stacklevel=4,
+            )
+        return model
 
 
 def _threads(booster: Any) -> int:
@@ -203,45 +179,17 @@ def _threads(booster: Any) -> int:
     return os.cpu_count() or 1
 
 
-def _compile_cached(model_text: str, digest: str) -> Any:
-    """The lleaves model of ``model_text``: from the disk cache, or compiled into it."""
-    header = {**_toolchain(), "model_sha256": digest}
-    path = cache_directory() / _entry_name(header)
-    code = _read_entry(path, header)
-    if code is None:
-        with _exclusive(path.with_suffix(".lock")):
-            code = _read_entry(path, header)  # another process may have compiled it
-            if code is None:
-                with step("compiling the model (once per model and CPU)", 1) as advance:
-                    model, code = _lleaves_model(model_text, None)
-                    advance(1)
-                try:
-                    _write_entry(path, header, code)
-                except OSError as exc:
-                    warnings.warn(
-                        f"the compiled model cannot be cached in {str(path.parent)!r} "
-                        f"({exc.strerror}); each new process compiles it again",
-                        CompiledBackendWarning,
-                        stacklevel=4,
-                    )
-                return model
-    return _lleaves_model(model_text, code)[0]
-
-
 def _compile(booster: Any) -> Any:
-    """The compiled model of ``booster`` (kept by model digest), or the booster itself.
-
-    The booster itself, after one warning, when the model cannot be
-    compiled.
-    """
-    digest = None
+    """The compiled model of ``booster`` (kept by digest), or the booster after one warning."""
+    model_text = booster.model_to_string()
+    digest = hashlib.sha256(model_text.encode()).hexdigest()
+    if digest in _by_digest:
+        _by_digest.move_to_end(digest)
+        return _by_digest[digest]
     try:
-        model_text = booster.model_to_string()
-        digest = hashlib.sha256(model_text.encode()).hexdigest()
-        if digest in _by_digest:
-            _by_digest.move_to_end(digest)
-            return _by_digest[digest]
-        compiled: Any = CompiledBooster(_compile_cached(model_text, digest), _threads(booster))
+        compiled = CompiledBooster(
+            _compile_cached(model_text, _header(model_text)), _threads(booster)
+        )
     except ImportError:
         compiled = booster
         reason = "the 'fast' extra is not installed (pip install 'taskclf[fast]')"
@@ -254,19 +202,14 @@ def _compile(booster: Any) -> Any:
             CompiledBackendWarning,
             stacklevel=4,
         )
-    if digest is not None:
-        _by_digest[digest] = compiled
-        while len(_by_digest) > _KEEP_IN_PROCESS:
-            _by_digest.popitem(last=False)
+    _by_digest[digest] = compiled
+    if len(_by_digest) > _KEEP_IN_PROCESS:
+        _by_digest.popitem(last=False)
     return compiled
 
 
 def compiled_model(booster: Any) -> Any:
     """An object whose ``predict(matrix)`` equals ``booster.predict(matrix)``.
-
-    The booster compiled to machine code (built once and cached, see the
-    module description), or the booster itself after one
-    :class:`CompiledBackendWarning` when it cannot be compiled.
 
     Parameters
     ----------
@@ -276,22 +219,13 @@ def compiled_model(booster: Any) -> Any:
     Returns
     -------
     CompiledBooster or lightgbm.Booster
+        The booster compiled to machine code (built once and cached, see the
+        module description), or the booster itself after one
+        :class:`CompiledBackendWarning` when it cannot be compiled.
     """
     with _lock:
         kept = _by_booster.get(booster)
-        if kept is not None and kept[0] == booster.num_trees():
-            return kept[1]
-        compiled = _compile(booster)
-        _by_booster[booster] = (booster.num_trees(), compiled)
-        return compiled
-
-
-def is_cached(booster: Any) -> bool | None:
-    """Whether the compiled model of ``booster`` is in the disk cache (None without lleaves)."""
-    try:
-        text = booster.model_to_string()
-        header = {**_toolchain(), "model_sha256": hashlib.sha256(text.encode()).hexdigest()}
-    except ImportError:
-        return None
-    path = cache_directory() / _entry_name(header)
-    return _read_entry(path, header) is not None
+        if kept is None or kept[0] != booster.num_trees():
+            kept = (booster.num_trees(), _compile(booster))
+            _by_booster[booster] = kept
+        return kept[1]
