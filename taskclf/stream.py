@@ -51,8 +51,7 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf._io import atomic_write_bytes, read_regular_file
-from taskclf._stream import Rows, Rules, State, Step, advance
-from taskclf.calibration import PROBA_FLOOR
+from taskclf._stream import Rules, State, Step, advance
 from taskclf.core.time import format_utc, ns_to_datetime, timestamps_ns
 from taskclf.exceptions import (
     InputError,
@@ -66,7 +65,7 @@ from taskclf.stages._base import check_params
 from taskclf.stages.merge import HysteresisMerger, min_buckets_of
 from taskclf.stages.segment import Segment, Segmenter
 from taskclf.stages.smooth import MajoritySmoother
-from taskclf.stages.viterbi import ViterbiSmoother, sticky_log_transitions
+from taskclf.stages.viterbi import ViterbiSmoother, log_emissions, sticky_log_transitions
 
 STATE_FORMAT = "taskclf-stream-state/1"
 """Written into every state file; a file without it is refused."""
@@ -238,11 +237,11 @@ class StreamingPipeline:
         first = np.ones(len(u), bool)
         first[1:] = u[1:] != u[:-1]
         state = self._state
-        n_known = len(state.users)
-        known = first & (u < n_known)
+        last_ns = state.per_user["last_ns"]
+        known = first & (u < len(state.users))
         previous = np.empty(len(u), np.int64)
         previous[1:] = t[:-1]
-        previous[known] = state.last_ns[u[known]]
+        previous[known] = last_ns[u[known]]
         checked = ~first | known
         bad = checked & (t <= previous)
         if bad.any():
@@ -253,9 +252,7 @@ class StreamingPipeline:
             )
         reopened = np.zeros(len(u), bool)
         seen = u[known]
-        reopened[known] = ~state.is_open[seen] & (
-            t[known] - state.last_ns[seen] <= self._rules.gap_ns
-        )
+        reopened[known] = ~state.is_open[seen] & (t[known] - last_ns[seen] <= self._rules.gap_ns)
         if reopened.any():
             i = int(np.flatnonzero(reopened)[0])
             raise InputError(
@@ -274,7 +271,7 @@ class StreamingPipeline:
         except TaskclfError as exc:
             raise type(exc)(f"{_where(user, ts_ns)}: {exc}") from None
 
-    def _new_rows(self, rows: pd.DataFrame) -> tuple[Rows, pd.Index]:
+    def _new_rows(self, rows: pd.DataFrame) -> tuple[dict[str, Any], pd.Index]:
         ts = timestamps_ns(rows)
         users = rows[USER_ID].to_numpy(dtype=object)
         missing = np.flatnonzero(pd.isna(users))
@@ -283,15 +280,18 @@ class StreamingPipeline:
         user, grown = self._user_codes(users)
         self._check_order(user, ts, grown)
         out = self._per_row_stages(rows, users[0], ts[0])
-        raw = label_codes(out[RAW_LABEL], RAW_LABEL)
         rejected = out[IS_REJECTED].to_numpy(dtype=bool)
-        log_emission = None
+        new = {
+            "frame": out.reset_index(drop=True),
+            "user": user,
+            "ts": ts,
+            "serial": self._state.n_seen + np.arange(len(rows), dtype=np.int64),
+            "raw": label_codes(out[RAW_LABEL], RAW_LABEL),
+            "rejected": rejected,
+        }
         if self._rules.log_transition is not None:
             proba = out[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
-            log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
-            log_emission[rejected] = 0.0
-        serial = self._state.n_seen + np.arange(len(rows), dtype=np.int64)
-        new = Rows(out.reset_index(drop=True), user, ts, serial, raw, rejected, log_emission)
+            new["log_emission"] = log_emissions(proba, rejected)
         return new, grown
 
     # ------------------------------------------------------------------ API
@@ -324,19 +324,18 @@ class StreamingPipeline:
         check_frame(rows, "StreamingPipeline.update")
         rows = self._check_columns(rows)
         state = self._state
-        new: Rows | None = None
+        new: dict[str, Any] | None = None
         if len(rows):
             new, users = self._new_rows(rows)
             state = state.with_users(users)
         closing = np.zeros(len(state.users), bool)
         if now is not None:
             now_ns = timestamps_ns(pd.DataFrame({BUCKET_START_TS: [now]}))[0]
-            last = state.last_ns.copy()
+            last = state.per_user["last_ns"].copy()
+            has_rows = state.is_open
             if new is not None:
-                np.maximum.at(last, new.user, new.ts)
-            has_rows = state.is_open.copy()
-            if new is not None:
-                has_rows[new.user] = True
+                np.maximum.at(last, new["user"], new["ts"])
+                has_rows[new["user"]] = True
             closing = has_rows & (now_ns - last > self._rules.gap_ns)
         step = advance(state, new, closing, self._rules)
         result = self._result(step, rows if new is not None else None, new)
@@ -406,19 +405,22 @@ class StreamingPipeline:
             )
         ]
 
-    def _result(self, step: Step, rows: pd.DataFrame | None, new: Rows | None) -> StreamResult:
+    def _result(
+        self, step: Step, rows: pd.DataFrame | None, new: dict[str, Any] | None
+    ) -> StreamResult:
         final = self._final_frame(step)
 
         def provisional() -> pd.DataFrame:
             if rows is None or new is None:
                 return pd.DataFrame({USER_ID: [], BUCKET_START_TS: [], LABEL: []})
             closing = np.zeros(len(step.state.users), bool)
-            closing[new.user] = step.state.is_open[new.user]
+            closing[new["user"]] = True
             rest = advance(step.state, None, closing, self._rules)
-            codes = np.full(len(new.user), -1, np.int8)
+            serial = new["serial"]
+            codes = np.full(len(serial), -1, np.int8)
             for done in (step, rest):
-                mine = (done.serial >= new.serial[0]) & (done.serial <= new.serial[-1])
-                codes[done.serial[mine] - new.serial[0]] = done.label[mine]
+                mine = (done.serial >= serial[0]) & (done.serial <= serial[-1])
+                codes[done.serial[mine] - serial[0]] = done.label[mine]
             out = rows[[USER_ID, BUCKET_START_TS]].copy()
             out[LABEL] = labels_from_codes(codes)
             return out
@@ -434,7 +436,8 @@ class StreamingPipeline:
         with the same pipeline, the stream goes on where it stopped.
         """
         state = self._state
-        arrays = {name: getattr(state, name) for name in (*State.PER_USER, *State.PER_ROW)}
+        arrays = {f"user_{k}": v for k, v in state.per_user.items()}
+        arrays |= {f"row_{k}": v for k, v in state.rows.items()}
         frame = state.frame if state.frame is not None else pd.DataFrame()
         users = pd.DataFrame({USER_ID: state.users.to_numpy(dtype=object)})
         meta = {
@@ -482,11 +485,13 @@ class StreamingPipeline:
                 )
             frame = _from_parquet(stored.pop("frame"), meta["frame"])
             users = _from_parquet(stored.pop("users"), meta["users"])[USER_ID]
+            empty = State.empty(stream._rules)
             state = State(
                 users=pd.Index(users.to_numpy(dtype=object), dtype=object),
+                per_user={k: stored[f"user_{k}"] for k in empty.per_user},
+                rows={k: stored[f"row_{k}"] for k in empty.rows},
                 frame=frame if len(frame.columns) else None,
                 n_seen=int(meta["n_seen"]),
-                **{name: stored[name] for name in (*State.PER_USER, *State.PER_ROW)},
             )
         except ReaderError:
             raise
@@ -499,11 +504,11 @@ class StreamingPipeline:
 
 
 def _check_state(state: State, where: str) -> None:
-    n_users, n_rows = len(state.users), len(state.user)
-    sizes = [len(getattr(state, name)) == n_users for name in State.PER_USER]
-    sizes += [len(getattr(state, name)) == n_rows for name in State.PER_ROW]
+    n_users, n_rows = len(state.users), len(state.rows["user"])
+    sizes = [len(a) == n_users for a in state.per_user.values()]
+    sizes += [len(a) == n_rows for a in state.rows.values()]
     frame_rows = 0 if state.frame is None else len(state.frame)
-    if not all(sizes) or frame_rows != n_rows or (n_rows and state.user.max() >= n_users):
+    if not all(sizes) or frame_rows != n_rows or (n_rows and state.rows["user"].max() >= n_users):
         raise ReaderError(f"{where} is corrupt: its arrays do not fit together")
 
 

@@ -1,8 +1,9 @@
 """Viterbi smoothing: the most likely label path along each timeline.
 
 :func:`sticky_log_transitions` builds the transition model,
-:func:`viterbi_codes` is the vectorized decoding kernel over many
-timelines at once, and :class:`ViterbiSmoother` is the pipeline stage, a
+:func:`viterbi_forward` and :func:`viterbi_backtrace` are the two halves
+of decoding many timelines at once (the stream runs them too),
+:func:`viterbi_codes` joins them, and :class:`ViterbiSmoother` is the pipeline stage, a
 drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
 ``smooth`` step.
 """
@@ -50,21 +51,92 @@ def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np
     return table
 
 
+def log_emissions(proba: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+    """Emission scores ``log(clip(proba, 1e-12))``; a rejected row's are flat (0)."""
+    log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
+    log_emission[rejected] = 0.0
+    return log_emission
+
+
+def viterbi_forward(
+    log_emission: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    log_transition: np.ndarray,
+    score: np.ndarray,
+    back: np.ndarray,
+) -> np.ndarray:
+    """The forward steps of Viterbi over many timelines at once.
+
+    Timeline ``i`` goes on from ``score[i]`` over rows ``starts[i] …
+    starts[i] + lengths[i] - 1``; row ``t`` scores state ``j`` as
+    ``max_s(score[s] + log_transition[s, j]) + log_emission[t, j]`` and
+    gets the best ``s`` (the lowest on ties) as its back-pointer in
+    ``back[t, j]``. One vectorized step per position.
+
+    Parameters
+    ----------
+    log_emission : ndarray of float64, shape (n, k)
+    starts, lengths : ndarray of int, shape (n_timelines,)
+    log_transition : ndarray of float64, shape (k, k)
+        ``log P(next = j | previous = i)`` at ``[i, j]``.
+    score : ndarray of float64, shape (n_timelines, k)
+        Scores before each timeline's first row (not changed).
+    back : ndarray of int8, shape (n, k)
+        Filled at the rows stepped over.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_timelines, k)
+        The scores at each timeline's last row.
+    """
+    score = score.copy()
+    for t in range(int(lengths.max(initial=0))):
+        active = np.flatnonzero(lengths > t)
+        rows = starts[active] + t
+        candidates = score[active][:, :, None] + log_transition  # (m, previous, next)
+        back[rows] = candidates.argmax(axis=1)
+        score[active] = candidates.max(axis=1) + log_emission[rows]
+    return score
+
+
+def viterbi_backtrace(
+    back: np.ndarray, ends: np.ndarray, lengths: np.ndarray, states: np.ndarray
+) -> np.ndarray:
+    """Follow back-pointers from ``states`` at each timeline's last row.
+
+    Parameters
+    ----------
+    back : ndarray of int8, shape (n, k)
+    ends, lengths : ndarray of int, shape (n_timelines,)
+        Each timeline's last row + 1, and how many rows to follow back.
+    states : ndarray of int, shape (n_timelines, s)
+        The states the ``s`` chains of each timeline end in.
+
+    Returns
+    -------
+    ndarray of int8, shape (n, s)
+        The state of each chain at each row followed (0 elsewhere).
+    """
+    out = np.zeros((len(back), states.shape[1]), dtype=np.int8)
+    states = states.astype(np.intp)
+    for t in range(int(lengths.max(initial=0))):
+        active = np.flatnonzero(lengths > t)
+        rows = ends[active] - 1 - t
+        out[rows] = states[active]
+        states[active] = np.take_along_axis(back[rows], states[active], axis=1)
+    return out
+
+
 def viterbi_codes(
     log_emission: np.ndarray, bounds: np.ndarray, log_transition: np.ndarray
 ) -> np.ndarray:
     """Most likely state path of each timeline (Viterbi decoding).
 
-    Row ``t`` of a timeline scores state ``j`` as
-    ``max_i(score[t-1, i] + log_transition[i, j]) + log_emission[t, j]``;
-    the first row starts from its emission (a uniform prior, which adds
-    the same constant to every path, is left out). Ties go to the lowest
-    state, both in the back-pointers and at the end.
-
-    All timelines are decoded together: the loop steps over positions
-    within a timeline (``0 … longest - 1``), each step working on every
-    timeline still running and every pair of states at once, so the cost
-    is one vectorized step per position of the longest timeline.
+    Each timeline starts from its first row's emission (a uniform prior
+    adds the same constant to every path and is left out), runs
+    :func:`viterbi_forward` over its other rows and follows the
+    back-pointers from its best last state (the lowest on ties).
 
     Parameters
     ----------
@@ -90,41 +162,16 @@ def viterbi_codes(
     >>> viterbi_codes(e, np.array([0, 1, 2, 3]), a).tolist()
     [0, 1, 0]
     """
-    n, k = log_emission.shape
-    path = np.zeros(n, dtype=np.int8)
-    if n == 0:
-        return path
-    starts = np.asarray(bounds[:-1], dtype=np.int64)
-    lengths = np.diff(bounds).astype(np.int64)
-    # Longest timelines first: the timelines still running at position t
-    # are then a prefix of this order.
-    by_length = np.argsort(-lengths, kind="stable")
-    starts, lengths = starts[by_length], lengths[by_length]
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
-    longest = int(lengths[0])
-    # running[t]: how many timelines have a row at position t.
-    running = np.searchsorted(-lengths, -np.arange(1, longest + 1), side="right")
-
-    score = log_emission[starts].copy()  # (timelines, k)
-    back = np.empty((n, k), dtype=np.int8)  # back-pointer of each row and state
-    for t in range(1, longest):
-        m = int(running[t])
-        rows = starts[:m] + t
-        candidates = score[:m, :, None] + log_transition  # (m, previous, next)
-        best = candidates.argmax(axis=1)
-        back[rows] = best
-        score[:m] = candidates.max(axis=1)
-        score[:m] += log_emission[rows]
-
-    state = score.argmax(axis=1).astype(np.int8)
-    for t in range(longest - 1, -1, -1):
-        m = int(running[t])
-        rows = starts[:m] + t
-        path[rows] = state[:m]
-        if t:
-            state[:m] = back[rows, state[:m]]
-    return path
+    bounds = np.asarray(bounds, dtype=np.int64)
+    lengths = np.diff(bounds)
+    starts = bounds[:-1][lengths > 0]
+    lengths = lengths[lengths > 0]
+    back = np.zeros(log_emission.shape, dtype=np.int8)
+    first = log_emission[starts]
+    score = viterbi_forward(log_emission, starts + 1, lengths - 1, log_transition, first, back)
+    best = score.argmax(axis=1)[:, None]
+    path = viterbi_backtrace(back, starts + lengths, lengths, best)
+    return path[:, 0]
 
 
 class ViterbiSmoother(FrameTransformer):
@@ -206,8 +253,7 @@ class ViterbiSmoother(FrameTransformer):
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
         proba = timelines.to_sorted(proba)
         rejected = timelines.to_sorted(self._rejected(X))
-        log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
-        log_emission[rejected] = 0.0
+        log_emission = log_emissions(proba, rejected)
         transitions = sticky_log_transitions(float(self.switch_prob))
         codes = viterbi_codes(log_emission, timelines.bounds, transitions)
         codes[rejected] = MIXED_CODE
