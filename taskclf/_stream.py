@@ -1,9 +1,8 @@
 """One step of a stream: which rows and segments have become final.
 
-:func:`advance` takes the state (the rows not yet handed back and a few
-arrays per user) and new rows, runs the batch stages' kernels on them and
-returns what no later row can change, with the new state; the caller
-commits it. Why each row is final when it is: docs/streaming.md.
+:func:`advance` runs the batch stages' kernels on the rows not yet final
+and the new ones and returns what no later row can change, with the new
+state (the caller commits it). Why each row is final: docs/streaming.md.
 """
 
 from __future__ import annotations
@@ -20,11 +19,6 @@ from taskclf.stages.segment import run_starts
 from taskclf.stages.smooth import rolling_majority_codes
 from taskclf.stages.viterbi import viterbi_backtrace, viterbi_forward
 
-N_CODES = MIXED_CODE + 1
-"""Label codes: the eight classes, then ``Mixed/Unknown``."""
-
-HEAD = ("head_label", "head_rule", "head_count", "head_first", "head_last", "head_growing")
-
 
 @attrs.frozen
 class Rules:
@@ -37,30 +31,21 @@ class Rules:
     width_ns: int
     join_equal: bool
 
-    @property
-    def kept(self) -> int:
-        """Rows an open timeline keeps after they are final: the majority's context, or 1."""
-        return max(1, 2 * (self.window // 2)) if self.window is not None else 1
-
 
 @attrs.frozen
 class State:
     """Everything a stream remembers, as arrays (never changed in place).
 
-    ``per_user`` (position ``u`` of ``users``): ``last_ns`` (latest bucket
-    seen), ``next_id`` (id of the joined segment holding the open merged
-    segment, or of the next one), ``score`` (Viterbi scores at the last
-    row) and the open merged segment of the hysteresis pass (``head_*``:
-    label; ``rule``, its buckets as the rule counts them; ``count``,
-    ``first``, ``last`` of the joined segment; ``growing``, whether its
-    last run may still grow; a count of 0 means none).
-
-    ``rows``, the pending rows in arrival order with ``frame`` (their
-    per-row stages' output): ``user``, ``ts``, ``serial`` (arrival
-    number), ``raw``, ``rejected``, ``smooth`` (-1 while not final),
-    ``done`` (handed back already, kept for context) and ``back`` (Viterbi
-    back-pointers). An open timeline always keeps its last rows
-    (:attr:`Rules.kept`), so a user has pending rows iff it is open.
+    ``per_user`` (position ``u`` of ``users``): ``last_ns`` (latest bucket),
+    ``next_id`` (id of the joined segment holding the open merged segment,
+    or of the next one), ``score`` (Viterbi scores at the last row) and
+    ``head``, the open merged segment of the hysteresis pass (a
+    :class:`_Head`, all zeros for none). ``rows``, the pending rows with
+    their per-row stages' output in ``frame``: ``user``, ``ts``,
+    ``serial`` (arrival number), ``raw``, ``rejected``, ``smooth`` (-1
+    while not final), ``done`` (handed back, kept as context) and
+    ``back`` (Viterbi back-pointers). An open timeline always keeps its
+    last rows, so a user has pending rows iff its timeline is open.
     """
 
     users: pd.Index
@@ -72,19 +57,21 @@ class State:
     @classmethod
     def empty(cls, rules: Rules) -> State:
         """The state of a stream that has seen nothing."""
-        k = 0 if rules.log_transition is None else N_CODES - 1
-        per_user: dict[str, Any] = {name: np.zeros(0, np.int64) for name in HEAD}
-        per_user |= {"last_ns": np.zeros(0, np.int64), "next_id": np.zeros(0, np.int64)}
-        per_user |= {"head_growing": np.zeros(0, bool), "score": np.zeros((0, k))}
+        k = 0 if rules.log_transition is None else MIXED_CODE
+        per_user: dict[str, Any] = {
+            "last_ns": np.zeros(0, np.int64),
+            "next_id": np.zeros(0, np.int64),
+        }
+        per_user |= {"head": np.zeros((0, 6), np.int64), "score": np.zeros((0, k))}
         rows: dict[str, Any] = {name: np.zeros(0, np.int64) for name in ("user", "ts", "serial")}
-        rows |= {"raw": np.zeros(0, np.int8), "smooth": np.zeros(0, np.int8)}
-        rows |= {"rejected": np.zeros(0, bool), "done": np.zeros(0, bool)}
+        rows |= {"raw": np.zeros(0, np.int8), "rejected": np.zeros(0, bool)}
+        rows |= {"smooth": np.zeros(0, np.int8), "done": np.zeros(0, bool)}
         rows["back"] = np.zeros((0, k), np.int8)
         return cls(pd.Index([], dtype=object), per_user, rows, None, 0)
 
     @property
     def is_open(self) -> np.ndarray:
-        """Whether each user's timeline is open."""
+        """Whether each user's timeline is open (a new array)."""
         return np.bincount(self.rows["user"], minlength=len(self.users)) > 0
 
     def with_users(self, users: pd.Index) -> State:
@@ -99,13 +86,7 @@ class State:
 
 @attrs.frozen
 class Step:
-    """What one call of :func:`advance` finalized, and the state after it.
-
-    ``rows`` are positions into ``frame`` (pending then new rows) in
-    user-then-time order, with their ``serial``, ``smooth``, ``label`` and
-    ``segment_id``; ``segments`` are arrays ``(user, first_ns, last_ns,
-    label, count)``.
-    """
+    """What :func:`advance` finalized (``rows`` index ``frame``), and the state after it."""
 
     state: State
     frame: pd.DataFrame | None
@@ -114,176 +95,147 @@ class Step:
     smooth: np.ndarray
     label: np.ndarray
     segment_id: np.ndarray
-    segments: tuple[np.ndarray, ...]
+    segments: np.ndarray  # (n, 5): user, first_ns, last_ns, label, count
 
 
 @attrs.frozen
 class _Units:
-    """The timelines of one step over the sorted rows."""
+    """The timelines of one step over the rows sorted by user and time."""
 
-    of_row: np.ndarray  # unit of each sorted row
-    bounds: np.ndarray  # first sorted row of each unit, then n
+    of_row: np.ndarray
+    bounds: np.ndarray  # first row of each unit, then n
     user: np.ndarray
     continues: np.ndarray  # carries on the user's open timeline
     closed: np.ndarray  # ends in this step
 
 
-def advance(
-    state: State,
-    new: dict[str, Any] | None,
-    closing: np.ndarray,
-    rules: Rules,
-) -> Step:
+def advance(state: State, new: dict[str, Any] | None, closing: np.ndarray, rules: Rules) -> Step:
     """Add ``new`` rows, then end the timelines of the users in ``closing``.
 
-    ``new`` holds ``frame`` and the per-row arrays of :class:`State` but
-    ``smooth``, ``done`` and ``back`` (plus ``log_emission`` with Viterbi),
-    each user's rows in time order after its ``last_ns`` (the caller
-    checks); ``closing`` is a mask over ``state.users``.
+    ``new`` holds ``frame`` and the arrays of ``State.rows`` but ``smooth``,
+    ``done`` and ``back`` (and ``log_emission`` with Viterbi), each user's
+    rows in time order after its ``last_ns``, as the caller checked.
     """
     rows, frame = _combine(state, new)
-    log_emission = rows.pop("log_emission", None)
     order = np.lexsort((rows["ts"], rows["user"]))
-    user, ts = rows["user"][order], rows["ts"][order]
-    n = len(order)
-    first_of_user = np.ones(n, bool)
-    first_of_user[1:] = user[1:] != user[:-1]
-    starts = first_of_user.copy()
-    starts[1:] |= ts[1:] - ts[:-1] > rules.gap_ns
-    start = np.flatnonzero(starts)
-    last_of_user = np.append(first_of_user[start[1:]], True)
-    n_pending = len(state.rows["user"])
+    rows = {name: values[order] for name, values in rows.items()}
+    user, ts, n = rows["user"], rows["ts"], len(order)
+    first_of_user = np.append(True, user[1:] != user[:-1])
+    start = np.flatnonzero(first_of_user | np.append(True, np.diff(ts) > rules.gap_ns))
     units = _Units(
-        of_row=np.cumsum(starts) - 1,
+        of_row=np.repeat(np.arange(len(start)), np.diff(np.append(start, n))),
         bounds=np.append(start, n),
         user=user[start],
-        continues=order[start] < n_pending,
-        closed=~last_of_user | closing[user[start]],
+        continues=order[start] < len(state.rows["user"]),
+        closed=~np.append(first_of_user[start[1:]], True) | closing[user[start]],
     )
-    sorted_rows = {name: values[order] for name, values in rows.items()}
-    per_user = dict(state.per_user)
-    if log_emission is not None:
-        smooth, per_user["score"] = _viterbi(state, sorted_rows, log_emission[order], units, rules)
-    else:
-        smooth = _majority(sorted_rows, units, rules)
-    merged = _Merged(per_user, rules)
-    emitted, label, segment_id = merged.run(ts, smooth, sorted_rows["done"], units)
-
-    per_user["last_ns"] = per_user["last_ns"].copy()
+    per_user = {**state.per_user, "last_ns": state.per_user["last_ns"].copy()}
     np.maximum.at(per_user["last_ns"], user, ts)
-    done = sorted_rows["done"].copy()
+    if rules.window is None:
+        smooth, per_user["score"] = _viterbi(state, rows, units, rules)
+    else:
+        smooth = _majority(rows, units, rules.window)
+    merged = _Merged(per_user, rules)
+    emitted, label, segment_id = merged.run(ts, smooth, rows["done"], units)
+
+    # Keep what is not final, and an open unit's last rows (context, or one row).
+    done = rows["done"].copy()
     done[emitted] = True
-    position = np.arange(n) - units.bounds[units.of_row]
-    length = np.diff(units.bounds)[units.of_row]
-    keep = ~done | (~units.closed[units.of_row] & (position >= length - rules.kept))
-    kept = order[keep]
-    pending = {name: values[keep] for name, values in sorted_rows.items()}
-    pending |= {"smooth": smooth[keep], "done": done[keep]}
-    n_new = 0 if new is None else len(new["user"])
-    new_state = State(
-        users=state.users,
-        per_user=per_user,
-        rows=pending,
-        frame=None if frame is None else frame.iloc[kept].reset_index(drop=True),
-        n_seen=state.n_seen + n_new,
-    )
+    to_end = units.bounds[units.of_row + 1] - np.arange(n)
+    kept = 1 if rules.window is None else max(1, rules.window // 2 * 2)
+    keep = ~done | (~units.closed[units.of_row] & (to_end <= kept))
+    pending = {**rows, "smooth": smooth, "done": done}
+    pending = {name: values[keep] for name, values in pending.items() if name != "log_emission"}
     return Step(
-        state=new_state,
+        state=State(
+            users=state.users,
+            per_user=per_user,
+            rows=pending,
+            frame=None if frame is None else frame.iloc[order[keep]].reset_index(drop=True),
+            n_seen=state.n_seen + (0 if new is None else len(new["user"])),
+        ),
         frame=frame,
         rows=order[emitted],
-        serial=sorted_rows["serial"][emitted],
+        serial=rows["serial"][emitted],
         smooth=smooth[emitted],
         label=label,
         segment_id=segment_id,
-        segments=tuple(np.array(merged.finished, np.int64).reshape(-1, 5).T),
+        segments=np.array(merged.finished, np.int64).reshape(-1, 5),
     )
 
 
 def _combine(state: State, new: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
-    """Pending rows then new rows, arrival order, and their frame."""
-    k = state.rows["back"].shape[1]
+    """Pending rows then new rows (with ``log_emission`` for Viterbi), and their frame."""
     n_old, n_new = len(state.rows["user"]), 0 if new is None else len(new["user"])
-    new = new or {}
-    fresh = {"smooth": -1, "done": False, "back": 0, "log_emission": 0.0}
+    k = state.rows["back"].shape[1]
     old = {**state.rows, "log_emission": np.zeros((n_old, k))} if k else state.rows
+    fill = {"smooth": -1, "done": False, "back": 0, **(new or {})}
     rows = {
-        name: np.concatenate(
-            [
-                values,
-                np.full((n_new, *values.shape[1:]), new.get(name, fresh.get(name)), values.dtype),
-            ]
-        )
-        for name, values in old.items()
+        name: np.concatenate([a, np.full((n_new, *a.shape[1:]), fill.get(name, 0), a.dtype)])
+        for name, a in old.items()
     }
-    frames = [f for f in (state.frame, new.get("frame")) if f is not None and len(f)]
-    return rows, pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[
-        0
-    ] if frames else None
+    frames = [f for f in (state.frame, (new or {}).get("frame")) if f is not None and len(f)]
+    if len(frames) < 2:
+        return rows, frames[0] if frames else None
+    return rows, pd.concat(frames, ignore_index=True)
 
 
-def _majority(rows: dict[str, np.ndarray], units: _Units, rules: Rules) -> np.ndarray:
-    """The smoothed labels that are final: ``window // 2`` later rows exist or the unit ended.
+def _majority(rows: dict[str, np.ndarray], units: _Units, window: int) -> np.ndarray:
+    """The final smoothed labels: ``window // 2`` later rows exist or the unit ended.
 
-    A continuing unit starts with rows kept as context, so every row not
-    yet final sees its whole window.
+    An open unit keeps its last ``2 * (window // 2)`` rows, so every row
+    not yet final sees its whole window.
     """
-    assert rules.window is not None
-    smoothed = rolling_majority_codes(rows["raw"], units.bounds, rules.window, N_CODES)
-    position = np.arange(len(smoothed)) - units.bounds[units.of_row]
-    length = np.diff(units.bounds)[units.of_row]
-    final = units.closed[units.of_row] | (position + rules.window // 2 < length)
-    return np.where((rows["smooth"] < 0) & final, smoothed, rows["smooth"]).astype(np.int8)
+    smoothed = rolling_majority_codes(rows["raw"], units.bounds, window, MIXED_CODE + 1)
+    to_end = units.bounds[units.of_row + 1] - np.arange(len(smoothed))
+    final = (rows["smooth"] < 0) & (units.closed[units.of_row] | (to_end > window // 2))
+    return np.where(final, smoothed, rows["smooth"]).astype(np.int8)
 
 
 def _viterbi(
-    state: State,
-    rows: dict[str, np.ndarray],
-    log_emission: np.ndarray,
-    units: _Units,
-    rules: Rules,
+    state: State, rows: dict[str, np.ndarray], units: _Units, rules: Rules
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Viterbi labels of the rows where every surviving path agrees, and the scores to keep.
+    """The Viterbi labels where every surviving path agrees, and the scores to keep.
 
     The forward steps run over the new rows (the end of each unit) from
-    the saved scores, or from the first row's emission in a new timeline;
-    the back-pointer chains of every state at each unit's last row are
-    followed over the rows not yet final (only the best state's in a
-    closed unit, as batch does).
+    the saved scores, or from the first row in a new timeline; the chains
+    from every state at a unit's last row (from the best one when it
+    ends, as batch does) are followed back over the rows not yet final.
     """
     transition = rules.log_transition
     assert transition is not None
-    new = rows["serial"] >= state.n_seen
-    per_unit = np.bincount(units.of_row[new], minlength=len(units.user))
+    emission, back = rows["log_emission"], rows["back"]
+    per_unit = np.bincount(units.of_row[rows["serial"] >= state.n_seen], minlength=len(units.user))
     first = units.bounds[1:] - per_unit
     fresh = ~units.continues
     score = state.per_user["score"][units.user]
-    score[fresh] = log_emission[first[fresh]]
-    back = rows["back"]
-    score = viterbi_forward(log_emission, first + fresh, per_unit - fresh, transition, score, back)
+    score[fresh] = emission[first[fresh]]
+    score = viterbi_forward(emission, first + fresh, per_unit - fresh, transition, score, back)
     undecided = np.bincount(units.of_row[rows["smooth"] < 0], minlength=len(units.user))
-    k = transition.shape[0]
-    states = np.tile(np.arange(k), (len(units.user), 1))
+    states = np.tile(np.arange(len(transition)), (len(units.user), 1))
     states[units.closed] = score[units.closed].argmax(axis=1)[:, None]
     chains = viterbi_backtrace(back, units.bounds[1:], undecided, states)
     decided = (rows["smooth"] < 0) & (chains == chains[:, :1]).all(axis=1)
     path = np.where(rows["rejected"], MIXED_CODE, chains[:, 0])
-    smooth = np.where(decided, path, rows["smooth"]).astype(np.int8)
     saved = state.per_user["score"].copy()
-    still_open = ~units.closed
-    saved[units.user[still_open]] = score[still_open]
-    return smooth, saved
+    saved[units.user[~units.closed]] = score[~units.closed]
+    return np.where(decided, path, rows["smooth"]).astype(np.int8), saved
 
 
 @attrs.define
 class _Head:
-    """The pass's last merged segment, inside the joined segment ``id``."""
+    """The pass's last merged segment (``rule`` buckets, what rule (v) compares),
+    inside a joined segment of ``count`` buckets from ``first`` to ``last``."""
 
     label: int
-    rule: int  # buckets of the pass's last merged segment: what rule (v) compares
-    count: int  # buckets of the joined segment
+    rule: int
+    count: int
     first: int
     last: int
-    growing: bool  # its last run may still grow
+    growing: int  # its last run may still grow
+
+    def absorb(self, count: int, last: int) -> None:
+        self.rule, self.count, self.last = self.rule + count, self.count + count, last
 
 
 class _Merged:
@@ -292,130 +244,105 @@ class _Merged:
     From a long segment on, the rule is one left-to-right pass of
     :func:`taskclf.stages.merge.merge_runs`; a timeline that starts short
     is merged by the batch kernel up to its last pair of long neighbours,
-    where the rule splits in two (docs/streaming.md).
+    where the rule splits in two.
     """
 
     def __init__(self, per_user: dict[str, np.ndarray], rules: Rules) -> None:
-        for name in ("next_id", *HEAD):
+        for name in ("next_id", "head"):
             per_user[name] = per_user[name].copy()
-        self.per_user = per_user
-        self.m = rules.min_buckets
-        self.join = rules.join_equal
-        self.finished: list[tuple[int, int, int, int, int]] = []
+        self.next_id, self.heads = per_user["next_id"], per_user["head"]
+        self.m, self.join = rules.min_buckets, rules.join_equal
+        self.finished: list[tuple[int, ...]] = []
 
     def run(
         self, ts: np.ndarray, smooth: np.ndarray, done: np.ndarray, units: _Units
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows whose merged segment is known (sorted positions), their labels and ids."""
+        """Rows whose merged segment is known, their labels and ids."""
         rows = np.flatnonzero((smooth >= 0) & ~done)
         unit_of = units.of_row[rows]
         inner = np.unique(np.searchsorted(unit_of, np.arange(len(units.user))))
         lo = run_starts(smooth[rows], np.append(inner[inner < len(rows)], len(rows)))
         hi = np.append(lo, len(rows))[1:]
-        labels, counts = smooth[rows[lo]].tolist(), (hi - lo).tolist()
-        first, last = ts[rows[lo]].tolist(), ts[rows[hi - 1]].tolist()
+        segments = np.stack([smooth[rows[lo]], hi - lo, ts[rows[lo]], ts[rows[hi - 1]]], axis=1)
         bounds = np.searchsorted(unit_of[lo], np.arange(len(units.user) + 1)).tolist()
         decided: list[tuple[int, int, int]] = []  # segment, label, id
         for unit, user in enumerate(units.user.tolist()):
             a, b = bounds[unit], bounds[unit + 1]
-            segments = (labels[a:b], counts[a:b], first[a:b], last[a:b])
-            head = self._head(user) if units.continues[unit] else None
-            got = self._unit(user, head, segments, bool(units.closed[unit]))
+            head = _Head(*self.heads[user].tolist()) if units.continues[unit] else None
+            got = self._unit(user, head if head and head.count else None, segments[a:b].tolist(),
+                             bool(units.closed[unit]))  # fmt: skip
             decided += [(a + j, label, id_) for j, (label, id_) in enumerate(got)]
         segment, label, segment_id = np.array(decided, np.int64).reshape(-1, 3).T
         sizes = hi[segment] - lo[segment]
         emitted = np.repeat(lo[segment] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
         return rows[emitted], np.repeat(label, sizes).astype(np.int8), np.repeat(segment_id, sizes)
 
-    def _head(self, user: int) -> _Head | None:
-        values = [self.per_user[name][user] for name in HEAD]
-        return _Head(*map(int, values[:5]), bool(values[5])) if values[2] else None
-
     def _unit(
-        self, user: int, head: _Head | None, segments: tuple[list, ...], closed: bool
+        self, user: int, head: _Head | None, segments: list[list[int]], closed: bool
     ) -> list[tuple[int, int]]:
-        """Merge one unit's segments after ``head``; the label and id of those decided."""
-        labels, counts, first, last = segments
-        n, i, out = len(labels), 0, []
-        next_id = self.per_user["next_id"]
-        if head is not None and head.growing and n and labels[0] == head.label:
-            head.rule, head.count, head.last = (
-                head.rule + counts[0],
-                head.count + counts[0],
-                last[0],
-            )
-            out.append((head.label, int(next_id[user])))
+        """Merge one unit's segments (label, count, first, last) after ``head``.
+
+        Returns the label and id of the segments decided, in order.
+        """
+        n, i, out = len(segments), 0, []
+        if head is not None and head.growing and n and segments[0][0] == head.label:
+            head.absorb(segments[0][1], segments[0][3])  # its last run, grown
+            out.append((head.label, int(self.next_id[user])))
             i = 1
-        if head is None and n and counts[0] < self.m:
-            i = self._short_start(user, segments, closed, out)
+        if head is None and n and segments[0][1] < self.m:
+            i = self._short_start(user, np.array(segments), closed, out)
             if i == 0:
                 return out  # the timeline still starts short: nothing is final
         while i < n:
-            growing = i == n - 1 and not closed
-            if head is None or counts[i] >= self.m:
-                head = self._start(user, head, labels[i], counts[i], counts[i], first[i], last[i])
-            elif growing:
-                break
-            elif labels[i] == head.label or i == n - 1:  # (i), (iv)
-                head.rule, head.count, head.last = (
-                    head.rule + counts[i],
-                    head.count + counts[i],
-                    last[i],
-                )
-            elif counts[i + 1] > head.rule:  # (v): pairs with the next one
-                c = counts[i] + counts[i + 1]
-                head = self._start(user, head, labels[i + 1], c, c, first[i], last[i + 1])
-                out.append((head.label, int(next_id[user])))
+            label, count, first, last = segments[i]
+            if head is None or count >= self.m:
+                head = self._start(user, head, label, count, first, last)
+            elif i == n - 1 and not closed:
+                break  # a short run still growing
+            elif label == head.label or i == n - 1:  # (i), (iv)
+                head.absorb(count, last)
+            elif segments[i + 1][1] > head.rule:  # (v): pairs with the next one
                 i += 1
+                pair = count + segments[i][1]
+                head = self._start(user, head, segments[i][0], pair, first, segments[i][3])
+                out.append((head.label, int(self.next_id[user])))
             elif i + 1 < n - 1 or closed:  # (v): the previous one absorbs it
-                head.rule, head.count, head.last = (
-                    head.rule + counts[i],
-                    head.count + counts[i],
-                    last[i],
-                )
+                head.absorb(count, last)
             else:
                 break  # the next run may still outgrow the previous merged segment
-            out.append((head.label, int(next_id[user])))
+            out.append((head.label, int(self.next_id[user])))
             i += 1
         if head is not None and n:
-            head.growing = i == n and not closed
+            head.growing = int(i == n and not closed)
         if closed and head is not None:
             self._finish(user, head)
             head = None
-        for name, value in zip(HEAD, attrs.astuple(head) if head else (0,) * 6):
-            self.per_user[name][user] = value
+        self.heads[user] = attrs.astuple(head) if head else 0
         return out
 
     def _start(
-        self,
-        user: int,
-        head: _Head | None,
-        label: int,
-        rule: int,
-        count: int,
-        first: int,
-        last: int,
+        self, user: int, head: _Head | None, label: int, count: int, first: int, last: int
     ) -> _Head:
         """A merged segment of the pass begins: it joins ``head`` or follows it."""
         if head is not None and self.join and head.label == label:
-            head.rule, head.count, head.last = rule, head.count + count, last
+            head.rule, head.count, head.last = count, head.count + count, last
             return head
         if head is not None:
             self._finish(user, head)
-        return _Head(label, rule, count, first, last, False)
+        return _Head(label, count, count, first, last, 0)
 
     def _finish(self, user: int, head: _Head) -> None:
         self.finished.append((user, head.first, head.last, head.label, head.count))
-        self.per_user["next_id"][user] += 1
+        self.next_id[user] += 1
 
     def _short_start(
-        self, user: int, segments: tuple[list, ...], closed: bool, out: list[tuple[int, int]]
+        self, user: int, segments: np.ndarray, closed: bool, out: list[tuple[int, int]]
     ) -> int:
         """Merge a timeline that starts short up to its last pair of long neighbours.
 
         Returns the first segment not merged (0 when nothing is final).
         """
-        labels, counts, first, last = (np.array(s, np.int64) for s in segments)
+        labels, counts, first, last = segments.T
         long = counts >= self.m
         pairs = np.flatnonzero(long[1:] & long[:-1]) + 1
         end = len(labels) if closed else int(pairs[-1]) if len(pairs) else 0
@@ -424,12 +351,12 @@ class _Merged:
         merged_id, merged_labels = merge_segment_codes(
             labels[:end], counts[:end], np.array([0, end]), self.m, join_equal=self.join
         )
-        base = int(self.per_user["next_id"][user])
+        base = int(self.next_id[user])
         out += zip(merged_labels[merged_id].tolist(), (base + merged_id).tolist())
         starts = np.flatnonzero(np.diff(merged_id, prepend=-1))
         ends = np.append(starts[1:], end) - 1
         totals = np.add.reduceat(counts[:end], starts)
         for row in zip(first[starts], last[ends], merged_labels, totals):
             self.finished.append((user, *map(int, row)))
-        self.per_user["next_id"][user] = base + len(merged_labels)
+        self.next_id[user] = base + len(merged_labels)
         return end

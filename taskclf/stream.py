@@ -320,8 +320,8 @@ class StreamingPipeline:
         return frame if self._after is None else self._after.transform(frame)
 
     def _segments(self, step: Step) -> list[Segment]:
-        order = np.lexsort((step.segments[1], step.segments[0]))
-        user, first, last, label, count = (a[order].tolist() for a in step.segments)
+        found = step.segments[np.lexsort((step.segments[:, 1], step.segments[:, 0]))]
+        user, first, last, label, count = found.T.tolist()
         names, users, width = LABEL_DTYPE.categories, step.state.users, self._rules.width_ns
         return [
             Segment(ns_to_datetime(f), ns_to_datetime(e + width), str(names[k]), c, users[u])

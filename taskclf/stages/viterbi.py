@@ -1,11 +1,9 @@
 """Viterbi smoothing: the most likely label path along each timeline.
 
-:func:`sticky_log_transitions` builds the transition model,
-:func:`viterbi_forward` and :func:`viterbi_backtrace` are the two halves
-of decoding many timelines at once (the stream runs them too),
-:func:`viterbi_codes` joins them, and :class:`ViterbiSmoother` is the pipeline stage, a
-drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
-``smooth`` step.
+:func:`viterbi_forward` and :func:`viterbi_backtrace` are the kernels
+(over many timelines at once; the stream runs them too),
+:func:`viterbi_codes` decodes with them, :class:`ViterbiSmoother` is the
+pipeline stage.
 """
 
 from __future__ import annotations
@@ -34,11 +32,7 @@ DEFAULT_SWITCH_PROB = 0.02
 
 
 def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np.ndarray:
-    """Log transition matrix of the sticky model.
-
-    A label stays with probability ``1 - switch_prob`` and moves to each
-    of the other ``n_classes - 1`` labels with probability
-    ``switch_prob / (n_classes - 1)``.
+    """Log transition matrix: stay with ``1 - switch_prob``, else move to any other label.
 
     Examples
     --------
@@ -66,24 +60,23 @@ def viterbi_forward(
     score: np.ndarray,
     back: np.ndarray,
 ) -> np.ndarray:
-    """The forward steps of Viterbi over many timelines at once.
+    """Forward steps of Viterbi: timeline ``i`` goes on from ``score[i]`` over its rows.
 
-    Timeline ``i`` goes on from ``score[i]`` over rows ``starts[i] …
-    starts[i] + lengths[i] - 1``; row ``t`` scores state ``j`` as
-    ``max_s(score[s] + log_transition[s, j]) + log_emission[t, j]`` and
-    gets the best ``s`` (the lowest on ties) as its back-pointer in
-    ``back[t, j]``. One vectorized step per position.
+    Row ``t`` scores state ``j`` as ``max_s(score[s] + log_transition[s, j])
+    + log_emission[t, j]`` and stores the best ``s`` (the lowest on ties) in
+    ``back[t, j]``; one vectorized step per position.
 
     Parameters
     ----------
     log_emission : ndarray of float64, shape (n, k)
     starts, lengths : ndarray of int, shape (n_timelines,)
+        The rows ``starts[i] … starts[i] + lengths[i] - 1`` of each timeline.
     log_transition : ndarray of float64, shape (k, k)
         ``log P(next = j | previous = i)`` at ``[i, j]``.
     score : ndarray of float64, shape (n_timelines, k)
-        Scores before each timeline's first row (not changed).
+        Scores before each timeline's first row.
     back : ndarray of int8, shape (n, k)
-        Filled at the rows stepped over.
+        Back-pointers, filled in place at the rows stepped over.
 
     Returns
     -------
@@ -103,7 +96,7 @@ def viterbi_forward(
 def viterbi_backtrace(
     back: np.ndarray, ends: np.ndarray, lengths: np.ndarray, states: np.ndarray
 ) -> np.ndarray:
-    """Follow back-pointers from ``states`` at each timeline's last row.
+    """The states of ``s`` back-pointer chains per timeline, followed from its end.
 
     Parameters
     ----------
@@ -111,7 +104,7 @@ def viterbi_backtrace(
     ends, lengths : ndarray of int, shape (n_timelines,)
         Each timeline's last row + 1, and how many rows to follow back.
     states : ndarray of int, shape (n_timelines, s)
-        The states the ``s`` chains of each timeline end in.
+        The states the chains end in.
 
     Returns
     -------
@@ -133,10 +126,8 @@ def viterbi_codes(
 ) -> np.ndarray:
     """Most likely state path of each timeline (Viterbi decoding).
 
-    Each timeline starts from its first row's emission (a uniform prior
-    adds the same constant to every path and is left out), runs
-    :func:`viterbi_forward` over its other rows and follows the
-    back-pointers from its best last state (the lowest on ties).
+    A timeline starts from its first row's emission (a uniform prior is
+    left out) and ends in its best state (the lowest on ties).
 
     Parameters
     ----------
@@ -186,15 +177,11 @@ class ViterbiSmoother(FrameTransformer):
     cross a timeline boundary (a user's rows in time order, split where
     buckets start more than ``max_gap_seconds`` apart).
 
-    Rejected rows: a row with ``is_rejected`` (or, without that column, a
-    ``raw_label`` of ``Mixed/Unknown``) keeps ``Mixed/Unknown`` as its
-    smoothed label, and its emission is flat (the same score for every
-    label): the path runs through it carried by its neighbours alone,
-    so an unsure bucket neither votes nor breaks a task in two.
-
-    ``switch_prob = 7/8`` makes every transition equally likely, and the
-    result is each row's most probable label; small values keep labels
-    for longer.
+    A rejected row (``is_rejected``, or else a ``raw_label`` of
+    ``Mixed/Unknown``) keeps ``Mixed/Unknown`` and its emission is flat:
+    the path runs through it carried by its neighbours, so an unsure
+    bucket neither votes nor breaks a task in two. ``switch_prob = 7/8``
+    gives each row's most probable label; small values keep labels longer.
 
     Parameters
     ----------
@@ -206,11 +193,6 @@ class ViterbiSmoother(FrameTransformer):
     timelines : {"per_user", "as_given"}, default "per_user"
         ``"as_given"`` treats the whole frame as one sequence in the order
         given, as taskclf 0.4 does (see docs/migrating.md).
-
-    See Also
-    --------
-    taskclf.MajoritySmoother : the default smoother (rolling majority).
-    viterbi_codes : the decoding kernel.
 
     Examples
     --------
