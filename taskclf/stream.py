@@ -22,7 +22,6 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from taskclf._columns import (
@@ -79,23 +78,18 @@ def _rules(pipeline: Pipeline) -> tuple[int, Rules]:
             f"StreamingPipeline needs a taskclf pipeline (steps ... smooth, segment, "
             f"merge [, taxonomy]); got steps {names}"
         )
-    smooth, segment, merge = (pipeline.steps[at + i][1] for i in range(3))
-    smooth = smooth.estimator if isinstance(smooth, FrozenEstimator) else smooth
-    if not isinstance(smooth, (MajoritySmoother, ViterbiSmoother)) or not (
-        isinstance(segment, Segmenter) and isinstance(merge, HysteresisMerger)
-    ):
-        raise InvalidParameterError(
-            "StreamingPipeline needs a MajoritySmoother or ViterbiSmoother, a Segmenter and "
-            f"a HysteresisMerger, not {type(smooth).__name__}"
-        )
-    for stage in (smooth, segment, merge):
+    stages = smooth, _, merge = [step for _, step in pipeline.steps[at : at + 3]]
+    kinds: tuple[Any, ...] = ((MajoritySmoother, ViterbiSmoother), Segmenter, HysteresisMerger)
+    for stage, kind in zip(stages, kinds):
+        if not isinstance(stage, kind):
+            raise InvalidParameterError(f"StreamingPipeline cannot stream {type(stage).__name__}")
         check_params(stage)
         if stage.timelines != "per_user":
             raise InvalidParameterError(
                 f"StreamingPipeline streams timelines='per_user' only; "
                 f"{type(stage).__name__} has timelines={stage.timelines!r}"
             )
-    gaps = sorted({float(s.max_gap_seconds) for s in (smooth, segment, merge)})
+    gaps = sorted({float(s.max_gap_seconds) for s in stages})
     if len(gaps) > 1:
         raise InvalidParameterError(
             f"StreamingPipeline needs one max_gap_seconds for smooth, segment and merge, got {gaps}"
@@ -123,13 +117,12 @@ class StreamResult:
     Attributes
     ----------
     final : DataFrame
-        The rows that became final, by user and time, with every column
-        ``pipeline.transform`` gives them and the same values.
+        The rows that became final, by user and time, as ``pipeline.transform`` gives them.
     segments : list of Segment
         The segments that became final, by user and time.
     provisional : DataFrame
-        One row per input row, in input order (``user_id``,
-        ``bucket_start_ts``, ``label``): its label if the stream ended now.
+        Per input row, in input order, ``user_id``, ``bucket_start_ts`` and
+        ``label``: its label if the stream ended now.
     """
 
     def __init__(
@@ -148,11 +141,8 @@ class StreamResult:
 class StreamingPipeline:
     """Run a fitted taskclf pipeline on rows as they come; results equal batch.
 
-    Each row is handed back (in :attr:`StreamResult.final`) as soon as no
-    later row can change it, with the values ``pipeline.transform`` of all
-    rows gives it; finished segments likewise. A timeline ends at a gap
-    longer than ``max_gap_seconds``, at ``now`` or at :meth:`close`. See
-    docs/streaming.md for an example and why each row is final when it is.
+    Each row and segment is handed back as soon as no later row can change
+    it, as ``pipeline.transform`` of all rows gives it. See docs/streaming.md.
 
     Parameters
     ----------
@@ -261,10 +251,9 @@ class StreamingPipeline:
         Raises
         ------
         InputError
-            Naming the user and timestamp of a row that is not after its
-            user's previous row, or that would join a closed timeline; a
-            ``SchemaMismatchError`` for rows whose columns differ from the
-            pipeline's (or from earlier rows'). The state is unchanged.
+            Naming the user and timestamp of a row not after its user's
+            previous row or joining a closed timeline; ``SchemaMismatchError``
+            for columns unlike the pipeline's or earlier rows'. The state is kept.
         """
         check_frame(rows, "StreamingPipeline.update")
         rows = self._check_columns(rows)
@@ -286,10 +275,7 @@ class StreamingPipeline:
         return result
 
     def close(self, user_id: Any = None) -> StreamResult:
-        """End the open timeline of ``user_id`` (every user's when None).
-
-        Its remaining rows and segments become final. A later row of that
-        user must start more than ``max_gap_seconds`` after its last one.
+        """End the open timeline of ``user_id`` (every user's when None): the rest becomes final.
 
         Raises
         ------
@@ -351,10 +337,7 @@ class StreamingPipeline:
         return result
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state to ``path`` atomically (one ``.npz`` file).
-
-        Loaded with the same pipeline, the stream goes on where it stopped.
-        """
+        """Write the state to ``path`` atomically (one ``.npz`` file, loaded by :meth:`load`)."""
         state = self._state
         frame = state.frame if state.frame is not None else pd.DataFrame()
         users = pd.DataFrame({USER_ID: state.users.to_numpy(dtype=object)})
@@ -376,9 +359,8 @@ class StreamingPipeline:
         Raises
         ------
         ReaderError
-            Naming the file, when it is not a taskclf stream state, is
-            corrupt, or was saved for another pipeline (other parameters
-            or model).
+            Naming the file: not a stream state, corrupt, or saved for
+            another pipeline (other parameters or model).
         """
         stream = cls(pipeline)
         where = f"stream state {str(path)!r}"
@@ -450,38 +432,33 @@ def _from_parquet(data: np.ndarray, dtypes: dict[str, Any]) -> pd.DataFrame:
 # ---------------------------------------------------------------------- JSON lines
 
 
-class _Signals:
-    """SIGTERM and Ctrl-C: raised while waiting for input, deferred while working."""
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+    """SIGTERM and Ctrl-C: raised while waiting for input, deferred while ``working()``."""
+    busy, stopped = [False], [False]
 
-    def __init__(self) -> None:
-        self.busy = self.stop = False
-
-    def handle(self, signum: int, frame: object) -> None:
-        if not self.busy:
+    def handle(signum: int, frame: object) -> None:
+        if not busy[0]:
             raise KeyboardInterrupt(f"signal {signum}")
-        self.stop = True
+        stopped[0] = True
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self.handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    @contextlib.contextmanager
-    def working(self) -> Iterator[None]:
-        self.busy = True
-        try:
-            yield
-        finally:
-            self.busy = False
-        if self.stop:
+    def working() -> Iterator[None]:
+        busy[0] = True
+        yield
+        busy[0] = False
+        if stopped[0]:
             raise KeyboardInterrupt("stopped")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield working
+        return
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield working
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _row_from_json(line: str, number: int) -> pd.DataFrame:
@@ -520,17 +497,14 @@ def run_stream(
     state_path: str | os.PathLike[str] | None = None,
     provisional: bool = False,
 ) -> bool:
-    """Stream feature rows given as JSON lines; write results as JSON lines.
+    """Stream feature rows given as JSON lines (one object each); write results as JSON lines.
 
-    Each input line is one feature row (a JSON object). Output lines are
-    written as soon as they are final: ``{"kind": "row", ...}`` (user,
-    bucket and the columns the pipeline adds) and ``{"kind": "segment",
-    ...}`` (:meth:`Segment.to_dict`); with ``provisional``, also
-    ``{"kind": "provisional", user_id, bucket_start_ts, label}`` per input
-    row. At the end of the input every timeline is closed. With
-    ``state_path``, the stream resumes from the state saved there (if the
-    file exists) and saves its state there when it ends, also on SIGTERM
-    or Ctrl-C (which stop it between two rows) and on bad input.
+    Written as soon as final: ``{"kind": "row", ...}`` (user, bucket and
+    the columns the pipeline adds) and ``{"kind": "segment", ...}``; with
+    ``provisional`` also ``{"kind": "provisional", ...}`` per input row.
+    The end of the input closes every timeline. With ``state_path`` it
+    resumes from that file if it exists and saves there when it ends,
+    also on SIGTERM or Ctrl-C (which stop it between two rows).
 
     Parameters
     ----------
@@ -554,16 +528,15 @@ def run_stream(
     stream = StreamingPipeline(pipeline)
     if state_path is not None and os.path.exists(state_path):
         stream = StreamingPipeline.load(state_path, pipeline)
-    signals = _Signals()
     try:
-        with signals.installed():
+        with _signals_deferred() as working:
             for number, line in enumerate(lines_in, start=1):
                 if line.strip():
-                    with signals.working():
+                    with working():
                         result = stream.update(_row_from_json(line, number))
                         for text in _lines(result, stream._columns or [], provisional):
                             write_line(text)
-            with signals.working():
+            with working():
                 for text in _lines(stream.close(), stream._columns or [], False):
                     write_line(text)
         return True

@@ -25,7 +25,7 @@ from taskclf.stages.reject import Rejector
 from taskclf.stages.segment import Segmenter
 from taskclf.stages.smooth import MajoritySmoother
 from taskclf.stages.viterbi import ViterbiSmoother
-from taskclf.stream import StreamingPipeline
+from taskclf.stream import StreamingPipeline, run_stream
 from taskclf.taxonomy import TaxonomyBucket, TaxonomyConfig, TaxonomyMapper
 
 KEY = ["user_id", "bucket_start_ts"]
@@ -42,7 +42,7 @@ def runs(draw):
     return labels, counts, draw(st.integers(1, 6))
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(runs())
 def test_hysteresis_splits_between_two_long_neighbours(case):
     labels, counts, m = case
@@ -80,7 +80,7 @@ def streams(draw):
     parts = []
     for user in range(draw(st.integers(1, 3))):
         runs_ = draw(
-            st.lists(st.tuples(st.integers(0, 7), st.integers(1, 6)), min_size=1, max_size=10)
+            st.lists(st.tuples(st.integers(0, 7), st.integers(1, 5)), min_size=1, max_size=8)
         )
         labels = [k for k, n in runs_ for _ in range(n)]
         n = len(labels)
@@ -129,7 +129,7 @@ def assert_batch_equal(pipeline, rows, final, segments):
     assert sorted(segments, key=order) == sorted(frame_to_segments(batch), key=order)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=streams(),
     smoother=st.sampled_from(["majority", "viterbi"]),
@@ -139,7 +139,7 @@ def assert_batch_equal(pipeline, rows, final, segments):
     threshold=st.sampled_from([None, 0.5]),
     join=st.booleans(),
     taxonomy=st.booleans(),
-    sizes=st.lists(st.integers(1, 25), max_size=12),
+    sizes=st.lists(st.integers(1, 25), max_size=5),
     use_now=st.booleans(),
     save_at=st.none() | st.integers(0, 5),
 )
@@ -157,10 +157,11 @@ def test_final_rows_and_segments_equal_batch(
 
 @pytest.fixture(scope="module")
 def features(frame_v1):
-    """Two users, 24 minutes each, a gap of 400 s in the first user's rows."""
-    rows = frame_v1.drop(columns="label").groupby("user_id").head(24).copy()
-    rows.loc[rows.index[12:24], "bucket_start_ts"] += pd.Timedelta(seconds=400)
-    return rows.sort_values("bucket_start_ts", kind="stable").iloc[:40]
+    """Two users, 8 minutes each, a gap of 400 s in the first user's rows."""
+    rows = frame_v1[frame_v1["user_id"] != "user2"].drop(columns="label")
+    rows = rows.groupby("user_id").head(8)
+    rows.loc[rows.index[5:8], "bucket_start_ts"] += pd.Timedelta(seconds=400)
+    return rows.sort_values("bucket_start_ts", kind="stable")
 
 
 @pytest.mark.parametrize("smoother", ["majority", "viterbi"])
@@ -184,7 +185,7 @@ def test_rows_are_final_soon_in_a_steady_task():
 def test_provisional_labels_are_those_of_batch_so_far(booster_v1, encoders_v1, features):
     pipeline = build_pipeline(booster_v1, encoders_v1, min_block_seconds=180)
     stream = StreamingPipeline(pipeline)
-    for start, end in [(0, 6), (6, 15), (15, 30)]:
+    for start, end in [(0, 5), (5, 12), (12, 16)]:
         result = stream.update(features.iloc[start:end])
         expected = pipeline.predict(features.iloc[:end])[start:end]
         assert result.provisional["label"].tolist() == list(expected)
@@ -231,6 +232,7 @@ def test_a_row_joining_a_closed_timeline_is_refused(stream, rows):
     assert len(stream.close("user0").final) == 3
     refused(lambda: stream.update(rows.iloc[3:4]), InputError, "'user0'", "closed")
     refused(lambda: stream.close("nobody"), InputError, "'nobody'")
+    assert len(stream.update(rows.iloc[5:6]).provisional) == 1  # after the gap: a new timeline
 
 
 def test_a_state_of_another_pipeline_is_refused(booster_v1, encoders_v1, stream, rows, tmp_path):
@@ -302,7 +304,7 @@ def start(bundle: Path, state: Path) -> subprocess.Popen:
 
 
 def test_sigterm_then_resume_gives_the_batch_result(booster_v1, encoders_v1, features, tmp_path):
-    rows = features.iloc[:16]
+    rows = features
     pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.4)
     save_bundle(pipeline, tmp_path / "model.taskclf")
     lines = json_lines(rows)
@@ -324,8 +326,8 @@ def test_sigterm_then_resume_gives_the_batch_result(booster_v1, encoders_v1, fea
     assert tail.splitlines()[-1] == "stopped"
     records += [json.loads(line) for line in tail.splitlines()[:-1]]
 
-    second = start(tmp_path / "model.taskclf", tmp_path / "state.npz")
-    output, _ = second.communicate("\n".join(lines[half:]) + "\n", timeout=600)
-    assert output.splitlines()[-1] == "done"
-    records += [json.loads(line) for line in output.splitlines()[:-1]]
+    out: list[str] = []  # resumed here, from the state the other process saved
+    assert run_stream(pipeline, lines[half:], out.append, state_path=tmp_path / "state.npz",
+                      provisional=True)  # fmt: skip
+    records += [json.loads(line) for line in out]
     check_records(pipeline, rows, records)
