@@ -56,12 +56,6 @@ def test_hysteresis_splits_between_two_long_neighbours(case):
             assert left[1][-1] != right[1][0]  # so the join of equal labels stops there too
 
 
-# --------------------------------------------------------------------------
-# Streams against batch: the time stages on probability rows (cheap), and
-# the whole pipeline with a real booster
-# --------------------------------------------------------------------------
-
-
 def time_pipeline(smoother, window, switch_prob, min_block, threshold, join, taxonomy):
     """The stages after the model, from calibrated probabilities on."""
     smooth = MajoritySmoother(window) if smoother == "majority" else ViterbiSmoother(switch_prob)
@@ -192,11 +186,6 @@ def test_provisional_labels_are_those_of_batch_so_far(booster_v1, encoders_v1, f
         assert result.provisional.index.equals(features.index[start:end])
 
 
-# --------------------------------------------------------------------------
-# Bad input and state files
-# --------------------------------------------------------------------------
-
-
 @pytest.fixture
 def stream(booster_v1, encoders_v1):
     return StreamingPipeline(build_pipeline(booster_v1, encoders_v1))
@@ -239,13 +228,10 @@ def test_a_state_of_another_pipeline_is_refused(booster_v1, encoders_v1, stream,
     stream.update(rows.iloc[:3])
     stream.save(tmp_path / "s.npz")
     other = build_pipeline(booster_v1, encoders_v1, smooth_window=5)
-    refused(
-        lambda: StreamingPipeline.load(tmp_path / "s.npz", other), ReaderError, "another pipeline"
-    )
+    load = StreamingPipeline.load
+    refused(lambda: load(tmp_path / "s.npz", other), ReaderError, "another pipeline")
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a state")
-    refused(
-        lambda: StreamingPipeline.load(tmp_path / "bad.npz", stream.pipeline), ReaderError, "bad"
-    )
+    refused(lambda: load(tmp_path / "bad.npz", stream.pipeline), ReaderError, "bad.npz")
 
 
 def test_pipelines_that_cannot_stream_are_refused(booster_v1, encoders_v1):
@@ -253,11 +239,6 @@ def test_pipelines_that_cannot_stream_are_refused(booster_v1, encoders_v1):
     refused(lambda: StreamingPipeline(as_given), InvalidParameterError, "as_given")
     mixed = build_pipeline(booster_v1, encoders_v1).set_params(merge__max_gap_seconds=600)
     refused(lambda: StreamingPipeline(mixed), InvalidParameterError, "max_gap_seconds")
-
-
-# --------------------------------------------------------------------------
-# JSON lines, in a real process stopped by a real SIGTERM
-# --------------------------------------------------------------------------
 
 
 def json_lines(rows: pd.DataFrame) -> list[str]:
@@ -271,36 +252,18 @@ def check_records(pipeline, rows, records):
     assert final["label"].tolist() == batch["label"].tolist()
     assert final["segment_id"].tolist() == batch["segment_id"].tolist()
     np.testing.assert_allclose(final["confidence"], batch["confidence"])
-    segments = [
-        {k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "segment"
-    ]
-    expected = [s.to_dict() for s in frame_to_segments(batch)]
     key = lambda s: (s["user_id"], s["start_ts"])  # noqa: E731
-    assert sorted(segments, key=key) == sorted(expected, key=key)
+    segments = sorted(({**r, "kind": 0} for r in records if r["kind"] == "segment"), key=key)
+    assert segments == sorted(
+        ({**s.to_dict(), "kind": 0} for s in frame_to_segments(batch)), key=key
+    )
     assert sum(r["kind"] == "provisional" for r in records) == len(rows)
 
 
-SCRIPT = """
-import sys
-from taskclf import load_bundle
-from taskclf.stream import run_stream
-def write(line):
-    print(line, flush=True)
-done = run_stream(load_bundle(sys.argv[1]), sys.stdin, write, state_path=sys.argv[2],
-                  provisional=True)
-print("done" if done else "stopped", flush=True)
-"""
-
-
-def start(bundle: Path, state: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(bundle), str(state)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+SCRIPT = """import sys; from taskclf import load_bundle; from taskclf.stream import run_stream
+done = run_stream(load_bundle(sys.argv[1]), sys.stdin, lambda line: print(line, flush=True),
+                  state_path=sys.argv[2], provisional=True)
+print("done" if done else "stopped", flush=True)"""
 
 
 def test_sigterm_then_resume_gives_the_batch_result(booster_v1, encoders_v1, features, tmp_path):
@@ -310,7 +273,10 @@ def test_sigterm_then_resume_gives_the_batch_result(booster_v1, encoders_v1, fea
     lines = json_lines(rows)
     half = len(lines) // 2
 
-    first = start(tmp_path / "model.taskclf", tmp_path / "state.npz")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-c", SCRIPT, tmp_path / "model.taskclf", tmp_path / "state.npz"]
+    first = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=env)  # fmt: skip
     assert first.stdin is not None and first.stdout is not None
     first.stdin.write("\n".join(lines[:half]) + "\n")
     first.stdin.flush()
