@@ -1,8 +1,7 @@
-"""Live inference whose final results equal batch inference.
+"""Live inference whose final results equal batch inference (docs/streaming.md).
 
-:class:`StreamingPipeline` runs a fitted pipeline on rows as they come and
-hands back each row once no later row can change it; :func:`run_stream`
-does the same over JSON lines, for the command line. See docs/streaming.md.
+:class:`StreamingPipeline` hands back each row once no later row can change
+it; :func:`run_stream` does the same over JSON lines, for the command line.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import attrs
 import joblib
 import numpy as np
 import pandas as pd
@@ -111,6 +111,7 @@ def _where(user: Any, ts_ns: int) -> str:
     )
 
 
+@attrs.define(slots=False)
 class StreamResult:
     """What one call of :meth:`StreamingPipeline.update` or ``close`` finalized.
 
@@ -125,12 +126,9 @@ class StreamResult:
         ``label``: its label if the stream ended now.
     """
 
-    def __init__(
-        self, final: pd.DataFrame, segments: list[Segment], provisional: Callable[[], pd.DataFrame]
-    ) -> None:
-        self.final = final
-        self.segments = segments
-        self._provisional = provisional
+    final: pd.DataFrame
+    segments: list[Segment]
+    _provisional: Callable[[], pd.DataFrame] = attrs.field(repr=False)
 
     @functools.cached_property
     def provisional(self) -> pd.DataFrame:
@@ -184,26 +182,21 @@ class StreamingPipeline:
         by_user = np.argsort(user, kind="stable")
         u, t = user[by_user], ts[by_user]
         known = np.append(True, u[1:] != u[:-1]) & (u < len(self._state.users))
-        last_ns = self._state.per_user["last_ns"]
         previous = np.append(np.int64(0), t[:-1])
-        previous[known] = last_ns[u[known]]
-        bad = (t <= previous) & (np.append(False, u[1:] == u[:-1]) | known)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise InputError(
-                f"{_where(users[u[i]], t[i])}: not after the user's previous row "
-                f"({format_utc(previous[i : i + 1])[0]}); each user's rows must come in time order"
-            )
+        previous[known] = self._state.per_user["last_ns"][u[known]]
         reopened = known.copy()
         reopened[known] = ~self._state.is_open[u[known]]
-        reopened &= t - previous <= self._rules.gap_ns
-        if reopened.any():
-            i = int(np.argmax(reopened))
-            raise InputError(
-                f"{_where(users[u[i]], t[i])}: the user's timeline was closed after "
-                f"{format_utc(previous[i : i + 1])[0]}; a later row must start more than "
-                "max_gap_seconds after it"
-            )
+        for bad, why in [
+            ((t <= previous) & (np.append(False, u[1:] == u[:-1]) | known),
+             "not after the user's previous row ({}); each user's rows must come in time order"),
+            (reopened & (t - previous <= self._rules.gap_ns),
+             "the user's timeline was closed after {}; a later row must start more than "
+             "max_gap_seconds after it"),
+        ]:  # fmt: skip
+            if bad.any():
+                i = int(np.argmax(bad))
+                when = format_utc(previous[i : i + 1])[0]
+                raise InputError(f"{_where(users[u[i]], t[i])}: {why.format(when)}")
 
     def _new_rows(self, rows: pd.DataFrame) -> tuple[dict[str, Any], pd.Index]:
         ts = timestamps_ns(rows)
@@ -237,12 +230,10 @@ class StreamingPipeline:
         Parameters
         ----------
         rows : DataFrame
-            Feature rows with ``user_id`` and ``bucket_start_ts``, any
-            users, interleaved; each user's rows in time order and after
-            the user's rows seen before.
+            Feature rows of any users, each user's in time order after its earlier rows.
         now : timestamp, optional
-            A time no row still to come starts before: timelines whose
-            last row starts more than ``max_gap_seconds`` before it end.
+            No row still to come starts before ``now``: timelines whose last
+            row starts more than ``max_gap_seconds`` before it end.
 
         Returns
         -------
@@ -341,13 +332,12 @@ class StreamingPipeline:
         state = self._state
         frame = state.frame if state.frame is not None else pd.DataFrame()
         users = pd.DataFrame({USER_ID: state.users.to_numpy(dtype=object)})
-        meta = {"format": STATE_FORMAT, "fingerprint": self._fingerprint}
-        meta |= {"n_seen": state.n_seen, "columns": self._columns}
-        meta |= {"frame": _dtypes(frame), "users": _dtypes(users)}
+        meta = {"format": STATE_FORMAT, "fingerprint": self._fingerprint, "n_seen": state.n_seen}
+        meta |= {"columns": self._columns, "frame": _dtypes(frame), "users": _dtypes(users)}
         arrays: dict[str, Any] = {f"user_{k}": v for k, v in state.per_user.items()}
         arrays |= {f"row_{k}": v for k, v in state.rows.items()}
+        arrays |= {"frame": _parquet(frame), "users": _parquet(users)}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        arrays["frame"], arrays["users"] = _parquet(frame), _parquet(users)
         buffer = io.BytesIO()
         np.savez(buffer, allow_pickle=False, **arrays)
         atomic_write_bytes(path, buffer.getvalue())
