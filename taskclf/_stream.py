@@ -36,22 +36,18 @@ class Rules:
 class State:
     """Everything a stream remembers, as arrays (never changed in place).
 
-    ``per_user`` (position ``u`` of ``users``): ``last_ns`` (latest bucket),
-    ``next_id`` (id of the joined segment holding the open merged segment,
-    or of the next one), ``score`` (Viterbi scores at the last row) and
-    ``head``, the open merged segment of the hysteresis pass (a
-    :class:`_Head`, all zeros for none). ``rows``, the pending rows with
-    their per-row stages' output in ``frame``: ``user``, ``ts``,
-    ``serial`` (arrival number), ``raw``, ``rejected``, ``smooth`` (-1
-    while not final), ``done`` (handed back, kept as context) and
-    ``back`` (Viterbi back-pointers). An open timeline always keeps its
-    last rows, so a user has pending rows iff its timeline is open.
+    ``per_user``: ``last_ns``, ``next_id`` (id of the joined segment of
+    ``head``, the open merged segment as a :class:`_Head`, zeros for none)
+    and ``score`` (Viterbi). ``rows``, the pending rows (output of the
+    per-row stages in ``frame``), with ``smooth`` -1 while not final and
+    ``done`` once handed back (kept as context). An open timeline keeps
+    its last rows, so a user has pending rows iff its timeline is open.
     """
 
     users: pd.Index
     per_user: dict[str, np.ndarray]
     rows: dict[str, np.ndarray]
-    frame: pd.DataFrame | None
+    frame: pd.DataFrame
     n_seen: int
 
     @classmethod
@@ -67,7 +63,7 @@ class State:
         rows |= {"raw": np.zeros(0, np.int8), "rejected": np.zeros(0, bool)}
         rows |= {"smooth": np.zeros(0, np.int8), "done": np.zeros(0, bool)}
         rows["back"] = np.zeros((0, k), np.int8)
-        return cls(pd.Index([], dtype=object), per_user, rows, None, 0)
+        return cls(pd.Index([], dtype=object), per_user, rows, pd.DataFrame(), 0)
 
     @property
     def is_open(self) -> np.ndarray:
@@ -89,7 +85,7 @@ class Step:
     """What :func:`advance` finalized (``rows`` index ``frame``), and the state after it."""
 
     state: State
-    frame: pd.DataFrame | None
+    frame: pd.DataFrame
     rows: np.ndarray
     serial: np.ndarray
     smooth: np.ndarray
@@ -110,12 +106,8 @@ class _Units:
 
 
 def advance(state: State, new: dict[str, Any] | None, closing: np.ndarray, rules: Rules) -> Step:
-    """Add ``new`` rows, then end the timelines of the users in ``closing``.
-
-    ``new`` holds ``frame`` and the arrays of ``State.rows`` but ``smooth``,
-    ``done`` and ``back`` (and ``log_emission`` with Viterbi), each user's
-    rows in time order after its ``last_ns``, as the caller checked.
-    """
+    """Add ``new`` rows (``frame`` and arrays as ``State.rows``, checked by the caller),
+    then end the timelines of the users in ``closing``."""
     rows, frame = _combine(state, new)
     order = np.lexsort((rows["ts"], rows["user"]))
     rows = {name: values[order] for name, values in rows.items()}
@@ -151,7 +143,7 @@ def advance(state: State, new: dict[str, Any] | None, closing: np.ndarray, rules
             users=state.users,
             per_user=per_user,
             rows=pending,
-            frame=None if frame is None else frame.iloc[order[keep]].reset_index(drop=True),
+            frame=frame.iloc[order[keep]].reset_index(drop=True),
             n_seen=state.n_seen + (0 if new is None else len(new["user"])),
         ),
         frame=frame,
@@ -164,28 +156,24 @@ def advance(state: State, new: dict[str, Any] | None, closing: np.ndarray, rules
     )
 
 
-def _combine(state: State, new: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
+def _combine(state: State, new: dict[str, Any] | None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Pending rows then new rows (with ``log_emission`` for Viterbi), and their frame."""
-    n_old, n_new = len(state.rows["user"]), 0 if new is None else len(new["user"])
+    new = new or {"user": [], "frame": state.frame}
+    n_old, n_new = len(state.rows["user"]), len(new["user"])
     k = state.rows["back"].shape[1]
     old = {**state.rows, "log_emission": np.zeros((n_old, k))} if k else state.rows
-    fill = {"smooth": -1, "done": False, "back": 0, **(new or {})}
+    fill = {"smooth": -1, "done": False, "back": 0, **new}
     rows = {
         name: np.concatenate([a, np.full((n_new, *a.shape[1:]), fill.get(name, 0), a.dtype)])
         for name, a in old.items()
     }
-    frames = [f for f in (state.frame, (new or {}).get("frame")) if f is not None and len(f)]
-    if len(frames) < 2:
-        return rows, frames[0] if frames else None
-    return rows, pd.concat(frames, ignore_index=True)
+    if not n_old:
+        return rows, new["frame"]
+    return rows, pd.concat([state.frame, new["frame"]], ignore_index=True) if n_new else state.frame
 
 
 def _majority(rows: dict[str, np.ndarray], units: _Units, window: int) -> np.ndarray:
-    """The final smoothed labels: ``window // 2`` later rows exist or the unit ended.
-
-    An open unit keeps its last ``2 * (window // 2)`` rows, so every row
-    not yet final sees its whole window.
-    """
+    """The smoothed labels that are final: ``window // 2`` later rows exist or the unit ended."""
     smoothed = rolling_majority_codes(rows["raw"], units.bounds, window, MIXED_CODE + 1)
     to_end = units.bounds[units.of_row + 1] - np.arange(len(smoothed))
     final = (rows["smooth"] < 0) & (units.closed[units.of_row] | (to_end > window // 2))
@@ -197,10 +185,9 @@ def _viterbi(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The Viterbi labels where every surviving path agrees, and the scores to keep.
 
-    The forward steps run over the new rows (the end of each unit) from
-    the saved scores, or from the first row in a new timeline; the chains
-    from every state at a unit's last row (from the best one when it
-    ends, as batch does) are followed back over the rows not yet final.
+    Forward over the new rows from the saved scores (or the first row's
+    emission), then back from every state at the end (the best one when
+    the unit ends, as batch does) over the rows not yet final.
     """
     transition = rules.log_transition
     assert transition is not None
@@ -241,10 +228,9 @@ class _Head:
 class _Merged:
     """The hysteresis rule over one step's segments, as far as it is final.
 
-    From a long segment on, the rule is one left-to-right pass of
-    :func:`taskclf.stages.merge.merge_runs`; a timeline that starts short
-    is merged by the batch kernel up to its last pair of long neighbours,
-    where the rule splits in two.
+    From a long segment on, the rule is one pass of ``merge_runs``; a
+    timeline that starts short is merged by the batch kernel up to its last
+    pair of long neighbours, where the rule splits in two.
     """
 
     def __init__(self, per_user: dict[str, np.ndarray], rules: Rules) -> None:
@@ -280,10 +266,8 @@ class _Merged:
     def _unit(
         self, user: int, head: _Head | None, segments: list[list[int]], closed: bool
     ) -> list[tuple[int, int]]:
-        """Merge one unit's segments (label, count, first, last) after ``head``.
-
-        Returns the label and id of the segments decided, in order.
-        """
+        """Merge one unit's segments (label, count, first, last) after ``head``;
+        the label and id of each segment decided."""
         n, i, out = len(segments), 0, []
         if head is not None and head.growing and n and segments[0][0] == head.label:
             head.absorb(segments[0][1], segments[0][3])  # its last run, grown
@@ -338,10 +322,8 @@ class _Merged:
     def _short_start(
         self, user: int, segments: np.ndarray, closed: bool, out: list[tuple[int, int]]
     ) -> int:
-        """Merge a timeline that starts short up to its last pair of long neighbours.
-
-        Returns the first segment not merged (0 when nothing is final).
-        """
+        """Merge a timeline that starts short up to its last pair of long neighbours;
+        the first segment not merged (0 when nothing is final)."""
         labels, counts, first, last = segments.T
         long = counts >= self.m
         pairs = np.flatnonzero(long[1:] & long[:-1]) + 1

@@ -284,8 +284,6 @@ class StreamingPipeline:
         return self._commit(advance(self._state, None, closing, self._rules), None, None)
 
     def _final_frame(self, step: Step) -> pd.DataFrame:
-        if step.frame is None:
-            return pd.DataFrame()
         frame = add_columns(
             step.frame.iloc[step.rows].reset_index(drop=True),
             {
@@ -330,7 +328,7 @@ class StreamingPipeline:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to ``path`` atomically (one ``.npz`` file, loaded by :meth:`load`)."""
         state = self._state
-        frame = state.frame if state.frame is not None else pd.DataFrame()
+        frame = state.frame
         users = pd.DataFrame({USER_ID: state.users.to_numpy(dtype=object)})
         meta = {"format": STATE_FORMAT, "fingerprint": self._fingerprint, "n_seen": state.n_seen}
         meta |= {"columns": self._columns, "frame": _dtypes(frame), "users": _dtypes(users)}
@@ -373,7 +371,7 @@ class StreamingPipeline:
                 users=pd.Index(users.to_numpy(dtype=object), dtype=object),
                 per_user={k: stored[f"user_{k}"] for k in empty.per_user},
                 rows={k: stored[f"row_{k}"] for k in empty.rows},
-                frame=frame if len(frame.columns) else None,
+                frame=frame,
                 n_seen=int(meta["n_seen"]),
             )
         except ReaderError:
@@ -383,7 +381,7 @@ class StreamingPipeline:
         n_users, n_rows = len(state.users), len(state.rows["user"])
         fits = [len(a) == n_users for a in state.per_user.values()]
         fits += [len(a) == n_rows for a in state.rows.values()]
-        fits += [len(state.frame if state.frame is not None else []) == n_rows]
+        fits += [len(frame) == n_rows]
         if not all(fits) or (n_rows and state.rows["user"].max() >= n_users):
             raise ReaderError(f"{where} is corrupt: its arrays do not fit together")
         stream._state, stream._columns = state, meta["columns"]
