@@ -56,16 +56,18 @@ def test_hysteresis_splits_between_two_long_neighbours(case):
             assert left[1][-1] != right[1][0]  # so the join of equal labels stops there too
 
 
-def time_pipeline(smoother, window, switch_prob, min_block, threshold, join, taxonomy):
-    """The stages after the model, from calibrated probabilities on."""
-    smooth = MajoritySmoother(window) if smoother == "majority" else ViterbiSmoother(switch_prob)
-    steps = [
-        ("reject", Rejector(threshold)),
-        ("smooth", smooth),
-        ("segment", Segmenter()),
-        ("merge", HysteresisMerger(min_block, join_equal=join)),
-    ]
-    return TaskPipeline(steps + ([("taxonomy", TaxonomyMapper(TAXONOMY))] if taxonomy else []))
+def time_pipeline(window=3, switch_prob=None, min_block=180, threshold=None, join=True,
+                  taxonomy=False):  # fmt: skip
+    """The stages after the model, from calibrated probabilities on (Viterbi with a switch_prob)."""
+    smooth = MajoritySmoother(window) if switch_prob is None else ViterbiSmoother(switch_prob)
+    merge = HysteresisMerger(min_block, join_equal=join)
+    steps = [("reject", Rejector(threshold)), ("smooth", smooth), ("segment", Segmenter())]
+    taxonomy_step = [("taxonomy", TaxonomyMapper(TAXONOMY))] if taxonomy else []
+    return TaskPipeline([*steps, ("merge", merge), *taxonomy_step])
+
+
+def exactly(n, elements):
+    return st.lists(elements, min_size=n, max_size=n)
 
 
 @st.composite
@@ -77,17 +79,12 @@ def streams(draw):
             st.lists(st.tuples(st.integers(0, 7), st.integers(1, 5)), min_size=1, max_size=8)
         )
         labels = [k for k, n in runs_ for _ in range(n)]
-        n = len(labels)
-        steps = draw(
-            st.lists(st.sampled_from([60] * 4 + [120, 300, 301, 900]), min_size=n, max_size=n)
-        )
-        sure = draw(st.lists(st.sampled_from([0.3, 0.6, 0.9]), min_size=n, max_size=n))
-        proba = np.full((n, 8), 0.0) + ((1 - np.array(sure)) / 7)[:, None]
-        proba[np.arange(n), labels] = sure
-        part = pd.DataFrame(proba, columns=list(PROBA_COLUMNS))
-        part["user_id"] = f"u{user}"
-        part["bucket_start_ts"] = START + pd.to_timedelta(np.cumsum(steps), unit="s")
-        parts.append(part)
+        steps = draw(exactly(len(labels), st.sampled_from([60] * 4 + [120, 300, 301, 900])))
+        sure = np.array(draw(exactly(len(labels), st.sampled_from([0.3, 0.6, 0.9]))))
+        proba = np.repeat(((1 - sure) / 7)[:, None], 8, axis=1)
+        proba[np.arange(len(labels)), labels] = sure
+        part = pd.DataFrame(proba, columns=list(PROBA_COLUMNS)).assign(user_id=f"u{user}")
+        parts.append(part.assign(bucket_start_ts=START + pd.to_timedelta(np.cumsum(steps), "s")))
     rows = pd.concat(parts, ignore_index=True)
     return rows.sort_values("bucket_start_ts", kind="stable", ignore_index=True)
 
@@ -117,8 +114,7 @@ def assert_batch_equal(pipeline, rows, final, segments):
     batch = pipeline.transform(rows)
     expected = batch.sort_values(KEY).reset_index(drop=True)
     got = final.sort_values(KEY).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, expected[got.columns] if len(got) else got)
-    assert len(got) == len(expected)
+    pd.testing.assert_frame_equal(got, expected)
     order = lambda s: (s.user_id, s.start_ts)  # noqa: E731
     assert sorted(segments, key=order) == sorted(frame_to_segments(batch), key=order)
 
@@ -126,22 +122,21 @@ def assert_batch_equal(pipeline, rows, final, segments):
 @settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=streams(),
-    smoother=st.sampled_from(["majority", "viterbi"]),
-    window=st.sampled_from([1, 2, 3, 5]),
-    switch_prob=st.sampled_from([0.02, 0.4]),
-    min_block=st.sampled_from([0, 60, 120, 180, 300]),
-    threshold=st.sampled_from([None, 0.5]),
-    join=st.booleans(),
-    taxonomy=st.booleans(),
+    params=st.fixed_dictionaries({
+        "window": st.sampled_from([1, 2, 3, 5]),
+        "switch_prob": st.sampled_from([None, 0.02, 0.4]),  # None: rolling majority
+        "min_block": st.sampled_from([0, 60, 120, 180, 300]),
+        "threshold": st.sampled_from([None, 0.5]),
+        "join": st.booleans(),
+        "taxonomy": st.booleans(),
+    }),
     sizes=st.lists(st.integers(1, 25), max_size=5),
     use_now=st.booleans(),
     save_at=st.none() | st.integers(0, 5),
-)
-def test_final_rows_and_segments_equal_batch(
-    tmp_path_factory, rows, smoother, window, switch_prob, min_block, threshold, join, taxonomy,
-    sizes, use_now, save_at,
-):  # fmt: skip
-    pipeline = time_pipeline(smoother, window, switch_prob, min_block, threshold, join, taxonomy)
+)  # fmt: skip
+def test_final_rows_and_segments_equal_batch(tmp_path_factory, rows, params, sizes, use_now,
+                                             save_at):  # fmt: skip
+    pipeline = time_pipeline(**params)
     directory = tmp_path_factory.mktemp("state")
     final, segments = stream_all(
         pipeline, rows, sizes, use_now=use_now, save_at=save_at, directory=directory
@@ -171,7 +166,7 @@ def test_rows_are_final_soon_in_a_steady_task():
     rows = pd.DataFrame(proba, columns=list(PROBA_COLUMNS)).assign(
         user_id="u", bucket_start_ts=pd.date_range(START, periods=12, freq="min")
     )
-    stream = StreamingPipeline(time_pipeline("majority", 3, 0, 180, None, True, False))
+    stream = StreamingPipeline(time_pipeline())
     done = [len(stream.update(rows.iloc[[i]]).final) for i in range(len(rows))]
     assert done == [0, 0, 0, 3] + [1] * 8  # the first segment is short until its third row
 
