@@ -33,19 +33,12 @@ START = pd.Timestamp("2025-01-06 09:00", tz="UTC")
 TAXONOMY = TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug"])])
 
 
-@st.composite
-def runs(draw):
-    labels = [draw(st.integers(0, 2))]
-    for _ in range(draw(st.integers(0, 14))):
-        labels.append(draw(st.sampled_from([v for v in range(3) if v != labels[-1]])))
-    counts = draw(st.lists(st.integers(1, 6), min_size=len(labels), max_size=len(labels)))
-    return labels, counts, draw(st.integers(1, 6))
-
-
 @settings(max_examples=100)
-@given(runs())
-def test_hysteresis_splits_between_two_long_neighbours(case):
-    labels, counts, m = case
+@given(segments=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 6)), min_size=1, max_size=15),
+       m=st.integers(1, 6))  # fmt: skip
+def test_hysteresis_splits_between_two_long_neighbours(segments, m):
+    labels = (np.cumsum([step for step, _ in segments]) % 3).tolist()  # neighbours differ
+    counts = [count for _, count in segments]
     whole = merge_runs(labels, counts, m)
     for j in range(len(labels) - 1):
         if counts[j] >= m and counts[j + 1] >= m:

@@ -107,19 +107,6 @@ def test_kernel_equals_plain_python_viterbi(lengths, switch_prob, k, data):
             assert path[a:b].tolist() == reference_viterbi(log_e[a:b].tolist(), transition.tolist())
 
 
-def test_rejected_rows_keep_mixed_unknown_and_their_probabilities_do_not_matter():
-    frame = random_frame()
-    out = ViterbiSmoother(switch_prob=0.05).transform(frame)
-    rejected = frame[IS_REJECTED].to_numpy()
-    assert (out[SMOOTHED_LABEL][rejected] == MIXED_UNKNOWN).all()
-    assert (out[SMOOTHED_LABEL][~rejected] != MIXED_UNKNOWN).all()
-    changed = frame.copy()
-    noise = np.random.default_rng(1).dirichlet(np.ones(8), size=int(rejected.sum()))
-    changed.loc[rejected, list(PROBA_COLUMNS)] = noise
-    again = ViterbiSmoother(switch_prob=0.05).transform(changed)
-    pd.testing.assert_series_equal(again[SMOOTHED_LABEL], out[SMOOTHED_LABEL])
-
-
 def test_a_rejected_row_inside_a_task_does_not_break_it():
     proba = np.full((7, 8), 0.02)
     proba[:, 1] = 0.86  # Build throughout ...
