@@ -155,10 +155,8 @@ def test_the_whole_pipeline_one_row_at_a_time(booster_v1, encoders_v1, features,
 
 def test_rows_are_final_soon_in_a_steady_task():
     # One long task: with window 3 each row is final one row later, once long.
-    proba = np.tile([0.02, 0.86] + [0.02] * 6, (12, 1))
-    rows = pd.DataFrame(proba, columns=list(PROBA_COLUMNS)).assign(
-        user_id="u", bucket_start_ts=pd.date_range(START, periods=12, freq="min")
-    )
+    rows = pd.DataFrame(np.tile([0.02, 0.86] + [0.02] * 6, (12, 1)), columns=list(PROBA_COLUMNS))
+    rows = rows.assign(user_id="u", bucket_start_ts=pd.date_range(START, periods=12, freq="min"))
     stream = StreamingPipeline(time_pipeline())
     done = [len(stream.update(rows.iloc[[i]]).final) for i in range(len(rows))]
     assert done == [0, 0, 0, 3] + [1] * 8  # the first segment is short until its third row
@@ -180,13 +178,13 @@ def stream(booster_v1, encoders_v1):
 
 
 @pytest.fixture
-def rows(features):
+def rows(features):  # rows 0-4, then a gap of 400 s, then rows 5-7
     return features[features["user_id"] == "user0"]
 
 
 def saved_bytes(stream, directory) -> bytes:
-    stream.save(Path(directory) / "s.npz")
-    return (Path(directory) / "s.npz").read_bytes()
+    stream.save(directory / "s.npz")
+    return (directory / "s.npz").read_bytes()
 
 
 def test_rows_out_of_order_or_of_another_schema_are_refused(stream, rows, tmp_path):

@@ -148,16 +148,13 @@ def test_stage_keeps_input_and_order_and_handles_empty_frames():
     assert len(empty) == 0 and SMOOTHED_LABEL in empty
 
 
+BAD = {"switch_prob": (0, 1, 1.5, -0.1, "0.1", True, None), "max_gap_seconds": (0, 10**10)}
+RANGES = {"switch_prob": "(0.0, 1.0)", "max_gap_seconds": "(0, 31622400]"}
+
+
 @pytest.mark.parametrize(
     ("params", "words"),
-    [
-        *[
-            ({"switch_prob": bad}, "switch_prob must be a number in (0.0, 1.0)")
-            for bad in (0, 1, 1.5, -0.1, "0.1", True, None)
-        ],
-        ({"max_gap_seconds": 0}, "max_gap_seconds must be a number in (0, 31622400]"),
-        ({"max_gap_seconds": 10**10}, "max_gap_seconds must be a number in (0, 31622400]"),
-    ],
+    [({k: v}, f"{k} must be a number in {RANGES[k]}") for k, values in BAD.items() for v in values],
 )
 def test_bad_parameters_are_refused_at_fit_and_transform(params, words):
     stage = ViterbiSmoother(switch_prob=0.1).set_params(**params)  # set_params only stores
