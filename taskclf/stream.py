@@ -151,8 +151,7 @@ class StreamingPipeline:
     Raises
     ------
     InvalidParameterError
-        For a pipeline that is not a taskclf pipeline, takes timelines
-        ``"as_given"`` or gives its time steps different gaps.
+        For another kind of pipeline, timelines ``"as_given"`` or different gaps.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:

@@ -168,14 +168,10 @@ def viterbi_codes(
 class ViterbiSmoother(FrameTransformer):
     """Pipeline stage: Viterbi decoding of the calibrated probabilities.
 
-    A drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
-    ``smooth`` step: adds ``smoothed_label``, the most likely label path of
-    each timeline under a sticky Markov model. The calibrated
-    probabilities are the emission scores (``log(clip(p, 1e-12))``); a
-    label stays with probability ``1 - switch_prob`` and moves to each of
-    the seven others with probability ``switch_prob / 7``. Paths never
-    cross a timeline boundary (a user's rows in time order, split where
-    buckets start more than ``max_gap_seconds`` apart).
+    A drop-in alternative to :class:`~taskclf.MajoritySmoother`: adds
+    ``smoothed_label``, the most likely label path of each timeline (emission
+    scores ``log(clip(p, 1e-12))``; a label stays with probability
+    ``1 - switch_prob``, else moves to any of the seven others).
 
     A rejected row (``is_rejected``, or else a ``raw_label`` of
     ``Mixed/Unknown``) keeps ``Mixed/Unknown`` and its emission is flat:
@@ -186,8 +182,7 @@ class ViterbiSmoother(FrameTransformer):
     Parameters
     ----------
     switch_prob : float, default 0.02
-        Probability of moving to another label from one bucket to the
-        next, in (0, 1).
+        Probability of moving to another label from one bucket to the next, in (0, 1).
     max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
     timelines : {"per_user", "as_given"}, default "per_user"
@@ -222,11 +217,9 @@ class ViterbiSmoother(FrameTransformer):
         self.timelines = timelines
 
     def _rejected(self, X: pd.DataFrame) -> np.ndarray:
-        if IS_REJECTED in X.columns:
-            return X[IS_REJECTED].to_numpy(dtype=bool)
-        if RAW_LABEL in X.columns:
-            return label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
-        return np.zeros(len(X), dtype=bool)
+        if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
+            return X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
+        return label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [*PROBA_COLUMNS, BUCKET_START_TS], type(self).__name__)
