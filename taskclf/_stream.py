@@ -250,15 +250,22 @@ class _Merged:
         lo = run_starts(smooth[rows], np.append(inner[inner < len(rows)], len(rows)))
         hi = np.append(lo, len(rows))[1:]
         segments = np.stack([smooth[rows[lo]], hi - lo, ts[rows[lo]], ts[rows[hi - 1]]], axis=1)
-        bounds = np.searchsorted(unit_of[lo], np.arange(len(units.user) + 1)).tolist()
-        decided: list[tuple[int, int, int]] = []  # segment, label, id
-        for unit, user in enumerate(units.user.tolist()):
-            a, b = bounds[unit], bounds[unit + 1]
-            head = _Head(*self.heads[user].tolist()) if units.continues[unit] else None
-            got = self._unit(user, head if head and head.count else None, segments[a:b].tolist(),
-                             bool(units.closed[unit]))  # fmt: skip
-            decided += [(a + j, label, id_) for j, (label, id_) in enumerate(got)]
-        segment, label, segment_id = np.array(decided, np.int64).reshape(-1, 3).T
+        bounds = np.searchsorted(unit_of[lo], np.arange(len(units.user) + 1))
+        # Most units only grow the last run of a growing head: at once, for all of them.
+        head, first = self.heads[units.user], bounds[:-1]
+        grows = units.continues & ~units.closed & (np.diff(bounds) == 1) & (head[:, 5] == 1)
+        grows &= segments[np.minimum(first, len(lo) - 1), 0] == head[:, 0] if len(lo) else False
+        g_user, g_segment = units.user[grows], first[grows]
+        self.heads[g_user, 1:3] += segments[g_segment, 1:2]
+        self.heads[g_user, 4] = segments[g_segment, 3]
+        decided = [np.stack([g_segment, head[grows, 0], self.next_id[g_user]], axis=1)]
+        for unit in np.flatnonzero(~grows).tolist():
+            user, a, b = int(units.user[unit]), int(bounds[unit]), int(bounds[unit + 1])
+            start = _Head(*self.heads[user].tolist()) if units.continues[unit] else None
+            got = self._unit(user, start if start and start.count else None,
+                             segments[a:b].tolist(), bool(units.closed[unit]))  # fmt: skip
+            decided.append(np.array([(a + j, *pair) for j, pair in enumerate(got)]).reshape(-1, 3))
+        segment, label, segment_id = np.concatenate(decided).astype(np.int64).T
         sizes = hi[segment] - lo[segment]
         emitted = np.repeat(lo[segment] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
         return rows[emitted], np.repeat(label, sizes).astype(np.int8), np.repeat(segment_id, sizes)
