@@ -1,13 +1,7 @@
-"""Live inference whose final results equal batch inference.
+"""Live inference whose final results equal batch inference (docs/streaming.md).
 
-:class:`StreamingPipeline` takes feature rows as they come (any users,
-interleaved, each user's in time order) and hands back each row once no
-later row can change it: the union of its final rows equals
-``pipeline.transform`` of all the rows, row for row, and its final
-segments equal :func:`taskclf.frame_to_segments` of that. Its state
-(the rows not yet final and what the rules need) saves to a small file
-and resumes in another process. :func:`run_stream` is the same over JSON
-lines, for the command line. See docs/streaming.md.
+:class:`StreamingPipeline` hands back each row once no later row can change
+it; :func:`run_stream` does the same over JSON lines, for the command line.
 """
 
 from __future__ import annotations
@@ -28,7 +22,6 @@ import attrs
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from taskclf._columns import (
@@ -51,8 +44,7 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf._io import atomic_write_bytes, read_regular_file
-from taskclf._stream import Rows, Rules, State, Step, advance
-from taskclf.calibration import PROBA_FLOOR
+from taskclf._stream import Rules, State, Step, advance
 from taskclf.core.time import format_utc, ns_to_datetime, timestamps_ns
 from taskclf.exceptions import (
     InputError,
@@ -66,7 +58,7 @@ from taskclf.stages._base import check_params
 from taskclf.stages.merge import HysteresisMerger, min_buckets_of
 from taskclf.stages.segment import Segment, Segmenter
 from taskclf.stages.smooth import MajoritySmoother
-from taskclf.stages.viterbi import ViterbiSmoother, sticky_log_transitions
+from taskclf.stages.viterbi import ViterbiSmoother, log_emissions, sticky_log_transitions
 
 STATE_FORMAT = "taskclf-stream-state/1"
 """Written into every state file; a file without it is refused."""
@@ -74,111 +66,81 @@ STATE_FORMAT = "taskclf-stream-state/1"
 MAX_STATE_BYTES = 1 << 30
 """Largest state file :meth:`StreamingPipeline.load` reads."""
 
-TIME_STEPS = ("smooth", "segment", "merge")
-
-
-def _unwrap(step: Any) -> Any:
-    return step.estimator if isinstance(step, FrozenEstimator) else step
+TIME_STEPS = ["smooth", "segment", "merge"]
 
 
 def _rules(pipeline: Pipeline) -> tuple[int, Rules]:
-    """Where the time steps start in ``pipeline``, and their parameters.
-
-    Raises
-    ------
-    InvalidParameterError
-        For a pipeline without the ``smooth``, ``segment`` and ``merge``
-        steps, with another smoother, with timelines taken ``"as_given"``
-        (there is no order to stream in) or with different gaps.
-    """
+    """Where the time steps start in ``pipeline``, and their parameters."""
     names = [name for name, _ in getattr(pipeline, "steps", [])]
     at = names.index("smooth") if "smooth" in names else -1
-    if at < 0 or names[at : at + 3] != list(TIME_STEPS):
+    if at < 0 or names[at : at + 3] != TIME_STEPS:
         raise InvalidParameterError(
             f"StreamingPipeline needs a taskclf pipeline (steps ... smooth, segment, "
             f"merge [, taxonomy]); got steps {names}"
         )
-    smooth, segment, merge = (_unwrap(pipeline.steps[at + i][1]) for i in range(3))
-    if not isinstance(smooth, (MajoritySmoother, ViterbiSmoother)):
-        raise InvalidParameterError(
-            f"StreamingPipeline streams MajoritySmoother or ViterbiSmoother, "
-            f"not {type(smooth).__name__}"
-        )
-    if not isinstance(segment, Segmenter) or not isinstance(merge, HysteresisMerger):
-        raise InvalidParameterError("StreamingPipeline needs Segmenter and HysteresisMerger steps")
-    for stage in (smooth, segment, merge):
+    stages = smooth, _, merge = [step for _, step in pipeline.steps[at : at + 3]]
+    kinds: tuple[Any, ...] = ((MajoritySmoother, ViterbiSmoother), Segmenter, HysteresisMerger)
+    for stage, kind in zip(stages, kinds):
+        if not isinstance(stage, kind):
+            raise InvalidParameterError(f"StreamingPipeline cannot stream {type(stage).__name__}")
         check_params(stage)
         if stage.timelines != "per_user":
             raise InvalidParameterError(
                 f"StreamingPipeline streams timelines='per_user' only; "
                 f"{type(stage).__name__} has timelines={stage.timelines!r}"
             )
-    gaps = {float(s.max_gap_seconds) for s in (smooth, segment, merge)}
+    gaps = sorted({float(s.max_gap_seconds) for s in stages})
     if len(gaps) > 1:
         raise InvalidParameterError(
-            f"StreamingPipeline needs one max_gap_seconds for smooth, segment and merge, "
-            f"got {sorted(gaps)}"
+            f"StreamingPipeline needs one max_gap_seconds for smooth, segment and merge, got {gaps}"
         )
     is_majority = isinstance(smooth, MajoritySmoother)
-    rules = Rules(
+    return at, Rules(
         window=int(smooth.window) if is_majority else None,
         log_transition=None if is_majority else sticky_log_transitions(float(smooth.switch_prob)),
-        gap_ns=round(gaps.pop() * 1_000_000_000),
+        gap_ns=round(gaps[0] * 1_000_000_000),
         min_buckets=min_buckets_of(merge.min_block_seconds, merge.bucket_seconds),
         width_ns=int(merge.bucket_seconds) * 1_000_000_000,
         join_equal=bool(merge.join_equal),
     )
-    return at, rules
 
 
-def _where(users: Any, ts_ns: int) -> str:
+def _where(user: Any, ts_ns: int) -> str:
     return (
-        f"row for user_id {reprlib.repr(users)}, bucket_start_ts {format_utc(np.array([ts_ns]))[0]}"
+        f"row for user_id {reprlib.repr(user)}, bucket_start_ts {format_utc(np.array([ts_ns]))[0]}"
     )
 
 
+@attrs.define(slots=False)
 class StreamResult:
     """What one call of :meth:`StreamingPipeline.update` or ``close`` finalized.
 
     Attributes
     ----------
     final : DataFrame
-        The rows that became final, by user and time: ``user_id``,
-        ``bucket_start_ts`` and every column ``pipeline.transform`` gives
-        them, with the same values.
+        The rows that became final, by user and time, as ``pipeline.transform`` gives them.
     segments : list of Segment
         The segments that became final, by user and time.
     provisional : DataFrame
-        One row per input row, in input order (``user_id``,
-        ``bucket_start_ts``, ``label``): the label each would get if the
-        stream ended now. Computed when first read.
+        Per input row, in input order, ``user_id``, ``bucket_start_ts`` and
+        ``label``: its label if the stream ended now.
     """
 
-    def __init__(
-        self,
-        final: pd.DataFrame,
-        segments: list[Segment],
-        provisional: Callable[[], pd.DataFrame],
-    ) -> None:
-        self.final = final
-        self.segments = segments
-        self._provisional = provisional
+    final: pd.DataFrame
+    segments: list[Segment]
+    _provisional: Callable[[], pd.DataFrame] = attrs.field(repr=False)
 
     @functools.cached_property
     def provisional(self) -> pd.DataFrame:
-        """The label of each input row if the stream ended now."""
+        """The label of each input row if the stream ended now (computed when first read)."""
         return self._provisional()
 
 
 class StreamingPipeline:
     """Run a fitted taskclf pipeline on rows as they come; results equal batch.
 
-    Each row is handed back (in :attr:`StreamResult.final`) as soon as no
-    later row can change it, with the values ``pipeline.transform`` of all
-    rows gives it; finished segments are handed back likewise. A timeline
-    ends at a gap longer than ``max_gap_seconds``, at ``now`` or at
-    :meth:`close`. The rows not yet final and the little the rules need
-    are the whole state (:meth:`save`, :meth:`load`).
+    Each row and segment is handed back as soon as no later row can change
+    it, as ``pipeline.transform`` of all rows gives it. See docs/streaming.md.
 
     Parameters
     ----------
@@ -189,33 +151,17 @@ class StreamingPipeline:
     Raises
     ------
     InvalidParameterError
-        For a pipeline that is not a taskclf pipeline, takes timelines
-        ``"as_given"`` or gives its time steps different gaps.
-
-    See docs/streaming.md for an example and why each row is final when it is.
+        For another kind of pipeline, timelines ``"as_given"`` or different gaps.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
-        at, rules = _rules(pipeline)
+        at, self._rules = _rules(pipeline)
         self.pipeline = pipeline
         self._per_row = pipeline[:at]
-        self._after = [_unwrap(step) for _, step in pipeline.steps[at + 3 :]]
-        self._rules = rules
+        self._after = pipeline[at + 3 :] if len(pipeline) > at + 3 else None
         self._fingerprint = joblib.hash(pipeline)
-        self._state = State.empty(rules)
+        self._state = State.empty(self._rules)
         self._columns: list[str] | None = None
-
-    # ------------------------------------------------------------------ input
-
-    def _user_codes(self, users: np.ndarray) -> tuple[np.ndarray, pd.Index]:
-        known = self._state.users
-        codes = known.get_indexer(pd.Index(users, dtype=object))
-        unknown = codes < 0
-        if not unknown.any():
-            return codes.astype(np.int64), known
-        fresh = pd.unique(pd.Index(users[unknown], dtype=object))
-        grown = known.append(pd.Index(fresh, dtype=object))
-        return grown.get_indexer(pd.Index(users, dtype=object)).astype(np.int64), grown
 
     def _check_columns(self, rows: pd.DataFrame) -> pd.DataFrame:
         require_columns(rows, [USER_ID, BUCKET_START_TS], "StreamingPipeline.update")
@@ -224,10 +170,9 @@ class StreamingPipeline:
         missing = [c for c in self._columns if c not in rows.columns]
         extra = [c for c in rows.columns if c not in self._columns]
         if missing or extra:
-            first = _where(rows[USER_ID].iloc[0], timestamps_ns(rows.iloc[:1])[0])
             raise SchemaMismatchError(
-                f"{first}: the columns differ from the stream's: "
-                f"missing {missing[:10]}, unexpected {extra[:10]}"
+                f"{_where(rows[USER_ID].iloc[0], timestamps_ns(rows.iloc[:1])[0])}: the columns "
+                f"differ from the stream's: missing {missing[:10]}, unexpected {extra[:10]}"
             )
         return rows[self._columns]
 
@@ -235,66 +180,48 @@ class StreamingPipeline:
         """Refuse a row not after the last one of its user, or joining a closed timeline."""
         by_user = np.argsort(user, kind="stable")
         u, t = user[by_user], ts[by_user]
-        first = np.ones(len(u), bool)
-        first[1:] = u[1:] != u[:-1]
-        state = self._state
-        n_known = len(state.users)
-        known = first & (u < n_known)
-        previous = np.empty(len(u), np.int64)
-        previous[1:] = t[:-1]
-        previous[known] = state.last_ns[u[known]]
-        checked = ~first | known
-        bad = checked & (t <= previous)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(
-                f"{_where(users[u[i]], t[i])}: not after the user's previous row "
-                f"({format_utc(previous[i : i + 1])[0]}); each user's rows must come in time order"
-            )
-        reopened = np.zeros(len(u), bool)
-        seen = u[known]
-        reopened[known] = ~state.is_open[seen] & (
-            t[known] - state.last_ns[seen] <= self._rules.gap_ns
-        )
-        if reopened.any():
-            i = int(np.flatnonzero(reopened)[0])
-            raise InputError(
-                f"{_where(users[u[i]], t[i])}: the user's timeline was closed after "
-                f"{format_utc(previous[i : i + 1])[0]}; a later row must start more than "
-                "max_gap_seconds after it"
-            )
+        known = np.append(True, u[1:] != u[:-1]) & (u < len(self._state.users))
+        previous = np.append(np.int64(0), t[:-1])
+        previous[known] = self._state.per_user["last_ns"][u[known]]
+        reopened = known.copy()
+        reopened[known] = ~self._state.is_open[u[known]]
+        for bad, why in [
+            ((t <= previous) & (np.append(False, u[1:] == u[:-1]) | known),
+             "not after the user's previous row ({}); each user's rows must come in time order"),
+            (reopened & (t - previous <= self._rules.gap_ns),
+             "the user's timeline was closed after {}; a later row must start more than "
+             "max_gap_seconds after it"),
+        ]:  # fmt: skip
+            if bad.any():
+                i = int(np.argmax(bad))
+                when = format_utc(previous[i : i + 1])[0]
+                raise InputError(f"{_where(users[u[i]], t[i])}: {why.format(when)}")
 
-    def _per_row_stages(self, rows: pd.DataFrame, user: Any, ts_ns: int) -> pd.DataFrame:
+    def _new_rows(self, rows: pd.DataFrame) -> tuple[dict[str, Any], pd.Index]:
+        ts = timestamps_ns(rows)
+        users = pd.Index(rows[USER_ID].to_numpy(dtype=object), dtype=object)
+        if users.hasnans:
+            missing = int(np.argmax(pd.isna(users)))
+            raise InputError(f"column 'user_id' has a missing value at row {missing}")
+        grown = self._state.users.append(users.unique().difference(self._state.users, sort=False))
+        user = grown.get_indexer(users).astype(np.int64)
+        self._check_order(user, ts, grown)
         try:
-            return self._per_row.transform(rows)
+            out = self._per_row.transform(rows)
         except MissingColumnsError as exc:
             raise SchemaMismatchError(
-                f"{_where(user, ts_ns)}: the rows lack the model's columns {exc.columns[:10]}"
+                f"{_where(users[0], ts[0])}: the rows lack the model's columns {exc.columns[:10]}"
             ) from None
         except TaskclfError as exc:
-            raise type(exc)(f"{_where(user, ts_ns)}: {exc}") from None
-
-    def _new_rows(self, rows: pd.DataFrame) -> tuple[Rows, pd.Index]:
-        ts = timestamps_ns(rows)
-        users = rows[USER_ID].to_numpy(dtype=object)
-        missing = np.flatnonzero(pd.isna(users))
-        if len(missing):
-            raise InputError(f"column 'user_id' has a missing value at row {int(missing[0])}")
-        user, grown = self._user_codes(users)
-        self._check_order(user, ts, grown)
-        out = self._per_row_stages(rows, users[0], ts[0])
-        raw = label_codes(out[RAW_LABEL], RAW_LABEL)
-        rejected = out[IS_REJECTED].to_numpy(dtype=bool)
-        log_emission = None
+            raise type(exc)(f"{_where(users[0], ts[0])}: {exc}") from None
+        new = {"frame": out.reset_index(drop=True), "user": user, "ts": ts}
+        new["serial"] = self._state.n_seen + np.arange(len(rows), dtype=np.int64)
+        new["raw"] = label_codes(out[RAW_LABEL], RAW_LABEL)
+        new["rejected"] = out[IS_REJECTED].to_numpy(dtype=bool)
         if self._rules.log_transition is not None:
             proba = out[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
-            log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
-            log_emission[rejected] = 0.0
-        serial = self._state.n_seen + np.arange(len(rows), dtype=np.int64)
-        new = Rows(out.reset_index(drop=True), user, ts, serial, raw, rejected, log_emission)
+            new["log_emission"] = log_emissions(proba, new["rejected"])
         return new, grown
-
-    # ------------------------------------------------------------------ API
 
     def update(self, rows: pd.DataFrame, now: Any = None) -> StreamResult:
         """Add rows; return those (and the segments) that became final.
@@ -302,12 +229,10 @@ class StreamingPipeline:
         Parameters
         ----------
         rows : DataFrame
-            Feature rows with ``user_id`` and ``bucket_start_ts``, any
-            users, interleaved; each user's rows in time order and after
-            the user's rows seen before.
+            Feature rows of any users, each user's in time order after its earlier rows.
         now : timestamp, optional
-            A time no row still to come starts before: timelines whose
-            last row starts more than ``max_gap_seconds`` before it end.
+            No row still to come starts before ``now``: timelines whose last
+            row starts more than ``max_gap_seconds`` before it end.
 
         Returns
         -------
@@ -316,143 +241,102 @@ class StreamingPipeline:
         Raises
         ------
         InputError
-            Naming the user and timestamp of a row that is not after its
-            user's previous row, or that would join a closed timeline; a
-            ``SchemaMismatchError`` for rows whose columns differ from the
-            pipeline's (or from earlier rows'). The state is unchanged.
+            Naming the user and timestamp of a row not after its user's
+            previous row or joining a closed timeline; ``SchemaMismatchError``
+            for columns unlike the pipeline's or earlier rows'. The state is kept.
         """
         check_frame(rows, "StreamingPipeline.update")
         rows = self._check_columns(rows)
-        state = self._state
-        new: Rows | None = None
+        state, new = self._state, None
         if len(rows):
             new, users = self._new_rows(rows)
             state = state.with_users(users)
         closing = np.zeros(len(state.users), bool)
         if now is not None:
             now_ns = timestamps_ns(pd.DataFrame({BUCKET_START_TS: [now]}))[0]
-            last = state.last_ns.copy()
+            last, closing = state.per_user["last_ns"].copy(), state.is_open
             if new is not None:
-                np.maximum.at(last, new.user, new.ts)
-            has_rows = state.is_open.copy()
-            if new is not None:
-                has_rows[new.user] = True
-            closing = has_rows & (now_ns - last > self._rules.gap_ns)
-        step = advance(state, new, closing, self._rules)
-        result = self._result(step, rows if new is not None else None, new)
-        self._state = step.state
+                np.maximum.at(last, new["user"], new["ts"])
+                closing[new["user"]] = True
+            closing &= now_ns - last > self._rules.gap_ns
+        result = self._commit(advance(state, new, closing, self._rules), rows, new)
         if self._columns is None and len(rows):
             self._columns = list(rows.columns)
         return result
 
     def close(self, user_id: Any = None) -> StreamResult:
-        """End the open timeline of ``user_id`` (every user's when None).
-
-        Its remaining rows and segments become final. A later row of that
-        user must start more than ``max_gap_seconds`` after its last one.
+        """End the open timeline of ``user_id`` (every user's when None): the rest becomes final.
 
         Raises
         ------
         InputError
             For a user the stream has not seen.
         """
-        state = self._state
-        closing = state.is_open.copy()
+        closing = self._state.is_open
         if user_id is not None:
-            at = state.users.get_indexer(pd.Index([user_id], dtype=object))[0]
+            at = self._state.users.get_indexer(pd.Index([user_id], dtype=object))[0]
             if at < 0:
                 raise InputError(
                     f"close: user_id {reprlib.repr(user_id)} has no rows in the stream"
                 )
-            closing[:] = False
-            closing[at] = state.is_open[at]
-        step = advance(state, None, closing, self._rules)
-        result = self._result(step, None, None)
-        self._state = step.state
-        return result
-
-    # ------------------------------------------------------------------ output
+            closing &= np.arange(len(closing)) == at
+        return self._commit(advance(self._state, None, closing, self._rules), None, None)
 
     def _final_frame(self, step: Step) -> pd.DataFrame:
-        if step.frame is None:
-            return pd.DataFrame()
-        frame = step.frame.iloc[step.rows].reset_index(drop=True)
         frame = add_columns(
-            frame,
+            step.frame.iloc[step.rows].reset_index(drop=True),
             {
                 SMOOTHED_LABEL: labels_from_codes(step.smooth),
                 SEGMENT_ID: step.segment_id,
                 LABEL: labels_from_codes(step.label),
             },
         )
-        for stage in self._after:
-            frame = stage.transform(frame)
-        return frame
+        return frame if self._after is None else self._after.transform(frame)
 
     def _segments(self, step: Step) -> list[Segment]:
-        user, first, last, label, count = step.segments
-        order = np.lexsort((first, user))
-        names = LABEL_DTYPE.categories
-        users = step.state.users
-        width = self._rules.width_ns
+        found = step.segments[np.lexsort((step.segments[:, 1], step.segments[:, 0]))]
+        user, first, last, label, count = found.T.tolist()
+        names, users, width = LABEL_DTYPE.categories, step.state.users, self._rules.width_ns
         return [
-            Segment(ns_to_datetime(f), ns_to_datetime(e + width), str(names[lab]), int(c), users[u])
-            for u, f, e, lab, c in zip(
-                user[order].tolist(),
-                first[order].tolist(),
-                last[order].tolist(),
-                label[order].tolist(),
-                count[order].tolist(),
-            )
+            Segment(ns_to_datetime(f), ns_to_datetime(e + width), str(names[k]), c, users[u])
+            for u, f, e, k, c in zip(user, first, last, label, count)
         ]
 
-    def _result(self, step: Step, rows: pd.DataFrame | None, new: Rows | None) -> StreamResult:
-        final = self._final_frame(step)
+    def _commit(
+        self, step: Step, rows: pd.DataFrame | None, new: dict[str, Any] | None
+    ) -> StreamResult:
+        """Keep the state after ``step``; what it finalized."""
 
         def provisional() -> pd.DataFrame:
             if rows is None or new is None:
                 return pd.DataFrame({USER_ID: [], BUCKET_START_TS: [], LABEL: []})
             closing = np.zeros(len(step.state.users), bool)
-            closing[new.user] = step.state.is_open[new.user]
+            closing[new["user"]] = True
             rest = advance(step.state, None, closing, self._rules)
-            codes = np.full(len(new.user), -1, np.int8)
+            serial = new["serial"]
+            codes = np.full(len(serial), -1, np.int8)
             for done in (step, rest):
-                mine = (done.serial >= new.serial[0]) & (done.serial <= new.serial[-1])
-                codes[done.serial[mine] - new.serial[0]] = done.label[mine]
-            out = rows[[USER_ID, BUCKET_START_TS]].copy()
-            out[LABEL] = labels_from_codes(codes)
-            return out
+                mine = done.serial >= serial[0]
+                codes[done.serial[mine] - serial[0]] = done.label[mine]
+            return rows[[USER_ID, BUCKET_START_TS]].assign(**{LABEL: labels_from_codes(codes)})
 
-        return StreamResult(final, self._segments(step), provisional)
-
-    # ------------------------------------------------------------------ state
+        result = StreamResult(self._final_frame(step), self._segments(step), provisional)
+        self._state = step.state
+        return result
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state to ``path`` atomically (one ``.npz`` file).
-
-        It holds the rows not yet final and each user's summary; loaded
-        with the same pipeline, the stream goes on where it stopped.
-        """
+        """Write the state to ``path`` atomically (one ``.npz`` file, loaded by :meth:`load`)."""
         state = self._state
-        arrays = {name: getattr(state, name) for name in (*State.PER_USER, *State.PER_ROW)}
-        frame = state.frame if state.frame is not None else pd.DataFrame()
+        frame = state.frame
         users = pd.DataFrame({USER_ID: state.users.to_numpy(dtype=object)})
-        meta = {
-            "format": STATE_FORMAT,
-            "fingerprint": self._fingerprint,
-            "n_seen": state.n_seen,
-            "columns": self._columns,
-            "frame": _dtypes(frame),
-            "users": _dtypes(users),
-        }
+        meta = {"format": STATE_FORMAT, "fingerprint": self._fingerprint, "n_seen": state.n_seen}
+        meta |= {"columns": self._columns, "frame": _dtypes(frame), "users": _dtypes(users)}
+        arrays: dict[str, Any] = {f"user_{k}": v for k, v in state.per_user.items()}
+        arrays |= {f"row_{k}": v for k, v in state.rows.items()}
+        arrays |= {"frame": _parquet(frame), "users": _parquet(users)}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-            frame=np.frombuffer(_parquet(frame), np.uint8),
-            users=np.frombuffer(_parquet(users), np.uint8),
-            **arrays,
-        )
+        np.savez(buffer, allow_pickle=False, **arrays)
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
@@ -462,9 +346,8 @@ class StreamingPipeline:
         Raises
         ------
         ReaderError
-            Naming the file, when it is not a taskclf stream state, is
-            corrupt, or was saved for another pipeline (other parameters
-            or model).
+            Naming the file: not a stream state, corrupt, or saved for
+            another pipeline (other parameters or model).
         """
         stream = cls(pipeline)
         where = f"stream state {str(path)!r}"
@@ -472,7 +355,7 @@ class StreamingPipeline:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as saved:
                 stored = {name: saved[name] for name in saved.files}
-            meta = json.loads(stored.pop("meta").tobytes())
+            meta = json.loads(stored["meta"].tobytes())
             if meta.get("format") != STATE_FORMAT:
                 raise ReaderError(f"{where} is not a taskclf stream state")
             if meta["fingerprint"] != stream._fingerprint:
@@ -480,62 +363,53 @@ class StreamingPipeline:
                     f"{where} was saved for another pipeline (other parameters or model); "
                     "resume it with the pipeline that wrote it"
                 )
-            frame = _from_parquet(stored.pop("frame"), meta["frame"])
-            users = _from_parquet(stored.pop("users"), meta["users"])[USER_ID]
+            frame = _from_parquet(stored["frame"], meta["frame"])
+            users = _from_parquet(stored["users"], meta["users"])[USER_ID]
+            empty = State.empty(stream._rules)
             state = State(
                 users=pd.Index(users.to_numpy(dtype=object), dtype=object),
-                frame=frame if len(frame.columns) else None,
+                per_user={k: stored[f"user_{k}"] for k in empty.per_user},
+                rows={k: stored[f"row_{k}"] for k in empty.rows},
+                frame=frame,
                 n_seen=int(meta["n_seen"]),
-                **{name: stored[name] for name in (*State.PER_USER, *State.PER_ROW)},
             )
         except ReaderError:
             raise
         except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ReaderError(f"{where} is corrupt: {exc}") from None
-        _check_state(state, where)
-        stream._state = state
-        stream._columns = meta["columns"]
+        n_users, n_rows = len(state.users), len(state.rows["user"])
+        fits = [len(a) == n_users for a in state.per_user.values()]
+        fits += [len(a) == n_rows for a in state.rows.values()]
+        fits += [len(frame) == n_rows]
+        if not all(fits) or (n_rows and state.rows["user"].max() >= n_users):
+            raise ReaderError(f"{where} is corrupt: its arrays do not fit together")
+        stream._state, stream._columns = state, meta["columns"]
         return stream
-
-
-def _check_state(state: State, where: str) -> None:
-    n_users, n_rows = len(state.users), len(state.user)
-    sizes = [len(getattr(state, name)) == n_users for name in State.PER_USER]
-    sizes += [len(getattr(state, name)) == n_rows for name in State.PER_ROW]
-    frame_rows = 0 if state.frame is None else len(state.frame)
-    if not all(sizes) or frame_rows != n_rows or (n_rows and state.user.max() >= n_users):
-        raise ReaderError(f"{where} is corrupt: its arrays do not fit together")
 
 
 def _dtypes(frame: pd.DataFrame) -> dict[str, Any]:
     """How to give each column of ``frame`` its dtype back after Parquet."""
-    out: dict[str, Any] = {}
-    for name, dtype in frame.dtypes.items():
-        if isinstance(dtype, pd.CategoricalDtype):
-            out[str(name)] = {
-                "categories": dtype.categories.tolist(),
-                "categories_dtype": str(dtype.categories.dtype),
-                "ordered": bool(dtype.ordered),
-            }
-        else:
-            out[str(name)] = str(dtype)
-    return out
+    return {
+        str(name): [dtype.categories.tolist(), str(dtype.categories.dtype), bool(dtype.ordered)]
+        if isinstance(dtype, pd.CategoricalDtype)
+        else str(dtype)
+        for name, dtype in frame.dtypes.items()
+    }
 
 
-def _parquet(frame: pd.DataFrame) -> bytes:
+def _parquet(frame: pd.DataFrame) -> np.ndarray:
     buffer = io.BytesIO()
     frame.reset_index(drop=True).to_parquet(buffer, index=False)
-    return buffer.getvalue()
+    return np.frombuffer(buffer.getvalue(), np.uint8)
 
 
 def _from_parquet(data: np.ndarray, dtypes: dict[str, Any]) -> pd.DataFrame:
     frame = pd.read_parquet(io.BytesIO(data.tobytes()))
     for name, dtype in dtypes.items():
-        if isinstance(dtype, dict):
-            categories = pd.Index(dtype["categories"], dtype=dtype["categories_dtype"])
-            target = pd.CategoricalDtype(categories, ordered=dtype["ordered"])
-            column = frame[name]
-            codes = categories.get_indexer(pd.Index(column.astype(object)))
+        if isinstance(dtype, list):
+            categories = pd.Index(dtype[0], dtype=dtype[1])
+            codes = categories.get_indexer(pd.Index(frame[name].astype(object)))
+            target = pd.CategoricalDtype(categories, ordered=dtype[2])
             frame[name] = pd.Categorical.from_codes(codes, dtype=target)
         elif str(frame[name].dtype) != dtype:
             frame[name] = frame[name].astype(dtype)
@@ -545,38 +419,30 @@ def _from_parquet(data: np.ndarray, dtypes: dict[str, Any]) -> pd.DataFrame:
 # ---------------------------------------------------------------------- JSON lines
 
 
-@attrs.define
-class _Signals:
-    """SIGTERM and Ctrl-C: raised while waiting for input, deferred while working."""
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+    """SIGTERM and Ctrl-C: raised while waiting for input, deferred while ``working()``."""
+    busy, stopped = [False], [False]
 
-    busy: bool = False
-    stop: bool = False
-
-    def handle(self, signum: int, frame: object) -> None:
-        if self.busy:
-            self.stop = True
-            return
-        raise KeyboardInterrupt(f"signal {signum}")
+    def handle(signum: int, frame: object) -> None:
+        if not busy[0]:
+            raise KeyboardInterrupt(f"signal {signum}")
+        stopped[0] = True
 
     @contextlib.contextmanager
-    def working(self) -> Iterator[None]:
-        self.busy = True
-        try:
-            yield
-        finally:
-            self.busy = False
-        if self.stop:
+    def working() -> Iterator[None]:
+        busy[0] = True
+        yield
+        busy[0] = False
+        if stopped[0]:
             raise KeyboardInterrupt("stopped")
 
-
-@contextlib.contextmanager
-def _installed(signals: _Signals) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield working
         return
-    previous = {s: signal.signal(s, signals.handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield working
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -592,29 +458,22 @@ def _row_from_json(line: str, number: int) -> pd.DataFrame:
     return pd.DataFrame([record])
 
 
-def _row_lines(final: pd.DataFrame, inputs: list[str]) -> list[str]:
-    if len(final) == 0:
-        return []
-    added = [c for c in final.columns if c not in inputs and c != ENCODED_USER_ID]
-    out = final[[USER_ID, *added]].copy()
-    out.insert(1, BUCKET_START_TS, format_utc(timestamps_ns(final)))
-    out.insert(0, "kind", "row")
-    text = out.to_json(orient="records", lines=True, double_precision=15)
-    return text.splitlines()
-
-
 def _lines(result: StreamResult, inputs: list[str], provisional: bool) -> list[str]:
     lines = []
     if provisional:
         rows = result.provisional
-        for user, ts, label in zip(
-            rows[USER_ID].tolist(), format_utc(timestamps_ns(rows)), rows[LABEL].tolist()
-        ):
+        times = format_utc(timestamps_ns(rows))
+        for user, ts, label in zip(rows[USER_ID].tolist(), times, rows[LABEL].tolist()):
             record = {"kind": "provisional", USER_ID: user, BUCKET_START_TS: ts, LABEL: label}
             lines.append(json.dumps(record))
-    lines += _row_lines(result.final, inputs)
-    lines += [json.dumps({"kind": "segment", **s.to_dict()}) for s in result.segments]
-    return lines
+    final = result.final
+    if len(final):
+        added = [c for c in final.columns if c not in inputs and c != ENCODED_USER_ID]
+        out = final[[USER_ID, *added]].copy()
+        out.insert(1, BUCKET_START_TS, format_utc(timestamps_ns(final)))
+        out.insert(0, "kind", "row")
+        lines += out.to_json(orient="records", lines=True, double_precision=15).splitlines()
+    return lines + [json.dumps({"kind": "segment", **s.to_dict()}) for s in result.segments]
 
 
 def run_stream(
@@ -625,22 +484,14 @@ def run_stream(
     state_path: str | os.PathLike[str] | None = None,
     provisional: bool = False,
 ) -> bool:
-    """Stream feature rows given as JSON lines; write results as JSON lines.
+    """Stream feature rows given as JSON lines (one object each); write results as JSON lines.
 
-    Each input line is one feature row (a JSON object with ``user_id``,
-    ``bucket_start_ts`` and the model's features). Output lines are JSON
-    objects written as soon as they are final: ``{"kind": "row", ...}``
-    (``user_id``, ``bucket_start_ts`` and the columns the pipeline adds)
-    and ``{"kind": "segment", ...}`` (:meth:`Segment.to_dict`); with
-    ``provisional``, also ``{"kind": "provisional", user_id,
-    bucket_start_ts, label}`` for each input row. At the end of the input
-    every timeline is closed.
-
-    With ``state_path``, the stream resumes from the state saved there (if
-    the file exists) and saves its state there when it ends, also on
-    SIGTERM or Ctrl-C (which stop it between two rows) and on bad input:
-    run again with the rest of the input, it goes on without losing or
-    repeating a row.
+    Written as soon as final: ``{"kind": "row", ...}`` (user, bucket and
+    the columns the pipeline adds) and ``{"kind": "segment", ...}``; with
+    ``provisional`` also ``{"kind": "provisional", ...}`` per input row.
+    The end of the input closes every timeline. With ``state_path`` it
+    resumes from that file if it exists and saves there when it ends,
+    also on SIGTERM or Ctrl-C (which stop it between two rows).
 
     Parameters
     ----------
@@ -664,18 +515,15 @@ def run_stream(
     stream = StreamingPipeline(pipeline)
     if state_path is not None and os.path.exists(state_path):
         stream = StreamingPipeline.load(state_path, pipeline)
-    signals = _Signals()
-    number = 0
     try:
-        with _installed(signals):
+        with _signals_deferred() as working:
             for number, line in enumerate(lines_in, start=1):
-                if not line.strip():
-                    continue
-                with signals.working():
-                    result = stream.update(_row_from_json(line, number))
-                    for text in _lines(result, stream._columns or [], provisional):
-                        write_line(text)
-            with signals.working():
+                if line.strip():
+                    with working():
+                        result = stream.update(_row_from_json(line, number))
+                        for text in _lines(result, stream._columns or [], provisional):
+                            write_line(text)
+            with working():
                 for text in _lines(stream.close(), stream._columns or [], False):
                     write_line(text)
         return True

@@ -1,10 +1,9 @@
 """Viterbi smoothing: the most likely label path along each timeline.
 
-:func:`sticky_log_transitions` builds the transition model,
-:func:`viterbi_codes` is the vectorized decoding kernel over many
-timelines at once, and :class:`ViterbiSmoother` is the pipeline stage, a
-drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
-``smooth`` step.
+:func:`viterbi_forward` and :func:`viterbi_backtrace` are the kernels
+(over many timelines at once; the stream runs them too),
+:func:`viterbi_codes` decodes with them, :class:`ViterbiSmoother` is the
+pipeline stage.
 """
 
 from __future__ import annotations
@@ -33,11 +32,7 @@ DEFAULT_SWITCH_PROB = 0.02
 
 
 def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np.ndarray:
-    """Log transition matrix of the sticky model.
-
-    A label stays with probability ``1 - switch_prob`` and moves to each
-    of the other ``n_classes - 1`` labels with probability
-    ``switch_prob / (n_classes - 1)``.
+    """Log transition matrix: stay with ``1 - switch_prob``, else move to any other label.
 
     Examples
     --------
@@ -50,21 +45,89 @@ def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np
     return table
 
 
+def log_emissions(proba: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+    """Emission scores ``log(clip(proba, 1e-12))``; a rejected row's are flat (0)."""
+    log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
+    log_emission[rejected] = 0.0
+    return log_emission
+
+
+def viterbi_forward(
+    log_emission: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    log_transition: np.ndarray,
+    score: np.ndarray,
+    back: np.ndarray,
+) -> np.ndarray:
+    """Forward steps of Viterbi: timeline ``i`` goes on from ``score[i]`` over its rows.
+
+    Row ``t`` scores state ``j`` as ``max_s(score[s] + log_transition[s, j])
+    + log_emission[t, j]`` and stores the best ``s`` (the lowest on ties) in
+    ``back[t, j]``; one vectorized step per position.
+
+    Parameters
+    ----------
+    log_emission : ndarray of float64, shape (n, k)
+    starts, lengths : ndarray of int, shape (n_timelines,)
+        The rows ``starts[i] … starts[i] + lengths[i] - 1`` of each timeline.
+    log_transition : ndarray of float64, shape (k, k)
+        ``log P(next = j | previous = i)`` at ``[i, j]``.
+    score : ndarray of float64, shape (n_timelines, k)
+        Scores before each timeline's first row.
+    back : ndarray of int8, shape (n, k)
+        Back-pointers, filled in place at the rows stepped over.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_timelines, k)
+        The scores at each timeline's last row.
+    """
+    score = score.copy()
+    for t in range(int(lengths.max(initial=0))):
+        active = np.flatnonzero(lengths > t)
+        rows = starts[active] + t
+        candidates = score[active][:, :, None] + log_transition  # (m, previous, next)
+        back[rows] = candidates.argmax(axis=1)
+        score[active] = candidates.max(axis=1) + log_emission[rows]
+    return score
+
+
+def viterbi_backtrace(
+    back: np.ndarray, ends: np.ndarray, lengths: np.ndarray, states: np.ndarray
+) -> np.ndarray:
+    """The states of ``s`` back-pointer chains per timeline, followed from its end.
+
+    Parameters
+    ----------
+    back : ndarray of int8, shape (n, k)
+    ends, lengths : ndarray of int, shape (n_timelines,)
+        Each timeline's last row + 1, and how many rows to follow back.
+    states : ndarray of int, shape (n_timelines, s)
+        The states the chains end in.
+
+    Returns
+    -------
+    ndarray of int8, shape (n, s)
+        The state of each chain at each row followed (0 elsewhere).
+    """
+    out = np.zeros((len(back), states.shape[1]), dtype=np.int8)
+    states = states.astype(np.intp)
+    for t in range(int(lengths.max(initial=0))):
+        active = np.flatnonzero(lengths > t)
+        rows = ends[active] - 1 - t
+        out[rows] = states[active]
+        states[active] = np.take_along_axis(back[rows], states[active], axis=1)
+    return out
+
+
 def viterbi_codes(
     log_emission: np.ndarray, bounds: np.ndarray, log_transition: np.ndarray
 ) -> np.ndarray:
     """Most likely state path of each timeline (Viterbi decoding).
 
-    Row ``t`` of a timeline scores state ``j`` as
-    ``max_i(score[t-1, i] + log_transition[i, j]) + log_emission[t, j]``;
-    the first row starts from its emission (a uniform prior, which adds
-    the same constant to every path, is left out). Ties go to the lowest
-    state, both in the back-pointers and at the end.
-
-    All timelines are decoded together: the loop steps over positions
-    within a timeline (``0 … longest - 1``), each step working on every
-    timeline still running and every pair of states at once, so the cost
-    is one vectorized step per position of the longest timeline.
+    A timeline starts from its first row's emission (a uniform prior is
+    left out) and ends in its best state (the lowest on ties).
 
     Parameters
     ----------
@@ -90,80 +153,41 @@ def viterbi_codes(
     >>> viterbi_codes(e, np.array([0, 1, 2, 3]), a).tolist()
     [0, 1, 0]
     """
-    n, k = log_emission.shape
-    path = np.zeros(n, dtype=np.int8)
-    if n == 0:
-        return path
-    starts = np.asarray(bounds[:-1], dtype=np.int64)
-    lengths = np.diff(bounds).astype(np.int64)
-    # Longest timelines first: the timelines still running at position t
-    # are then a prefix of this order.
-    by_length = np.argsort(-lengths, kind="stable")
-    starts, lengths = starts[by_length], lengths[by_length]
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
-    longest = int(lengths[0])
-    # running[t]: how many timelines have a row at position t.
-    running = np.searchsorted(-lengths, -np.arange(1, longest + 1), side="right")
-
-    score = log_emission[starts].copy()  # (timelines, k)
-    back = np.empty((n, k), dtype=np.int8)  # back-pointer of each row and state
-    for t in range(1, longest):
-        m = int(running[t])
-        rows = starts[:m] + t
-        candidates = score[:m, :, None] + log_transition  # (m, previous, next)
-        best = candidates.argmax(axis=1)
-        back[rows] = best
-        score[:m] = candidates.max(axis=1)
-        score[:m] += log_emission[rows]
-
-    state = score.argmax(axis=1).astype(np.int8)
-    for t in range(longest - 1, -1, -1):
-        m = int(running[t])
-        rows = starts[:m] + t
-        path[rows] = state[:m]
-        if t:
-            state[:m] = back[rows, state[:m]]
-    return path
+    bounds = np.asarray(bounds, dtype=np.int64)
+    lengths = np.diff(bounds)
+    starts = bounds[:-1][lengths > 0]
+    lengths = lengths[lengths > 0]
+    back = np.zeros(log_emission.shape, dtype=np.int8)
+    first = log_emission[starts]
+    score = viterbi_forward(log_emission, starts + 1, lengths - 1, log_transition, first, back)
+    best = score.argmax(axis=1)[:, None]
+    path = viterbi_backtrace(back, starts + lengths, lengths, best)
+    return path[:, 0]
 
 
 class ViterbiSmoother(FrameTransformer):
     """Pipeline stage: Viterbi decoding of the calibrated probabilities.
 
-    A drop-in alternative to :class:`~taskclf.MajoritySmoother` for the
-    ``smooth`` step: adds ``smoothed_label``, the most likely label path of
-    each timeline under a sticky Markov model. The calibrated
-    probabilities are the emission scores (``log(clip(p, 1e-12))``); a
-    label stays with probability ``1 - switch_prob`` and moves to each of
-    the seven others with probability ``switch_prob / 7``. Paths never
-    cross a timeline boundary (a user's rows in time order, split where
-    buckets start more than ``max_gap_seconds`` apart).
+    A drop-in alternative to :class:`~taskclf.MajoritySmoother`: adds
+    ``smoothed_label``, the most likely label path of each timeline (emission
+    scores ``log(clip(p, 1e-12))``; a label stays with probability
+    ``1 - switch_prob``, else moves to any of the seven others).
 
-    Rejected rows: a row with ``is_rejected`` (or, without that column, a
-    ``raw_label`` of ``Mixed/Unknown``) keeps ``Mixed/Unknown`` as its
-    smoothed label, and its emission is flat (the same score for every
-    label): the path runs through it carried by its neighbours alone,
-    so an unsure bucket neither votes nor breaks a task in two.
-
-    ``switch_prob = 7/8`` makes every transition equally likely, and the
-    result is each row's most probable label; small values keep labels
-    for longer.
+    A rejected row (``is_rejected``, or else a ``raw_label`` of
+    ``Mixed/Unknown``) keeps ``Mixed/Unknown`` and its emission is flat:
+    the path runs through it carried by its neighbours, so an unsure
+    bucket neither votes nor breaks a task in two. ``switch_prob = 7/8``
+    gives each row's most probable label; small values keep labels longer.
 
     Parameters
     ----------
     switch_prob : float, default 0.02
-        Probability of moving to another label from one bucket to the
-        next, in (0, 1).
+        Probability of moving to another label from one bucket to the next, in (0, 1).
     max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
     timelines : {"per_user", "as_given"}, default "per_user"
         ``"as_given"`` treats the whole frame as one sequence in the order
         given, as taskclf 0.4 does (see docs/migrating.md).
-
-    See Also
-    --------
-    taskclf.MajoritySmoother : the default smoother (rolling majority).
-    viterbi_codes : the decoding kernel.
 
     Examples
     --------
@@ -193,11 +217,9 @@ class ViterbiSmoother(FrameTransformer):
         self.timelines = timelines
 
     def _rejected(self, X: pd.DataFrame) -> np.ndarray:
-        if IS_REJECTED in X.columns:
-            return X[IS_REJECTED].to_numpy(dtype=bool)
-        if RAW_LABEL in X.columns:
-            return label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
-        return np.zeros(len(X), dtype=bool)
+        if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
+            return X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
+        return label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [*PROBA_COLUMNS, BUCKET_START_TS], type(self).__name__)
@@ -206,8 +228,7 @@ class ViterbiSmoother(FrameTransformer):
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
         proba = timelines.to_sorted(proba)
         rejected = timelines.to_sorted(self._rejected(X))
-        log_emission = np.log(np.clip(proba, PROBA_FLOOR, None))
-        log_emission[rejected] = 0.0
+        log_emission = log_emissions(proba, rejected)
         transitions = sticky_log_transitions(float(self.switch_prob))
         codes = viterbi_codes(log_emission, timelines.bounds, transitions)
         codes[rejected] = MIXED_CODE
