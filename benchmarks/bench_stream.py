@@ -41,7 +41,7 @@ def train(seed: int = 0):
 def state_bytes(stream: StreamingPipeline) -> int:
     """Bytes of the state's arrays and pending rows."""
     state = stream._state
-    total = sum(getattr(state, name).nbytes for name in (*state.PER_USER, *state.PER_ROW))
+    total = sum(a.nbytes for a in (*state.per_user.values(), *state.rows.values()))
     total += int(state.users.memory_usage(deep=True))
     if state.frame is not None:
         total += int(state.frame.memory_usage(deep=True).sum())
@@ -104,7 +104,7 @@ def cost(pipeline, n_users: int, minutes: int = 8) -> None:
     )
     size = state_bytes(stream)
     print(
-        f"state after {len(by_step)} minutes: {len(stream._state.user):,} pending rows, "
+        f"state after {len(by_step)} minutes: {len(stream._state.rows['user']):,} pending rows, "
         f"{size / 1e6:.1f} MB, {size / len(stream._state.users):,.0f} bytes per user"
     )
 
@@ -117,7 +117,7 @@ def one_user(pipeline, days: int) -> None:
     for _, chunk in rows.groupby(hours, sort=True):
         stream.update(chunk)
         largest = max(largest, state_bytes(stream))
-        pending = max(pending, len(stream._state.user))
+        pending = max(pending, len(stream._state.rows["user"]))
     print(
         f"one user, {days} days ({len(rows):,} rows, an hour per update): "
         f"largest state {largest / 1e3:.1f} kB, most pending rows {pending}"
