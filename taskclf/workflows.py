@@ -57,6 +57,8 @@ RUN_FILES: Final = (PREDICTIONS_FILE, SEGMENTS_FILE)
 """The files of one inference run, all that its directory holds."""
 VIEWS: Final = ("core", "mapped")
 """What segments and reports count: the core labels, or a taxonomy's buckets."""
+MODEL_SHA256: Final = "model_sha256"
+"""Bundle metadata (``extra``) key of the digest of the booster's model text."""
 TRAINING_DAYS: Final = "training_days"
 """Bundle metadata (``extra``) key of the digests of the training user-days."""
 SMOOTHERS: Final = ("majority", "viterbi")
@@ -370,7 +372,10 @@ def save_model(
     """Save a bundle file (returns its SHA-256) or a pickle-free directory (returns None)."""
     from taskclf.bundle import read_bundle_info, save_bundle
     from taskclf.bundle_dir import export_bundle_dir
+    from taskclf.stages._compiled import model_sha256
 
+    text = pipeline.named_steps["predict"].booster_.model_to_string()
+    extra = {**(extra or {}), MODEL_SHA256: model_sha256(text)}
     if pickle_free:
         export_bundle_dir(pipeline, path, metadata=extra)
         return None
@@ -584,25 +589,35 @@ def bundle_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A bundle's metadata, read without unpickling anything: kind, digests, metadata."""
     from taskclf.bundle import read_bundle_info
     from taskclf.bundle_dir import read_bundle_dir_info
+    from taskclf.stages._compiled import is_cached
 
     path = Path(path)
     if path.is_dir():
         dir_info = read_bundle_dir_info(path)
-        return {
+        facts = {
             "path": str(path),
             "kind": "taskclf 0.4 model directory" if dir_info.legacy else "bundle directory",
             "files": dir_info.files,
             **dir_info.metadata.to_dict(),
         }
-    info = read_bundle_info(path)
-    return {
-        "path": str(path),
-        "kind": f"bundle file (format {info.format_version})",
-        "file_sha256": info.file_sha256,
-        "payload_sha256": info.payload_sha256,
-        "payload_bytes": info.payload_bytes,
-        **info.metadata.to_dict(),
-    }
+    else:
+        info = read_bundle_info(path)
+        facts = {
+            "path": str(path),
+            "kind": f"bundle file (format {info.format_version})",
+            "file_sha256": info.file_sha256,
+            "payload_sha256": info.payload_sha256,
+            "payload_bytes": info.payload_bytes,
+            **info.metadata.to_dict(),
+        }
+    digest = (facts.get("extra") or {}).get(MODEL_SHA256)
+    cached = None if digest is None else is_cached(str(digest))
+    facts["compiled_model"] = {
+        None: "unknown (saved without its model digest, or the fast extra is not installed)",
+        True: "cached: --backend compiled predicts at once",
+        False: "not cached: --backend compiled compiles it at first use",
+    }[cached]
+    return facts
 
 
 def demo(

@@ -257,3 +257,19 @@ def test_an_unwritable_cache_still_compiles_with_one_warning(monkeypatch, tmp_pa
     matrix = unusual_matrix("v1")
     np.testing.assert_allclose(compiled.predict(matrix), booster.predict(matrix), atol=1e-12)
     assert (tmp_path / "a-file").read_text() == "not a directory"
+
+
+def test_inspect_says_whether_the_compiled_model_is_cached(tiny_v1, tmp_path, monkeypatch):
+    from taskclf.workflows import bundle_facts, save_model
+
+    booster, vocabulary = tiny_v1
+    pipeline = taskclf.build_pipeline(booster, vocabulary)
+    save_model(pipeline, tmp_path / "model.taskclf")
+    save_model(pipeline, tmp_path / "model", pickle_free=True)
+    for bundle in ("model.taskclf", "model"):
+        assert bundle_facts(tmp_path / bundle)["compiled_model"].startswith("not cached")
+    _compiled.compiled_model(booster)
+    for bundle in ("model.taskclf", "model"):
+        assert bundle_facts(tmp_path / bundle)["compiled_model"].startswith("cached")
+    no_lleaves(monkeypatch)
+    assert bundle_facts(tmp_path / "model")["compiled_model"].startswith("unknown")

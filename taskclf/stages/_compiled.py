@@ -71,7 +71,21 @@ def cache_directory() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "taskclf" / "compiled"
 
 
-def _header(model_text: str) -> dict[str, str]:
+def model_sha256(model_text: str) -> str:
+    """The digest a booster's compiled model is cached under (bundles record it)."""
+    return hashlib.sha256(model_text.encode()).hexdigest()
+
+
+def is_cached(digest: str) -> bool | None:
+    """Whether the compiled model of the booster with ``digest`` is cached (None: no lleaves)."""
+    try:
+        header = _header(digest)
+    except ImportError:
+        return None
+    return _read_entry(_entry_path(header), header) is not None
+
+
+def _header(digest: str) -> dict[str, str]:
     """The model digest, CPU and compiler versions the code depends on (needs lleaves)."""
     from importlib.metadata import version
 
@@ -91,7 +105,7 @@ def _header(model_text: str) -> dict[str, str]:
         "lleaves": version("lleaves"),
         "llvmlite": llvmlite.__version__,
         "llvm": ".".join(map(str, llvm.llvm_version_info)),
-        "model_sha256": hashlib.sha256(model_text.encode()).hexdigest(),
+        "model_sha256": digest,
     }
 
 
@@ -182,13 +196,13 @@ def _threads(booster: Any) -> int:
 def _compile(booster: Any) -> Any:
     """The compiled model of ``booster`` (kept by digest), or the booster after one warning."""
     model_text = booster.model_to_string()
-    digest = hashlib.sha256(model_text.encode()).hexdigest()
+    digest = model_sha256(model_text)
     if digest in _by_digest:
         _by_digest.move_to_end(digest)
         return _by_digest[digest]
     try:
         compiled = CompiledBooster(
-            _compile_cached(model_text, _header(model_text)), _threads(booster)
+            _compile_cached(model_text, _header(model_sha256(model_text))), _threads(booster)
         )
     except ImportError:
         compiled = booster
