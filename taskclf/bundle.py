@@ -214,7 +214,14 @@ def make_metadata(
     except (TypeError, ValueError) as exc:
         raise InvalidParameterError(f"{exc} (it must be JSON-ready)") from None
     calibrate = pipeline.named_steps.get("calibrate")
-    names = ("brier_before", "brier_after", "log_loss_before", "log_loss_after")
+    names = (
+        "brier_before",
+        "brier_after",
+        "log_loss_before",
+        "log_loss_after",
+        "accuracy",
+        "macro_f1",
+    )
     scores = {f"oof_{name}": getattr(calibrate, f"{name}_", None) for name in names}
     metrics = {k: x for k, x in scores.items() if isinstance(x, float) and np.isfinite(x)}
     fingerprint = getattr(predictor, "training_fingerprint_", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import textwrap
 import time
@@ -294,6 +295,10 @@ def train(
         extra = {"trained_on": str(features), "rows": len(X), **workflows.training_days(X)}
         digest = workflows.save_model(pipeline, out, pickle_free=pickle_free, extra=extra)
         print(f"trained in {time.perf_counter() - started:.1f} s; saved {out}")
+        stage = pipeline.named_steps["calibrate"]
+        if math.isfinite(getattr(stage, "accuracy_", math.nan)):
+            print(f"out of fold: accuracy {stage.accuracy_:.3f}, macro-F1 {stage.macro_f1_:.3f} "
+                  "(top class, before rejection and smoothing)")  # fmt: skip
         if digest:
             print(f"sha256 {digest}")
         if calibrator_store_out is not None:

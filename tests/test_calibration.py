@@ -348,3 +348,19 @@ def test_the_pipeline_calibrates_on_out_of_fold_probabilities():
     # Fitting on in-sample probabilities would give another temperature.
     in_sample = fresh.named_steps["predict"].transform(encoded)[P].to_numpy()
     assert fit_temperature(in_sample, codes).temperature != pytest.approx(fitted_t, rel=0.05)
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_fit_reports_accuracy_and_macro_f1_as_scikit_learn_computes_them(method):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(4)
+    proba = rng.dirichlet(np.ones(8) * 0.5, size=300)
+    truth = np.asarray(CLASS_ORDER)[
+        np.where(rng.random(300) < 0.6, proba.argmax(1), rng.integers(0, 8, 300))
+    ]
+    frame = pd.DataFrame(proba, columns=PROBA_COLUMNS)
+    stage = Calibrator(method=method).fit(frame, truth)
+    top = np.asarray(CLASS_ORDER)[stage.transform(frame)[list(PROBA_COLUMNS)].to_numpy().argmax(1)]
+    assert stage.accuracy_ == accuracy_score(truth, top)
+    assert stage.macro_f1_ == pytest.approx(f1_score(truth, top, average="macro"), abs=1e-12)

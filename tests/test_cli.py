@@ -75,6 +75,7 @@ def bundle(work, features) -> Path:
     )
     assert result.returncode == 0, result.stderr
     assert f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in result.stdout
+    assert "out of fold: accuracy 0." in result.stdout and "macro-F1 0." in result.stdout
     return path
 
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.metrics import f1_score
 from sklearn.utils import Tags
 
 from taskclf._columns import BUCKET_START_TS, PROBA_COLUMNS, USER_ID
@@ -110,6 +111,9 @@ class Calibrator(TransformerMixin, BaseEstimator):
     brier_before_, brier_after_, log_loss_before_, log_loss_after_ : float
         Brier score and log loss of the fitting rows before and after
         calibration (NaN without labels).
+    accuracy_, macro_f1_ : float
+        Accuracy and macro-F1 of the calibrated probabilities' top class on
+        the fitting rows (in a pipeline: out of fold; NaN without labels).
 
     Examples
     --------
@@ -179,6 +183,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
         self.calibrator_, self.store_ = calibrator, store
         self.brier_before_ = self.brier_after_ = float("nan")
         self.log_loss_before_ = self.log_loss_after_ = float("nan")
+        self.accuracy_ = self.macro_f1_ = float("nan")
         return self
 
     def _user_maps(self, X: pd.DataFrame, proba: np.ndarray, codes: np.ndarray) -> dict[Any, Any]:
@@ -236,6 +241,9 @@ class Calibrator(TransformerMixin, BaseEstimator):
         self.brier_after_ = brier_score(calibrated, codes)
         self.log_loss_before_ = log_loss(proba, codes)
         self.log_loss_after_ = log_loss(calibrated, codes)
+        top = calibrated.argmax(axis=1)
+        self.accuracy_ = float(np.mean(top == codes))
+        self.macro_f1_ = float(f1_score(codes, top, average="macro"))
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
