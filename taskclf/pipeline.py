@@ -45,10 +45,14 @@ class TaskPipeline(Pipeline):
     find (:func:`taskclf.stages._timeline.shared_timelines`).
     """
 
-    def _run(self, method: str, *args: Any, **params: Any) -> Any:
+    def _check_steps(self) -> None:
+        """Check every step's parameters against its rules."""
         for _, step in self.steps:
             if hasattr(type(step), "_parameter_rules"):
                 check_params(step)
+
+    def _run(self, method: str, *args: Any, **params: Any) -> Any:
+        self._check_steps()
         with shared_timelines():
             return getattr(super(), method)(*args, **params)
 
