@@ -146,7 +146,8 @@ def test_a_writer_stopped_half_way_leaves_the_old_output(tmp_path, kind, signum)
         with output as temporary:
             (temporary if kind == "file" else temporary / "MARKER").write_bytes(b"n" * 99999)
             report(str(temporary))  # half-way: now stop me
-            time.sleep(60)
+            for _ in range(1200):  # short sleeps: the handler runs between them at the latest
+                time.sleep(0.05)
 
     child, temporary = forked(write_and_wait)
     assert Path(temporary).parent == tmp_path and Path(temporary).exists()
