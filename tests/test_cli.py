@@ -169,10 +169,11 @@ def test_infer_overrides_taxonomy_smoother_and_bundle_directory(
 
 
 def test_inspect_reads_metadata_without_unpickling(work, bundle, capsys):
-    result = run("inspect", bundle)
-    assert result.returncode == 0, result.stderr
-    assert "schema_version" in result.stdout and "4077fe0dba70" in result.stdout
-    assert hashlib.sha256(bundle.read_bytes()).hexdigest() in result.stdout
+    code, stdout, err = run_cli(capsys, "inspect", bundle)
+    assert code == 0, err
+    assert "schema_version" in stdout and "4077fe0dba70" in stdout
+    assert hashlib.sha256(bundle.read_bytes()).hexdigest() in stdout
+    assert "compiled_model" in stdout and "macro_f1" in stdout
 
     # A bundle whose payload runs code when unpickled: inspect must not run it,
     # and infer must refuse it (its metadata is incompatible) before unpickling.
@@ -199,10 +200,10 @@ def test_inspect_reads_metadata_without_unpickling(work, bundle, capsys):
 
 def test_report_replaces_only_its_own_output(work, predictions, capsys):
     out = work / "report"
-    assert main(["report", str(predictions), "--out", str(out)]) == 0
-    result = run("report", predictions, "--out", out)  # replaces the first report
-    assert result.returncode == 0, result.stderr
-    assert "time per label" in result.stdout and "switches_per_hour" in result.stdout
+    for _ in range(2):  # the second run replaces the first report
+        code, stdout, err = run_cli(capsys, "report", predictions, "--out", out)
+        assert code == 0, err
+    assert "time per label" in stdout and "switches_per_hour" in stdout and "accuracy" in stdout
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == ["label", "segments", "minutes", "share"]
     assert summary["share"].sum() == pytest.approx(100.0, abs=0.05)
@@ -213,15 +214,15 @@ def test_report_replaces_only_its_own_output(work, predictions, capsys):
     assert "Traceback" not in err and (out / "notes.txt").read_text() == "mine"
 
 
-def test_tune_prints_the_grid_and_saves_the_best(work, features, bundle):
+def test_tune_prints_the_grid_and_saves_the_best(work, features, bundle, capsys):
     out = work / "tuned.taskclf"
-    result = run("tune", features, "--bundle", bundle, "--thresholds", "0.2,0.6",
-                 "--windows", "1,5", "--cv", 2, "--out", out, "-q")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    args = ("--thresholds", "0.2,0.6", "--windows", "1,5", "--cv", 2, "--out", out, "-q")
+    code, stdout, err = run_cli(capsys, "tune", features, "--bundle", bundle, *args)
+    assert code == 0, err
     # The bundle was trained on these rows: the search says so and how to avoid it.
-    assert "warning: 2 user-days of these rows trained" in result.stderr
-    assert "user_001 2025-" in result.stderr and "--train" in result.stderr
-    lines = result.stdout.splitlines()
+    assert "warning: 2 user-days of these rows trained" in err
+    assert "user_001 2025-" in err and "--train" in err
+    lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("reject_threshold"))
     assert lines[header].split() == ["reject_threshold", "smooth_window", "mean_score",
                                      "std_score", "rank"]  # fmt: skip
