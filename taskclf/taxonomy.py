@@ -402,6 +402,8 @@ def taxonomy_to_dict(config: TaxonomyConfig) -> dict[str, Any]:
 
     The inverse of :func:`taxonomy_from_dict`; ``"Other"`` is left out.
 
+    Examples
+    --------
     >>> data = taxonomy_to_dict(default_taxonomy())
     >>> list(data), list(data["buckets"][0])  # doctest: +NORMALIZE_WHITESPACE
     (['version', 'label_schema_version', 'user_id', 'display', 'reject', 'buckets', 'advanced'],
