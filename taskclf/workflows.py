@@ -667,10 +667,11 @@ def demo(
         read_rows(out / "features" / "new-day.csv"),
         out / "predictions",
     )
-    predicted = pd.read_csv(run.files[0])["predicted_label"].to_numpy(dtype=object)
-    accuracy = (predicted == test[LABEL].to_numpy(dtype=object)).mean()
+    table = pd.read_csv(run.files[0])
+    accuracy = table["predicted_label"].eq(table[TRUE_LABEL]).mean()
     say("\n".join(f"   {path}" for path in run.files))
     say(f"   {run.rows} rows -> {run.segments} segments; {accuracy:.1%} match the true labels")
+    say(f"   (the file's predicted_label against its {TRUE_LABEL}, from the features' label)")
 
     say("4. report ...")
     written = write_report(run.directory, out / "report")
