@@ -162,20 +162,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
     # The header as written: pandas would rename a repeated name 'x' to 'x.1'.
     header = _read_csv_part(path, nrows=1, header=None, dtype=str, keep_default_na=False)
     columns = [str(c) for c in header.iloc[0]]
-    _check_header(columns, path)
-    text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
-    return _read_csv_part(path, dtype=text)
-
-
-def _read_csv_part(path: Path, **options: Any) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, **options)
-    except ValueError as exc:  # pandas' parser errors, UnicodeDecodeError
-        raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
-
-
-def _check_header(columns: list[str], path: Path) -> None:
-    """Refuse a first line of no known column name, an empty name or a name twice."""
     if not any(c in COLUMN_TYPES for c in columns):
         raise ReaderError(
             f"{_where(path)} has no header row of feature column names: its first "
@@ -188,6 +174,15 @@ def _check_header(columns: list[str], path: Path) -> None:
     repeated = pd.Index(columns)[pd.Index(columns).duplicated()]
     if len(repeated):
         raise ReaderError(f"{_where(path)}: header row names column {repeated[0]!r} twice")
+    text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
+    return _read_csv_part(path, dtype=text)
+
+
+def _read_csv_part(path: Path, **options: Any) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **options)
+    except ValueError as exc:  # pandas' parser errors, UnicodeDecodeError
+        raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

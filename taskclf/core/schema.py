@@ -105,14 +105,7 @@ def _registry(names: list[str]) -> tuple[tuple[str, str], ...]:
 _V1_REGISTRY: Final = _registry(list(_MEANINGS)[: list(_MEANINGS).index(_SKETCH_GROUPS[0])])
 _V3_EXTRA: Final = _registry([*SKETCH_COLUMNS, *list(_MEANINGS)[len(_V1_REGISTRY) + 2 :]])
 _V2_FEATURES: Final = tuple(name for name, _ in _V1_REGISTRY if name not in _METADATA)
-_TYPES: Final[dict[str, type]] = {
-    "str": str,
-    "datetime": dt.datetime,
-    "list": list,
-    "bool": bool,
-    "int": int,
-    "float": float,
-}
+_TYPES: Final = {kind.__name__: kind for kind in (str, dt.datetime, list, bool, int, float)}
 
 
 def _build_schema_hash(columns: Mapping[str, type]) -> str:
@@ -232,8 +225,6 @@ def resolve_schema_version(df: pd.DataFrame, schema_version: str | None = None) 
     >>> import pandas as pd
     >>> resolve_schema_version(pd.DataFrame({"user_id": ["a"]}))
     'v1'
-    >>> resolve_schema_version(pd.DataFrame({"x": [1]}))
-    'v2'
     """
     if schema_version is not None:
         return get_schema(schema_version).version
