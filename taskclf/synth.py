@@ -154,16 +154,40 @@ _SKETCH_ACTIVE: Final = 48  # sketch coordinates a label's mean title pattern us
 
 
 class _Rows:
-    """Every user's rows in output order (``user``, ``day``, ``minute`` since the epoch,
-    ``segment``, ``is_start`` of a session, ``session``, its ``start_row``) and the
-    task segments (``segment_user``, ``segment_label`` or ``_AWAY``)."""
+    """Each user's task chain laid over their working minutes: the rows in output order
+    (``user``, ``day``, ``minute`` since the epoch, ``segment``, ``is_start`` of a session,
+    ``session``, its ``start_row``) and the segments (``segment_user``, ``segment_label``)."""
 
     def __init__(
-        self, per_user: Sequence[tuple[np.ndarray, ...]], n_users: int, n_days: int
+        self, rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
     ) -> None:
-        self.n_users, self.n_days = n_users, n_days
+        self.n_users, self.n_days = n_users, len(midnights)
+        parts: list[list[np.ndarray]] = [[] for _ in range(6)]
+        n_segments = 0
+        for user in range(n_users):
+            start, length, lunch_at, lunch_len = _working_days(rng, self.n_days, minutes_per_day)
+            total = int(length.sum())
+            label, seg_length = _segments(rng, total)
+            segment = np.repeat(np.arange(len(label)), seg_length)[:total]
+            day = np.repeat(np.arange(self.n_days), length)
+            offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
+            since_lunch = offset - lunch_at[day]
+            at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
+            keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
+            minute = midnights[day[keep]] + start[day[keep]] + offset[keep]
+            columns = (
+                np.full(len(minute), user),
+                day[keep] + user * self.n_days,
+                minute,
+                segment[keep] + n_segments,
+                np.full(len(label), user),
+                label,
+            )
+            for part, values in zip(parts, columns, strict=True):
+                part.append(values)
+            n_segments += len(label)
         self.user, self.day, self.minute, self.segment, self.segment_user, self.segment_label = (
-            _join([arrays[i] for arrays in per_user]) for i in range(6)
+            _join(part) for part in parts
         )
         self.is_start = np.ones(len(self.user), dtype=np.bool_)
         self.is_start[1:] = (np.diff(self.user) != 0) | (np.diff(self.minute) > _IDLE_GAP_MINUTES)
@@ -291,7 +315,7 @@ def make_activity_frame(
     except (TypeError, ValueError) as error:
         raise InvalidParameterError(f"start must be a date, got {reprlib.repr(start)}") from error
     rng = np.random.default_rng(random_state)
-    rows = _timelines(rng, n_users, days.asi8 // (60 * 10**9), minutes_per_day)
+    rows = _Rows(rng, n_users, days.asi8 // (60 * 10**9), minutes_per_day)
     columns = _features(rng, rows, unseen_app_rate, noise, schema.version == "v3")
     if missing_rate > 0:  # a hit in the sketch block blanks the row's whole sketch
         for name, values in columns.items():
@@ -343,37 +367,6 @@ def _segments(rng: Generator, total: int) -> tuple[IntArray, IntArray]:
         lengths.append(length)
         filled += int(length.sum())
     return _join(labels), _join(lengths)
-
-
-def _timelines(
-    rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
-) -> _Rows:
-    """Lay each user's task chain over their working minutes."""
-    n_days, n_segments = len(midnights), 0
-    per_user = []
-    for user in range(n_users):
-        start, length, lunch_at, lunch_len = _working_days(rng, n_days, minutes_per_day)
-        total = int(length.sum())
-        label, seg_length = _segments(rng, total)
-        segment = np.repeat(np.arange(len(label)), seg_length)[:total]
-        day = np.repeat(np.arange(n_days), length)
-        offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
-        since_lunch = offset - lunch_at[day]
-        at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
-        keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
-        minute = midnights[day[keep]] + start[day[keep]] + offset[keep]
-        per_user.append(
-            (
-                np.full(len(minute), user),
-                day[keep] + user * n_days,
-                minute,
-                segment[keep] + n_segments,
-                np.full(len(label), user),
-                label,
-            )
-        )
-        n_segments += len(label)
-    return _Rows(per_user, n_users, n_days)
 
 
 def _features(
