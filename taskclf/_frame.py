@@ -50,10 +50,7 @@ def label_codes(column: pd.Series, name: str) -> np.ndarray:
 
 
 def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> pd.DataFrame:
-    """A new frame: ``X``'s columns (same-named ones replaced), then the other ``columns``.
-
-    ``X``'s data is not copied (copy-on-write keeps the caller's frame safe).
-    """
+    """A new frame, ``X``'s data uncopied: its columns (same-named ones replaced), then others."""
     new = columns if isinstance(columns, pd.DataFrame) else pd.DataFrame(dict(columns))
     new.index = X.index
     replaced = [c for c in new.columns if c in X.columns]
@@ -61,9 +58,7 @@ def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> p
     for column in replaced:
         base[column] = new[column]
     appended = new.drop(columns=replaced) if replaced else new
-    if appended.shape[1] == 0:
-        return base
-    return pd.concat([base, appended], axis=1)
+    return pd.concat([base, appended], axis=1) if appended.shape[1] else base
 
 
 def factorize_labels(
@@ -85,13 +80,7 @@ def frame_tags(
     categorical: bool = False,
     requires_fit: bool = False,
 ) -> Tags:
-    """Declare, in scikit-learn tags, that a stage takes a pandas DataFrame.
-
-    A stage reads columns by name, so a bare 2-D array is not an input it
-    accepts (``two_d_array`` False tells scikit-learn's generic checks they
-    do not apply); the output has mixed dtypes, so none is preserved. The
-    keywords set the tags of the same names.
-    """
+    """Tags of a stage that takes a DataFrame (no bare 2-D array) and preserves no dtype."""
     tags.input_tags.two_d_array = False
     tags.input_tags.allow_nan = allow_nan
     tags.input_tags.string = string

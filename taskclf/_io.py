@@ -1,10 +1,8 @@
 """The one place taskclf writes and reads files.
 
-Writes are atomic: a file or directory is built beside its target under a
-hidden temporary name and renamed into place, so a failure (an exception,
-Ctrl-C or SIGTERM) leaves the old target, or none. New files get the
-permissions ``open()`` and ``mkdir()`` give under the umask. Reads take
-regular files only, up to a stated number of bytes.
+Writes build a hidden temporary beside the target and rename it into place, so a
+failure (an exception, Ctrl-C or SIGTERM) leaves the old target, or none; new files
+get the umask's permissions. Reads take regular files only, up to a stated size.
 """
 
 from __future__ import annotations
@@ -58,9 +56,6 @@ def _fsync_directory(directory: Path) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; rename it over ``path`` on success.
 
-    On success the file is synced, given the umask's permissions and
-    renamed; on an exception (SIGTERM included) it is removed.
-
     Examples
     --------
     >>> import tempfile, pathlib
@@ -103,13 +98,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def check_replaceable(
     directory: str | os.PathLike[str], is_ours: Callable[[Path], bool], what: str
 ) -> None:
-    """Refuse a ``directory`` that exists and is neither empty nor provably taskclf's.
-
-    Raises
-    ------
-    NotOursError
-        Naming the directory; nothing is touched.
-    """
+    """Raise ``NotOursError`` for a ``directory`` neither absent, empty nor ``is_ours``."""
     target = Path(directory)
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise NotOursError(f"{str(target)!r} exists and is not a directory; not replacing it")
@@ -126,19 +115,8 @@ def atomic_directory(
 ) -> Iterator[Path]:
     """Yield an empty staging directory; put it in ``directory``'s place on success.
 
-    ``directory`` may be absent, empty, or a previous output of taskclf;
-    anything else is refused before any work. On an exception (SIGTERM
-    included) the staging directory is removed and ``directory`` stays as
-    it was.
-
-    Parameters
-    ----------
-    directory : path-like
-        Where the finished directory goes.
-    is_ours : callable
-        Whether an existing, non-empty directory is one taskclf wrote.
-    what : str
-        What the directory is, for messages (``"taskclf bundle directory"``).
+    :func:`check_replaceable` runs before any work and again before the swap;
+    ``what`` names the directory in messages (``"taskclf bundle directory"``).
     """
     target = Path(directory)
     check_replaceable(target, is_ours, what)
@@ -174,14 +152,8 @@ def atomic_directory(
 def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
     """The bytes of ``path``, a regular file of at most ``limit`` bytes.
 
-    Symlinks are followed, but a FIFO (opened non-blocking), a device or a
-    directory is refused, so a reader never hangs or reads without end.
-
-    Raises
-    ------
-    ReaderError
-        Naming the file and the problem (a :class:`MissingFileError`, also
-        a ``FileNotFoundError``, when it does not exist).
+    A FIFO (opened non-blocking), device or directory is refused with a
+    ``ReaderError`` (``MissingFileError`` when absent), so a read never hangs.
     """
     where = f"{what} {str(path)!r}"
     try:

@@ -1,9 +1,5 @@
-"""Progress of long work, for whoever listens (the command line draws bars).
-
-Library code announces a :func:`step` and advances it (training once per
-boosting round, a search once per candidate, a reader once per file);
-nothing is shown unless a caller installed a listener with :func:`listening`.
-"""
+"""Progress of long work: library code advances a :func:`step`; a caller that installed a
+listener with :func:`listening` (the command line draws bars) sees it."""
 
 from __future__ import annotations
 
@@ -38,7 +34,7 @@ def listening(listener: Listener) -> Iterator[None]:
 
 
 def _ignore(amount: int = 1) -> None:
-    """Advance nothing: nobody listens."""
+    """Advance nothing."""
 
 
 @contextlib.contextmanager

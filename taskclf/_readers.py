@@ -1,11 +1,7 @@
-"""Reading and writing taskclf's files: features, predictions and segments.
+"""Reading and writing taskclf's files: features (CSV, Parquet), predictions and segments.
 
-Feature files are CSV, Parquet, or a directory of them. Known columns (those
-of the schemas' row registries, plus ``label``) get their registry type:
-text stays text (``"007"`` stays ``"007"``), numeric columns must hold
-numbers, boolean ones ``True``/``False`` (or 0/1), timestamps are parsed to
-UTC. Other columns are kept as pandas reads them. Every refusal is a
-:class:`~taskclf.exceptions.ReaderError` naming the file and the problem.
+Known columns (the row registries' and ``label``) get their registry type
+(text stays text: ``"007"`` stays ``"007"``); others stay as pandas reads them.
 """
 
 from __future__ import annotations
@@ -49,17 +45,9 @@ def _where(path: Path) -> str:
 
 
 def feature_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The feature files ``path`` names: itself, or those inside a directory.
+    """``path`` itself, or the feature files under a directory in path order.
 
-    A directory is searched recursively (Hive-style partitions work) for
-    ``*.csv``, ``*.parquet`` and ``*.pq`` files in sorted path order,
-    skipping names starting with ``.`` or ``_`` (temporary and marker files).
-
-    Raises
-    ------
-    ReaderError
-        If ``path`` does not exist, is a file of another kind, or is a
-        directory holding no feature file.
+    Names starting with ``.`` or ``_`` (temporary and marker files) are skipped.
     """
     path = Path(path)
     if not path.is_dir():
@@ -87,27 +75,11 @@ def feature_files(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_features(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a CSV or Parquet feature file, or every such file in a directory.
+    """Read a CSV or Parquet feature file, or a directory of them sharing their columns.
 
-    Reading advances a progress step (:mod:`taskclf._progress`) once per file.
-
-    Parameters
-    ----------
-    path : path-like
-        A ``.csv``, ``.parquet`` or ``.pq`` file, or a directory of them
-        sharing their columns; their rows are concatenated in file order.
-
-    Returns
-    -------
-    DataFrame
-        Known columns typed; a fresh ``RangeIndex``.
-
-    Raises
-    ------
-    ReaderError
-        Naming the file and the problem.
-    DuplicateRowsError
-        When two files hold the same ``(user_id, bucket_start_ts)`` row.
+    Returns the rows in file order with known columns typed and a fresh
+    ``RangeIndex``; each refusal is a :class:`~taskclf.exceptions.ReaderError`
+    naming the file, or a ``DuplicateRowsError`` for a row two files hold.
 
     Examples
     --------
@@ -190,20 +162,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
     # The header as written: pandas would rename a repeated name 'x' to 'x.1'.
     header = _read_csv_part(path, nrows=1, header=None, dtype=str, keep_default_na=False)
     columns = [str(c) for c in header.iloc[0]]
-    _check_header(columns, path)
-    text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
-    return _read_csv_part(path, dtype=text)
-
-
-def _read_csv_part(path: Path, **options: Any) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, **options)
-    except ValueError as exc:  # pandas' parser errors, UnicodeDecodeError
-        raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
-
-
-def _check_header(columns: list[str], path: Path) -> None:
-    """Refuse a first line of no known column name, an empty name or a name twice."""
     if not any(c in COLUMN_TYPES for c in columns):
         raise ReaderError(
             f"{_where(path)} has no header row of feature column names: its first "
@@ -216,6 +174,15 @@ def _check_header(columns: list[str], path: Path) -> None:
     repeated = pd.Index(columns)[pd.Index(columns).duplicated()]
     if len(repeated):
         raise ReaderError(f"{_where(path)}: header row names column {repeated[0]!r} twice")
+    text = {c: "str" for c in columns if COLUMN_TYPES.get(c) in ("str", "datetime")}
+    return _read_csv_part(path, dtype=text)
+
+
+def _read_csv_part(path: Path, **options: Any) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **options)
+    except ValueError as exc:  # pandas' parser errors, UnicodeDecodeError
+        raise ReaderError(f"{_where(path)} cannot be read as CSV: {exc}") from None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -268,11 +235,7 @@ def _as_bool(column: pd.Series, path: Path) -> pd.Series:
 
 
 def _as_lists(column: pd.Series) -> pd.Series:
-    """JSON list text (as :func:`write_features` writes lists to CSV) as tuples.
-
-    Other text (as other writers leave it) stays text: the column is
-    metadata, not a model feature.
-    """
+    """JSON list text (as :func:`write_features` writes lists) as tuples; other text stays."""
     present = column.dropna()
     if present.empty or not isinstance(present.iloc[0], str):
         return column  # Parquet keeps lists as arrays
@@ -331,14 +294,7 @@ def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_features(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a feature frame as CSV or Parquet (by suffix), atomically.
-
-    Raises
-    ------
-    ReaderError
-        If the suffix is neither CSV nor Parquet, or Parquet support
-        (pyarrow) is missing.
-    """
+    """Write a feature frame as CSV or Parquet (by suffix), atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FEATURE_SUFFIXES:
@@ -377,11 +333,7 @@ def write_predictions_csv(
     ``confidence`` (4 decimals), ``is_rejected``, ``mapped_label`` and
     ``core_probs`` (a JSON list of 4-decimal probabilities in class order)
     for the arguments given, then ``extra_columns`` (name to values) as given.
-
-    Returns
-    -------
-    Path
-        ``path``.
+    Returns ``path``.
     """
     from taskclf.calibration import check_proba
     from taskclf.taxonomy import round_like_python
@@ -469,18 +421,8 @@ def _segment(record: object) -> Segment:
 
 
 def read_segments_json(path: str | os.PathLike[str]) -> list[Segment]:
-    """Read segments written by :func:`write_segments_json`.
-
-    Also reads files of earlier taskclf versions, whose records have no
-    ``user_id``. The file must be a regular file of at most
-    :data:`MAX_SEGMENTS_BYTES`.
-
-    Raises
-    ------
-    ReaderError
-        Naming the file, when it cannot be read or does not hold a list of
-        segment records; a bad record is named with its field.
-    """
+    """Read segments written by :func:`write_segments_json` (or an earlier taskclf, without
+    ``user_id``); a :class:`~taskclf.exceptions.ReaderError` names the bad record's field."""
     where = f"segments file {str(path)!r}"
     try:
         data = read_regular_file(path, MAX_SEGMENTS_BYTES, "segments file")

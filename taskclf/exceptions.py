@@ -20,15 +20,7 @@ class InputError(TaskclfError, ValueError):
 
 
 class MissingColumnsError(InputError):
-    """The frame lacks columns the stage needs.
-
-    Parameters
-    ----------
-    columns : iterable of str
-        The missing column names, reported in the message.
-    where : str
-        What needed them (a stage or function name).
-    """
+    """The frame lacks ``columns`` that ``where`` (a stage or function) needs."""
 
     def __init__(self, columns: Iterable[str], where: str = "input frame") -> None:
         self.columns = list(columns)
@@ -37,8 +29,7 @@ class MissingColumnsError(InputError):
         more = f" (and {len(self.columns) - 20} more)" if len(self.columns) > 20 else ""
         super().__init__(f"{where}: missing {len(self.columns)} required column(s): {shown}{more}")
 
-    def __reduce__(self) -> tuple[type, tuple[list[str], str]]:
-        # Rebuild from the columns when unpickled (back from a Dask worker, say).
+    def __reduce__(self) -> tuple[type, tuple[list[str], str]]:  # pickled by Dask workers
         return type(self), (self.columns, self.where)
 
 

@@ -1,7 +1,6 @@
 """Synthetic per-minute activity frames with task labels, for tests, benchmarks and demos.
 
-Everything is drawn from one ``numpy.random.Generator``; Python loops run
-over users, task segments and columns, never over rows.
+Everything is drawn from one ``numpy.random.Generator``; loops never run over rows.
 """
 
 from __future__ import annotations
@@ -155,16 +154,40 @@ _SKETCH_ACTIVE: Final = 48  # sketch coordinates a label's mean title pattern us
 
 
 class _Rows:
-    """Every user's rows in output order (``user``, ``day``, ``minute`` since the epoch,
-    ``segment``, ``is_start`` of a session, ``session``, its ``start_row``) and the
-    task segments (``segment_user``, ``segment_label`` or ``_AWAY``)."""
+    """Each user's task chain laid over their working minutes: the rows in output order
+    (``user``, ``day``, ``minute`` since the epoch, ``segment``, ``is_start`` of a session,
+    ``session``, its ``start_row``) and the segments (``segment_user``, ``segment_label``)."""
 
     def __init__(
-        self, per_user: Sequence[tuple[np.ndarray, ...]], n_users: int, n_days: int
+        self, rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
     ) -> None:
-        self.n_users, self.n_days = n_users, n_days
+        self.n_users, self.n_days = n_users, len(midnights)
+        parts: list[list[np.ndarray]] = [[] for _ in range(6)]
+        n_segments = 0
+        for user in range(n_users):
+            start, length, lunch_at, lunch_len = _working_days(rng, self.n_days, minutes_per_day)
+            total = int(length.sum())
+            label, seg_length = _segments(rng, total)
+            segment = np.repeat(np.arange(len(label)), seg_length)[:total]
+            day = np.repeat(np.arange(self.n_days), length)
+            offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
+            since_lunch = offset - lunch_at[day]
+            at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
+            keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
+            minute = midnights[day[keep]] + start[day[keep]] + offset[keep]
+            columns = (
+                np.full(len(minute), user),
+                day[keep] + user * self.n_days,
+                minute,
+                segment[keep] + n_segments,
+                np.full(len(label), user),
+                label,
+            )
+            for part, values in zip(parts, columns, strict=True):
+                part.append(values)
+            n_segments += len(label)
         self.user, self.day, self.minute, self.segment, self.segment_user, self.segment_label = (
-            _join([arrays[i] for arrays in per_user]) for i in range(6)
+            _join(part) for part in parts
         )
         self.is_start = np.ones(len(self.user), dtype=np.bool_)
         self.is_start[1:] = (np.diff(self.user) != 0) | (np.diff(self.minute) > _IDLE_GAP_MINUTES)
@@ -179,8 +202,7 @@ def _cumulative(weights: FloatArray) -> FloatArray:
 
 
 def _draw_grouped(rng: Generator, cum: FloatArray, group: IntArray) -> IntArray:
-    """Draw element ``i`` from row ``group[i]`` of ``cum`` in one ``searchsorted``
-    (each row shifted by its group number, so the flat table stays sorted)."""
+    """Draw element ``i`` from row ``group[i]`` of ``cum`` in one ``searchsorted``."""
     n_groups, n_cats = cum.shape
     flat = (cum + np.arange(n_groups)[:, None]).ravel()
     found = np.searchsorted(flat, group + rng.random(len(group)), side="right")
@@ -228,50 +250,40 @@ def make_activity_frame(
     noise: float = 1.0,
     random_state: int | None = 0,
 ) -> pd.DataFrame:
-    """Make a labelled synthetic feature frame for many users and days.
+    """Make a labelled synthetic feature frame: one row per user and minute at the computer.
 
-    One row per (user, one-minute bucket) while the user is at the
-    computer, with every column of the schema's row registry and a
-    ``label`` column holding the true core label.
+    Each user follows their own Markov chain over the eight labels with
+    log-normal dwell times; lunch and some breaks leave no rows (a gap over
+    the idle gap starts a new ``session_id``); some segments are drawn as a
+    confusable label (users label by intent, not by what is on screen).
 
     Parameters
     ----------
     n_users : int, default 5
-        Number of users, named ``user_000``, ``user_001``, ...
+        Users ``user_000``, ``user_001``, ...
     n_days : int, default 5
-        Working days per user: the first ``n_days`` weekdays on or after
-        ``start``.
+        Working days per user: the first ``n_days`` weekdays from ``start`` (a UTC date).
     schema_version : {"v1", "v2", "v3"}, default "v1"
-        Layout of the frame. A v2 frame has ``user_id`` all the same (so it
-        holds exactly the v1 columns); v3 adds the title columns.
-    start : str, default "2025-03-03"
-        First calendar day, read as a UTC date.
+        A v2 frame holds the v1 columns (one ``user_id``); v3 adds the title columns.
     minutes_per_day : int or None, default None
-        Length of each working day in minutes (10 to 840), breaks included;
-        None draws it per user and day (about 8:30 to 18:00 UTC).
+        Working day length, 10 to 840 minutes; None draws it (about 8:30 to 18:00 UTC).
     missing_rate : float, default 0.01
-        Share of each float feature column set to NaN (for v3 also the
-        share of rows whose title sketch is all NaN); other columns and
-        ``session_length_so_far`` are never missing.
+        Share of each float column set to NaN (v3: also of rows whose whole
+        sketch is NaN); ``session_length_so_far`` is never missing.
     unseen_app_rate : float, default 0.02
-        Share of rows whose app is drawn from a large pool of rare names
-        (``app_x`` and hex digits).
+        Share of rows whose app is a rare ``app_x`` name.
     noise : float, default 1.0
-        Spread of numeric features around each label's typical values, and
-        of the share of segments that look like another task (0: none).
+        Spread of features around each label's typical values and of the
+        share of look-alike segments (0: none).
     random_state : int or None, default 0
-        Seed of ``numpy.random.default_rng``; the same seed and arguments
-        give the same frame.
+        Seed of ``numpy.random.default_rng``: the same seed gives the same frame.
 
     Returns
     -------
     pandas.DataFrame
-        Rows sorted by ``user_id`` then ``bucket_start_ts`` without
-        duplicates; columns in registry order (for v2, ``user_id`` first),
-        then ``label``. str columns hold Python ``str`` (object dtype),
-        int is int64, float float64, bool bool, datetime
-        ``datetime64[ns, UTC]``; ``source_ids`` is the shared tuple
-        :data:`SOURCE_IDS`.
+        Sorted by ``user_id`` then ``bucket_start_ts``; registry columns (v2:
+        ``user_id`` first), then ``label``. Text is object dtype, timestamps
+        ``datetime64[ns, UTC]``, ``source_ids`` the shared tuple :data:`SOURCE_IDS`.
 
     Raises
     ------
@@ -280,23 +292,11 @@ def make_activity_frame(
     SchemaMismatchError
         An unknown ``schema_version``.
 
-    Notes
-    -----
-    Each user follows their own Markov chain over the eight labels, with
-    log-normal dwell times (meetings last whole quarter hours). Lunch and
-    some breaks leave no rows; a gap over the 300 s idle gap starts a new
-    ``session_id``. Some segments are drawn as if they had a confusable
-    label (the user labels by intent, not by what is on screen). Rolling,
-    delta and session features are computed within sessions.
-
     Examples
     --------
     >>> df = make_activity_frame(n_users=2, n_days=1, random_state=0)
     >>> df.columns[-1], df["schema_version"].iloc[0], df["user_id"].nunique()
     ('label', 'v1', 2)
-    >>> v3 = make_activity_frame(n_users=1, n_days=1, schema_version="v3")
-    >>> v3.shape[1] - df.shape[1]
-    261
     """
     schema = get_schema(schema_version)
     for name, value, rule in (
@@ -315,7 +315,7 @@ def make_activity_frame(
     except (TypeError, ValueError) as error:
         raise InvalidParameterError(f"start must be a date, got {reprlib.repr(start)}") from error
     rng = np.random.default_rng(random_state)
-    rows = _timelines(rng, n_users, days.asi8 // (60 * 10**9), minutes_per_day)
+    rows = _Rows(rng, n_users, days.asi8 // (60 * 10**9), minutes_per_day)
     columns = _features(rng, rows, unseen_app_rate, noise, schema.version == "v3")
     if missing_rate > 0:  # a hit in the sketch block blanks the row's whole sketch
         for name, values in columns.items():
@@ -369,43 +369,10 @@ def _segments(rng: Generator, total: int) -> tuple[IntArray, IntArray]:
     return _join(labels), _join(lengths)
 
 
-def _timelines(
-    rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
-) -> _Rows:
-    """Lay each user's task chain over their working minutes (lunch, time away and
-    dropped buckets leave no rows)."""
-    n_days, n_segments = len(midnights), 0
-    per_user = []
-    for user in range(n_users):
-        start, length, lunch_at, lunch_len = _working_days(rng, n_days, minutes_per_day)
-        total = int(length.sum())
-        label, seg_length = _segments(rng, total)
-        segment = np.repeat(np.arange(len(label)), seg_length)[:total]
-        day = np.repeat(np.arange(n_days), length)
-        offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
-        since_lunch = offset - lunch_at[day]
-        at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
-        keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
-        minute = midnights[day[keep]] + start[day[keep]] + offset[keep]
-        per_user.append(
-            (
-                np.full(len(minute), user),
-                day[keep] + user * n_days,
-                minute,
-                segment[keep] + n_segments,
-                np.full(len(label), user),
-                label,
-            )
-        )
-        n_segments += len(label)
-    return _Rows(per_user, n_users, n_days)
-
-
 def _features(
     rng: Generator, rows: _Rows, unseen_app_rate: float, noise: float, v3: bool
 ) -> dict[str, Any]:
-    """Every feature column (v3's sketch as one ``title_sketch`` block); some segments
-    look like a confusable task, drawn from its distributions."""
+    """Every feature column (v3's sketch as one ``title_sketch`` block)."""
     n_segments = len(rows.segment_label)
     segment_label = np.maximum(rows.segment_label, 0)  # away segments have no rows
     lookalike = _draw_grouped(rng, _cumulative(_LOOKALIKE), segment_label)
@@ -530,8 +497,7 @@ def _switching(
 
 
 def _titles(rng: Generator, rows: _Rows, look: IntArray, noise: float, v3: bool) -> dict[str, Any]:
-    """Window title columns (a main title per segment and two alternates); with ``v3``,
-    the title scalars and ``title_sketch``, drawn per title around its label's pattern."""
+    """Window title columns (a main title per segment and two alternates; v3's per title)."""
     n, width = len(rows.user), len(SKETCH_COLUMNS)
     title_id = rows.segment * 3 + (rng.random(n)[:, None] > [0.7, 0.9]).sum(axis=1)
     ids, title = np.unique(title_id, return_inverse=True)

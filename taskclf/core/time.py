@@ -24,14 +24,7 @@ def to_naive_utc(value: dt.datetime) -> dt.datetime:
 def align_to_bucket(
     value: dt.datetime, bucket_seconds: int = DEFAULT_BUCKET_SECONDS
 ) -> dt.datetime:
-    """The start of the bucket holding ``value``: aware UTC, a multiple of the width.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> align_to_bucket(dt.datetime(2025, 1, 1, 9, 30, 59)).isoformat()
-    '2025-01-01T09:30:00+00:00'
-    """
+    """The start of the bucket holding ``value``: aware UTC, a multiple of the width."""
     epoch = int(ts_utc_aware_get(value).timestamp())
     return dt.datetime.fromtimestamp(epoch - epoch % bucket_seconds, tz=dt.UTC)
 
@@ -46,14 +39,7 @@ def generate_bucket_range(
 
 
 def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.Series:
-    """Parse a column of timestamps into ``datetime64[ns, UTC]``.
-
-    Raises
-    ------
-    TimestampError
-        If a value is missing, cannot be parsed or is outside the years
-        1677-2262; naming the column and the first such row.
-    """
+    """Parse timestamps into ``datetime64[ns, UTC]``; ``TimestampError`` names a bad row."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         out = values.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_dtype(values.dtype):

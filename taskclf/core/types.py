@@ -47,7 +47,4 @@ LABEL_COLORS: Final[dict[str, str]] = {
     "BreakIdle": "#999999",
     MIXED_UNKNOWN: "#FFFFFF",
 }
-"""Display colour of each label (``#RRGGBB``), for reports and default taxonomies:
-the Okabe-Ito palette, which readers with common colour-vision deficiencies can
-tell apart; BreakIdle is grey and Mixed/Unknown white (drawn outlined).
-"""
+"""Display colour of each label: the colour-blind-safe Okabe-Ito palette, grey and white."""
