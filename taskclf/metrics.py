@@ -106,9 +106,6 @@ def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
     ``codes`` holds the timelines concatenated in time order; ``bounds`` the start of
     each, then ``len(codes)``.
-
-    >>> label_changes(np.array([1, 2, 2, 1, 1]), np.array([0, 3, 5])).tolist()
-    [1, 0]
     """
     starts = run_starts(codes, bounds)
     return np.diff(np.searchsorted(starts, bounds)).astype(np.int64) - 1
@@ -268,11 +265,7 @@ def _frame_counts(
 
 
 def flap_rate(labels: Sequence[object]) -> float:
-    """Label changes divided by the number of buckets (0.0 for none) of one sequence.
-
-    >>> flap_rate(["Build", "Build", "Debug", "Build"])
-    0.5
-    """
+    """Label changes divided by the number of buckets (0.0 for none) of one sequence."""
     return _sequence_score("flap_rate", labels, labels, "flap_rate")
 
 
@@ -284,10 +277,6 @@ def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) 
     union in buckets, the earlier on ties) reaches ``overlap`` (in (0, 1]; F1@50
     uses 0.5) and is not matched yet (it then is); else a false positive.
     Unmatched true runs are false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
-    Below, AAA (IoU 3/8) and B are false positives, AAAA (4/8) a true positive.
-
-    >>> segmental_f1(list("AAAAAAAA"), list("AAABAAAA"), overlap=0.5)
-    0.5
     """
     overlap = float(check_value(overlap, _OVERLAP, "overlap", "segmental_f1"))
     key = f"segmental_f1@{overlap * 100:g}"
@@ -300,9 +289,6 @@ def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     ``d`` is the Levenshtein distance between the label sequences of the
     ``m`` true and ``n`` predicted runs: the order of activities counts, not
     their durations.
-
-    >>> edit_score(list("AABBAA"), list("AABCAA"))  # A|B|A, A|B|C|A: 1 insertion / 4
-    0.75
     """
     return _sequence_score("edit_score", y_true, y_pred, "edit_score", edit=True)
 
@@ -350,14 +336,6 @@ def timeline_report(
     A row per timeline (users by first appearance, then time): ``user_id`` (when
     ``X`` has it), ``start_ts``, ``end_ts`` (UTC, the last bucket's start plus
     ``bucket_seconds``), ``bucket_count``, then the keys of :func:`summarize`.
-
-    >>> minutes = list(pd.date_range("2025-01-06 09:00", periods=4, freq="min"))
-    >>> X = pd.DataFrame({"user_id": ["u1"] * 4 + ["u2"] * 4, "bucket_start_ts": minutes * 2})
-    >>> report = timeline_report(X, list("AABBAAAA"), list("AABBAAAB"))
-    >>> report[["user_id", "bucket_count", "segmental_f1@50", "flap_rate"]]
-      user_id  bucket_count  segmental_f1@50  flap_rate
-    0      u1             4         1.000000       0.25
-    1      u2             4         0.666667       0.25
     """
     widths = (max_gap_seconds, min_block_seconds, bucket_seconds)
     counts, timelines = _frame_counts(X, y_true, y_pred, "timeline_report", overlaps, True, *widths)
@@ -408,35 +386,13 @@ def evaluate(
     :func:`summarize`'s. ``thresholds`` are the confidences of the coverage-accuracy
     curve, ``n_bins`` the equal-width confidence bins of the calibration error.
 
-    Returns
-    -------
-    dict
-        ``pooled`` (all rows) and ``per_user`` (by user id, in order of first
-        appearance; empty without ``user_id``), each a dict of ``rows``;
-        ``brier`` (multiclass Brier score), ``log_loss``, ``ece`` (the
-        row-weighted gap between accuracy and mean confidence of the top class
-        in each confidence bin, the bins in ``reliability``) and
-        ``coverage_accuracy`` (per threshold, the share of rows with confidence
-        ≥ it and the accuracy of their top class); ``reject_rate`` and
-        ``accepted_accuracy`` (of the raw label on rows not rejected); and for
-        ``label`` and ``raw_label`` each, the keys of :func:`summarize`,
-        ``per_class`` (``precision``, ``recall``, ``f1``, ``support`` of each
-        label present) and ``confusion_matrix`` (``labels``, and ``counts`` with
-        a row per true label). Values without rows to average are NaN.
-
-    Examples
-    --------
-    >>> proba = np.eye(8)[[0, 0, 1]] * 0.9 + 0.1 / 8
-    >>> frame = pd.DataFrame(proba, columns=PROBA_COLUMNS).assign(
-    ...     confidence=proba.max(axis=1),
-    ...     is_rejected=False,
-    ...     raw_label=["Build", "Build", "Debug"],
-    ...     label=["Build", "Build", "Build"],
-    ...     bucket_start_ts=pd.date_range("2025-01-06", periods=3, freq="min"),
-    ... )
-    >>> pooled = evaluate(frame, ["Build", "Build", "Debug"])["pooled"]
-    >>> pooled["raw_label"]["accuracy"], round(pooled["label"]["accuracy"], 4)
-    (1.0, 0.6667)
+    Returns ``pooled`` (all rows) and ``per_user`` (by user id, in order of first
+    appearance; empty without ``user_id``), each a dict of ``rows``, ``brier``,
+    ``log_loss``, ``ece`` (bins in ``reliability``), ``coverage_accuracy`` (coverage
+    and accuracy of the top class per threshold), ``reject_rate``, ``accepted_accuracy``
+    (of the raw label on rows not rejected) and, for ``label`` and ``raw_label`` each,
+    the keys of :func:`summarize`, ``per_class`` and ``confusion_matrix`` (a row per
+    true label). docs/cli.md lists the measures; values without rows to average are NaN.
     """
     where = "evaluate"
     frame = check_frame(frame, where)
@@ -650,31 +606,18 @@ class SummaryScorer:
 
 
 def get_scorer(name: str) -> TimelineScorer:
-    """The scorer of a name in :data:`SCORERS` (default parameters; an unknown name raises
-    InvalidParameterError listing the valid ones).
-
-    >>> get_scorer("segmental_f1@50")
-    TimelineScorer('segmental_f1@50', overlap=0.5)
-    """
+    """The scorer of a name in :data:`SCORERS`, with default parameters."""
     _check_name(name, SCORERS)
     return TimelineScorer(name)
 
 
 def make_timeline_scorer(metric_name: str, **kwargs: Any) -> TimelineScorer:
-    """A scorer for one measure with chosen parameters (see :class:`TimelineScorer`).
-
-    >>> make_timeline_scorer("segmental_f1", overlap=0.75)
-    TimelineScorer('segmental_f1', overlap=0.75)
-    """
+    """A scorer for one measure with chosen parameters (see :class:`TimelineScorer`)."""
     return TimelineScorer(metric_name, **kwargs)
 
 
 def make_summary_scorer(names: Sequence[str] | None = None, **kwargs: Any) -> SummaryScorer:
-    """A multi-metric scorer of ``names`` (all of :data:`SCORERS` by default).
-
-    >>> make_summary_scorer(["segmental_f1@50", "neg_flap_rate"])
-    SummaryScorer(['segmental_f1@50', 'neg_flap_rate'])
-    """
+    """A multi-metric scorer of ``names`` (all of :data:`SCORERS` by default)."""
     return SummaryScorer(list(SCORERS) if names is None else names, **kwargs)
 
 

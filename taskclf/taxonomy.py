@@ -305,11 +305,7 @@ class TaxonomyConfig:
 
 
 def default_taxonomy() -> TaxonomyConfig:
-    """Return one bucket per core label, in ``CoreLabel`` order, as taskclf 0.4 does.
-
-    >>> default_taxonomy().bucket_names[:3]
-    ('Build', 'Debug', 'Review')
-    """
+    """Return one bucket per core label, in ``CoreLabel`` order, as taskclf 0.4 does."""
     labels = map(str, CoreLabel)
     return TaxonomyConfig(
         [TaxonomyBucket(x, [x], LABEL_COLORS[x], f"Core label: {x}") for x in labels]
@@ -338,9 +334,6 @@ def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
     The layout is :func:`taxonomy_to_dict`'s. Only ``buckets`` is required;
     unknown keys are refused, null means the default and a numeric
     ``version`` becomes a string. Raises :class:`TaxonomyError` saying where.
-
-    >>> taxonomy_from_dict({"version": 2, "buckets": [{"name": "A", "core_labels": ["Build"]}]})
-    TaxonomyConfig(buckets=(TaxonomyBucket(name='A', ...),), version='2', ...)
     """
     fields = _fields(data, "taxonomy", TaxonomyConfig)
     if not isinstance(buckets := fields["buckets"], list | tuple):
@@ -433,9 +426,6 @@ def round_like_python(values: Array, ndigits: int = 6) -> FloatArray:
     """Round element-wise exactly as Python's ``round(float(v), ndigits)`` (0 to 15) does.
 
     ``rint`` is exact below 2**30 away from a .5 tie; Python rounds the other values.
-
-    >>> float(round_like_python(0.0078125)), round(0.0078125, 6)  # exact binary tie
-    (0.007812, 0.007812)
     """
     if not 0 <= ndigits <= 15:
         raise InvalidParameterError(f"ndigits must be in [0, 15], got {ndigits!r}")
