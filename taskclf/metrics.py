@@ -426,12 +426,12 @@ def evaluate(
         bin_correct = np.bincount(in_bin, correct, n_bins)
         kept = confidence[:, None] >= grid
         eps = np.finfo(float).eps
+        log_loss = -np.log(np.clip(proba[np.arange(n), truth], eps, 1 - eps)).sum()
+        accepted = ~flags
         figures = {
             "rows": n,
             "brier": float(_ratio(np.square(error).sum(), n, np.nan)),
-            "log_loss": float(
-                _ratio(-np.log(np.clip(proba[np.arange(n), truth], eps, 1 - eps)).sum(), n, np.nan)
-            ),
+            "log_loss": float(_ratio(log_loss, n, np.nan)),
             "ece": float(_ratio(np.abs(bin_correct - bin_confidence).sum(), n, np.nan)),
             "reliability": {
                 "rows": bins.tolist(),
@@ -440,7 +440,7 @@ def evaluate(
             },
             "reject_rate": float(_ratio(flags.sum(), n, np.nan)),
             "accepted_accuracy": float(
-                _ratio((~flags & (raw == truth)).sum(), n - flags.sum(), np.nan)
+                _ratio((accepted & (raw == truth)).sum(), accepted.sum(), np.nan)
             ),
             "coverage_accuracy": {
                 "threshold": grid.tolist(),
@@ -517,8 +517,7 @@ def _sign(name: str) -> float:
 
 
 def _check_params(accepted: Sequence[str], params: dict[str, Any], who: str) -> None:
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
+    if unknown := sorted(set(params) - set(accepted)):
         raise InvalidParameterError(
             f"{who} takes no parameter(s) {unknown}; it accepts {list(accepted) or 'none'}"
         )

@@ -246,16 +246,14 @@ class TaxonomyConfig:
 
     buckets: tuple[TaxonomyBucket, ...] = attrs.field(
         converter=_as_tuple,
-        validator=[
-            _rule(
-                f"taxonomy: buckets must be 1 to {MAX_BUCKETS} TaxonomyBucket values "
-                "(taxonomy_from_dict builds them from plain data), got {type} {value}",
-                v.instance_of(tuple),
-                v.min_len(1),
-                v.max_len(MAX_BUCKETS),
-                v.deep_iterable(v.instance_of(TaxonomyBucket)),
-            ),
-        ],
+        validator=_rule(
+            f"taxonomy: buckets must be 1 to {MAX_BUCKETS} TaxonomyBucket values "
+            "(taxonomy_from_dict builds them from plain data), got {type} {value}",
+            v.instance_of(tuple),
+            v.min_len(1),
+            v.max_len(MAX_BUCKETS),
+            v.deep_iterable(v.instance_of(TaxonomyBucket)),
+        ),
     )
     version: str = attrs.field(default="1.0", validator=_TEXT)
     label_schema_version: str = attrs.field(default="labels_v1", validator=_choice("labels_v1"))
