@@ -17,15 +17,8 @@ _NS_PER_DAY = 86_400 * 1_000_000_000
 
 
 def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
-    """Class codes (int64, class order) of the core label strings ``y``.
+    """Class codes (int64, class order) of the core labels ``y``; InputError naming a bad one.
 
-    Raises
-    ------
-    InputError
-        When ``y`` is missing, is not ``n_rows`` long, or holds another value (named).
-
-    Examples
-    --------
     >>> check_labels(["Build", "BreakIdle"], 2, "fit").tolist()
     [1, 0]
     """
@@ -45,17 +38,8 @@ def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
 
 
 def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
-    """The group of each row for out-of-fold splitting, and what it is.
-
-    By ``user_id`` when there are several users, else by UTC day when there
-    are several days, else each row is its own group, numbered by its rank in
-    time (or position, without timestamps).
-
-    Returns
-    -------
-    groups : ndarray of int64, shape (n,)
-    kind : {"user", "day", "row"}
-    """
+    """Each row's fold group and its kind: "user" (several users), else "day" (several UTC
+    days), else "row" (its rank in time, or position without timestamps)."""
     if USER_ID in X.columns:
         codes, users = pd.factorize(X[USER_ID])
         if len(users) > 1:
@@ -72,20 +56,10 @@ def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
 
 
 def group_folds(X: pd.DataFrame, n_folds: int) -> np.ndarray:
-    """The held-out fold of each row: a whole group always falls in one fold.
+    """The held-out fold (int8, from 0) of each row; a whole group falls in one fold.
 
-    ``min(n_folds, number of groups)`` folds of :class:`~sklearn.model_selection.GroupKFold`
-    over :func:`fold_groups`; with a group per row, contiguous blocks of time.
-
-    Returns
-    -------
-    ndarray of int8, shape (n,)
-        Fold index of each row, from 0.
-
-    Raises
-    ------
-    InputError
-        When there are fewer than two rows to split.
+    ``min(n_folds, groups)`` GroupKFold folds over :func:`fold_groups`; with a group
+    per row, contiguous blocks of time. Fewer than two rows raise InputError.
     """
     n_folds = int(check_value(n_folds, integer(2, 100), "n_folds", "group_folds"))
     groups, kind = fold_groups(X)

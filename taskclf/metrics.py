@@ -104,21 +104,8 @@ def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.nda
 def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Label changes inside each timeline, the kernel of the flap rate.
 
-    Parameters
-    ----------
-    codes : ndarray, shape (n,)
-        Labels (any comparable dtype), timelines concatenated in time order.
-    bounds : ndarray of int, shape (n_timelines + 1,)
-        Start position of each timeline, then ``n``.
-
-    Returns
-    -------
-    ndarray of int64, shape (n_timelines,)
-
-    Examples
-    --------
-    >>> label_changes(np.array([1, 2, 2, 1, 1]), np.array([0, 3, 5])).tolist()
-    [1, 0]
+    ``codes`` holds the timelines concatenated in time order; ``bounds`` the start of
+    each, then ``len(codes)``.
     """
     starts = run_starts(codes, bounds)
     return np.diff(np.searchsorted(starts, bounds)).astype(np.int64) - 1
@@ -132,11 +119,9 @@ def _runs(codes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -> np.ndarray:
-    """True runs matched at each overlap, per timeline: shape (k, len(overlaps)).
+    """True runs matched at each overlap, shape (k, len(overlaps)); see :func:`segmental_f1`.
 
-    A predicted run's best true run has its label and the highest IoU (the
-    earliest on ties); a true run is matched exactly when it is the best run
-    of a predicted run with enough IoU, so only overlapping pairs are formed.
+    Only overlapping pairs of runs are formed.
     """
     (t_start, t_end, t_label, t_line), (p_start, p_end, p_label, _) = true, pred
     matched = np.zeros((k, len(overlaps)), dtype=np.int64)
@@ -191,10 +176,7 @@ def _counts(
     min_buckets: int = 1,
     edit: bool = False,
 ) -> Counts:
-    """What the measures are made of, per timeline, from codes into ``labels`` in time order.
-
-    ``edit`` asks for the edit distances, the costly count.
-    """
+    """What the measures are made of, per timeline; ``edit`` asks for the costly distances."""
     k, n_labels = len(bounds) - 1, len(labels)
     row = np.repeat(np.arange(k), np.diff(bounds)) * n_labels
 
@@ -283,44 +265,18 @@ def _frame_counts(
 
 
 def flap_rate(labels: Sequence[object]) -> float:
-    """Label changes divided by the number of buckets (0.0 for none) of one sequence.
-
-    Examples
-    --------
-    >>> flap_rate(["Build", "Build", "Debug", "Build"])
-    0.5
-    """
+    """Label changes divided by the number of buckets (0.0 for none) of one sequence."""
     return _sequence_score("flap_rate", labels, labels, "flap_rate")
 
 
 def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) -> float:
-    """Segmental F1@k of one timeline.
+    """Segmental F1@k of one timeline (labels in time order; 1.0 when both are empty).
 
     Taking the predicted runs of equal labels in time order, each is a true
     positive when its best true run (same label, highest intersection over
-    union in buckets, the earlier on ties) reaches ``overlap`` and is not
-    matched yet (it then is); else a false positive. Unmatched true runs are
-    false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
-
-    Parameters
-    ----------
-    y_true, y_pred : sequence
-        Labels of one timeline, in time order, of equal length.
-    overlap : float, default 0.5
-        IoU threshold in (0, 1]; F1@10, F1@25 and F1@50 use 0.1, 0.25, 0.5.
-
-    Returns
-    -------
-    float
-        In [0, 1]; 1.0 when both sequences are empty.
-
-    Examples
-    --------
-    Against AAAAAAAA, AAA (IoU 3/8) and B are false positives, AAAA (4/8) a
-    true positive: P = 1/3, R = 1.
-
-    >>> segmental_f1(list("AAAAAAAA"), list("AAABAAAA"), overlap=0.5)
-    0.5
+    union in buckets, the earlier on ties) reaches ``overlap`` (in (0, 1]; F1@50
+    uses 0.5) and is not matched yet (it then is); else a false positive.
+    Unmatched true runs are false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
     """
     overlap = float(check_value(overlap, _OVERLAP, "overlap", "segmental_f1"))
     key = f"segmental_f1@{overlap * 100:g}"
@@ -333,11 +289,6 @@ def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     ``d`` is the Levenshtein distance between the label sequences of the
     ``m`` true and ``n`` predicted runs: the order of activities counts, not
     their durations.
-
-    Examples
-    --------
-    >>> edit_score(list("AABBAA"), list("AABCAA"))  # A|B|A, A|B|C|A: 1 insertion / 4
-    0.75
     """
     return _sequence_score("edit_score", y_true, y_pred, "edit_score", edit=True)
 
@@ -354,25 +305,13 @@ def summarize(
 ) -> dict[str, float]:
     """Every measure at once, pooled over the timelines of ``X``.
 
-    Parameters
-    ----------
-    X : DataFrame
-        Has ``bucket_start_ts``, and ``user_id`` when there are several users.
-    y_true, y_pred : sequence
-        Labels of the rows of ``X``, in the same (any) order.
-    overlaps : iterable of float, default (0.1, 0.25, 0.5)
-        IoU thresholds of the segmental F1 scores.
-    max_gap_seconds, min_block_seconds, bucket_seconds : int, default 300, 180, 60
-        Longest gap inside a timeline, shortest block of the block share, bucket width.
+    ``X`` has ``bucket_start_ts`` (and ``user_id`` for several users); ``y_true`` and
+    ``y_pred`` label its rows in the same (any) order. ``overlaps`` are the IoU
+    thresholds of the segmental F1 scores; ``max_gap_seconds`` the longest gap inside
+    a timeline, ``min_block_seconds`` the shortest block of the block share. Returns
+    ``accuracy``, ``macro_f1``, ``segmental_f1@<100 * overlap>`` for each overlap,
+    ``edit_score``, ``flap_rate``, ``reject_rate``, ``block_share``.
 
-    Returns
-    -------
-    dict of str to float
-        ``accuracy``, ``macro_f1``, ``segmental_f1@<100 * overlap>`` for each
-        overlap, ``edit_score``, ``flap_rate``, ``reject_rate``, ``block_share``.
-
-    Examples
-    --------
     >>> X = pd.DataFrame({"bucket_start_ts": pd.date_range("2025-01-06", periods=8, freq="min")})
     >>> scores = summarize(X, list("AAAABBBB"), list("AAABBBBB"))
     >>> scores["accuracy"], scores["segmental_f1@50"], scores["flap_rate"]
@@ -394,23 +333,9 @@ def timeline_report(
 ) -> pd.DataFrame:
     """What :func:`summarize` (same parameters) gives for each timeline alone.
 
-    Returns
-    -------
-    DataFrame
-        A row per timeline (users by first appearance, then time):
-        ``user_id`` (when ``X`` has it), ``start_ts``, ``end_ts`` (UTC, the
-        last bucket's start plus ``bucket_seconds``), ``bucket_count``, then
-        the keys of :func:`summarize`.
-
-    Examples
-    --------
-    >>> minutes = list(pd.date_range("2025-01-06 09:00", periods=4, freq="min"))
-    >>> X = pd.DataFrame({"user_id": ["u1"] * 4 + ["u2"] * 4, "bucket_start_ts": minutes * 2})
-    >>> report = timeline_report(X, list("AABBAAAA"), list("AABBAAAB"))
-    >>> report[["user_id", "bucket_count", "segmental_f1@50", "flap_rate"]]
-      user_id  bucket_count  segmental_f1@50  flap_rate
-    0      u1             4         1.000000       0.25
-    1      u2             4         0.666667       0.25
+    A row per timeline (users by first appearance, then time): ``user_id`` (when
+    ``X`` has it), ``start_ts``, ``end_ts`` (UTC, the last bucket's start plus
+    ``bucket_seconds``), ``bucket_count``, then the keys of :func:`summarize`.
     """
     widths = (max_gap_seconds, min_block_seconds, bucket_seconds)
     counts, timelines = _frame_counts(X, y_true, y_pred, "timeline_report", overlaps, True, *widths)
@@ -456,51 +381,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """How good a transformed frame is against the true labels, pooled and per user.
 
-    Parameters
-    ----------
-    frame : DataFrame
-        The output of ``pipeline.transform``: ``proba_<Class>``,
-        ``confidence``, ``is_rejected``, ``raw_label``, ``label``,
-        ``bucket_start_ts`` and, for the per-user figures, ``user_id``.
-    y_true : sequence of str
-        The true core label of each row of ``frame``.
-    max_gap_seconds, min_block_seconds, bucket_seconds : int
-        Timelines and the minimum block duration, as in :func:`summarize`.
-    thresholds : sequence of float, default 0.0, 0.05, ..., 1.0
-        Confidence thresholds of the coverage-accuracy curve.
-    n_bins : int, default 10
-        Equal-width confidence bins of the expected calibration error.
+    ``frame`` is the output of ``pipeline.transform`` (with ``user_id`` for the
+    per-user figures), ``y_true`` the true core label of each row; the widths are
+    :func:`summarize`'s. ``thresholds`` are the confidences of the coverage-accuracy
+    curve, ``n_bins`` the equal-width confidence bins of the calibration error.
 
-    Returns
-    -------
-    dict
-        ``pooled`` (all rows) and ``per_user`` (by user id, in order of first
-        appearance; empty without ``user_id``), each a dict of ``rows``;
-        ``brier`` (multiclass Brier score), ``log_loss``, ``ece`` (the
-        row-weighted gap between accuracy and mean confidence of the top class
-        in each confidence bin, the bins in ``reliability``) and
-        ``coverage_accuracy`` (per threshold, the share of rows with confidence
-        ≥ it and the accuracy of their top class); ``reject_rate`` and
-        ``accepted_accuracy`` (of the raw label on rows not rejected); and for
-        ``label`` and ``raw_label`` each, the keys of :func:`summarize`,
-        ``per_class`` (``precision``, ``recall``, ``f1``, ``support`` of each
-        label present) and ``confusion_matrix`` (``labels``, and ``counts`` with
-        a row per true label). Values without rows to average are NaN.
-
-    Examples
-    --------
-    >>> from taskclf._columns import PROBA_COLUMNS
-    >>> proba = np.eye(8)[[0, 0, 1]] * 0.9 + 0.1 / 8
-    >>> frame = pd.DataFrame(proba, columns=PROBA_COLUMNS).assign(
-    ...     confidence=proba.max(axis=1),
-    ...     is_rejected=False,
-    ...     raw_label=["Build", "Build", "Debug"],
-    ...     label=["Build", "Build", "Build"],
-    ...     bucket_start_ts=pd.date_range("2025-01-06", periods=3, freq="min"),
-    ... )
-    >>> pooled = evaluate(frame, ["Build", "Build", "Debug"])["pooled"]
-    >>> pooled["raw_label"]["accuracy"], round(pooled["label"]["accuracy"], 4)
-    (1.0, 0.6667)
+    Returns ``pooled`` (all rows) and ``per_user`` (by user id, in order of first
+    appearance; empty without ``user_id``), each a dict of ``rows``, ``brier``,
+    ``log_loss``, ``ece`` (bins in ``reliability``), ``coverage_accuracy`` (coverage
+    and accuracy of the top class per threshold), ``reject_rate``, ``accepted_accuracy``
+    (of the raw label on rows not rejected) and, for ``label`` and ``raw_label`` each,
+    the keys of :func:`summarize`, ``per_class`` and ``confusion_matrix`` (a row per
+    true label). docs/cli.md lists the measures; values without rows to average are NaN.
     """
     where = "evaluate"
     frame = check_frame(frame, where)
@@ -534,12 +426,12 @@ def evaluate(
         bin_correct = np.bincount(in_bin, correct, n_bins)
         kept = confidence[:, None] >= grid
         eps = np.finfo(float).eps
+        log_loss = -np.log(np.clip(proba[np.arange(n), truth], eps, 1 - eps)).sum()
+        accepted = ~flags
         figures = {
             "rows": n,
             "brier": float(_ratio(np.square(error).sum(), n, np.nan)),
-            "log_loss": float(
-                _ratio(-np.log(np.clip(proba[np.arange(n), truth], eps, 1 - eps)).sum(), n, np.nan)
-            ),
+            "log_loss": float(_ratio(log_loss, n, np.nan)),
             "ece": float(_ratio(np.abs(bin_correct - bin_confidence).sum(), n, np.nan)),
             "reliability": {
                 "rows": bins.tolist(),
@@ -548,7 +440,7 @@ def evaluate(
             },
             "reject_rate": float(_ratio(flags.sum(), n, np.nan)),
             "accepted_accuracy": float(
-                _ratio((~flags & (raw == truth)).sum(), n - flags.sum(), np.nan)
+                _ratio((accepted & (raw == truth)).sum(), accepted.sum(), np.nan)
             ),
             "coverage_accuracy": {
                 "threshold": grid.tolist(),
@@ -625,8 +517,7 @@ def _sign(name: str) -> float:
 
 
 def _check_params(accepted: Sequence[str], params: dict[str, Any], who: str) -> None:
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
+    if unknown := sorted(set(params) - set(accepted)):
         raise InvalidParameterError(
             f"{who} takes no parameter(s) {unknown}; it accepts {list(accepted) or 'none'}"
         )
@@ -644,22 +535,11 @@ class TimelineScorer:
     against ``y``, pooled over the timelines of ``X`` (any row order) as
     :func:`summarize` does. Higher is better: rates come negated. Picklable.
 
-    Parameters
-    ----------
-    name : str
-        A name of :data:`SCORERS`, or ``"segmental_f1"``.
-    **params
-        ``overlap`` (segmental F1), ``max_gap_seconds`` (timeline measures),
-        ``min_block_seconds`` and ``bucket_seconds`` (block share), ``source``
-        (reject rate: ``"label"``, the share of ``Mixed/Unknown``, or
-        ``"is_rejected"``, the mean of that column of ``X``). An unknown name
-        or parameter, or a value out of range, raises InvalidParameterError.
-
-    Attributes
-    ----------
-    name : str
-    params : dict
-        The parameters the measure is computed with.
+    ``name`` is one of :data:`SCORERS` or ``"segmental_f1"``. ``params``: ``overlap``
+    (segmental F1), ``max_gap_seconds`` (timeline measures), ``min_block_seconds`` and
+    ``bucket_seconds`` (block share), ``source`` (reject rate: ``"label"``, the share
+    of ``Mixed/Unknown``, or ``"is_rejected"``, the mean of that column of ``X``). An
+    unknown name or parameter, or a value out of range, raises InvalidParameterError.
     """
 
     def __init__(self, name: str, **params: Any) -> None:
@@ -698,13 +578,8 @@ class SummaryScorer:
     by name, as ``scoring=`` of ``cross_validate`` and ``GridSearchCV`` takes
     (``refit`` one of the names).
 
-    Parameters
-    ----------
-    names : sequence of str
-        Names from :data:`SCORERS`.
-    **params
-        ``max_gap_seconds``, ``min_block_seconds``, ``bucket_seconds`` of
-        :func:`summarize`.
+    ``names`` come from :data:`SCORERS`; ``params`` are ``max_gap_seconds``,
+    ``min_block_seconds`` and ``bucket_seconds`` of :func:`summarize`.
     """
 
     def __init__(self, names: Sequence[str], **params: Any) -> None:
@@ -730,41 +605,18 @@ class SummaryScorer:
 
 
 def get_scorer(name: str) -> TimelineScorer:
-    """The scorer of a name in :data:`SCORERS`, with default parameters.
-
-    Raises
-    ------
-    InvalidParameterError
-        For an unknown name; the message lists the valid ones.
-
-    Examples
-    --------
-    >>> get_scorer("segmental_f1@50")
-    TimelineScorer('segmental_f1@50', overlap=0.5)
-    """
+    """The scorer of a name in :data:`SCORERS`, with default parameters."""
     _check_name(name, SCORERS)
     return TimelineScorer(name)
 
 
 def make_timeline_scorer(metric_name: str, **kwargs: Any) -> TimelineScorer:
-    """A scorer for one measure with chosen parameters (see :class:`TimelineScorer`).
-
-    Examples
-    --------
-    >>> make_timeline_scorer("segmental_f1", overlap=0.75)
-    TimelineScorer('segmental_f1', overlap=0.75)
-    """
+    """A scorer for one measure with chosen parameters (see :class:`TimelineScorer`)."""
     return TimelineScorer(metric_name, **kwargs)
 
 
 def make_summary_scorer(names: Sequence[str] | None = None, **kwargs: Any) -> SummaryScorer:
-    """A multi-metric scorer of ``names`` (all of :data:`SCORERS` by default).
-
-    Examples
-    --------
-    >>> make_summary_scorer(["segmental_f1@50", "neg_flap_rate"])
-    SummaryScorer(['segmental_f1@50', 'neg_flap_rate'])
-    """
+    """A multi-metric scorer of ``names`` (all of :data:`SCORERS` by default)."""
     return SummaryScorer(list(SCORERS) if names is None else names, **kwargs)
 
 

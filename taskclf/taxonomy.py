@@ -61,8 +61,7 @@ Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
 def _rule(message: str, *checks: Validator) -> Validator:
-    """attrs' *checks* as one validator raising ``TaxonomyError(message)``, where *message*
-    may use ``{where}``, ``{field}``, ``{value}`` (the refused value or member) and ``{type}``."""
+    """attrs' *checks* as one validator raising ``TaxonomyError(message.format(...))``."""
     check = v.and_(*checks)
 
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -119,19 +118,18 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], weights: Any) -> N
 
 
 def _as_tuple(value: Any) -> Any:
-    """A list (as YAML gives) as a tuple; anything else is left to the validators."""
     return tuple(value) if isinstance(value, list) else value
 
 
 def _as_float(value: Any) -> Any:
-    """An int (not a bool) that a float can hold as a float; anything else unchanged."""
+    """An int (not a bool) that a float can hold as a float."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1000:
         return float(value)
     return value
 
 
 def _as_weights(value: Any) -> Any:
-    """A mapping as a new dict of floats, None as {}; anything else unchanged."""
+    """A mapping as a new dict of floats, None as {}."""
     if isinstance(value, Mapping):
         return {label: _as_float(weight) for label, weight in value.items()}
     return {} if value is None else value
@@ -139,18 +137,8 @@ def _as_weights(value: Any) -> Any:
 
 @attrs.frozen
 class TaxonomyBucket:
-    """One bucket: a name and the core labels it gathers.
-
-    Parameters
-    ----------
-    name : str
-        Unique within a taxonomy; the mapped label.
-    core_labels : sequence of str
-        One or more distinct core labels, in any order (stored as a tuple).
-    color : str, default "#808080"
-        Display colour, ``#RRGGBB``.
-    description : str, default ""
-    """
+    """One bucket: a ``name`` (the mapped label), one or more distinct ``core_labels``
+    (stored as a tuple) and a ``color`` (``#RRGGBB``)."""
 
     _section: ClassVar[str] = "bucket"
 
@@ -209,18 +197,9 @@ class TaxonomyReject:
 
 @attrs.frozen
 class TaxonomyAdvanced:
-    """Tuning knobs of the mapping.
-
-    Parameters
-    ----------
-    probability_aggregation : {"sum", "max"}, default "sum"
-        How a bucket combines its core labels' probabilities.
-    min_confidence_for_mapping : float, default 0.55
-        In [0, 1]; unused, as in 0.4 (the reject threshold rejects).
-    reweight_core_labels : mapping of str to float, optional
-        Multipliers (finite, > 0) of core labels' probabilities; unlisted
-        labels keep 1. Stored as a new dict of floats, left out of the hash.
-    """
+    """How a bucket combines its core labels' probabilities (``"sum"`` or ``"max"``),
+    ``min_confidence_for_mapping`` (unused, as in 0.4) and multipliers (finite, > 0)
+    of core labels' probabilities, ``reweight_core_labels`` (left out of the hash)."""
 
     _section: ClassVar[str] = "advanced"
 
@@ -256,21 +235,10 @@ class TaxonomyAdvanced:
 class TaxonomyConfig:
     """A user taxonomy: buckets of core labels plus display and mapping options.
 
-    Parameters
-    ----------
-    buckets : sequence of TaxonomyBucket
-        One to :data:`MAX_BUCKETS` buckets with unique names; a core label
-        may sit in several. Core labels no bucket lists go to a bucket
-        ``"Other"`` appended last, whose name is then reserved.
-    version : str, default "1.0"
-    label_schema_version : {"labels_v1"}, default "labels_v1"
-    user_id : str or None, default None
-    display : TaxonomyDisplay, optional
-    reject : TaxonomyReject, optional
-    advanced : TaxonomyAdvanced, optional
+    One to :data:`MAX_BUCKETS` buckets with unique names; a core label may sit in
+    several. Core labels no bucket lists go to a bucket ``"Other"`` appended last,
+    whose name is then reserved.
 
-    Examples
-    --------
     >>> config = TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug", "Review"])])
     >>> config.bucket_names, config.resolved_buckets[-1].core_labels[:2]
     (('Coding', 'Other'), ('BreakIdle', 'Communicate'))
@@ -278,16 +246,14 @@ class TaxonomyConfig:
 
     buckets: tuple[TaxonomyBucket, ...] = attrs.field(
         converter=_as_tuple,
-        validator=[
-            _rule(
-                f"taxonomy: buckets must be 1 to {MAX_BUCKETS} TaxonomyBucket values "
-                "(taxonomy_from_dict builds them from plain data), got {type} {value}",
-                v.instance_of(tuple),
-                v.min_len(1),
-                v.max_len(MAX_BUCKETS),
-                v.deep_iterable(v.instance_of(TaxonomyBucket)),
-            ),
-        ],
+        validator=_rule(
+            f"taxonomy: buckets must be 1 to {MAX_BUCKETS} TaxonomyBucket values "
+            "(taxonomy_from_dict builds them from plain data), got {type} {value}",
+            v.instance_of(tuple),
+            v.min_len(1),
+            v.max_len(MAX_BUCKETS),
+            v.deep_iterable(v.instance_of(TaxonomyBucket)),
+        ),
     )
     version: str = attrs.field(default="1.0", validator=_TEXT)
     label_schema_version: str = attrs.field(default="labels_v1", validator=_choice("labels_v1"))
@@ -337,11 +303,7 @@ class TaxonomyConfig:
 
 
 def default_taxonomy() -> TaxonomyConfig:
-    """Return one bucket per core label, in ``CoreLabel`` order, as taskclf 0.4 does.
-
-    >>> default_taxonomy().bucket_names[:3]
-    ('Build', 'Debug', 'Review')
-    """
+    """Return one bucket per core label, in ``CoreLabel`` order, as taskclf 0.4 does."""
     labels = map(str, CoreLabel)
     return TaxonomyConfig(
         [TaxonomyBucket(x, [x], LABEL_COLORS[x], f"Core label: {x}") for x in labels]
@@ -364,23 +326,12 @@ def _fields(value: object, where: str, cls: type) -> dict[str, Any]:
     return given
 
 
-def _bucket_from_dict(value: object, where: str) -> TaxonomyBucket:
-    fields = _fields(value, where, TaxonomyBucket)
-    try:
-        return TaxonomyBucket(**fields)
-    except TaxonomyError as exc:
-        raise TaxonomyError(f"{where}: {exc}") from None
-
-
 def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
     """Build a :class:`TaxonomyConfig` from plain data (parsed YAML or JSON).
 
     The layout is :func:`taxonomy_to_dict`'s. Only ``buckets`` is required;
     unknown keys are refused, null means the default and a numeric
     ``version`` becomes a string. Raises :class:`TaxonomyError` saying where.
-
-    >>> taxonomy_from_dict({"version": 2, "buckets": [{"name": "A", "core_labels": ["Build"]}]})
-    TaxonomyConfig(buckets=(TaxonomyBucket(name='A', ...),), version='2', ...)
     """
     fields = _fields(data, "taxonomy", TaxonomyConfig)
     if not isinstance(buckets := fields["buckets"], list | tuple):
@@ -388,7 +339,13 @@ def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
         raise TaxonomyError(f"taxonomy: buckets must be a list of mappings, got {kind}")
     if (n := len(buckets)) > MAX_BUCKETS:  # before building any
         raise TaxonomyError(f"taxonomy: a taxonomy holds at most {MAX_BUCKETS} buckets, got {n}")
-    fields["buckets"] = [_bucket_from_dict(item, f"buckets[{i}]") for i, item in enumerate(buckets)]
+    built = []
+    for i, item in enumerate(buckets):
+        try:
+            built.append(TaxonomyBucket(**_fields(item, f"buckets[{i}]", TaxonomyBucket)))
+        except TaxonomyError as exc:
+            raise TaxonomyError(f"buckets[{i}]: {exc}") from None
+    fields["buckets"] = built
     if isinstance(version := fields.get("version"), int | float) and not isinstance(version, bool):
         fields["version"] = str(version)
     for cls in (TaxonomyDisplay, TaxonomyReject, TaxonomyAdvanced):
@@ -445,18 +402,11 @@ def _read_yaml(data: bytes, where: str) -> Any:
 
 
 def load_taxonomy(path: str | os.PathLike[str]) -> TaxonomyConfig:
-    """Read a taxonomy YAML file.
+    """Read a taxonomy YAML file (a regular file of at most 1 MiB, no aliases, nesting
+    at most 20 levels) in the layout of :func:`taxonomy_from_dict`.
 
-    *path* must be a regular file of at most :data:`MAX_TAXONOMY_BYTES` (1 MiB) in
-    the layout of :func:`taxonomy_from_dict`, without YAML aliases, nested at most
-    20 levels.
-
-    Raises
-    ------
-    MissingFileError
-        If the file does not exist (also a ``FileNotFoundError``, as in 0.4).
-    ReaderError, TaxonomyError
-        If it cannot be read as YAML, or is not a valid taxonomy; naming the file.
+    Raises MissingFileError (also a ``FileNotFoundError``), ReaderError or
+    TaxonomyError, naming the file.
     """
     where = f"taxonomy file {os.fspath(path)}"
     data = _read_yaml(read_regular_file(path, MAX_TAXONOMY_BYTES, "taxonomy file"), where)
@@ -475,12 +425,7 @@ def save_taxonomy(config: TaxonomyConfig, path: str | os.PathLike[str]) -> Path:
 def round_like_python(values: Array, ndigits: int = 6) -> FloatArray:
     """Round element-wise exactly as Python's ``round(float(v), ndigits)`` (0 to 15) does.
 
-    ``np.round`` can differ from Python in the last bit. ``rint(v * 10**ndigits)
-    / 10**ndigits`` is Python's result where ``v * 10**ndigits`` is below 2**30
-    and farther than 1e-6 from a .5 tie; Python rounds the other values.
-
-    >>> float(round_like_python(0.0078125)), round(0.0078125, 6)  # exact binary tie
-    (0.007812, 0.007812)
+    ``rint`` is exact below 2**30 away from a .5 tie; Python rounds the other values.
     """
     if not 0 <= ndigits <= 15:
         raise InvalidParameterError(f"ndigits must be in [0, 15], got {ndigits!r}")
@@ -504,10 +449,7 @@ class TaxonomyResult:
 
 
 def _renormalize(matrix: FloatArray) -> None:
-    """Divide each row of a C-ordered *matrix* by its sum where that is > 0, in place.
-
-    The sums are numpy's pairwise sums of each row: each row's ``sum()`` bit for bit.
-    """
+    """Divide each row of a C-ordered *matrix* by its (pairwise, as 0.4's) sum > 0, in place."""
     total = matrix.sum(axis=1, keepdims=True)
     np.divide(matrix, total, out=matrix, where=total > 0)
 
@@ -523,16 +465,9 @@ def _one_per_row(values: Array, n_rows: int, what: str) -> np.ndarray:
 
 
 class TaxonomyResolver:
-    """Map core-label probabilities to a taxonomy's buckets by the rules of docs/contract.md.
+    """Map core-label probabilities to a taxonomy's buckets (docs/contract.md), bit for bit
+    as taskclf 0.4's per-row computation.
 
-    The results equal taskclf 0.4's per-row computation bit for bit.
-
-    Parameters
-    ----------
-    config : TaxonomyConfig
-
-    Examples
-    --------
     >>> resolver = TaxonomyResolver(TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug"])]))
     >>> # class order: BreakIdle Build Communicate Debug Meet ReadResearch Review Write
     >>> resolver.resolve(4, [0.0, 0.3, 0.0, 0.2, 0.4, 0.0, 0.1, 0.0])
@@ -577,17 +512,10 @@ class TaxonomyResolver:
     def resolve_matrix(
         self, proba: Array, is_rejected: Array | None = None
     ) -> tuple[np.ndarray, FloatArray]:
-        """Map every row of a probability matrix at once (the vectorized kernel).
+        """Map every row of *proba* (n, 8), finite where *is_rejected* (n booleans) is not.
 
-        *proba* (n, 8) must be finite on rows that *is_rejected* (n booleans,
-        None for none) does not reject.
-
-        Returns
-        -------
-        bucket_index : ndarray of shape (n,)
-            Index into :attr:`bucket_names`; -1 for a rejected row.
-        mapped_proba : ndarray of shape (n, n_buckets)
-            Rounded bucket probabilities; NaN on a rejected row.
+        Returns each row's index into :attr:`bucket_names` (-1 when rejected) and its
+        rounded bucket probabilities (NaN when rejected).
         """
         matrix = check_proba(proba, "TaxonomyResolver")
         rejected = np.zeros(len(matrix), dtype=bool)
@@ -607,11 +535,8 @@ class TaxonomyResolver:
     def resolve_batch(
         self, core_label_ids: Array, core_probs: Array, *, is_rejected: Array | None = None
     ) -> list[TaxonomyResult]:
-        """Map rows as :meth:`resolve_matrix` does, one :class:`TaxonomyResult` each.
-
-        *core_label_ids* (each row's class index) are checked but unused:
-        the bucket follows from the probabilities.
-        """
+        """Map rows as :meth:`resolve_matrix` does, one :class:`TaxonomyResult` each
+        (*core_label_ids* are checked but unused)."""
         matrix = check_proba(core_probs, "TaxonomyResolver")
         ids = _one_per_row(core_label_ids, len(matrix), "core_label_ids")
         integers = np.issubdtype(ids.dtype, np.integer)
@@ -643,22 +568,9 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
     The optional step after the merger adds ``mapped_label`` (categorical: the
     buckets, then the mixed label) and ``mapped_proba_<bucket>`` (NaN when
     rejected), replacing an earlier mapping's; :meth:`predict` returns the core
-    ``label``. Given a taxonomy, the stage is ready without ``fit``.
+    ``label``. Given a ``taxonomy``, the stage is ready without ``fit``; None maps
+    to :func:`default_taxonomy` once fitted (``resolver_``, ``bucket_names_``).
 
-    Parameters
-    ----------
-    taxonomy : TaxonomyConfig or None, default None
-        None maps to :func:`default_taxonomy` once fitted.
-
-    Attributes
-    ----------
-    resolver_ : TaxonomyResolver
-    bucket_names_ : tuple of str
-        The output buckets, in column order.
-
-    Examples
-    --------
-    >>> from taskclf._columns import PROBA_COLUMNS
     >>> config = TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug"])])
     >>> # class order: BreakIdle Build Communicate Debug Meet ReadResearch Review Write
     >>> proba = [[0.1, 0.5, 0, 0.2, 0.1, 0, 0.1, 0], [0.6, 0.1, 0, 0, 0.3, 0, 0, 0]]
@@ -696,11 +608,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         return frame_tags(tags, string=True, requires_fit=self.taxonomy is None)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Map *X*'s ``proba_<Class>`` and ``is_rejected`` (absent: nothing rejected).
-
-        Missing (all listed) or mistyped columns and NaN on a row not rejected
-        raise ``MissingColumnsError``, ``ColumnTypeError`` and ``InputError``.
-        """
+        """Map *X*'s ``proba_<Class>`` and ``is_rejected`` (absent: nothing rejected)."""
         check_is_fitted(self)
         check_frame(X, "TaxonomyMapper")
         require_columns(X, PROBA_COLUMNS, "TaxonomyMapper")
