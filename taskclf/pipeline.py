@@ -30,10 +30,7 @@ from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyMapper
 
 STEP_NAMES = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
-"""Names of the pipeline steps, in order (plus ``taxonomy`` when mapped)."""
-
 SMOOTHERS = ("majority", "viterbi")
-"""The choices of :func:`build_pipeline`'s ``smoother``."""
 
 
 class TaskPipeline(Pipeline):
@@ -198,8 +195,7 @@ def build_pipeline(
     return TaskPipeline(steps, memory=memory)
 
 
-FROZEN_STEPS = ("encode", "predict", "calibrate")
-"""The fitted steps :func:`freeze` keeps as they are."""
+FROZEN_STEPS = ("encode", "predict", "calibrate")  # the fitted steps freeze() keeps
 
 
 def freeze(pipeline: Pipeline) -> Pipeline:

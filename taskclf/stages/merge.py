@@ -66,10 +66,6 @@ def merge_runs(
     Takes each segment's label code and bucket count in time order; returns
     each merged segment's first input segment, label and count.
 
-    Examples
-    --------
-    >>> merge_runs([0, 1, 0], [5, 1, 5], min_buckets=3)
-    ([0, 2], [0, 0], [6, 5])
     """
     firsts = list(range(len(labels)))
     labels, counts = list(labels), list(counts)

@@ -130,33 +130,6 @@ def predict_matrix(booster: Any, matrix: np.ndarray) -> np.ndarray:
     return proba
 
 
-def predict_frame(booster: Any, X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
-    """Probabilities of the rows of ``X``, predicted in blocks of rows."""
-    arrays = feature_columns(X, schema)
-    n = len(X)
-    proba = np.empty((n, N_CLASSES), dtype=np.float64)
-    # One buffer for every block: fresh large allocations cost page faults.
-    buffer = np.empty((min(n, PREDICT_ROWS), len(arrays)), dtype=np.float64)
-    for start in range(0, n, PREDICT_ROWS):
-        block = buffer[: min(PREDICT_ROWS, n - start)]
-        proba[start : start + len(block)] = predict_matrix(
-            booster, fill_matrix(arrays, start, block)
-        )
-    return proba
-
-
-def sample_weights(codes: np.ndarray, class_weight: Any) -> np.ndarray | None:
-    """Per-row training weights of class codes (1 for labels a mapping omits)."""
-    if class_weight is None:
-        return None
-    if isinstance(class_weight, str):
-        return np.asarray(compute_sample_weight("balanced", codes), dtype=np.float64)
-    table = np.ones(N_CLASSES, dtype=np.float64)
-    for label, weight in class_weight.items():
-        table[CLASS_INDEX[label]] = float(weight)
-    return table[codes]
-
-
 def _check_class_weight(value: Any) -> str | None:
     """Parameter rule of ``class_weight``."""
     expected = "'balanced', None or a mapping of core labels to weights >= 0"
@@ -299,10 +272,15 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         categorical = [
             self.schema_.feature_columns.index(c) for c in self.schema_.categorical_columns
         ]
+        weight = None  # per row; 1 for the labels a mapping omits
+        if isinstance(self.class_weight, str):
+            weight = compute_sample_weight("balanced", codes)
+        elif self.class_weight is not None:
+            weight = np.array([self.class_weight.get(c, 1.0) for c in CLASS_ORDER])[codes]
         dataset = lgb.Dataset(
             matrix,
             label=codes,
-            weight=sample_weights(codes, self.class_weight),
+            weight=weight,
             categorical_feature=categorical,
             free_raw_data=True,
         )
@@ -362,7 +340,15 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             from taskclf.stages._compiled import compiled_model
 
             model = compiled_model(self.booster_)
-        return predict_frame(model, X, self.schema_)
+        arrays = feature_columns(X, self.schema_)
+        n = len(X)
+        proba = np.empty((n, N_CLASSES), dtype=np.float64)
+        # One buffer for every block of rows: fresh large allocations cost page faults.
+        buffer = np.empty((min(n, PREDICT_ROWS), len(arrays)), dtype=np.float64)
+        for start in range(0, n, PREDICT_ROWS):
+            block = fill_matrix(arrays, start, buffer[: min(PREDICT_ROWS, n - start)])
+            proba[start : start + len(block)] = predict_matrix(model, block)
+        return proba
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns added."""

@@ -26,15 +26,7 @@ MIXED_CODE = N_CLASSES
 def reject_codes(
     proba: np.ndarray, threshold: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Confidence, rejection flags and label codes of a probability matrix (docs/contract.md).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.array([[0.5, 0.5, 0, 0, 0, 0, 0, 0], [0.1, 0.9, 0, 0, 0, 0, 0, 0]])
-    >>> [a.tolist() for a in reject_codes(p, 0.6)]
-    [[0.5, 0.9], [True, False], [8, 1]]
-    """
+    """Confidence, rejection flags and label codes of a probability matrix (docs/contract.md)."""
     best = proba.argmax(axis=1)
     confidence = proba[np.arange(len(proba)), best]
     rejected = np.zeros(len(proba), dtype=bool) if threshold is None else confidence < threshold

@@ -57,13 +57,7 @@ class Segment:
 
 
 def run_starts(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Sorted start positions of the runs of equal ``codes``, never crossing ``bounds``.
-
-    Examples
-    --------
-    >>> run_starts(np.array([1, 1, 2, 2, 2]), np.array([0, 3, 5])).tolist()
-    [0, 2, 3]
-    """
+    """Sorted start positions of the runs of equal ``codes``, never crossing ``bounds``."""
     if len(codes) == 0:
         return np.zeros(0, dtype=np.int64)
     new = np.empty(len(codes), dtype=bool)

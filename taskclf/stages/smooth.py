@@ -81,12 +81,8 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
 class MajoritySmoother(FrameTransformer):
     """Pipeline stage: ``smoothed_label``, the rolling majority of ``raw_label``.
 
-    The rule, ``max_gap_seconds`` and ``timelines`` are in docs/contract.md.
-
-    Parameters
-    ----------
-    window : int, default 3
-        Window width in buckets (>= 1).
+    The rule, ``window`` (in buckets), ``max_gap_seconds`` and ``timelines``
+    are in docs/contract.md.
 
     Examples
     --------
