@@ -201,10 +201,9 @@ FROZEN_STEPS = ("encode", "predict", "calibrate")  # the fitted steps freeze() k
 def freeze(pipeline: Pipeline) -> Pipeline:
     """A copy of fitted ``pipeline`` whose ``encode``, ``predict`` and ``calibrate`` never refit.
 
-    Those steps are wrapped in :class:`sklearn.frozen.FrozenEstimator`
-    (``fit`` leaves them alone, ``clone`` shares them) and the later steps
-    are cloned, so that cross-validation tunes the threshold, smoothing and
-    hysteresis of a trained model (or a loaded bundle) without retraining it.
+    Those steps are wrapped in :class:`sklearn.frozen.FrozenEstimator` and the later
+    ones cloned, so that cross-validation tunes a trained model (or a loaded bundle)
+    without retraining it.
     """
     steps = [
         (name, FrozenEstimator(stage) if name in FROZEN_STEPS else clone(stage))

@@ -24,11 +24,9 @@ from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
 class Timelines:
     """How the rows of a frame fall into timelines.
 
-    ``order``: row positions in timeline order (by user, then time), or
-    ``None`` when the frame is in that order; ``bounds``: where each
-    timeline starts, then ``n``; ``ts_ns``: bucket starts (ns, UTC) and
-    ``user_codes``: codes into ``users`` (first appearance order), both in
-    timeline order.
+    ``order``: row positions in timeline order (by user, then time), or ``None``
+    when the frame is in that order; ``bounds``: where each timeline starts, then
+    ``n``; ``ts_ns`` (ns, UTC) and ``user_codes`` (into ``users``): timeline order.
     """
 
     order: np.ndarray | None

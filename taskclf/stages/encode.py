@@ -60,13 +60,10 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     schema_version : str, optional
-        Feature schema whose categorical columns ``fit`` learns; inferred
-        from the frame when omitted.
-    min_category_freq : int, default 5
-        At fit, values seen fewer times become ``__unknown__``.
-    unknown_mask_rate : float, default 0.05
-        At ``fit_transform``, this seeded fraction of known values is masked
-        to ``__unknown__`` (seed ``random_state``).
+        Feature schema whose categorical columns ``fit`` learns (else inferred).
+    min_category_freq, unknown_mask_rate, random_state
+        At fit, rarer values become ``__unknown__``; ``fit_transform`` masks
+        this seeded fraction of known values to it.
 
     Attributes
     ----------
