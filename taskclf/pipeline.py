@@ -105,8 +105,7 @@ def build_pipeline(
     :class:`sklearn.frozen.FrozenEstimator` (``fit`` and ``clone`` keep
     them). Without it, ``pipeline.fit(df, y)`` learns the vocabulary,
     trains a LightGBM model and fits the calibration on out-of-fold
-    probabilities (see :class:`~taskclf.BoosterPredictor`). The stage
-    parameters are the stages' own (docs/contract.md lists the defaults).
+    probabilities (see :class:`~taskclf.BoosterPredictor`).
 
     Parameters
     ----------
@@ -119,13 +118,13 @@ def build_pipeline(
         Global and per-user calibration (frozen; win over ``calibration``).
     taxonomy : TaxonomyConfig, optional
         Adds a ``taxonomy`` step mapping core labels to user buckets.
-    booster_params, num_boost_round, class_weight, n_folds, num_threads, backend
-        :class:`~taskclf.BoosterPredictor`'s ``params`` and the parameters
-        of the same names.
+    reject_threshold, smooth_window, bucket_seconds, min_block_seconds, max_gap_seconds
+        The stages' parameters (docs/contract.md lists the defaults).
+    schema_version, booster_params, num_boost_round, class_weight, n_folds, num_threads, backend
+        :class:`~taskclf.BoosterPredictor`'s parameters (``params``: LightGBM's).
     calibration : {"identity", "temperature", "isotonic"}, optional
-        What ``fit`` learns in the ``calibrate`` step: by default
-        ``"temperature"`` when the pipeline trains its booster, else
-        ``"identity"`` (so that it predicts without ``fit``).
+        What ``fit`` learns in ``calibrate``: by default ``"temperature"`` when the
+        pipeline trains its booster, else ``"identity"`` (it predicts without ``fit``).
     per_user_calibration : bool, default False
         Also fit one calibration map per user with enough labelled data.
     smoother : {"majority", "viterbi"}, default "majority"
