@@ -61,11 +61,10 @@ def segment_ids(column: pd.Series) -> np.ndarray:
 def merge_runs(
     labels: list[int], counts: list[int], min_buckets: int
 ) -> tuple[list[int], list[int], list[int]]:
-    """Apply the hysteresis rule (docs/contract.md) to one timeline's segments.
+    """Apply the hysteresis rule to one timeline's segments (label codes, bucket counts).
 
-    Takes each segment's label code and bucket count in time order; returns
-    each merged segment's first input segment, label and count.
-
+    Returns each merged segment's first input segment, label and count. The
+    cases (i)-(v) below are the contract's, in its order (docs/contract.md).
     """
     firsts = list(range(len(labels)))
     labels, counts = list(labels), list(counts)
