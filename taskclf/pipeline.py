@@ -30,19 +30,14 @@ from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyMapper
 
 STEP_NAMES = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
-"""Names of the pipeline steps, in order (plus ``taxonomy`` when mapped)."""
-
 SMOOTHERS = ("majority", "viterbi")
-"""The choices of :func:`build_pipeline`'s ``smoother``."""
 
 
 class TaskPipeline(Pipeline):
     """``sklearn.pipeline.Pipeline`` that checks every step's parameters first.
 
-    Each method below first checks every step's parameters against its
-    rules (so a bad value given to ``set_params`` is refused before the
-    model runs), then lets the steps of the call share the timelines they
-    find (:func:`taskclf.stages._timeline.shared_timelines`).
+    A bad value given to ``set_params`` is refused before the model runs;
+    the steps of one call share the timelines they find.
     """
 
     def _check_steps(self) -> None:
@@ -117,51 +112,27 @@ def build_pipeline(
     booster : lightgbm.Booster, optional
         Trained multiclass booster (eight classes in class order).
     cat_encoders : dict, optional
-        Column → fitted ``LabelEncoder`` (or value list): the vocabulary the
-        booster was trained with; omitted, ``fit`` learns it.
-    reject_threshold : float or None, default None
-        Confidence floor in [0, 1]; ``None`` rejects nothing.
-    smooth_window : int, default 3
-        Rolling-majority window in buckets.
-    bucket_seconds : int, default 60
-        Bucket width.
-    min_block_seconds : int, default 180
-        Hysteresis minimum block duration.
-    max_gap_seconds : int, default 300
-        Longest gap inside one timeline.
-    calibrator : calibration map, optional
-        Applied to every row (frozen; wins over ``calibration``).
-    calibrator_store : CalibratorStore, optional
-        Per-user calibration (frozen; wins over ``calibration``).
+        Column → fitted ``LabelEncoder`` (or value list): the booster's
+        vocabulary; omitted, ``fit`` learns it.
+    calibrator, calibrator_store : calibration map, CalibratorStore, optional
+        Global and per-user calibration (frozen; win over ``calibration``).
     taxonomy : TaxonomyConfig, optional
         Adds a ``taxonomy`` step mapping core labels to user buckets.
-    schema_version : str, optional
-        Feature schema; guessed from the booster or the training frame.
-    booster_params : dict, optional
-        LightGBM parameters overriding the training defaults.
-    num_boost_round : int, default 100
-        Boosting rounds of training.
-    class_weight : "balanced", dict or None, default "balanced"
-        Training row weights per class.
-    n_folds : int, default 3
-        Group-aware folds of the out-of-fold probabilities.
+    reject_threshold, smooth_window, bucket_seconds, min_block_seconds, max_gap_seconds
+        The stages' parameters (docs/contract.md lists the defaults).
+    schema_version, booster_params, num_boost_round, class_weight, n_folds, num_threads, backend
+        :class:`~taskclf.BoosterPredictor`'s parameters (``params``: LightGBM's).
     calibration : {"identity", "temperature", "isotonic"}, optional
-        What ``fit`` learns in the ``calibrate`` step: by default
-        ``"temperature"`` when the pipeline trains its booster, else
-        ``"identity"`` (so that it predicts without ``fit``).
+        What ``fit`` learns in ``calibrate``: by default ``"temperature"`` when the
+        pipeline trains its booster, else ``"identity"`` (it predicts without ``fit``).
     per_user_calibration : bool, default False
         Also fit one calibration map per user with enough labelled data.
     smoother : {"majority", "viterbi"}, default "majority"
         :class:`~taskclf.MajoritySmoother` or :class:`~taskclf.ViterbiSmoother`.
     timelines : {"per_user", "as_given"}, default "per_user"
-        Per user, in time order, split at gaps; or the whole frame as one
-        sequence in the order given, as taskclf 0.4 (see docs/migrating.md).
+        See docs/contract.md (Timelines).
     random_state : int, default 0
         Seed of training and of the encoder's unknown-value masking.
-    num_threads : int, optional
-        LightGBM threads.
-    backend : {"lightgbm", "compiled"}, default "lightgbm"
-        What predicts in the model stage.
     memory : str or joblib.Memory, optional
         ``Pipeline(memory=...)``: a grid search over later steps then trains
         the booster once per fold.
@@ -170,8 +141,7 @@ def build_pipeline(
     -------
     TaskPipeline
         Steps ``encode``, ``predict``, ``calibrate``, ``reject``,
-        ``smooth``, ``segment``, ``merge`` (and ``taxonomy``); ``predict``
-        gives each row's final label, ``transform`` the annotated frame.
+        ``smooth``, ``segment``, ``merge`` (and ``taxonomy``).
 
     Examples
     --------
@@ -224,26 +194,15 @@ def build_pipeline(
     return TaskPipeline(steps, memory=memory)
 
 
-FROZEN_STEPS = ("encode", "predict", "calibrate")
-"""The fitted steps :func:`freeze` keeps as they are."""
+FROZEN_STEPS = ("encode", "predict", "calibrate")  # the fitted steps freeze() keeps
 
 
 def freeze(pipeline: Pipeline) -> Pipeline:
     """A copy of fitted ``pipeline`` whose ``encode``, ``predict`` and ``calibrate`` never refit.
 
-    Those steps are wrapped in :class:`sklearn.frozen.FrozenEstimator`
-    (``fit`` leaves them alone, ``clone`` shares them) and the later steps
-    are cloned, so that cross-validation tunes the threshold, smoothing and
-    hysteresis of a trained model without retraining it.
-
-    Parameters
-    ----------
-    pipeline : Pipeline
-        A fitted taskclf pipeline (or a loaded bundle).
-
-    Returns
-    -------
-    TaskPipeline
+    Those steps are wrapped in :class:`sklearn.frozen.FrozenEstimator` and the later
+    ones cloned, so that cross-validation tunes a trained model (or a loaded bundle)
+    without retraining it.
     """
     steps = [
         (name, FrozenEstimator(stage) if name in FROZEN_STEPS else clone(stage))

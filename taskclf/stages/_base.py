@@ -1,9 +1,5 @@
-"""What every stage shares: parameter rules and the DataFrame-in, DataFrame-out base.
-
-Each stage declares its parameters' rules once (``_parameter_rules``, as
-scikit-learn's ``_parameter_constraints``); :func:`check_params` applies
-them in ``fit``, and in ``transform`` for the stages that need no fitting.
-"""
+"""What every stage shares: parameter rules (``_parameter_rules``, as scikit-learn's
+``_parameter_constraints``) and the DataFrame-in, DataFrame-out base."""
 
 from __future__ import annotations
 
@@ -19,14 +15,9 @@ from sklearn.utils import Tags
 from taskclf._frame import check_frame, frame_tags
 from taskclf.exceptions import InvalidParameterError
 
-Rule = Callable[[Any], str | None]
-"""A parameter rule: what the value should be when it breaks the rule, else None."""
-
-MAX_SECONDS = 366 * 24 * 3600
-"""Upper bound of every duration (one year): beyond it, nanosecond arithmetic overflows."""
-
-MAX_BUCKETS = 100_000
-"""Upper bound of every count of buckets (windows, minimum blocks)."""
+Rule = Callable[[Any], str | None]  # what the value should be when it breaks the rule, else None
+MAX_SECONDS = 366 * 24 * 3600  # every duration's bound: beyond it, ns arithmetic overflows
+MAX_BUCKETS = 100_000  # every count of buckets' bound (windows, minimum blocks)
 
 
 def _is_number(value: Any, kind: type) -> bool:
@@ -76,14 +67,9 @@ def optional(rule: Rule) -> Rule:
     return check
 
 
-SECONDS = integer(1, MAX_SECONDS)
-"""A duration in whole seconds, > 0."""
-
-GAP = real(0, MAX_SECONDS, open_low=True)
-"""A gap in seconds, > 0 (fractions allowed)."""
-
-DURATION = integer(0, MAX_SECONDS)
-"""A duration in whole seconds, >= 0."""
+SECONDS = integer(1, MAX_SECONDS)  # whole seconds, > 0
+GAP = real(0, MAX_SECONDS, open_low=True)  # seconds, > 0
+DURATION = integer(0, MAX_SECONDS)  # whole seconds, >= 0
 
 
 def check_value(value: Any, rule: Rule, name: str, where: str) -> Any:
@@ -105,9 +91,8 @@ def check_params(estimator: Any) -> None:
 class FrameTransformer(TransformerMixin, BaseEstimator):
     """Base of the stages that learn nothing: DataFrame in, annotated DataFrame out.
 
-    Subclasses declare ``_parameter_rules`` and implement ``_transform``
-    (add the stage's columns). Parameters are checked in ``fit`` and
-    ``transform``; ``set_params`` only stores, as in scikit-learn.
+    Subclasses declare ``_parameter_rules`` and implement ``_transform``;
+    ``fit`` and ``transform`` check the parameters.
     """
 
     _parameter_rules: ClassVar[dict[str, Rule]] = {}

@@ -1,10 +1,8 @@
-"""Timelines: one user's rows in time order, split at long gaps.
+"""Timelines: one user's rows in time order, split at long gaps (docs/contract.md).
 
-Every stage that works along time asks :func:`find_timelines` for the order
-of the rows and where each timeline starts; its kernel then runs on the
-sorted, concatenated timelines. Within :func:`shared_timelines` (a pipeline
-call opens it) the answer for a frame is found once and reused by the later
-stages, which keep the rows and their order.
+Stages working along time run their kernels on the sorted, concatenated
+timelines :func:`find_timelines` gives; within :func:`shared_timelines` (a
+pipeline call) they are found once per frame.
 """
 
 from __future__ import annotations
@@ -26,19 +24,9 @@ from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
 class Timelines:
     """How the rows of a frame fall into timelines.
 
-    Attributes
-    ----------
-    order : ndarray of int64, shape (n,), or None
-        Row positions in timeline order (by user, then time); ``None`` when
-        the frame is already in that order.
-    bounds : ndarray of int64, shape (n_timelines + 1,)
-        Where each timeline starts (timeline order), then ``n``.
-    ts_ns : ndarray of int64, shape (n,)
-        Bucket start times in timeline order, ns since the epoch (UTC).
-    user_codes : ndarray of int64, shape (n,), or None
-        User of each row in timeline order, as codes into ``users``.
-    users : ndarray or None
-        The distinct user ids, in order of first appearance.
+    ``order``: row positions in timeline order (by user, then time), or ``None``
+    when the frame is in that order; ``bounds``: where each timeline starts, then
+    ``n``; ``ts_ns`` (ns, UTC) and ``user_codes`` (into ``users``): timeline order.
     """
 
     order: np.ndarray | None
@@ -49,7 +37,6 @@ class Timelines:
 
     @property
     def n_rows(self) -> int:
-        """Number of rows."""
         return int(self.bounds[-1])
 
     def to_sorted(self, values: np.ndarray) -> np.ndarray:
@@ -65,11 +52,7 @@ class Timelines:
         return out
 
     def number_per_user(self, starts: np.ndarray) -> np.ndarray:
-        """Run ids of the rows (timeline order), numbered from 0 for each user.
-
-        ``starts`` are the sorted start positions of the runs; every
-        timeline start is among them.
-        """
+        """Ids of the runs starting at sorted ``starts`` (timeline order), from 0 per user."""
         new = np.zeros(self.n_rows, dtype=np.int64)
         new[starts] = 1
         ids = np.cumsum(new) - 1
@@ -80,8 +63,6 @@ class Timelines:
 
 
 TIMELINE_MODES = ("per_user", "as_given")
-"""Per user, in time order, split at gaps (the contract's rule); or the whole
-frame as one sequence in the order given (taskclf 0.4's batch inference)."""
 
 _shared: ContextVar[dict[tuple[int, float, str], Timelines] | None] = ContextVar(
     "taskclf_timelines", default=None
@@ -112,12 +93,7 @@ def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | Non
 
 
 def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_user") -> Timelines:
-    """Split the rows of ``df`` into timelines.
-
-    A timeline is one user's rows (the whole frame without ``user_id``),
-    ordered by ``bucket_start_ts`` and split where two consecutive buckets
-    start more than ``max_gap_seconds`` apart. ``mode="as_given"`` makes the
-    whole frame one timeline in the order given (timestamps still parsed).
+    """Split the rows of ``df`` into timelines (``"as_given"``: one, in the order given).
 
     Raises
     ------

@@ -53,25 +53,17 @@ def encode_column(column: pd.Series, vocabulary: pd.Index) -> np.ndarray:
 class CategoricalEncoder(TransformerMixin, BaseEstimator):
     """Pipeline stage: categorical feature columns as pandas ``category`` dtype.
 
-    Codes are positions in the sorted vocabulary (as ``LabelEncoder``'s); a
-    value outside it maps to ``__unknown__`` when the vocabulary has it,
-    else to code -1. ``user_id`` (a feature of schema v1) keeps the caller's
-    values, as timelines and per-user calibration need them: its encoding
-    goes to ``user_id_encoded``, which the model stage reads.
-    :meth:`from_vocabulary` makes a stage over a fixed vocabulary.
+    The rule is in docs/contract.md. ``user_id`` (a feature of schema v1)
+    keeps the caller's values, as timelines and per-user calibration need
+    them: its encoding goes to ``user_id_encoded``, which the model reads.
 
     Parameters
     ----------
     schema_version : str, optional
-        Feature schema (``"v1"``, ``"v2"``, ``"v3"``) whose categorical
-        columns ``fit`` learns; inferred from the frame when omitted.
-    min_category_freq : int, default 5
-        At fit, values seen fewer times become ``__unknown__``.
-    unknown_mask_rate : float, default 0.05
-        At ``fit_transform``, this seeded fraction of known values is masked
-        to ``__unknown__``, so that the model learns about unseen values.
-    random_state : int, default 0
-        Seed of the masking.
+        Feature schema whose categorical columns ``fit`` learns (else inferred).
+    min_category_freq, unknown_mask_rate, random_state
+        At fit, rarer values become ``__unknown__``; ``fit_transform`` masks
+        this seeded fraction of known values to it.
 
     Attributes
     ----------
@@ -110,22 +102,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     def from_vocabulary(
         cls, vocabulary: Mapping[str, Any], schema_version: str | None = None
     ) -> CategoricalEncoder:
-        """A fitted encoder over a given vocabulary.
-
-        Parameters
-        ----------
-        vocabulary : dict
-            Column name → fitted ``LabelEncoder`` (the seed API's
-            ``cat_encoders``) or list of values.
-        schema_version : str, optional
-            The schema the vocabulary belongs to.
-
-        Returns
-        -------
-        CategoricalEncoder
-            Fitted; :class:`sklearn.frozen.FrozenEstimator` keeps ``fit``
-            from relearning it.
-        """
+        """A fitted encoder over ``vocabulary``: column → fitted ``LabelEncoder`` or values."""
         if not isinstance(vocabulary, Mapping):
             raise InvalidParameterError(
                 "a vocabulary maps column names to LabelEncoders or value lists, "
@@ -181,9 +158,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 mask = (rng.random(len(codes)) < self.unknown_mask_rate) & (codes >= 0)
                 codes[mask] = unknown
                 out[target] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
-        # A fresh, consolidated copy: its joblib hash survives a pickle round
-        # trip, so Pipeline(memory=...) finds the later steps in its cache
-        # whether this output was computed or loaded from the cache.
+        # A consolidated copy: its joblib hash survives pickling (Pipeline(memory=...) cache).
         return out.copy(deep=True)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:

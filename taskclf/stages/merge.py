@@ -1,10 +1,4 @@
-"""Hysteresis: merge segments shorter than the minimum block duration.
-
-:func:`merge_runs` is the rule on one timeline's segments,
-:func:`merge_segment_codes` applies it to many timelines,
-:class:`HysteresisMerger` is the stage and :func:`merge_short_segments`
-the list form of the functional API.
-"""
+"""Hysteresis: merge segments shorter than the minimum block duration."""
 
 from __future__ import annotations
 
@@ -44,12 +38,12 @@ from taskclf.stages.segment import Segment, run_starts
 
 
 def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
-    """``max(1, min_duration_seconds // bucket_seconds)``."""
+    """Shortest segment kept, in buckets."""
     return max(1, int(min_duration_seconds) // int(bucket_seconds))
 
 
 def segment_ids(column: pd.Series) -> np.ndarray:
-    """The ``segment_id`` column as int64; a :class:`ColumnTypeError` unless whole numbers."""
+    """The ``segment_id`` column as int64, checked."""
     if column.hasnans:
         position = int(np.flatnonzero(column.isna().to_numpy())[0])
         raise ColumnTypeError(
@@ -67,33 +61,10 @@ def segment_ids(column: pd.Series) -> np.ndarray:
 def merge_runs(
     labels: list[int], counts: list[int], min_buckets: int
 ) -> tuple[list[int], list[int], list[int]]:
-    """Apply the hysteresis rule to the segments of one timeline.
+    """Apply the hysteresis rule to one timeline's segments (label codes, bucket counts).
 
-    Left-to-right passes repeat until one changes nothing. In a pass a
-    segment of at least ``min_buckets`` buckets is kept. A short one
-    (i) joins the previous emitted segment if that has its label; else
-    (ii) joins the next if that has its label, the pair emitted as one;
-    else (iii) stays if it is the first; else (iv) is absorbed by the
-    previous one if it is the last; else (v) is absorbed by the neighbour
-    with more buckets, the previous one on ties (taking the next one's
-    label when the next absorbs it).
-
-    Parameters
-    ----------
-    labels, counts : list of int
-        Label code and bucket count of each segment, in time order.
-    min_buckets : int
-        Shortest segment kept as it is.
-
-    Returns
-    -------
-    firsts, labels, counts : list of int
-        Of each merged segment: its first input segment, label and count.
-
-    Examples
-    --------
-    >>> merge_runs([0, 1, 0], [5, 1, 5], min_buckets=3)
-    ([0, 2], [0, 0], [6, 5])
+    Returns each merged segment's first input segment, label and count. The
+    cases (i)-(v) below are the contract's, in its order (docs/contract.md).
     """
     firsts = list(range(len(labels)))
     labels, counts = list(labels), list(counts)
@@ -127,25 +98,11 @@ def merge_segment_codes(
     *,
     join_equal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`merge_runs` over the segments of many timelines.
+    """:func:`merge_runs` over concatenated timelines (``bounds``: first segment of each).
 
-    Parameters
-    ----------
-    labels, counts : ndarray, shape (n_segments,)
-        Label code and bucket count of each segment, timelines concatenated.
-    bounds : ndarray of int, shape (n_timelines + 1,)
-        Index of each timeline's first segment, then ``n_segments``.
-    min_buckets : int
-    join_equal : bool, default False
-        Then join neighbouring merged segments of one timeline with the
-        same label (the rule can leave them).
-
-    Returns
-    -------
-    merged_id : ndarray of int64, shape (n_segments,)
-        Merged segment of each input segment, numbered from 0 in order.
-    merged_labels : ndarray, shape (n_merged,)
-        Label code of each merged segment.
+    Returns the merged segment of each input segment (numbered from 0) and
+    the label code of each merged segment; ``join_equal`` then joins
+    neighbours of one timeline with the same label.
     """
     keep_start = np.ones(len(labels), dtype=bool)  # segments untouched by merging stay
     merged_labels = labels.copy()
@@ -180,9 +137,7 @@ def merge_short_segments(
 ) -> list[Segment]:
     """Merge segments shorter than ``min_duration_seconds`` into neighbours.
 
-    The list form of :class:`HysteresisMerger` (without ``join_equal``) for
-    one ordered sequence of segments: merged segments span from the first
-    start to the last end and add their bucket counts.
+    The list form of :class:`HysteresisMerger` without ``join_equal``.
 
     Examples
     --------
@@ -218,24 +173,8 @@ class HysteresisMerger(FrameTransformer):
     """Pipeline stage: merge short segments and give every row its final ``label``.
 
     Rewrites ``segment_id`` to the merged segments (each user's numbered
-    from 0 in time order) after the rule of :func:`merge_runs` and, with
-    ``join_equal``, the joining of neighbours of one label.
-
-    Parameters
-    ----------
-    min_block_seconds : int, default 180
-        Segments of fewer than ``max(1, min_block_seconds // bucket_seconds)``
-        buckets are merged into a neighbour.
-    bucket_seconds : int, default 60
-        Bucket width (> 0).
-    max_gap_seconds : float, default 300.0
-        Longest gap between bucket starts inside one timeline.
-    timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"``: the whole frame is one sequence in the order given,
-        as in taskclf 0.4 (see docs/migrating.md).
-    join_equal : bool, default True
-        Join neighbouring segments of one label after the rule; ``False``
-        keeps taskclf 0.4's segments.
+    from 0 in time order). The rule, its parameters and ``join_equal``
+    (``False`` keeps taskclf 0.4's segments) are in docs/contract.md.
 
     Examples
     --------
@@ -297,5 +236,5 @@ class HysteresisMerger(FrameTransformer):
         return np.asarray(self.transform(X)[LABEL].to_numpy(dtype=object))
 
     def score(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> float:
-        """Accuracy of the final labels against ``y`` (the pipeline's default score)."""
+        """Accuracy of the final labels against ``y``."""
         return label_accuracy(y, self.predict(X), sample_weight)

@@ -34,16 +34,8 @@ from taskclf.exceptions import (
 )
 from taskclf.stages._base import check_params, instance_of, integer, one_of, optional
 
-_FILL_ROWS = 8192
-"""Rows filled at a time: a block stays in cache while the columns are written
-into it (writing whole strided columns is 10x slower)."""
-
-PREDICT_ROWS = 131_072
-"""Rows handed to ``booster.predict`` at a time, bounding the matrix's memory."""
-
-BACKENDS = ("lightgbm", "compiled")
-"""What can predict in the model stage."""
-
+_FILL_ROWS = 8192  # a block stays in cache (whole strided columns are 10x slower)
+PREDICT_ROWS = 131_072  # rows per booster.predict call, bounding the matrix's memory
 DEFAULT_NUM_BOOST_ROUND = 100
 DEFAULT_N_FOLDS = 3
 
@@ -78,18 +70,7 @@ def _numeric(column: pd.Series, name: str, categorical: bool) -> np.ndarray:
 
 
 def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
-    """The schema's feature columns of ``X`` as 1-D numeric arrays, in order.
-
-    Categorical columns (``category`` dtype, as the encoder writes them)
-    become their codes; ``user_id`` is read from ``user_id_encoded``.
-
-    Raises
-    ------
-    MissingColumnsError
-        Listing every absent feature column.
-    ColumnTypeError
-        Naming a column of text values, or a categorical column not encoded.
-    """
+    """The schema's feature columns of ``X`` as 1-D numeric arrays, categoricals as codes."""
     require_columns(X, schema.feature_columns, "feature matrix")
     categorical = set(schema.categorical_columns)
     return [
@@ -149,36 +130,8 @@ def predict_matrix(booster: Any, matrix: np.ndarray) -> np.ndarray:
     return proba
 
 
-def predict_frame(booster: Any, X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
-    """Probabilities of the rows of ``X``, predicted in blocks of rows."""
-    arrays = feature_columns(X, schema)
-    n = len(X)
-    proba = np.empty((n, N_CLASSES), dtype=np.float64)
-    # One buffer for every block: fresh large allocations cost page faults.
-    buffer = np.empty((min(n, PREDICT_ROWS), len(arrays)), dtype=np.float64)
-    for start in range(0, n, PREDICT_ROWS):
-        block = buffer[: min(PREDICT_ROWS, n - start)]
-        proba[start : start + len(block)] = predict_matrix(
-            booster, fill_matrix(arrays, start, block)
-        )
-    return proba
-
-
-def sample_weights(codes: np.ndarray, class_weight: Any) -> np.ndarray | None:
-    """Per-row training weights of class codes: ``"balanced"``, a core label → weight
-    mapping (1 for labels it omits) or ``None``."""
-    if class_weight is None:
-        return None
-    if isinstance(class_weight, str):
-        return np.asarray(compute_sample_weight("balanced", codes), dtype=np.float64)
-    table = np.ones(N_CLASSES, dtype=np.float64)
-    for label, weight in class_weight.items():
-        table[CLASS_INDEX[label]] = float(weight)
-    return table[codes]
-
-
 def _check_class_weight(value: Any) -> str | None:
-    """Parameter rule of ``class_weight``: "balanced", None or core label → weight >= 0."""
+    """Parameter rule of ``class_weight``."""
     expected = "'balanced', None or a mapping of core labels to weights >= 0"
     if value is None or (isinstance(value, str) and value == "balanced"):
         return None
@@ -196,13 +149,12 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     """Pipeline stage: ``proba_<Label>`` for the eight classes, from a LightGBM booster.
 
     ``fit(X, y)`` trains a seeded, deterministic LightGBM multiclass model
-    on the schema's feature columns (categoricals declared to LightGBM);
-    :meth:`from_booster` wraps a pre-trained one. ``fit_transform`` (what
-    ``Pipeline.fit`` calls) returns *out-of-fold* probabilities: each of
-    ``n_folds`` group-aware folds (by user, or by UTC day for one user) is
-    scored by a model trained on the other folds, so that calibration
-    learns from rows the model never saw; ``transform`` uses the model
-    trained on all rows (the stacking pattern of ``StackingClassifier``).
+    on the schema's feature columns (``y``: core labels); :meth:`from_booster`
+    wraps a pre-trained one. ``fit_transform`` (what ``Pipeline.fit`` calls)
+    returns *out-of-fold* probabilities: each of ``n_folds`` group-aware
+    folds (by user, or by UTC day for one user) is scored by a model trained
+    on the other folds, so that calibration learns from rows the model never
+    saw; ``transform`` uses the model trained on all rows.
 
     Parameters
     ----------
@@ -210,32 +162,21 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         Feature schema to train on; resolved from the frame when omitted.
     params : dict, optional
         LightGBM parameters overriding the defaults (see :meth:`lightgbm_params`).
-    num_boost_round : int, default 100
-        Boosting rounds.
     class_weight : "balanced", dict or None, default "balanced"
         Row weights: inversely proportional to class frequency, a weight
         per core label, or none.
-    n_folds : int, default 3
-        Folds of the out-of-fold probabilities (fewer when there are fewer groups).
-    random_state : int, default 0
-        LightGBM ``seed``.
-    num_threads : int, optional
-        LightGBM threads (LightGBM's default when omitted).
+    num_boost_round, n_folds, random_state, num_threads : int
+        Boosting rounds, folds (fewer when there are fewer groups), LightGBM
+        ``seed`` and threads.
     backend : {"lightgbm", "compiled"}, default "lightgbm"
-        What predicts: LightGBM, or the booster compiled to machine code
-        (the ``fast`` extra, see docs/performance.md; the same labels, and
-        LightGBM with a warning when it cannot be used).
+        LightGBM, or the booster compiled to machine code (see docs/performance.md).
 
     Attributes
     ----------
     booster_ : lightgbm.Booster
-        The model.
     schema_ : FeatureSchema
-        Its feature schema.
     oof_fold_ : ndarray of int8
         Held-out fold of each training row (set by ``fit_transform``).
-    classes_ : ndarray of str
-        The eight classes in class order.
 
     Examples
     --------
@@ -252,7 +193,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         "n_folds": integer(2, 100),
         "random_state": optional(integer(0, 2**31 - 1)),
         "num_threads": optional(integer(0, 4096)),
-        "backend": one_of(*BACKENDS),
+        "backend": one_of("lightgbm", "compiled"),
     }
 
     def __init__(
@@ -280,22 +221,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     def from_booster(
         cls, booster: Any, schema_version: str | None = None, *, backend: str = "lightgbm"
     ) -> BoosterPredictor:
-        """A fitted stage around a pre-trained booster.
-
-        Parameters
-        ----------
-        booster : lightgbm.Booster
-            A multiclass booster over the eight classes in class order.
-        schema_version : str, optional
-            Its feature schema; guessed from its number of features when omitted.
-        backend : {"lightgbm", "compiled"}, default "lightgbm"
-            What predicts.
-
-        Returns
-        -------
-        BoosterPredictor
-            Fitted; :class:`sklearn.frozen.FrozenEstimator` keeps ``fit``
-            from retraining it.
+        """A fitted stage around a pre-trained booster (schema guessed from its width).
 
         Raises
         ------
@@ -322,13 +248,11 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
 
     @property
     def classes_(self) -> np.ndarray:
-        """The eight classes in class order (the probability columns' order)."""
+        """The eight classes in class order."""
         return np.asarray(CLASS_ORDER, dtype=object)
 
     def lightgbm_params(self) -> dict[str, Any]:
-        """The LightGBM parameters of training: ``objective multiclass``, ``num_class 8``,
-        ``learning_rate 0.1``, ``seed``, ``deterministic``, ``force_row_wise``,
-        ``verbose -1`` and ``num_threads``, then ``params``."""
+        """The LightGBM parameters of training: the defaults below, then ``params``."""
         params: dict[str, Any] = {
             "objective": "multiclass",
             "num_class": N_CLASSES,
@@ -348,10 +272,15 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         categorical = [
             self.schema_.feature_columns.index(c) for c in self.schema_.categorical_columns
         ]
+        weight = None  # per row; 1 for the labels a mapping omits
+        if isinstance(self.class_weight, str):
+            weight = compute_sample_weight("balanced", codes)
+        elif self.class_weight is not None:
+            weight = np.array([self.class_weight.get(c, 1.0) for c in CLASS_ORDER])[codes]
         dataset = lgb.Dataset(
             matrix,
             label=codes,
-            weight=sample_weights(codes, self.class_weight),
+            weight=weight,
             categorical_feature=categorical,
             free_raw_data=True,
         )
@@ -383,25 +312,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         return matrix, codes
 
     def fit(self, X: pd.DataFrame, y: object = None) -> BoosterPredictor:
-        """Train the model on all rows.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Encoded feature frame (the output of :class:`~taskclf.CategoricalEncoder`).
-        y : array-like of str
-            Core label of each row.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        InputError
-            When ``y`` is missing, of another length than ``X``, or holds a
-            value that is not a core label.
-        """
+        """Train the model on all rows of the encoded frame ``X`` with core labels ``y``."""
         self._fit(X, y)
         return self
 
@@ -429,7 +340,15 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             from taskclf.stages._compiled import compiled_model
 
             model = compiled_model(self.booster_)
-        return predict_frame(model, X, self.schema_)
+        arrays = feature_columns(X, self.schema_)
+        n = len(X)
+        proba = np.empty((n, N_CLASSES), dtype=np.float64)
+        # One buffer for every block of rows: fresh large allocations cost page faults.
+        buffer = np.empty((min(n, PREDICT_ROWS), len(arrays)), dtype=np.float64)
+        for start in range(0, n, PREDICT_ROWS):
+            block = fill_matrix(arrays, start, buffer[: min(PREDICT_ROWS, n - start)])
+            proba[start : start + len(block)] = predict_matrix(model, block)
+        return proba
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X`` with the probability columns added."""

@@ -26,19 +26,7 @@ MIXED_CODE = N_CLASSES
 def reject_codes(
     proba: np.ndarray, threshold: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Confidence, rejection flags and label codes of a probability matrix.
-
-    Confidence is the row maximum; a row is rejected iff its confidence is
-    strictly below ``threshold`` (``None`` rejects nothing); its label code
-    is the class of the first maximum, or :data:`MIXED_CODE` when rejected.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.array([[0.5, 0.5, 0, 0, 0, 0, 0, 0], [0.1, 0.9, 0, 0, 0, 0, 0, 0]])
-    >>> [a.tolist() for a in reject_codes(p, 0.6)]
-    [[0.5, 0.9], [True, False], [8, 1]]
-    """
+    """Confidence, rejection flags and label codes of a probability matrix (docs/contract.md)."""
     best = proba.argmax(axis=1)
     confidence = proba[np.arange(len(proba)), best]
     rejected = np.zeros(len(proba), dtype=bool) if threshold is None else confidence < threshold
@@ -49,12 +37,8 @@ def reject_codes(
 class Rejector(FrameTransformer):
     """Pipeline stage: ``confidence``, ``is_rejected`` and ``raw_label`` of each bucket.
 
-    The rule is :func:`reject_codes`'s, on the calibrated probabilities.
-
-    Parameters
-    ----------
-    threshold : float or None, default None
-        Reject threshold in [0, 1]; ``None`` rejects nothing.
+    The rule is :func:`reject_codes`'s, on the calibrated probabilities;
+    ``threshold=None`` rejects nothing.
 
     Examples
     --------

@@ -1,9 +1,4 @@
-"""Segments: runs of equal labels along each timeline.
-
-:func:`run_starts` is the run-length kernel, :class:`Segmenter` the stage
-numbering the runs in ``segment_id``, :func:`segmentize` the list form of
-the functional API and :class:`Segment` the value every API returns.
-"""
+"""Segments: runs of equal labels along each timeline, and the :class:`Segment` value."""
 
 from __future__ import annotations
 
@@ -30,18 +25,11 @@ def _datetime(value: dt.datetime) -> dt.datetime:
 
 @attrs.frozen
 class Segment:
-    """A contiguous run of buckets with one label.
+    """A contiguous run of ``bucket_count`` (>= 1) buckets with one label.
 
-    Attributes
-    ----------
-    start_ts, end_ts : datetime
-        Start of the first bucket, and of the last plus the bucket width
-        (aware UTC from the pipeline; naive values from :func:`segmentize` mean UTC).
-    label : str
-    bucket_count : int
-        Number of buckets, >= 1.
-    user_id : str or None
-        The user whose timeline holds the segment, when known.
+    ``start_ts`` is the first bucket's start, ``end_ts`` the last's plus the
+    bucket width (aware UTC from the pipeline; naive values from
+    :func:`segmentize` mean UTC); ``user_id`` is the user, when known.
 
     Examples
     --------
@@ -69,15 +57,7 @@ class Segment:
 
 
 def run_starts(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Sorted start positions of the runs of equal ``codes``, never crossing ``bounds``.
-
-    ``bounds`` holds each timeline's start position, then ``n``.
-
-    Examples
-    --------
-    >>> run_starts(np.array([1, 1, 2, 2, 2]), np.array([0, 3, 5])).tolist()
-    [0, 2, 3]
-    """
+    """Sorted start positions of the runs of equal ``codes``, never crossing ``bounds``."""
     if len(codes) == 0:
         return np.zeros(0, dtype=np.int64)
     new = np.empty(len(codes), dtype=bool)
@@ -92,19 +72,7 @@ def segmentize(
     labels: Sequence[str],
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> list[Segment]:
-    """Turn one time-ordered sequence of labels into segments.
-
-    Parameters
-    ----------
-    bucket_starts : sequence of datetime
-        Start of each bucket, in time order (naive values are UTC), kept as given.
-    labels : sequence of str
-    bucket_seconds : int, default 60
-        Bucket width; a segment ends at its last bucket's start plus this.
-
-    Returns
-    -------
-    list of Segment
+    """Turn one time-ordered sequence of labels into segments (naive starts are UTC).
 
     Raises
     ------
@@ -173,27 +141,12 @@ def frame_to_segments(
     label_column: str = LABEL,
     timelines: str = "per_user",
 ) -> list[Segment]:
-    """The segments of a transformed frame, by user and time.
+    """The segments of ``pipeline.transform``'s output, by user (first seen), then time.
 
     Rows are grouped by ``(user_id, segment_id)`` (``segment_id`` alone
-    without ``user_id``). A segment starts at its first bucket, ends at its
-    last bucket's start plus ``bucket_seconds``, counts its rows, takes its
-    label from ``label_column`` and carries the user id when there is one.
-
-    Parameters
-    ----------
-    frame : DataFrame
-        Output of ``pipeline.transform``.
-    bucket_seconds : int, default 60
-    label_column : str, default "label"
-    timelines : {"per_user", "as_given"}, default "per_user"
-        As the pipeline was run: with ``"as_given"`` segments are the runs
-        of ``segment_id`` in row order and carry no user, as taskclf 0.4's.
-
-    Returns
-    -------
-    list of Segment
-        Ordered by user (first appearance), then time (or as given).
+    without ``user_id``); a segment's label is its first row's
+    ``label_column``. With ``timelines="as_given"`` (as the pipeline was
+    run) segments are the runs of ``segment_id`` in row order, without user.
     """
     where = "frame_to_segments"
     width = np.int64(check_value(bucket_seconds, SECONDS, "bucket_seconds", where))
@@ -228,22 +181,10 @@ def frame_to_segments(
 
 
 class Segmenter(FrameTransformer):
-    """Pipeline stage: ``segment_id``, the runs of equal ``smoothed_label``.
+    """Pipeline stage: ``segment_id`` (int64), the runs of equal ``smoothed_label``.
 
-    Each user's segments (the frame's, without ``user_id``) are numbered
-    from 0 in time order (int64) and never cross a timeline boundary.
-
-    Parameters
-    ----------
-    max_gap_seconds : float, default 300.0
-        Longest gap between bucket starts inside one timeline.
-    timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"``: the whole frame is one sequence in the order given,
-        as in taskclf 0.4 (see docs/migrating.md).
-
-    See Also
-    --------
-    frame_to_segments : the annotated frame as :class:`Segment` values.
+    The rule, ``max_gap_seconds`` and ``timelines`` are in docs/contract.md;
+    :func:`frame_to_segments` reads the segments from the annotated frame.
 
     Examples
     --------

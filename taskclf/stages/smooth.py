@@ -1,9 +1,4 @@
-"""Rolling-majority smoothing of labels along each timeline.
-
-:func:`rolling_majority_codes` is the kernel over many timelines at once,
-:class:`MajoritySmoother` the pipeline stage and :func:`rolling_majority`
-the list form of the functional API.
-"""
+"""Rolling-majority smoothing of labels along each timeline."""
 
 from __future__ import annotations
 
@@ -29,26 +24,10 @@ from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
 def rolling_majority_codes(
     codes: np.ndarray, bounds: np.ndarray, window: int, n_labels: int
 ) -> np.ndarray:
-    """Rolling majority of label codes over concatenated timelines.
+    """Rolling majority (docs/contract.md) of label codes over concatenated timelines.
 
-    Row ``i`` sees rows ``i - window // 2`` to ``i + window // 2`` of its
-    timeline. It keeps its label when that has the highest count there;
-    otherwise the label with the highest count wins, the first in the
-    window among ties.
-
-    Parameters
-    ----------
-    codes : ndarray of int, shape (n,)
-        Label codes in ``[0, n_labels)``, timelines concatenated.
-    bounds : ndarray of int, shape (n_timelines + 1,)
-        Start position of each timeline, then ``n``.
-    window, n_labels : int
-        Window width (>= 1) and number of distinct codes.
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Smoothed codes, same dtype as ``codes``.
+    ``bounds`` holds each timeline's start, then ``n``; ``n_labels`` is the
+    number of distinct codes. Returns smoothed codes of ``codes``'s dtype.
     """
     n = len(codes)
     half = window // 2
@@ -87,8 +66,6 @@ def rolling_majority_codes(
 def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW) -> list[str]:
     """Smooth one time-ordered sequence of labels with a centred rolling majority.
 
-    The list form of :class:`MajoritySmoother` for a single timeline.
-
     Examples
     --------
     >>> rolling_majority(["Build", "Debug", "Build", "Build"], window=3)
@@ -104,17 +81,8 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
 class MajoritySmoother(FrameTransformer):
     """Pipeline stage: ``smoothed_label``, the rolling majority of ``raw_label``.
 
-    Windows never cross a timeline boundary (see :func:`rolling_majority_codes`).
-
-    Parameters
-    ----------
-    window : int, default 3
-        Window width in buckets (>= 1).
-    max_gap_seconds : float, default 300.0
-        Longest gap between bucket starts inside one timeline.
-    timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"``: the whole frame is one sequence in the order given,
-        as in taskclf 0.4 (see docs/migrating.md).
+    The rule, ``window`` (in buckets), ``max_gap_seconds`` and ``timelines``
+    are in docs/contract.md.
 
     Examples
     --------
