@@ -98,23 +98,10 @@ def export_bundle_dir(
     *,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a fitted pipeline as a pickle-free bundle directory, atomically.
+    """Write a fitted pipeline as a pickle-free bundle directory, atomically; return it.
 
-    Only an empty directory or a bundle directory taskclf wrote is replaced.
-
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline.
-    directory : path-like
-        Destination directory.
-    metadata : mapping, optional
-        Your own JSON-ready entries, stored as ``extra``.
-
-    Returns
-    -------
-    Path
-        ``directory``.
+    Only an empty directory or a bundle directory taskclf wrote is replaced;
+    ``metadata`` (your own JSON-ready entries) is stored as ``extra``.
 
     Raises
     ------
@@ -177,10 +164,7 @@ def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
     files = data.get("files")
     if not isinstance(files, dict) or set(files) != {PIPELINE_FILE}:
         raise BundleError(f"{where}: 'files' must give the SHA-256 of {PIPELINE_FILE} alone")
-    try:
-        meta = bundle.BundleMetadata.from_dict(data.get("metadata"))
-    except BundleError as exc:
-        raise BundleError(f"{where}: {exc}") from None
+    meta = bundle.BundleMetadata.from_dict(data.get("metadata"), where)
     where = _where(directory / PIPELINE_FILE)
     pipeline = bundle.read_file(directory / PIPELINE_FILE, bundle.MAX_BUNDLE_BYTES)
     if hashlib.sha256(pipeline).hexdigest() != files[PIPELINE_FILE]:
@@ -195,7 +179,7 @@ def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
 
 
 def _checked_dir(path: Path) -> Path:
-    """``path``, a bundle directory of this taskclf or of taskclf 0.4, or raise BundleError."""
+    """``path`` if it is a bundle directory (also taskclf 0.4's), else raise BundleError."""
     if not path.is_dir():
         state = (
             "is a file; load bundle files with load_bundle" if path.exists() else "does not exist"
@@ -214,15 +198,6 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
 
     ``pipeline.skops``'s SHA-256, the schema and label set, and every type
     the file names are checked before skops builds anything.
-
-    Parameters
-    ----------
-    directory : path-like
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-        Identical in its predictions to the exported pipeline.
 
     Raises
     ------
@@ -253,16 +228,10 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
 class BundleDirInfo:
     """What a bundle directory says about itself.
 
-    Attributes
-    ----------
-    path : Path
-    metadata : ~taskclf.bundle.BundleMetadata
-        For taskclf 0.4, ``params["reject__threshold"]`` is the threshold the
-        pipeline uses and ``extra["reject_threshold_source"]`` its origin.
-    files : dict of str to str
-        File name → SHA-256 (verified; for taskclf 0.4 as found).
-    legacy : bool
-        True for a taskclf 0.4 model directory.
+    ``files`` maps file name to SHA-256 (verified; for taskclf 0.4 as found).
+    ``legacy`` is True for a taskclf 0.4 model directory, whose metadata's
+    ``params["reject__threshold"]`` is the threshold the pipeline uses and
+    ``extra["reject_threshold_source"]`` its origin.
     """
 
     path: Path

@@ -49,7 +49,6 @@ class IdentityCalibrator:
         return core_probs
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of taskclf 0.4's ``save_calibrator``."""
         return {"type": "identity"}
 
 
@@ -78,7 +77,6 @@ class TemperatureCalibrator:
     temperature: float = attrs.field(default=1.0, converter=float, validator=_positive)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of taskclf 0.4's ``save_calibrator``."""
         return {"type": "temperature", "temperature": self.temperature}
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
@@ -115,11 +113,9 @@ class IsotonicCalibrator:
 
     @property
     def n_classes(self) -> int:
-        """Number of classes (regressors)."""
         return len(self.regressors)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of taskclf 0.4's ``save_calibrator``: each regressor's thresholds."""
         return {
             "type": "isotonic",
             "regressors": [
@@ -160,15 +156,9 @@ class IsotonicCalibrator:
 class CalibratorStore:
     """Per-user calibration maps with a global fallback.
 
-    Parameters
-    ----------
-    global_calibrator : calibration map
-        Used for users without their own map.
-    user_calibrators : mapping of user id to calibration map
-    method : str, default "temperature"
-        How the maps were made (informative).
-    model_bundle_id, model_schema_hash, created_at : str, optional
-        The model the store was fitted against, and when (as in taskclf 0.4).
+    ``global_calibrator`` serves users without their own map; ``method`` and
+    the optional ``model_bundle_id``, ``model_schema_hash`` and ``created_at``
+    are informative, as in taskclf 0.4.
 
     Examples
     --------
@@ -215,11 +205,7 @@ class CalibratorStore:
 
 
 def _from_dict(data: Any, where: str = "calibrator") -> Any:
-    """A calibration map from its JSON form, or raise InvalidParameterError naming ``where``.
-
-    Isotonic regressors are rebuilt as taskclf 0.4 does (fitted on their
-    thresholds, bounded to [0, 1]), so they predict alike.
-    """
+    """A calibration map from its JSON form (isotonic ones rebuilt as taskclf 0.4 does)."""
     from sklearn.isotonic import IsotonicRegression
 
     def isotonic(item: dict[str, Any]) -> IsotonicRegression:
@@ -294,16 +280,11 @@ def _is_store(directory: Path) -> bool:
 
 
 def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) -> Path:
-    """Write a store as a directory in taskclf 0.4's layout, atomically.
+    """Write a store as a directory in taskclf 0.4's layout, atomically; return ``path``.
 
     ``store.json`` (method, user ids, the model it belongs to),
     ``global.json`` and ``users/<user_id>.json``. An existing directory is
     replaced only when it is empty or a calibrator store.
-
-    Returns
-    -------
-    Path
-        The directory written.
     """
     names = {user: _user_file(user) for user in store.user_calibrators}
     meta: dict[str, Any] = {"method": store.method, "user_count": len(names)}

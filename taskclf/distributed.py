@@ -1,13 +1,8 @@
 """Scale-out on Dask: the fitted pipeline on a Dask DataFrame partitioned by user.
 
-A timeline is one user's rows (the whole frame without ``user_id``), so the
-in-memory pipeline is right on any partition holding all rows of each of
-its users: :func:`partition_by_user` lays a frame out that way, then
-:func:`transform` and :func:`predict` run the pipeline on each partition.
-Results equal the in-memory run on ``ddf.compute()``, row for row once
-aligned on the index; segments are named by ``(user_id, segment_id)``
-(docs/dask.md). Without Dask (``pip install ".[dask]"``) every function
-raises an ImportError saying so.
+A timeline is one user's rows, so the in-memory pipeline is right on any partition
+holding all rows of each of its users (docs/dask.md). Without Dask every function
+raises an ImportError saying what to install.
 """
 
 from __future__ import annotations
@@ -62,16 +57,11 @@ def _check_pipeline(pipeline: object, where: str) -> Any:
 
 @attrs.frozen(eq=False)
 class UserPartitions:
-    """A Dask DataFrame laid out so that every partition holds whole users.
+    """A Dask DataFrame (``frame``) laid out so that every partition holds whole users.
 
-    Attributes
-    ----------
-    frame : dask.dataframe.DataFrame
-        The rows, keeping their index; all in one partition without ``user_id``.
-    users : pandas.Index or None
-        The user ids in order of first appearance; ``None`` without ``user_id``.
-    shuffled : bool
-        Whether rows had to move.
+    ``users`` lists the user ids in order of first appearance (``None`` without
+    ``user_id``, when all rows are in one partition); ``shuffled`` tells whether
+    rows had to move.
     """
 
     frame: Any
@@ -89,15 +79,6 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     Each partition first sends back its distinct user ids (one small
     computation); rows are shuffled on ``user_id`` only when a user spans
     partitions. Without a ``user_id`` column, all rows go to one partition.
-
-    Parameters
-    ----------
-    ddf : dask.dataframe.DataFrame
-        Feature rows.
-
-    Returns
-    -------
-    UserPartitions
 
     Examples
     --------
@@ -148,24 +129,11 @@ def _on_partitions(pipeline: Any, ddf: object, where: str) -> dd.DataFrame:
 
 
 def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
-    """``pipeline.transform`` on a Dask DataFrame, partition by partition.
+    """``pipeline.transform`` on a Dask DataFrame, lazily, partition by partition.
 
-    After :func:`partition_by_user`, each partition runs the in-memory
-    pipeline, which the workers fetch once. Every output row keeps its
-    input index and equals the row of ``pipeline.transform(ddf.compute())``
-    with that index (after a shuffle, in another order).
-
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline (:func:`taskclf.build_pipeline`).
-    ddf : dask.dataframe.DataFrame
-        Feature rows, as ``pipeline.transform`` takes them.
-
-    Returns
-    -------
-    dask.dataframe.DataFrame
-        Lazy.
+    After :func:`partition_by_user`, each partition runs the fitted pipeline,
+    which the workers fetch once. Every output row keeps its input index and
+    equals the row of ``pipeline.transform(ddf.compute())`` with that index.
 
     Raises
     ------
@@ -177,21 +145,8 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
 
 
 def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
-    """The final label of each row of a Dask DataFrame: :func:`transform`'s ``label``.
-
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline.
-    ddf : dask.dataframe.DataFrame
-        Feature rows.
-
-    Returns
-    -------
-    dask.dataframe.Series
-        Categorical, with the input index; equal to
-        ``pipeline.predict(ddf.compute())`` once aligned on the index.
-    """
+    """:func:`transform`'s categorical ``label`` column: equal to
+    ``pipeline.predict(ddf.compute())`` once aligned on the index."""
     out = _on_partitions(pipeline, ddf, "taskclf.distributed.predict")
     if LABEL not in out.columns:
         raise InvalidParameterError(
@@ -259,8 +214,6 @@ def infer_parquet_dir(
 
     Parameters
     ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline.
     input_dir, output_dir : path
         Parquet feature files; the run's directory (absent, empty or an
         earlier run's output).
@@ -271,10 +224,6 @@ def infer_parquet_dir(
         same path; ``None``: the scheduler Dask already uses.
     n_workers : int, optional
         Worker processes of the ``"local"`` cluster (default: one per core).
-
-    Returns
-    -------
-    taskclf.workflows.InferenceRun
 
     Raises
     ------

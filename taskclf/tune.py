@@ -77,24 +77,18 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     Parameters
     ----------
     estimator : sklearn.pipeline.Pipeline
-        The pipeline to tune.
-    param_grid : dict or list of dict
-        As GridSearchCV's (``"<step>__<param>"``, or a step name to swap it).
+    param_grid, cv, refit
+        As GridSearchCV's.
     scoring : str or callable, optional
         One metric: a scikit-learn or taskclf scorer name
         (:data:`taskclf.metrics.SCORERS`) or a callable
         ``scorer(estimator, X, y) -> float``; ``None``: the pipeline's ``score``.
-    cv : int, cross-validation generator or iterable, optional
-        As GridSearchCV's (``None``: 5 folds).
-    refit : bool, default True
-        Refit the best candidate on all rows as ``best_estimator_``.
 
     Attributes
     ----------
     cv_results_, best_index_, best_score_, best_params_, best_estimator_, n_splits_
-        As GridSearchCV's (``mean_fit_time`` times the remaining steps only).
-    scorer_, refit_time_
-        As GridSearchCV's.
+        As GridSearchCV's (``mean_fit_time`` times the remaining steps only);
+        also ``scorer_`` and ``refit_time_``.
     split_step_ : str
         The first swept step; the steps before it were fitted once per fold.
     prefix_fit_times_ : ndarray
@@ -180,21 +174,7 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         return pipeline.set_params(**clone(dict(params), safe=False))
 
     def fit(self, X: Any, y: Any = None, groups: Any = None) -> PostprocessingSearchCV:
-        """Score every candidate on every fold and pick the best.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Feature rows.
-        y : array-like of str
-            Core label of each row.
-        groups : array-like, optional
-            Group of each row, for group-aware splitters.
-
-        Returns
-        -------
-        self
-        """
+        """Score every candidate on every fold (``groups`` for group-aware splitters)."""
         candidates, split = self._candidates()
         scorer = self._scorer()
         X, y, groups = indexable(X, y, groups)
@@ -293,19 +273,7 @@ def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
 
 
 def training_overlap(training_days: Iterable[str] | None, X: pd.DataFrame) -> list[tuple[Any, str]]:
-    """The ``(user_id, day)`` groups of ``X`` that a model was trained on.
-
-    Parameters
-    ----------
-    training_days : iterable of str or None
-        The digests :func:`day_fingerprints` gave on the training rows.
-    X : DataFrame
-        Rows about to be scored (with or without ``label``).
-
-    Returns
-    -------
-    list of (user_id, "YYYY-MM-DD")
-        Sorted; empty when no day of ``X`` was trained on.
-    """
+    """The sorted ``(user_id, "YYYY-MM-DD")`` groups of ``X`` whose digest is in
+    ``training_days`` (:func:`day_fingerprints` of the training rows)."""
     recorded = set(training_days or ())
     return sorted(where for digest, where in day_fingerprints(X).items() if digest in recorded)
