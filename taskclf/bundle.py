@@ -380,14 +380,8 @@ def save_bundle(
 ) -> Path:
     """Write a fitted pipeline and its :class:`BundleMetadata` to one file, atomically.
 
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline (:func:`taskclf.build_pipeline`).
-    path : path-like
-        Destination file (conventionally ``*.taskclf``), replaced if it exists; returned.
-    metadata : mapping, optional
-        Your own JSON-ready entries, stored as ``extra``.
+    ``path`` (conventionally ``*.taskclf``) is replaced if it exists, and returned;
+    ``metadata`` (your own JSON-ready entries) is stored as ``extra``.
 
     Raises
     ------
@@ -420,22 +414,10 @@ def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> P
 
     Unpickling runs the writer's code: load bundles only from sources you trust.
 
-    Parameters
-    ----------
-    path : path-like
-        A file written by :func:`save_bundle`.
-    sha256 : str, optional
-        Expected SHA-256 (hex) of the whole file, as ``sha256sum`` prints it.
-
-    Raises
-    ------
-    BundleError
-        Naming the file and the cause (docs/bundles.md lists what is checked).
-
-    Warns
-    -----
-    BundleVersionWarning
-        When a library's minor or patch version differs from the writer's.
+    ``sha256`` is the expected SHA-256 (hex) of the whole file, as ``sha256sum``
+    prints it. Raises BundleError naming the file and the cause (docs/bundles.md
+    lists what is checked); warns (BundleVersionWarning) when a library's minor or
+    patch version differs from the writer's.
     """
     path = Path(path)
     where = f"bundle file {str(path)!r}"

@@ -1,5 +1,4 @@
-"""Pickle-free bundles: ``pipeline.skops`` (:mod:`skops.io`) and ``bundle.json`` (the
-metadata and that file's SHA-256) in a directory; and the model directories of taskclf 0.4.
+"""Pickle-free bundle directories (docs/bundles.md), and the model directories of taskclf 0.4.
 
 Needs the ``safe`` extra: ``pip install 'taskclf[safe]'``.
 """
@@ -100,15 +99,10 @@ def export_bundle_dir(
 ) -> Path:
     """Write a fitted pipeline as a pickle-free bundle directory, atomically; return it.
 
-    Only an empty directory or a bundle directory taskclf wrote is replaced;
-    ``metadata`` (your own JSON-ready entries) is stored as ``extra``.
-
-    Raises
-    ------
-    BundleError
-        If a stage holds a value skops cannot write or taskclf does not trust.
-    NotOursError
-        If ``directory`` is neither empty nor a taskclf bundle directory.
+    Only an empty directory or a bundle directory taskclf wrote is replaced (else
+    NotOursError); ``metadata`` (your own JSON-ready entries) is stored as ``extra``.
+    Raises BundleError if a stage holds a value skops cannot write or taskclf does
+    not trust.
 
     Examples
     --------
@@ -199,15 +193,9 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     ``pipeline.skops``'s SHA-256, the schema and label set, and every type
     the file names are checked before skops builds anything.
 
-    Raises
-    ------
-    BundleError
-        Naming the file and the cause, or how to re-export a taskclf 0.5.0 directory.
-
-    Warns
-    -----
-    TaskclfWarning
-        For a taskclf 0.4 directory without ``categorical_encoders.json``.
+    Raises BundleError naming the file and the cause (or how to re-export a taskclf
+    0.5.0 directory); warns (TaskclfWarning) for a taskclf 0.4 directory without
+    ``categorical_encoders.json``.
     """
     path = Path(directory)
     if _is_04_dir(_checked_dir(path)):

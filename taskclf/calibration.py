@@ -94,13 +94,8 @@ class TemperatureCalibrator:
 
 @attrs.frozen(eq=False)
 class IsotonicCalibrator:
-    """One fitted isotonic regression per class; outputs clipped below at 1e-12, rows renormalized.
-
-    Parameters
-    ----------
-    regressors : sequence of sklearn.isotonic.IsotonicRegression
-        Fitted regressors, one per class, in class order (any number of classes).
-    """
+    """Fitted isotonic ``regressors``, one per class in class order; outputs clipped below at
+    1e-12, rows renormalized."""
 
     regressors: tuple[Any, ...] = attrs.field(converter=tuple)
 
@@ -253,12 +248,8 @@ def save_calibrator(calibrator: Any, path: str | os.PathLike[str]) -> Path:
 def load_calibrator(path: str | os.PathLike[str]) -> Any:
     """Read a calibration map written by :func:`save_calibrator` (or taskclf 0.4).
 
-    Raises
-    ------
-    MissingFileError
-        When the file does not exist (also a ``FileNotFoundError``).
-    InvalidParameterError, ReaderError
-        When it is not a calibrator file; the message names it.
+    Raises MissingFileError (a ``FileNotFoundError``) for a missing file, and
+    InvalidParameterError or ReaderError naming a file that is not a calibrator.
     """
     return _from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
 
@@ -305,12 +296,8 @@ def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) 
 def load_calibrator_store(path: str | os.PathLike[str]) -> CalibratorStore:
     """Read a store directory written by :func:`save_calibrator_store` (or taskclf 0.4).
 
-    Raises
-    ------
-    MissingFileError
-        When ``store.json`` or ``global.json`` is missing.
-    InvalidParameterError, ReaderError
-        Naming the file that is not what it should be.
+    Raises MissingFileError when ``store.json`` or ``global.json`` is missing, and
+    InvalidParameterError or ReaderError naming a file that is not what it should be.
     """
     directory = Path(path)
     meta = _read_json(directory / "store.json")

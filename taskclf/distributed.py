@@ -88,9 +88,6 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     >>> parts = partition_by_user(dd.from_pandas(frame, npartitions=2))
     >>> parts.shuffled, parts.users.tolist()
     (False, ['a', 'b'])
-    >>> frame = pd.DataFrame({"user_id": ["a", "b", "a", "b"], "x": range(4)})
-    >>> partition_by_user(dd.from_pandas(frame, npartitions=2)).shuffled
-    True
     """
     ddf = _check_frame(ddf, "partition_by_user")
     if USER_ID not in ddf.columns:
@@ -134,12 +131,8 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
     After :func:`partition_by_user`, each partition runs the fitted pipeline,
     which the workers fetch once. Every output row keeps its input index and
     equals the row of ``pipeline.transform(ddf.compute())`` with that index.
-
-    Raises
-    ------
-    InputError
-        If ``ddf`` is not a Dask DataFrame. The pipeline's own errors on
-        the columns are raised here too, before any task runs.
+    InputError (``ddf`` is not a Dask DataFrame) and the pipeline's own errors
+    on the columns are raised here, before any task runs.
     """
     return _on_partitions(pipeline, ddf, "taskclf.distributed.transform")
 
@@ -212,18 +205,10 @@ def infer_parquet_dir(
     grouped by user) and ``segments.json`` as the in-memory run does
     (:func:`taskclf.workflows.infer_to_directory`).
 
-    Parameters
-    ----------
-    input_dir, output_dir : path
-        Parquet feature files; the run's directory (absent, empty or an
-        earlier run's output).
-    address : str or None, default "local"
-        ``"local"``: a LocalCluster started here (worker processes, one
-        thread each) and closed after; a scheduler address
-        (``"tcp://scheduler:8786"``), whose workers see ``input_dir`` at the
-        same path; ``None``: the scheduler Dask already uses.
-    n_workers : int, optional
-        Worker processes of the ``"local"`` cluster (default: one per core).
+    ``output_dir`` must be absent, empty or an earlier run's output.
+    ``address`` is ``"local"`` (a LocalCluster of ``n_workers`` processes,
+    started here and closed after), a scheduler address, or ``None`` (the
+    scheduler Dask already uses); docs/dask.md says more.
 
     Raises
     ------

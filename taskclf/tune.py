@@ -98,12 +98,8 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     --------
     >>> from sklearn.model_selection import GroupKFold
     >>> from taskclf import build_pipeline
-    >>> search = PostprocessingSearchCV(
-    ...     build_pipeline(num_boost_round=20),
-    ...     {"reject__threshold": [0.3, 0.5], "smooth__window": [1, 3]},
-    ...     scoring="accuracy",
-    ...     cv=GroupKFold(3),
-    ... )
+    >>> grid = {"reject__threshold": [0.3, 0.5], "smooth__window": [1, 3]}
+    >>> search = PostprocessingSearchCV(build_pipeline(), grid, cv=GroupKFold(3))
     >>> sorted(search.get_params()["param_grid"])
     ['reject__threshold', 'smooth__window']
     """

@@ -1,7 +1,4 @@
-"""Batch inference, the functional API of taskclf 0.4: predict, smooth and segment a frame.
-
-Each function composes the pipeline stages (:func:`taskclf.build_pipeline`).
-"""
+"""Batch inference, the functional API of taskclf 0.4, composed of the pipeline stages."""
 
 from __future__ import annotations
 
@@ -85,9 +82,6 @@ def predict_proba(
     Parameters
     ----------
     model : lightgbm.Booster
-        Trained booster.
-    features_df : DataFrame
-        Frame with the schema's feature columns.
     cat_encoders : dict of str to LabelEncoder, optional
         Fitted encoders of the categorical columns (default: each column's own values).
     schema_version : str, optional
@@ -163,11 +157,8 @@ def run_batch_inference(
         As for :func:`taskclf.build_pipeline`.
     taxonomy : TaxonomyConfig, optional
         Fills ``mapped_labels`` and ``mapped_probs``.
-    calibrator : calibration map, optional
-        Applied to every row before rejection.
-    calibrator_store : CalibratorStore, optional
-        Per-user calibration; wins over ``calibrator`` when the frame has
-        ``user_id``.
+    calibrator, calibrator_store : calibration map, CalibratorStore, optional
+        Applied before rejection; the store's per-user maps win when the frame has ``user_id``.
     timelines : {"per_user", "as_given"}, default "per_user"
         ``"as_given"`` treats the frame as one sequence in the order given,
         which reproduces taskclf 0.4's results on any frame.

@@ -113,11 +113,6 @@ class Calibrator(TransformerMixin, BaseEstimator):
     --------
     >>> import pandas as pd
     >>> from taskclf._columns import PROBA_COLUMNS
-    >>> from taskclf.calibration import TemperatureCalibrator
-    >>> frame = pd.DataFrame([[0.7, 0.3] + [0.0] * 6], columns=PROBA_COLUMNS)
-    >>> out = Calibrator.from_maps(TemperatureCalibrator(2.0)).transform(frame)
-    >>> round(float(out["proba_BreakIdle"].iloc[0]), 3)
-    0.604
     >>> frame = pd.DataFrame([[0.9, 0.1] + [0.0] * 6] * 4, columns=PROBA_COLUMNS)
     >>> stage = Calibrator(method="temperature").fit(frame, ["BreakIdle"] * 3 + ["Build"])
     >>> stage.calibrator_.temperature > 1, stage.log_loss_after_ < stage.log_loss_before_
@@ -195,11 +190,8 @@ class Calibrator(TransformerMixin, BaseEstimator):
         ``X`` needs ``user_id`` and ``bucket_start_ts`` too for ``per_user``;
         ``y`` (core labels) is optional with ``method="identity"``.
 
-        Raises
-        ------
-        InputError
-            When labels are needed and missing, of another length than
-            ``X``, or not core labels.
+        Raises InputError when labels are needed and missing, of another length
+        than ``X``, or not core labels.
         """
         check_params(self)
         check_frame(X, type(self).__name__)
