@@ -32,19 +32,13 @@ __all__ = ["PostprocessingSearchCV", "day_fingerprints", "training_overlap"]
 NS_PER_DAY = 86_400 * 1_000_000_000
 
 
-def _mean_std(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's mean and standard deviation, computed as GridSearchCV does."""
-    mean = np.average(array, axis=1)
-    return mean, np.sqrt(np.average((array - mean[:, None]) ** 2, axis=1))
-
-
 def _cv_results(
     candidates: list[dict[str, Any]], scores: np.ndarray, times: np.ndarray
 ) -> dict[str, Any]:
     """GridSearchCV's ``cv_results_``: same keys, order, dtypes and arithmetic."""
     results: dict[str, Any] = {}
     for key, array in (("fit_time", times[0]), ("score_time", times[1])):
-        results[f"mean_{key}"], results[f"std_{key}"] = _mean_std(array)
+        results[f"mean_{key}"], results[f"std_{key}"] = array.mean(axis=1), array.std(axis=1)
     for name in dict.fromkeys(name for params in candidates for name in params):
         column: np.ma.MaskedArray = np.ma.masked_all(len(candidates), dtype=object)
         for i, params in enumerate(candidates):
@@ -54,7 +48,7 @@ def _cv_results(
     results["params"] = candidates
     for s in range(scores.shape[1]):
         results[f"split{s}_test_score"] = scores[:, s]
-    results["mean_test_score"], results["std_test_score"] = _mean_std(scores)
+    results["mean_test_score"], results["std_test_score"] = scores.mean(axis=1), scores.std(axis=1)
     means = results["mean_test_score"]
     if np.isnan(means).all():
         results["rank_test_score"] = np.ones(len(means), dtype=np.int32)
