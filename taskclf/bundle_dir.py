@@ -242,9 +242,7 @@ def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
     return BundleDirInfo(path, meta, {PIPELINE_FILE: hashlib.sha256(data).hexdigest()})
 
 
-# The model directories of taskclf 0.4: ``model.txt`` (the booster), ``metadata.json``
-# and optionally ``categorical_encoders.json`` (column -> vocabulary); the ``models/``
-# directory above may hold ``inference_policy.json`` naming its model and threshold.
+# The model directories of taskclf 0.4 (their files: docs/bundles.md).
 
 
 def _is_04_dir(directory: Path) -> bool:
