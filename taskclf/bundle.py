@@ -1,11 +1,7 @@
-"""Bundles: one file holding a fitted pipeline and its metadata.
+"""Bundles: one file holding a fitted pipeline and its metadata (layout: docs/bundles.md).
 
-The file is the magic ``b"TASKCLF-BUNDLE"``, the format version (2 bytes),
-the header's length (4 bytes), a JSON header (the metadata, the payload's
-SHA-256 and length), the header's SHA-256, then the joblib-pickled
-pipeline: the metadata and digests are checked before anything is
-unpickled. Unpickling still runs the writer's code; for bundles from
-untrusted sources use :mod:`taskclf.bundle_dir`.
+The metadata and digests are checked before anything is unpickled; unpickling still
+runs the writer's code, so for bundles from untrusted sources use :mod:`taskclf.bundle_dir`.
 """
 
 from __future__ import annotations
@@ -66,17 +62,7 @@ def library_versions() -> dict[str, str]:
 
 
 def training_fingerprint(X: pd.DataFrame, y: Any = None) -> str:
-    """SHA-256 (hex) of a training frame's column names and rows (index excluded), and labels.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> a = training_fingerprint(pd.DataFrame({"x": [1, 2]}))
-    >>> a == training_fingerprint(pd.DataFrame({"x": [1, 2]}))
-    True
-    >>> a == training_fingerprint(pd.DataFrame({"x": [2, 1]}))
-    False
-    """
+    """SHA-256 (hex) of a training frame's column names and rows (index excluded), and labels."""
     digest = hashlib.sha256(json.dumps([str(c) for c in X.columns]).encode("utf-8"))
     digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy(np.uint64).tobytes())
     if y is not None:
@@ -86,13 +72,7 @@ def training_fingerprint(X: pd.DataFrame, y: Any = None) -> str:
 
 
 def record_training(pipeline: Pipeline, X: pd.DataFrame, y: Any = None) -> Pipeline:
-    """Record :func:`training_fingerprint` of the training data, for bundles to write.
-
-    Returns
-    -------
-    Pipeline
-        ``pipeline``, whose ``predict`` step now has ``training_fingerprint_``.
-    """
+    """Set the ``predict`` step's ``training_fingerprint_`` (for bundles); return ``pipeline``."""
     predictor_of(pipeline, "record_training").training_fingerprint_ = training_fingerprint(X, y)
     return pipeline
 
@@ -106,23 +86,7 @@ _NAMES = v.deep_iterable(v.instance_of(str), v.instance_of(tuple))
 
 @attrs.frozen
 class BundleMetadata:
-    """What a bundle records beside the pipeline (the table of docs/bundles.md).
-
-    Attributes
-    ----------
-    schema_version, schema_hash, created_at : str
-        The model's feature schema and its hash; the creation time (ISO 8601 UTC).
-    label_set, steps : tuple of str
-        The model's classes in class order; the pipeline's step names.
-    versions : dict of str to str
-        Library versions of the writer.
-    params : dict
-        The pipeline's scalar hyperparameters (``step__param``).
-    training_fingerprint, training_metrics : str or None, dict or None
-        :func:`training_fingerprint` and the out-of-fold scores, when known.
-    extra : dict
-        The caller's own JSON-ready entries.
-    """
+    """What a bundle records beside the pipeline; docs/bundles.md has the table of fields."""
 
     schema_version: str = attrs.field(validator=v.instance_of(str))
     schema_hash: str = attrs.field(validator=v.instance_of(str))
@@ -147,14 +111,15 @@ class BundleMetadata:
         return {key: list(v) if isinstance(v, tuple) else v for key, v in out.items()}
 
     @classmethod
-    def from_dict(cls, data: object) -> BundleMetadata:
-        """Build from a mapping read from JSON, or raise BundleError naming the bad field."""
+    def from_dict(cls, data: object, where: str = "bundle") -> BundleMetadata:
+        """Build from a mapping read from JSON, or raise BundleError naming ``where`` and field."""
         if not isinstance(data, dict):
-            raise BundleError(f"metadata must be a JSON object, got {type(data).__name__}")
+            message = f"metadata must be a JSON object, got {type(data).__name__}"
+            raise BundleError(f"{where}: {message}")
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:
-            raise BundleError(f"metadata: {exc}") from None
+            raise BundleError(f"{where}: metadata: {exc}") from None
 
 
 def _json_ready(value: Any, what: str) -> Any:
@@ -214,14 +179,8 @@ def make_metadata(
     except (TypeError, ValueError) as exc:
         raise InvalidParameterError(f"{exc} (it must be JSON-ready)") from None
     calibrate = pipeline.named_steps.get("calibrate")
-    names = (
-        "brier_before",
-        "brier_after",
-        "log_loss_before",
-        "log_loss_after",
-        "accuracy",
-        "macro_f1",
-    )
+    names = [f"{n}_{w}" for n in ("brier", "log_loss") for w in ("before", "after")]
+    names += ["accuracy", "macro_f1"]
     scores = {f"oof_{name}": getattr(calibrate, f"{name}_", None) for name in names}
     metrics = {k: x for k, x in scores.items() if isinstance(x, float) and np.isfinite(x)}
     fingerprint = getattr(predictor, "training_fingerprint_", None)
@@ -293,12 +252,7 @@ def check_compatibility(meta: BundleMetadata, where: str) -> None:
 
 
 def check_runs(pipeline: Any, meta: BundleMetadata, where: str) -> Pipeline:
-    """Refuse a loaded pipeline that is not a taskclf pipeline of ``meta``'s schema that runs.
-
-    It must predict one row of the recorded schema, so that a pipeline of
-    another taskclf whose stages this one cannot run is refused here,
-    naming the file, rather than on the user's first frame.
-    """
+    """Refuse a loaded pipeline that is not of ``meta``'s schema or cannot predict one row."""
     try:
         found = predictor_of(pipeline, where).schema_.version
         if found != meta.schema_version:
@@ -393,13 +347,7 @@ def read_json(path: Path, limit: int) -> Any:
 class BundleInfo:
     """What a bundle file says about itself, read without unpickling.
 
-    Attributes
-    ----------
-    path : Path
-    metadata : BundleMetadata
-    file_sha256, payload_sha256 : str
-        SHA-256 of the whole file (as ``sha256sum`` prints it) and of the payload.
-    payload_bytes, format_version : int
+    ``file_sha256`` is the whole file's (as ``sha256sum`` prints it).
     """
 
     path: Path
@@ -416,22 +364,14 @@ def _read_bundle(path: Path) -> tuple[BundleInfo, bytes]:
         raise BundleError(f"{where} is a directory; load bundle directories with load_bundle_dir")
     data = read_file(path, MAX_BUNDLE_BYTES)
     header, payload = decode_bundle(data, where)
-    try:
-        meta = BundleMetadata.from_dict(header.get("metadata"))
-    except BundleError as exc:
-        raise BundleError(f"{where}: {exc}") from None
+    meta = BundleMetadata.from_dict(header.get("metadata"), where)
     digest = hashlib.sha256(data).hexdigest()
     return BundleInfo(path, meta, digest, header["payload"]["sha256"], len(payload)), payload
 
 
 def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
-    """Read and verify a bundle file's metadata and digests, without unpickling.
-
-    Raises
-    ------
-    BundleError
-        Naming the file and what is wrong with it.
-    """
+    """Read and verify a bundle file's metadata and digests (without unpickling), or raise
+    BundleError naming the file."""
     return _read_bundle(Path(path))[0]
 
 
@@ -440,19 +380,8 @@ def save_bundle(
 ) -> Path:
     """Write a fitted pipeline and its :class:`BundleMetadata` to one file, atomically.
 
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline (:func:`taskclf.build_pipeline`).
-    path : path-like
-        Destination file (conventionally ``*.taskclf``); replaced if it exists.
-    metadata : mapping, optional
-        Your own JSON-ready entries, stored as ``extra``.
-
-    Returns
-    -------
-    Path
-        ``path``.
+    ``path`` (conventionally ``*.taskclf``) is replaced if it exists, and returned;
+    ``metadata`` (your own JSON-ready entries) is stored as ``extra``.
 
     Raises
     ------
@@ -485,26 +414,10 @@ def load_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> P
 
     Unpickling runs the writer's code: load bundles only from sources you trust.
 
-    Parameters
-    ----------
-    path : path-like
-        A file written by :func:`save_bundle`.
-    sha256 : str, optional
-        Expected SHA-256 (hex) of the whole file, as ``sha256sum`` prints it.
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-
-    Raises
-    ------
-    BundleError
-        Naming the file and the cause (docs/bundles.md lists what is checked).
-
-    Warns
-    -----
-    BundleVersionWarning
-        When a library's minor or patch version differs from the writer's.
+    ``sha256`` is the expected SHA-256 (hex) of the whole file, as ``sha256sum``
+    prints it. Raises BundleError naming the file and the cause (docs/bundles.md
+    lists what is checked); warns (BundleVersionWarning) when a library's minor or
+    patch version differs from the writer's.
     """
     path = Path(path)
     where = f"bundle file {str(path)!r}"

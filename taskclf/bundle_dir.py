@@ -1,5 +1,4 @@
-"""Pickle-free bundles: ``pipeline.skops`` (:mod:`skops.io`) and ``bundle.json`` (the
-metadata and that file's SHA-256) in a directory; and the model directories of taskclf 0.4.
+"""Pickle-free bundle directories (docs/bundles.md), and the model directories of taskclf 0.4.
 
 Needs the ``safe`` extra: ``pip install 'taskclf[safe]'``.
 """
@@ -98,30 +97,12 @@ def export_bundle_dir(
     *,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a fitted pipeline as a pickle-free bundle directory, atomically.
+    """Write a fitted pipeline as a pickle-free bundle directory, atomically; return it.
 
-    Only an empty directory or a bundle directory taskclf wrote is replaced.
-
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline.
-    directory : path-like
-        Destination directory.
-    metadata : mapping, optional
-        Your own JSON-ready entries, stored as ``extra``.
-
-    Returns
-    -------
-    Path
-        ``directory``.
-
-    Raises
-    ------
-    BundleError
-        If a stage holds a value skops cannot write or taskclf does not trust.
-    NotOursError
-        If ``directory`` is neither empty nor a taskclf bundle directory.
+    Only an empty directory or a bundle directory taskclf wrote is replaced (else
+    NotOursError); ``metadata`` (your own JSON-ready entries) is stored as ``extra``.
+    Raises BundleError if a stage holds a value skops cannot write or taskclf does
+    not trust.
 
     Examples
     --------
@@ -177,10 +158,7 @@ def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
     files = data.get("files")
     if not isinstance(files, dict) or set(files) != {PIPELINE_FILE}:
         raise BundleError(f"{where}: 'files' must give the SHA-256 of {PIPELINE_FILE} alone")
-    try:
-        meta = bundle.BundleMetadata.from_dict(data.get("metadata"))
-    except BundleError as exc:
-        raise BundleError(f"{where}: {exc}") from None
+    meta = bundle.BundleMetadata.from_dict(data.get("metadata"), where)
     where = _where(directory / PIPELINE_FILE)
     pipeline = bundle.read_file(directory / PIPELINE_FILE, bundle.MAX_BUNDLE_BYTES)
     if hashlib.sha256(pipeline).hexdigest() != files[PIPELINE_FILE]:
@@ -195,7 +173,7 @@ def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
 
 
 def _checked_dir(path: Path) -> Path:
-    """``path``, a bundle directory of this taskclf or of taskclf 0.4, or raise BundleError."""
+    """``path`` if it is a bundle directory (also taskclf 0.4's), else raise BundleError."""
     if not path.is_dir():
         state = (
             "is a file; load bundle files with load_bundle" if path.exists() else "does not exist"
@@ -215,24 +193,9 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     ``pipeline.skops``'s SHA-256, the schema and label set, and every type
     the file names are checked before skops builds anything.
 
-    Parameters
-    ----------
-    directory : path-like
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-        Identical in its predictions to the exported pipeline.
-
-    Raises
-    ------
-    BundleError
-        Naming the file and the cause, or how to re-export a taskclf 0.5.0 directory.
-
-    Warns
-    -----
-    TaskclfWarning
-        For a taskclf 0.4 directory without ``categorical_encoders.json``.
+    Raises BundleError naming the file and the cause (or how to re-export a taskclf
+    0.5.0 directory); warns (TaskclfWarning) for a taskclf 0.4 directory without
+    ``categorical_encoders.json``.
     """
     path = Path(directory)
     if _is_04_dir(_checked_dir(path)):
@@ -253,16 +216,10 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
 class BundleDirInfo:
     """What a bundle directory says about itself.
 
-    Attributes
-    ----------
-    path : Path
-    metadata : ~taskclf.bundle.BundleMetadata
-        For taskclf 0.4, ``params["reject__threshold"]`` is the threshold the
-        pipeline uses and ``extra["reject_threshold_source"]`` its origin.
-    files : dict of str to str
-        File name → SHA-256 (verified; for taskclf 0.4 as found).
-    legacy : bool
-        True for a taskclf 0.4 model directory.
+    ``files`` maps file name to SHA-256 (verified; for taskclf 0.4 as found).
+    ``legacy`` is True for a taskclf 0.4 model directory, whose metadata's
+    ``params["reject__threshold"]`` is the threshold the pipeline uses and
+    ``extra["reject_threshold_source"]`` its origin.
     """
 
     path: Path
@@ -285,9 +242,7 @@ def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
     return BundleDirInfo(path, meta, {PIPELINE_FILE: hashlib.sha256(data).hexdigest()})
 
 
-# The model directories of taskclf 0.4: ``model.txt`` (the booster), ``metadata.json``
-# and optionally ``categorical_encoders.json`` (column -> vocabulary); the ``models/``
-# directory above may hold ``inference_policy.json`` naming its model and threshold.
+# The model directories of taskclf 0.4 (their files: docs/bundles.md).
 
 
 def _is_04_dir(directory: Path) -> bool:

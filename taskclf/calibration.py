@@ -49,7 +49,6 @@ class IdentityCalibrator:
         return core_probs
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of taskclf 0.4's ``save_calibrator``."""
         return {"type": "identity"}
 
 
@@ -78,7 +77,6 @@ class TemperatureCalibrator:
     temperature: float = attrs.field(default=1.0, converter=float, validator=_positive)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of taskclf 0.4's ``save_calibrator``."""
         return {"type": "temperature", "temperature": self.temperature}
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
@@ -96,13 +94,8 @@ class TemperatureCalibrator:
 
 @attrs.frozen(eq=False)
 class IsotonicCalibrator:
-    """One fitted isotonic regression per class; outputs clipped below at 1e-12, rows renormalized.
-
-    Parameters
-    ----------
-    regressors : sequence of sklearn.isotonic.IsotonicRegression
-        Fitted regressors, one per class, in class order (any number of classes).
-    """
+    """Fitted isotonic ``regressors``, one per class in class order; outputs clipped below at
+    1e-12, rows renormalized."""
 
     regressors: tuple[Any, ...] = attrs.field(converter=tuple)
 
@@ -115,11 +108,9 @@ class IsotonicCalibrator:
 
     @property
     def n_classes(self) -> int:
-        """Number of classes (regressors)."""
         return len(self.regressors)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of taskclf 0.4's ``save_calibrator``: each regressor's thresholds."""
         return {
             "type": "isotonic",
             "regressors": [
@@ -160,15 +151,9 @@ class IsotonicCalibrator:
 class CalibratorStore:
     """Per-user calibration maps with a global fallback.
 
-    Parameters
-    ----------
-    global_calibrator : calibration map
-        Used for users without their own map.
-    user_calibrators : mapping of user id to calibration map
-    method : str, default "temperature"
-        How the maps were made (informative).
-    model_bundle_id, model_schema_hash, created_at : str, optional
-        The model the store was fitted against, and when (as in taskclf 0.4).
+    ``global_calibrator`` serves users without their own map; ``method`` and
+    the optional ``model_bundle_id``, ``model_schema_hash`` and ``created_at``
+    are informative, as in taskclf 0.4.
 
     Examples
     --------
@@ -215,11 +200,7 @@ class CalibratorStore:
 
 
 def _from_dict(data: Any, where: str = "calibrator") -> Any:
-    """A calibration map from its JSON form, or raise InvalidParameterError naming ``where``.
-
-    Isotonic regressors are rebuilt as taskclf 0.4 does (fitted on their
-    thresholds, bounded to [0, 1]), so they predict alike.
-    """
+    """A calibration map from its JSON form (isotonic ones rebuilt as taskclf 0.4 does)."""
     from sklearn.isotonic import IsotonicRegression
 
     def isotonic(item: dict[str, Any]) -> IsotonicRegression:
@@ -267,12 +248,8 @@ def save_calibrator(calibrator: Any, path: str | os.PathLike[str]) -> Path:
 def load_calibrator(path: str | os.PathLike[str]) -> Any:
     """Read a calibration map written by :func:`save_calibrator` (or taskclf 0.4).
 
-    Raises
-    ------
-    MissingFileError
-        When the file does not exist (also a ``FileNotFoundError``).
-    InvalidParameterError, ReaderError
-        When it is not a calibrator file; the message names it.
+    Raises MissingFileError (a ``FileNotFoundError``) for a missing file, and
+    InvalidParameterError or ReaderError naming a file that is not a calibrator.
     """
     return _from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
 
@@ -294,16 +271,11 @@ def _is_store(directory: Path) -> bool:
 
 
 def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) -> Path:
-    """Write a store as a directory in taskclf 0.4's layout, atomically.
+    """Write a store as a directory in taskclf 0.4's layout, atomically; return ``path``.
 
     ``store.json`` (method, user ids, the model it belongs to),
     ``global.json`` and ``users/<user_id>.json``. An existing directory is
     replaced only when it is empty or a calibrator store.
-
-    Returns
-    -------
-    Path
-        The directory written.
     """
     names = {user: _user_file(user) for user in store.user_calibrators}
     meta: dict[str, Any] = {"method": store.method, "user_count": len(names)}
@@ -324,12 +296,8 @@ def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) 
 def load_calibrator_store(path: str | os.PathLike[str]) -> CalibratorStore:
     """Read a store directory written by :func:`save_calibrator_store` (or taskclf 0.4).
 
-    Raises
-    ------
-    MissingFileError
-        When ``store.json`` or ``global.json`` is missing.
-    InvalidParameterError, ReaderError
-        Naming the file that is not what it should be.
+    Raises MissingFileError when ``store.json`` or ``global.json`` is missing, and
+    InvalidParameterError or ReaderError naming a file that is not what it should be.
     """
     directory = Path(path)
     meta = _read_json(directory / "store.json")

@@ -1,13 +1,8 @@
 """Scale-out on Dask: the fitted pipeline on a Dask DataFrame partitioned by user.
 
-A timeline is one user's rows (the whole frame without ``user_id``), so the
-in-memory pipeline is right on any partition holding all rows of each of
-its users: :func:`partition_by_user` lays a frame out that way, then
-:func:`transform` and :func:`predict` run the pipeline on each partition.
-Results equal the in-memory run on ``ddf.compute()``, row for row once
-aligned on the index; segments are named by ``(user_id, segment_id)``
-(docs/dask.md). Without Dask (``pip install ".[dask]"``) every function
-raises an ImportError saying so.
+A timeline is one user's rows, so the in-memory pipeline is right on any partition
+holding all rows of each of its users (docs/dask.md). Without Dask every function
+raises an ImportError saying what to install.
 """
 
 from __future__ import annotations
@@ -62,16 +57,11 @@ def _check_pipeline(pipeline: object, where: str) -> Any:
 
 @attrs.frozen(eq=False)
 class UserPartitions:
-    """A Dask DataFrame laid out so that every partition holds whole users.
+    """A Dask DataFrame (``frame``) laid out so that every partition holds whole users.
 
-    Attributes
-    ----------
-    frame : dask.dataframe.DataFrame
-        The rows, keeping their index; all in one partition without ``user_id``.
-    users : pandas.Index or None
-        The user ids in order of first appearance; ``None`` without ``user_id``.
-    shuffled : bool
-        Whether rows had to move.
+    ``users`` lists the user ids in order of first appearance (``None`` without
+    ``user_id``, when all rows are in one partition); ``shuffled`` tells whether
+    rows had to move.
     """
 
     frame: Any
@@ -90,15 +80,6 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     computation); rows are shuffled on ``user_id`` only when a user spans
     partitions. Without a ``user_id`` column, all rows go to one partition.
 
-    Parameters
-    ----------
-    ddf : dask.dataframe.DataFrame
-        Feature rows.
-
-    Returns
-    -------
-    UserPartitions
-
     Examples
     --------
     >>> import pandas as pd
@@ -107,9 +88,6 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     >>> parts = partition_by_user(dd.from_pandas(frame, npartitions=2))
     >>> parts.shuffled, parts.users.tolist()
     (False, ['a', 'b'])
-    >>> frame = pd.DataFrame({"user_id": ["a", "b", "a", "b"], "x": range(4)})
-    >>> partition_by_user(dd.from_pandas(frame, npartitions=2)).shuffled
-    True
     """
     ddf = _check_frame(ddf, "partition_by_user")
     if USER_ID not in ddf.columns:
@@ -148,50 +126,20 @@ def _on_partitions(pipeline: Any, ddf: object, where: str) -> dd.DataFrame:
 
 
 def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
-    """``pipeline.transform`` on a Dask DataFrame, partition by partition.
+    """``pipeline.transform`` on a Dask DataFrame, lazily, partition by partition.
 
-    After :func:`partition_by_user`, each partition runs the in-memory
-    pipeline, which the workers fetch once. Every output row keeps its
-    input index and equals the row of ``pipeline.transform(ddf.compute())``
-    with that index (after a shuffle, in another order).
-
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline (:func:`taskclf.build_pipeline`).
-    ddf : dask.dataframe.DataFrame
-        Feature rows, as ``pipeline.transform`` takes them.
-
-    Returns
-    -------
-    dask.dataframe.DataFrame
-        Lazy.
-
-    Raises
-    ------
-    InputError
-        If ``ddf`` is not a Dask DataFrame. The pipeline's own errors on
-        the columns are raised here too, before any task runs.
+    After :func:`partition_by_user`, each partition runs the fitted pipeline,
+    which the workers fetch once. Every output row keeps its input index and
+    equals the row of ``pipeline.transform(ddf.compute())`` with that index.
+    InputError (``ddf`` is not a Dask DataFrame) and the pipeline's own errors
+    on the columns are raised here, before any task runs.
     """
     return _on_partitions(pipeline, ddf, "taskclf.distributed.transform")
 
 
 def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
-    """The final label of each row of a Dask DataFrame: :func:`transform`'s ``label``.
-
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline.
-    ddf : dask.dataframe.DataFrame
-        Feature rows.
-
-    Returns
-    -------
-    dask.dataframe.Series
-        Categorical, with the input index; equal to
-        ``pipeline.predict(ddf.compute())`` once aligned on the index.
-    """
+    """:func:`transform`'s categorical ``label`` column: equal to
+    ``pipeline.predict(ddf.compute())`` once aligned on the index."""
     out = _on_partitions(pipeline, ddf, "taskclf.distributed.predict")
     if LABEL not in out.columns:
         raise InvalidParameterError(
@@ -257,24 +205,10 @@ def infer_parquet_dir(
     grouped by user) and ``segments.json`` as the in-memory run does
     (:func:`taskclf.workflows.infer_to_directory`).
 
-    Parameters
-    ----------
-    pipeline : sklearn.pipeline.Pipeline
-        A fitted taskclf pipeline.
-    input_dir, output_dir : path
-        Parquet feature files; the run's directory (absent, empty or an
-        earlier run's output).
-    address : str or None, default "local"
-        ``"local"``: a LocalCluster started here (worker processes, one
-        thread each) and closed after; a scheduler address
-        (``"tcp://scheduler:8786"``), whose workers see ``input_dir`` at the
-        same path; ``None``: the scheduler Dask already uses.
-    n_workers : int, optional
-        Worker processes of the ``"local"`` cluster (default: one per core).
-
-    Returns
-    -------
-    taskclf.workflows.InferenceRun
+    ``output_dir`` must be absent, empty or an earlier run's output.
+    ``address`` is ``"local"`` (a LocalCluster of ``n_workers`` processes,
+    started here and closed after), a scheduler address, or ``None`` (the
+    scheduler Dask already uses); docs/dask.md says more.
 
     Raises
     ------

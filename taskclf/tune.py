@@ -32,19 +32,13 @@ __all__ = ["PostprocessingSearchCV", "day_fingerprints", "training_overlap"]
 NS_PER_DAY = 86_400 * 1_000_000_000
 
 
-def _mean_std(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's mean and standard deviation, computed as GridSearchCV does."""
-    mean = np.average(array, axis=1)
-    return mean, np.sqrt(np.average((array - mean[:, None]) ** 2, axis=1))
-
-
 def _cv_results(
     candidates: list[dict[str, Any]], scores: np.ndarray, times: np.ndarray
 ) -> dict[str, Any]:
     """GridSearchCV's ``cv_results_``: same keys, order, dtypes and arithmetic."""
     results: dict[str, Any] = {}
     for key, array in (("fit_time", times[0]), ("score_time", times[1])):
-        results[f"mean_{key}"], results[f"std_{key}"] = _mean_std(array)
+        results[f"mean_{key}"], results[f"std_{key}"] = array.mean(axis=1), array.std(axis=1)
     for name in dict.fromkeys(name for params in candidates for name in params):
         column: np.ma.MaskedArray = np.ma.masked_all(len(candidates), dtype=object)
         for i, params in enumerate(candidates):
@@ -54,7 +48,7 @@ def _cv_results(
     results["params"] = candidates
     for s in range(scores.shape[1]):
         results[f"split{s}_test_score"] = scores[:, s]
-    results["mean_test_score"], results["std_test_score"] = _mean_std(scores)
+    results["mean_test_score"], results["std_test_score"] = scores.mean(axis=1), scores.std(axis=1)
     means = results["mean_test_score"]
     if np.isnan(means).all():
         results["rank_test_score"] = np.ones(len(means), dtype=np.int32)
@@ -77,24 +71,18 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     Parameters
     ----------
     estimator : sklearn.pipeline.Pipeline
-        The pipeline to tune.
-    param_grid : dict or list of dict
-        As GridSearchCV's (``"<step>__<param>"``, or a step name to swap it).
+    param_grid, cv, refit
+        As GridSearchCV's.
     scoring : str or callable, optional
         One metric: a scikit-learn or taskclf scorer name
         (:data:`taskclf.metrics.SCORERS`) or a callable
         ``scorer(estimator, X, y) -> float``; ``None``: the pipeline's ``score``.
-    cv : int, cross-validation generator or iterable, optional
-        As GridSearchCV's (``None``: 5 folds).
-    refit : bool, default True
-        Refit the best candidate on all rows as ``best_estimator_``.
 
     Attributes
     ----------
     cv_results_, best_index_, best_score_, best_params_, best_estimator_, n_splits_
-        As GridSearchCV's (``mean_fit_time`` times the remaining steps only).
-    scorer_, refit_time_
-        As GridSearchCV's.
+        As GridSearchCV's (``mean_fit_time`` times the remaining steps only);
+        also ``scorer_`` and ``refit_time_``.
     split_step_ : str
         The first swept step; the steps before it were fitted once per fold.
     prefix_fit_times_ : ndarray
@@ -104,12 +92,8 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
     --------
     >>> from sklearn.model_selection import GroupKFold
     >>> from taskclf import build_pipeline
-    >>> search = PostprocessingSearchCV(
-    ...     build_pipeline(num_boost_round=20),
-    ...     {"reject__threshold": [0.3, 0.5], "smooth__window": [1, 3]},
-    ...     scoring="accuracy",
-    ...     cv=GroupKFold(3),
-    ... )
+    >>> grid = {"reject__threshold": [0.3, 0.5], "smooth__window": [1, 3]}
+    >>> search = PostprocessingSearchCV(build_pipeline(), grid, cv=GroupKFold(3))
     >>> sorted(search.get_params()["param_grid"])
     ['reject__threshold', 'smooth__window']
     """
@@ -180,21 +164,7 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         return pipeline.set_params(**clone(dict(params), safe=False))
 
     def fit(self, X: Any, y: Any = None, groups: Any = None) -> PostprocessingSearchCV:
-        """Score every candidate on every fold and pick the best.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Feature rows.
-        y : array-like of str
-            Core label of each row.
-        groups : array-like, optional
-            Group of each row, for group-aware splitters.
-
-        Returns
-        -------
-        self
-        """
+        """Score every candidate on every fold (``groups`` for group-aware splitters)."""
         candidates, split = self._candidates()
         scorer = self._scorer()
         X, y, groups = indexable(X, y, groups)
@@ -293,19 +263,7 @@ def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
 
 
 def training_overlap(training_days: Iterable[str] | None, X: pd.DataFrame) -> list[tuple[Any, str]]:
-    """The ``(user_id, day)`` groups of ``X`` that a model was trained on.
-
-    Parameters
-    ----------
-    training_days : iterable of str or None
-        The digests :func:`day_fingerprints` gave on the training rows.
-    X : DataFrame
-        Rows about to be scored (with or without ``label``).
-
-    Returns
-    -------
-    list of (user_id, "YYYY-MM-DD")
-        Sorted; empty when no day of ``X`` was trained on.
-    """
+    """The sorted ``(user_id, "YYYY-MM-DD")`` groups of ``X`` whose digest is in
+    ``training_days`` (:func:`day_fingerprints` of the training rows)."""
     recorded = set(training_days or ())
     return sorted(where for digest, where in day_fingerprints(X).items() if digest in recorded)

@@ -1,7 +1,4 @@
-"""Batch inference, the functional API of taskclf 0.4: predict, smooth and segment a frame.
-
-Each function composes the pipeline stages (:func:`taskclf.build_pipeline`).
-"""
+"""Batch inference, the functional API of taskclf 0.4, composed of the pipeline stages."""
 
 from __future__ import annotations
 
@@ -39,22 +36,18 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class BatchInferenceResult:
-    """What :func:`run_batch_inference` returns.
+    """What :func:`run_batch_inference` returns, per row unless said.
 
     Attributes
     ----------
     raw_labels, smoothed_labels : list of str
-        Label of each row before (``Mixed/Unknown`` if rejected) and after smoothing.
+        Label before (``Mixed/Unknown`` if rejected) and after smoothing.
     segments : list of Segment
         Hysteresis-merged segments, by user and time.
-    confidences : ndarray
-        Maximum calibrated probability of each row.
-    is_rejected : ndarray of bool
-        Rejection flag of each row.
-    core_probs : ndarray, shape (n, 8)
-        Calibrated probabilities in class order.
+    confidences, core_probs : ndarray
+        Maximum calibrated probability; calibrated probabilities, shape (n, 8).
     mapped_labels, mapped_probs : list of str, list of dict, or None
-        Taxonomy bucket and bucket probabilities of each row, when a taxonomy was given.
+        Taxonomy bucket and bucket probabilities, when a taxonomy was given.
     """
 
     raw_labels: list[str]
@@ -89,9 +82,6 @@ def predict_proba(
     Parameters
     ----------
     model : lightgbm.Booster
-        Trained booster.
-    features_df : DataFrame
-        Frame with the schema's feature columns.
     cat_encoders : dict of str to LabelEncoder, optional
         Fitted encoders of the categorical columns (default: each column's own values).
     schema_version : str, optional
@@ -99,7 +89,7 @@ def predict_proba(
 
     Returns
     -------
-    ndarray, shape (n_rows, 8)
+    ndarray, shape (n, 8)
     """
     check_frame(features_df, "predict_proba")
     version = resolve_schema_version(features_df, schema_version)
@@ -127,10 +117,6 @@ def predict_labels(
         Encoder fitted on the label vocabulary (class index → name).
     reject_threshold : float, optional
         Rows whose maximum probability is below it become ``Mixed/Unknown``.
-
-    Returns
-    -------
-    list of str
     """
     threshold = Rejector(reject_threshold).fit(features_df).threshold
     proba = predict_proba(model, features_df, cat_encoders, schema_version=schema_version)
@@ -167,26 +153,15 @@ def run_batch_inference(
         As for :func:`predict_proba`.
     features_df : DataFrame
         Feature columns of the schema and ``bucket_start_ts``.
-    smooth_window : int, default 3
-        Rolling-majority window.
-    bucket_seconds : int, default 60
-        Bucket width.
-    reject_threshold : float, optional
-        Confidence floor; rows below it become ``Mixed/Unknown``.
+    smooth_window, bucket_seconds, reject_threshold
+        As for :func:`taskclf.build_pipeline`.
     taxonomy : TaxonomyConfig, optional
         Fills ``mapped_labels`` and ``mapped_probs``.
-    calibrator : calibration map, optional
-        Applied to every row before rejection.
-    calibrator_store : CalibratorStore, optional
-        Per-user calibration; wins over ``calibrator`` when the frame has
-        ``user_id``.
+    calibrator, calibrator_store : calibration map, CalibratorStore, optional
+        Applied before rejection; the store's per-user maps win when the frame has ``user_id``.
     timelines : {"per_user", "as_given"}, default "per_user"
         ``"as_given"`` treats the frame as one sequence in the order given,
         which reproduces taskclf 0.4's results on any frame.
-
-    Returns
-    -------
-    BatchInferenceResult
     """
     check_frame(features_df, "run_batch_inference")
     version = resolve_schema_version(features_df, schema_version)

@@ -1,11 +1,5 @@
-"""The model compiled to machine code: the ``backend="compiled"`` of the model stage.
-
-lleaves (the ``fast`` extra) compiles a LightGBM booster with LLVM into code
-for this CPU that gives its probabilities several times faster. The code is
-kept in the process and on disk (:func:`cache_directory`), one file per
-model, CPU and compiler, checked before it is loaded; without lleaves, or
-when compiling fails, LightGBM predicts after one
-:class:`CompiledBackendWarning` (docs/performance.md).
+"""The model compiled to machine code by lleaves: the ``backend="compiled"`` of the model
+stage, cached in the process and on disk (docs/performance.md, "The compiled model stage").
 """
 
 from __future__ import annotations
@@ -59,11 +53,7 @@ class CompiledBooster:
 
 
 def cache_directory() -> Path:
-    """Where compiled models are kept.
-
-    ``$TASKCLF_CACHE_DIR/compiled`` when that variable is set, else
-    ``$XDG_CACHE_HOME/taskclf/compiled``, else ``~/.cache/taskclf/compiled``.
-    """
+    """Where compiled models are kept (the table of docs/performance.md)."""
     root = os.environ.get("TASKCLF_CACHE_DIR")
     if root:
         return Path(root).expanduser() / "compiled"
@@ -201,9 +191,7 @@ def _compile(booster: Any) -> Any:
         _by_digest.move_to_end(digest)
         return _by_digest[digest]
     try:
-        compiled = CompiledBooster(
-            _compile_cached(model_text, _header(model_sha256(model_text))), _threads(booster)
-        )
+        compiled = CompiledBooster(_compile_cached(model_text, _header(digest)), _threads(booster))
     except ImportError:
         compiled = booster
         reason = "the 'fast' extra is not installed (pip install 'taskclf[fast]')"
@@ -223,20 +211,9 @@ def _compile(booster: Any) -> Any:
 
 
 def compiled_model(booster: Any) -> Any:
-    """An object whose ``predict(matrix)`` equals ``booster.predict(matrix)``.
-
-    Parameters
-    ----------
-    booster : lightgbm.Booster
-        A trained booster; it must not be trained further once compiled.
-
-    Returns
-    -------
-    CompiledBooster or lightgbm.Booster
-        The booster compiled to machine code (built once and cached, see the
-        module description), or the booster itself after one
-        :class:`CompiledBackendWarning` when it cannot be compiled.
-    """
+    """``booster`` compiled (a :class:`CompiledBooster`, whose ``predict(matrix)`` equals
+    ``booster.predict(matrix)``), or ``booster`` itself after one
+    :class:`CompiledBackendWarning` when it cannot be compiled."""
     with _lock:
         kept = _by_booster.get(booster)
         if kept is None or kept[0] != booster.num_trees():

@@ -50,8 +50,7 @@ def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
 
 
 def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrator:
-    """The temperature minimizing the log loss: a bounded search over ``log T``, whose loss
-    is convex in ``1 / T``."""
+    """The temperature minimizing the log loss (a bounded search over ``log T``)."""
     from scipy.optimize import minimize_scalar
     from scipy.special import logsumexp
 
@@ -104,26 +103,16 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    calibrator_ : calibration map
-        The global map.
-    store_ : CalibratorStore or None
-        The per-user maps with the global fallback, used when the frame has ``user_id``.
-    brier_before_, brier_after_, log_loss_before_, log_loss_after_ : float
-        Brier score and log loss of the fitting rows before and after
-        calibration (NaN without labels).
-    accuracy_, macro_f1_ : float
-        Accuracy and macro-F1 of the calibrated probabilities' top class on
-        the fitting rows (in a pipeline: out of fold; NaN without labels).
+    calibrator_, store_ : calibration map, CalibratorStore or None
+        The global map; the per-user maps, used when the frame has ``user_id``.
+    brier_before_, brier_after_, log_loss_before_, log_loss_after_, accuracy_, macro_f1_ : float
+        Scores of the fitting rows (in a pipeline: out of fold) before and after
+        calibration; accuracy and macro-F1 after. NaN without labels.
 
     Examples
     --------
     >>> import pandas as pd
     >>> from taskclf._columns import PROBA_COLUMNS
-    >>> from taskclf.calibration import TemperatureCalibrator
-    >>> frame = pd.DataFrame([[0.7, 0.3] + [0.0] * 6], columns=PROBA_COLUMNS)
-    >>> out = Calibrator.from_maps(TemperatureCalibrator(2.0)).transform(frame)
-    >>> round(float(out["proba_BreakIdle"].iloc[0]), 3)
-    0.604
     >>> frame = pd.DataFrame([[0.9, 0.1] + [0.0] * 6] * 4, columns=PROBA_COLUMNS)
     >>> stage = Calibrator(method="temperature").fit(frame, ["BreakIdle"] * 3 + ["Build"])
     >>> stage.calibrator_.temperature > 1, stage.log_loss_after_ < stage.log_loss_before_
@@ -157,17 +146,9 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def from_maps(cls, calibrator: Any = None, store: CalibratorStore | None = None) -> Calibrator:
         """A fitted stage applying ``calibrator`` (identity when omitted) to every row.
 
-        Parameters
-        ----------
-        calibrator : calibration map, optional
-        store : CalibratorStore, optional
-            Per-user maps, used instead when the frame has ``user_id``.
-
-        Returns
-        -------
-        Calibrator
-            Fitted; wrap it in :class:`sklearn.frozen.FrozenEstimator` to
-            keep ``fit`` from relearning it.
+        ``store``'s per-user maps are used instead when the frame has ``user_id``.
+        Wrap the stage in :class:`sklearn.frozen.FrozenEstimator` to keep ``fit``
+        from relearning it.
         """
         if calibrator is not None and not hasattr(calibrator, "calibrate"):
             raise InvalidParameterError(
@@ -206,22 +187,11 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
         """Fit the calibration map(s) on the probability columns and labels ``y``.
 
-        Parameters
-        ----------
-        X : DataFrame
-            The probability columns, and ``user_id``/``bucket_start_ts`` for ``per_user``.
-        y : array-like of str
-            Core label of each row; optional with ``method="identity"``.
+        ``X`` needs ``user_id`` and ``bucket_start_ts`` too for ``per_user``;
+        ``y`` (core labels) is optional with ``method="identity"``.
 
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        InputError
-            When labels are needed and missing, of another length than
-            ``X``, or not core labels.
+        Raises InputError when labels are needed and missing, of another length
+        than ``X``, or not core labels.
         """
         check_params(self)
         check_frame(X, type(self).__name__)
