@@ -1,8 +1,4 @@
-"""Live inference whose final results equal batch inference (docs/streaming.md).
-
-:class:`StreamingPipeline` hands back each row once no later row can change
-it; :func:`run_stream` does the same over JSON lines, for the command line.
-"""
+"""Live inference whose final results equal batch inference (docs/streaming.md)."""
 
 from __future__ import annotations
 
@@ -66,14 +62,12 @@ STATE_FORMAT = "taskclf-stream-state/1"
 MAX_STATE_BYTES = 1 << 30
 """Largest state file :meth:`StreamingPipeline.load` reads."""
 
-TIME_STEPS = ["smooth", "segment", "merge"]
-
 
 def _rules(pipeline: Pipeline) -> tuple[int, Rules]:
     """Where the time steps start in ``pipeline``, and their parameters."""
     names = [name for name, _ in getattr(pipeline, "steps", [])]
     at = names.index("smooth") if "smooth" in names else -1
-    if at < 0 or names[at : at + 3] != TIME_STEPS:
+    if at < 0 or names[at : at + 3] != ["smooth", "segment", "merge"]:
         raise InvalidParameterError(
             f"StreamingPipeline needs a taskclf pipeline (steps ... smooth, segment, "
             f"merge [, taxonomy]); got steps {names}"
@@ -123,7 +117,7 @@ class StreamResult:
         The segments that became final, by user and time.
     provisional : DataFrame
         Per input row, in input order, ``user_id``, ``bucket_start_ts`` and
-        ``label``: its label if the stream ended now.
+        ``label``: its label if the stream ended now (computed when first read).
     """
 
     final: pd.DataFrame
@@ -132,15 +126,14 @@ class StreamResult:
 
     @functools.cached_property
     def provisional(self) -> pd.DataFrame:
-        """The label of each input row if the stream ended now (computed when first read)."""
         return self._provisional()
 
 
 class StreamingPipeline:
     """Run a fitted taskclf pipeline on rows as they come; results equal batch.
 
-    Each row and segment is handed back as soon as no later row can change
-    it, as ``pipeline.transform`` of all rows gives it. See docs/streaming.md.
+    Each row and segment is handed back, as ``pipeline.transform`` of all
+    rows gives it, once no later row can change it (docs/streaming.md).
 
     Parameters
     ----------
@@ -234,16 +227,12 @@ class StreamingPipeline:
             No row still to come starts before ``now``: timelines whose last
             row starts more than ``max_gap_seconds`` before it end.
 
-        Returns
-        -------
-        StreamResult
-
         Raises
         ------
         InputError
-            Naming the user and timestamp of a row not after its user's
-            previous row or joining a closed timeline; ``SchemaMismatchError``
-            for columns unlike the pipeline's or earlier rows'. The state is kept.
+            For a row not after its user's previous row or joining a closed
+            timeline; ``SchemaMismatchError`` for columns unlike the
+            pipeline's or earlier rows'. The state is kept.
         """
         check_frame(rows, "StreamingPipeline.update")
         rows = self._check_columns(rows)
@@ -484,33 +473,24 @@ def run_stream(
     state_path: str | os.PathLike[str] | None = None,
     provisional: bool = False,
 ) -> bool:
-    """Stream feature rows given as JSON lines (one object each); write results as JSON lines.
+    """Stream feature rows given as JSON lines; write results as JSON lines.
 
-    Written as soon as final: ``{"kind": "row", ...}`` (user, bucket and
-    the columns the pipeline adds) and ``{"kind": "segment", ...}``; with
-    ``provisional`` also ``{"kind": "provisional", ...}`` per input row.
-    The end of the input closes every timeline. With ``state_path`` it
-    resumes from that file if it exists and saves there when it ends,
-    also on SIGTERM or Ctrl-C (which stop it between two rows).
+    The output lines, the resume from ``state_path`` and the stop on SIGTERM
+    or Ctrl-C: docs/streaming.md, "Command line".
 
     Parameters
     ----------
-    pipeline : Pipeline
-        A fitted taskclf pipeline or loaded bundle.
-    lines_in : iterable of str
-        Input lines (``sys.stdin``, a file, a list).
     write_line : callable
         Called with each output line (without its newline).
     state_path : path-like, optional
-        Where the state is resumed from and saved.
+        Where the state is resumed from (if it exists) and saved at the end.
     provisional : bool, default False
         Also write the provisional label of each input row.
 
     Returns
     -------
     bool
-        True when the input ended (everything final), False when stopped
-        by a signal.
+        True when the input ended (everything final), False when stopped by a signal.
     """
     stream = StreamingPipeline(pipeline)
     if state_path is not None and os.path.exists(state_path):
