@@ -27,13 +27,7 @@ DEFAULT_SWITCH_PROB = 0.02
 
 
 def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np.ndarray:
-    """Log transition matrix: stay with ``1 - switch_prob``, else move to any other label.
-
-    Examples
-    --------
-    >>> np.exp(sticky_log_transitions(0.7, 8))[0, :3].round(3).tolist()
-    [0.3, 0.1, 0.1]
-    """
+    """Log transition matrix: stay with ``1 - switch_prob``, else move to any other label."""
     off = np.log(switch_prob / (n_classes - 1))
     table = np.full((n_classes, n_classes), off)
     np.fill_diagonal(table, np.log1p(-switch_prob))
