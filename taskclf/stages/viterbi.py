@@ -173,20 +173,18 @@ class ViterbiSmoother(FrameTransformer):
         self.max_gap_seconds = max_gap_seconds
         self.timelines = timelines
 
-    def _rejected(self, X: pd.DataFrame) -> np.ndarray:
-        if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
-            return X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
-        return label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
-
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [*PROBA_COLUMNS, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
         proba = timelines.to_sorted(proba)
-        rejected = timelines.to_sorted(self._rejected(X))
-        log_emission = log_emissions(proba, rejected)
+        if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
+            rejected = X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
+        else:
+            rejected = label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
+        rejected = timelines.to_sorted(rejected)
         transitions = sticky_log_transitions(float(self.switch_prob))
-        codes = viterbi_codes(log_emission, timelines.bounds, transitions)
+        codes = viterbi_codes(log_emissions(proba, rejected), timelines.bounds, transitions)
         codes[rejected] = MIXED_CODE
         return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(codes))})
