@@ -1,9 +1,5 @@
-"""One step of a stream: which rows and segments have become final.
-
-:func:`advance` runs the batch stages' kernels on the rows not yet final
-and the new ones and returns what no later row can change, with the new
-state (the caller commits it). Why each row is final: docs/streaming.md.
-"""
+"""One step of a stream: the batch kernels over the rows not yet final and the new
+ones, and what no later row can change (why: docs/streaming.md)."""
 
 from __future__ import annotations
 
@@ -54,10 +50,7 @@ class State:
     def empty(cls, rules: Rules) -> State:
         """The state of a stream that has seen nothing."""
         k = 0 if rules.log_transition is None else MIXED_CODE
-        per_user: dict[str, Any] = {
-            "last_ns": np.zeros(0, np.int64),
-            "next_id": np.zeros(0, np.int64),
-        }
+        per_user: dict[str, Any] = {name: np.zeros(0, np.int64) for name in ("last_ns", "next_id")}
         per_user |= {"head": np.zeros((0, 6), np.int64), "score": np.zeros((0, k))}
         rows: dict[str, Any] = {name: np.zeros(0, np.int64) for name in ("user", "ts", "serial")}
         rows |= {"raw": np.zeros(0, np.int8), "rejected": np.zeros(0, bool)}
@@ -173,7 +166,7 @@ def _combine(state: State, new: dict[str, Any] | None) -> tuple[dict[str, Any], 
 
 
 def _majority(rows: dict[str, np.ndarray], units: _Units, window: int) -> np.ndarray:
-    """The smoothed labels that are final: ``window // 2`` later rows exist or the unit ended."""
+    """The smoothed labels that are final (``window // 2`` later rows, or the unit ended)."""
     smoothed = rolling_majority_codes(rows["raw"], units.bounds, window, MIXED_CODE + 1)
     to_end = units.bounds[units.of_row + 1] - np.arange(len(smoothed))
     final = (rows["smooth"] < 0) & (units.closed[units.of_row] | (to_end > window // 2))
@@ -183,12 +176,7 @@ def _majority(rows: dict[str, np.ndarray], units: _Units, window: int) -> np.nda
 def _viterbi(
     state: State, rows: dict[str, np.ndarray], units: _Units, rules: Rules
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The Viterbi labels where every surviving path agrees, and the scores to keep.
-
-    Forward over the new rows from the saved scores (or the first row's
-    emission), then back from every state at the end (the best one when
-    the unit ends, as batch does) over the rows not yet final.
-    """
+    """The Viterbi labels where every surviving path agrees, and the scores to keep."""
     transition = rules.log_transition
     assert transition is not None
     emission, back = rows["log_emission"], rows["back"]
@@ -226,12 +214,8 @@ class _Head:
 
 
 class _Merged:
-    """The hysteresis rule over one step's segments, as far as it is final.
-
-    From a long segment on, the rule is one pass of ``merge_runs``; a
-    timeline that starts short is merged by the batch kernel up to its last
-    pair of long neighbours, where the rule splits in two.
-    """
+    """The hysteresis rule over one step's segments, as far as it is final (one pass of
+    ``merge_runs`` from a long segment on; the batch kernel for a short start)."""
 
     def __init__(self, per_user: dict[str, np.ndarray], rules: Rules) -> None:
         for name in ("next_id", "head"):

@@ -1,8 +1,4 @@
-"""Live inference whose final results equal batch inference (docs/streaming.md).
-
-:class:`StreamingPipeline` hands back each row once no later row can change
-it; :func:`run_stream` does the same over JSON lines, for the command line.
-"""
+"""Live inference whose final results equal batch inference (docs/streaming.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,6 @@ import json
 import os
 import reprlib
 import signal
-import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -60,20 +55,15 @@ from taskclf.stages.segment import Segment, Segmenter
 from taskclf.stages.smooth import MajoritySmoother
 from taskclf.stages.viterbi import ViterbiSmoother, log_emissions, sticky_log_transitions
 
-STATE_FORMAT = "taskclf-stream-state/1"
-"""Written into every state file; a file without it is refused."""
-
-MAX_STATE_BYTES = 1 << 30
-"""Largest state file :meth:`StreamingPipeline.load` reads."""
-
-TIME_STEPS = ["smooth", "segment", "merge"]
+STATE_FORMAT = "taskclf-stream-state/1"  # in every state file; a file without it is refused
+MAX_STATE_BYTES = 1 << 30  # the largest state file StreamingPipeline.load reads
 
 
 def _rules(pipeline: Pipeline) -> tuple[int, Rules]:
     """Where the time steps start in ``pipeline``, and their parameters."""
     names = [name for name, _ in getattr(pipeline, "steps", [])]
     at = names.index("smooth") if "smooth" in names else -1
-    if at < 0 or names[at : at + 3] != TIME_STEPS:
+    if at < 0 or names[at : at + 3] != ["smooth", "segment", "merge"]:
         raise InvalidParameterError(
             f"StreamingPipeline needs a taskclf pipeline (steps ... smooth, segment, "
             f"merge [, taxonomy]); got steps {names}"
@@ -123,7 +113,7 @@ class StreamResult:
         The segments that became final, by user and time.
     provisional : DataFrame
         Per input row, in input order, ``user_id``, ``bucket_start_ts`` and
-        ``label``: its label if the stream ended now.
+        ``label``: its label if the stream ended now (computed when first read).
     """
 
     final: pd.DataFrame
@@ -132,15 +122,14 @@ class StreamResult:
 
     @functools.cached_property
     def provisional(self) -> pd.DataFrame:
-        """The label of each input row if the stream ended now (computed when first read)."""
         return self._provisional()
 
 
 class StreamingPipeline:
     """Run a fitted taskclf pipeline on rows as they come; results equal batch.
 
-    Each row and segment is handed back as soon as no later row can change
-    it, as ``pipeline.transform`` of all rows gives it. See docs/streaming.md.
+    Each row and segment is handed back, as ``pipeline.transform`` of all
+    rows gives it, once no later row can change it (docs/streaming.md).
 
     Parameters
     ----------
@@ -234,16 +223,12 @@ class StreamingPipeline:
             No row still to come starts before ``now``: timelines whose last
             row starts more than ``max_gap_seconds`` before it end.
 
-        Returns
-        -------
-        StreamResult
-
         Raises
         ------
         InputError
-            Naming the user and timestamp of a row not after its user's
-            previous row or joining a closed timeline; ``SchemaMismatchError``
-            for columns unlike the pipeline's or earlier rows'. The state is kept.
+            For a row not after its user's previous row or joining a closed
+            timeline; ``SchemaMismatchError`` for columns unlike the
+            pipeline's or earlier rows'. The state is kept.
         """
         check_frame(rows, "StreamingPipeline.update")
         rows = self._check_columns(rows)
@@ -282,26 +267,6 @@ class StreamingPipeline:
             closing &= np.arange(len(closing)) == at
         return self._commit(advance(self._state, None, closing, self._rules), None, None)
 
-    def _final_frame(self, step: Step) -> pd.DataFrame:
-        frame = add_columns(
-            step.frame.iloc[step.rows].reset_index(drop=True),
-            {
-                SMOOTHED_LABEL: labels_from_codes(step.smooth),
-                SEGMENT_ID: step.segment_id,
-                LABEL: labels_from_codes(step.label),
-            },
-        )
-        return frame if self._after is None else self._after.transform(frame)
-
-    def _segments(self, step: Step) -> list[Segment]:
-        found = step.segments[np.lexsort((step.segments[:, 1], step.segments[:, 0]))]
-        user, first, last, label, count = found.T.tolist()
-        names, users, width = LABEL_DTYPE.categories, step.state.users, self._rules.width_ns
-        return [
-            Segment(ns_to_datetime(f), ns_to_datetime(e + width), str(names[k]), c, users[u])
-            for u, f, e, k, c in zip(user, first, last, label, count)
-        ]
-
     def _commit(
         self, step: Step, rows: pd.DataFrame | None, new: dict[str, Any] | None
     ) -> StreamResult:
@@ -320,20 +285,35 @@ class StreamingPipeline:
                 codes[done.serial[mine] - serial[0]] = done.label[mine]
             return rows[[USER_ID, BUCKET_START_TS]].assign(**{LABEL: labels_from_codes(codes)})
 
-        result = StreamResult(self._final_frame(step), self._segments(step), provisional)
+        final = add_columns(
+            step.frame.iloc[step.rows].reset_index(drop=True),
+            {
+                SMOOTHED_LABEL: labels_from_codes(step.smooth),
+                SEGMENT_ID: step.segment_id,
+                LABEL: labels_from_codes(step.label),
+            },
+        )
+        if self._after is not None:
+            final = self._after.transform(final)
+        found = step.segments[np.lexsort((step.segments[:, 1], step.segments[:, 0]))]
+        names, users, width = LABEL_DTYPE.categories, step.state.users, self._rules.width_ns
+        segments = [
+            Segment(ns_to_datetime(f), ns_to_datetime(e + width), str(names[k]), c, users[u])
+            for u, f, e, k, c in found.tolist()
+        ]
         self._state = step.state
-        return result
+        return StreamResult(final, segments, provisional)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to ``path`` atomically (one ``.npz`` file, loaded by :meth:`load`)."""
         state = self._state
-        frame = state.frame
         users = pd.DataFrame({USER_ID: state.users.to_numpy(dtype=object)})
-        meta = {"format": STATE_FORMAT, "fingerprint": self._fingerprint, "n_seen": state.n_seen}
-        meta |= {"columns": self._columns, "frame": _dtypes(frame), "users": _dtypes(users)}
+        meta: dict[str, Any] = {"format": STATE_FORMAT, "fingerprint": self._fingerprint}
+        meta |= {"n_seen": state.n_seen, "columns": self._columns}
         arrays: dict[str, Any] = {f"user_{k}": v for k, v in state.per_user.items()}
         arrays |= {f"row_{k}": v for k, v in state.rows.items()}
-        arrays |= {"frame": _parquet(frame), "users": _parquet(users)}
+        for name, frame in [("frame", state.frame), ("users", users)]:
+            arrays[name], meta[name] = _to_parquet(frame)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, allow_pickle=False, **arrays)
@@ -346,8 +326,7 @@ class StreamingPipeline:
         Raises
         ------
         ReaderError
-            Naming the file: not a stream state, corrupt, or saved for
-            another pipeline (other parameters or model).
+            Naming the file: not a stream state, corrupt, or saved for another pipeline.
         """
         stream = cls(pipeline)
         where = f"stream state {str(path)!r}"
@@ -387,20 +366,17 @@ class StreamingPipeline:
         return stream
 
 
-def _dtypes(frame: pd.DataFrame) -> dict[str, Any]:
-    """How to give each column of ``frame`` its dtype back after Parquet."""
-    return {
+def _to_parquet(frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, Any]]:
+    """``frame`` as Parquet bytes, and how to give each column its dtype back."""
+    buffer = io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(buffer, index=False)
+    dtypes = {
         str(name): [dtype.categories.tolist(), str(dtype.categories.dtype), bool(dtype.ordered)]
         if isinstance(dtype, pd.CategoricalDtype)
         else str(dtype)
         for name, dtype in frame.dtypes.items()
     }
-
-
-def _parquet(frame: pd.DataFrame) -> np.ndarray:
-    buffer = io.BytesIO()
-    frame.reset_index(drop=True).to_parquet(buffer, index=False)
-    return np.frombuffer(buffer.getvalue(), np.uint8)
+    return np.frombuffer(buffer.getvalue(), np.uint8), dtypes
 
 
 def _from_parquet(data: np.ndarray, dtypes: dict[str, Any]) -> pd.DataFrame:
@@ -414,9 +390,6 @@ def _from_parquet(data: np.ndarray, dtypes: dict[str, Any]) -> pd.DataFrame:
         elif str(frame[name].dtype) != dtype:
             frame[name] = frame[name].astype(dtype)
     return frame
-
-
-# ---------------------------------------------------------------------- JSON lines
 
 
 @contextlib.contextmanager
@@ -437,10 +410,11 @@ def _signals_deferred() -> Iterator[Callable[[], contextlib.AbstractContextManag
         if stopped[0]:
             raise KeyboardInterrupt("stopped")
 
-    if threading.current_thread() is not threading.main_thread():
+    try:
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # only the main thread sets handlers
         yield working
         return
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield working
     finally:
@@ -484,33 +458,24 @@ def run_stream(
     state_path: str | os.PathLike[str] | None = None,
     provisional: bool = False,
 ) -> bool:
-    """Stream feature rows given as JSON lines (one object each); write results as JSON lines.
+    """Stream feature rows given as JSON lines; write results as JSON lines.
 
-    Written as soon as final: ``{"kind": "row", ...}`` (user, bucket and
-    the columns the pipeline adds) and ``{"kind": "segment", ...}``; with
-    ``provisional`` also ``{"kind": "provisional", ...}`` per input row.
-    The end of the input closes every timeline. With ``state_path`` it
-    resumes from that file if it exists and saves there when it ends,
-    also on SIGTERM or Ctrl-C (which stop it between two rows).
+    The output lines, the resume from ``state_path`` and the stop on SIGTERM
+    or Ctrl-C: docs/streaming.md, "Command line".
 
     Parameters
     ----------
-    pipeline : Pipeline
-        A fitted taskclf pipeline or loaded bundle.
-    lines_in : iterable of str
-        Input lines (``sys.stdin``, a file, a list).
     write_line : callable
         Called with each output line (without its newline).
     state_path : path-like, optional
-        Where the state is resumed from and saved.
+        Where the state is resumed from (if it exists) and saved at the end.
     provisional : bool, default False
         Also write the provisional label of each input row.
 
     Returns
     -------
     bool
-        True when the input ended (everything final), False when stopped
-        by a signal.
+        True when the input ended (everything final), False when stopped by a signal.
     """
     stream = StreamingPipeline(pipeline)
     if state_path is not None and os.path.exists(state_path):

@@ -1,10 +1,5 @@
-"""Viterbi smoothing: the most likely label path along each timeline.
-
-:func:`viterbi_forward` and :func:`viterbi_backtrace` are the kernels
-(over many timelines at once; the stream runs them too),
-:func:`viterbi_codes` decodes with them, :class:`ViterbiSmoother` is the
-pipeline stage.
-"""
+"""Viterbi smoothing: the kernels (over many timelines at once, also run by
+the stream), :func:`viterbi_codes` decoding with them, and the pipeline stage."""
 
 from __future__ import annotations
 
@@ -32,13 +27,7 @@ DEFAULT_SWITCH_PROB = 0.02
 
 
 def sticky_log_transitions(switch_prob: float, n_classes: int = N_CLASSES) -> np.ndarray:
-    """Log transition matrix: stay with ``1 - switch_prob``, else move to any other label.
-
-    Examples
-    --------
-    >>> np.exp(sticky_log_transitions(0.7, 8))[0, :3].round(3).tolist()
-    [0.3, 0.1, 0.1]
-    """
+    """Log transition matrix: stay with ``1 - switch_prob``, else move to any other label."""
     off = np.log(switch_prob / (n_classes - 1))
     table = np.full((n_classes, n_classes), off)
     np.fill_diagonal(table, np.log1p(-switch_prob))
@@ -64,19 +53,14 @@ def viterbi_forward(
 
     Row ``t`` scores state ``j`` as ``max_s(score[s] + log_transition[s, j])
     + log_emission[t, j]`` and stores the best ``s`` (the lowest on ties) in
-    ``back[t, j]``; one vectorized step per position.
+    ``back[t, j]``, filled in place.
 
     Parameters
     ----------
-    log_emission : ndarray of float64, shape (n, k)
     starts, lengths : ndarray of int, shape (n_timelines,)
         The rows ``starts[i] … starts[i] + lengths[i] - 1`` of each timeline.
-    log_transition : ndarray of float64, shape (k, k)
-        ``log P(next = j | previous = i)`` at ``[i, j]``.
     score : ndarray of float64, shape (n_timelines, k)
         Scores before each timeline's first row.
-    back : ndarray of int8, shape (n, k)
-        Back-pointers, filled in place at the rows stepped over.
 
     Returns
     -------
@@ -98,18 +82,9 @@ def viterbi_backtrace(
 ) -> np.ndarray:
     """The states of ``s`` back-pointer chains per timeline, followed from its end.
 
-    Parameters
-    ----------
-    back : ndarray of int8, shape (n, k)
-    ends, lengths : ndarray of int, shape (n_timelines,)
-        Each timeline's last row + 1, and how many rows to follow back.
-    states : ndarray of int, shape (n_timelines, s)
-        The states the chains end in.
-
-    Returns
-    -------
-    ndarray of int8, shape (n, s)
-        The state of each chain at each row followed (0 elsewhere).
+    ``ends`` is each timeline's last row + 1, ``lengths`` how many rows to
+    follow back, ``states`` (n_timelines, s) the states the chains end in.
+    Returns the state of each chain at each row followed, shape (n, s), 0 elsewhere.
     """
     out = np.zeros((len(back), states.shape[1]), dtype=np.int8)
     states = states.astype(np.intp)
@@ -124,25 +99,12 @@ def viterbi_backtrace(
 def viterbi_codes(
     log_emission: np.ndarray, bounds: np.ndarray, log_transition: np.ndarray
 ) -> np.ndarray:
-    """Most likely state path of each timeline (Viterbi decoding).
+    """Most likely state path (int8 codes) of each timeline.
 
-    A timeline starts from its first row's emission (a uniform prior is
-    left out) and ends in its best state (the lowest on ties).
-
-    Parameters
-    ----------
-    log_emission : ndarray of float64, shape (n, k)
-        Log emission score of each state for each row, timelines
-        concatenated in time order.
-    bounds : ndarray of int, shape (n_timelines + 1,)
-        Start position of each timeline, then ``n``.
-    log_transition : ndarray of float64, shape (k, k)
-        ``log P(next = j | previous = i)`` at ``[i, j]``.
-
-    Returns
-    -------
-    ndarray of int8, shape (n,)
-        The decoded state of each row.
+    ``log_emission`` (n, k) holds the timelines concatenated in time order,
+    ``bounds`` the start of each, then ``n``; ``log_transition[i, j]`` is
+    ``log P(next = j | previous = i)``. A timeline starts from its first
+    row's emission (no prior) and ends in its best state (the lowest on ties).
 
     Examples
     --------
@@ -171,23 +133,18 @@ class ViterbiSmoother(FrameTransformer):
     A drop-in alternative to :class:`~taskclf.MajoritySmoother`: adds
     ``smoothed_label``, the most likely label path of each timeline (emission
     scores ``log(clip(p, 1e-12))``; a label stays with probability
-    ``1 - switch_prob``, else moves to any of the seven others).
-
-    A rejected row (``is_rejected``, or else a ``raw_label`` of
-    ``Mixed/Unknown``) keeps ``Mixed/Unknown`` and its emission is flat:
-    the path runs through it carried by its neighbours, so an unsure
-    bucket neither votes nor breaks a task in two. ``switch_prob = 7/8``
-    gives each row's most probable label; small values keep labels longer.
+    ``1 - switch_prob``, else moves to any of the seven others). A rejected
+    row (``is_rejected``, else a ``Mixed/Unknown`` ``raw_label``) keeps
+    ``Mixed/Unknown`` and has a flat emission: it neither votes nor breaks a task.
 
     Parameters
     ----------
     switch_prob : float, default 0.02
-        Probability of moving to another label from one bucket to the next, in (0, 1).
+        In (0, 1); ``7/8`` gives each row's most probable label.
     max_gap_seconds : float, default 300.0
         Longest gap between bucket starts inside one timeline.
     timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"`` treats the whole frame as one sequence in the order
-        given, as taskclf 0.4 does (see docs/migrating.md).
+        ``"as_given"``: one sequence in the order given (docs/migrating.md).
 
     Examples
     --------
@@ -216,20 +173,18 @@ class ViterbiSmoother(FrameTransformer):
         self.max_gap_seconds = max_gap_seconds
         self.timelines = timelines
 
-    def _rejected(self, X: pd.DataFrame) -> np.ndarray:
-        if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
-            return X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
-        return label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
-
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [*PROBA_COLUMNS, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
         proba = timelines.to_sorted(proba)
-        rejected = timelines.to_sorted(self._rejected(X))
-        log_emission = log_emissions(proba, rejected)
+        if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
+            rejected = X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
+        else:
+            rejected = label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
+        rejected = timelines.to_sorted(rejected)
         transitions = sticky_log_transitions(float(self.switch_prob))
-        codes = viterbi_codes(log_emission, timelines.bounds, transitions)
+        codes = viterbi_codes(log_emissions(proba, rejected), timelines.bounds, transitions)
         codes[rejected] = MIXED_CODE
         return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(codes))})
