@@ -264,6 +264,22 @@ def _frame_counts(
     return counts, timelines
 
 
+def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Mean negative log probability of the true class, clipped to ``[eps, 1 - eps]``
+    as scikit-learn's ``log_loss`` clips; NaN without rows."""
+    eps = np.finfo(float).eps
+    true = proba[np.arange(len(codes)), codes]
+    return float(-np.mean(np.log(np.clip(true, eps, 1 - eps)))) if len(codes) else np.nan
+
+
+def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
+    """Mean over rows of ``sum_k (p_k - [y == k])^2`` (scikit-learn's multiclass
+    ``brier_score_loss``); NaN without rows."""
+    error = proba.copy()
+    error[np.arange(len(codes)), codes] -= 1.0
+    return float(np.mean(np.einsum("ij,ij->i", error, error))) if len(codes) else np.nan
+
+
 def flap_rate(labels: Sequence[object]) -> float:
     """Label changes divided by the number of buckets (0.0 for none) of one sequence."""
     return _sequence_score("flap_rate", labels, labels, "flap_rate")
@@ -418,20 +434,17 @@ def evaluate(
     def group(rows: slice, owned: slice) -> dict[str, Any]:
         truth, proba, confidence = true[rows], values[rows, :-1], values[rows, -1]
         n, flags, raw = len(truth), rejected[rows], predicted[RAW_LABEL][rows]
-        error = proba - np.eye(proba.shape[1])[truth]
         correct = proba.argmax(axis=1) == truth
         in_bin = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
         bins = np.bincount(in_bin, minlength=n_bins)
         bin_confidence = np.bincount(in_bin, confidence, n_bins)
         bin_correct = np.bincount(in_bin, correct, n_bins)
         kept = confidence[:, None] >= grid
-        eps = np.finfo(float).eps
-        log_loss = -np.log(np.clip(proba[np.arange(n), truth], eps, 1 - eps)).sum()
         accepted = ~flags
         figures = {
             "rows": n,
-            "brier": float(_ratio(np.square(error).sum(), n, np.nan)),
-            "log_loss": float(_ratio(log_loss, n, np.nan)),
+            "brier": brier_score(proba, truth),
+            "log_loss": log_loss(proba, truth),
             "ece": float(_ratio(np.abs(bin_correct - bin_confidence).sum(), n, np.nan)),
             "reliability": {
                 "rows": bins.tolist(),

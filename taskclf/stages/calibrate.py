@@ -30,23 +30,11 @@ from taskclf.calibration import (
 from taskclf.core.time import timestamps_ns
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, NotFittedError
+from taskclf.metrics import brier_score, log_loss
 from taskclf.stages._base import check_params, instance_of, integer, one_of
 
 TEMPERATURE_BOUNDS = (0.02, 50.0)
 """Search interval of a fitted temperature."""
-
-
-def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean negative log probability of the true class (clipped at 1e-12); NaN without rows."""
-    true = proba[np.arange(len(codes)), codes]
-    return float(-np.mean(np.log(np.clip(true, PROBA_FLOOR, None)))) if len(codes) else np.nan
-
-
-def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean over rows of ``sum_k (p_k - [y == k])^2``; NaN without rows."""
-    error = proba.copy()
-    error[np.arange(len(codes)), codes] -= 1.0
-    return float(np.mean(np.einsum("ij,ij->i", error, error))) if len(codes) else np.nan
 
 
 def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrator:
