@@ -424,10 +424,7 @@ def read_segments_json(path: str | os.PathLike[str]) -> list[Segment]:
     """Read segments written by :func:`write_segments_json` (or an earlier taskclf, without
     ``user_id``); a :class:`~taskclf.exceptions.ReaderError` names the bad record's field."""
     where = f"segments file {str(path)!r}"
-    try:
-        data = read_regular_file(path, MAX_SEGMENTS_BYTES, "segments file")
-    except ReaderError as exc:
-        raise ReaderError(f"cannot read {exc}") from None
+    data = read_regular_file(path, MAX_SEGMENTS_BYTES, "segments file")
     try:
         records = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # also 5000-digit numbers, nesting bombs

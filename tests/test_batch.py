@@ -318,7 +318,6 @@ def records(*changes: dict) -> bytes:
 
 
 SEGMENT_FILES = {
-    "missing": (None, "cannot read segments file"),
     "not JSON": (b"[{'start_ts': 1}", "cannot read segments file"),
     "binary garbage": (bytes(range(256)) * 4, "cannot read segments file"),
     "empty": (b"", "cannot read segments file"),
@@ -335,9 +334,14 @@ SEGMENT_FILES = {
 @pytest.mark.parametrize(("content", "words"), SEGMENT_FILES.values(), ids=SEGMENT_FILES.keys())
 def test_segment_reader_names_the_file(content, words, tmp_path):
     path = tmp_path / "odd segments.json"
-    if content is not None:
-        path.write_bytes(content)
+    path.write_bytes(content)
     refused(lambda: read_segments_json(path), ReaderError, str(path), words)
+
+
+def test_a_missing_segments_file_is_also_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist") as caught:  # as in 0.4
+        read_segments_json(tmp_path / "absent.json")
+    assert isinstance(caught.value, ReaderError) and "absent.json" in str(caught.value)
 
 
 # -- the list forms ---------------------------------------------------------------
