@@ -145,6 +145,17 @@ def test_every_field_agrees_with_the_pipeline(features, booster_v1, encoders_v1)
     assert all(probs == {} for probs in np.asarray(mapped.mapped_probs)[mapped.is_rejected])
 
 
+def test_a_bad_taxonomy_is_refused_before_the_model_runs(features, booster_v1, monkeypatch):
+    import taskclf.infer.batch as batch
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the pipeline was built before the taxonomy was checked")
+
+    monkeypatch.setattr(batch, "build_pipeline", no_work)
+    with pytest.raises(InvalidParameterError, match="TaxonomyConfig, got str"):
+        run_batch_inference(booster_v1, features, taxonomy="buckets.yaml")
+
+
 def test_rows_come_back_in_input_order(features, booster_v1, encoders_v1):
     base = run_batch_inference(booster_v1, features, cat_encoders=encoders_v1)
     order = np.random.default_rng(2).permutation(len(features))

@@ -164,6 +164,7 @@ def run_batch_inference(
         which reproduces taskclf 0.4's results on any frame.
     """
     check_frame(features_df, "run_batch_inference")
+    resolver = None if taxonomy is None else TaxonomyResolver(taxonomy)  # refused before work
     version = resolve_schema_version(features_df, schema_version)
     pipeline = build_pipeline(
         model,
@@ -181,8 +182,7 @@ def run_batch_inference(
     proba = frame[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
     is_rejected = frame[IS_REJECTED].to_numpy(dtype=bool)
     mapped = None
-    if taxonomy is not None:
-        resolver = TaxonomyResolver(taxonomy)
+    if resolver is not None:
         mapped = resolver.resolve_batch(proba.argmax(axis=1), proba, is_rejected=is_rejected)
     return BatchInferenceResult(
         raw_labels=frame[RAW_LABEL].astype(object).tolist(),
