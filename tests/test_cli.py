@@ -25,6 +25,7 @@ from taskclf._readers import read_features, read_segments_json, write_features
 from taskclf.bundle import decode_bundle, encode_bundle
 from taskclf.cli import main
 from taskclf.core.types import CLASS_ORDER
+from taskclf.tune import day_fingerprints
 from taskclf.workflows import configure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,6 +252,15 @@ def test_viterbi_training_and_tuning(work, features, capsys):
     assert "warning" not in err  # rows the model never saw
     code, _, err = run_cli(capsys, "tune", features, "--bundle", model, "--windows", "1,3")
     assert code == 2 and "windows" in err
+    # tune --train saves the best candidate refitted on all rows, with their training days
+    tuned = work / "tuned-by-training.taskclf"
+    args = ("--rounds", 2, "--threads", 1, "--cv", 2, "--thresholds", "0.3", "--windows", "1")
+    code, _, err = run_cli(capsys, "tune", held_out, "--train", *args, "--out", tuned)
+    assert code == 0, err
+    days = read_bundle_info(tuned).metadata.extra["training_days"]
+    assert days == sorted(day_fingerprints(read_features(held_out).drop(columns="label")))
+    code, _, err = run_cli(capsys, "tune", held_out, "--bundle", tuned, "--thresholds", "0.3")
+    assert code == 0 and f"{len(days)} user-days of these rows trained" in err
 
 
 def test_help(capsys):
