@@ -40,8 +40,7 @@ from taskclf._readers import PREDICTIONS_FILE
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.types import CLASS_ORDER, LABEL_COLORS, MIXED_UNKNOWN
 from taskclf.exceptions import InputError, ReaderError
-from taskclf.stages._timeline import find_timelines
-from taskclf.stages.segment import Segment, frame_to_segments, run_starts
+from taskclf.stages.segment import Segment, frame_to_segments, number_runs
 from taskclf.workflows import VIEWS
 
 SUMMARY_FILE: Final = "summary.csv"
@@ -110,12 +109,8 @@ def bucket_seconds_of(minutes: pd.DataFrame) -> int:
 
 def runs(minutes: pd.DataFrame, column: str, bucket_seconds: int) -> list[Segment]:
     """The segments of ``column``: runs of equal values, cut at gaps as the pipeline cuts."""
-    timelines = find_timelines(minutes, DEFAULT_IDLE_GAP_SECONDS)
-    codes = timelines.to_sorted(pd.factorize(minutes[column])[0])
-    segment = timelines.number_per_user(run_starts(codes, timelines.bounds))
-    frame = minutes[[BUCKET_START_TS, USER_ID, column]].assign(
-        **{SEGMENT_ID: timelines.to_input(segment)}
-    )
+    ids = number_runs(minutes, pd.factorize(minutes[column])[0], DEFAULT_IDLE_GAP_SECONDS)
+    frame = minutes[[BUCKET_START_TS, USER_ID, column]].assign(**{SEGMENT_ID: ids})
     return frame_to_segments(frame, bucket_seconds=bucket_seconds, label_column=column)
 
 
@@ -251,10 +246,12 @@ def palette(labels: Sequence[str]) -> dict[str, str]:
 
 
 def _rows(pieces: pd.DataFrame, keys: list[tuple[str, object]]) -> np.ndarray:
-    position = {key: i for i, key in enumerate(keys)}
-    return np.array(
-        [position.get(key, -1) for key in zip(pieces[USER_ID], pieces["day"])], dtype=float
-    )
+    """The picture row of each of ``pieces`` (its user-day's place in ``keys``; -1: not drawn)."""
+    if not keys:
+        return np.full(len(pieces), -1.0)
+    wanted = pd.MultiIndex.from_tuples(keys)
+    found = pd.MultiIndex.from_arrays([pieces[USER_ID], pieces["day"]])
+    return wanted.get_indexer(found).astype(float)
 
 
 def _draw(

@@ -172,13 +172,19 @@ def threshold_source(bundle: str | os.PathLike[str], given: float | None) -> str
     if given is not None:
         return "given on the command line"
     if Path(bundle).is_dir():
-        from taskclf.bundle_dir import read_bundle_dir_info
-
-        info = read_bundle_dir_info(bundle)
-        source = info.metadata.extra.get("reject_threshold_source")
+        source = _metadata(bundle).extra.get("reject_threshold_source")
         if source:
             return str(source)
     return "saved in the bundle"
+
+
+def _metadata(bundle: str | os.PathLike[str]) -> Any:
+    """The ``BundleMetadata`` of a bundle file or directory, read without unpickling."""
+    from taskclf.bundle import read_bundle_info
+    from taskclf.bundle_dir import read_bundle_dir_info
+
+    reader = read_bundle_dir_info if Path(bundle).is_dir() else read_bundle_info
+    return reader(bundle).metadata
 
 
 def check_output_file(path: str | os.PathLike[str], *, directory: bool = False) -> Path:
@@ -348,7 +354,7 @@ def warn_if_trained_on(bundle: str | os.PathLike[str], X: pd.DataFrame) -> list[
     """
     from taskclf.tune import training_overlap
 
-    recorded = bundle_facts(bundle).get("extra", {}).get(TRAINING_DAYS)
+    recorded = _metadata(bundle).extra.get(TRAINING_DAYS)
     overlap = training_overlap(recorded, X)
     if overlap:
         shown = ", ".join(f"{user} {day}" for user, day in overlap[:3])

@@ -67,6 +67,16 @@ def run_starts(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.flatnonzero(new)
 
 
+def number_runs(
+    X: pd.DataFrame, codes: np.ndarray, max_gap_seconds: float, mode: str = "per_user"
+) -> np.ndarray:
+    """Segment id of each row of ``X`` (input order): runs of equal ``codes`` per timeline,
+    numbered from 0 per user in time order."""
+    timelines = find_timelines(X, max_gap_seconds, mode)
+    sorted_codes = timelines.to_sorted(codes)
+    return timelines.to_input(timelines.number_per_user(run_starts(sorted_codes, timelines.bounds)))
+
+
 def segmentize(
     bucket_starts: Sequence[dt.datetime],
     labels: Sequence[str],
@@ -207,7 +217,6 @@ class Segmenter(FrameTransformer):
 
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [SMOOTHED_LABEL, BUCKET_START_TS], type(self).__name__)
-        timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
-        codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
-        segment = timelines.number_per_user(run_starts(codes, timelines.bounds))
-        return add_columns(X, {SEGMENT_ID: timelines.to_input(segment)})
+        codes = label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL)
+        ids = number_runs(X, codes, self.max_gap_seconds, self.timelines)
+        return add_columns(X, {SEGMENT_ID: ids})
