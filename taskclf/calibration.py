@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import attrs
 import numpy as np
@@ -20,6 +20,7 @@ from taskclf.exceptions import InvalidParameterError, ProbabilityShapeError, Rea
 
 PROBA_FLOOR = 1e-12
 MAX_CALIBRATOR_BYTES = 64 * 1024 * 1024
+_MODEL_KEYS = ("model_bundle_id", "model_schema_hash", "created_at")
 
 
 def check_proba(proba: object, where: str = "probabilities") -> np.ndarray:
@@ -31,13 +32,6 @@ def check_proba(proba: object, where: str = "probabilities") -> np.ndarray:
             f"got shape {matrix.shape}"
         )
     return matrix
-
-
-@runtime_checkable
-class CalibrationMap(Protocol):
-    """Anything with ``calibrate(proba) -> proba`` on (n, 8) matrices."""
-
-    def calibrate(self, core_probs: np.ndarray) -> np.ndarray: ...
 
 
 @attrs.frozen
@@ -59,12 +53,8 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
 
 @attrs.frozen
 class TemperatureCalibrator:
-    """Temperature scaling: ``softmax(log(clip(p, 1e-12)) / T)``.
-
-    Parameters
-    ----------
-    temperature : float, default 1.0
-        ``T > 0``: above 1 softens the probabilities, below 1 sharpens them.
+    """Temperature scaling ``softmax(log(clip(p, 1e-12)) / T)``: a ``temperature`` ``T``
+    above 1 softens the probabilities, below 1 (and > 0) sharpens them.
 
     Examples
     --------
@@ -111,20 +101,11 @@ class IsotonicCalibrator:
         return len(self.regressors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": "isotonic",
-            "regressors": [
-                {
-                    "X_thresholds_": r.X_thresholds_.tolist(),
-                    "y_thresholds_": r.y_thresholds_.tolist(),
-                    "X_min_": float(r.X_min_),
-                    "X_max_": float(r.X_max_),
-                    "increasing_": bool(r.increasing_),
-                    "out_of_bounds": r.out_of_bounds,
-                }
-                for r in self.regressors
-            ],
-        }
+        keys = "X_thresholds_", "y_thresholds_", "X_min_", "X_max_", "increasing_", "out_of_bounds"
+        regressors = [
+            {key: np.asarray(getattr(r, key)).tolist() for key in keys} for r in self.regressors
+        ]
+        return {"type": "isotonic", "regressors": regressors}
 
     def calibrate(self, core_probs: np.ndarray) -> np.ndarray:
         """Map each class column through its regressor and renormalize."""
@@ -199,33 +180,6 @@ class CalibratorStore:
         return out
 
 
-def _from_dict(data: Any, where: str = "calibrator") -> Any:
-    """A calibration map from its JSON form (isotonic ones rebuilt as taskclf 0.4 does)."""
-    from sklearn.isotonic import IsotonicRegression
-
-    def isotonic(item: dict[str, Any]) -> IsotonicRegression:
-        regressor = IsotonicRegression(
-            increasing=bool(item["increasing_"]),
-            out_of_bounds=str(item["out_of_bounds"]),
-            y_min=0.0,
-            y_max=1.0,
-        )
-        x, y = (np.asarray(item[k], dtype=np.float64) for k in ("X_thresholds_", "y_thresholds_"))
-        return regressor.fit(x, y)
-
-    try:
-        kind = data.get("type", "identity")
-        if kind == "identity":
-            return IdentityCalibrator()
-        if kind == "temperature":
-            return TemperatureCalibrator(float(data["temperature"]))
-        if kind == "isotonic":
-            return IsotonicCalibrator([isotonic(item) for item in data["regressors"]])
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise InvalidParameterError(f"{where}: not a calibrator ({exc!r:.200})") from None
-    raise InvalidParameterError(f"{where}: unknown calibrator type {kind!r:.50}")
-
-
 def _read_json(path: Path) -> Any:
     data = read_regular_file(path, MAX_CALIBRATOR_BYTES, "calibrator file")
     try:
@@ -251,7 +205,30 @@ def load_calibrator(path: str | os.PathLike[str]) -> Any:
     Raises MissingFileError (a ``FileNotFoundError``) for a missing file, and
     InvalidParameterError or ReaderError naming a file that is not a calibrator.
     """
-    return _from_dict(_read_json(Path(path)), f"calibrator file {str(path)!r}")
+    from sklearn.isotonic import IsotonicRegression
+
+    def isotonic(item: dict[str, Any]) -> IsotonicRegression:  # rebuilt as taskclf 0.4 does
+        regressor = IsotonicRegression(
+            increasing=bool(item["increasing_"]),
+            out_of_bounds=str(item["out_of_bounds"]),
+            y_min=0.0,
+            y_max=1.0,
+        )
+        x, y = (np.asarray(item[k], dtype=np.float64) for k in ("X_thresholds_", "y_thresholds_"))
+        return regressor.fit(x, y)
+
+    data, where = _read_json(Path(path)), f"calibrator file {str(path)!r}"
+    try:
+        kind = data.get("type", "identity")
+        if kind == "identity":
+            return IdentityCalibrator()
+        if kind == "temperature":
+            return TemperatureCalibrator(float(data["temperature"]))
+        if kind == "isotonic":
+            return IsotonicCalibrator([isotonic(item) for item in data["regressors"]])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"{where}: not a calibrator ({exc!r:.200})") from None
+    raise InvalidParameterError(f"{where}: unknown calibrator type {kind!r:.50}")
 
 
 def _user_file(user_id: Any) -> str:
@@ -278,11 +255,8 @@ def save_calibrator_store(store: CalibratorStore, path: str | os.PathLike[str]) 
     replaced only when it is empty or a calibrator store.
     """
     names = {user: _user_file(user) for user in store.user_calibrators}
-    meta: dict[str, Any] = {"method": store.method, "user_count": len(names)}
-    meta["user_ids"] = sorted(names)
-    for key in ("model_bundle_id", "model_schema_hash", "created_at"):
-        if getattr(store, key) is not None:
-            meta[key] = getattr(store, key)
+    meta = {"method": store.method, "user_count": len(names), "user_ids": sorted(names)}
+    meta |= {k: getattr(store, k) for k in _MODEL_KEYS if getattr(store, k) is not None}
     with atomic_directory(path, _is_store, "calibrator store") as staging:
         (staging / "global.json").write_text(_json_text(store.global_calibrator))
         (staging / "store.json").write_text(json.dumps(meta, indent=2))
@@ -304,10 +278,9 @@ def load_calibrator_store(path: str | os.PathLike[str]) -> CalibratorStore:
     if not isinstance(meta, dict) or not isinstance(meta.get("user_ids", []), list):
         raise InvalidParameterError(f"{str(directory / 'store.json')!r}: not a store header")
     files = {user: directory / "users" / _user_file(user) for user in meta.get("user_ids", [])}
-    text = {k: meta.get(k) for k in ("model_bundle_id", "model_schema_hash", "created_at")}
     return CalibratorStore(
         load_calibrator(directory / "global.json"),
         {user: load_calibrator(file) for user, file in files.items() if file.exists()},
         method=str(meta.get("method", "temperature")),
-        **{k: None if v is None else str(v) for k, v in text.items()},
+        **{k: None if meta.get(k) is None else str(meta[k]) for k in _MODEL_KEYS},
     )

@@ -341,8 +341,9 @@ def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
         raise TaxonomyError(f"taxonomy: a taxonomy holds at most {MAX_BUCKETS} buckets, got {n}")
     built = []
     for i, item in enumerate(buckets):
+        given = _fields(item, f"buckets[{i}]", TaxonomyBucket)
         try:
-            built.append(TaxonomyBucket(**_fields(item, f"buckets[{i}]", TaxonomyBucket)))
+            built.append(TaxonomyBucket(**given))
         except TaxonomyError as exc:
             raise TaxonomyError(f"buckets[{i}]: {exc}") from None
     fields["buckets"] = built
@@ -476,8 +477,9 @@ class TaxonomyResolver:
 
     def __init__(self, config: TaxonomyConfig) -> None:
         if not isinstance(config, TaxonomyConfig):
+            kind = type(config).__name__
             raise InvalidParameterError(
-                f"TaxonomyResolver needs a TaxonomyConfig, got {type(config).__name__}"
+                f"taxonomy must be a TaxonomyConfig, got {kind} (load_taxonomy reads one)"
             )
         self.config = config
         self._names = list(config.bucket_names)
@@ -527,10 +529,10 @@ class TaxonomyResolver:
                 )
             matrix = np.where(rejected[:, None], 0.0, matrix)
         check_finite_columns(matrix, PROBA_COLUMNS)
-        bucket_proba = self._bucket_proba(matrix)
-        mapped = round_like_python(bucket_proba, 6)
+        buckets = self._bucket_proba(matrix)
+        mapped = round_like_python(buckets, 6)
         mapped[rejected] = np.nan
-        return np.where(rejected, -1, np.argmax(bucket_proba, axis=1)), mapped
+        return np.where(rejected, -1, np.argmax(buckets, axis=1)), mapped
 
     def resolve_batch(
         self, core_label_ids: Array, core_probs: Array, *, is_rejected: Array | None = None
@@ -584,19 +586,12 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
     def __init__(self, taxonomy: TaxonomyConfig | None = None) -> None:
         self.taxonomy = taxonomy
 
-    def _taxonomy(self) -> TaxonomyConfig:
-        if self.taxonomy is None:
-            return default_taxonomy()
-        if not isinstance(self.taxonomy, TaxonomyConfig):
-            raise InvalidParameterError(
-                "TaxonomyMapper: taxonomy must be a TaxonomyConfig (see load_taxonomy) "
-                f"or None, got {type(self.taxonomy).__name__}"
-            )
-        return self.taxonomy
+    def _resolver(self) -> TaxonomyResolver:
+        return TaxonomyResolver(default_taxonomy() if self.taxonomy is None else self.taxonomy)
 
     def fit(self, X: Any = None, y: Any = None) -> TaxonomyMapper:
         """Check the taxonomy and build the resolver; *X* and *y* are not used."""
-        self.resolver_ = TaxonomyResolver(self._taxonomy())
+        self.resolver_ = self._resolver()
         self.bucket_names_ = tuple(self.resolver_.bucket_names)
         return self
 
@@ -624,7 +619,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
                 f"TaxonomyMapper: column {IS_REJECTED!r} must hold booleans, got dtype "
                 f"{rejected.dtype} with {int(rejected.isna().sum())} missing value(s)"
             )
-        resolver = TaxonomyResolver(self._taxonomy())  # cheap; follows set_params
+        resolver = self._resolver()  # cheap; follows set_params
         index, mapped = resolver.resolve_matrix(
             X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan),
             None if rejected is None else rejected.to_numpy(dtype=bool),
@@ -640,7 +635,7 @@ class TaxonomyMapper(TransformerMixin, BaseEstimator):
         """Return the final core label of each row (the ``label`` column)."""
         check_frame(X, "TaxonomyMapper.predict")
         require_columns(X, [LABEL], "TaxonomyMapper.predict")
-        self._taxonomy()  # a pipeline with an invalid taxonomy predicts nothing either
+        self._resolver()  # a pipeline with an invalid taxonomy predicts nothing either
         return X[LABEL].to_numpy()
 
     def score(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> float:

@@ -527,7 +527,7 @@ def test_mapper_refuses_bad_frames():
         refused(lambda bad=bad: mapper.transform(bad), error, words)
     refused(lambda: mapper.predict(frame.drop(columns="label")), MissingColumnsError, "'label'")
     bad = TaxonomyMapper("taxonomy.yaml")
-    refused(lambda: bad.fit(frame), InvalidParameterError, "(see load_taxonomy) or None, got str")
+    refused(lambda: bad.fit(frame), InvalidParameterError, "must be a TaxonomyConfig, got str")
     refused(lambda: bad.predict(frame), InvalidParameterError, "must be a TaxonomyConfig")
 
 
