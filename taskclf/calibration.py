@@ -58,7 +58,6 @@ class TemperatureCalibrator:
 
     Examples
     --------
-    >>> import numpy as np
     >>> p = np.array([[0.7, 0.3] + [0.0] * 6])
     >>> TemperatureCalibrator(2.0).calibrate(p)[0, :2].round(3).tolist()
     [0.604, 0.396]
@@ -138,7 +137,6 @@ class CalibratorStore:
 
     Examples
     --------
-    >>> import numpy as np
     >>> store = CalibratorStore(IdentityCalibrator(), {"u1": TemperatureCalibrator(2.0)})
     >>> p = np.array([[0.7, 0.3] + [0.0] * 6] * 2)
     >>> store.calibrate_batch(p, ["u1", "u2"])[:, 0].round(3).tolist()

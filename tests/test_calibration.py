@@ -249,6 +249,8 @@ def test_identity_needs_no_fit_and_fitted_methods_do():
     refused(lambda: fitted.fit(frame), InputError, "pass y")
     refused(lambda: fitted.fit(frame, ["Nap"] * 10), InputError, "'Nap'")
     refused(lambda: fitted.fit(frame, ["Build"] * 9), InputError, "9 labels")
+    nan = frame.assign(proba_Meet=np.nan)
+    refused(lambda: fitted.fit(nan, labels[:10]), InputError, "'proba_Meet' holds nan at row 0")
 
 
 def test_given_maps_are_frozen_through_fit():

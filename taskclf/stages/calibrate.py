@@ -99,8 +99,6 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> import pandas as pd
-    >>> from taskclf._columns import PROBA_COLUMNS
     >>> frame = pd.DataFrame([[0.9, 0.1] + [0.0] * 6] * 4, columns=PROBA_COLUMNS)
     >>> stage = Calibrator(method="temperature").fit(frame, ["BreakIdle"] * 3 + ["Build"])
     >>> stage.calibrator_.temperature > 1, stage.log_loss_after_ < stage.log_loss_before_
@@ -173,13 +171,10 @@ class Calibrator(TransformerMixin, BaseEstimator):
         return {u: fit(proba[users == u], codes[users == u]) for u in chosen}
 
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
-        """Fit the calibration map(s) on the probability columns and labels ``y``.
+        """Fit the calibration map(s) on the probability columns and core labels ``y``.
 
-        ``X`` needs ``user_id`` and ``bucket_start_ts`` too for ``per_user``;
-        ``y`` (core labels) is optional with ``method="identity"``.
-
-        Raises InputError when labels are needed and missing, of another length
-        than ``X``, or not core labels.
+        ``X`` needs ``user_id`` and ``bucket_start_ts`` too for ``per_user``; ``y`` is
+        optional with ``method="identity"``. Raises InputError for missing or bad labels.
         """
         check_params(self)
         check_frame(X, type(self).__name__)
@@ -188,11 +183,10 @@ class Calibrator(TransformerMixin, BaseEstimator):
         require_columns(X, PROBA_COLUMNS, type(self).__name__)
         codes = check_labels(y, len(X), f"{type(self).__name__}.fit")
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
+        check_finite_columns(proba, PROBA_COLUMNS)  # before the search, which NaN would steer
         global_map = _FIT[self.method](proba, codes)
-        store = None
-        if self.per_user:
-            own = self._user_maps(X, proba, codes)
-            store = CalibratorStore(global_map, own, method=self.method)
+        own = self._user_maps(X, proba, codes) if self.per_user else None
+        store = None if own is None else CalibratorStore(global_map, own, method=self.method)
         self._set_maps(global_map, store)
         calibrated = self._calibrate(proba, X)
         self.brier_before_ = brier_score(proba, codes)
