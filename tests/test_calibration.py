@@ -25,6 +25,9 @@ from taskclf.calibration import (
     IsotonicCalibrator,
     TemperatureCalibrator,
     check_proba,
+    load_calibrator,
+    load_calibrator_store,
+    save_calibrator,
 )
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import (
@@ -33,6 +36,7 @@ from taskclf.exceptions import (
     MissingColumnsError,
     NotFittedError,
     ProbabilityShapeError,
+    ReaderError,
 )
 from taskclf.stages.calibrate import Calibrator, fit_temperature
 
@@ -156,6 +160,24 @@ def test_store_refuses_mismatched_lengths_and_widths():
     width = r"shape (n, 8), got shape (2, 3)"
     refused(lambda: store.calibrate_batch(p[:2, :3], "ab"), ProbabilityShapeError, width)
     refused(lambda: check_proba(np.full(8, 0.125)), ProbabilityShapeError, "got shape (8,)")
+
+
+BAD_CALIBRATOR_FILES = [
+    ("{", ReaderError, "is not JSON"),
+    ("[1]", InvalidParameterError, "not a calibrator (AttributeError"),
+    ('{"type": "temperature"}', InvalidParameterError, "not a calibrator (KeyError('temperature')"),
+    ('{"type": "platt"}', InvalidParameterError, "unknown calibrator type 'platt'"),
+]
+
+
+@pytest.mark.parametrize(("text", "error", "words"), BAD_CALIBRATOR_FILES)
+def test_files_that_are_no_calibrators_are_refused_naming_the_file(text, error, words, tmp_path):
+    (tmp_path / "map.json").write_text(text)
+    refused(lambda: load_calibrator(tmp_path / "map.json"), error, "map.json", words)
+    (tmp_path / "store.json").write_text("[1]")
+    refused(lambda: load_calibrator_store(tmp_path), InvalidParameterError, "not a store header")
+    words = "cannot save a calibrator of type dict"
+    refused(lambda: save_calibrator({}, tmp_path / "x.json"), InvalidParameterError, words)
 
 
 def test_stage_applies_the_store_with_user_id_else_its_map():
