@@ -38,6 +38,7 @@ from taskclf.exceptions import (
     ProbabilityShapeError,
     ReaderError,
 )
+from taskclf.infer.calibration import Calibrator as CalibrationMap  # taskclf 0.4's protocol
 from taskclf.stages.calibrate import Calibrator, fit_temperature
 
 FLOOR = 1e-12
@@ -110,6 +111,7 @@ def test_temperature_worked_example_and_identities():
     np.testing.assert_allclose(worked, [weights / weights.sum()], rtol=1e-12)
     p = random_proba(1, 4)
     assert IdentityCalibrator().calibrate(p) is p
+    assert isinstance(IdentityCalibrator(), CalibrationMap) and not isinstance(p, CalibrationMap)
     assert TemperatureCalibrator().calibrate(p) is p
     soft, sharp = TemperatureCalibrator(3.0).calibrate(p), TemperatureCalibrator(0.5).calibrate(p)
     assert np.all(soft.max(axis=1) <= p.max(axis=1)) and np.all(sharp.max(axis=1) >= p.max(axis=1))
