@@ -52,9 +52,6 @@ MAX_TAXONOMY_BYTES: Final = 1 << 20
 
 _MAX_YAML_DEPTH: Final = 20
 _ONE_OF_LABELS: Final = "; must be one of " + ", ".join(CLASS_ORDER)
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
 FloatArray = npt.NDArray[np.float64]
 Array = npt.ArrayLike
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
@@ -71,8 +68,8 @@ def _rule(message: str, *checks: Validator) -> Validator:
             refused = exc.args[3] if len(exc.args) == 4 else value  # attrs passes it last
             where = getattr(instance, "_section", "taxonomy")
             if isinstance(name := getattr(instance, "name", None), str):
-                where += f" {_SHORT.repr(name)}"
-            shown, kind = _SHORT.repr(refused), type(refused).__name__
+                where += f" {reprlib.repr(name)}"
+            shown, kind = reprlib.repr(refused), type(refused).__name__
             text = message.format(where=where, field=attribute.name, value=shown, type=kind)
             raise TaxonomyError(text) from None
 
@@ -99,12 +96,12 @@ _FLAG = _rule("{where}: {field} must be true or false, got {type} {value}", v.in
 def _repeated(values: Any) -> str:
     """The values that occur more than once, as text ("" when none does)."""
     repeated = [value for value, n in collections.Counter(values).items() if n > 1]
-    return ", ".join(map(_SHORT.repr, repeated[:5]))
+    return ", ".join(map(reprlib.repr, repeated[:5]))
 
 
 def _distinct(bucket: Any, attribute: attrs.Attribute[Any], labels: Any) -> None:
     if repeated := _repeated(labels):
-        where = f"bucket {_SHORT.repr(bucket.name)}"
+        where = f"bucket {reprlib.repr(bucket.name)}"
         raise TaxonomyError(f"{where}: core_labels lists {repeated} more than once")
 
 
@@ -113,7 +110,7 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], weights: Any) -> N
         if not (isinstance(weight, float) and 0.0 < weight < math.inf):
             raise TaxonomyError(
                 f"Reweight for {label!r} must be > 0 (a finite number) in "
-                f"reweight_core_labels (advanced), got {_SHORT.repr(weight)}"
+                f"reweight_core_labels (advanced), got {reprlib.repr(weight)}"
             )
 
 
@@ -278,7 +275,7 @@ class TaxonomyConfig:
             )
         if (mixed := self.reject.mixed_label_name) in self.bucket_names:
             raise TaxonomyError(
-                f"reject: mixed_label_name {_SHORT.repr(mixed)} is also a bucket name; "
+                f"reject: mixed_label_name {reprlib.repr(mixed)} is also a bucket name; "
                 "rejected rows would be indistinguishable from that bucket"
             )
 
@@ -313,11 +310,11 @@ def default_taxonomy() -> TaxonomyConfig:
 def _fields(value: object, where: str, cls: type) -> dict[str, Any]:
     """*value* as keyword arguments of *cls*, nulls dropped; unknown or missing keys refused."""
     if not isinstance(value, Mapping):
-        got = f"{type(value).__name__} {_SHORT.repr(value)}"
+        got = f"{type(value).__name__} {reprlib.repr(value)}"
         raise TaxonomyError(f"{where} must be a mapping, got {got}")
     allowed = attrs.fields_dict(cls)
     if unknown := [key for key in value if key not in allowed]:
-        shown = ", ".join(map(_SHORT.repr, unknown[:5]))
+        shown = ", ".join(map(reprlib.repr, unknown[:5]))
         raise TaxonomyError(f"{where}: unknown key(s) {shown}; allowed keys: {', '.join(allowed)}")
     given = {key: item for key, item in value.items() if item is not None}
     required = [key for key, field in allowed.items() if field.default is attrs.NOTHING]
@@ -388,7 +385,7 @@ def _read_yaml(data: bytes, where: str) -> Any:
             depth += isinstance(event, yaml.CollectionStartEvent)
             depth -= isinstance(event, yaml.CollectionEndEvent)
             if isinstance(event, yaml.AliasEvent):
-                problem = f"aliases (*{_SHORT.repr(event.anchor)[1:-1]}) are not allowed"
+                problem = f"aliases (*{reprlib.repr(event.anchor)[1:-1]}) are not allowed"
             elif depth > _MAX_YAML_DEPTH:
                 problem = f"nested deeper than {_MAX_YAML_DEPTH} levels"
             else:
@@ -545,7 +542,7 @@ class TaxonomyResolver:
         if ids.size and not (integers and 0 <= ids.min() <= ids.max() < N_CLASSES):
             raise InputError(
                 f"TaxonomyResolver: core_label_ids must be class indices in [0, {N_CLASSES - 1}]"
-                f", got dtype {ids.dtype} with values {_SHORT.repr(ids)}"
+                f", got dtype {ids.dtype} with values {reprlib.repr(ids)}"
             )
         bucket_index, mapped = self.resolve_matrix(matrix, is_rejected)
         names, mixed = self._names, self.config.reject.mixed_label_name
