@@ -164,11 +164,9 @@ class Calibrator(TransformerMixin, BaseEstimator):
         stats = stats.groupby("user", sort=False).agg(
             rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
         )
-        eligible = (stats["rows"] >= self.min_user_rows) & (stats["days"] >= self.min_user_days)
-        eligible &= stats["labels"] >= self.min_user_labels
-        fit = _FIT[self.method]
-        chosen = stats.index[eligible.to_numpy()]
-        return {u: fit(proba[users == u], codes[users == u]) for u in chosen}
+        minimums = [self.min_user_rows, self.min_user_days, self.min_user_labels]
+        chosen = stats.index[(stats >= minimums).all(axis=1).to_numpy()]
+        return {u: _FIT[self.method](proba[users == u], codes[users == u]) for u in chosen}
 
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
         """Fit the calibration map(s) on the probability columns and core labels ``y``.
