@@ -34,6 +34,16 @@ def check_proba(proba: object, where: str = "probabilities") -> np.ndarray:
     return matrix
 
 
+def isotonic_regression(
+    x: Any, y: Any, increasing: bool = True, out_of_bounds: str = "clip"
+) -> Any:
+    """A fitted isotonic regression of ``y`` on ``x``, bounded to [0, 1], as taskclf 0.4 fits."""
+    from sklearn.isotonic import IsotonicRegression
+
+    options = {"increasing": increasing, "out_of_bounds": out_of_bounds, "y_min": 0.0, "y_max": 1.0}
+    return IsotonicRegression(**options).fit(np.asarray(x, float), np.asarray(y, float))
+
+
 @attrs.frozen
 class IdentityCalibrator:
     """Calibration map that returns the probabilities unchanged."""
@@ -203,18 +213,6 @@ def load_calibrator(path: str | os.PathLike[str]) -> Any:
     Raises MissingFileError (a ``FileNotFoundError``) for a missing file, and
     InvalidParameterError or ReaderError naming a file that is not a calibrator.
     """
-    from sklearn.isotonic import IsotonicRegression
-
-    def isotonic(item: dict[str, Any]) -> IsotonicRegression:  # rebuilt as taskclf 0.4 does
-        regressor = IsotonicRegression(
-            increasing=bool(item["increasing_"]),
-            out_of_bounds=str(item["out_of_bounds"]),
-            y_min=0.0,
-            y_max=1.0,
-        )
-        x, y = (np.asarray(item[k], dtype=np.float64) for k in ("X_thresholds_", "y_thresholds_"))
-        return regressor.fit(x, y)
-
     data, where = _read_json(Path(path)), f"calibrator file {str(path)!r}"
     try:
         kind = data.get("type", "identity")
@@ -223,7 +221,9 @@ def load_calibrator(path: str | os.PathLike[str]) -> Any:
         if kind == "temperature":
             return TemperatureCalibrator(float(data["temperature"]))
         if kind == "isotonic":
-            return IsotonicCalibrator([isotonic(item) for item in data["regressors"]])
+            keys = ("X_thresholds_", "y_thresholds_", "increasing_", "out_of_bounds")
+            items = data["regressors"]
+            return IsotonicCalibrator([isotonic_regression(*(i[k] for k in keys)) for i in items])
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidParameterError(f"{where}: not a calibrator ({exc!r:.200})") from None
     raise InvalidParameterError(f"{where}: unknown calibrator type {kind!r:.50}")

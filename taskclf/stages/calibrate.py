@@ -26,6 +26,7 @@ from taskclf.calibration import (
     IdentityCalibrator,
     IsotonicCalibrator,
     TemperatureCalibrator,
+    isotonic_regression,
 )
 from taskclf.core.time import timestamps_ns
 from taskclf.core.types import N_CLASSES
@@ -56,13 +57,8 @@ def fit_temperature(proba: np.ndarray, codes: np.ndarray) -> TemperatureCalibrat
 
 def fit_isotonic(proba: np.ndarray, codes: np.ndarray) -> IsotonicCalibrator:
     """One isotonic regression per class of its one-vs-rest target, bounded to [0, 1]."""
-    from sklearn.isotonic import IsotonicRegression
-
-    def fit(k: int) -> IsotonicRegression:
-        regressor = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-        return regressor.fit(proba[:, k], (codes == k).astype(np.float64))
-
-    return IsotonicCalibrator([fit(k) for k in range(N_CLASSES)])
+    regressions = [isotonic_regression(proba[:, k], codes == k) for k in range(N_CLASSES)]
+    return IsotonicCalibrator(regressions)
 
 
 _FIT: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
