@@ -198,11 +198,14 @@ def test_stage_applies_the_store_with_user_id_else_its_map():
 
 
 def test_given_maps_are_fitted_stages_kept_by_freezing():
-    stage = Calibrator.from_maps(TemperatureCalibrator(2.0))
-    assert stage.calibrator_ == TemperatureCalibrator(2.0) and stage.store_ is None
+    given = TemperatureCalibrator(2.0)
+    stage = Calibrator.from_maps(given)
+    assert stage.calibrator_ is given and stage.store_ is None and np.isnan(stage.log_loss_after_)
     assert not hasattr(clone(stage), "calibrator_")  # a clone is a fresh identity stage
     frozen = FrozenEstimator(stage)
     assert clone(frozen) is frozen
+    proba, labels = calibrated_sample(50, seed=5)
+    assert frozen.fit(proba_frame(proba), labels) is frozen and frozen.calibrator_ is given
     assert Calibrator.from_maps().calibrator_ == IdentityCalibrator()
 
 
@@ -275,14 +278,6 @@ def test_identity_needs_no_fit_and_fitted_methods_do():
     refused(lambda: fitted.fit(frame, ["Build"] * 9), InputError, "9 labels")
     nan = frame.assign(proba_Meet=np.nan)
     refused(lambda: fitted.fit(nan, labels[:10]), InputError, "'proba_Meet' holds nan at row 0")
-
-
-def test_given_maps_are_frozen_through_fit():
-    proba, labels = calibrated_sample(50, seed=5)
-    given = TemperatureCalibrator(2.0)
-    stage = FrozenEstimator(Calibrator.from_maps(given))
-    assert stage.fit(proba_frame(proba), labels) is stage
-    assert stage.calibrator_ is given and np.isnan(stage.log_loss_after_)
 
 
 def user_rows(user: str, rows: int, days: int, labels: int, distortion: float = 1.0):
