@@ -230,11 +230,8 @@ class TaxonomyAdvanced:
 
 @attrs.frozen
 class TaxonomyConfig:
-    """A user taxonomy: buckets of core labels plus display and mapping options.
-
-    One to :data:`MAX_BUCKETS` buckets with unique names; a core label may sit in
-    several. Core labels no bucket lists go to a bucket ``"Other"`` appended last,
-    whose name is then reserved.
+    """A user taxonomy: buckets of core labels plus display and mapping options, by the
+    rules of docs/predict.md (core labels no bucket lists go to a bucket ``"Other"``).
 
     >>> config = TaxonomyConfig([TaxonomyBucket("Coding", ["Build", "Debug", "Review"])])
     >>> config.bucket_names, config.resolved_buckets[-1].core_labels[:2]
@@ -324,11 +321,10 @@ def _fields(value: object, where: str, cls: type) -> dict[str, Any]:
 
 
 def taxonomy_from_dict(data: Mapping[str, Any]) -> TaxonomyConfig:
-    """Build a :class:`TaxonomyConfig` from plain data (parsed YAML or JSON).
+    """Build a :class:`TaxonomyConfig` from plain data (parsed YAML or JSON) in the layout
+    of :func:`taxonomy_to_dict`: null means the default, a numeric ``version`` becomes text.
 
-    The layout is :func:`taxonomy_to_dict`'s. Only ``buckets`` is required;
-    unknown keys are refused, null means the default and a numeric
-    ``version`` becomes a string. Raises :class:`TaxonomyError` saying where.
+    Raises :class:`TaxonomyError` saying where.
     """
     fields = _fields(data, "taxonomy", TaxonomyConfig)
     if not isinstance(buckets := fields["buckets"], list | tuple):
