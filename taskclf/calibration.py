@@ -128,10 +128,8 @@ class IsotonicCalibrator:
                 f"have {matrix.shape[1]} columns (length mismatch)"
             )
         for k, regressor in enumerate(self.regressors):
-            values = matrix[:, k]
-            if hasattr(regressor, "X_min_"):  # out_of_bounds="nan" would give NaN outside
-                values = np.clip(values, regressor.X_min_, regressor.X_max_)
-            out[:, k] = regressor.predict(values)
+            # Clipped first: out_of_bounds="nan" would give NaN outside the fitted range.
+            out[:, k] = regressor.predict(np.clip(matrix[:, k], regressor.X_min_, regressor.X_max_))
         np.clip(out, PROBA_FLOOR, None, out=out)
         out /= out.sum(axis=1, keepdims=True)
         return out[0] if np.ndim(core_probs) == 1 else out
