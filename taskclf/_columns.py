@@ -22,8 +22,4 @@ TRUE_LABEL: Final = "true_label"
 """Column of ``predictions.csv`` with the true label, when the input had one."""
 
 USER_ID: Final = "user_id"
-ENCODED_USER_ID: Final = "user_id_encoded"
-"""The model's encoding of ``user_id`` (schema v1). ``user_id`` itself keeps the
-caller's values: it identifies timelines and per-user calibration, which an
-unseen user mapped to ``__unknown__`` would merge."""
 BUCKET_START_TS: Final = "bucket_start_ts"

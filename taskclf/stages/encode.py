@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._columns import ENCODED_USER_ID, USER_ID
+from taskclf._columns import USER_ID
 from taskclf._frame import add_columns, check_frame, frame_tags
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
@@ -50,12 +50,29 @@ def encode_column(column: pd.Series, vocabulary: pd.Index) -> np.ndarray:
     return codes.astype(np.int32, copy=False)
 
 
+def learn_vocabulary(column: pd.Series, min_count: int) -> list[Any]:
+    """The sorted values of ``column`` seen at least ``min_count`` times, and ``__unknown__``."""
+    counts = column.value_counts(dropna=True)
+    frequent = counts.index[counts.to_numpy() >= min_count]
+    values = [v for v in frequent.tolist() if v != UNKNOWN_CATEGORY]
+    return vocabulary_of([*values, UNKNOWN_CATEGORY])
+
+
+def mask_known(
+    codes: np.ndarray, vocabulary: list[Any], rate: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A copy of ``codes``, a random fraction ``rate`` of known ones (>= 0) as ``__unknown__``."""
+    mask = (rng.random(len(codes)) < rate) & (codes >= 0)
+    out = codes.copy()
+    out[mask] = vocabulary.index(UNKNOWN_CATEGORY)
+    return out
+
+
 class CategoricalEncoder(TransformerMixin, BaseEstimator):
     """Pipeline stage: categorical feature columns as pandas ``category`` dtype.
 
-    The rule is in docs/contract.md. ``user_id`` (a feature of schema v1)
-    keeps the caller's values, as timelines and per-user calibration need
-    them: its encoding goes to ``user_id_encoded``, which the model reads.
+    The rule is in docs/contract.md. ``user_id`` (a feature of schema v1) is
+    not encoded here: it keeps the caller's ids, and the model stage encodes it.
 
     Parameters
     ----------
@@ -102,7 +119,11 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     def from_vocabulary(
         cls, vocabulary: Mapping[str, Any], schema_version: str | None = None
     ) -> CategoricalEncoder:
-        """A fitted encoder over ``vocabulary``: column → fitted ``LabelEncoder`` or values."""
+        """A fitted encoder over ``vocabulary``: column → fitted ``LabelEncoder`` or values.
+
+        A ``user_id`` entry is left out: it is the model stage's (see
+        :meth:`BoosterPredictor.from_booster <taskclf.BoosterPredictor.from_booster>`).
+        """
         if not isinstance(vocabulary, Mapping):
             raise InvalidParameterError(
                 "a vocabulary maps column names to LabelEncoders or value lists, "
@@ -112,6 +133,8 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         check_params(encoder)
         encoder.vocabulary_ = {}
         for column, values in vocabulary.items():
+            if column == USER_ID:
+                continue
             try:
                 encoder.vocabulary_[column] = vocabulary_of(values)
             except InvalidParameterError as exc:
@@ -133,17 +156,12 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         check_params(self)
         check_frame(X, type(self).__name__)
         schema = get_schema(resolve_schema_version(X, self.schema_version))
-        columns = list(schema.categorical_columns)
+        columns = [c for c in schema.categorical_columns if c != USER_ID]
         missing = [c for c in columns if c not in X.columns]
         if missing:  # name the schema's other absent features too: all fixed at once
             also = [c for c in schema.feature_columns if c not in X.columns and c not in missing]
             raise MissingColumnsError([*missing, *also], where=type(self).__name__)
-        self.vocabulary_ = {}
-        for column in columns:
-            counts = X[column].value_counts(dropna=True)
-            frequent = counts.index[counts.to_numpy() >= self.min_category_freq]
-            values = [v for v in frequent.tolist() if v != UNKNOWN_CATEGORY]
-            self.vocabulary_[column] = vocabulary_of([*values, UNKNOWN_CATEGORY])
+        self.vocabulary_ = {c: learn_vocabulary(X[c], self.min_category_freq) for c in columns}
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
@@ -152,12 +170,9 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         if self.unknown_mask_rate > 0 and len(out):
             rng = np.random.default_rng(self.random_state)
             for column, vocabulary in self.vocabulary_.items():
-                unknown = vocabulary.index(UNKNOWN_CATEGORY)
-                target = ENCODED_USER_ID if column == USER_ID else column
-                codes = out[target].cat.codes.to_numpy().copy()
-                mask = (rng.random(len(codes)) < self.unknown_mask_rate) & (codes >= 0)
-                codes[mask] = unknown
-                out[target] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
+                codes = out[column].cat.codes.to_numpy()
+                codes = mask_known(codes, vocabulary, self.unknown_mask_rate, rng)
+                out[column] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
         # A consolidated copy: its joblib hash survives pickling (Pipeline(memory=...) cache).
         return out.copy(deep=True)
 
@@ -171,6 +186,5 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 continue
             vocabulary = pd.Index(values, dtype=object)
             codes = encode_column(X[column], vocabulary)
-            target = ENCODED_USER_ID if column == USER_ID else column
-            new[target] = pd.Categorical.from_codes(codes, categories=vocabulary)
+            new[column] = pd.Categorical.from_codes(codes, categories=vocabulary)
         return add_columns(X, new) if new else X.copy(deep=False)
