@@ -23,7 +23,7 @@ from taskclf.exceptions import InvalidParameterError, MissingColumnsError
 from taskclf.stages._base import check_params, integer, one_of, optional, real
 
 
-def vocabulary_of(encoder: Any) -> list[Any]:
+def vocabulary_of(encoder: Any, what: str = "a vocabulary") -> list[Any]:
     """The sorted vocabulary of a fitted LabelEncoder, or of a list of values."""
     classes = getattr(encoder, "classes_", encoder)
     values = list(np.asarray(classes, dtype=object).tolist())
@@ -31,7 +31,7 @@ def vocabulary_of(encoder: Any) -> list[Any]:
         return sorted(values)
     except TypeError:
         raise InvalidParameterError(
-            f"a vocabulary must hold values of one sortable type, got {values[:5]!r}"
+            f"{what} must hold values of one sortable type, got {values[:5]!r}"
         ) from None
 
 
@@ -131,14 +131,11 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
             )
         encoder = cls(schema_version)
         check_params(encoder)
-        encoder.vocabulary_ = {}
-        for column, values in vocabulary.items():
-            if column == USER_ID:
-                continue
-            try:
-                encoder.vocabulary_[column] = vocabulary_of(values)
-            except InvalidParameterError as exc:
-                raise InvalidParameterError(f"vocabulary[{column!r}]: {exc}") from None
+        encoder.vocabulary_ = {
+            column: vocabulary_of(values, f"vocabulary[{column!r}]")
+            for column, values in vocabulary.items()
+            if column != USER_ID
+        }
         return encoder
 
     def __sklearn_tags__(self) -> Tags:

@@ -266,12 +266,9 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         check_params(stage)
         stage.booster_ = booster
         stage.schema_ = booster_schema(booster, schema_version)
-        try:
-            stage.user_vocabulary_ = (
-                None if user_vocabulary is None else vocabulary_of(user_vocabulary)
-            )
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(f"user_vocabulary: {exc}") from None
+        stage.user_vocabulary_ = None
+        if user_vocabulary is not None:
+            stage.user_vocabulary_ = vocabulary_of(user_vocabulary, "user_vocabulary")
         return stage
 
     def __sklearn_tags__(self) -> Tags:
