@@ -31,7 +31,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from taskclf._columns import USER_ID
 from taskclf._io import atomic_write_bytes, read_regular_file
-from taskclf.core.defaults import DEFAULT_MIN_CATEGORY_FREQ, DEFAULT_UNKNOWN_MASK_RATE
 from taskclf.core.schema import SCHEMAS
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import (
@@ -262,8 +261,7 @@ def _upgrade(pipeline: Pipeline) -> None:
     )
     if isinstance(predictor, BoosterPredictor) and not hasattr(predictor, "user_vocabulary_"):
         predictor.user_vocabulary_ = getattr(encoder, "vocabulary_", {}).pop(USER_ID, None)
-        predictor.min_category_freq = DEFAULT_MIN_CATEGORY_FREQ
-        predictor.unknown_mask_rate = DEFAULT_UNKNOWN_MASK_RATE
+        predictor.__dict__ = {**BoosterPredictor().get_params(), **predictor.__dict__}  # new params
 
 
 def check_runs(pipeline: Any, meta: BundleMetadata, where: str) -> Pipeline:

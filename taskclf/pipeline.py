@@ -170,7 +170,7 @@ def build_pipeline(
         backend=backend,
     )
     if booster is not None:
-        users = None if cat_encoders is None else cat_encoders.get(USER_ID)
+        users = (cat_encoders or {}).get(USER_ID)
         predict = FrozenEstimator(
             BoosterPredictor.from_booster(
                 booster, schema_version, user_vocabulary=users, backend=backend

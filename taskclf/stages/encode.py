@@ -12,14 +12,14 @@ from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
 from taskclf._columns import USER_ID
-from taskclf._frame import add_columns, check_frame, frame_tags
+from taskclf._frame import add_columns, check_frame, frame_tags, require_columns
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
     DEFAULT_UNKNOWN_MASK_RATE,
     UNKNOWN_CATEGORY,
 )
 from taskclf.core.schema import SCHEMA_VERSIONS, get_schema, resolve_schema_version
-from taskclf.exceptions import InvalidParameterError, MissingColumnsError
+from taskclf.exceptions import InvalidParameterError
 from taskclf.stages._base import check_params, integer, one_of, optional, real
 
 
@@ -119,11 +119,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     def from_vocabulary(
         cls, vocabulary: Mapping[str, Any], schema_version: str | None = None
     ) -> CategoricalEncoder:
-        """A fitted encoder over ``vocabulary``: column → fitted ``LabelEncoder`` or values.
-
-        A ``user_id`` entry is left out: it is the model stage's (see
-        :meth:`BoosterPredictor.from_booster <taskclf.BoosterPredictor.from_booster>`).
-        """
+        """A fitted encoder over ``vocabulary`` (column → LabelEncoder or values), but user_id."""
         if not isinstance(vocabulary, Mapping):
             raise InvalidParameterError(
                 "a vocabulary maps column names to LabelEncoders or value lists, "
@@ -154,10 +150,10 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         check_frame(X, type(self).__name__)
         schema = get_schema(resolve_schema_version(X, self.schema_version))
         columns = [c for c in schema.categorical_columns if c != USER_ID]
-        missing = [c for c in columns if c not in X.columns]
-        if missing:  # name the schema's other absent features too: all fixed at once
-            also = [c for c in schema.feature_columns if c not in X.columns and c not in missing]
-            raise MissingColumnsError([*missing, *also], where=type(self).__name__)
+        if not set(columns) <= set(X.columns):  # name the other absent features too: fixed at once
+            require_columns(
+                X, dict.fromkeys([*columns, *schema.feature_columns]), type(self).__name__
+            )
         self.vocabulary_ = {c: learn_vocabulary(X[c], self.min_category_freq) for c in columns}
         return self
 

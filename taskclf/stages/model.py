@@ -74,10 +74,7 @@ def _numeric(column: pd.Series, name: str, categorical: bool) -> np.ndarray:
 def feature_columns(
     X: pd.DataFrame, schema: FeatureSchema, user_vocabulary: list[Any] | None = None
 ) -> list[np.ndarray]:
-    """The schema's feature columns of ``X`` as 1-D numeric arrays, categoricals as codes.
-
-    ``user_id`` is encoded over ``user_vocabulary`` when given (else it must be encoded).
-    """
+    """The schema's features of ``X`` as 1-D arrays, categoricals as codes (user_id's if given)."""
     require_columns(X, schema.feature_columns, "feature matrix")
     categorical = set(schema.categorical_columns)
     return [
@@ -157,13 +154,11 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
 
     ``fit(X, y)`` trains a seeded, deterministic LightGBM multiclass model
     on the schema's feature columns (``y``: core labels); :meth:`from_booster`
-    wraps a pre-trained one. The stage encodes ``user_id`` (a feature of
-    schema v1) itself, so that the frame keeps the caller's ids.
-    ``fit_transform`` (what ``Pipeline.fit`` calls) returns *out-of-fold*
-    probabilities: each of ``n_folds`` group-aware folds (by user, or by UTC
-    day for one user) is scored by a model trained on the other folds, so
-    that calibration learns from rows the model never saw; ``transform``
-    uses the model trained on all rows.
+    wraps a pre-trained one. ``fit_transform`` (what ``Pipeline.fit`` calls)
+    returns *out-of-fold* probabilities: each of ``n_folds`` group-aware
+    folds (by user, or by UTC day for one user) is scored by a model trained
+    on the other folds, so that calibration learns from rows the model never
+    saw; ``transform`` uses the model trained on all rows.
 
     Parameters
     ----------
@@ -188,7 +183,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     booster_ : lightgbm.Booster
     schema_ : FeatureSchema
     user_vocabulary_ : list or None
-        Sorted vocabulary of ``user_id`` (None when the schema's features lack it).
+        Sorted vocabulary of ``user_id``, which this stage encodes (v1; else None).
     oof_fold_ : ndarray of int8
         Held-out fold of each training row (set by ``fit_transform``).
 
@@ -248,8 +243,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     ) -> BoosterPredictor:
         """A fitted stage around a pre-trained booster (schema guessed from its width).
 
-        ``user_vocabulary`` (a fitted ``LabelEncoder`` or values) encodes ``user_id``
-        for a schema v1 booster; without it, ``user_id`` must come encoded.
+        ``user_vocabulary`` (a ``LabelEncoder`` or values) encodes a v1 booster's ``user_id``.
 
         Raises
         ------
@@ -343,11 +337,11 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         if USER_ID in self.schema_.feature_columns:
             self.user_vocabulary_ = learn_vocabulary(X[USER_ID], self.min_category_freq)
         matrix = feature_matrix(X, self.schema_, self.user_vocabulary_)
-        if self.user_vocabulary_ is not None and self.unknown_mask_rate > 0:
-            column = self.schema_.feature_columns.index(USER_ID)
+        if self.user_vocabulary_ is not None:
+            j = self.schema_.feature_columns.index(USER_ID)
             rng = np.random.default_rng(self.random_state)
-            matrix[:, column] = mask_known(
-                matrix[:, column], self.user_vocabulary_, self.unknown_mask_rate, rng
+            matrix[:, j] = mask_known(
+                matrix[:, j], self.user_vocabulary_, self.unknown_mask_rate, rng
             )
         self.booster_ = self._train(matrix, codes, "boosting rounds")
         return matrix, codes
