@@ -6,8 +6,7 @@ from typing import Final
 
 from taskclf.core.types import CLASS_ORDER
 
-PROBA_PREFIX: Final = "proba_"
-PROBA_COLUMNS: Final[tuple[str, ...]] = tuple(f"{PROBA_PREFIX}{c}" for c in CLASS_ORDER)
+PROBA_COLUMNS: Final[tuple[str, ...]] = tuple(f"proba_{c}" for c in CLASS_ORDER)
 """One probability column per class, in class order (added by ``predict``)."""
 
 CONFIDENCE: Final = "confidence"

@@ -266,7 +266,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         return stage
 
     def __sklearn_tags__(self) -> Tags:
-        # Feature columns by name, categoricals encoded; missing values become 0.
+        # Feature columns by name, categoricals encoded (user_id here); missing values become 0.
         return frame_tags(
             super().__sklearn_tags__(), allow_nan=True, categorical=True, requires_fit=True
         )
