@@ -54,8 +54,9 @@ def train(rows: int = 50_000, rounds: int = 100):
     df = make_activity_frame(20, 6, random_state=1).head(rows)
     encoder = CategoricalEncoder(min_category_freq=1, unknown_mask_rate=0.0).fit(df)
     stage = BoosterPredictor("v1", num_boost_round=rounds, class_weight=None)
+    stage.set_params(min_category_freq=1, unknown_mask_rate=0.0)
     stage.fit(encoder.transform(df), df["label"])
-    return stage.booster_, encoder.vocabulary_
+    return stage.booster_, {**encoder.vocabulary_, "user_id": stage.user_vocabulary_}
 
 
 def tl2cgen_predictor(booster, scratch: str):
@@ -131,7 +132,7 @@ def main() -> None:
     fast = build_pipeline(booster, vocabulary, reject_threshold=0.55, backend="compiled")
     for n_rows in args.rows:
         df = synthetic_rows(n_rows)
-        matrix = feature_matrix(lightgbm[:1].transform(df), SCHEMA_V1)
+        matrix = feature_matrix(lightgbm[:1].transform(df), SCHEMA_V1, vocabulary["user_id"])
         runs = {
             "LightGBM booster.predict": lambda m=matrix: booster.predict(m),
             "lleaves (compiled backend)": lambda m=matrix: compiled.predict(m),

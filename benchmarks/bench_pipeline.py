@@ -23,7 +23,7 @@ import pandas as pd
 from taskclf import build_pipeline
 from taskclf.core.schema import SCHEMA_V1
 from taskclf.core.types import CLASS_ORDER
-from taskclf.stages.encode import CategoricalEncoder
+from taskclf.stages.encode import CategoricalEncoder, learn_vocabulary
 from taskclf.stages.model import feature_matrix
 from taskclf.synth import make_activity_frame
 
@@ -31,7 +31,8 @@ from taskclf.synth import make_activity_frame
 def train(rows: int = 50_000, rounds: int = 100):
     df = make_activity_frame(20, 6, random_state=1).head(rows)
     encoder = CategoricalEncoder(min_category_freq=1, unknown_mask_rate=0.0).fit(df)
-    X = feature_matrix(encoder.transform(df), SCHEMA_V1)
+    vocabulary = {**encoder.vocabulary_, "user_id": learn_vocabulary(df["user_id"], 1)}
+    X = feature_matrix(encoder.transform(df), SCHEMA_V1, vocabulary["user_id"])
     y = np.searchsorted(CLASS_ORDER, df["label"].to_numpy())
     params = {
         "objective": "multiclass",
@@ -41,7 +42,7 @@ def train(rows: int = 50_000, rounds: int = 100):
         "seed": 0,
     }
     booster = lgb.train(params, lgb.Dataset(X, y), rounds)
-    return booster, encoder.vocabulary_
+    return booster, vocabulary
 
 
 def synthetic_rows(n_rows: int) -> pd.DataFrame:
@@ -63,7 +64,7 @@ def main() -> None:
     for n_rows in args.rows:
         df = synthetic_rows(n_rows)
         frame_mb = df.memory_usage(deep=True).sum() / 2**20
-        matrix = feature_matrix(pipeline[:1].transform(df), SCHEMA_V1)
+        matrix = feature_matrix(pipeline[:1].transform(df), SCHEMA_V1, vocabulary["user_id"])
         pipeline.predict(df.head(1000))  # warm up
 
         # Interleaved repeats, best of each: a busy machine slows single runs.

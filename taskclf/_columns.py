@@ -6,8 +6,7 @@ from typing import Final
 
 from taskclf.core.types import CLASS_ORDER
 
-PROBA_PREFIX: Final = "proba_"
-PROBA_COLUMNS: Final[tuple[str, ...]] = tuple(f"{PROBA_PREFIX}{c}" for c in CLASS_ORDER)
+PROBA_COLUMNS: Final[tuple[str, ...]] = tuple(f"proba_{c}" for c in CLASS_ORDER)
 """One probability column per class, in class order (added by ``predict``)."""
 
 CONFIDENCE: Final = "confidence"
@@ -22,8 +21,4 @@ TRUE_LABEL: Final = "true_label"
 """Column of ``predictions.csv`` with the true label, when the input had one."""
 
 USER_ID: Final = "user_id"
-ENCODED_USER_ID: Final = "user_id_encoded"
-"""The model's encoding of ``user_id`` (schema v1). ``user_id`` itself keeps the
-caller's values: it identifies timelines and per-user calibration, which an
-unseen user mapped to ``__unknown__`` would merge."""
 BUCKET_START_TS: Final = "bucket_start_ts"

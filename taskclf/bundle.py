@@ -29,6 +29,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from taskclf._columns import USER_ID
 from taskclf._io import atomic_write_bytes, read_regular_file
 from taskclf.core.schema import SCHEMAS
 from taskclf.core.types import CLASS_ORDER
@@ -40,6 +41,7 @@ from taskclf.exceptions import (
     ReaderError,
     TaskclfError,
 )
+from taskclf.stages.model import BoosterPredictor
 
 MAGIC: Final = b"TASKCLF-BUNDLE"
 FORMAT_VERSION: Final = 1
@@ -251,10 +253,22 @@ def check_compatibility(meta: BundleMetadata, where: str) -> None:
         warnings.warn(message, BundleVersionWarning, stacklevel=3)
 
 
+def _upgrade(pipeline: Pipeline) -> None:
+    """Move the ``user_id`` vocabulary of an older pipeline from its encoder to its model stage."""
+    encoder, predictor = (
+        getattr(step, "estimator", step)  # in a FrozenEstimator or not
+        for step in (pipeline.named_steps.get("encode"), pipeline.named_steps["predict"])
+    )
+    if isinstance(predictor, BoosterPredictor) and not hasattr(predictor, "user_vocabulary_"):
+        predictor.user_vocabulary_ = getattr(encoder, "vocabulary_", {}).pop(USER_ID, None)
+        predictor.__dict__ = {**BoosterPredictor().get_params(), **predictor.__dict__}  # new params
+
+
 def check_runs(pipeline: Any, meta: BundleMetadata, where: str) -> Pipeline:
     """Refuse a loaded pipeline that is not of ``meta``'s schema or cannot predict one row."""
     try:
         found = predictor_of(pipeline, where).schema_.version
+        _upgrade(pipeline)
         if found != meta.schema_version:
             raise BundleError(
                 f"{where}: the metadata says schema {meta.schema_version} but the model is a "

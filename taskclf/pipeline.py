@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
+from taskclf._columns import USER_ID
 from taskclf.calibration import CalibratorStore
 from taskclf.core.defaults import (
     DEFAULT_BUCKET_SECONDS,
@@ -113,7 +114,7 @@ def build_pipeline(
         Trained multiclass booster (eight classes in class order).
     cat_encoders : dict, optional
         Column → fitted ``LabelEncoder`` (or value list): the booster's
-        vocabulary; omitted, ``fit`` learns it.
+        vocabulary (``user_id``'s goes to the model stage); omitted, ``fit`` learns it.
     calibrator, calibrator_store : calibration map, CalibratorStore, optional
         Global and per-user calibration (frozen; win over ``calibration``).
     taxonomy : TaxonomyConfig, optional
@@ -132,7 +133,7 @@ def build_pipeline(
     timelines : {"per_user", "as_given"}, default "per_user"
         See docs/contract.md (Timelines).
     random_state : int, default 0
-        Seed of training and of the encoder's unknown-value masking.
+        Seed of training and of unknown-value masking.
     memory : str or joblib.Memory, optional
         ``Pipeline(memory=...)``: a grid search over later steps then trains
         the booster once per fold.
@@ -169,8 +170,11 @@ def build_pipeline(
         backend=backend,
     )
     if booster is not None:
+        users = (cat_encoders or {}).get(USER_ID)
         predict = FrozenEstimator(
-            BoosterPredictor.from_booster(booster, schema_version, backend=backend)
+            BoosterPredictor.from_booster(
+                booster, schema_version, user_vocabulary=users, backend=backend
+            )
         )
     calibrate: Any = Calibrator(calibration, per_user=per_user_calibration)
     if calibrator is not None or calibrator_store is not None:

@@ -21,7 +21,6 @@ from sklearn.pipeline import Pipeline
 
 from taskclf._columns import (
     BUCKET_START_TS,
-    ENCODED_USER_ID,
     IS_REJECTED,
     LABEL,
     PROBA_COLUMNS,
@@ -442,7 +441,7 @@ def _lines(result: StreamResult, inputs: list[str], provisional: bool) -> list[s
             lines.append(json.dumps(record))
     final = result.final
     if len(final):
-        added = [c for c in final.columns if c not in inputs and c != ENCODED_USER_ID]
+        added = [c for c in final.columns if c not in inputs]
         out = final[[USER_ID, *added]].copy()
         out.insert(1, BUCKET_START_TS, format_utc(timestamps_ns(final)))
         out.insert(0, "kind", "row")

@@ -282,7 +282,10 @@ def configure(
             stage = getattr(model, "estimator", model)
             steps["predict"] = FrozenEstimator(
                 BoosterPredictor.from_booster(
-                    stage.booster_, stage.schema_.version, backend=backend
+                    stage.booster_,
+                    stage.schema_.version,
+                    user_vocabulary=stage.user_vocabulary_,
+                    backend=backend,
                 )
             )
         else:

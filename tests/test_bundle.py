@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 from conftest import make_frame, refused
 
 import taskclf.bundle as bundle_module
@@ -30,7 +32,7 @@ from taskclf.bundle import (
     record_training,
     training_fingerprint,
 )
-from taskclf.bundle_dir import export_bundle_dir, read_bundle_dir_info
+from taskclf.bundle_dir import export_bundle_dir, load_bundle_dir, read_bundle_dir_info
 from taskclf.core.schema import SCHEMA_V1, SCHEMA_V2
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import (
@@ -159,6 +161,36 @@ def test_a_bundle_of_taskclf_050_loads_or_says_how_to_refit():
     out = pipeline.transform(features)
     np.testing.assert_allclose(out[expected.columns[:-1]], expected.iloc[:, :-1], rtol=1e-9)
     assert out["label"].tolist() == expected["label"].tolist()
+
+
+def old_layout(pipeline):
+    """A copy of ``pipeline`` as taskclf wrote it before its model stage encoded user_id."""
+    old = copy.deepcopy(pipeline)
+    encoder, predictor = (getattr(step, "estimator", step) for _, step in old.steps[:2])
+    encoder.vocabulary_["user_id"] = predictor.user_vocabulary_
+    for name in ("user_vocabulary_", "min_category_freq", "unknown_mask_rate"):
+        delattr(predictor, name)
+    return old
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["frozen stages", "fitted stages"])
+def test_bundles_of_the_earlier_layout_load_and_predict_alike(
+    trained, pipeline, fitted, tmp_path, features_v1
+):
+    new = fitted if trained else pipeline
+    old = old_layout(new)
+    path = edited(save_bundle(new, tmp_path / "m.taskclf"), tmp_path, payload=old)
+    directory = export_bundle_dir(new, tmp_path / "m")
+    data = skops.io.dumps(old)
+    (directory / "pipeline.skops").write_bytes(data)
+    manifest = json.loads((directory / "bundle.json").read_text())
+    manifest["files"]["pipeline.skops"] = hashlib.sha256(data).hexdigest()
+    (directory / "bundle.json").write_text(json.dumps(manifest))
+    expected = new.transform(features_v1)
+    for loaded in (load_bundle(path), load_bundle_dir(directory)):
+        pd.testing.assert_frame_equal(loaded.transform(features_v1), expected)
+        assert loaded.get_params(deep=True).keys() == new.get_params(deep=True).keys()
+        assert "user_id" not in loaded.named_steps["encode"].vocabulary_
 
 
 # Bad input (contract: a specific error naming the problem)

@@ -54,9 +54,10 @@ def fit_tiny(schema_version: str):
     frame = make_frame(schema_version=schema_version, n_users=2, minutes=120)
     encoder = CategoricalEncoder(min_category_freq=1, unknown_mask_rate=0.0).fit(frame)
     stage = BoosterPredictor(schema_version, num_boost_round=1, num_threads=1, class_weight=None)
+    stage.set_params(min_category_freq=1, unknown_mask_rate=0.0)
     stage.fit(encoder.transform(frame), frame["label"])
     assert "num_cat=1" in stage.booster_.model_to_string()  # categorical splits
-    return stage.booster_, encoder.vocabulary_
+    return stage.booster_, {**encoder.vocabulary_, "user_id": stage.user_vocabulary_}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,7 @@ def test_lightgbm_predicts_after_one_warning(
 ):
     words = break_it(monkeypatch)
     encoded = taskclf.build_pipeline(booster_v1, encoders_v1)[:1].transform(frame_v1)
+    encoded["user_id"] = encoded["user_id"].astype("category")  # the stages have no vocabulary
     lightgbm = BoosterPredictor.from_booster(booster_v1)
     compiled = BoosterPredictor.from_booster(booster_v1, backend="compiled")
     copy = type(booster_v1)(model_str=booster_v1.model_to_string())

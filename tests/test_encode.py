@@ -152,6 +152,10 @@ def test_fit_transform_masks_a_seeded_fraction_of_known_values():
     assert (enc.transform(df)["app_id"] == UNKNOWN).sum() == 0
     no_mask = CategoricalEncoder(schema_version="v2", unknown_mask_rate=0.0).fit_transform(df)
     assert (no_mask["app_id"] == UNKNOWN).sum() == 0
+    # v1 (v2's categoricals and user_id): user_id passes, the others are masked as in v2
+    v1 = enc.set_params(schema_version="v1").fit_transform(df.assign(user_id="u"))
+    assert set(enc.vocabulary_) == set(df.columns)
+    pd.testing.assert_frame_equal(v1, first.assign(user_id="u"))
 
 
 @pytest.mark.parametrize(
@@ -183,14 +187,14 @@ def test_bad_vocabulary_is_refused(vocabulary, words):
     refused(lambda: CategoricalEncoder.from_vocabulary(vocabulary), InvalidParameterError, *words)
 
 
-def test_user_id_keeps_the_callers_values_and_its_code_goes_beside_it():
+def test_user_id_is_left_to_the_model_stage():
     enc = CategoricalEncoder.from_vocabulary({"user_id": ["u1", "u2"], "app_id": ["code"]})
     df = pd.DataFrame({"user_id": ["u2", "new", "u1"], "app_id": ["code", "vim", "code"]})
     out = enc.transform(df)
-    assert out["user_id"].tolist() == ["u2", "new", "u1"]
-    assert out["user_id_encoded"].cat.codes.tolist() == [1, -1, 0]
+    assert enc.vocabulary_ == {"app_id": ["code"]}
+    pd.testing.assert_series_equal(out["user_id"], df["user_id"])
     assert out["app_id"].cat.codes.tolist() == [0, -1, 0]
-    assert list(out.columns) == ["user_id", "app_id", "user_id_encoded"]
+    assert list(out.columns) == ["user_id", "app_id"]
 
 
 def test_given_vocabulary_is_not_masked_when_a_pipeline_fits():

@@ -164,7 +164,9 @@ CASES = {
         "app_category",
     ),
     "predictor": (
-        lambda b, e: FrozenEstimator(BoosterPredictor.from_booster(b)),
+        lambda b, e: FrozenEstimator(
+            BoosterPredictor.from_booster(b, user_vocabulary=e["user_id"])
+        ),
         "predict",
         "keys_per_min",
         None,
@@ -214,7 +216,7 @@ NEEDS_Y = {"predictor-trainable", "calibrator-isotonic", "calibrator-per-user"}
 ALONG_TIME = {"smooth", "segment", "merge"}
 """Steps whose output for a row depends on its neighbours in time."""
 ADDS = {
-    "encode": ("app_id", "app_category", "domain_category", "user_id_encoded"),
+    "encode": ("app_id", "app_category", "domain_category"),
     "predict": P,
     "calibrate": P,
     "reject": (CONFIDENCE, IS_REJECTED, RAW_LABEL),

@@ -72,7 +72,7 @@ SETTINGS = settings(
 def calibrations(booster_v1, encoders_v1, frame_v1) -> dict[str, dict]:
     """build_pipeline arguments of each calibration drawn, fitted on the real model."""
     encoded = build_pipeline(booster_v1, encoders_v1)[:1].transform(frame_v1)
-    proba = booster_v1.predict(feature_matrix(encoded, SCHEMA))
+    proba = booster_v1.predict(feature_matrix(encoded, SCHEMA, encoders_v1["user_id"].classes_))
     truth = frame_v1["label"].to_numpy()
     isotonic = IsotonicCalibrator(
         [

@@ -3,9 +3,12 @@ missing values 0, a float64 matrix, ``booster.predict`` -> (n, 8) probabilities.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from taskclf._columns import PROBA_COLUMNS
@@ -49,6 +52,17 @@ def encoder(encoders_v1):
     return CategoricalEncoder.from_vocabulary(encoders_v1)
 
 
+@pytest.fixture(scope="module")
+def users(encoders_v1):
+    """The booster's vocabulary of ``user_id``, which the model stage encodes."""
+    return encoders_v1["user_id"].classes_.tolist()
+
+
+@pytest.fixture(scope="module")
+def stage(booster_v1, encoders_v1):
+    return BoosterPredictor.from_booster(booster_v1, user_vocabulary=encoders_v1["user_id"])
+
+
 def with_gaps(df):
     """Missing numbers, a boolean column with gaps (object dtype), nullable integers."""
     n = len(df)
@@ -60,9 +74,9 @@ def with_gaps(df):
     return out
 
 
-def test_feature_matrix_follows_the_schema(small, encoder, encoders_v1):
+def test_feature_matrix_follows_the_schema(small, encoder, encoders_v1, users):
     df = with_gaps(small)
-    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
+    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1, users)
     assert matrix.dtype == np.float64 and matrix.shape == (len(df), 39)
     np.testing.assert_array_equal(matrix, reference_matrix(df, encoders_v1, SCHEMA_V1))
     column = SCHEMA_V1.feature_columns.index
@@ -72,14 +86,13 @@ def test_feature_matrix_follows_the_schema(small, encoder, encoders_v1):
     # column order and extra columns do not matter
     encoded = encoder.transform(df)
     shuffled = encoded[list(reversed(encoded.columns))].assign(extra="text")
-    np.testing.assert_array_equal(feature_matrix(shuffled, SCHEMA_V1), matrix)
+    np.testing.assert_array_equal(feature_matrix(shuffled, SCHEMA_V1, users), matrix)
 
 
-def test_transform_adds_probabilities_from_the_booster(small, encoder, booster_v1, encoders_v1):
-    stage = BoosterPredictor.from_booster(booster_v1)
+def test_transform_adds_probabilities_from_the_booster(small, encoder, stage, encoders_v1):
     encoded = encoder.transform(small)
     out = stage.transform(encoded)
-    expected = booster_v1.predict(reference_matrix(small, encoders_v1, SCHEMA_V1))
+    expected = stage.booster_.predict(reference_matrix(small, encoders_v1, SCHEMA_V1))
     assert expected.shape == (len(small), 8)
     assert list(out.columns) == [*encoded.columns, *PROBA_COLUMNS]
     np.testing.assert_allclose(out[list(PROBA_COLUMNS)].to_numpy(), expected, rtol=0, atol=0)
@@ -94,8 +107,7 @@ def test_schema_is_guessed_from_the_booster_width_or_checked_against_it(booster_
     assert SCHEMA_V2.n_features == 38
 
 
-def test_frame_declaring_another_schema_is_refused(small, encoder, booster_v1):
-    stage = BoosterPredictor.from_booster(booster_v1)
+def test_frame_declaring_another_schema_is_refused(small, encoder, stage):
     v2 = encoder.transform(small).assign(schema_version="v2")
     with pytest.raises(SchemaMismatchError, match="schema_version column holds \\['v2'\\]"):
         stage.predict_proba(v2)
@@ -126,52 +138,93 @@ def test_frame_declaring_another_schema_is_refused(small, encoder, booster_v1):
         ),
     ],
 )
-def test_bad_feature_columns_are_named(change, error, words, small, encoder, booster_v1):
+def test_bad_feature_columns_are_named(change, error, words, small, encoder, stage):
     with pytest.raises(error, match=words):
-        BoosterPredictor.from_booster(booster_v1).predict_proba(change(encoder.transform(small)))
+        stage.predict_proba(change(encoder.transform(small)))
 
 
-def test_probabilities_of_the_wrong_width_are_refused(small, encoder, booster_3_classes):
+def test_probabilities_of_the_wrong_width_are_refused(small, encoder, booster_3_classes, users):
+    stage = BoosterPredictor.from_booster(booster_3_classes, user_vocabulary=users)
     with pytest.raises(ProbabilityShapeError, match=r"shape \(\d+, 3\); expected \(n, 8\)"):
-        BoosterPredictor.from_booster(booster_3_classes).predict_proba(encoder.transform(small))
+        stage.predict_proba(encoder.transform(small))
 
 
-def test_without_a_booster(small):
+def test_without_a_booster(small, booster_v1):
     # scikit-learn's error (taskclf's NotFittedError is one too)
     with pytest.raises(SklearnNotFittedError, match="BoosterPredictor"):
         BoosterPredictor().predict_proba(small)
     with pytest.raises(InvalidParameterError, match="lightgbm.Booster, got str"):
         BoosterPredictor.from_booster("model.txt")
+    with pytest.raises(InvalidParameterError, match="user_vocabulary must hold values"):
+        BoosterPredictor.from_booster(booster_v1, user_vocabulary=["a", 3])
 
 
-def test_numeric_category_columns_are_read_through_their_values(small, encoder):
+def test_numeric_category_columns_are_read_through_their_values(small, encoder, users):
     # categories [9, 10, ...] have codes 0, 1, ...: the model must see 9, 10, ...
     hours = small["hour_of_day"].round().astype(int) + 10
     df = small.assign(hour_of_day=hours.astype("category"))
     column = SCHEMA_V1.feature_columns.index("hour_of_day")
-    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1)
+    matrix = feature_matrix(encoder.transform(df), SCHEMA_V1, users)
     assert matrix[:, column].tolist() == hours.astype(float).tolist()
     assert hours.nunique() > 1 and hours.min() > 0
 
 
-def test_user_feature_comes_from_its_encoding(small, encoder, encoders_v1):
-    df = small.assign(user_id=["new-user"] * len(small))
-    encoded = encoder.transform(df)
-    matrix = feature_matrix(encoded, SCHEMA_V1)
+def test_the_stage_encodes_user_id_over_its_vocabulary(small, encoder, encoders_v1, users):
+    df = encoder.transform(small.assign(user_id=["new-user"] * len(small)))
     column = SCHEMA_V1.feature_columns.index("user_id")
     # unseen and no __unknown__ in the LabelEncoder vocabulary: code -1
-    assert matrix[:, column].tolist() == [-1.0] * len(small)
-    known = feature_matrix(encoder.transform(small), SCHEMA_V1)[:, column]
+    assert feature_matrix(df, SCHEMA_V1, users)[:, column].tolist() == [-1.0] * len(small)
+    known = feature_matrix(encoder.transform(small), SCHEMA_V1, users)[:, column]
     assert known.tolist() == encoders_v1["user_id"].transform(small["user_id"]).tolist()
+    # without a vocabulary, user_id must come encoded
+    with pytest.raises(ColumnTypeError, match="'user_id' is not encoded"):
+        feature_matrix(df, SCHEMA_V1)
+    codes = feature_matrix(df.assign(user_id=df["user_id"].astype("category")), SCHEMA_V1)
+    assert codes[:, column].tolist() == [0.0] * len(small)
 
 
-def test_prediction_in_row_blocks_equals_one_call(frame_v1, encoder, booster_v1, monkeypatch):
+def test_prediction_in_row_blocks_equals_one_call(frame_v1, encoder, stage, users, monkeypatch):
     import taskclf.stages.model as predict_module
 
     encoded = encoder.transform(frame_v1.drop(columns="label"))
-    whole = booster_v1.predict(feature_matrix(encoded, SCHEMA_V1))
+    whole = stage.booster_.predict(feature_matrix(encoded, SCHEMA_V1, users))
     monkeypatch.setattr(predict_module, "PREDICT_ROWS", 100)
     monkeypatch.setattr(predict_module, "_FILL_ROWS", 7)
-    blocks = BoosterPredictor.from_booster(booster_v1).predict_proba(encoded)
+    blocks = stage.predict_proba(encoded)
     assert len(encoded) > 300 and len(encoded) % 100 != 0
     np.testing.assert_array_equal(blocks, whole)
+
+
+def test_fit_learns_the_users_and_trains_every_model_on_one_masked_matrix(
+    frame_v1, encoder, monkeypatch
+):
+    X = encoder.transform(frame_v1.drop(columns="label"))
+    X["user_id"] = np.where(np.arange(len(X)) < 4, "rare", X["user_id"])
+    y = frame_v1["label"]
+    matrices = []
+    train = BoosterPredictor._train
+    monkeypatch.setattr(
+        BoosterPredictor, "_train", lambda self, m, *a: matrices.append(m) or train(self, m, *a)
+    )
+    params = {"num_boost_round": 1, "num_threads": 1, "n_folds": 2, "random_state": 3}
+    stage = BoosterPredictor(unknown_mask_rate=0.2, **params)
+    stage.fit_transform(X, y)
+    assert stage.user_vocabulary_ == ["__unknown__", "user0", "user1", "user2"]
+    full, *folds = matrices
+    unknown = full[:, SCHEMA_V1.feature_columns.index("user_id")] == 0
+    assert unknown[:4].all() and 0.15 < unknown[4:].mean() < 0.25  # rare, and masked
+    assert len(folds) == 2
+    for k, matrix in enumerate(folds):  # the out-of-fold models see the masked rows too
+        np.testing.assert_array_equal(matrix, full[stage.oof_fold_ != k])
+    stage.fit(X, y)  # seeded
+    np.testing.assert_array_equal(matrices[-1], full)
+    stage.set_params(unknown_mask_rate=0.0, min_category_freq=4).fit(X, y)
+    assert "rare" in stage.user_vocabulary_ and not (matrices[-1][:, -1] == 0).any()
+    v2 = BoosterPredictor("v2", **params).fit(X, y)
+    assert v2.user_vocabulary_ is None and matrices[-1].shape[1] == 38
+    for bad, words in [
+        ({"min_category_freq": 0}, "min_category_freq must be an integer in [1, 2147483648]"),
+        ({"unknown_mask_rate": 1.0}, "unknown_mask_rate must be a number in [0.0, 1.0)"),
+    ]:
+        with pytest.raises(InvalidParameterError, match=re.escape(words)):
+            clone(stage).set_params(**bad).fit(X, y)

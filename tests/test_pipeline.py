@@ -85,7 +85,7 @@ def test_transform_annotates_every_row_in_steps_order(pipeline, annotated, unsee
     assert isinstance(pipeline, Pipeline)
     assert tuple(name for name, _ in pipeline.steps) == STEP_NAMES
     assert STEP_NAMES == ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
-    added = ["user_id_encoded", *PER_ROW[:-1], "segment_id", "label"]
+    added = [*PER_ROW[:-1], "segment_id", "label"]
     assert list(annotated.columns) == [*unseen.columns, *added]
     for column in ("raw_label", "smoothed_label", "label"):
         assert annotated[column].dtype == LABEL_DTYPE

@@ -17,8 +17,6 @@ from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_SMOOTH_WINDOW
 from taskclf.core.schema import get_schema, resolve_schema_version
 from taskclf.core.types import MIXED_UNKNOWN
 from taskclf.pipeline import build_pipeline
-from taskclf.stages.encode import CategoricalEncoder, vocabulary_of
-from taskclf.stages.model import BoosterPredictor
 from taskclf.stages.reject import Rejector, reject_codes
 from taskclf.stages.segment import Segment, frame_to_segments
 from taskclf.taxonomy import TaxonomyResolver
@@ -62,12 +60,12 @@ class BatchInferenceResult:
 
 def _vocabulary(
     features_df: pd.DataFrame, cat_encoders: dict[str, LabelEncoder] | None, version: str
-) -> dict[str, list[Any]]:
-    """The encoders' categories, or each categorical column's own values."""
+) -> dict[str, Any]:
+    """The encoders, or each categorical column's own values."""
     if cat_encoders is not None:
-        return {column: vocabulary_of(enc) for column, enc in cat_encoders.items()}
+        return cat_encoders
     columns = [c for c in get_schema(version).categorical_columns if c in features_df]
-    return {c: vocabulary_of(pd.unique(features_df[c].dropna())) for c in columns}
+    return {c: pd.unique(features_df[c].dropna()) for c in columns}
 
 
 def predict_proba(
@@ -93,9 +91,9 @@ def predict_proba(
     """
     check_frame(features_df, "predict_proba")
     version = resolve_schema_version(features_df, schema_version)
-    encoder = CategoricalEncoder.from_vocabulary(_vocabulary(features_df, cat_encoders, version))
-    stage = BoosterPredictor.from_booster(model, schema_version=version)
-    return stage.predict_proba(encoder.transform(features_df))
+    vocabulary = _vocabulary(features_df, cat_encoders, version)
+    stages = build_pipeline(model, vocabulary, schema_version=version).named_steps
+    return stages["predict"].predict_proba(stages["encode"].transform(features_df))
 
 
 def predict_labels(

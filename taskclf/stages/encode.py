@@ -11,19 +11,19 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._columns import ENCODED_USER_ID, USER_ID
-from taskclf._frame import add_columns, check_frame, frame_tags
+from taskclf._columns import USER_ID
+from taskclf._frame import add_columns, check_frame, frame_tags, require_columns
 from taskclf.core.defaults import (
     DEFAULT_MIN_CATEGORY_FREQ,
     DEFAULT_UNKNOWN_MASK_RATE,
     UNKNOWN_CATEGORY,
 )
 from taskclf.core.schema import SCHEMA_VERSIONS, get_schema, resolve_schema_version
-from taskclf.exceptions import InvalidParameterError, MissingColumnsError
+from taskclf.exceptions import InvalidParameterError
 from taskclf.stages._base import check_params, integer, one_of, optional, real
 
 
-def vocabulary_of(encoder: Any) -> list[Any]:
+def vocabulary_of(encoder: Any, what: str = "a vocabulary") -> list[Any]:
     """The sorted vocabulary of a fitted LabelEncoder, or of a list of values."""
     classes = getattr(encoder, "classes_", encoder)
     values = list(np.asarray(classes, dtype=object).tolist())
@@ -31,7 +31,7 @@ def vocabulary_of(encoder: Any) -> list[Any]:
         return sorted(values)
     except TypeError:
         raise InvalidParameterError(
-            f"a vocabulary must hold values of one sortable type, got {values[:5]!r}"
+            f"{what} must hold values of one sortable type, got {values[:5]!r}"
         ) from None
 
 
@@ -50,12 +50,29 @@ def encode_column(column: pd.Series, vocabulary: pd.Index) -> np.ndarray:
     return codes.astype(np.int32, copy=False)
 
 
+def learn_vocabulary(column: pd.Series, min_count: int) -> list[Any]:
+    """The sorted values of ``column`` seen at least ``min_count`` times, and ``__unknown__``."""
+    counts = column.value_counts(dropna=True)
+    frequent = counts.index[counts.to_numpy() >= min_count]
+    values = [v for v in frequent.tolist() if v != UNKNOWN_CATEGORY]
+    return vocabulary_of([*values, UNKNOWN_CATEGORY])
+
+
+def mask_known(
+    codes: np.ndarray, vocabulary: list[Any], rate: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A copy of ``codes``, a random fraction ``rate`` of known ones (>= 0) as ``__unknown__``."""
+    mask = (rng.random(len(codes)) < rate) & (codes >= 0)
+    out = codes.copy()
+    out[mask] = vocabulary.index(UNKNOWN_CATEGORY)
+    return out
+
+
 class CategoricalEncoder(TransformerMixin, BaseEstimator):
     """Pipeline stage: categorical feature columns as pandas ``category`` dtype.
 
-    The rule is in docs/contract.md. ``user_id`` (a feature of schema v1)
-    keeps the caller's values, as timelines and per-user calibration need
-    them: its encoding goes to ``user_id_encoded``, which the model reads.
+    The rule is in docs/contract.md. ``user_id`` (a feature of schema v1) is
+    not encoded here: it keeps the caller's ids, and the model stage encodes it.
 
     Parameters
     ----------
@@ -102,7 +119,7 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
     def from_vocabulary(
         cls, vocabulary: Mapping[str, Any], schema_version: str | None = None
     ) -> CategoricalEncoder:
-        """A fitted encoder over ``vocabulary``: column → fitted ``LabelEncoder`` or values."""
+        """A fitted encoder over ``vocabulary`` (column → LabelEncoder or values), but user_id."""
         if not isinstance(vocabulary, Mapping):
             raise InvalidParameterError(
                 "a vocabulary maps column names to LabelEncoders or value lists, "
@@ -110,12 +127,11 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
             )
         encoder = cls(schema_version)
         check_params(encoder)
-        encoder.vocabulary_ = {}
-        for column, values in vocabulary.items():
-            try:
-                encoder.vocabulary_[column] = vocabulary_of(values)
-            except InvalidParameterError as exc:
-                raise InvalidParameterError(f"vocabulary[{column!r}]: {exc}") from None
+        encoder.vocabulary_ = {
+            column: vocabulary_of(values, f"vocabulary[{column!r}]")
+            for column, values in vocabulary.items()
+            if column != USER_ID
+        }
         return encoder
 
     def __sklearn_tags__(self) -> Tags:
@@ -133,17 +149,12 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         check_params(self)
         check_frame(X, type(self).__name__)
         schema = get_schema(resolve_schema_version(X, self.schema_version))
-        columns = list(schema.categorical_columns)
-        missing = [c for c in columns if c not in X.columns]
-        if missing:  # name the schema's other absent features too: all fixed at once
-            also = [c for c in schema.feature_columns if c not in X.columns and c not in missing]
-            raise MissingColumnsError([*missing, *also], where=type(self).__name__)
-        self.vocabulary_ = {}
-        for column in columns:
-            counts = X[column].value_counts(dropna=True)
-            frequent = counts.index[counts.to_numpy() >= self.min_category_freq]
-            values = [v for v in frequent.tolist() if v != UNKNOWN_CATEGORY]
-            self.vocabulary_[column] = vocabulary_of([*values, UNKNOWN_CATEGORY])
+        columns = [c for c in schema.categorical_columns if c != USER_ID]
+        if not set(columns) <= set(X.columns):  # name the other absent features too: fixed at once
+            require_columns(
+                X, dict.fromkeys([*columns, *schema.feature_columns]), type(self).__name__
+            )
+        self.vocabulary_ = {c: learn_vocabulary(X[c], self.min_category_freq) for c in columns}
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: object = None, **_: Any) -> pd.DataFrame:
@@ -152,12 +163,9 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         if self.unknown_mask_rate > 0 and len(out):
             rng = np.random.default_rng(self.random_state)
             for column, vocabulary in self.vocabulary_.items():
-                unknown = vocabulary.index(UNKNOWN_CATEGORY)
-                target = ENCODED_USER_ID if column == USER_ID else column
-                codes = out[target].cat.codes.to_numpy().copy()
-                mask = (rng.random(len(codes)) < self.unknown_mask_rate) & (codes >= 0)
-                codes[mask] = unknown
-                out[target] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
+                codes = out[column].cat.codes.to_numpy()
+                codes = mask_known(codes, vocabulary, self.unknown_mask_rate, rng)
+                out[column] = pd.Categorical.from_codes(codes, categories=pd.Index(vocabulary))
         # A consolidated copy: its joblib hash survives pickling (Pipeline(memory=...) cache).
         return out.copy(deep=True)
 
@@ -171,6 +179,5 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
                 continue
             vocabulary = pd.Index(values, dtype=object)
             codes = encode_column(X[column], vocabulary)
-            target = ENCODED_USER_ID if column == USER_ID else column
-            new[target] = pd.Categorical.from_codes(codes, categories=vocabulary)
+            new[column] = pd.Categorical.from_codes(codes, categories=vocabulary)
         return add_columns(X, new) if new else X.copy(deep=False)

@@ -12,10 +12,11 @@ from sklearn.utils import Tags
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import check_is_fitted
 
-from taskclf._columns import ENCODED_USER_ID, PROBA_COLUMNS, USER_ID
+from taskclf._columns import PROBA_COLUMNS, USER_ID
 from taskclf._folds import check_labels, group_folds
 from taskclf._frame import add_columns, check_frame, frame_tags, require_columns
 from taskclf._progress import step
+from taskclf.core.defaults import DEFAULT_MIN_CATEGORY_FREQ, DEFAULT_UNKNOWN_MASK_RATE
 from taskclf.core.schema import (
     SCHEMA_VERSIONS,
     FeatureSchema,
@@ -32,7 +33,8 @@ from taskclf.exceptions import (
     ProbabilityShapeError,
     SchemaMismatchError,
 )
-from taskclf.stages._base import check_params, instance_of, integer, one_of, optional
+from taskclf.stages._base import check_params, instance_of, integer, one_of, optional, real
+from taskclf.stages.encode import encode_column, learn_vocabulary, mask_known, vocabulary_of
 
 _FILL_ROWS = 8192  # a block stays in cache (whole strided columns are 10x slower)
 PREDICT_ROWS = 131_072  # rows per booster.predict call, bounding the matrix's memory
@@ -52,8 +54,8 @@ def _numeric(column: pd.Series, name: str, categorical: bool) -> np.ndarray:
         dtype = column.dtype
     if categorical:
         raise ColumnTypeError(
-            f"categorical column {name!r} is not encoded ({dtype}); put a "
-            "CategoricalEncoder before the model stage"
+            f"categorical column {name!r} is not encoded ({dtype}) and the pipeline "
+            "has no vocabulary of it"
         )
     if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
         return column.to_numpy()
@@ -69,16 +71,16 @@ def _numeric(column: pd.Series, name: str, categorical: bool) -> np.ndarray:
     raise ColumnTypeError(f"column {name!r} must hold numbers, found {dtype} values{such_as}")
 
 
-def feature_columns(X: pd.DataFrame, schema: FeatureSchema) -> list[np.ndarray]:
-    """The schema's feature columns of ``X`` as 1-D numeric arrays, categoricals as codes."""
+def feature_columns(
+    X: pd.DataFrame, schema: FeatureSchema, user_vocabulary: list[Any] | None = None
+) -> list[np.ndarray]:
+    """The schema's features of ``X`` as 1-D arrays, categoricals as codes (user_id's if given)."""
     require_columns(X, schema.feature_columns, "feature matrix")
     categorical = set(schema.categorical_columns)
     return [
-        _numeric(
-            X[ENCODED_USER_ID if name == USER_ID and ENCODED_USER_ID in X else name],
-            name,
-            name in categorical,
-        )
+        encode_column(X[name], pd.Index(user_vocabulary, dtype=object))
+        if name == USER_ID and user_vocabulary is not None
+        else _numeric(X[name], name, name in categorical)
         for name in schema.feature_columns
     ]
 
@@ -93,9 +95,11 @@ def fill_matrix(arrays: list[np.ndarray], start: int, out: np.ndarray) -> np.nda
     return out
 
 
-def feature_matrix(X: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+def feature_matrix(
+    X: pd.DataFrame, schema: FeatureSchema, user_vocabulary: list[Any] | None = None
+) -> np.ndarray:
     """The booster's input: the schema's features as a float64 matrix, missing values 0."""
-    arrays = feature_columns(X, schema)
+    arrays = feature_columns(X, schema, user_vocabulary)
     return fill_matrix(arrays, 0, np.empty((len(X), len(arrays))))
 
 
@@ -167,7 +171,10 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         per core label, or none.
     num_boost_round, n_folds, random_state, num_threads : int
         Boosting rounds, folds (fewer when there are fewer groups), LightGBM
-        ``seed`` and threads.
+        ``seed`` (and the seed of masking) and threads.
+    min_category_freq, unknown_mask_rate
+        At fit, rarer user ids become ``__unknown__``, and this seeded fraction
+        of known ones is masked to it in the training matrix.
     backend : {"lightgbm", "compiled"}, default "lightgbm"
         LightGBM, or the booster compiled to machine code (see docs/performance.md).
 
@@ -175,6 +182,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
     ----------
     booster_ : lightgbm.Booster
     schema_ : FeatureSchema
+    user_vocabulary_ : list or None
+        Sorted vocabulary of ``user_id``, which this stage encodes (v1; else None).
     oof_fold_ : ndarray of int8
         Held-out fold of each training row (set by ``fit_transform``).
 
@@ -194,6 +203,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         "random_state": optional(integer(0, 2**31 - 1)),
         "num_threads": optional(integer(0, 4096)),
         "backend": one_of("lightgbm", "compiled"),
+        "min_category_freq": integer(1, 2**31),
+        "unknown_mask_rate": real(0.0, 1.0, open_high=True),
     }
 
     def __init__(
@@ -207,6 +218,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         random_state: int | None = 0,
         num_threads: int | None = None,
         backend: str = "lightgbm",
+        min_category_freq: int = DEFAULT_MIN_CATEGORY_FREQ,
+        unknown_mask_rate: float = DEFAULT_UNKNOWN_MASK_RATE,
     ) -> None:
         self.schema_version = schema_version
         self.params = params
@@ -216,12 +229,21 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.num_threads = num_threads
         self.backend = backend
+        self.min_category_freq = min_category_freq
+        self.unknown_mask_rate = unknown_mask_rate
 
     @classmethod
     def from_booster(
-        cls, booster: Any, schema_version: str | None = None, *, backend: str = "lightgbm"
+        cls,
+        booster: Any,
+        schema_version: str | None = None,
+        *,
+        user_vocabulary: Any = None,
+        backend: str = "lightgbm",
     ) -> BoosterPredictor:
         """A fitted stage around a pre-trained booster (schema guessed from its width).
+
+        ``user_vocabulary`` (a ``LabelEncoder`` or values) encodes a v1 booster's ``user_id``.
 
         Raises
         ------
@@ -238,10 +260,13 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         check_params(stage)
         stage.booster_ = booster
         stage.schema_ = booster_schema(booster, schema_version)
+        stage.user_vocabulary_ = None
+        if user_vocabulary is not None:
+            stage.user_vocabulary_ = vocabulary_of(user_vocabulary, "user_vocabulary")
         return stage
 
     def __sklearn_tags__(self) -> Tags:
-        # Feature columns by name, categoricals encoded; missing values become 0.
+        # Feature columns by name, categoricals encoded (user_id here); missing values become 0.
         return frame_tags(
             super().__sklearn_tags__(), allow_nan=True, categorical=True, requires_fit=True
         )
@@ -307,7 +332,17 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             raise InputError("BoosterPredictor.fit: cannot train on an empty frame")
         self.schema_ = get_schema(resolve_schema_version(X, self.schema_version))
         check_frame_schema(X, self.schema_)
-        matrix = feature_matrix(X, self.schema_)
+        require_columns(X, self.schema_.feature_columns, "feature matrix")
+        self.user_vocabulary_ = None
+        if USER_ID in self.schema_.feature_columns:
+            self.user_vocabulary_ = learn_vocabulary(X[USER_ID], self.min_category_freq)
+        matrix = feature_matrix(X, self.schema_, self.user_vocabulary_)
+        if self.user_vocabulary_ is not None:
+            j = self.schema_.feature_columns.index(USER_ID)
+            rng = np.random.default_rng(self.random_state)
+            matrix[:, j] = mask_known(
+                matrix[:, j], self.user_vocabulary_, self.unknown_mask_rate, rng
+            )
         self.booster_ = self._train(matrix, codes, "boosting rounds")
         return matrix, codes
 
@@ -340,7 +375,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             from taskclf.stages._compiled import compiled_model
 
             model = compiled_model(self.booster_)
-        arrays = feature_columns(X, self.schema_)
+        arrays = feature_columns(X, self.schema_, self.user_vocabulary_)
         n = len(X)
         proba = np.empty((n, N_CLASSES), dtype=np.float64)
         # One buffer for every block of rows: fresh large allocations cost page faults.
