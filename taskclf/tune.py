@@ -143,7 +143,7 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         X, y, groups = indexable(X, y, groups)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         folds = list(cv.split(X, y, groups))
-        out: list[dict[str, float]] = [{} for _ in range(len(candidates) * len(folds))]
+        out: list[dict[str, Any]] = [{} for _ in range(len(candidates) * len(folds))]
         self.prefix_fit_times_ = np.zeros(len(folds))
         with step("tuning", len(out)) as advance:
             for s, (train, test) in enumerate(folds):

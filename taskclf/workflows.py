@@ -1,15 +1,7 @@
 """File-level workflows: what the ``taskclf`` command does, as library functions.
 
-Each function reads or writes files and drives the pipeline; the command
-line only parses its arguments, calls these and prints what they return.
-Bad input is refused before the expensive work: an output path that
-cannot be used, input without ``bucket_start_ts``, labelled input without
-labels.
-
-:func:`infer_to_directory` is the one batch run to files: it transforms a
-frame (in memory, or on Dask through :func:`taskclf.distributed.infer_parquet_dir`)
-and publishes ``predictions.csv`` and ``segments.json`` together, as one
-directory renamed into place.
+The command line parses its arguments, calls these and prints what they
+return (docs/cli.md). Bad input is refused before the expensive work.
 """
 
 from __future__ import annotations
@@ -61,7 +53,6 @@ MODEL_SHA256: Final = "model_sha256"
 """Bundle metadata (``extra``) key of the digest of the booster's model text."""
 TRAINING_DAYS: Final = "training_days"
 """Bundle metadata (``extra``) key of the digests of the training user-days."""
-SMOOTHERS: Final = ("majority", "viterbi")
 DEFAULT_WINDOWS: Final = (1, 3, 5, 7)
 """Majority windows :func:`tune` tries by default."""
 
@@ -120,11 +111,10 @@ def read_labelled(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Series
         )
     if len(frame) == 0:
         raise InputError(f"{where} hold no rows to learn from")
-    labels = frame[LABEL]
-    if labels.isna().any():
-        position = int(np.flatnonzero(labels.isna().to_numpy())[0])
-        raise InputError(f"{where}: column 'label' is empty in row {position}")
-    return frame.drop(columns=LABEL), labels
+    empty = np.flatnonzero(frame[LABEL].isna().to_numpy())
+    if len(empty):
+        raise InputError(f"{where}: column 'label' is empty in row {int(empty[0])}")
+    return frame.drop(columns=LABEL), frame[LABEL]
 
 
 def _writable(path: Path) -> None:
@@ -201,26 +191,6 @@ def check_output_file(path: str | os.PathLike[str], *, directory: bool = False) 
     return target
 
 
-def use_smoother(pipeline: Pipeline, smoother: str) -> Pipeline:
-    """Set the ``smooth`` step: ``"majority"`` (rolling majority) or ``"viterbi"``.
-
-    The step's ``max_gap_seconds`` is kept; a majority smoother already in
-    place is kept as it is.
-    """
-    from taskclf.stages.smooth import MajoritySmoother
-    from taskclf.stages.viterbi import ViterbiSmoother
-
-    if smoother not in SMOOTHERS:
-        raise InvalidParameterError(f"smoother must be one of {SMOOTHERS}, got {smoother!r}")
-    current = pipeline.named_steps["smooth"]
-    kind = ViterbiSmoother if smoother == "viterbi" else MajoritySmoother
-    if not isinstance(current, kind):
-        gap = current.max_gap_seconds
-        new = ViterbiSmoother(max_gap_seconds=gap) if smoother == "viterbi" else None
-        pipeline.set_params(smooth=new or MajoritySmoother(DEFAULT_SMOOTH_WINDOW, gap))
-    return pipeline
-
-
 def configure(
     pipeline: Pipeline,
     *,
@@ -237,10 +207,10 @@ def configure(
     ----------
     pipeline : Pipeline
         A taskclf pipeline (fitted or not); changed in place.
-    reject_threshold : float, optional
     smooth_window : int, optional
         The majority smoother's window; refused with ``smoother="viterbi"``.
     smoother : {"majority", "viterbi"}, optional
+        Keeps the step's ``max_gap_seconds``, and a smoother of that kind.
     taxonomy : path-like, optional
         A taxonomy YAML file: map the labels to its buckets (replacing any
         taxonomy step).
@@ -255,8 +225,19 @@ def configure(
     Pipeline
         ``pipeline``, or a copy of its steps with the taxonomy step.
     """
-    if smoother is not None:
-        use_smoother(pipeline, smoother)
+    if smoother is not None:  # a smoother of that kind already in place is kept
+        from taskclf.pipeline import SMOOTHERS
+        from taskclf.stages.smooth import MajoritySmoother
+        from taskclf.stages.viterbi import ViterbiSmoother
+
+        if smoother not in SMOOTHERS:
+            raise InvalidParameterError(f"smoother must be one of {SMOOTHERS}, got {smoother!r}")
+        current = pipeline.named_steps["smooth"]
+        if smoother == "viterbi" and not isinstance(current, ViterbiSmoother):
+            pipeline.set_params(smooth=ViterbiSmoother(max_gap_seconds=current.max_gap_seconds))
+        elif smoother == "majority" and not isinstance(current, MajoritySmoother):
+            window, gap = DEFAULT_SMOOTH_WINDOW, current.max_gap_seconds
+            pipeline.set_params(smooth=MajoritySmoother(window, gap))
     if reject_threshold is not None:
         pipeline.set_params(reject__threshold=reject_threshold)
     if smooth_window is not None:
@@ -322,9 +303,10 @@ def new_pipeline(
         reject_threshold=reject_threshold,
         num_threads=threads,
         per_user_calibration=per_user_calibration,
+        smoother=smoother,
         backend=backend,
     )
-    return configure(pipeline, smooth_window=smooth_window, smoother=smoother)
+    return configure(pipeline, smooth_window=smooth_window)
 
 
 def train(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> Pipeline:
@@ -391,14 +373,7 @@ def save_model(
 
 @attrs.frozen
 class InferenceRun:
-    """What :func:`infer_to_directory` published.
-
-    Attributes
-    ----------
-    directory : Path
-    rows : int
-    segments : int
-    """
+    """What :func:`infer_to_directory` published: where, and how many rows and segments."""
 
     directory: Path
     rows: int
@@ -408,6 +383,10 @@ class InferenceRun:
     def files(self) -> tuple[Path, ...]:
         """``predictions.csv`` and ``segments.json`` in :attr:`directory`."""
         return tuple(self.directory / name for name in RUN_FILES)
+
+
+def _bucket_seconds(pipeline: Pipeline) -> int:
+    return int(pipeline.get_params().get("merge__bucket_seconds", DEFAULT_BUCKET_SECONDS))
 
 
 def run_columns(columns: Sequence[str]) -> list[str]:
@@ -427,24 +406,19 @@ def infer_to_directory(
 ) -> InferenceRun:
     """Transform ``features``; publish ``predictions.csv`` and ``segments.json`` together.
 
-    ``out_dir`` is refused before any work unless it is absent, empty or
-    an earlier run's output (:func:`check_output_dir`). The two files are
-    written into a staging directory beside it that then takes its place
-    (``taskclf._io.atomic_directory``): a reader sees the old run or the
-    new one, never one run's predictions beside another's segments; an
-    error, Ctrl-C or SIGTERM leaves the old output and no temporary files.
-
-    A ``label`` column in a features frame is taken as the true labels: it
-    is not given to the pipeline and is written as ``true_label``.
+    ``out_dir`` must be absent, empty or an earlier run's output
+    (:func:`check_output_dir`); it is replaced as one unit
+    (``taskclf._io.atomic_directory``): a reader sees the old run or the new
+    one, and an error, Ctrl-C or SIGTERM leaves the old output. A ``label``
+    column of a features frame is not given to the pipeline: it is written
+    as ``true_label``.
 
     Parameters
     ----------
     pipeline : Pipeline
         A fitted taskclf pipeline.
     features : DataFrame or any input of ``transform``
-        The rows to predict.
     out_dir : path-like
-        The run's directory.
     transform : callable, optional
         Turns ``features`` into the transformed pandas frame; by default
         ``pipeline.transform``.
@@ -457,29 +431,20 @@ def infer_to_directory(
     Returns
     -------
     InferenceRun
-
-    Raises
-    ------
-    InvalidParameterError
-        For ``view="mapped"`` or ``mapped_probs`` without a taxonomy step.
     """
     if view not in VIEWS:
         raise InvalidParameterError(f"view must be one of {VIEWS}, got {view!r}")
     if (view == "mapped" or mapped_probs) and "taxonomy" not in pipeline.named_steps:
         raise InvalidParameterError("buckets need a taxonomy: give one with --taxonomy")
     target = check_output_dir(out_dir)
-    bucket_seconds = int(
-        pipeline.get_params().get("segment__bucket_seconds", DEFAULT_BUCKET_SECONDS)
-    )
     truth = None
     if isinstance(features, pd.DataFrame) and LABEL in features.columns:
         truth, features = features[LABEL].astype(str), features.drop(columns=LABEL)
     with atomic_directory(target, _is_run, "taskclf inference output") as staging:
         out = (transform or pipeline.transform)(features)
+        label = MAPPED_LABEL if view == "mapped" else LABEL
         segments = frame_to_segments(
-            out,
-            bucket_seconds=bucket_seconds,
-            label_column=MAPPED_LABEL if view == "mapped" else LABEL,
+            out, bucket_seconds=_bucket_seconds(pipeline), label_column=label
         )
         mapped = out[MAPPED_LABEL].astype(str).tolist() if MAPPED_LABEL in out else None
         extra = {} if truth is None else {TRUE_LABEL: truth.to_numpy()}
@@ -505,17 +470,10 @@ def infer_to_directory(
 class Tuned:
     """What :func:`tune` found.
 
-    Attributes
-    ----------
-    table : DataFrame
-        One row per candidate, best first: its parameters, ``mean_score``,
-        ``std_score`` and ``rank``.
-    best_params : dict
-        The best candidate's parameters (Python numbers).
-    best_score : float
-    pipeline : Pipeline
-        The tuned pipeline: the given one with ``best_params`` set, or
-        (``retrain``) the best candidate refitted on all rows.
+    ``table`` has one row per candidate, best first: its parameters,
+    ``mean_score``, ``std_score`` and ``rank``. ``pipeline`` is the given one
+    with ``best_params`` set, or (``retrain``) the best candidate refitted on
+    all rows.
     """
 
     table: pd.DataFrame
@@ -547,8 +505,6 @@ def tune(
         Fitted (a saved model, whose model steps stay frozen:
         :func:`taskclf.pipeline.freeze`), or unfitted with ``retrain``
         (each fold trains its own model).
-    X, y : DataFrame, Series
-        Labelled rows.
     thresholds : sequence of float or None
         Reject thresholds to try (``None`` rejects nothing).
     windows : sequence of int, optional
@@ -556,8 +512,6 @@ def tune(
         refused when the pipeline smooths by Viterbi decoding.
     scoring : str
         A name of :data:`taskclf.metrics.SCORERS`.
-    n_folds : int
-    retrain : bool
 
     Returns
     -------
@@ -579,8 +533,8 @@ def tune(
     search = PostprocessingSearchCV(
         candidate, grid, scoring=scorer, cv=PredefinedSplit(folds), refit=retrain
     ).fit(X, y)
-    results = pd.DataFrame(search.cv_results_)
     names = {f"param_{key}": key.replace("__", "_") for key in grid}
+    results = pd.DataFrame(search.cv_results_).astype(dict.fromkeys(names, object))  # 1, not 1.0
     names.update(mean_test_score="mean_score", std_test_score="std_score", rank_test_score="rank")
     table = results[list(names)].rename(columns=names)
     table = table.sort_values(["rank", *list(names.values())[:1]], kind="stable")
@@ -598,24 +552,16 @@ def bundle_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     from taskclf.stages._compiled import is_cached
 
     path = Path(path)
+    info: Any
     if path.is_dir():
-        dir_info = read_bundle_dir_info(path)
-        facts = {
-            "path": str(path),
-            "kind": "taskclf 0.4 model directory" if dir_info.legacy else "bundle directory",
-            "files": dir_info.files,
-            **dir_info.metadata.to_dict(),
-        }
+        info = read_bundle_dir_info(path)
+        kind = "taskclf 0.4 model directory" if info.legacy else "bundle directory"
+        facts = {"path": str(path), "kind": kind, "files": info.files}
     else:
         info = read_bundle_info(path)
-        facts = {
-            "path": str(path),
-            "kind": f"bundle file (format {info.format_version})",
-            "file_sha256": info.file_sha256,
-            "payload_sha256": info.payload_sha256,
-            "payload_bytes": info.payload_bytes,
-            **info.metadata.to_dict(),
-        }
+        facts = {"path": str(path), "kind": f"bundle file (format {info.format_version})"}
+        facts |= {k: getattr(info, k) for k in ("file_sha256", "payload_sha256", "payload_bytes")}
+    facts |= info.metadata.to_dict()
     digest = (facts.get("extra") or {}).get(MODEL_SHA256)
     cached = None if digest is None else is_cached(str(digest))
     facts["compiled_model"] = {
@@ -727,8 +673,7 @@ def evaluate_to_directory(
 
     target = Path(out_dir)
     check_replaceable(target, _is_evaluation, "taskclf evaluation")
-    bucket_seconds = int(pipeline.get_params().get("merge__bucket_seconds", DEFAULT_BUCKET_SECONDS))
-    result = evaluate(pipeline.transform(X), y, bucket_seconds=bucket_seconds)
+    result = evaluate(pipeline.transform(X), y, bucket_seconds=_bucket_seconds(pipeline))
     report = {
         "pooled": _headline(result["pooled"]),
         "per_user": {str(u): _headline(r) for u, r in result["per_user"].items()},
