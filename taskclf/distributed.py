@@ -140,29 +140,24 @@ def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
 @contextlib.contextmanager
 def _scheduler(address: str | None, n_workers: int | None) -> Iterator[None]:
     """Make ``address`` (``"local"``: a new LocalCluster) the Dask scheduler of the block."""
-    if address is None:
-        yield
-        return
-    distributed = _require("distributed")
-    if address == "local":
-        with (
-            distributed.LocalCluster(
+    with contextlib.ExitStack() as stack:
+        if address == "local":
+            distributed = _require("distributed")
+            cluster = distributed.LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address="127.0.0.1:0",  # a free port: no clash when 8787 is taken
-            ) as cluster,
-            distributed.Client(cluster),
-        ):
-            yield
-        return
-    try:
-        client = distributed.Client(address)
-    except OSError as exc:  # includes timeouts
-        raise InvalidParameterError(
-            f"cannot reach the Dask scheduler at {address!r}: {exc}"
-        ) from exc
-    with client:  # closes the client, not the cluster
+            )
+            stack.enter_context(distributed.Client(stack.enter_context(cluster)))
+        elif address is not None:
+            try:
+                client = _require("distributed").Client(address)
+            except OSError as exc:  # includes timeouts
+                raise InvalidParameterError(
+                    f"cannot reach the Dask scheduler at {address!r}: {exc}"
+                ) from exc
+            stack.enter_context(client)  # closes the client, not the cluster
         yield
 
 
