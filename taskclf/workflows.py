@@ -60,11 +60,8 @@ DEFAULT_WINDOWS: Final = (1, 3, 5, 7)
 def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pipeline:
     """A pipeline from a bundle file (:func:`taskclf.load_bundle`) or directory.
 
-    Raises
-    ------
-    InvalidParameterError
-        When ``sha256`` pins a bundle directory (its manifest carries the
-        digests of its files).
+    ``sha256`` pins files only: a directory's manifest carries its digests
+    (InvalidParameterError).
     """
     from taskclf.bundle import load_bundle
     from taskclf.bundle_dir import load_bundle_dir
@@ -80,14 +77,7 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pi
 
 
 def read_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Feature rows of a file or directory (:func:`taskclf._readers.read_features`).
-
-    Raises
-    ------
-    MissingColumnsError
-        Without ``bucket_start_ts``, which every timeline needs: refused
-        here rather than after training or prediction.
-    """
+    """Feature rows of a file or directory; refused at once without ``bucket_start_ts``."""
     frame = read_features(path)
     if BUCKET_START_TS not in frame.columns:
         raise MissingColumnsError([BUCKET_START_TS], where=f"features {str(path)!r}")
@@ -140,17 +130,7 @@ def _is_run(directory: Path) -> bool:
 
 
 def check_output_dir(path: str | os.PathLike[str]) -> Path:
-    """Refuse an output directory :func:`infer_to_directory` may not (re)place.
-
-    It may be absent, empty or an earlier run's output.
-
-    Raises
-    ------
-    NotOursError
-        When ``path`` is a file or holds other files than a run's.
-    InvalidParameterError
-        When its parent directory is not writable.
-    """
+    """Refuse an output directory neither absent, empty nor a run's, or not writable."""
     target = Path(path)
     check_replaceable(target, _is_run, "taskclf inference output")
     _writable(target)
@@ -211,19 +191,15 @@ def configure(
         The majority smoother's window; refused with ``smoother="viterbi"``.
     smoother : {"majority", "viterbi"}, optional
         Keeps the step's ``max_gap_seconds``, and a smoother of that kind.
-    taxonomy : path-like, optional
-        A taxonomy YAML file: map the labels to its buckets (replacing any
-        taxonomy step).
-    calibrator_store : path-like, optional
-        A calibrator store directory (taskclf 0.4's layout) replacing the
-        pipeline's calibration.
+    taxonomy, calibrator_store : path-like, optional
+        A taxonomy YAML file (its buckets' step replaces any taxonomy step);
+        a calibrator store directory (taskclf 0.4's layout) for the calibration.
     backend : {"lightgbm", "compiled"}, optional
-        What predicts in the model stage.
 
     Returns
     -------
     Pipeline
-        ``pipeline``, or a copy of its steps with the taxonomy step.
+        ``pipeline``, or a new one with its steps (new calibration, model or taxonomy).
     """
     if smoother is not None:  # a smoother of that kind already in place is kept
         from taskclf.pipeline import SMOOTHERS
@@ -324,15 +300,10 @@ def training_days(X: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def warn_if_trained_on(bundle: str | os.PathLike[str], X: pd.DataFrame) -> list[Any]:
-    """Warn when the labelled rows ``X`` include days the bundle was trained on.
+    """Warn when the rows ``X`` include user-days the bundle trained on; return those.
 
     Scores on a model's own training rows are optimistic and hardly differ
     between candidates, so a search on them picks nothing useful.
-
-    Returns
-    -------
-    list of (user_id, day)
-        The user-days found in both (empty for bundles that record none).
     """
     from taskclf.tune import training_overlap
 
@@ -417,8 +388,6 @@ def infer_to_directory(
     ----------
     pipeline : Pipeline
         A fitted taskclf pipeline.
-    features : DataFrame or any input of ``transform``
-    out_dir : path-like
     transform : callable, optional
         Turns ``features`` into the transformed pandas frame; by default
         ``pipeline.transform``.
@@ -427,10 +396,6 @@ def infer_to_directory(
     mapped_probs : bool, default False
         Also write each bucket's probability as a ``mapped_proba_<bucket>``
         column (4 decimals).
-
-    Returns
-    -------
-    InferenceRun
     """
     if view not in VIEWS:
         raise InvalidParameterError(f"view must be one of {VIEWS}, got {view!r}")
@@ -512,10 +477,6 @@ def tune(
         refused when the pipeline smooths by Viterbi decoding.
     scoring : str
         A name of :data:`taskclf.metrics.SCORERS`.
-
-    Returns
-    -------
-    Tuned
     """
     from taskclf.bundle import record_training
     from taskclf.metrics import get_scorer
@@ -582,12 +543,7 @@ def demo(
     threads: int | None = 1,
     say: Callable[[str], None] = print,
 ) -> None:
-    """The whole flow on synthetic data, telling ``say`` every step and path.
-
-    Writes, under ``out``: labelled training features and a new day's
-    features (``features/``), a trained model as a bundle file and as a
-    pickle-free directory, the new day's predictions and their report.
-    """
+    """The whole flow on synthetic data under ``out``, telling ``say`` every step and path."""
     from taskclf._readers import write_features
     from taskclf.report import write_report
     from taskclf.synth import make_activity_frame
@@ -653,18 +609,12 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
 def evaluate_to_directory(
     pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, out_dir: str | os.PathLike[str]
 ) -> dict[str, Any]:
-    """Evaluate ``pipeline`` on labelled rows; write the figures and pictures together.
+    """Evaluate ``pipeline`` on labelled rows; publish the figures and pictures together.
 
-    Writes ``evaluation.json`` (objects ``pooled`` and ``per_user``, the
+    Returns what ``evaluation.json`` holds: ``pooled`` and ``per_user``, the
     final labels' figures at the top level of each, the raw labels' under
-    ``raw_label``), ``per_user.csv`` and three pictures: the confusion
-    matrix, the reliability diagram and the coverage-accuracy curve. The
-    directory is published as one unit (see :func:`infer_to_directory`).
-
-    Returns
-    -------
-    dict
-        What ``evaluation.json`` holds.
+    ``raw_label``. ``per_user.csv`` and three pictures (confusion matrix,
+    reliability diagram, coverage-accuracy curve) go beside it.
     """
     import json
 
