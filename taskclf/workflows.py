@@ -142,19 +142,18 @@ def threshold_source(bundle: str | os.PathLike[str], given: float | None) -> str
     if given is not None:
         return "given on the command line"
     if Path(bundle).is_dir():
-        source = _metadata(bundle).extra.get("reject_threshold_source")
+        source = _info(bundle).metadata.extra.get("reject_threshold_source")
         if source:
             return str(source)
     return "saved in the bundle"
 
 
-def _metadata(bundle: str | os.PathLike[str]) -> Any:
-    """The ``BundleMetadata`` of a bundle file or directory, read without unpickling."""
+def _info(bundle: str | os.PathLike[str]) -> Any:
+    """The ``BundleInfo`` or ``BundleDirInfo`` of a bundle, read without unpickling."""
     from taskclf.bundle import read_bundle_info
     from taskclf.bundle_dir import read_bundle_dir_info
 
-    reader = read_bundle_dir_info if Path(bundle).is_dir() else read_bundle_info
-    return reader(bundle).metadata
+    return (read_bundle_dir_info if Path(bundle).is_dir() else read_bundle_info)(bundle)
 
 
 def check_output_file(path: str | os.PathLike[str], *, directory: bool = False) -> Path:
@@ -307,7 +306,7 @@ def warn_if_trained_on(bundle: str | os.PathLike[str], X: pd.DataFrame) -> list[
     """
     from taskclf.tune import training_overlap
 
-    recorded = _metadata(bundle).extra.get(TRAINING_DAYS)
+    recorded = _info(bundle).metadata.extra.get(TRAINING_DAYS)
     overlap = training_overlap(recorded, X)
     if overlap:
         shown = ", ".join(f"{user} {day}" for user, day in overlap[:3])
@@ -508,18 +507,13 @@ def tune(
 
 def bundle_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A bundle's metadata, read without unpickling anything: kind, digests, metadata."""
-    from taskclf.bundle import read_bundle_info
-    from taskclf.bundle_dir import read_bundle_dir_info
     from taskclf.stages._compiled import is_cached
 
-    path = Path(path)
-    info: Any
+    path, info = Path(path), _info(path)
     if path.is_dir():
-        info = read_bundle_dir_info(path)
         kind = "taskclf 0.4 model directory" if info.legacy else "bundle directory"
         facts = {"path": str(path), "kind": kind, "files": info.files}
     else:
-        info = read_bundle_info(path)
         facts = {"path": str(path), "kind": f"bundle file (format {info.format_version})"}
         facts |= {k: getattr(info, k) for k in ("file_sha256", "payload_sha256", "payload_bytes")}
     facts |= info.metadata.to_dict()
