@@ -162,7 +162,10 @@ class _Rows:
         self, rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
     ) -> None:
         self.n_users, self.n_days = n_users, len(midnights)
-        parts: list[list[np.ndarray]] = [[] for _ in range(6)]
+        days: list[np.ndarray] = []
+        minutes: list[np.ndarray] = []
+        segments: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
         n_segments = 0
         for user in range(n_users):
             start, length, lunch_at, lunch_len = _working_days(rng, self.n_days, minutes_per_day)
@@ -174,21 +177,16 @@ class _Rows:
             since_lunch = offset - lunch_at[day]
             at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
             keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
-            minute = midnights[day[keep]] + start[day[keep]] + offset[keep]
-            columns = (
-                np.full(len(minute), user),
-                day[keep] + user * self.n_days,
-                minute,
-                segment[keep] + n_segments,
-                np.full(len(label), user),
-                label,
-            )
-            for part, values in zip(parts, columns, strict=True):
-                part.append(values)
+            days.append(day[keep] + user * self.n_days)
+            minutes.append(midnights[day[keep]] + start[day[keep]] + offset[keep])
+            segments.append(segment[keep] + n_segments)
+            labels.append(label)
             n_segments += len(label)
-        self.user, self.day, self.minute, self.segment, self.segment_user, self.segment_label = (
-            _join(part) for part in parts
+        self.day, self.minute, self.segment, self.segment_label = map(
+            _join, (days, minutes, segments, labels)
         )
+        self.segment_user = np.repeat(np.arange(n_users), [len(label) for label in labels])
+        self.user = self.segment_user[self.segment]
         self.is_start = np.ones(len(self.user), dtype=np.bool_)
         self.is_start[1:] = (np.diff(self.user) != 0) | (np.diff(self.minute) > _IDLE_GAP_MINUTES)
         self.session = np.cumsum(self.is_start) - 1
