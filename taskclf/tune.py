@@ -210,19 +210,11 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
 
 
 def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
-    """A digest of each user's rows of each UTC day → ``(user_id, day)``.
+    """A digest of each user's rows of each UTC day → ``(user_id, "YYYY-MM-DD")``.
 
     The digest covers the day's rows in any order and their columns but
     ``label`` (by name). Recorded at training, the digests let
     :func:`training_overlap` find the rows a search should not score.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> rows = pd.DataFrame({"user_id": ["a", "a"], "x": [1, 2],
-    ...                      "bucket_start_ts": ["2025-01-06 09:00", "2025-01-06 09:01"]})
-    >>> list(day_fingerprints(rows).values())
-    [('a', '2025-01-06')]
     """
     if len(X) == 0:
         return {}
