@@ -216,8 +216,6 @@ def day_fingerprints(X: pd.DataFrame) -> dict[str, tuple[Any, str]]:
     ``label`` (by name). Recorded at training, the digests let
     :func:`training_overlap` find the rows a search should not score.
     """
-    if len(X) == 0:
-        return {}
     frame = X.drop(columns=[LABEL], errors="ignore")
     frame = frame[sorted(frame.columns, key=str)]
     rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
