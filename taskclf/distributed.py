@@ -86,10 +86,9 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     (False, ['a', 'b'])
     """
     ddf = _check_frame(ddf, "partition_by_user")
-    if USER_ID not in ddf.columns:
-        if ddf.npartitions == 1:
-            return UserPartitions(ddf, None, shuffled=False)
-        return UserPartitions(ddf.repartition(npartitions=1), None, shuffled=True)
+    if USER_ID not in ddf.columns:  # one timeline, in one partition
+        moved = ddf.npartitions > 1
+        return UserPartitions(ddf.repartition(npartitions=1) if moved else ddf, None, moved)
     column = ddf[USER_ID]
     firsts = column.map_partitions(pd.Series.drop_duplicates, meta=column._meta)
     # Reading one column, Dask's optimizer may concatenate small input
