@@ -69,10 +69,6 @@ class UserPartitions:
     shuffled: bool
 
 
-def _first_appearances(users: pd.Series) -> pd.Series:
-    return users.drop_duplicates().reset_index(drop=True)
-
-
 def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     """Lay ``ddf`` out so that the rows of each user are in one partition.
 
@@ -90,12 +86,11 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     (False, ['a', 'b'])
     """
     ddf = _check_frame(ddf, "partition_by_user")
-    if USER_ID not in ddf.columns:
-        if ddf.npartitions == 1:
-            return UserPartitions(ddf, None, shuffled=False)
-        return UserPartitions(ddf.repartition(npartitions=1), None, shuffled=True)
+    if USER_ID not in ddf.columns:  # one timeline, in one partition
+        moved = ddf.npartitions > 1
+        return UserPartitions(ddf.repartition(npartitions=1) if moved else ddf, None, moved)
     column = ddf[USER_ID]
-    firsts = column.map_partitions(_first_appearances, meta=column._meta)
+    firsts = column.map_partitions(pd.Series.drop_duplicates, meta=column._meta)
     # Reading one column, Dask's optimizer may concatenate small input
     # partitions (Parquet files, say) that the full read keeps apart: look at
     # the partitions as they are, whose locality every coarser layout keeps.
@@ -107,24 +102,6 @@ def partition_by_user(ddf: dd.DataFrame) -> UserPartitions:
     return UserPartitions(ddf.shuffle(on=USER_ID), users, shuffled=True)
 
 
-def _transform_partition(part: pd.DataFrame, pipeline: Any) -> pd.DataFrame:
-    return pipeline.transform(part)
-
-
-def _on_partitions(pipeline: Any, ddf: object, where: str) -> dd.DataFrame:
-    """``pipeline.transform`` on each partition of ``ddf`` laid out by user."""
-    ddf = _check_frame(ddf, where)
-    meta = _check_pipeline(pipeline, where).transform(ddf._meta)  # column errors: here, now
-    if not isinstance(meta, pd.DataFrame):
-        raise InvalidParameterError(
-            f"pipeline.transform must give a DataFrame, got {type(meta).__name__}"
-        )
-    frame = partition_by_user(ddf).frame
-    # One Delayed key, which workers fetch once, rather than a copy in every task.
-    shipped = _require("dask").delayed(pipeline, name=f"taskclf-pipeline-{uuid.uuid4().hex}")
-    return frame.map_partitions(_transform_partition, shipped, meta=meta)
-
-
 def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
     """``pipeline.transform`` on a Dask DataFrame, lazily, partition by partition.
 
@@ -134,13 +111,23 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
     InputError (``ddf`` is not a Dask DataFrame) and the pipeline's own errors
     on the columns are raised here, before any task runs.
     """
-    return _on_partitions(pipeline, ddf, "taskclf.distributed.transform")
+    where = "taskclf.distributed.transform"
+    ddf = _check_frame(ddf, where)
+    meta = _check_pipeline(pipeline, where).transform(ddf._meta)  # column errors: here, now
+    if not isinstance(meta, pd.DataFrame):
+        raise InvalidParameterError(
+            f"pipeline.transform must give a DataFrame, got {type(meta).__name__}"
+        )
+    frame = partition_by_user(ddf).frame
+    # One Delayed key, which workers fetch once, rather than a copy in every task.
+    shipped = _require("dask").delayed(pipeline, name=f"taskclf-pipeline-{uuid.uuid4().hex}")
+    return frame.map_partitions(lambda part, fitted: fitted.transform(part), shipped, meta=meta)
 
 
 def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
     """:func:`transform`'s categorical ``label`` column: equal to
     ``pipeline.predict(ddf.compute())`` once aligned on the index."""
-    out = _on_partitions(pipeline, ddf, "taskclf.distributed.predict")
+    out = transform(pipeline, ddf)
     if LABEL not in out.columns:
         raise InvalidParameterError(
             f"the pipeline's output has no {LABEL!r} column; it ends with "
@@ -152,42 +139,25 @@ def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
 @contextlib.contextmanager
 def _scheduler(address: str | None, n_workers: int | None) -> Iterator[None]:
     """Make ``address`` (``"local"``: a new LocalCluster) the Dask scheduler of the block."""
-    if address is None:
-        yield
-        return
-    distributed = _require("distributed")
-    if address == "local":
-        with (
-            distributed.LocalCluster(
+    with contextlib.ExitStack() as stack:
+        if address == "local":
+            distributed = _require("distributed")
+            cluster = distributed.LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address="127.0.0.1:0",  # a free port: no clash when 8787 is taken
-            ) as cluster,
-            distributed.Client(cluster),
-        ):
-            yield
-        return
-    try:
-        client = distributed.Client(address)
-    except OSError as exc:  # includes timeouts
-        raise InvalidParameterError(
-            f"cannot reach the Dask scheduler at {address!r}: {exc}"
-        ) from exc
-    with client:  # closes the client, not the cluster
+            )
+            stack.enter_context(distributed.Client(stack.enter_context(cluster)))
+        elif address is not None:
+            try:
+                client = _require("distributed").Client(address)
+            except OSError as exc:  # includes timeouts
+                raise InvalidParameterError(
+                    f"cannot reach the Dask scheduler at {address!r}: {exc}"
+                ) from exc
+            stack.enter_context(client)  # closes the client, not the cluster
         yield
-
-
-def _read_parquet(source: Path) -> dd.DataFrame:
-    dd = _require("dask.dataframe")
-    if not source.exists():
-        raise ReaderError(f"input directory {str(source)!r} does not exist")
-    if source.is_dir() and not any(source.rglob("*.parquet")):
-        raise ReaderError(f"input directory {str(source)!r} holds no .parquet files")
-    try:
-        return dd.read_parquet(str(source))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ReaderError(f"cannot read Parquet from {str(source)!r}: {exc}") from exc
 
 
 def infer_parquet_dir(
@@ -200,15 +170,11 @@ def infer_parquet_dir(
 ) -> InferenceRun:
     """Batch inference on Dask: Parquet feature files in, one run directory out.
 
-    Runs :func:`transform` on the Parquet files under ``input_dir`` (a
-    directory, or one file) and writes ``output_dir/predictions.csv`` (rows
-    grouped by user) and ``segments.json`` as the in-memory run does
-    (:func:`taskclf.workflows.infer_to_directory`).
-
-    ``output_dir`` must be absent, empty or an earlier run's output.
-    ``address`` is ``"local"`` (a LocalCluster of ``n_workers`` processes,
-    started here and closed after), a scheduler address, or ``None`` (the
-    scheduler Dask already uses); docs/dask.md says more.
+    :func:`transform` on the Parquet files under ``input_dir`` (or one file),
+    written as :func:`taskclf.workflows.infer_to_directory` writes (rows
+    grouped by user). ``address`` is ``"local"`` (a LocalCluster of
+    ``n_workers`` processes, closed after), a scheduler address, or ``None``
+    (the scheduler Dask already uses); docs/dask.md says more.
 
     Raises
     ------
@@ -225,7 +191,15 @@ def infer_parquet_dir(
             f"'tcp://scheduler:8786', or None; got {address!r}"
         )
     check_output_dir(output_dir)
-    features = _read_parquet(Path(input_dir))  # metadata only: fails before a cluster starts
+    source = Path(input_dir)  # read for its metadata only: fails before a cluster starts
+    if not source.exists():
+        raise ReaderError(f"input directory {str(source)!r} does not exist")
+    if source.is_dir() and not any(source.rglob("*.parquet")):
+        raise ReaderError(f"input directory {str(source)!r} holds no .parquet files")
+    try:
+        features = _require("dask.dataframe").read_parquet(str(source))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ReaderError(f"cannot read Parquet from {str(source)!r}: {exc}") from exc
 
     def gather(ddf: dd.DataFrame) -> pd.DataFrame:
         out = transform(pipeline, ddf)

@@ -162,7 +162,10 @@ class _Rows:
         self, rng: Generator, n_users: int, midnights: IntArray, minutes_per_day: int | None
     ) -> None:
         self.n_users, self.n_days = n_users, len(midnights)
-        parts: list[list[np.ndarray]] = [[] for _ in range(6)]
+        days: list[np.ndarray] = []
+        minutes: list[np.ndarray] = []
+        segments: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
         n_segments = 0
         for user in range(n_users):
             start, length, lunch_at, lunch_len = _working_days(rng, self.n_days, minutes_per_day)
@@ -174,21 +177,16 @@ class _Rows:
             since_lunch = offset - lunch_at[day]
             at_lunch = (since_lunch >= 0) & (since_lunch < lunch_len[day])
             keep = (label[segment] != _AWAY) & ~at_lunch & (rng.random(total) >= _DROP_RATE)
-            minute = midnights[day[keep]] + start[day[keep]] + offset[keep]
-            columns = (
-                np.full(len(minute), user),
-                day[keep] + user * self.n_days,
-                minute,
-                segment[keep] + n_segments,
-                np.full(len(label), user),
-                label,
-            )
-            for part, values in zip(parts, columns, strict=True):
-                part.append(values)
+            days.append(day[keep] + user * self.n_days)
+            minutes.append(midnights[day[keep]] + start[day[keep]] + offset[keep])
+            segments.append(segment[keep] + n_segments)
+            labels.append(label)
             n_segments += len(label)
-        self.user, self.day, self.minute, self.segment, self.segment_user, self.segment_label = (
-            _join(part) for part in parts
+        self.day, self.minute, self.segment, self.segment_label = map(
+            _join, (days, minutes, segments, labels)
         )
+        self.segment_user = np.repeat(np.arange(n_users), [len(label) for label in labels])
+        self.user = self.segment_user[self.segment]
         self.is_start = np.ones(len(self.user), dtype=np.bool_)
         self.is_start[1:] = (np.diff(self.user) != 0) | (np.diff(self.minute) > _IDLE_GAP_MINUTES)
         self.session = np.cumsum(self.is_start) - 1
@@ -259,19 +257,16 @@ def make_activity_frame(
 
     Parameters
     ----------
-    n_users : int, default 5
-        Users ``user_000``, ``user_001``, ...
-    n_days : int, default 5
-        Working days per user: the first ``n_days`` weekdays from ``start`` (a UTC date).
+    n_users, n_days : int
+        Users ``user_000``, ``user_001``, ..., each working the first
+        ``n_days`` weekdays from ``start`` (a UTC date).
     schema_version : {"v1", "v2", "v3"}, default "v1"
         A v2 frame holds the v1 columns (one ``user_id``); v3 adds the title columns.
     minutes_per_day : int or None, default None
         Working day length, 10 to 840 minutes; None draws it (about 8:30 to 18:00 UTC).
-    missing_rate : float, default 0.01
-        Share of each float column set to NaN (v3: also of rows whose whole
-        sketch is NaN); ``session_length_so_far`` is never missing.
-    unseen_app_rate : float, default 0.02
-        Share of rows whose app is a rare ``app_x`` name.
+    missing_rate, unseen_app_rate : float
+        Share of each float column set to NaN (v3: of rows whose whole sketch is;
+        never ``session_length_so_far``), and of rows with a rare ``app_x`` app.
     noise : float, default 1.0
         Spread of features around each label's typical values and of the
         share of look-alike segments (0: none).
@@ -287,10 +282,8 @@ def make_activity_frame(
 
     Raises
     ------
-    InvalidParameterError
-        A count, rate, ``noise``, ``minutes_per_day`` or ``start`` out of range.
-    SchemaMismatchError
-        An unknown ``schema_version``.
+    InvalidParameterError, SchemaMismatchError
+        An argument out of range; an unknown ``schema_version``.
 
     Examples
     --------
@@ -544,15 +537,13 @@ def _assemble(
     ]
     on_desktop = rng.random(rows.n_users * rows.n_days) < 0.3  # a laptop or a desktop all day
     devices = [f"{user}-{kind}" for user in users for kind in ("laptop", "desktop")]
-    start_ns = rows.minute * 60 * 10**9
+    start = pd.to_datetime(rows.minute * 60 * 10**9, unit="ns", utc=True)
     columns |= {
         "user_id": _take(users, rows.user),
         "device_id": _take(devices, rows.user * 2 + on_desktop[rows.day]),
         "session_id": _take(sessions, rows.session),
-        "bucket_start_ts": pd.to_datetime(start_ns, unit="ns", utc=True),
-        "bucket_end_ts": pd.to_datetime(
-            start_ns + DEFAULT_BUCKET_SECONDS * 10**9, unit="ns", utc=True
-        ),
+        "bucket_start_ts": start,
+        "bucket_end_ts": start + pd.Timedelta(seconds=DEFAULT_BUCKET_SECONDS),
         "schema_version": pd.Series([schema.version] * n, dtype=object),
         "schema_hash": pd.Series([schema.schema_hash] * n, dtype=object),
         "source_ids": pd.Series([SOURCE_IDS] * n, dtype=object),  # one shared tuple

@@ -1,15 +1,7 @@
 """File-level workflows: what the ``taskclf`` command does, as library functions.
 
-Each function reads or writes files and drives the pipeline; the command
-line only parses its arguments, calls these and prints what they return.
-Bad input is refused before the expensive work: an output path that
-cannot be used, input without ``bucket_start_ts``, labelled input without
-labels.
-
-:func:`infer_to_directory` is the one batch run to files: it transforms a
-frame (in memory, or on Dask through :func:`taskclf.distributed.infer_parquet_dir`)
-and publishes ``predictions.csv`` and ``segments.json`` together, as one
-directory renamed into place.
+The command line parses its arguments, calls these and prints what they
+return (docs/cli.md). Bad input is refused before the expensive work.
 """
 
 from __future__ import annotations
@@ -61,7 +53,6 @@ MODEL_SHA256: Final = "model_sha256"
 """Bundle metadata (``extra``) key of the digest of the booster's model text."""
 TRAINING_DAYS: Final = "training_days"
 """Bundle metadata (``extra``) key of the digests of the training user-days."""
-SMOOTHERS: Final = ("majority", "viterbi")
 DEFAULT_WINDOWS: Final = (1, 3, 5, 7)
 """Majority windows :func:`tune` tries by default."""
 
@@ -69,11 +60,8 @@ DEFAULT_WINDOWS: Final = (1, 3, 5, 7)
 def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pipeline:
     """A pipeline from a bundle file (:func:`taskclf.load_bundle`) or directory.
 
-    Raises
-    ------
-    InvalidParameterError
-        When ``sha256`` pins a bundle directory (its manifest carries the
-        digests of its files).
+    ``sha256`` pins files only: a directory's manifest carries its digests
+    (InvalidParameterError).
     """
     from taskclf.bundle import load_bundle
     from taskclf.bundle_dir import load_bundle_dir
@@ -89,14 +77,7 @@ def load_model(path: str | os.PathLike[str], *, sha256: str | None = None) -> Pi
 
 
 def read_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Feature rows of a file or directory (:func:`taskclf._readers.read_features`).
-
-    Raises
-    ------
-    MissingColumnsError
-        Without ``bucket_start_ts``, which every timeline needs: refused
-        here rather than after training or prediction.
-    """
+    """Feature rows of a file or directory; refused at once without ``bucket_start_ts``."""
     frame = read_features(path)
     if BUCKET_START_TS not in frame.columns:
         raise MissingColumnsError([BUCKET_START_TS], where=f"features {str(path)!r}")
@@ -120,11 +101,10 @@ def read_labelled(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Series
         )
     if len(frame) == 0:
         raise InputError(f"{where} hold no rows to learn from")
-    labels = frame[LABEL]
-    if labels.isna().any():
-        position = int(np.flatnonzero(labels.isna().to_numpy())[0])
-        raise InputError(f"{where}: column 'label' is empty in row {position}")
-    return frame.drop(columns=LABEL), labels
+    empty = np.flatnonzero(frame[LABEL].isna().to_numpy())
+    if len(empty):
+        raise InputError(f"{where}: column 'label' is empty in row {int(empty[0])}")
+    return frame.drop(columns=LABEL), frame[LABEL]
 
 
 def _writable(path: Path) -> None:
@@ -150,17 +130,7 @@ def _is_run(directory: Path) -> bool:
 
 
 def check_output_dir(path: str | os.PathLike[str]) -> Path:
-    """Refuse an output directory :func:`infer_to_directory` may not (re)place.
-
-    It may be absent, empty or an earlier run's output.
-
-    Raises
-    ------
-    NotOursError
-        When ``path`` is a file or holds other files than a run's.
-    InvalidParameterError
-        When its parent directory is not writable.
-    """
+    """Refuse an output directory neither absent, empty nor a run's, or not writable."""
     target = Path(path)
     check_replaceable(target, _is_run, "taskclf inference output")
     _writable(target)
@@ -172,19 +142,18 @@ def threshold_source(bundle: str | os.PathLike[str], given: float | None) -> str
     if given is not None:
         return "given on the command line"
     if Path(bundle).is_dir():
-        source = _metadata(bundle).extra.get("reject_threshold_source")
+        source = _info(bundle).metadata.extra.get("reject_threshold_source")
         if source:
             return str(source)
     return "saved in the bundle"
 
 
-def _metadata(bundle: str | os.PathLike[str]) -> Any:
-    """The ``BundleMetadata`` of a bundle file or directory, read without unpickling."""
+def _info(bundle: str | os.PathLike[str]) -> Any:
+    """The ``BundleInfo`` or ``BundleDirInfo`` of a bundle, read without unpickling."""
     from taskclf.bundle import read_bundle_info
     from taskclf.bundle_dir import read_bundle_dir_info
 
-    reader = read_bundle_dir_info if Path(bundle).is_dir() else read_bundle_info
-    return reader(bundle).metadata
+    return (read_bundle_dir_info if Path(bundle).is_dir() else read_bundle_info)(bundle)
 
 
 def check_output_file(path: str | os.PathLike[str], *, directory: bool = False) -> Path:
@@ -199,26 +168,6 @@ def check_output_file(path: str | os.PathLike[str], *, directory: bool = False) 
         check_replaceable(target, is_bundle_dir, "taskclf bundle directory")
     _writable(target)
     return target
-
-
-def use_smoother(pipeline: Pipeline, smoother: str) -> Pipeline:
-    """Set the ``smooth`` step: ``"majority"`` (rolling majority) or ``"viterbi"``.
-
-    The step's ``max_gap_seconds`` is kept; a majority smoother already in
-    place is kept as it is.
-    """
-    from taskclf.stages.smooth import MajoritySmoother
-    from taskclf.stages.viterbi import ViterbiSmoother
-
-    if smoother not in SMOOTHERS:
-        raise InvalidParameterError(f"smoother must be one of {SMOOTHERS}, got {smoother!r}")
-    current = pipeline.named_steps["smooth"]
-    kind = ViterbiSmoother if smoother == "viterbi" else MajoritySmoother
-    if not isinstance(current, kind):
-        gap = current.max_gap_seconds
-        new = ViterbiSmoother(max_gap_seconds=gap) if smoother == "viterbi" else None
-        pipeline.set_params(smooth=new or MajoritySmoother(DEFAULT_SMOOTH_WINDOW, gap))
-    return pipeline
 
 
 def configure(
@@ -237,26 +186,33 @@ def configure(
     ----------
     pipeline : Pipeline
         A taskclf pipeline (fitted or not); changed in place.
-    reject_threshold : float, optional
     smooth_window : int, optional
         The majority smoother's window; refused with ``smoother="viterbi"``.
     smoother : {"majority", "viterbi"}, optional
-    taxonomy : path-like, optional
-        A taxonomy YAML file: map the labels to its buckets (replacing any
-        taxonomy step).
-    calibrator_store : path-like, optional
-        A calibrator store directory (taskclf 0.4's layout) replacing the
-        pipeline's calibration.
+        Keeps the step's ``max_gap_seconds``, and a smoother of that kind.
+    taxonomy, calibrator_store : path-like, optional
+        A taxonomy YAML file (its buckets' step replaces any taxonomy step);
+        a calibrator store directory (taskclf 0.4's layout) for the calibration.
     backend : {"lightgbm", "compiled"}, optional
-        What predicts in the model stage.
 
     Returns
     -------
     Pipeline
-        ``pipeline``, or a copy of its steps with the taxonomy step.
+        ``pipeline``, or a new one with its steps (new calibration, model or taxonomy).
     """
-    if smoother is not None:
-        use_smoother(pipeline, smoother)
+    if smoother is not None:  # a smoother of that kind already in place is kept
+        from taskclf.pipeline import SMOOTHERS
+        from taskclf.stages.smooth import MajoritySmoother
+        from taskclf.stages.viterbi import ViterbiSmoother
+
+        if smoother not in SMOOTHERS:
+            raise InvalidParameterError(f"smoother must be one of {SMOOTHERS}, got {smoother!r}")
+        current = pipeline.named_steps["smooth"]
+        if smoother == "viterbi" and not isinstance(current, ViterbiSmoother):
+            pipeline.set_params(smooth=ViterbiSmoother(max_gap_seconds=current.max_gap_seconds))
+        elif smoother == "majority" and not isinstance(current, MajoritySmoother):
+            window, gap = DEFAULT_SMOOTH_WINDOW, current.max_gap_seconds
+            pipeline.set_params(smooth=MajoritySmoother(window, gap))
     if reject_threshold is not None:
         pipeline.set_params(reject__threshold=reject_threshold)
     if smooth_window is not None:
@@ -325,9 +281,10 @@ def new_pipeline(
         reject_threshold=reject_threshold,
         num_threads=threads,
         per_user_calibration=per_user_calibration,
+        smoother=smoother,
         backend=backend,
     )
-    return configure(pipeline, smooth_window=smooth_window, smoother=smoother)
+    return configure(pipeline, smooth_window=smooth_window)
 
 
 def train(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> Pipeline:
@@ -345,19 +302,14 @@ def training_days(X: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def warn_if_trained_on(bundle: str | os.PathLike[str], X: pd.DataFrame) -> list[Any]:
-    """Warn when the labelled rows ``X`` include days the bundle was trained on.
+    """Warn when the rows ``X`` include user-days the bundle trained on; return those.
 
     Scores on a model's own training rows are optimistic and hardly differ
     between candidates, so a search on them picks nothing useful.
-
-    Returns
-    -------
-    list of (user_id, day)
-        The user-days found in both (empty for bundles that record none).
     """
     from taskclf.tune import training_overlap
 
-    recorded = _metadata(bundle).extra.get(TRAINING_DAYS)
+    recorded = _info(bundle).metadata.extra.get(TRAINING_DAYS)
     overlap = training_overlap(recorded, X)
     if overlap:
         shown = ", ".join(f"{user} {day}" for user, day in overlap[:3])
@@ -394,14 +346,7 @@ def save_model(
 
 @attrs.frozen
 class InferenceRun:
-    """What :func:`infer_to_directory` published.
-
-    Attributes
-    ----------
-    directory : Path
-    rows : int
-    segments : int
-    """
+    """What :func:`infer_to_directory` published: where, and how many rows and segments."""
 
     directory: Path
     rows: int
@@ -411,6 +356,10 @@ class InferenceRun:
     def files(self) -> tuple[Path, ...]:
         """``predictions.csv`` and ``segments.json`` in :attr:`directory`."""
         return tuple(self.directory / name for name in RUN_FILES)
+
+
+def _bucket_seconds(pipeline: Pipeline) -> int:
+    return int(pipeline.get_params().get("merge__bucket_seconds", DEFAULT_BUCKET_SECONDS))
 
 
 def run_columns(columns: Sequence[str]) -> list[str]:
@@ -430,24 +379,17 @@ def infer_to_directory(
 ) -> InferenceRun:
     """Transform ``features``; publish ``predictions.csv`` and ``segments.json`` together.
 
-    ``out_dir`` is refused before any work unless it is absent, empty or
-    an earlier run's output (:func:`check_output_dir`). The two files are
-    written into a staging directory beside it that then takes its place
-    (``taskclf._io.atomic_directory``): a reader sees the old run or the
-    new one, never one run's predictions beside another's segments; an
-    error, Ctrl-C or SIGTERM leaves the old output and no temporary files.
-
-    A ``label`` column in a features frame is taken as the true labels: it
-    is not given to the pipeline and is written as ``true_label``.
+    ``out_dir`` must be absent, empty or an earlier run's output
+    (:func:`check_output_dir`); it is replaced as one unit
+    (``taskclf._io.atomic_directory``): a reader sees the old run or the new
+    one, and an error, Ctrl-C or SIGTERM leaves the old output. A ``label``
+    column of a features frame is not given to the pipeline: it is written
+    as ``true_label``.
 
     Parameters
     ----------
     pipeline : Pipeline
         A fitted taskclf pipeline.
-    features : DataFrame or any input of ``transform``
-        The rows to predict.
-    out_dir : path-like
-        The run's directory.
     transform : callable, optional
         Turns ``features`` into the transformed pandas frame; by default
         ``pipeline.transform``.
@@ -456,33 +398,20 @@ def infer_to_directory(
     mapped_probs : bool, default False
         Also write each bucket's probability as a ``mapped_proba_<bucket>``
         column (4 decimals).
-
-    Returns
-    -------
-    InferenceRun
-
-    Raises
-    ------
-    InvalidParameterError
-        For ``view="mapped"`` or ``mapped_probs`` without a taxonomy step.
     """
     if view not in VIEWS:
         raise InvalidParameterError(f"view must be one of {VIEWS}, got {view!r}")
     if (view == "mapped" or mapped_probs) and "taxonomy" not in pipeline.named_steps:
         raise InvalidParameterError("buckets need a taxonomy: give one with --taxonomy")
     target = check_output_dir(out_dir)
-    bucket_seconds = int(
-        pipeline.get_params().get("segment__bucket_seconds", DEFAULT_BUCKET_SECONDS)
-    )
     truth = None
     if isinstance(features, pd.DataFrame) and LABEL in features.columns:
         truth, features = features[LABEL].astype(str), features.drop(columns=LABEL)
     with atomic_directory(target, _is_run, "taskclf inference output") as staging:
         out = (transform or pipeline.transform)(features)
+        label = MAPPED_LABEL if view == "mapped" else LABEL
         segments = frame_to_segments(
-            out,
-            bucket_seconds=bucket_seconds,
-            label_column=MAPPED_LABEL if view == "mapped" else LABEL,
+            out, bucket_seconds=_bucket_seconds(pipeline), label_column=label
         )
         mapped = out[MAPPED_LABEL].astype(str).tolist() if MAPPED_LABEL in out else None
         extra = {} if truth is None else {TRUE_LABEL: truth.to_numpy()}
@@ -508,17 +437,10 @@ def infer_to_directory(
 class Tuned:
     """What :func:`tune` found.
 
-    Attributes
-    ----------
-    table : DataFrame
-        One row per candidate, best first: its parameters, ``mean_score``,
-        ``std_score`` and ``rank``.
-    best_params : dict
-        The best candidate's parameters (Python numbers).
-    best_score : float
-    pipeline : Pipeline
-        The tuned pipeline: the given one with ``best_params`` set, or
-        (``retrain``) the best candidate refitted on all rows.
+    ``table`` has one row per candidate, best first: its parameters,
+    ``mean_score``, ``std_score`` and ``rank``. ``pipeline`` is the given one
+    with ``best_params`` set, or (``retrain``) the best candidate refitted on
+    all rows.
     """
 
     table: pd.DataFrame
@@ -550,8 +472,6 @@ def tune(
         Fitted (a saved model, whose model steps stay frozen:
         :func:`taskclf.pipeline.freeze`), or unfitted with ``retrain``
         (each fold trains its own model).
-    X, y : DataFrame, Series
-        Labelled rows.
     thresholds : sequence of float or None
         Reject thresholds to try (``None`` rejects nothing).
     windows : sequence of int, optional
@@ -559,12 +479,6 @@ def tune(
         refused when the pipeline smooths by Viterbi decoding.
     scoring : str
         A name of :data:`taskclf.metrics.SCORERS`.
-    n_folds : int
-    retrain : bool
-
-    Returns
-    -------
-    Tuned
     """
     from taskclf.bundle import record_training
     from taskclf.metrics import get_scorer
@@ -582,8 +496,8 @@ def tune(
     search = PostprocessingSearchCV(
         candidate, grid, scoring=scorer, cv=PredefinedSplit(folds), refit=retrain
     ).fit(X, y)
-    results = pd.DataFrame(search.cv_results_)
     names = {f"param_{key}": key.replace("__", "_") for key in grid}
+    results = pd.DataFrame(search.cv_results_).astype(dict.fromkeys(names, object))  # 1, not 1.0
     names.update(mean_test_score="mean_score", std_test_score="std_score", rank_test_score="rank")
     table = results[list(names)].rename(columns=names)
     table = table.sort_values(["rank", *list(names.values())[:1]], kind="stable")
@@ -596,29 +510,16 @@ def tune(
 
 def bundle_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A bundle's metadata, read without unpickling anything: kind, digests, metadata."""
-    from taskclf.bundle import read_bundle_info
-    from taskclf.bundle_dir import read_bundle_dir_info
     from taskclf.stages._compiled import is_cached
 
-    path = Path(path)
+    path, info = Path(path), _info(path)
     if path.is_dir():
-        dir_info = read_bundle_dir_info(path)
-        facts = {
-            "path": str(path),
-            "kind": "taskclf 0.4 model directory" if dir_info.legacy else "bundle directory",
-            "files": dir_info.files,
-            **dir_info.metadata.to_dict(),
-        }
+        kind = "taskclf 0.4 model directory" if info.legacy else "bundle directory"
+        facts = {"path": str(path), "kind": kind, "files": info.files}
     else:
-        info = read_bundle_info(path)
-        facts = {
-            "path": str(path),
-            "kind": f"bundle file (format {info.format_version})",
-            "file_sha256": info.file_sha256,
-            "payload_sha256": info.payload_sha256,
-            "payload_bytes": info.payload_bytes,
-            **info.metadata.to_dict(),
-        }
+        facts = {"path": str(path), "kind": f"bundle file (format {info.format_version})"}
+        facts |= {k: getattr(info, k) for k in ("file_sha256", "payload_sha256", "payload_bytes")}
+    facts |= info.metadata.to_dict()
     digest = (facts.get("extra") or {}).get(MODEL_SHA256)
     cached = None if digest is None else is_cached(str(digest))
     facts["compiled_model"] = {
@@ -639,12 +540,7 @@ def demo(
     threads: int | None = 1,
     say: Callable[[str], None] = print,
 ) -> None:
-    """The whole flow on synthetic data, telling ``say`` every step and path.
-
-    Writes, under ``out``: labelled training features and a new day's
-    features (``features/``), a trained model as a bundle file and as a
-    pickle-free directory, the new day's predictions and their report.
-    """
+    """The whole flow on synthetic data under ``out``, telling ``say`` every step and path."""
     from taskclf._readers import write_features
     from taskclf.report import write_report
     from taskclf.synth import make_activity_frame
@@ -710,18 +606,12 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
 def evaluate_to_directory(
     pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, out_dir: str | os.PathLike[str]
 ) -> dict[str, Any]:
-    """Evaluate ``pipeline`` on labelled rows; write the figures and pictures together.
+    """Evaluate ``pipeline`` on labelled rows; publish the figures and pictures together.
 
-    Writes ``evaluation.json`` (objects ``pooled`` and ``per_user``, the
+    Returns what ``evaluation.json`` holds: ``pooled`` and ``per_user``, the
     final labels' figures at the top level of each, the raw labels' under
-    ``raw_label``), ``per_user.csv`` and three pictures: the confusion
-    matrix, the reliability diagram and the coverage-accuracy curve. The
-    directory is published as one unit (see :func:`infer_to_directory`).
-
-    Returns
-    -------
-    dict
-        What ``evaluation.json`` holds.
+    ``raw_label``. ``per_user.csv`` and three pictures (confusion matrix,
+    reliability diagram, coverage-accuracy curve) go beside it.
     """
     import json
 
@@ -730,8 +620,7 @@ def evaluate_to_directory(
 
     target = Path(out_dir)
     check_replaceable(target, _is_evaluation, "taskclf evaluation")
-    bucket_seconds = int(pipeline.get_params().get("merge__bucket_seconds", DEFAULT_BUCKET_SECONDS))
-    result = evaluate(pipeline.transform(X), y, bucket_seconds=bucket_seconds)
+    result = evaluate(pipeline.transform(X), y, bucket_seconds=_bucket_seconds(pipeline))
     report = {
         "pooled": _headline(result["pooled"]),
         "per_user": {str(u): _headline(r) for u, r in result["per_user"].items()},

@@ -126,9 +126,9 @@ def test_fast_search_equals_gridsearchcv_on_a_frozen_booster(
     X, y = head.drop(columns="label"), head["label"]
     pipeline = build_pipeline(booster_v1, encoders_v1)
     theirs = get_scorer(scoring) if scoring else None  # scikit-learn knows no taskclf names
-    grid = GridSearchCV(pipeline, GRID, cv=GroupKFold(3), scoring=theirs, error_score="raise")
+    grid = GridSearchCV(pipeline, GRID, cv=FOLDS, scoring=theirs, error_score="raise")
     grid.fit(X, y, groups=X["user_id"])
-    fast = PostprocessingSearchCV(pipeline, GRID, cv=GroupKFold(3), scoring=scoring)
+    fast = PostprocessingSearchCV(pipeline, GRID, cv=FOLDS, scoring=scoring)
     fast.fit(X, y, groups=X["user_id"])
     assert_same_search(grid, fast)
     assert fast.best_estimator_.named_steps["predict"].booster_ is booster_v1
@@ -142,7 +142,7 @@ def test_refit_false_keeps_no_estimator(booster_v1, encoders_v1, frame_v1):
         build_pipeline(booster_v1, encoders_v1),
         {"smooth__window": [1, 3]},
         scoring="accuracy",
-        cv=GroupKFold(3),
+        cv=FOLDS,
         refit=False,
     ).fit(X, y, groups=X["user_id"])
     assert not hasattr(fast, "best_estimator_")
