@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import check_scoring, get_scorer_names
-from sklearn.model_selection import GridSearchCV, ParameterGrid, check_cv
+from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted, indexable
@@ -29,6 +30,32 @@ from taskclf.pipeline import TaskPipeline
 __all__ = ["PostprocessingSearchCV", "day_fingerprints", "training_overlap"]
 
 NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+def _cv_results(
+    candidates: list[dict[str, Any]], scores: np.ndarray, times: np.ndarray
+) -> dict[str, Any]:
+    """GridSearchCV's ``cv_results_``: same keys, order, dtypes and arithmetic."""
+    results: dict[str, Any] = {}
+    for key, array in (("fit_time", times[0]), ("score_time", times[1])):
+        results[f"mean_{key}"], results[f"std_{key}"] = array.mean(axis=1), array.std(axis=1)
+    for name in dict.fromkeys(name for params in candidates for name in params):
+        column: np.ma.MaskedArray = np.ma.masked_all(len(candidates), dtype=object)
+        for i, params in enumerate(candidates):
+            if name in params:
+                column[i] = params[name]
+        results[f"param_{name}"] = column
+    results["params"] = candidates
+    for s in range(scores.shape[1]):
+        results[f"split{s}_test_score"] = scores[:, s]
+    results["mean_test_score"], results["std_test_score"] = scores.mean(axis=1), scores.std(axis=1)
+    means = results["mean_test_score"]
+    if np.isnan(means).all():
+        results["rank_test_score"] = np.ones(len(means), dtype=np.int32)
+    else:  # NaN scores rank with the worst
+        filled = np.where(np.isnan(means), np.nanmin(means) - 1, means)
+        results["rank_test_score"] = rankdata(-filled, method="min").astype(np.int32)
+    return results
 
 
 class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
@@ -143,9 +170,10 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
         X, y, groups = indexable(X, y, groups)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         folds = list(cv.split(X, y, groups))
-        out: list[dict[str, Any]] = [{} for _ in range(len(candidates) * len(folds))]
+        scores = np.empty((len(candidates), len(folds)))
+        times = np.empty((2, *scores.shape))  # fitting, scoring
         self.prefix_fit_times_ = np.zeros(len(folds))
-        with step("tuning", len(out)) as advance:
+        with step("tuning", scores.size) as advance:
             for s, (train, test) in enumerate(folds):
                 X_train, y_train = _safe_indexing(X, train), _safe_indexing(y, train)
                 X_test, y_test = _safe_indexing(X, test), _safe_indexing(y, test)
@@ -165,16 +193,11 @@ class PostprocessingSearchCV(MetaEstimatorMixin, BaseEstimator):
                             f"scoring must give one number per call, got {type(score).__name__}"
                             "; multi-metric scoring is not supported"
                         )
-                    out[c * len(folds) + s] = {
-                        "test_scores": score,
-                        "fit_time": fitted - started,
-                        "score_time": time.perf_counter() - fitted,
-                    }
+                    scores[c, s] = score
+                    times[:, c, s] = fitted - started, time.perf_counter() - fitted
                     advance(1)
-        # GridSearchCV's own bookkeeping: the same keys, dtypes, means and ranks.
-        self.cv_results_ = GridSearchCV(self.estimator, {})._format_results(
-            candidates, len(folds), out
-        )
+
+        self.cv_results_ = _cv_results(candidates, scores, times)
         self.best_index_ = int(self.cv_results_["rank_test_score"].argmin())
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.best_params_ = candidates[self.best_index_]

@@ -496,8 +496,8 @@ def tune(
     search = PostprocessingSearchCV(
         candidate, grid, scoring=scorer, cv=PredefinedSplit(folds), refit=retrain
     ).fit(X, y)
+    results = pd.DataFrame(search.cv_results_)
     names = {f"param_{key}": key.replace("__", "_") for key in grid}
-    results = pd.DataFrame(search.cv_results_).astype(dict.fromkeys(names, object))  # 1, not 1.0
     names.update(mean_test_score="mean_score", std_test_score="std_score", rank_test_score="rank")
     table = results[list(names)].rename(columns=names)
     table = table.sort_values(["rank", *list(names.values())[:1]], kind="stable")
