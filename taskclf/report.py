@@ -1,24 +1,8 @@
-"""Reports on inference output: time per label per user and day, and timelines.
+"""Reports on inference output: time per label per user and day, and timeline pictures.
 
-:func:`write_report` reads the ``predictions.csv`` that ``taskclf infer``
-writes and produces, in one directory published as a whole:
-
-- ``summary.csv``: time per label over every user and day;
-- ``per_user.csv`` and ``per_day.csv``: one row per user (per user and UTC
-  day): minutes, segments, switches per hour, reject rate, accuracy when
-  the true labels are known, and minutes and share of each label;
-- ``timeline.png`` (``timeline-01.png``, ... when there are many
-  user-days): one row per user and day, with the segments as coloured bars,
-  rejected minutes hatched, gaps left blank over a thin line, the
-  confidence of each minute as a ribbon underneath and, when known, the
-  true labels as a strip above.
-
-With a taxonomy, ``view="mapped"`` reports its buckets (the
-``mapped_label`` column) instead of the core labels.
-
-Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no
-change to the caller's matplotlib backend). matplotlib is the ``report``
-extra: ``pip install 'taskclf[report]'``.
+:func:`write_report` writes the files that docs/cli.md lists under "report". Pictures are
+drawn on matplotlib's Agg canvas directly (no pyplot, no change to the caller's backend);
+matplotlib is the ``report`` extra: ``pip install 'taskclf[report]'``.
 """
 
 from __future__ import annotations
@@ -43,7 +27,6 @@ from taskclf.exceptions import InputError, ReaderError
 from taskclf.stages.segment import Segment, frame_to_segments, number_runs
 from taskclf.workflows import VIEWS
 
-SUMMARY_FILE: Final = "summary.csv"
 ROWS_PER_PICTURE: Final = 40
 """Most user-days drawn in one picture; more go into numbered pictures."""
 MAX_PREDICTIONS_BYTES: Final = 2**31
@@ -52,24 +35,16 @@ MAX_PREDICTIONS_BYTES: Final = 2**31
 _OTHER_COLORS: Final = ("#882255", "#44AA99", "#332288", "#DDCC77", "#117733", "#AA4499")
 _NO_USER: Final = "(all)"
 _REPORT_FILE: Final = re.compile(r"(summary|per_user|per_day)\.csv|timeline(-\d+)?\.png")
+_BARS: Final = {"label": (-0.03, 0.38), TRUE_LABEL: (-0.36, 0.16), "rejected": (-0.03, 0.38)}
+"""Centre (from a picture row's centre) and height of the bars of each kind of pieces."""
+_HATCH: Final = {"fill": False, "hatch": "////", "edgecolor": "#222222", "lw": 0}
 
 
 def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.DataFrame:
-    """The minutes of a ``predictions.csv``, with the label of ``view``.
+    """The minutes of a ``predictions.csv`` with the label of ``view``, by user and time.
 
-    Returns
-    -------
-    DataFrame
-        ``bucket_start_ts`` (UTC), ``user_id`` (str), ``label``,
-        ``confidence``, ``is_rejected`` and, when the file has true labels
-        and the view is ``"core"``, ``true_label``; sorted by user and time.
-
-    Raises
-    ------
-    ReaderError
-        If the file is missing, unreadable or lacks a column.
-    InputError
-        If ``view`` is unknown, or ``"mapped"`` for a run without taxonomy.
+    ``true_label`` is kept in the core view; a bad file raises ReaderError, a bad view
+    InputError.
     """
     if view not in VIEWS:
         raise InputError(f"view must be one of {VIEWS}, got {view!r}")
@@ -115,15 +90,7 @@ def runs(minutes: pd.DataFrame, column: str, bucket_seconds: int) -> list[Segmen
 
 
 def segments_frame(segments: Sequence[Segment]) -> pd.DataFrame:
-    """Segments as a frame: ``user_id``, ``label``, ``start``, ``end``, ``minutes``.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> seg = Segment(dt.datetime(2025, 1, 6, 9), dt.datetime(2025, 1, 6, 9, 30), "Build", 30)
-    >>> segments_frame([seg])[["label", "minutes"]].values.tolist()
-    [['Build', 30.0]]
-    """
+    """Segments as a frame: ``user_id``, ``label``, ``start``, ``end``, ``minutes``."""
     frame = pd.DataFrame(
         {
             USER_ID: [_NO_USER if s.user_id is None else str(s.user_id) for s in segments],
@@ -168,46 +135,25 @@ def summarize_segments(segments: Sequence[Segment]) -> pd.DataFrame:
 
 def split_by_day(frame: pd.DataFrame) -> pd.DataFrame:
     """Cut segments at UTC midnight; add ``day`` and start/end hours of that day."""
-    if frame.empty:
-        return frame.assign(day=pd.Series(dtype=object), start_h=[], end_h=[])
-    pieces = []
-    rest = frame
-    while len(rest):
-        day = rest["start"].dt.floor("D")
-        midnight = day + pd.Timedelta(days=1)
-        piece = rest.assign(
-            day=day.dt.date, end=rest["end"].where(rest["end"] <= midnight, midnight)
-        )
-        pieces.append(piece)
-        crossing = (rest["end"] > midnight).to_numpy()
-        rest = rest[crossing].assign(start=midnight[crossing])
-    out = pd.concat(pieces, ignore_index=True)
-    base = pd.to_datetime(out["day"].astype(str), utc=True)
-    out["start_h"] = (out["start"] - base).dt.total_seconds() / 3600.0
-    out["end_h"] = (out["end"] - base).dt.total_seconds() / 3600.0
+    first = frame["start"].dt.floor("D")
+    last = (frame["end"] - pd.Timedelta(1)).dt.floor("D")  # the day of the last instant
+    rows = np.repeat(np.arange(len(frame)), (last - first).dt.days.to_numpy(np.int64) + 1)
+    out = frame.iloc[rows].reset_index(drop=True)
+    day = first.iloc[rows].reset_index(drop=True)
+    day += pd.to_timedelta(out.groupby(rows).cumcount(), unit="D")
+    midnight = day + pd.Timedelta(days=1)
+    out["start"] = out["start"].where(out["start"] > day, day)
+    out["end"] = out["end"].where(out["end"] < midnight, midnight)
+    out["day"] = day.dt.date
+    out["start_h"] = (out["start"] - day).dt.total_seconds() / 3600.0
+    out["end_h"] = (out["end"] - day).dt.total_seconds() / 3600.0
     out["minutes"] = (out["end"] - out["start"]).dt.total_seconds() / 60.0
     return out.sort_values([USER_ID, "day", "start"], kind="stable").reset_index(drop=True)
 
 
 def time_table(pieces: pd.DataFrame, minutes: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """One row per group of ``by`` (``user_id``, ``day``): how its time was spent.
-
-    Parameters
-    ----------
-    pieces : DataFrame
-        Segments cut per day (:func:`split_by_day`).
-    minutes : DataFrame
-        The minutes (:func:`read_predictions`) with a ``day`` column.
-    by : sequence of str
-
-    Returns
-    -------
-    DataFrame
-        ``minutes``, ``segments``, ``switches_per_hour`` (changes of label
-        between consecutive segments of a user-day, per hour of segments),
-        ``reject_rate``, ``accuracy`` (with true labels), then
-        ``minutes_<label>`` and ``share_<label>`` (percent) for each label.
-    """
+    """One row per group of ``by`` (``user_id``, ``day``) of the segments cut per day and
+    the minutes (with ``day``): the columns of ``per_user.csv`` that docs/cli.md lists."""
     keys = list(by)
     previous = pieces.groupby([USER_ID, "day"])["label"].shift()
     switched = pieces["label"].ne(previous) & previous.notna()
@@ -217,11 +163,10 @@ def time_table(pieces: pd.DataFrame, minutes: pd.DataFrame, by: Sequence[str]) -
         .agg(minutes=("minutes", "sum"), segments=("label", "size"), switches=("switches", "sum"))
     )
     table["switches_per_hour"] = (table.pop("switches") / (table["minutes"] / 60.0)).round(3)
-    grouped = minutes.groupby(keys)
-    table["reject_rate"] = grouped["is_rejected"].mean().round(4)
+    rates = minutes[keys].assign(reject_rate=minutes["is_rejected"])
     if TRUE_LABEL in minutes:
-        hit = minutes["label"].eq(minutes[TRUE_LABEL])
-        table["accuracy"] = hit.groupby([minutes[k] for k in keys]).mean().round(4)
+        rates["accuracy"] = minutes["label"].eq(minutes[TRUE_LABEL])
+    table = table.join(rates.groupby(keys).mean().round(4))
     per_label = pieces.pivot_table("minutes", index=keys, columns="label", aggfunc="sum")
     per_label = per_label[_ordered(per_label.columns)].fillna(0.0)
     share = per_label.div(per_label.sum(axis=1), axis=0) * 100.0
@@ -261,34 +206,30 @@ def _draw(
     path: Path,
     title: str,
 ) -> None:
-    """One picture: a row per user-day; see the module's description."""
+    """One picture: a row per user-day (docs/cli.md says what it shows)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     predicted = pieces["label"]
-    truth = pieces.get(TRUE_LABEL)
-    labels = _ordered({*predicted["label"], *([] if truth is None else truth["label"])})
+    labels = _ordered({*predicted["label"], *pieces.get(TRUE_LABEL, predicted)["label"]})
     colors = palette(labels)
     figure, ax = _figure(12, max(4.2, 1.4 + 0.6 * len(keys)))
-    y = _rows(predicted, keys)
-    spans = predicted.groupby(y)[["start_h", "end_h"]].agg({"start_h": "min", "end_h": "max"})
+    spans = predicted.groupby(_rows(predicted, keys)).agg({"start_h": "min", "end_h": "max"})
     ax.hlines(spans.index, spans["start_h"], spans["end_h"], color="#555555", lw=0.6)
-    for name, (low, high) in {"label": (-0.22, 0.16), TRUE_LABEL: (-0.44, -0.28)}.items():
-        frame = pieces.get(name)
-        if frame is None:
-            continue
-        rows = _rows(frame, keys)
-        for label in labels:
-            mask = (frame["label"] == label).to_numpy() & (rows >= 0)
-            ax.barh(rows[mask] + (low + high) / 2, (frame["end_h"] - frame["start_h"])[mask],
-                    left=frame["start_h"][mask], height=high - low, color=colors[label],
-                    edgecolor="#777777" if label == MIXED_UNKNOWN else "none", lw=0.4)  # fmt: skip
-    rejected = pieces["rejected"]
-    rows = _rows(rejected, keys)
-    ax.barh(rows[rows >= 0] - 0.03, (rejected["end_h"] - rejected["start_h"])[rows >= 0],
-            left=rejected["start_h"][rows >= 0], height=0.38, fill=False, hatch="////",
-            edgecolor="#222222", lw=0)  # fmt: skip
-    _ribbons(ax, minutes, keys)
+    for name in (name for name in _BARS if name in pieces):
+        rows = _rows(pieces[name], keys)
+        shown, (centre, height) = pieces[name][rows >= 0], _BARS[name]
+        edges = np.where(shown["label"] == MIXED_UNKNOWN, "#777777", "none")
+        style = {"color": shown["label"].map(colors).tolist(), "edgecolor": edges, "lw": 0.4}
+        ax.barh(rows[rows >= 0] + centre, shown["end_h"] - shown["start_h"], left=shown["start_h"],
+                height=height, **(_HATCH if name == "rejected" else style))  # fmt: skip
+    rows = _rows(minutes, keys)
+    shown = minutes[rows >= 0]
+    # The confidence ribbon: two points per minute and a break after each, so gaps stay empty.
+    x = np.column_stack([shown["start_h"], shown["start_h"] + shown["width_h"], shown["start_h"]])
+    top = np.column_stack([shown["confidence"], shown["confidence"], np.full(len(shown), np.nan)])
+    base = np.repeat(rows[rows >= 0] + 0.45, 3)
+    ax.fill_between(x.ravel(), base, base - 0.24 * top.ravel(), color="#666666", alpha=0.5, lw=0)
     ax.set_yticks(range(len(keys)), [f"{u}  {d}" for u, d in keys])
     ax.set_ylim(len(keys) - 0.5, -0.5)
     low = float(np.floor(predicted["start_h"].min())) if len(predicted) else 0.0
@@ -331,15 +272,8 @@ def _save(figure: Any, path: Path) -> None:
 
 
 def draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
-    """The pictures of an evaluation: confusion matrix, reliability, coverage-accuracy.
-
-    Parameters
-    ----------
-    pooled : dict
-        The ``pooled`` figures of :func:`taskclf.metrics.evaluate`.
-    directory : Path
-        Where ``confusion.png``, ``reliability.png`` and ``coverage.png`` go.
-    """
+    """Draw the ``pooled`` figures of :func:`taskclf.metrics.evaluate` into ``directory``:
+    ``confusion.png``, ``reliability.png`` and ``coverage.png``."""
     matrix = pooled["label"]["confusion_matrix"]
     names, counts = matrix["labels"], np.asarray(matrix["counts"], dtype=float)
     figure, ax = _figure(7, 6)
@@ -367,21 +301,6 @@ def draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
     _save(figure, directory / "coverage.png")
 
 
-def _ribbons(ax: object, minutes: pd.DataFrame, keys: list[tuple[str, object]]) -> None:
-    """The confidence of each minute as a ribbon hanging under its user-day's bars."""
-    rows = _rows(minutes, keys)
-    start = minutes["start_h"].to_numpy()
-    width = minutes["width_h"].to_numpy()
-    confidence = minutes["confidence"].to_numpy()
-    for row in np.unique(rows[rows >= 0]):
-        mask = rows == row
-        # Two points per minute and a break after each, so gaps stay empty.
-        x = np.column_stack([start[mask], start[mask] + width[mask], start[mask]]).ravel()
-        top = np.column_stack([confidence[mask], confidence[mask], np.full(mask.sum(), np.nan)])
-        base = row + 0.45
-        ax.fill_between(x, base, base - 0.24 * top.ravel(), color="#666666", alpha=0.5, lw=0)  # type: ignore[attr-defined]
-
-
 def plot_timelines(
     pieces: dict[str, pd.DataFrame], minutes: pd.DataFrame, out_dir: str | os.PathLike[str]
 ) -> list[Path]:
@@ -395,7 +314,6 @@ def plot_timelines(
         optionally, ``"true_label"``.
     minutes : DataFrame
         The minutes with ``day``, ``start_h`` and ``width_h``.
-    out_dir : path-like
 
     Returns
     -------
@@ -455,10 +373,6 @@ def write_report(
     view : {"core", "mapped"}, default "core"
         Count the core labels, or the buckets of the run's taxonomy.
 
-    Returns
-    -------
-    Report
-
     Raises
     ------
     ReaderError
@@ -474,15 +388,12 @@ def write_report(
         day=day.dt.date,
         start_h=(minutes[BUCKET_START_TS] - day).dt.total_seconds() / 3600.0,
         width_h=width / 3600.0,
+        rejected=minutes["is_rejected"].map({True: "rejected", False: ""}),
     )
-    rejected = minutes["is_rejected"].map({True: "rejected", False: ""})
-    columns = ["label", TRUE_LABEL] if TRUE_LABEL in minutes else ["label"]
+    columns = [name for name in ("label", TRUE_LABEL, "rejected") if name in minutes]
     segments = {name: runs(minutes, name, width) for name in columns}
     pieces = {name: split_by_day(segments_frame(found)) for name, found in segments.items()}
-    rejected_runs = runs(minutes.assign(rejected=rejected), "rejected", width)
-    pieces["rejected"] = split_by_day(
-        segments_frame([s for s in rejected_runs if s.label == "rejected"])
-    )
+    pieces["rejected"] = pieces["rejected"][pieces["rejected"]["label"] == "rejected"]
     summary = summarize_segments(segments["label"])
     per_user = time_table(pieces["label"], minutes, [USER_ID])
     per_day = time_table(pieces["label"], minutes, [USER_ID, "day"])
