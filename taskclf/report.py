@@ -7,10 +7,11 @@ matplotlib is the ``report`` extra: ``pip install 'taskclf[report]'``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -121,16 +122,12 @@ def summarize_segments(segments: Sequence[Segment]) -> pd.DataFrame:
     >>> summarize_segments(segs)[["label", "minutes", "share"]].values.tolist()
     [['Build', 30.0, 75.0], ['Meet', 10.0, 25.0]]
     """
-    frame = segments_frame(segments)
-    grouped = frame.groupby("label", sort=False)["minutes"].agg(["count", "sum"])
-    grouped = grouped.rename(columns={"count": "segments", "sum": "minutes"})
-    total = float(grouped["minutes"].sum())
-    grouped["share"] = (grouped["minutes"] / total * 100.0).round(2) if total > 0 else 0.0
-    grouped = grouped.sort_values(["minutes", "segments"], ascending=False, kind="stable")
-    out = grouped.reset_index()
-    out["segments"] = out["segments"].astype(np.int64)
-    out["minutes"] = out["minutes"].round(2)
-    return out[["label", "segments", "minutes", "share"]]
+    grouped = segments_frame(segments).groupby("label", sort=False)["minutes"]
+    out = pd.DataFrame({"segments": grouped.size(), "minutes": grouped.sum()})
+    total = float(out["minutes"].sum())
+    out["share"] = (out["minutes"] / total * 100.0).round(2) if total > 0 else 0.0
+    out = out.sort_values(["minutes", "segments"], ascending=False, kind="stable")
+    return out.assign(minutes=out["minutes"].round(2)).reset_index()
 
 
 def split_by_day(frame: pd.DataFrame) -> pd.DataFrame:
@@ -192,28 +189,20 @@ def palette(labels: Sequence[str]) -> dict[str, str]:
 
 def _rows(pieces: pd.DataFrame, keys: list[tuple[str, object]]) -> np.ndarray:
     """The picture row of each of ``pieces`` (its user-day's place in ``keys``; -1: not drawn)."""
-    if not keys:
-        return np.full(len(pieces), -1.0)
-    wanted = pd.MultiIndex.from_tuples(keys)
     found = pd.MultiIndex.from_arrays([pieces[USER_ID], pieces["day"]])
-    return wanted.get_indexer(found).astype(float)
+    return pd.Index(keys).get_indexer(found).astype(float)
 
 
 def _draw(
-    pieces: dict[str, pd.DataFrame],
-    minutes: pd.DataFrame,
-    keys: list[tuple[str, object]],
-    path: Path,
-    title: str,
+    ax: Any, pieces: dict[str, pd.DataFrame], minutes: pd.DataFrame, keys: list[tuple[str, object]]
 ) -> None:
-    """One picture: a row per user-day (docs/cli.md says what it shows)."""
+    """Draw a row per user-day of ``keys`` on ``ax`` (docs/cli.md says what it shows)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     predicted = pieces["label"]
     labels = _ordered({*predicted["label"], *pieces.get(TRUE_LABEL, predicted)["label"]})
     colors = palette(labels)
-    figure, ax = _figure(12, max(4.2, 1.4 + 0.6 * len(keys)))
     spans = predicted.groupby(_rows(predicted, keys)).agg({"start_h": "min", "end_h": "max"})
     ax.hlines(spans.index, spans["start_h"], spans["end_h"], color="#555555", lw=0.6)
     for name in (name for name in _BARS if name in pieces):
@@ -236,7 +225,6 @@ def _draw(
     high = float(np.ceil(predicted["end_h"].max())) if len(predicted) else 24.0
     ax.set_xlim(max(low - 0.5, 0.0), min(high + 0.5, 24.0))
     ax.set_xlabel("hour of day (UTC)")
-    ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     handles: list[Any] = [
         Patch(facecolor=colors[label], edgecolor="#777777", label=label) for label in labels
@@ -250,11 +238,11 @@ def _draw(
         handles.append(Patch(color="white", label="top strip: true label"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               fontsize="small")  # fmt: skip
-    _save(figure, path)
 
 
-def _figure(width: float, height: float) -> tuple[Any, Any]:
-    """A figure and its axes on matplotlib's Agg canvas (no pyplot, no backend change)."""
+@contextlib.contextmanager
+def _picture(path: Path, width: float, height: float) -> Iterator[Any]:
+    """Axes to draw on, on matplotlib's Agg canvas (no pyplot); saved to ``path`` at the end."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -262,10 +250,7 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
         raise ReaderError("drawing needs matplotlib: pip install 'taskclf[report]'") from None
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
-    return figure, figure.add_subplot()
-
-
-def _save(figure: Any, path: Path) -> None:
+    yield figure.add_subplot()
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
@@ -276,29 +261,25 @@ def draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
     ``confusion.png``, ``reliability.png`` and ``coverage.png``."""
     matrix = pooled["label"]["confusion_matrix"]
     names, counts = matrix["labels"], np.asarray(matrix["counts"], dtype=float)
-    figure, ax = _figure(7, 6)
-    ax.imshow(counts, cmap="Blues")
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted",
-           ylabel="true", title="Confusion matrix (final labels)")  # fmt: skip
-    ax.set_xticklabels(names, rotation=45, ha="right")
-    ax.set_yticklabels(names)
-    for (i, j), value in np.ndenumerate(counts):
-        if value:
-            ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7)
-    _save(figure, directory / "confusion.png")
-    bins = pd.DataFrame(pooled["reliability"])
-    figure, ax = _figure(5, 5)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.plot(bins["confidence"], bins["accuracy"], marker="o")
-    ax.set(xlabel="mean confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"Reliability (ECE {pooled['ece']:.3f})")  # fmt: skip
-    _save(figure, directory / "reliability.png")
-    curve = pd.DataFrame(pooled["coverage_accuracy"])
-    figure, ax = _figure(5, 4)
-    ax.plot(curve["coverage"], curve["accuracy"], marker=".")
-    ax.set(xlabel="coverage (share of rows kept)", ylabel="accuracy of kept rows",
-           title="Coverage and accuracy over thresholds")  # fmt: skip
-    _save(figure, directory / "coverage.png")
+    with _picture(directory / "confusion.png", 7, 6) as ax:
+        ax.imshow(counts, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (final labels)")
+        for (i, j), value in np.ndenumerate(counts):
+            if value:
+                ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7)
+    with _picture(directory / "reliability.png", 5, 5) as ax:
+        bins = pd.DataFrame(pooled["reliability"])
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax.plot(bins["confidence"], bins["accuracy"], marker="o")
+        ax.set(xlabel="mean confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+               title=f"Reliability (ECE {pooled['ece']:.3f})")  # fmt: skip
+    with _picture(directory / "coverage.png", 5, 4) as ax:
+        curve = pd.DataFrame(pooled["coverage_accuracy"])
+        ax.plot(curve["coverage"], curve["accuracy"], marker=".")
+        ax.set(xlabel="coverage (share of rows kept)", ylabel="accuracy of kept rows",
+               title="Coverage and accuracy over thresholds")  # fmt: skip
 
 
 def plot_timelines(
@@ -322,15 +303,15 @@ def plot_timelines(
         when there are more than :data:`ROWS_PER_PICTURE` user-days.
     """
     keys = list(dict.fromkeys(zip(pieces["label"][USER_ID], pieces["label"]["day"])))
-    pages = [keys[i : i + ROWS_PER_PICTURE] for i in range(0, len(keys), ROWS_PER_PICTURE)]
-    pages = pages or [[]]
-    paths = []
+    starts = range(0, max(len(keys), 1), ROWS_PER_PICTURE)  # one empty page without keys
+    pages = [keys[i : i + ROWS_PER_PICTURE] for i in starts]
+    paths, many = [], len(pages) > 1
     for number, page in enumerate(pages, start=1):
-        name = "timeline.png" if len(pages) == 1 else f"timeline-{number:02d}.png"
-        suffix = "" if len(pages) == 1 else f" ({number}/{len(pages)})"
-        title = f"taskclf timelines per user and day{suffix}"
-        _draw(pieces, minutes, page, Path(out_dir) / name, title)
-        paths.append(Path(out_dir) / name)
+        paths.append(Path(out_dir) / (f"timeline-{number:02d}.png" if many else "timeline.png"))
+        with _picture(paths[-1], 12, max(4.2, 1.4 + 0.6 * len(page))) as ax:
+            _draw(ax, pieces, minutes, page)
+            suffix = f" ({number}/{len(pages)})" if many else ""
+            ax.set_title(f"taskclf timelines per user and day{suffix}")
     return paths
 
 
