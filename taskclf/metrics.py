@@ -87,8 +87,9 @@ def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
     return flags.to_numpy(dtype=bool)
 
 
-def _min_buckets(bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
-    """The shortest block in buckets, from checked widths."""
+def _min_buckets(gap: Any, bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
+    """The shortest block in buckets, from checked widths (the gap is only checked)."""
+    check_value(gap, GAP, "max_gap_seconds", where)
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
     shortest = check_value(min_block_seconds, DURATION, "min_block_seconds", where)
     return min_buckets_of(shortest, width)
@@ -146,6 +147,8 @@ def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -
 
 def _levenshtein(a: np.ndarray, b: np.ndarray) -> int:
     """Edit distance of two sequences, one vectorized row of the programme per element."""
+    if np.array_equal(a, b):
+        return 0
     a, b = (a, b) if len(a) <= len(b) else (b, a)
     index = np.arange(len(b) + 1, dtype=np.int64)
     row, step = index.copy(), np.empty_like(index)
@@ -154,17 +157,6 @@ def _levenshtein(a: np.ndarray, b: np.ndarray) -> int:
         np.minimum(row[1:] + 1, row[:-1] + (b != value), out=step[1:])
         row = np.minimum.accumulate(step - index) + index  # the chain of insertions
     return int(row[-1])
-
-
-def _edit_distances(true: tuple, pred: tuple, k: int) -> np.ndarray:
-    """Edit distance between the run label sequences of each timeline."""
-    true_at = np.searchsorted(true[3], np.arange(k + 1))
-    pred_at = np.searchsorted(pred[3], np.arange(k + 1))
-    distance = np.zeros(k, dtype=np.int64)
-    for t in range(k):
-        a, b = true[2][true_at[t] : true_at[t + 1]], pred[2][pred_at[t] : pred_at[t + 1]]
-        distance[t] = 0 if np.array_equal(a, b) else _levenshtein(a, b)
-    return distance
 
 
 def _counts(
@@ -199,8 +191,11 @@ def _counts(
     matched = _matched_runs(true_runs, pred_runs, overlaps, k)
     for column, overlap in enumerate(overlaps):
         counts[f"segmental_f1@{overlap * 100:g}"] = matched[:, column]
-    if edit:
-        counts["edit_distance"] = _edit_distances(true_runs, pred_runs, k)
+    if edit:  # the run labels of each timeline (np.split gives one part even when k = 0)
+        true_parts = np.split(true_runs[2], np.cumsum(counts["true_runs"])[:-1])
+        pred_parts = np.split(pred_runs[2], np.cumsum(counts["pred_runs"])[:-1])
+        distance = [_levenshtein(a, b) for a, b in zip(true_parts, pred_parts, strict=True)][:k]
+        counts["edit_distance"] = np.array(distance, dtype=np.int64)
         counts["edit_length"] = np.maximum(counts["true_runs"], counts["pred_runs"])
     return counts
 
@@ -253,8 +248,7 @@ def _frame_counts(
 ) -> tuple[Counts, Any]:
     """Check the input, find the timelines of ``X``, count per timeline; and the timelines."""
     overlaps = [float(check_value(o, _OVERLAP, "overlap", where)) for o in overlaps]
-    min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
-    check_value(max_gap_seconds, GAP, "max_gap_seconds", where)
+    min_buckets = _min_buckets(max_gap_seconds, bucket_seconds, min_block_seconds, where)
     frame = check_frame(X, where)
     require_columns(frame, [BUCKET_START_TS], where)
     true, pred, labels = _encode(y_true, y_pred, len(frame), where)
@@ -395,25 +389,20 @@ def evaluate(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     n_bins: int = 10,
 ) -> dict[str, Any]:
-    """How good a transformed frame is against the true labels, pooled and per user.
+    """How good ``pipeline.transform``'s output is against the true core labels.
 
-    ``frame`` is the output of ``pipeline.transform`` (with ``user_id`` for the
-    per-user figures), ``y_true`` the true core label of each row; the widths are
-    :func:`summarize`'s. ``thresholds`` are the confidences of the coverage-accuracy
-    curve, ``n_bins`` the equal-width confidence bins of the calibration error.
-
-    Returns ``pooled`` (all rows) and ``per_user`` (by user id, in order of first
-    appearance; empty without ``user_id``), each a dict of ``rows``, ``brier``,
-    ``log_loss``, ``ece`` (bins in ``reliability``), ``coverage_accuracy`` (coverage
-    and accuracy of the top class per threshold), ``reject_rate``, ``accepted_accuracy``
-    (of the raw label on rows not rejected) and, for ``label`` and ``raw_label`` each,
-    the keys of :func:`summarize`, ``per_class`` and ``confusion_matrix`` (a row per
-    true label). docs/cli.md lists the measures; values without rows to average are NaN.
+    The widths are :func:`summarize`'s; ``thresholds`` are the confidences of the
+    coverage-accuracy curve, ``n_bins`` the equal-width confidence bins of the ECE.
+    Returns ``pooled`` and ``per_user`` (by user id as first seen; empty without
+    ``user_id``) figures: ``rows``, ``brier``, ``log_loss``, ``ece`` and ``reliability``,
+    ``coverage_accuracy`` (of the top class), ``reject_rate``, ``accepted_accuracy`` (of
+    ``raw_label``), and for ``label`` and ``raw_label`` the keys of :func:`summarize`,
+    ``per_class`` and ``confusion_matrix`` (a row per true label); NaN without rows.
     """
     where = "evaluate"
     frame = check_frame(frame, where)
     require_columns(frame, [*PROBA_COLUMNS, CONFIDENCE, RAW_LABEL, LABEL, BUCKET_START_TS], where)
-    min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
+    min_buckets = _min_buckets(max_gap_seconds, bucket_seconds, min_block_seconds, where)
     n_bins = check_value(n_bins, integer(1, 10_000), "n_bins", where)
     grid = np.sort([check_value(t, real(0.0, 1.0), "thresholds", where) for t in thresholds])
     true = check_labels(y_true, len(frame), where)
@@ -542,11 +531,8 @@ def _check_name(name: object, valid: Iterable[str]) -> None:
 
 
 class TimelineScorer:
-    """A scikit-learn scorer for one taskclf measure.
-
-    ``scorer(estimator, X, y)`` predicts ``X`` once and scores the prediction
-    against ``y``, pooled over the timelines of ``X`` (any row order) as
-    :func:`summarize` does. Higher is better: rates come negated. Picklable.
+    """A picklable scikit-learn scorer for one measure, pooled over the timelines of ``X``
+    as :func:`summarize` does; higher is better (rates come negated).
 
     ``name`` is one of :data:`SCORERS` or ``"segmental_f1"``. ``params``: ``overlap``
     (segmental F1), ``max_gap_seconds`` (timeline measures), ``min_block_seconds`` and
@@ -567,7 +553,6 @@ class TimelineScorer:
         return _sign(self.name) * _measure(self.name, y_true, y_pred, X, **self.params) + 0.0
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> float:
-        """Predict ``X`` with ``estimator`` once and score against ``y``."""
         if y is None:
             raise InputError(f"scorer {self.name!r} needs the true labels y, got None")
         return self.score(y, estimator.predict(X), X)
@@ -585,28 +570,19 @@ edit_score, neg_flap_rate, neg_reject_rate, block_share (default parameters)."""
 
 
 class SummaryScorer:
-    """A multi-metric scikit-learn scorer: one prediction, one timeline pass.
-
-    ``scorer(estimator, X, y)`` returns the signed scores of :func:`summarize`
-    by name, as ``scoring=`` of ``cross_validate`` and ``GridSearchCV`` takes
-    (``refit`` one of the names).
-
-    ``names`` come from :data:`SCORERS`; ``params`` are ``max_gap_seconds``,
-    ``min_block_seconds`` and ``bucket_seconds`` of :func:`summarize`.
-    """
+    """A multi-metric scikit-learn scorer: one prediction, one timeline pass, the signed
+    scores of :func:`summarize` by ``names`` (of :data:`SCORERS`); ``params`` are
+    ``max_gap_seconds``, ``min_block_seconds`` and ``bucket_seconds``."""
 
     def __init__(self, names: Sequence[str], **params: Any) -> None:
         self.names, self.params = list(names), dict(params)
         for name in self.names:
             _check_name(name, SCORERS)
-        if "overlaps" in params:
-            raise InvalidParameterError("a summary scorer takes its overlaps from the names")
         accepted = ("max_gap_seconds", "min_block_seconds", "bucket_seconds")
         _check_params(accepted, params, "a summary scorer")
         summarize(_NO_ROWS, [], [], **params)  # refuses bad values now
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> dict[str, float]:
-        """Predict ``X`` once; score every named measure (signs applied)."""
         if y is None:
             raise InputError("a summary scorer needs the true labels y, got None")
         scores = summarize(X, y, estimator.predict(X), **self.params)

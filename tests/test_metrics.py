@@ -590,6 +590,7 @@ def test_evaluate_reliability_and_coverage_by_hand():
         (lambda out, y: (out.assign(confidence=np.nan), y), {}, IE, "confidence"),
         (lambda out, y: (out, y), {"thresholds": [0.5, 1.5]}, PE, "thresholds"),
         (lambda out, y: (out, y), {"n_bins": 0}, PE, "n_bins"),
+        (lambda out, y: (out, y), {"max_gap_seconds": 0}, PE, "max_gap_seconds"),
     ],
 )
 def test_evaluate_refuses_bad_input(change, params, error, match):
