@@ -361,22 +361,20 @@ def timeline_report(
 
 def _label_figures(scores: dict[str, float], true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """``scores``, and the per-class figures and confusion matrix of some rows."""
-    n_labels = len(OUTPUT_LABELS)
-    confusion = np.bincount(true * n_labels + pred, minlength=n_labels**2)
-    confusion = confusion.reshape(n_labels, n_labels)
+    n = len(OUTPUT_LABELS)
+    confusion = np.bincount(true * n + pred, minlength=n * n).reshape(n, n)
     hits, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
-    per_class = {
-        label: {
-            "precision": float(_ratio(hits[i], predicted[i], 0.0)),
-            "recall": float(_ratio(hits[i], support[i], 0.0)),
-            "f1": float(_ratio(2 * hits[i], support[i] + predicted[i], 0.0)),
-            "support": int(support[i]),
-        }
-        for i, label in enumerate(OUTPUT_LABELS)
-        if support[i] + predicted[i] > 0
-    }
+    per_class = pd.DataFrame(
+        {
+            "precision": _ratio(hits, predicted, 0.0),
+            "recall": _ratio(hits, support, 0.0),
+            "f1": _ratio(2 * hits, support + predicted, 0.0),
+            "support": support,
+        },
+        index=OUTPUT_LABELS,
+    )[support + predicted > 0]
     matrix = {"labels": list(OUTPUT_LABELS), "counts": confusion.tolist()}
-    return {**scores, "per_class": per_class, "confusion_matrix": matrix}
+    return {**scores, "per_class": per_class.to_dict("index"), "confusion_matrix": matrix}
 
 
 def evaluate(

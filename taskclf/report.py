@@ -76,13 +76,6 @@ def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.Dat
     return out.sort_values([USER_ID, BUCKET_START_TS], kind="stable").reset_index(drop=True)
 
 
-def bucket_seconds_of(minutes: pd.DataFrame) -> int:
-    """The bucket width: the most common step between a user's consecutive rows."""
-    steps = minutes.groupby(USER_ID)[BUCKET_START_TS].diff().dt.total_seconds()
-    steps = steps[steps > 0]
-    return int(steps.mode().min()) if len(steps) else 60
-
-
 def runs(minutes: pd.DataFrame, column: str, bucket_seconds: int) -> list[Segment]:
     """The segments of ``column``: runs of equal values, cut at gaps as the pipeline cuts."""
     ids = number_runs(minutes, pd.factorize(minutes[column])[0], DEFAULT_IDLE_GAP_SECONDS)
@@ -181,12 +174,6 @@ def _ordered(labels: Iterable[str]) -> list[str]:
     return known + sorted(present - set(known))
 
 
-def palette(labels: Sequence[str]) -> dict[str, str]:
-    """A colour for each label: the core labels' own, then distinct ones for buckets."""
-    extra = iter(_OTHER_COLORS * (1 + len(labels) // len(_OTHER_COLORS)))
-    return {label: LABEL_COLORS.get(label) or next(extra) for label in labels}
-
-
 def _rows(pieces: pd.DataFrame, keys: list[tuple[str, object]]) -> np.ndarray:
     """The picture row of each of ``pieces`` (its user-day's place in ``keys``; -1: not drawn)."""
     found = pd.MultiIndex.from_arrays([pieces[USER_ID], pieces["day"]])
@@ -202,7 +189,8 @@ def _draw(
 
     predicted = pieces["label"]
     labels = _ordered({*predicted["label"], *pieces.get(TRUE_LABEL, predicted)["label"]})
-    colors = palette(labels)
+    extra = iter(_OTHER_COLORS * (1 + len(labels) // len(_OTHER_COLORS)))  # for buckets
+    colors = {label: LABEL_COLORS.get(label) or next(extra) for label in labels}
     spans = predicted.groupby(_rows(predicted, keys)).agg({"start_h": "min", "end_h": "max"})
     ax.hlines(spans.index, spans["start_h"], spans["end_h"], color="#555555", lw=0.6)
     for name in (name for name in _BARS if name in pieces):
@@ -363,7 +351,8 @@ def write_report(
         If ``out_dir`` holds other files than a report's.
     """
     minutes = read_predictions(Path(predictions_dir) / PREDICTIONS_FILE, view)
-    width = bucket_seconds_of(minutes)
+    steps = minutes.groupby(USER_ID)[BUCKET_START_TS].diff().dt.total_seconds()
+    width = int(steps[steps > 0].mode().min()) if (steps > 0).any() else 60  # the usual step
     day = minutes[BUCKET_START_TS].dt.floor("D")
     minutes = minutes.assign(
         day=day.dt.date,
