@@ -52,7 +52,7 @@ def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.Dat
     data = read_regular_file(path, MAX_PREDICTIONS_BYTES, "predictions file")
     try:
         frame = pd.read_csv(io.BytesIO(data))
-    except (ValueError, pd.errors.ParserError) as exc:
+    except ValueError as exc:  # pandas' ParserError too
         raise ReaderError(f"predictions file {str(path)!r} is not a CSV file: {exc}") from None
     source = MAPPED_LABEL if view == "mapped" else "predicted_label"
     if view == "mapped" and MAPPED_LABEL not in frame:
@@ -98,13 +98,8 @@ def segments_frame(segments: Sequence[Segment]) -> pd.DataFrame:
 
 
 def summarize_segments(segments: Sequence[Segment]) -> pd.DataFrame:
-    """Time per label over all segments.
-
-    Returns
-    -------
-    DataFrame
-        One row per label, most time first, with columns ``label``,
-        ``segments``, ``minutes`` and ``share`` (percent of all minutes).
+    """Time per label over all segments: a row per label, most time first, with ``label``,
+    ``segments``, ``minutes`` and ``share`` (percent of all minutes).
 
     Examples
     --------
