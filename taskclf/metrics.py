@@ -125,12 +125,9 @@ def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -
     Only overlapping pairs of runs are formed.
     """
     (t_start, t_end, t_label, t_line), (p_start, p_end, p_label, _) = true, pred
-    matched = np.zeros((k, len(overlaps)), dtype=np.int64)
-    if len(p_start) == 0:
-        return matched
     lo = np.searchsorted(t_end, p_start, side="right")  # first true run overlapping
-    count = np.searchsorted(t_start, p_end, side="left") - lo
-    first = np.concatenate(([0], np.cumsum(count)[:-1]))
+    count = np.searchsorted(t_start, p_end, side="left") - lo  # at least 1
+    first = np.cumsum(count) - count
     pair_pred = np.repeat(np.arange(len(p_start)), count)
     pair_true = np.arange(int(count.sum())) - np.repeat(first - lo, count)
     ps, pe, ts, te = p_start[pair_pred], p_end[pair_pred], t_start[pair_true], t_end[pair_true]
@@ -139,6 +136,7 @@ def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -
     best_iou = np.maximum.reduceat(iou, first)
     candidates = np.where(iou == best_iou[pair_pred], pair_true, len(t_start))
     best_true = np.minimum.reduceat(candidates, first)
+    matched = np.zeros((k, len(overlaps)), dtype=np.int64)
     for column, overlap in enumerate(overlaps):
         hits = np.unique(best_true[best_iou >= overlap])
         matched[:, column] = np.bincount(t_line[hits], minlength=k)
@@ -427,7 +425,8 @@ def evaluate(
         bin_confidence = np.bincount(in_bin, confidence, n_bins)
         bin_correct = np.bincount(in_bin, correct, n_bins)
         kept = confidence[:, None] >= grid
-        accepted = ~flags
+        kept_right = (kept & correct[:, None]).sum(axis=0)
+        accepted_right = (~flags & (raw == truth)).sum()
         figures = {
             "rows": n,
             "brier": brier_score(proba, truth),
@@ -439,15 +438,11 @@ def evaluate(
                 "accuracy": _ratio(bin_correct, bins, np.nan).tolist(),
             },
             "reject_rate": float(_ratio(flags.sum(), n, np.nan)),
-            "accepted_accuracy": float(
-                _ratio((accepted & (raw == truth)).sum(), accepted.sum(), np.nan)
-            ),
+            "accepted_accuracy": float(_ratio(accepted_right, (~flags).sum(), np.nan)),
             "coverage_accuracy": {
                 "threshold": grid.tolist(),
                 "coverage": _ratio(kept.sum(axis=0), n, np.nan).tolist(),
-                "accuracy": _ratio(
-                    (kept & correct[:, None]).sum(axis=0), kept.sum(axis=0), np.nan
-                ).tolist(),
+                "accuracy": _ratio(kept_right, kept.sum(axis=0), np.nan).tolist(),
             },
         }
         for column, pred in predicted.items():
@@ -563,8 +558,7 @@ class TimelineScorer:
 SCORERS: dict[str, TimelineScorer] = {
     name: TimelineScorer(name) for name in _SCORER_PARAMS if name != "segmental_f1"
 }
-"""Ready scorers by name: accuracy, macro_f1, segmental_f1@10, @25, @50,
-edit_score, neg_flap_rate, neg_reject_rate, block_share (default parameters)."""
+"""Ready scorers by name, with default parameters (docs/grid-search.md lists them)."""
 
 
 class SummaryScorer:

@@ -273,9 +273,8 @@ def plot_timelines(
     Parameters
     ----------
     pieces : dict of str to DataFrame
-        Segments cut per day (:func:`split_by_day`): ``"label"`` (the
-        predictions), ``"rejected"`` (runs of rejected minutes) and,
-        optionally, ``"true_label"``.
+        Segments cut per day (:func:`split_by_day`): ``"label"`` (the predictions),
+        ``"rejected"`` (runs of rejected minutes) and, optionally, ``"true_label"``.
     minutes : DataFrame
         The minutes with ``day``, ``start_h`` and ``width_h``.
 
@@ -332,16 +331,14 @@ def write_report(
     predictions_dir : path-like
         A directory written by ``taskclf infer`` (it reads ``predictions.csv``).
     out_dir : path-like
-        Where the report goes: absent, empty or an earlier report (replaced
-        as a whole).
+        Where the report goes: absent, empty or an earlier report (replaced as a whole).
     view : {"core", "mapped"}, default "core"
         Count the core labels, or the buckets of the run's taxonomy.
 
     Raises
     ------
     ReaderError
-        If ``predictions.csv`` is missing or malformed, or matplotlib is
-        missing.
+        If ``predictions.csv`` is missing or malformed, or matplotlib is missing.
     NotOursError
         If ``out_dir`` holds other files than a report's.
     """
