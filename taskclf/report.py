@@ -155,11 +155,9 @@ def time_table(pieces: pd.DataFrame, minutes: pd.DataFrame, by: Sequence[str]) -
     per_label = pieces.pivot_table("minutes", index=keys, columns="label", aggfunc="sum")
     per_label = per_label[_ordered(per_label.columns)].fillna(0.0)
     share = per_label.div(per_label.sum(axis=1), axis=0) * 100.0
-    table = table.join(per_label.round(2).add_prefix("minutes_")).join(
-        share.round(2).add_prefix("share_")
-    )
     table["minutes"] = table["minutes"].round(2)
-    return table.reset_index()
+    parts = [table, per_label.round(2).add_prefix("minutes_"), share.round(2).add_prefix("share_")]
+    return pd.concat(parts, axis=1).reset_index()
 
 
 def _ordered(labels: Iterable[str]) -> list[str]:
@@ -190,11 +188,14 @@ def _draw(
     ax.hlines(spans.index, spans["start_h"], spans["end_h"], color="#555555", lw=0.6)
     for name in (name for name in _BARS if name in pieces):
         rows = _rows(pieces[name], keys)
-        shown, (centre, height) = pieces[name][rows >= 0], _BARS[name]
+        shown = pieces[name].assign(row=rows)[rows >= 0]
+        # label by label in legend order: Mixed/Unknown's outlines lie on top of the other bars
+        shown = shown.sort_values("label", key=lambda s: pd.Categorical(s, labels), kind="stable")
         edges = np.where(shown["label"] == MIXED_UNKNOWN, "#777777", "none")
         style = {"color": shown["label"].map(colors).tolist(), "edgecolor": edges, "lw": 0.4}
-        ax.barh(rows[rows >= 0] + centre, shown["end_h"] - shown["start_h"], left=shown["start_h"],
-                height=height, **(_HATCH if name == "rejected" else style))  # fmt: skip
+        ax.barh(shown["row"] + _BARS[name][0], shown["end_h"] - shown["start_h"],
+                left=shown["start_h"], height=_BARS[name][1],
+                **(_HATCH if name == "rejected" else style))  # fmt: skip
     rows = _rows(minutes, keys)
     shown = minutes[rows >= 0]
     # The confidence ribbon: two points per minute and a break after each, so gaps stay empty.
