@@ -190,7 +190,8 @@ def _draw(
         rows = _rows(pieces[name], keys)
         shown = pieces[name].assign(row=rows)[rows >= 0]
         # label by label in legend order: Mixed/Unknown's outlines lie on top of the other bars
-        shown = shown.sort_values("label", key=lambda s: pd.Categorical(s, labels), kind="stable")
+        order = pd.Index(labels).get_indexer(pd.Index(shown["label"]))
+        shown = shown.iloc[np.argsort(order, kind="stable")]
         edges = np.where(shown["label"] == MIXED_UNKNOWN, "#777777", "none")
         style = {"color": shown["label"].map(colors).tolist(), "edgecolor": edges, "lw": 0.4}
         ax.barh(shown["row"] + _BARS[name][0], shown["end_h"] - shown["start_h"],
