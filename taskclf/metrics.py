@@ -120,10 +120,7 @@ def _runs(codes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -> np.ndarray:
-    """True runs matched at each overlap, shape (k, len(overlaps)); see :func:`segmental_f1`.
-
-    Only overlapping pairs of runs are formed.
-    """
+    """True runs matched per timeline and overlap (:func:`segmental_f1`), of overlapping pairs."""
     (t_start, t_end, t_label, t_line), (p_start, p_end, p_label, _) = true, pred
     lo = np.searchsorted(t_end, p_start, side="right")  # first true run overlapping
     count = np.searchsorted(t_start, p_end, side="left") - lo  # at least 1
@@ -459,14 +456,11 @@ def evaluate(
     return {"pooled": group(slice(None), slice(None)), "per_user": per_user}
 
 
-_SEGMENTAL = ("overlap", "max_gap_seconds")
+_SEGMENTAL = ["segmental_f1", *(f"segmental_f1@{o * 100:g}" for o in DEFAULT_OVERLAPS)]
 _SCORER_PARAMS: dict[str, tuple[str, ...]] = {
     "accuracy": (),
     "macro_f1": (),
-    "segmental_f1": _SEGMENTAL,
-    "segmental_f1@10": _SEGMENTAL,
-    "segmental_f1@25": _SEGMENTAL,
-    "segmental_f1@50": _SEGMENTAL,
+    **dict.fromkeys(_SEGMENTAL, ("overlap", "max_gap_seconds")),
     "edit_score": ("max_gap_seconds",),
     "neg_flap_rate": ("max_gap_seconds",),
     "neg_reject_rate": ("source",),
