@@ -1,16 +1,13 @@
 """Quality measures of predicted labels, per timeline, per user and pooled.
 
-Row measures: accuracy, macro F1 (scikit-learn's ``f1_score(average="macro",
-zero_division=0)`` over the labels present) and reject rate (the share of
-``Mixed/Unknown``). Timeline measures read runs of equal labels, which never
-cross a timeline (see docs/contract.md): segmental F1@k, edit score, flap rate
-and block share (the share of predicted runs of at least the minimum block
-duration). Each is computed from counts per timeline; pooled and per-user
-figures apply the same rule to summed counts: segmental F1 pools true and false
-positives and negatives, edit score distances and run counts (a timeline weighs
-by its runs), flap rate all changes inside timelines over all buckets. Empty
-input scores 1.0, but 0.0 for the flap and reject rates. Labels may be any
-hashable values, never missing.
+Row measures: accuracy, macro F1 (scikit-learn's ``f1_score(average="macro", zero_division=0)`` over
+the labels present) and reject rate (the share of ``Mixed/Unknown``). Timeline measures read runs of
+equal labels, which never cross a timeline (see docs/contract.md): segmental F1@k, edit score, flap
+rate and block share (the share of predicted runs of at least the minimum block duration). Each is
+computed from counts per timeline; pooled and per-user figures apply the same rule to summed counts:
+segmental F1 pools true and false positives and negatives, edit score distances and run counts (a
+timeline weighs by its runs), flap rate all changes inside timelines over all buckets. Empty input
+scores 1.0, but 0.0 for the flap and reject rates. Labels may be any hashable values, never missing.
 """
 
 from __future__ import annotations
@@ -277,11 +274,10 @@ def flap_rate(labels: Sequence[object]) -> float:
 def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) -> float:
     """Segmental F1@k of one timeline (labels in time order; 1.0 when both are empty).
 
-    Taking the predicted runs of equal labels in time order, each is a true
-    positive when its best true run (same label, highest intersection over
-    union in buckets, the earlier on ties) reaches ``overlap`` (in (0, 1]; F1@50
-    uses 0.5) and is not matched yet (it then is); else a false positive.
-    Unmatched true runs are false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
+    Taking the predicted runs of equal labels in time order, each is a true positive when its best
+    true run (same label, highest intersection over union in buckets, the earlier on ties) reaches
+    ``overlap`` (in (0, 1]; F1@50 uses 0.5) and is not matched yet (it then is); else a false
+    positive. Unmatched true runs are false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
     """
     overlap = float(check_value(overlap, _OVERLAP, "overlap", "segmental_f1"))
     key = f"segmental_f1@{overlap * 100:g}"
@@ -291,9 +287,8 @@ def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) 
 def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Segmental edit score of one timeline: ``1 - d / max(m, n)`` (1.0 when empty).
 
-    ``d`` is the Levenshtein distance between the label sequences of the
-    ``m`` true and ``n`` predicted runs: the order of activities counts, not
-    their durations.
+    ``d`` is the Levenshtein distance between the label sequences of the ``m`` true and ``n``
+    predicted runs: the order of activities counts, not their durations.
     """
     return _sequence_score("edit_score", y_true, y_pred, "edit_score", edit=True)
 
@@ -310,12 +305,12 @@ def summarize(
 ) -> dict[str, float]:
     """Every measure at once, pooled over the timelines of ``X``.
 
-    ``X`` has ``bucket_start_ts`` (and ``user_id`` for several users); ``y_true`` and
-    ``y_pred`` label its rows in the same (any) order. ``overlaps`` are the IoU
-    thresholds of the segmental F1 scores; ``max_gap_seconds`` the longest gap inside
-    a timeline, ``min_block_seconds`` the shortest block of the block share. Returns
-    ``accuracy``, ``macro_f1``, ``segmental_f1@<100 * overlap>`` for each overlap,
-    ``edit_score``, ``flap_rate``, ``reject_rate``, ``block_share``.
+    ``X`` has ``bucket_start_ts`` (and ``user_id`` for several users); ``y_true`` and ``y_pred``
+    label its rows in the same (any) order. ``overlaps`` are the IoU thresholds of the segmental F1
+    scores; ``max_gap_seconds`` the longest gap inside a timeline, ``min_block_seconds`` the
+    shortest block of the block share. Returns ``accuracy``, ``macro_f1``,
+    ``segmental_f1@<100 * overlap>`` for each overlap, ``edit_score``, ``flap_rate``,
+    ``reject_rate``, ``block_share``.
 
     >>> X = pd.DataFrame({"bucket_start_ts": pd.date_range("2025-01-06", periods=8, freq="min")})
     >>> scores = summarize(X, list("AAAABBBB"), list("AAABBBBB"))

@@ -44,8 +44,7 @@ _HATCH: Final = {"fill": False, "hatch": "////", "edgecolor": "#222222", "lw": 0
 def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.DataFrame:
     """The minutes of a ``predictions.csv`` with the label of ``view``, by user and time.
 
-    ``true_label`` is kept in the core view; a bad file raises ReaderError, a bad view
-    InputError.
+    ``true_label`` is kept in the core view; a bad file raises ReaderError, a bad view InputError.
     """
     if view not in VIEWS:
         raise InputError(f"view must be one of {VIEWS}, got {view!r}")
