@@ -117,7 +117,7 @@ def _runs(codes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -> np.ndarray:
-    """True runs matched per timeline and overlap (:func:`segmental_f1`), of overlapping pairs."""
+    """Matched true runs per timeline and overlap (:func:`segmental_f1`), from overlapping pairs."""
     (t_start, t_end, t_label, t_line), (p_start, p_end, p_label, _) = true, pred
     lo = np.searchsorted(t_end, p_start, side="right")  # first true run overlapping
     count = np.searchsorted(t_start, p_end, side="left") - lo  # at least 1
