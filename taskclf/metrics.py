@@ -100,11 +100,8 @@ def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.nda
 
 
 def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Label changes inside each timeline, the kernel of the flap rate.
-
-    ``codes`` holds the timelines concatenated in time order; ``bounds`` the start of
-    each, then ``len(codes)``.
-    """
+    """Label changes inside each timeline of ``codes`` (timelines concatenated in time order;
+    ``bounds``: the start of each, then ``len(codes)``), the kernel of the flap rate."""
     starts = run_starts(codes, bounds)
     return np.diff(np.searchsorted(starts, bounds)).astype(np.int64) - 1
 
@@ -251,16 +248,14 @@ def _frame_counts(
 
 
 def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean negative log probability of the true class, clipped to ``[eps, 1 - eps]``
-    as scikit-learn's ``log_loss`` clips; NaN without rows."""
+    """Mean negative log probability of the true class, clipped as scikit-learn's; NaN if empty."""
     eps = np.finfo(float).eps
     true = proba[np.arange(len(codes)), codes]
     return float(-np.mean(np.log(np.clip(true, eps, 1 - eps)))) if len(codes) else np.nan
 
 
 def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean over rows of ``sum_k (p_k - [y == k])^2`` (scikit-learn's multiclass
-    ``brier_score_loss``); NaN without rows."""
+    """Mean of ``sum_k (p_k - [y == k])^2`` (multiclass ``brier_score_loss``); NaN if empty."""
     error = proba.copy()
     error[np.arange(len(codes)), codes] -= 1.0
     return float(np.mean(np.einsum("ij,ij->i", error, error))) if len(codes) else np.nan
@@ -459,7 +454,7 @@ _SCORER_PARAMS: dict[str, tuple[str, ...]] = {
     "edit_score": ("max_gap_seconds",),
     "neg_flap_rate": ("max_gap_seconds",),
     "neg_reject_rate": ("source",),
-    "block_share": ("min_block_seconds", "bucket_seconds", "max_gap_seconds"),
+    "block_share": ("max_gap_seconds", "min_block_seconds", "bucket_seconds"),
 }
 """Scorer name: the parameters it takes (``@k`` presets ``overlap=k/100``)."""
 
@@ -559,8 +554,7 @@ class SummaryScorer:
         self.names, self.params = list(names), dict(params)
         for name in self.names:
             _check_name(name, SCORERS)
-        accepted = ("max_gap_seconds", "min_block_seconds", "bucket_seconds")
-        _check_params(accepted, params, "a summary scorer")
+        _check_params(_SCORER_PARAMS["block_share"], params, "a summary scorer")  # the widths
         summarize(_NO_ROWS, [], [], **params)  # refuses bad values now
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> dict[str, float]:

@@ -42,10 +42,7 @@ _HATCH: Final = {"fill": False, "hatch": "////", "edgecolor": "#222222", "lw": 0
 
 
 def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.DataFrame:
-    """The minutes of a ``predictions.csv`` with the label of ``view``, by user and time.
-
-    ``true_label`` is kept in the core view; a bad file raises ReaderError, a bad view InputError.
-    """
+    """The minutes of a ``predictions.csv`` with the label of ``view``, by user and time."""
     if view not in VIEWS:
         raise InputError(f"view must be one of {VIEWS}, got {view!r}")
     data = read_regular_file(path, MAX_PREDICTIONS_BYTES, "predictions file")
@@ -304,10 +301,8 @@ class Report:
 
     Attributes
     ----------
-    summary : DataFrame
-        Time per label (see :func:`summarize_segments`).
-    per_user, per_day : DataFrame
-        See :func:`time_table`.
+    summary, per_user, per_day : DataFrame
+        Time per label (:func:`summarize_segments`), per user and per user and day.
     files : tuple of Path
         Every file written.
     """
