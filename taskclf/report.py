@@ -138,12 +138,9 @@ def time_table(pieces: pd.DataFrame, minutes: pd.DataFrame, by: Sequence[str]) -
     keys = list(by)
     previous = pieces.groupby([USER_ID, "day"])["label"].shift()
     switched = pieces["label"].ne(previous) & previous.notna()
-    table = (
-        pieces.assign(switches=switched)
-        .groupby(keys)
-        .agg(minutes=("minutes", "sum"), segments=("label", "size"), switches=("switches", "sum"))
-    )
-    table["switches_per_hour"] = (table.pop("switches") / (table["minutes"] / 60.0)).round(3)
+    table = pieces.groupby(keys).agg(minutes=("minutes", "sum"), segments=("label", "size"))
+    switches = switched.groupby([pieces[k] for k in keys]).sum()
+    table["switches_per_hour"] = (switches / (table["minutes"] / 60.0)).round(3)
     rates = minutes[keys].assign(reject_rate=minutes["is_rejected"])
     if TRUE_LABEL in minutes:
         rates["accuracy"] = minutes["label"].eq(minutes[TRUE_LABEL])
@@ -201,15 +198,12 @@ def _draw(
     base = np.repeat(rows[rows >= 0] + 0.45, 3)
     ax.fill_between(x.ravel(), base, base - 0.24 * top.ravel(), color="#666666", alpha=0.5, lw=0)
     ax.set_yticks(range(len(keys)), [f"{u}  {d}" for u, d in keys])
-    ax.set_ylim(len(keys) - 0.5, -0.5)
     low = float(np.floor(predicted["start_h"].min())) if len(predicted) else 0.0
     high = float(np.ceil(predicted["end_h"].max())) if len(predicted) else 24.0
     ax.set_xlim(max(low - 0.5, 0.0), min(high + 0.5, 24.0))
-    ax.set_xlabel("hour of day (UTC)")
+    ax.set(ylim=(len(keys) - 0.5, -0.5), xlabel="hour of day (UTC)")
     ax.grid(axis="x", alpha=0.3)
-    handles: list[Any] = [
-        Patch(facecolor=colors[label], edgecolor="#777777", label=label) for label in labels
-    ]
+    handles: list[Any] = [Patch(facecolor=colors[n], edgecolor="#777777", label=n) for n in labels]
     handles += [
         Patch(fill=False, hatch="////", label="rejected (unsure)"),
         Line2D([], [], color="#555555", lw=0.6, label="gap (no rows)"),
@@ -283,8 +277,7 @@ def plot_timelines(
         when there are more than :data:`ROWS_PER_PICTURE` user-days.
     """
     keys = list(dict.fromkeys(zip(pieces["label"][USER_ID], pieces["label"]["day"])))
-    starts = range(0, max(len(keys), 1), ROWS_PER_PICTURE)  # one empty page without keys
-    pages = [keys[i : i + ROWS_PER_PICTURE] for i in starts]
+    pages = [keys[i : i + ROWS_PER_PICTURE] for i in range(0, max(len(keys), 1), ROWS_PER_PICTURE)]
     paths, many = [], len(pages) > 1
     for number, page in enumerate(pages, start=1):
         paths.append(Path(out_dir) / (f"timeline-{number:02d}.png" if many else "timeline.png"))
