@@ -51,11 +51,9 @@ def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
 
 
 def group_folds(X: pd.DataFrame, n_folds: int) -> np.ndarray:
-    """The held-out fold (int8, from 0) of each row; a whole group falls in one fold.
-
-    ``min(n_folds, groups)`` GroupKFold folds over :func:`fold_groups`; with a group
-    per row, contiguous blocks of time. Fewer than two rows raise InputError.
-    """
+    """The held-out fold (int8, from 0) of each row: ``min(n_folds, groups)`` GroupKFold folds
+    over :func:`fold_groups` (contiguous blocks of time with a group per row); InputError for
+    fewer than two rows."""
     n_folds = int(check_value(n_folds, integer(2, 100), "n_folds", "group_folds"))
     groups, kind = fold_groups(X)
     n_groups = len(np.unique(groups))

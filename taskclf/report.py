@@ -241,9 +241,8 @@ def draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_yticks(range(len(names)), names)
         ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (final labels)")
-        for (i, j), value in np.ndenumerate(counts):
-            if value:
-                ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7)
+        for i, j in zip(*np.nonzero(counts), strict=True):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7)
     with _picture(directory / "reliability.png", 5, 5) as ax:
         bins = pd.DataFrame(pooled["reliability"])
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
