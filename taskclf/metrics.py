@@ -102,8 +102,7 @@ def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.nda
 def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Label changes inside each timeline of ``codes`` (timelines concatenated in time order;
     ``bounds``: the start of each, then ``len(codes)``), the kernel of the flap rate."""
-    starts = run_starts(codes, bounds)
-    return np.diff(np.searchsorted(starts, bounds)).astype(np.int64) - 1
+    return np.diff(np.searchsorted(run_starts(codes, bounds), bounds)).astype(np.int64) - 1
 
 
 def _runs(codes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
