@@ -12,9 +12,6 @@ from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InputError
 from taskclf.stages._base import check_value, integer
 
-_CLASSES = pd.Index(CLASS_ORDER)
-_NS_PER_DAY = 86_400 * 1_000_000_000
-
 
 def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
     """Class codes (int64, class order) of the core labels ``y``; InputError naming a bad one.
@@ -27,7 +24,7 @@ def check_labels(y: object, n_rows: int, where: str) -> np.ndarray:
     values = pd.Series(np.asarray(y, dtype=object).ravel())
     if len(values) != n_rows:
         raise InputError(f"{where}: y has {len(values)} labels but X has {n_rows} rows")
-    codes = _CLASSES.get_indexer(pd.Index(values))
+    codes = pd.Index(CLASS_ORDER).get_indexer(pd.Index(values))
     if len(codes) and codes.min() < 0:
         bad = values[codes < 0]
         raise InputError(
@@ -47,20 +44,16 @@ def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
     if BUCKET_START_TS not in X.columns:
         return np.arange(len(X), dtype=np.int64), "row"
     ts = timestamps_ns(X, BUCKET_START_TS)
-    days = ts // _NS_PER_DAY
+    days = ts // (86_400 * 1_000_000_000)
     if len(np.unique(days)) > 1:
         return days.astype(np.int64, copy=False), "day"
-    rank = np.empty(len(X), dtype=np.int64)
-    rank[np.argsort(ts, kind="stable")] = np.arange(len(X))
-    return rank, "row"
+    return np.argsort(np.argsort(ts, kind="stable")).astype(np.int64, copy=False), "row"
 
 
 def group_folds(X: pd.DataFrame, n_folds: int) -> np.ndarray:
-    """The held-out fold (int8, from 0) of each row; a whole group falls in one fold.
-
-    ``min(n_folds, groups)`` GroupKFold folds over :func:`fold_groups`; with a group
-    per row, contiguous blocks of time. Fewer than two rows raise InputError.
-    """
+    """The held-out fold (int8, from 0) of each row: ``min(n_folds, groups)`` GroupKFold folds
+    over :func:`fold_groups` (contiguous blocks of time with a group per row); InputError for
+    fewer than two rows."""
     n_folds = int(check_value(n_folds, integer(2, 100), "n_folds", "group_folds"))
     groups, kind = fold_groups(X)
     n_groups = len(np.unique(groups))

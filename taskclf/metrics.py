@@ -1,16 +1,13 @@
 """Quality measures of predicted labels, per timeline, per user and pooled.
 
-Row measures: accuracy, macro F1 (scikit-learn's ``f1_score(average="macro",
-zero_division=0)`` over the labels present) and reject rate (the share of
-``Mixed/Unknown``). Timeline measures read runs of equal labels, which never
-cross a timeline (see docs/contract.md): segmental F1@k, edit score, flap rate
-and block share (the share of predicted runs of at least the minimum block
-duration). Each is computed from counts per timeline; pooled and per-user
-figures apply the same rule to summed counts: segmental F1 pools true and false
-positives and negatives, edit score distances and run counts (a timeline weighs
-by its runs), flap rate all changes inside timelines over all buckets. Empty
-input scores 1.0, but 0.0 for the flap and reject rates. Labels may be any
-hashable values, never missing.
+Row measures: accuracy, macro F1 (scikit-learn's ``f1_score(average="macro", zero_division=0)`` over
+the labels present) and reject rate (the share of ``Mixed/Unknown``). Timeline measures read runs of
+equal labels, which never cross a timeline (see docs/contract.md): segmental F1@k, edit score, flap
+rate and block share (the share of predicted runs of at least the minimum block duration). Each is
+computed from counts per timeline; pooled and per-user figures apply the same rule to summed counts:
+segmental F1 pools true and false positives and negatives, edit score distances and run counts (a
+timeline weighs by its runs), flap rate all changes inside timelines over all buckets. Empty input
+scores 1.0, but 0.0 for the flap and reject rates. Labels may be any hashable values, never missing.
 """
 
 from __future__ import annotations
@@ -87,8 +84,9 @@ def _rejected_flags(frame: pd.DataFrame, where: str) -> np.ndarray:
     return flags.to_numpy(dtype=bool)
 
 
-def _min_buckets(bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
-    """The shortest block in buckets, from checked widths."""
+def _min_buckets(gap: Any, bucket_seconds: Any, min_block_seconds: Any, where: str) -> int:
+    """The shortest block in buckets, from checked widths (the gap is only checked)."""
+    check_value(gap, GAP, "max_gap_seconds", where)
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
     shortest = check_value(min_block_seconds, DURATION, "min_block_seconds", where)
     return min_buckets_of(shortest, width)
@@ -102,13 +100,9 @@ def _ratio(numerator: ArrayLike, denominator: ArrayLike, empty: float) -> np.nda
 
 
 def label_changes(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Label changes inside each timeline, the kernel of the flap rate.
-
-    ``codes`` holds the timelines concatenated in time order; ``bounds`` the start of
-    each, then ``len(codes)``.
-    """
-    starts = run_starts(codes, bounds)
-    return np.diff(np.searchsorted(starts, bounds)).astype(np.int64) - 1
+    """Label changes inside each timeline of ``codes`` (timelines concatenated in time order;
+    ``bounds``: the start of each, then ``len(codes)``), the kernel of the flap rate."""
+    return np.diff(np.searchsorted(run_starts(codes, bounds), bounds)).astype(np.int64) - 1
 
 
 def _runs(codes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -119,17 +113,11 @@ def _runs(codes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -> np.ndarray:
-    """True runs matched at each overlap, shape (k, len(overlaps)); see :func:`segmental_f1`.
-
-    Only overlapping pairs of runs are formed.
-    """
+    """Matched true runs per timeline and overlap (:func:`segmental_f1`), from overlapping pairs."""
     (t_start, t_end, t_label, t_line), (p_start, p_end, p_label, _) = true, pred
-    matched = np.zeros((k, len(overlaps)), dtype=np.int64)
-    if len(p_start) == 0:
-        return matched
     lo = np.searchsorted(t_end, p_start, side="right")  # first true run overlapping
-    count = np.searchsorted(t_start, p_end, side="left") - lo
-    first = np.concatenate(([0], np.cumsum(count)[:-1]))
+    count = np.searchsorted(t_start, p_end, side="left") - lo  # at least 1
+    first = np.cumsum(count) - count
     pair_pred = np.repeat(np.arange(len(p_start)), count)
     pair_true = np.arange(int(count.sum())) - np.repeat(first - lo, count)
     ps, pe, ts, te = p_start[pair_pred], p_end[pair_pred], t_start[pair_true], t_end[pair_true]
@@ -138,6 +126,7 @@ def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -
     best_iou = np.maximum.reduceat(iou, first)
     candidates = np.where(iou == best_iou[pair_pred], pair_true, len(t_start))
     best_true = np.minimum.reduceat(candidates, first)
+    matched = np.zeros((k, len(overlaps)), dtype=np.int64)
     for column, overlap in enumerate(overlaps):
         hits = np.unique(best_true[best_iou >= overlap])
         matched[:, column] = np.bincount(t_line[hits], minlength=k)
@@ -146,6 +135,8 @@ def _matched_runs(true: tuple, pred: tuple, overlaps: Sequence[float], k: int) -
 
 def _levenshtein(a: np.ndarray, b: np.ndarray) -> int:
     """Edit distance of two sequences, one vectorized row of the programme per element."""
+    if np.array_equal(a, b):
+        return 0
     a, b = (a, b) if len(a) <= len(b) else (b, a)
     index = np.arange(len(b) + 1, dtype=np.int64)
     row, step = index.copy(), np.empty_like(index)
@@ -154,17 +145,6 @@ def _levenshtein(a: np.ndarray, b: np.ndarray) -> int:
         np.minimum(row[1:] + 1, row[:-1] + (b != value), out=step[1:])
         row = np.minimum.accumulate(step - index) + index  # the chain of insertions
     return int(row[-1])
-
-
-def _edit_distances(true: tuple, pred: tuple, k: int) -> np.ndarray:
-    """Edit distance between the run label sequences of each timeline."""
-    true_at = np.searchsorted(true[3], np.arange(k + 1))
-    pred_at = np.searchsorted(pred[3], np.arange(k + 1))
-    distance = np.zeros(k, dtype=np.int64)
-    for t in range(k):
-        a, b = true[2][true_at[t] : true_at[t + 1]], pred[2][pred_at[t] : pred_at[t + 1]]
-        distance[t] = 0 if np.array_equal(a, b) else _levenshtein(a, b)
-    return distance
 
 
 def _counts(
@@ -199,8 +179,11 @@ def _counts(
     matched = _matched_runs(true_runs, pred_runs, overlaps, k)
     for column, overlap in enumerate(overlaps):
         counts[f"segmental_f1@{overlap * 100:g}"] = matched[:, column]
-    if edit:
-        counts["edit_distance"] = _edit_distances(true_runs, pred_runs, k)
+    if edit:  # the run labels of each timeline (np.split gives one part even when k = 0)
+        true_parts = np.split(true_runs[2], np.cumsum(counts["true_runs"])[:-1])
+        pred_parts = np.split(pred_runs[2], np.cumsum(counts["pred_runs"])[:-1])
+        distance = [_levenshtein(a, b) for a, b in zip(true_parts, pred_parts, strict=True)][:k]
+        counts["edit_distance"] = np.array(distance, dtype=np.int64)
         counts["edit_length"] = np.maximum(counts["true_runs"], counts["pred_runs"])
     return counts
 
@@ -253,8 +236,7 @@ def _frame_counts(
 ) -> tuple[Counts, Any]:
     """Check the input, find the timelines of ``X``, count per timeline; and the timelines."""
     overlaps = [float(check_value(o, _OVERLAP, "overlap", where)) for o in overlaps]
-    min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
-    check_value(max_gap_seconds, GAP, "max_gap_seconds", where)
+    min_buckets = _min_buckets(max_gap_seconds, bucket_seconds, min_block_seconds, where)
     frame = check_frame(X, where)
     require_columns(frame, [BUCKET_START_TS], where)
     true, pred, labels = _encode(y_true, y_pred, len(frame), where)
@@ -265,16 +247,14 @@ def _frame_counts(
 
 
 def log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean negative log probability of the true class, clipped to ``[eps, 1 - eps]``
-    as scikit-learn's ``log_loss`` clips; NaN without rows."""
+    """Mean negative log probability of the true class, clipped as scikit-learn's; NaN if empty."""
     eps = np.finfo(float).eps
     true = proba[np.arange(len(codes)), codes]
     return float(-np.mean(np.log(np.clip(true, eps, 1 - eps)))) if len(codes) else np.nan
 
 
 def brier_score(proba: np.ndarray, codes: np.ndarray) -> float:
-    """Mean over rows of ``sum_k (p_k - [y == k])^2`` (scikit-learn's multiclass
-    ``brier_score_loss``); NaN without rows."""
+    """Mean of ``sum_k (p_k - [y == k])^2`` (multiclass ``brier_score_loss``); NaN if empty."""
     error = proba.copy()
     error[np.arange(len(codes)), codes] -= 1.0
     return float(np.mean(np.einsum("ij,ij->i", error, error))) if len(codes) else np.nan
@@ -288,11 +268,10 @@ def flap_rate(labels: Sequence[object]) -> float:
 def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) -> float:
     """Segmental F1@k of one timeline (labels in time order; 1.0 when both are empty).
 
-    Taking the predicted runs of equal labels in time order, each is a true
-    positive when its best true run (same label, highest intersection over
-    union in buckets, the earlier on ties) reaches ``overlap`` (in (0, 1]; F1@50
-    uses 0.5) and is not matched yet (it then is); else a false positive.
-    Unmatched true runs are false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
+    Taking the predicted runs of equal labels in time order, each is a true positive when its best
+    true run (same label, highest intersection over union in buckets, the earlier on ties) reaches
+    ``overlap`` (in (0, 1]; F1@50 uses 0.5) and is not matched yet (it then is); else a false
+    positive. Unmatched true runs are false negatives. F1 = 2PR / (P + R), 0.0 when P + R = 0.
     """
     overlap = float(check_value(overlap, _OVERLAP, "overlap", "segmental_f1"))
     key = f"segmental_f1@{overlap * 100:g}"
@@ -302,9 +281,8 @@ def segmental_f1(y_true: ArrayLike, y_pred: ArrayLike, *, overlap: float = 0.5) 
 def edit_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Segmental edit score of one timeline: ``1 - d / max(m, n)`` (1.0 when empty).
 
-    ``d`` is the Levenshtein distance between the label sequences of the
-    ``m`` true and ``n`` predicted runs: the order of activities counts, not
-    their durations.
+    ``d`` is the Levenshtein distance between the label sequences of the ``m`` true and ``n``
+    predicted runs: the order of activities counts, not their durations.
     """
     return _sequence_score("edit_score", y_true, y_pred, "edit_score", edit=True)
 
@@ -321,12 +299,12 @@ def summarize(
 ) -> dict[str, float]:
     """Every measure at once, pooled over the timelines of ``X``.
 
-    ``X`` has ``bucket_start_ts`` (and ``user_id`` for several users); ``y_true`` and
-    ``y_pred`` label its rows in the same (any) order. ``overlaps`` are the IoU
-    thresholds of the segmental F1 scores; ``max_gap_seconds`` the longest gap inside
-    a timeline, ``min_block_seconds`` the shortest block of the block share. Returns
-    ``accuracy``, ``macro_f1``, ``segmental_f1@<100 * overlap>`` for each overlap,
-    ``edit_score``, ``flap_rate``, ``reject_rate``, ``block_share``.
+    ``X`` has ``bucket_start_ts`` (and ``user_id`` for several users); ``y_true`` and ``y_pred``
+    label its rows in the same (any) order. ``overlaps`` are the IoU thresholds of the segmental F1
+    scores; ``max_gap_seconds`` the longest gap inside a timeline, ``min_block_seconds`` the
+    shortest block of the block share. Returns ``accuracy``, ``macro_f1``,
+    ``segmental_f1@<100 * overlap>`` for each overlap, ``edit_score``, ``flap_rate``,
+    ``reject_rate``, ``block_share``.
 
     >>> X = pd.DataFrame({"bucket_start_ts": pd.date_range("2025-01-06", periods=8, freq="min")})
     >>> scores = summarize(X, list("AAAABBBB"), list("AAABBBBB"))
@@ -367,22 +345,20 @@ def timeline_report(
 
 def _label_figures(scores: dict[str, float], true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """``scores``, and the per-class figures and confusion matrix of some rows."""
-    n_labels = len(OUTPUT_LABELS)
-    confusion = np.bincount(true * n_labels + pred, minlength=n_labels**2)
-    confusion = confusion.reshape(n_labels, n_labels)
+    n = len(OUTPUT_LABELS)
+    confusion = np.bincount(true * n + pred, minlength=n * n).reshape(n, n)
     hits, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
-    per_class = {
-        label: {
-            "precision": float(_ratio(hits[i], predicted[i], 0.0)),
-            "recall": float(_ratio(hits[i], support[i], 0.0)),
-            "f1": float(_ratio(2 * hits[i], support[i] + predicted[i], 0.0)),
-            "support": int(support[i]),
-        }
-        for i, label in enumerate(OUTPUT_LABELS)
-        if support[i] + predicted[i] > 0
-    }
+    per_class = pd.DataFrame(
+        {
+            "precision": _ratio(hits, predicted, 0.0),
+            "recall": _ratio(hits, support, 0.0),
+            "f1": _ratio(2 * hits, support + predicted, 0.0),
+            "support": support,
+        },
+        index=OUTPUT_LABELS,
+    )[support + predicted > 0]
     matrix = {"labels": list(OUTPUT_LABELS), "counts": confusion.tolist()}
-    return {**scores, "per_class": per_class, "confusion_matrix": matrix}
+    return {**scores, "per_class": per_class.to_dict("index"), "confusion_matrix": matrix}
 
 
 def evaluate(
@@ -395,25 +371,20 @@ def evaluate(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     n_bins: int = 10,
 ) -> dict[str, Any]:
-    """How good a transformed frame is against the true labels, pooled and per user.
+    """How good ``pipeline.transform``'s output is against the true core labels.
 
-    ``frame`` is the output of ``pipeline.transform`` (with ``user_id`` for the
-    per-user figures), ``y_true`` the true core label of each row; the widths are
-    :func:`summarize`'s. ``thresholds`` are the confidences of the coverage-accuracy
-    curve, ``n_bins`` the equal-width confidence bins of the calibration error.
-
-    Returns ``pooled`` (all rows) and ``per_user`` (by user id, in order of first
-    appearance; empty without ``user_id``), each a dict of ``rows``, ``brier``,
-    ``log_loss``, ``ece`` (bins in ``reliability``), ``coverage_accuracy`` (coverage
-    and accuracy of the top class per threshold), ``reject_rate``, ``accepted_accuracy``
-    (of the raw label on rows not rejected) and, for ``label`` and ``raw_label`` each,
-    the keys of :func:`summarize`, ``per_class`` and ``confusion_matrix`` (a row per
-    true label). docs/cli.md lists the measures; values without rows to average are NaN.
+    The widths are :func:`summarize`'s; ``thresholds`` are the confidences of the
+    coverage-accuracy curve, ``n_bins`` the equal-width confidence bins of the ECE.
+    Returns ``pooled`` and ``per_user`` (by user id as first seen; empty without
+    ``user_id``) figures: ``rows``, ``brier``, ``log_loss``, ``ece`` and ``reliability``,
+    ``coverage_accuracy`` (of the top class), ``reject_rate``, ``accepted_accuracy`` (of
+    ``raw_label``), and for ``label`` and ``raw_label`` the keys of :func:`summarize`,
+    ``per_class`` and ``confusion_matrix`` (a row per true label); NaN without rows.
     """
     where = "evaluate"
     frame = check_frame(frame, where)
     require_columns(frame, [*PROBA_COLUMNS, CONFIDENCE, RAW_LABEL, LABEL, BUCKET_START_TS], where)
-    min_buckets = _min_buckets(bucket_seconds, min_block_seconds, where)
+    min_buckets = _min_buckets(max_gap_seconds, bucket_seconds, min_block_seconds, where)
     n_bins = check_value(n_bins, integer(1, 10_000), "n_bins", where)
     grid = np.sort([check_value(t, real(0.0, 1.0), "thresholds", where) for t in thresholds])
     true = check_labels(y_true, len(frame), where)
@@ -440,7 +411,8 @@ def evaluate(
         bin_confidence = np.bincount(in_bin, confidence, n_bins)
         bin_correct = np.bincount(in_bin, correct, n_bins)
         kept = confidence[:, None] >= grid
-        accepted = ~flags
+        kept_right = (kept & correct[:, None]).sum(axis=0)
+        accepted_right = (~flags & (raw == truth)).sum()
         figures = {
             "rows": n,
             "brier": brier_score(proba, truth),
@@ -452,15 +424,11 @@ def evaluate(
                 "accuracy": _ratio(bin_correct, bins, np.nan).tolist(),
             },
             "reject_rate": float(_ratio(flags.sum(), n, np.nan)),
-            "accepted_accuracy": float(
-                _ratio((accepted & (raw == truth)).sum(), accepted.sum(), np.nan)
-            ),
+            "accepted_accuracy": float(_ratio(accepted_right, (~flags).sum(), np.nan)),
             "coverage_accuracy": {
                 "threshold": grid.tolist(),
                 "coverage": _ratio(kept.sum(axis=0), n, np.nan).tolist(),
-                "accuracy": _ratio(
-                    (kept & correct[:, None]).sum(axis=0), kept.sum(axis=0), np.nan
-                ).tolist(),
+                "accuracy": _ratio(kept_right, kept.sum(axis=0), np.nan).tolist(),
             },
         }
         for column, pred in predicted.items():
@@ -477,18 +445,15 @@ def evaluate(
     return {"pooled": group(slice(None), slice(None)), "per_user": per_user}
 
 
-_SEGMENTAL = ("overlap", "max_gap_seconds")
+_SEGMENTAL = ["segmental_f1", *(f"segmental_f1@{o * 100:g}" for o in DEFAULT_OVERLAPS)]
 _SCORER_PARAMS: dict[str, tuple[str, ...]] = {
     "accuracy": (),
     "macro_f1": (),
-    "segmental_f1": _SEGMENTAL,
-    "segmental_f1@10": _SEGMENTAL,
-    "segmental_f1@25": _SEGMENTAL,
-    "segmental_f1@50": _SEGMENTAL,
+    **dict.fromkeys(_SEGMENTAL, ("overlap", "max_gap_seconds")),
     "edit_score": ("max_gap_seconds",),
     "neg_flap_rate": ("max_gap_seconds",),
     "neg_reject_rate": ("source",),
-    "block_share": ("min_block_seconds", "bucket_seconds", "max_gap_seconds"),
+    "block_share": ("max_gap_seconds", "min_block_seconds", "bucket_seconds"),
 }
 """Scorer name: the parameters it takes (``@k`` presets ``overlap=k/100``)."""
 
@@ -542,11 +507,8 @@ def _check_name(name: object, valid: Iterable[str]) -> None:
 
 
 class TimelineScorer:
-    """A scikit-learn scorer for one taskclf measure.
-
-    ``scorer(estimator, X, y)`` predicts ``X`` once and scores the prediction
-    against ``y``, pooled over the timelines of ``X`` (any row order) as
-    :func:`summarize` does. Higher is better: rates come negated. Picklable.
+    """A picklable scikit-learn scorer for one measure, pooled over the timelines of ``X``
+    as :func:`summarize` does; higher is better (rates come negated).
 
     ``name`` is one of :data:`SCORERS` or ``"segmental_f1"``. ``params``: ``overlap``
     (segmental F1), ``max_gap_seconds`` (timeline measures), ``min_block_seconds`` and
@@ -567,7 +529,6 @@ class TimelineScorer:
         return _sign(self.name) * _measure(self.name, y_true, y_pred, X, **self.params) + 0.0
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> float:
-        """Predict ``X`` with ``estimator`` once and score against ``y``."""
         if y is None:
             raise InputError(f"scorer {self.name!r} needs the true labels y, got None")
         return self.score(y, estimator.predict(X), X)
@@ -580,33 +541,22 @@ class TimelineScorer:
 SCORERS: dict[str, TimelineScorer] = {
     name: TimelineScorer(name) for name in _SCORER_PARAMS if name != "segmental_f1"
 }
-"""Ready scorers by name: accuracy, macro_f1, segmental_f1@10, @25, @50,
-edit_score, neg_flap_rate, neg_reject_rate, block_share (default parameters)."""
+"""Ready scorers by name, with default parameters (docs/grid-search.md lists them)."""
 
 
 class SummaryScorer:
-    """A multi-metric scikit-learn scorer: one prediction, one timeline pass.
-
-    ``scorer(estimator, X, y)`` returns the signed scores of :func:`summarize`
-    by name, as ``scoring=`` of ``cross_validate`` and ``GridSearchCV`` takes
-    (``refit`` one of the names).
-
-    ``names`` come from :data:`SCORERS`; ``params`` are ``max_gap_seconds``,
-    ``min_block_seconds`` and ``bucket_seconds`` of :func:`summarize`.
-    """
+    """A multi-metric scikit-learn scorer: one prediction, one timeline pass, the signed
+    scores of :func:`summarize` by ``names`` (of :data:`SCORERS`); ``params`` are
+    ``max_gap_seconds``, ``min_block_seconds`` and ``bucket_seconds``."""
 
     def __init__(self, names: Sequence[str], **params: Any) -> None:
         self.names, self.params = list(names), dict(params)
         for name in self.names:
             _check_name(name, SCORERS)
-        if "overlaps" in params:
-            raise InvalidParameterError("a summary scorer takes its overlaps from the names")
-        accepted = ("max_gap_seconds", "min_block_seconds", "bucket_seconds")
-        _check_params(accepted, params, "a summary scorer")
+        _check_params(_SCORER_PARAMS["block_share"], params, "a summary scorer")  # the widths
         summarize(_NO_ROWS, [], [], **params)  # refuses bad values now
 
     def __call__(self, estimator: Any, X: pd.DataFrame, y: ArrayLike) -> dict[str, float]:
-        """Predict ``X`` once; score every named measure (signs applied)."""
         if y is None:
             raise InputError("a summary scorer needs the true labels y, got None")
         scores = summarize(X, y, estimator.predict(X), **self.params)

@@ -1,32 +1,17 @@
-"""Reports on inference output: time per label per user and day, and timelines.
+"""Reports on inference output: time per label per user and day, and timeline pictures.
 
-:func:`write_report` reads the ``predictions.csv`` that ``taskclf infer``
-writes and produces, in one directory published as a whole:
-
-- ``summary.csv``: time per label over every user and day;
-- ``per_user.csv`` and ``per_day.csv``: one row per user (per user and UTC
-  day): minutes, segments, switches per hour, reject rate, accuracy when
-  the true labels are known, and minutes and share of each label;
-- ``timeline.png`` (``timeline-01.png``, ... when there are many
-  user-days): one row per user and day, with the segments as coloured bars,
-  rejected minutes hatched, gaps left blank over a thin line, the
-  confidence of each minute as a ribbon underneath and, when known, the
-  true labels as a strip above.
-
-With a taxonomy, ``view="mapped"`` reports its buckets (the
-``mapped_label`` column) instead of the core labels.
-
-Pictures are drawn with matplotlib's Agg canvas directly (no pyplot, no
-change to the caller's matplotlib backend). matplotlib is the ``report``
-extra: ``pip install 'taskclf[report]'``.
+:func:`write_report` writes the files that docs/cli.md lists under "report". Pictures are
+drawn on matplotlib's Agg canvas directly (no pyplot, no change to the caller's backend);
+matplotlib is the ``report`` extra: ``pip install 'taskclf[report]'``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,7 +28,6 @@ from taskclf.exceptions import InputError, ReaderError
 from taskclf.stages.segment import Segment, frame_to_segments, number_runs
 from taskclf.workflows import VIEWS
 
-SUMMARY_FILE: Final = "summary.csv"
 ROWS_PER_PICTURE: Final = 40
 """Most user-days drawn in one picture; more go into numbered pictures."""
 MAX_PREDICTIONS_BYTES: Final = 2**31
@@ -52,31 +36,19 @@ MAX_PREDICTIONS_BYTES: Final = 2**31
 _OTHER_COLORS: Final = ("#882255", "#44AA99", "#332288", "#DDCC77", "#117733", "#AA4499")
 _NO_USER: Final = "(all)"
 _REPORT_FILE: Final = re.compile(r"(summary|per_user|per_day)\.csv|timeline(-\d+)?\.png")
+_BARS: Final = {"label": (-0.03, 0.38), TRUE_LABEL: (-0.36, 0.16), "rejected": (-0.03, 0.38)}
+"""Centre (from a picture row's centre) and height of the bars of each kind of pieces."""
+_HATCH: Final = {"fill": False, "hatch": "////", "edgecolor": "#222222", "lw": 0}
 
 
 def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.DataFrame:
-    """The minutes of a ``predictions.csv``, with the label of ``view``.
-
-    Returns
-    -------
-    DataFrame
-        ``bucket_start_ts`` (UTC), ``user_id`` (str), ``label``,
-        ``confidence``, ``is_rejected`` and, when the file has true labels
-        and the view is ``"core"``, ``true_label``; sorted by user and time.
-
-    Raises
-    ------
-    ReaderError
-        If the file is missing, unreadable or lacks a column.
-    InputError
-        If ``view`` is unknown, or ``"mapped"`` for a run without taxonomy.
-    """
+    """The minutes of a ``predictions.csv`` with the label of ``view``, by user and time."""
     if view not in VIEWS:
         raise InputError(f"view must be one of {VIEWS}, got {view!r}")
     data = read_regular_file(path, MAX_PREDICTIONS_BYTES, "predictions file")
     try:
         frame = pd.read_csv(io.BytesIO(data))
-    except (ValueError, pd.errors.ParserError) as exc:
+    except ValueError as exc:  # pandas' ParserError too
         raise ReaderError(f"predictions file {str(path)!r} is not a CSV file: {exc}") from None
     source = MAPPED_LABEL if view == "mapped" else "predicted_label"
     if view == "mapped" and MAPPED_LABEL not in frame:
@@ -100,13 +72,6 @@ def read_predictions(path: str | os.PathLike[str], view: str = "core") -> pd.Dat
     return out.sort_values([USER_ID, BUCKET_START_TS], kind="stable").reset_index(drop=True)
 
 
-def bucket_seconds_of(minutes: pd.DataFrame) -> int:
-    """The bucket width: the most common step between a user's consecutive rows."""
-    steps = minutes.groupby(USER_ID)[BUCKET_START_TS].diff().dt.total_seconds()
-    steps = steps[steps > 0]
-    return int(steps.mode().min()) if len(steps) else 60
-
-
 def runs(minutes: pd.DataFrame, column: str, bucket_seconds: int) -> list[Segment]:
     """The segments of ``column``: runs of equal values, cut at gaps as the pipeline cuts."""
     ids = number_runs(minutes, pd.factorize(minutes[column])[0], DEFAULT_IDLE_GAP_SECONDS)
@@ -115,15 +80,7 @@ def runs(minutes: pd.DataFrame, column: str, bucket_seconds: int) -> list[Segmen
 
 
 def segments_frame(segments: Sequence[Segment]) -> pd.DataFrame:
-    """Segments as a frame: ``user_id``, ``label``, ``start``, ``end``, ``minutes``.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> seg = Segment(dt.datetime(2025, 1, 6, 9), dt.datetime(2025, 1, 6, 9, 30), "Build", 30)
-    >>> segments_frame([seg])[["label", "minutes"]].values.tolist()
-    [['Build', 30.0]]
-    """
+    """Segments as a frame: ``user_id``, ``label``, ``start``, ``end``, ``minutes``."""
     frame = pd.DataFrame(
         {
             USER_ID: [_NO_USER if s.user_id is None else str(s.user_id) for s in segments],
@@ -137,13 +94,8 @@ def segments_frame(segments: Sequence[Segment]) -> pd.DataFrame:
 
 
 def summarize_segments(segments: Sequence[Segment]) -> pd.DataFrame:
-    """Time per label over all segments.
-
-    Returns
-    -------
-    DataFrame
-        One row per label, most time first, with columns ``label``,
-        ``segments``, ``minutes`` and ``share`` (percent of all minutes).
+    """Time per label over all segments: a row per label, most time first, with ``label``,
+    ``segments``, ``minutes`` and ``share`` (percent of all minutes).
 
     Examples
     --------
@@ -154,82 +106,51 @@ def summarize_segments(segments: Sequence[Segment]) -> pd.DataFrame:
     >>> summarize_segments(segs)[["label", "minutes", "share"]].values.tolist()
     [['Build', 30.0, 75.0], ['Meet', 10.0, 25.0]]
     """
-    frame = segments_frame(segments)
-    grouped = frame.groupby("label", sort=False)["minutes"].agg(["count", "sum"])
-    grouped = grouped.rename(columns={"count": "segments", "sum": "minutes"})
-    total = float(grouped["minutes"].sum())
-    grouped["share"] = (grouped["minutes"] / total * 100.0).round(2) if total > 0 else 0.0
-    grouped = grouped.sort_values(["minutes", "segments"], ascending=False, kind="stable")
-    out = grouped.reset_index()
-    out["segments"] = out["segments"].astype(np.int64)
-    out["minutes"] = out["minutes"].round(2)
-    return out[["label", "segments", "minutes", "share"]]
+    grouped = segments_frame(segments).groupby("label", sort=False)["minutes"]
+    out = pd.DataFrame({"segments": grouped.size(), "minutes": grouped.sum()})
+    total = float(out["minutes"].sum())
+    out["share"] = (out["minutes"] / total * 100.0).round(2) if total > 0 else 0.0
+    out = out.sort_values(["minutes", "segments"], ascending=False, kind="stable")
+    return out.assign(minutes=out["minutes"].round(2)).reset_index()
 
 
 def split_by_day(frame: pd.DataFrame) -> pd.DataFrame:
     """Cut segments at UTC midnight; add ``day`` and start/end hours of that day."""
-    if frame.empty:
-        return frame.assign(day=pd.Series(dtype=object), start_h=[], end_h=[])
-    pieces = []
-    rest = frame
-    while len(rest):
-        day = rest["start"].dt.floor("D")
-        midnight = day + pd.Timedelta(days=1)
-        piece = rest.assign(
-            day=day.dt.date, end=rest["end"].where(rest["end"] <= midnight, midnight)
-        )
-        pieces.append(piece)
-        crossing = (rest["end"] > midnight).to_numpy()
-        rest = rest[crossing].assign(start=midnight[crossing])
-    out = pd.concat(pieces, ignore_index=True)
-    base = pd.to_datetime(out["day"].astype(str), utc=True)
-    out["start_h"] = (out["start"] - base).dt.total_seconds() / 3600.0
-    out["end_h"] = (out["end"] - base).dt.total_seconds() / 3600.0
+    first = frame["start"].dt.floor("D")
+    last = (frame["end"] - pd.Timedelta(1)).dt.floor("D")  # the day of the last instant
+    rows = np.repeat(np.arange(len(frame)), (last - first).dt.days.to_numpy(np.int64) + 1)
+    out = frame.iloc[rows].reset_index(drop=True)
+    day = first.iloc[rows].reset_index(drop=True)
+    day += pd.to_timedelta(out.groupby(rows).cumcount(), unit="D")
+    midnight = day + pd.Timedelta(days=1)
+    out["start"] = out["start"].where(out["start"] > day, day)
+    out["end"] = out["end"].where(out["end"] < midnight, midnight)
+    out["day"] = day.dt.date
+    out["start_h"] = (out["start"] - day).dt.total_seconds() / 3600.0
+    out["end_h"] = (out["end"] - day).dt.total_seconds() / 3600.0
     out["minutes"] = (out["end"] - out["start"]).dt.total_seconds() / 60.0
     return out.sort_values([USER_ID, "day", "start"], kind="stable").reset_index(drop=True)
 
 
 def time_table(pieces: pd.DataFrame, minutes: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """One row per group of ``by`` (``user_id``, ``day``): how its time was spent.
-
-    Parameters
-    ----------
-    pieces : DataFrame
-        Segments cut per day (:func:`split_by_day`).
-    minutes : DataFrame
-        The minutes (:func:`read_predictions`) with a ``day`` column.
-    by : sequence of str
-
-    Returns
-    -------
-    DataFrame
-        ``minutes``, ``segments``, ``switches_per_hour`` (changes of label
-        between consecutive segments of a user-day, per hour of segments),
-        ``reject_rate``, ``accuracy`` (with true labels), then
-        ``minutes_<label>`` and ``share_<label>`` (percent) for each label.
-    """
+    """One row per group of ``by`` (``user_id``, ``day``) of the segments cut per day and
+    the minutes (with ``day``): the columns of ``per_user.csv`` that docs/cli.md lists."""
     keys = list(by)
     previous = pieces.groupby([USER_ID, "day"])["label"].shift()
     switched = pieces["label"].ne(previous) & previous.notna()
-    table = (
-        pieces.assign(switches=switched)
-        .groupby(keys)
-        .agg(minutes=("minutes", "sum"), segments=("label", "size"), switches=("switches", "sum"))
-    )
-    table["switches_per_hour"] = (table.pop("switches") / (table["minutes"] / 60.0)).round(3)
-    grouped = minutes.groupby(keys)
-    table["reject_rate"] = grouped["is_rejected"].mean().round(4)
+    table = pieces.groupby(keys).agg(minutes=("minutes", "sum"), segments=("label", "size"))
+    switches = switched.groupby([pieces[k] for k in keys]).sum()
+    table["switches_per_hour"] = (switches / (table["minutes"] / 60.0)).round(3)
+    rates = minutes[keys].assign(reject_rate=minutes["is_rejected"])
     if TRUE_LABEL in minutes:
-        hit = minutes["label"].eq(minutes[TRUE_LABEL])
-        table["accuracy"] = hit.groupby([minutes[k] for k in keys]).mean().round(4)
+        rates["accuracy"] = minutes["label"].eq(minutes[TRUE_LABEL])
+    table = table.join(rates.groupby(keys).mean().round(4))
     per_label = pieces.pivot_table("minutes", index=keys, columns="label", aggfunc="sum")
     per_label = per_label[_ordered(per_label.columns)].fillna(0.0)
     share = per_label.div(per_label.sum(axis=1), axis=0) * 100.0
-    table = table.join(per_label.round(2).add_prefix("minutes_")).join(
-        share.round(2).add_prefix("share_")
-    )
     table["minutes"] = table["minutes"].round(2)
-    return table.reset_index()
+    parts = [table, per_label.round(2).add_prefix("minutes_"), share.round(2).add_prefix("share_")]
+    return pd.concat(parts, axis=1).reset_index()
 
 
 def _ordered(labels: Iterable[str]) -> list[str]:
@@ -239,67 +160,50 @@ def _ordered(labels: Iterable[str]) -> list[str]:
     return known + sorted(present - set(known))
 
 
-def palette(labels: Sequence[str]) -> dict[str, str]:
-    """A colour for each label: the core labels' own, then distinct ones for buckets."""
-    extra = iter(_OTHER_COLORS * (1 + len(labels) // len(_OTHER_COLORS)))
-    return {label: LABEL_COLORS.get(label) or next(extra) for label in labels}
-
-
 def _rows(pieces: pd.DataFrame, keys: list[tuple[str, object]]) -> np.ndarray:
     """The picture row of each of ``pieces`` (its user-day's place in ``keys``; -1: not drawn)."""
-    if not keys:
-        return np.full(len(pieces), -1.0)
-    wanted = pd.MultiIndex.from_tuples(keys)
     found = pd.MultiIndex.from_arrays([pieces[USER_ID], pieces["day"]])
-    return wanted.get_indexer(found).astype(float)
+    return pd.Index(keys).get_indexer(found).astype(float)
 
 
 def _draw(
-    pieces: dict[str, pd.DataFrame],
-    minutes: pd.DataFrame,
-    keys: list[tuple[str, object]],
-    path: Path,
-    title: str,
+    ax: Any, pieces: dict[str, pd.DataFrame], minutes: pd.DataFrame, keys: list[tuple[str, object]]
 ) -> None:
-    """One picture: a row per user-day; see the module's description."""
+    """Draw a row per user-day of ``keys`` on ``ax`` (docs/cli.md says what it shows)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     predicted = pieces["label"]
-    truth = pieces.get(TRUE_LABEL)
-    labels = _ordered({*predicted["label"], *([] if truth is None else truth["label"])})
-    colors = palette(labels)
-    figure, ax = _figure(12, max(4.2, 1.4 + 0.6 * len(keys)))
-    y = _rows(predicted, keys)
-    spans = predicted.groupby(y)[["start_h", "end_h"]].agg({"start_h": "min", "end_h": "max"})
+    labels = _ordered({*predicted["label"], *pieces.get(TRUE_LABEL, predicted)["label"]})
+    extra = iter(_OTHER_COLORS * (1 + len(labels) // len(_OTHER_COLORS)))  # for buckets
+    colors = {label: LABEL_COLORS.get(label) or next(extra) for label in labels}
+    spans = predicted.groupby(_rows(predicted, keys)).agg({"start_h": "min", "end_h": "max"})
     ax.hlines(spans.index, spans["start_h"], spans["end_h"], color="#555555", lw=0.6)
-    for name, (low, high) in {"label": (-0.22, 0.16), TRUE_LABEL: (-0.44, -0.28)}.items():
-        frame = pieces.get(name)
-        if frame is None:
-            continue
-        rows = _rows(frame, keys)
-        for label in labels:
-            mask = (frame["label"] == label).to_numpy() & (rows >= 0)
-            ax.barh(rows[mask] + (low + high) / 2, (frame["end_h"] - frame["start_h"])[mask],
-                    left=frame["start_h"][mask], height=high - low, color=colors[label],
-                    edgecolor="#777777" if label == MIXED_UNKNOWN else "none", lw=0.4)  # fmt: skip
-    rejected = pieces["rejected"]
-    rows = _rows(rejected, keys)
-    ax.barh(rows[rows >= 0] - 0.03, (rejected["end_h"] - rejected["start_h"])[rows >= 0],
-            left=rejected["start_h"][rows >= 0], height=0.38, fill=False, hatch="////",
-            edgecolor="#222222", lw=0)  # fmt: skip
-    _ribbons(ax, minutes, keys)
+    for name in (name for name in _BARS if name in pieces):
+        rows = _rows(pieces[name], keys)
+        shown = pieces[name].assign(row=rows)[rows >= 0]
+        # label by label in legend order: Mixed/Unknown's outlines lie on top of the other bars
+        order = pd.Index(labels).get_indexer(pd.Index(shown["label"]))
+        shown = shown.iloc[np.argsort(order, kind="stable")]
+        edges = np.where(shown["label"] == MIXED_UNKNOWN, "#777777", "none")
+        style = {"color": shown["label"].map(colors).tolist(), "edgecolor": edges, "lw": 0.4}
+        ax.barh(shown["row"] + _BARS[name][0], shown["end_h"] - shown["start_h"],
+                left=shown["start_h"], height=_BARS[name][1],
+                **(_HATCH if name == "rejected" else style))  # fmt: skip
+    rows = _rows(minutes, keys)
+    shown = minutes[rows >= 0]
+    # The confidence ribbon: two points per minute and a break after each, so gaps stay empty.
+    x = np.column_stack([shown["start_h"], shown["start_h"] + shown["width_h"], shown["start_h"]])
+    top = np.column_stack([shown["confidence"], shown["confidence"], np.full(len(shown), np.nan)])
+    base = np.repeat(rows[rows >= 0] + 0.45, 3)
+    ax.fill_between(x.ravel(), base, base - 0.24 * top.ravel(), color="#666666", alpha=0.5, lw=0)
     ax.set_yticks(range(len(keys)), [f"{u}  {d}" for u, d in keys])
-    ax.set_ylim(len(keys) - 0.5, -0.5)
     low = float(np.floor(predicted["start_h"].min())) if len(predicted) else 0.0
     high = float(np.ceil(predicted["end_h"].max())) if len(predicted) else 24.0
     ax.set_xlim(max(low - 0.5, 0.0), min(high + 0.5, 24.0))
-    ax.set_xlabel("hour of day (UTC)")
-    ax.set_title(title)
+    ax.set(ylim=(len(keys) - 0.5, -0.5), xlabel="hour of day (UTC)")
     ax.grid(axis="x", alpha=0.3)
-    handles: list[Any] = [
-        Patch(facecolor=colors[label], edgecolor="#777777", label=label) for label in labels
-    ]
+    handles: list[Any] = [Patch(facecolor=colors[n], edgecolor="#777777", label=n) for n in labels]
     handles += [
         Patch(fill=False, hatch="////", label="rejected (unsure)"),
         Line2D([], [], color="#555555", lw=0.6, label="gap (no rows)"),
@@ -309,11 +213,11 @@ def _draw(
         handles.append(Patch(color="white", label="top strip: true label"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               fontsize="small")  # fmt: skip
-    _save(figure, path)
 
 
-def _figure(width: float, height: float) -> tuple[Any, Any]:
-    """A figure and its axes on matplotlib's Agg canvas (no pyplot, no backend change)."""
+@contextlib.contextmanager
+def _picture(path: Path, width: float, height: float) -> Iterator[Any]:
+    """Axes to draw on, on matplotlib's Agg canvas (no pyplot); saved to ``path`` at the end."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -321,65 +225,35 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
         raise ReaderError("drawing needs matplotlib: pip install 'taskclf[report]'") from None
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
-    return figure, figure.add_subplot()
-
-
-def _save(figure: Any, path: Path) -> None:
+    yield figure.add_subplot()
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
 
 
 def draw_evaluation(pooled: dict[str, Any], directory: Path) -> None:
-    """The pictures of an evaluation: confusion matrix, reliability, coverage-accuracy.
-
-    Parameters
-    ----------
-    pooled : dict
-        The ``pooled`` figures of :func:`taskclf.metrics.evaluate`.
-    directory : Path
-        Where ``confusion.png``, ``reliability.png`` and ``coverage.png`` go.
-    """
+    """Draw the ``pooled`` figures of :func:`taskclf.metrics.evaluate` into ``directory``:
+    ``confusion.png``, ``reliability.png`` and ``coverage.png``."""
     matrix = pooled["label"]["confusion_matrix"]
     names, counts = matrix["labels"], np.asarray(matrix["counts"], dtype=float)
-    figure, ax = _figure(7, 6)
-    ax.imshow(counts, cmap="Blues")
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted",
-           ylabel="true", title="Confusion matrix (final labels)")  # fmt: skip
-    ax.set_xticklabels(names, rotation=45, ha="right")
-    ax.set_yticklabels(names)
-    for (i, j), value in np.ndenumerate(counts):
-        if value:
-            ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7)
-    _save(figure, directory / "confusion.png")
-    bins = pd.DataFrame(pooled["reliability"])
-    figure, ax = _figure(5, 5)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.plot(bins["confidence"], bins["accuracy"], marker="o")
-    ax.set(xlabel="mean confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"Reliability (ECE {pooled['ece']:.3f})")  # fmt: skip
-    _save(figure, directory / "reliability.png")
-    curve = pd.DataFrame(pooled["coverage_accuracy"])
-    figure, ax = _figure(5, 4)
-    ax.plot(curve["coverage"], curve["accuracy"], marker=".")
-    ax.set(xlabel="coverage (share of rows kept)", ylabel="accuracy of kept rows",
-           title="Coverage and accuracy over thresholds")  # fmt: skip
-    _save(figure, directory / "coverage.png")
-
-
-def _ribbons(ax: object, minutes: pd.DataFrame, keys: list[tuple[str, object]]) -> None:
-    """The confidence of each minute as a ribbon hanging under its user-day's bars."""
-    rows = _rows(minutes, keys)
-    start = minutes["start_h"].to_numpy()
-    width = minutes["width_h"].to_numpy()
-    confidence = minutes["confidence"].to_numpy()
-    for row in np.unique(rows[rows >= 0]):
-        mask = rows == row
-        # Two points per minute and a break after each, so gaps stay empty.
-        x = np.column_stack([start[mask], start[mask] + width[mask], start[mask]]).ravel()
-        top = np.column_stack([confidence[mask], confidence[mask], np.full(mask.sum(), np.nan)])
-        base = row + 0.45
-        ax.fill_between(x, base, base - 0.24 * top.ravel(), color="#666666", alpha=0.5, lw=0)  # type: ignore[attr-defined]
+    with _picture(directory / "confusion.png", 7, 6) as ax:
+        ax.imshow(counts, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (final labels)")
+        for i, j in zip(*np.nonzero(counts), strict=True):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7)
+    with _picture(directory / "reliability.png", 5, 5) as ax:
+        bins = pd.DataFrame(pooled["reliability"])
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax.plot(bins["confidence"], bins["accuracy"], marker="o")
+        ax.set(xlabel="mean confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+               title=f"Reliability (ECE {pooled['ece']:.3f})")  # fmt: skip
+    with _picture(directory / "coverage.png", 5, 4) as ax:
+        curve = pd.DataFrame(pooled["coverage_accuracy"])
+        ax.plot(curve["coverage"], curve["accuracy"], marker=".")
+        ax.set(xlabel="coverage (share of rows kept)", ylabel="accuracy of kept rows",
+               title="Coverage and accuracy over thresholds")  # fmt: skip
 
 
 def plot_timelines(
@@ -390,12 +264,10 @@ def plot_timelines(
     Parameters
     ----------
     pieces : dict of str to DataFrame
-        Segments cut per day (:func:`split_by_day`): ``"label"`` (the
-        predictions), ``"rejected"`` (runs of rejected minutes) and,
-        optionally, ``"true_label"``.
+        Segments cut per day (:func:`split_by_day`): ``"label"`` (the predictions),
+        ``"rejected"`` (runs of rejected minutes) and, optionally, ``"true_label"``.
     minutes : DataFrame
         The minutes with ``day``, ``start_h`` and ``width_h``.
-    out_dir : path-like
 
     Returns
     -------
@@ -404,15 +276,14 @@ def plot_timelines(
         when there are more than :data:`ROWS_PER_PICTURE` user-days.
     """
     keys = list(dict.fromkeys(zip(pieces["label"][USER_ID], pieces["label"]["day"])))
-    pages = [keys[i : i + ROWS_PER_PICTURE] for i in range(0, len(keys), ROWS_PER_PICTURE)]
-    pages = pages or [[]]
-    paths = []
+    pages = [keys[i : i + ROWS_PER_PICTURE] for i in range(0, max(len(keys), 1), ROWS_PER_PICTURE)]
+    paths, many = [], len(pages) > 1
     for number, page in enumerate(pages, start=1):
-        name = "timeline.png" if len(pages) == 1 else f"timeline-{number:02d}.png"
-        suffix = "" if len(pages) == 1 else f" ({number}/{len(pages)})"
-        title = f"taskclf timelines per user and day{suffix}"
-        _draw(pieces, minutes, page, Path(out_dir) / name, title)
-        paths.append(Path(out_dir) / name)
+        paths.append(Path(out_dir) / (f"timeline-{number:02d}.png" if many else "timeline.png"))
+        with _picture(paths[-1], 12, max(4.2, 1.4 + 0.6 * len(page))) as ax:
+            _draw(ax, pieces, minutes, page)
+            suffix = f" ({number}/{len(pages)})" if many else ""
+            ax.set_title(f"taskclf timelines per user and day{suffix}")
     return paths
 
 
@@ -422,10 +293,8 @@ class Report:
 
     Attributes
     ----------
-    summary : DataFrame
-        Time per label (see :func:`summarize_segments`).
-    per_user, per_day : DataFrame
-        See :func:`time_table`.
+    summary, per_user, per_day : DataFrame
+        Time per label (:func:`summarize_segments`), per user and per user and day.
     files : tuple of Path
         Every file written.
     """
@@ -450,39 +319,31 @@ def write_report(
     predictions_dir : path-like
         A directory written by ``taskclf infer`` (it reads ``predictions.csv``).
     out_dir : path-like
-        Where the report goes: absent, empty or an earlier report (replaced
-        as a whole).
+        Where the report goes: absent, empty or an earlier report (replaced as a whole).
     view : {"core", "mapped"}, default "core"
         Count the core labels, or the buckets of the run's taxonomy.
-
-    Returns
-    -------
-    Report
 
     Raises
     ------
     ReaderError
-        If ``predictions.csv`` is missing or malformed, or matplotlib is
-        missing.
+        If ``predictions.csv`` is missing or malformed, or matplotlib is missing.
     NotOursError
         If ``out_dir`` holds other files than a report's.
     """
     minutes = read_predictions(Path(predictions_dir) / PREDICTIONS_FILE, view)
-    width = bucket_seconds_of(minutes)
+    steps = minutes.groupby(USER_ID)[BUCKET_START_TS].diff().dt.total_seconds()
+    width = int(steps[steps > 0].mode().min()) if (steps > 0).any() else 60  # the usual step
     day = minutes[BUCKET_START_TS].dt.floor("D")
     minutes = minutes.assign(
         day=day.dt.date,
         start_h=(minutes[BUCKET_START_TS] - day).dt.total_seconds() / 3600.0,
         width_h=width / 3600.0,
+        rejected=minutes["is_rejected"].map({True: "rejected", False: ""}),
     )
-    rejected = minutes["is_rejected"].map({True: "rejected", False: ""})
-    columns = ["label", TRUE_LABEL] if TRUE_LABEL in minutes else ["label"]
+    columns = [name for name in ("label", TRUE_LABEL, "rejected") if name in minutes]
     segments = {name: runs(minutes, name, width) for name in columns}
     pieces = {name: split_by_day(segments_frame(found)) for name, found in segments.items()}
-    rejected_runs = runs(minutes.assign(rejected=rejected), "rejected", width)
-    pieces["rejected"] = split_by_day(
-        segments_frame([s for s in rejected_runs if s.label == "rejected"])
-    )
+    pieces["rejected"] = pieces["rejected"][pieces["rejected"]["label"] == "rejected"]
     summary = summarize_segments(segments["label"])
     per_user = time_table(pieces["label"], minutes, [USER_ID])
     per_day = time_table(pieces["label"], minutes, [USER_ID, "day"])

@@ -395,10 +395,11 @@ def activity():
     return X, y
 
 
-def test_scorer_names():
+def test_scorer_names_and_public_names():
     names = "accuracy macro_f1 segmental_f1@10 segmental_f1@25 segmental_f1@50 edit_score"
     assert list(SCORERS) == [*names.split(), "neg_flap_rate", "neg_reject_rate", "block_share"]
     assert repr(get_scorer("segmental_f1@50")) == "TimelineScorer('segmental_f1@50', overlap=0.5)"
+    assert all(hasattr(metrics, name) for name in metrics.__all__)
 
 
 def test_scorers_predict_once_and_sign_the_scores(activity):
@@ -461,10 +462,6 @@ def test_cross_val_score_and_grid_search_score_each_fold_by_its_timelines(activi
     assert search.best_params_ == {"threshold": 0.3}
     assert all(f"mean_test_{name}" in search.cv_results_ for name in SCORERS)
     assert np.all(search.cv_results_["mean_test_neg_flap_rate"] <= 0)
-
-
-def test_public_names_are_exported():
-    assert all(hasattr(metrics, name) for name in metrics.__all__)
 
 
 # evaluate: a transformed frame against the truth
@@ -590,6 +587,7 @@ def test_evaluate_reliability_and_coverage_by_hand():
         (lambda out, y: (out.assign(confidence=np.nan), y), {}, IE, "confidence"),
         (lambda out, y: (out, y), {"thresholds": [0.5, 1.5]}, PE, "thresholds"),
         (lambda out, y: (out, y), {"n_bins": 0}, PE, "n_bins"),
+        (lambda out, y: (out, y), {"max_gap_seconds": 0}, PE, "max_gap_seconds"),
     ],
 )
 def test_evaluate_refuses_bad_input(change, params, error, match):

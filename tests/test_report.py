@@ -57,7 +57,9 @@ ROWS = [
 
 
 def test_tables_per_user_and_day(tmp_path):
+    before = matplotlib.get_backend()
     report = write_report(write_minutes(tmp_path / "in", ROWS), tmp_path / "out")
+    assert matplotlib.get_backend() == before  # drawn on the Agg canvas, no pyplot
     day = report.per_day.set_index(["user_id", report.per_day["day"].astype(str)])
     first, second = day.loc[("u1", "2025-01-06")], day.loc[("u1", "2025-01-07")]
     assert (first["minutes"], first["segments"], first["switches_per_hour"]) == (3.0, 1, 0.0)
@@ -131,10 +133,10 @@ def test_segments_crossing_midnight_are_split_per_day():
 
 def test_many_user_days_go_on_several_pictures_and_replace_only_a_report(monkeypatch, tmp_path):
     monkeypatch.setattr(report_module, "ROWS_PER_PICTURE", 2)
-    rows = [(f"u{i}", 10, "Build", False) for i in range(5)]
+    rows = [(f"u{i}", 10, "Build", False) for i in range(3)]
     report = write_report(write_minutes(tmp_path / "in", rows), tmp_path / "out")
     pictures = [p for p in report.files if p.suffix == ".png"]
-    assert [p.name for p in pictures] == ["timeline-01.png", "timeline-02.png", "timeline-03.png"]
+    assert [p.name for p in pictures] == ["timeline-01.png", "timeline-02.png"]
     write_report(write_minutes(tmp_path / "in", rows[:1]), tmp_path / "out")
     assert "timeline.png" in {p.name for p in (tmp_path / "out").iterdir()}
     assert "timeline-01.png" not in {p.name for p in (tmp_path / "out").iterdir()}
@@ -152,9 +154,3 @@ def test_missing_or_malformed_input_is_refused(tmp_path):
     with pytest.raises(ReaderError, match="lacks the columns"):
         write_report(tmp_path / "in", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-
-
-def test_report_does_not_change_the_matplotlib_backend(tmp_path):
-    before = matplotlib.get_backend()
-    write_report(write_minutes(tmp_path / "in", ROWS[:2]), tmp_path / "out")
-    assert matplotlib.get_backend() == before
