@@ -154,3 +154,17 @@ def test_missing_or_malformed_input_is_refused(tmp_path):
     with pytest.raises(ReaderError, match="lacks the columns"):
         write_report(tmp_path / "in", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_ends_segments_one_pipeline_bucket_after_their_last_start(
+    booster_v1, encoders_v1, frame_v1, tmp_path
+):
+    # The bucket width comes from the pipeline's merge step (here 5 minutes), not a default.
+    pipeline = build_pipeline(booster_v1, encoders_v1, bucket_seconds=300)
+    run = infer_to_directory(pipeline, frame_v1.drop(columns="label"), tmp_path / "run")
+    segments = segments_frame(read_segments_json(run.directory / "segments.json"))
+    out = pipeline.transform(frame_v1.drop(columns="label"))
+    last = pd.to_datetime(out.groupby(["user_id", "segment_id"])["bucket_start_ts"].max(), utc=True)
+    ends = pd.to_datetime(segments["end"]).sort_values().reset_index(drop=True)
+    expected = (last + pd.Timedelta(seconds=300)).sort_values().reset_index(drop=True)
+    assert ends.equals(expected)
