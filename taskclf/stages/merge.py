@@ -61,14 +61,14 @@ def segment_ids(column: pd.Series) -> np.ndarray:
 def merge_runs(
     labels: list[int], counts: list[int], min_buckets: int
 ) -> tuple[list[int], list[int], list[int]]:
-    """Apply the hysteresis rule to one timeline's segments (label codes, bucket counts).
-
-    Returns each merged segment's first input segment, label and count. The
-    cases (i)-(v) below are the contract's, in its order (docs/contract.md).
-    """
+    """Apply the hysteresis rule (docs/contract.md; cases (i)-(v) in its order) to one
+    timeline's segments; return each merged segment's first input segment, label and count."""
     firsts = list(range(len(labels)))
     labels, counts = list(labels), list(counts)
-    while len(labels) > 1:
+    # A pass changes nothing once all segments are long but a first one that stays (iii).
+    while min(counts[1:], default=min_buckets) < min_buckets or (
+        len(labels) > 1 and counts[0] < min_buckets and labels[1] == labels[0]
+    ):
         out: list[list[int]] = []  # [first, label, count] of each emitted segment
         i = 0
         while i < len(labels):
@@ -84,8 +84,6 @@ def merge_runs(
             else:  # (iv), (v) previous
                 out[-1][2] += count
             i += 1
-        if len(out) == len(labels):
-            break
         firsts, labels, counts = (list(column) for column in zip(*out))
     return firsts, labels, counts
 
@@ -104,24 +102,22 @@ def merge_segment_codes(
     the label code of each merged segment; ``join_equal`` then joins
     neighbours of one timeline with the same label.
     """
-    keep_start = np.ones(len(labels), dtype=bool)  # segments untouched by merging stay
-    merged_labels = labels.copy()
     sizes = np.diff(bounds)
+    timeline = np.repeat(np.arange(len(sizes)), sizes)
     # Only timelines of several segments, one of them short, change.
-    short = np.add.reduceat(counts < min_buckets, bounds[:-1]) > 0 if len(labels) else sizes > 0
-    for t in np.flatnonzero(short & (sizes > 1)).tolist():
-        lo, hi = int(bounds[t]), int(bounds[t + 1])
-        firsts, new_labels, _ = merge_runs(
-            labels[lo:hi].tolist(), counts[lo:hi].tolist(), min_buckets
-        )
-        keep_start[lo:hi] = False
-        starts = np.asarray(firsts, dtype=np.int64) + lo
+    busy = (np.bincount(timeline[counts < min_buckets], minlength=len(sizes)) > 0) & (sizes > 1)
+    keep_start = ~busy[timeline]  # segments untouched by merging stay
+    merged_labels = labels.copy()
+    all_labels, all_counts = labels.tolist(), counts.tolist()
+    for lo, hi in zip(bounds[:-1][busy].tolist(), bounds[1:][busy].tolist()):
+        firsts, new_labels, _ = merge_runs(all_labels[lo:hi], all_counts[lo:hi], min_buckets)
+        starts = np.add(firsts, lo)
         keep_start[starts] = True
         merged_labels[starts] = new_labels
     merged_id = np.cumsum(keep_start) - 1
     merged_labels = merged_labels[keep_start]
     if join_equal and len(merged_labels) > 1:
-        timeline = np.repeat(np.arange(len(sizes)), sizes)[keep_start]
+        timeline = timeline[keep_start]
         same = (merged_labels[1:] == merged_labels[:-1]) & (timeline[1:] == timeline[:-1])
         new = np.concatenate(([True], ~same))
         merged_id = (np.cumsum(new) - 1)[merged_id]

@@ -27,8 +27,10 @@ def reject_codes(
     proba: np.ndarray, threshold: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Confidence, rejection flags and label codes of a probability matrix (docs/contract.md)."""
-    best = proba.argmax(axis=1)
-    confidence = proba[np.arange(len(proba)), best]
+    confidence = proba.max(axis=1)
+    best = np.zeros(len(proba), dtype=np.int8)
+    for k in range(proba.shape[1] - 1, -1, -1):  # the first maximum, faster than argmax
+        best = np.where(proba[:, k] == confidence, k, best)
     rejected = np.zeros(len(proba), dtype=bool) if threshold is None else confidence < threshold
     codes = np.where(rejected, MIXED_CODE, best).astype(np.int8)
     return confidence, rejected, codes
