@@ -18,6 +18,7 @@ import pandas as pd
 from taskclf._columns import BUCKET_START_TS, USER_ID
 from taskclf.core.time import ns_to_datetime, timestamps_ns
 from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
+from taskclf.stages._base import GAP, one_of
 
 
 @attrs.frozen(eq=False)
@@ -63,6 +64,7 @@ class Timelines:
 
 
 TIMELINE_MODES = ("per_user", "as_given")
+TIMELINE_RULES = {"max_gap_seconds": GAP, "timelines": one_of(*TIMELINE_MODES)}
 
 _shared: ContextVar[dict[tuple[int, float, str], Timelines] | None] = ContextVar(
     "taskclf_timelines", default=None

@@ -24,16 +24,8 @@ from taskclf.core.defaults import (
     MIN_BLOCK_DURATION_SECONDS,
 )
 from taskclf.exceptions import ColumnTypeError
-from taskclf.stages._base import (
-    DURATION,
-    GAP,
-    SECONDS,
-    FrameTransformer,
-    check_value,
-    instance_of,
-    one_of,
-)
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
+from taskclf.stages._base import DURATION, SECONDS, FrameTransformer, check_value, instance_of
+from taskclf.stages._timeline import TIMELINE_RULES, find_timelines
 from taskclf.stages.segment import Segment, run_starts
 
 
@@ -131,19 +123,8 @@ def merge_short_segments(
     min_duration_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> list[Segment]:
-    """Merge segments shorter than ``min_duration_seconds`` into neighbours.
-
-    The list form of :class:`HysteresisMerger` without ``join_equal``.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> t = [dt.datetime(2025, 1, 6, 9, m) for m in (0, 5, 6, 11)]
-    >>> segs = [Segment(t[0], t[1], "A", 5), Segment(t[1], t[2], "B", 1),
-    ...         Segment(t[2], t[3], "A", 5)]
-    >>> [(s.label, s.bucket_count) for s in merge_short_segments(segs)]
-    [('A', 6), ('A', 5)]
-    """
+    """Merge segments shorter than ``min_duration_seconds`` into neighbours: the list form
+    of :class:`HysteresisMerger` without ``join_equal``."""
     where = "merge_short_segments"
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
     minimum = check_value(min_duration_seconds, DURATION, "min_duration_seconds", where)
@@ -155,13 +136,8 @@ def merge_short_segments(
     firsts, labels, merged = merge_runs(codes.tolist(), counts, min_buckets_of(minimum, width))
     lasts = [*(f - 1 for f in firsts[1:]), len(segments) - 1]
     return [
-        attrs.evolve(
-            segments[first],
-            end_ts=segments[last].end_ts,
-            label=str(names[label]),
-            bucket_count=count,
-        )
-        for first, last, label, count in zip(firsts, lasts, labels, merged)
+        attrs.evolve(segments[a], end_ts=segments[b].end_ts, label=str(names[c]), bucket_count=n)
+        for a, b, c, n in zip(firsts, lasts, labels, merged)
     ]
 
 
@@ -187,8 +163,7 @@ class HysteresisMerger(FrameTransformer):
     _parameter_rules: ClassVar = {
         "min_block_seconds": DURATION,
         "bucket_seconds": SECONDS,
-        "max_gap_seconds": GAP,
-        "timelines": one_of(*TIMELINE_MODES),
+        **TIMELINE_RULES,
         "join_equal": instance_of(bool, what="True or False"),
     }
 
@@ -215,12 +190,9 @@ class HysteresisMerger(FrameTransformer):
         starts = run_starts(segment, timelines.bounds)
         counts = np.diff(np.append(starts, len(segment)))
         seg_bounds = np.searchsorted(starts, timelines.bounds)
+        minimum = min_buckets_of(self.min_block_seconds, self.bucket_seconds)
         merged_id, merged_labels = merge_segment_codes(
-            codes[starts],
-            counts,
-            seg_bounds,
-            min_buckets_of(self.min_block_seconds, self.bucket_seconds),
-            join_equal=self.join_equal,
+            codes[starts], counts, seg_bounds, minimum, join_equal=self.join_equal
         )
         merged = np.repeat(merged_id, counts)
         row_segment = timelines.number_per_user(np.flatnonzero(np.diff(merged, prepend=-1)))

@@ -15,8 +15,8 @@ from taskclf._frame import add_columns, factorize_labels, label_codes, require_c
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.time import ns_to_datetime, timestamps_ns, to_utc_series, ts_utc_aware_get
 from taskclf.exceptions import InputError
-from taskclf.stages._base import GAP, SECONDS, FrameTransformer, check_value, one_of
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines, user_codes_of
+from taskclf.stages._base import SECONDS, FrameTransformer, check_value, one_of
+from taskclf.stages._timeline import TIMELINE_MODES, TIMELINE_RULES, find_timelines, user_codes_of
 
 
 def _datetime(value: dt.datetime) -> dt.datetime:
@@ -82,20 +82,8 @@ def segmentize(
     labels: Sequence[str],
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> list[Segment]:
-    """Turn one time-ordered sequence of labels into segments (naive starts are UTC).
-
-    Raises
-    ------
-    InputError
-        If the two sequences differ in length.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> starts = [dt.datetime(2025, 1, 6, 9, m) for m in range(3)]
-    >>> [(s.label, s.bucket_count) for s in segmentize(starts, ["A", "A", "B"])]
-    [('A', 2), ('B', 1)]
-    """
+    """Turn one time-ordered sequence of labels into segments (naive starts are UTC);
+    :class:`~taskclf.exceptions.InputError` if the two sequences differ in length."""
     width = int(check_value(bucket_seconds, SECONDS, "bucket_seconds", "segmentize"))
     if len(bucket_starts) != len(labels):
         raise InputError(
@@ -166,14 +154,11 @@ def frame_to_segments(
         return []
     ts = timestamps_ns(frame)
     codes, users = (None, None) if as_given else user_codes_of(frame)
+    user = np.zeros(len(ts), dtype=np.int64) if codes is None else codes
     seg = frame[SEGMENT_ID].to_numpy()
-    if as_given:
-        order = np.arange(len(seg))
-    else:
-        order = np.lexsort((ts, seg) if codes is None else (ts, seg, codes))
-    key = seg[order] if codes is None else np.stack([codes[order], seg[order]])
-    change = np.any(np.atleast_2d(np.diff(key)) != 0, axis=0)
-    starts = np.flatnonzero(np.concatenate(([True], change)))
+    order = np.arange(len(seg)) if as_given else np.lexsort((ts, seg, user))
+    user_starts = np.flatnonzero(np.diff(user[order], prepend=-1))
+    starts = run_starts(seg[order], np.append(user_starts, len(order)))
     ends = np.append(starts[1:], len(order))
     first, last = order[starts], order[ends - 1]
     labels = np.asarray(frame[label_column].to_numpy(dtype=object))[first].tolist()
@@ -207,7 +192,7 @@ class Segmenter(FrameTransformer):
     [0, 0, 1, 1]
     """
 
-    _parameter_rules: ClassVar = {"max_gap_seconds": GAP, "timelines": one_of(*TIMELINE_MODES)}
+    _parameter_rules: ClassVar = TIMELINE_RULES
 
     def __init__(
         self, max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS, timelines: str = "per_user"

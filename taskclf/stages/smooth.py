@@ -17,8 +17,8 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
-from taskclf.stages._base import GAP, MAX_BUCKETS, FrameTransformer, check_params, integer, one_of
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
+from taskclf.stages._base import MAX_BUCKETS, FrameTransformer, check_params, integer
+from taskclf.stages._timeline import TIMELINE_RULES, find_timelines
 
 
 def rolling_majority_codes(
@@ -46,7 +46,8 @@ def rolling_majority_codes(
         np.subtract(cumulative[hi], cumulative[lo], out=counts[k])
     best = counts.max(axis=0)
     beaten = counts[codes[rows], np.arange(len(rows))] < best  # the row's own label is not top
-    rows, lo, hi, best, counts = (a[..., beaten] for a in (rows, lo, hi, best, counts))
+    rows, lo, hi, best = rows[beaten], lo[beaten], hi[beaten], best[beaten]
+    counts = counts[:, beaten]
     unresolved = np.ones(len(rows), dtype=bool)
     for offset in range(2 * half + 1):  # the first label in the window with the top count
         if not unresolved.any():
@@ -91,11 +92,7 @@ class MajoritySmoother(FrameTransformer):
     ['Build', 'Build', 'Build', 'Build']
     """
 
-    _parameter_rules: ClassVar = {
-        "window": integer(1, MAX_BUCKETS),
-        "max_gap_seconds": GAP,
-        "timelines": one_of(*TIMELINE_MODES),
-    }
+    _parameter_rules: ClassVar = {"window": integer(1, MAX_BUCKETS), **TIMELINE_RULES}
 
     def __init__(
         self,

@@ -19,8 +19,8 @@ from taskclf._frame import (
 from taskclf.calibration import PROBA_FLOOR
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.types import N_CLASSES
-from taskclf.stages._base import GAP, FrameTransformer, one_of, real
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
+from taskclf.stages._base import FrameTransformer, real
+from taskclf.stages._timeline import TIMELINE_RULES, find_timelines
 from taskclf.stages.reject import MIXED_CODE
 
 DEFAULT_SWITCH_PROB = 0.02
@@ -125,8 +125,7 @@ class ViterbiSmoother(FrameTransformer):
 
     _parameter_rules: ClassVar = {
         "switch_prob": real(0.0, 1.0, open_low=True, open_high=True),
-        "max_gap_seconds": GAP,
-        "timelines": one_of(*TIMELINE_MODES),
+        **TIMELINE_RULES,
     }
 
     def __init__(
