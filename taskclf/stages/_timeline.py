@@ -95,15 +95,8 @@ def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | Non
 
 
 def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_user") -> Timelines:
-    """Split the rows of ``df`` into timelines (``"as_given"``: one, in the order given).
-
-    Raises
-    ------
-    MissingColumnsError, TimestampError
-        Without ``bucket_start_ts``, or on missing or unparseable timestamps.
-    DuplicateRowsError
-        When two rows share ``(user_id, bucket_start_ts)``.
-    """
+    """Split the rows of ``df`` into timelines (``"as_given"``: one, in the order given); a
+    ``DuplicateRowsError`` when two rows share ``(user_id, bucket_start_ts)``."""
     shared = _shared.get()
     key = (len(df), float(max_gap_seconds), mode)
     if shared is not None and key in shared:

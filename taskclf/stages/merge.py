@@ -88,12 +88,9 @@ def merge_segment_codes(
     *,
     join_equal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`merge_runs` over concatenated timelines (``bounds``: first segment of each).
-
-    Returns the merged segment of each input segment (numbered from 0) and
-    the label code of each merged segment; ``join_equal`` then joins
-    neighbours of one timeline with the same label.
-    """
+    """:func:`merge_runs` over concatenated timelines (``bounds``: first segment of each), then
+    with ``join_equal`` joining neighbours of one label: the merged segment of each input
+    segment (numbered from 0), and the label code of each merged segment."""
     sizes = np.diff(bounds)
     timeline = np.repeat(np.arange(len(sizes)), sizes)
     # Only timelines of several segments, one of them short, change.

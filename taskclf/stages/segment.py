@@ -111,18 +111,8 @@ def aggregate_session_label(
     session_end_ts: dt.datetime | None = None,
     threshold: float = 0.6,
 ) -> str:
-    """The label holding at least ``threshold`` of the session's buckets, else ``"Mixed"``.
-
-    Among labels with the most buckets the first seen counts. The session
-    bounds are taskclf 0.4's signature and not used, as there.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> t = dt.datetime(2025, 1, 6, 9)
-    >>> aggregate_session_label([Segment(t, t, "Build", 7), Segment(t, t, "Debug", 3)])
-    'Build'
-    """
+    """The label holding at least ``threshold`` of the session's buckets (the first seen among
+    ties), else ``"Mixed"``; the session bounds are taskclf 0.4's signature, unused as there."""
     counts: dict[str, int] = {}
     for segment in segments:
         counts[segment.label] = counts.get(segment.label, 0) + segment.bucket_count

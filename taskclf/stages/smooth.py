@@ -61,13 +61,7 @@ def rolling_majority_codes(
 
 
 def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW) -> list[str]:
-    """Smooth one time-ordered sequence of labels with a centred rolling majority.
-
-    Examples
-    --------
-    >>> rolling_majority(["Build", "Debug", "Build", "Build"], window=3)
-    ['Build', 'Build', 'Build', 'Build']
-    """
+    """Smooth one time-ordered sequence of labels with a centred rolling majority."""
     check_params(MajoritySmoother(window))
     codes, uniques = factorize_labels(labels)
     bounds = np.array([0, len(codes)], dtype=np.int64)
