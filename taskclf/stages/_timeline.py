@@ -1,9 +1,5 @@
-"""Timelines: one user's rows in time order, split at long gaps (docs/contract.md).
-
-Stages working along time run their kernels on the sorted, concatenated
-timelines :func:`find_timelines` gives; within :func:`shared_timelines` (a
-pipeline call) they are found once per frame.
-"""
+"""Timelines: one user's rows in time order, split at long gaps (docs/contract.md); the time
+stages run their kernels on them, sorted and concatenated, found once per pipeline call."""
 
 from __future__ import annotations
 
@@ -36,10 +32,6 @@ class Timelines:
     user_codes: np.ndarray | None
     users: np.ndarray | None
 
-    @property
-    def n_rows(self) -> int:
-        return int(self.bounds[-1])
-
     def to_sorted(self, values: np.ndarray) -> np.ndarray:
         """Reorder per-row ``values`` from input order into timeline order."""
         return values if self.order is None else values[self.order]
@@ -54,12 +46,13 @@ class Timelines:
 
     def number_per_user(self, starts: np.ndarray) -> np.ndarray:
         """Ids of the runs starting at sorted ``starts`` (timeline order), from 0 per user."""
-        new = np.zeros(self.n_rows, dtype=np.int64)
+        n = len(self.ts_ns)
+        new = np.zeros(n, dtype=np.int64)
         new[starts] = 1
         ids = np.cumsum(new) - 1
-        if self.user_codes is not None and self.n_rows:
+        if self.user_codes is not None and n:
             first = np.flatnonzero(np.diff(self.user_codes, prepend=-1) != 0)
-            ids -= np.repeat(ids[first], np.diff(np.append(first, self.n_rows)))
+            ids -= np.repeat(ids[first], np.diff(np.append(first, n)))
         return ids
 
 

@@ -30,13 +30,6 @@ class Segment:
     ``start_ts`` is the first bucket's start, ``end_ts`` the last's plus the
     bucket width (aware UTC from the pipeline; naive values from
     :func:`segmentize` mean UTC); ``user_id`` is the user, when known.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> seg = Segment(dt.datetime(2025, 1, 6, 9), dt.datetime(2025, 1, 6, 9, 3), "Build", 3)
-    >>> seg.to_dict()["end_ts"]
-    '2025-01-06T09:03:00+00:00'
     """
 
     start_ts: dt.datetime = attrs.field(converter=_datetime)
@@ -47,13 +40,8 @@ class Segment:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping with ISO 8601 UTC timestamps (``+00:00``)."""
-        return {
-            "start_ts": ts_utc_aware_get(self.start_ts).isoformat(),
-            "end_ts": ts_utc_aware_get(self.end_ts).isoformat(),
-            "label": self.label,
-            "bucket_count": self.bucket_count,
-            "user_id": self.user_id,
-        }
+        start, end = (ts_utc_aware_get(t).isoformat() for t in (self.start_ts, self.end_ts))
+        return {**attrs.asdict(self), "start_ts": start, "end_ts": end}
 
 
 def run_starts(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
