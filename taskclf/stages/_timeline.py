@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from taskclf._columns import BUCKET_START_TS, USER_ID
+from taskclf._frame import refuse_missing
 from taskclf.core.time import ns_to_datetime, timestamps_ns
-from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
+from taskclf.exceptions import DuplicateRowsError
 from taskclf.stages._base import GAP, one_of
 
 
@@ -79,11 +80,7 @@ def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | Non
     if USER_ID not in df.columns:
         return None, None
     codes, users = pd.factorize(df[USER_ID], sort=False)
-    if (codes < 0).any():
-        raise ColumnTypeError(
-            f"column 'user_id' has {int((codes < 0).sum())} missing value(s); "
-            f"first at row {int(np.flatnonzero(codes < 0)[0])}"
-        )
+    refuse_missing(codes < 0, USER_ID)
     return codes.astype(np.int64, copy=False), np.asarray(users)
 
 

@@ -16,6 +16,7 @@ from taskclf._frame import (
     label_accuracy,
     label_codes,
     labels_from_codes,
+    refuse_missing,
     require_columns,
 )
 from taskclf.core.defaults import (
@@ -36,12 +37,7 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
 
 def segment_ids(column: pd.Series) -> np.ndarray:
     """The ``segment_id`` column as int64, checked."""
-    if column.hasnans:
-        position = int(np.flatnonzero(column.isna().to_numpy())[0])
-        raise ColumnTypeError(
-            f"column {SEGMENT_ID!r} has {int(column.isna().sum())} missing value(s); "
-            f"first at row {position}"
-        )
+    refuse_missing(column.isna().to_numpy(), SEGMENT_ID)
     if not pd.api.types.is_integer_dtype(column.dtype):
         raise ColumnTypeError(
             f"column {SEGMENT_ID!r} must hold integers (as Segmenter writes them), "

@@ -19,8 +19,7 @@ from taskclf._frame import (
 from taskclf.core.types import N_CLASSES
 from taskclf.stages._base import FrameTransformer, optional, real
 
-MIXED_CODE = N_CLASSES
-"""Code of ``Mixed/Unknown`` in the label columns (after the eight classes)."""
+MIXED_CODE = N_CLASSES  # the code of Mixed/Unknown in the label columns, after the classes
 
 
 def reject_codes(
@@ -37,19 +36,8 @@ def reject_codes(
 
 
 class Rejector(FrameTransformer):
-    """Pipeline stage: ``confidence``, ``is_rejected`` and ``raw_label`` of each bucket.
-
-    The rule is :func:`reject_codes`'s, on the calibrated probabilities;
-    ``threshold=None`` rejects nothing.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from taskclf._columns import PROBA_COLUMNS
-    >>> frame = pd.DataFrame([[0.5, 0.5] + [0.0] * 6], columns=PROBA_COLUMNS)
-    >>> Rejector(threshold=0.55).transform(frame)["raw_label"].tolist()
-    ['Mixed/Unknown']
-    """
+    """Pipeline stage: ``confidence``, ``is_rejected`` and ``raw_label`` of each bucket, by
+    :func:`reject_codes`'s rule on the calibrated probabilities (``None`` rejects nothing)."""
 
     _parameter_rules: ClassVar = {"threshold": optional(real(0.0, 1.0))}
 

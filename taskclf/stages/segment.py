@@ -78,8 +78,6 @@ def segmentize(
             f"bucket_starts ({len(bucket_starts)}) and labels ({len(labels)}) "
             "must have the same length"
         )
-    if len(labels) == 0:
-        return []
     # checked as every frame's timestamps are: a bad value is a TimestampError
     to_utc_series(pd.Series(list(bucket_starts), dtype=object), column="bucket_starts")
     codes, uniques = factorize_labels(labels)
@@ -154,21 +152,8 @@ def frame_to_segments(
 
 
 class Segmenter(FrameTransformer):
-    """Pipeline stage: ``segment_id`` (int64), the runs of equal ``smoothed_label``.
-
-    The rule, ``max_gap_seconds`` and ``timelines`` are in docs/contract.md;
-    :func:`frame_to_segments` reads the segments from the annotated frame.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> frame = pd.DataFrame({
-    ...     "bucket_start_ts": pd.date_range("2025-01-06 09:00", periods=4, freq="min"),
-    ...     "smoothed_label": ["Build", "Build", "Debug", "Debug"],
-    ... })
-    >>> Segmenter().transform(frame)["segment_id"].tolist()
-    [0, 0, 1, 1]
-    """
+    """Pipeline stage: ``segment_id`` (int64), the runs of equal ``smoothed_label`` (the rule
+    and parameters: docs/contract.md); :func:`frame_to_segments` reads the segments."""
 
     _parameter_rules: ClassVar = TIMELINE_RULES
 

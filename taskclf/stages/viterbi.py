@@ -143,13 +143,13 @@ class ViterbiSmoother(FrameTransformer):
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
-        proba = timelines.to_sorted(proba)
         if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
             rejected = X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
         else:
             rejected = label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
         rejected = timelines.to_sorted(rejected)
         transitions = sticky_log_transitions(float(self.switch_prob))
-        codes = viterbi_codes(log_emissions(proba, rejected), timelines.bounds, transitions)
+        emissions = log_emissions(timelines.to_sorted(proba), rejected)
+        codes = viterbi_codes(emissions, timelines.bounds, transitions)
         codes[rejected] = MIXED_CODE
         return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(codes))})
