@@ -31,7 +31,7 @@ MIXED_UNKNOWN: Final[str] = "Mixed/Unknown"  # the label of a rejected bucket
 
 OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)  # of every label column
 
-LABEL_COLORS: Final[dict[str, str]] = {
+LABEL_COLORS: Final[dict[str, str]] = {  # Okabe-Ito (colour-blind safe), grey and white
     "Build": "#0072B2",
     "Debug": "#D55E00",
     "Review": "#56B4E9",
@@ -42,4 +42,3 @@ LABEL_COLORS: Final[dict[str, str]] = {
     "BreakIdle": "#999999",
     MIXED_UNKNOWN: "#FFFFFF",
 }
-"""Display colour of each label: the colour-blind-safe Okabe-Ito palette, grey and white."""

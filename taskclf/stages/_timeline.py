@@ -91,19 +91,19 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_us
     key = (len(df), float(max_gap_seconds), mode)
     if shared is not None and key in shared:
         return shared[key]
+    ts = timestamps_ns(df, BUCKET_START_TS)
     if mode == "as_given":
-        ts = timestamps_ns(df, BUCKET_START_TS)
         timelines = Timelines(None, np.array([0, len(ts)], np.int64), ts, None, None)
     else:
-        timelines = _find(df, round(max_gap_seconds * 1_000_000_000))
+        timelines = _split(ts, *user_codes_of(df), round(max_gap_seconds * 1_000_000_000))
     if shared is not None:
         shared[key] = timelines
     return timelines
 
 
-def _find(df: pd.DataFrame, gap_ns: int) -> Timelines:
-    ts = timestamps_ns(df, BUCKET_START_TS)
-    codes, users = user_codes_of(df)
+def _split(
+    ts: np.ndarray, codes: np.ndarray | None, users: np.ndarray | None, gap_ns: int
+) -> Timelines:
     n = len(ts)
     if n == 0:
         return Timelines(None, np.zeros(1, np.int64), ts, codes, users)

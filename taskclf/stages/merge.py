@@ -35,17 +35,6 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
     return max(1, int(min_duration_seconds) // int(bucket_seconds))
 
 
-def segment_ids(column: pd.Series) -> np.ndarray:
-    """The ``segment_id`` column as int64, checked."""
-    refuse_missing(column.isna().to_numpy(), SEGMENT_ID)
-    if not pd.api.types.is_integer_dtype(column.dtype):
-        raise ColumnTypeError(
-            f"column {SEGMENT_ID!r} must hold integers (as Segmenter writes them), "
-            f"found {column.dtype}"
-        )
-    return column.to_numpy(dtype=np.int64)
-
-
 def merge_runs(
     labels: list[int], counts: list[int], min_buckets: int
 ) -> tuple[list[int], list[int], list[int]]:
@@ -177,7 +166,13 @@ class HysteresisMerger(FrameTransformer):
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
-        segment = timelines.to_sorted(segment_ids(X[SEGMENT_ID]))
+        refuse_missing(X[SEGMENT_ID].isna().to_numpy(), SEGMENT_ID)
+        if not pd.api.types.is_integer_dtype(X[SEGMENT_ID].dtype):
+            raise ColumnTypeError(
+                f"column {SEGMENT_ID!r} must hold integers (as Segmenter writes them), "
+                f"found {X[SEGMENT_ID].dtype}"
+            )
+        segment = timelines.to_sorted(X[SEGMENT_ID].to_numpy(dtype=np.int64))
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
         # A segment starts where the id changes or a timeline starts.
         starts = run_starts(segment, timelines.bounds)

@@ -139,15 +139,11 @@ def frame_to_segments(
     first, last = order[starts], order[ends - 1]
     labels = np.asarray(frame[label_column].to_numpy(dtype=object))[first].tolist()
     owners = [None] * len(first) if users is None else users[codes[first]].tolist()  # type: ignore[index]
+    start_ns, end_ns = ts[first].tolist(), (ts[last] + width * 1_000_000_000).tolist()
+    counts = (ends - starts).tolist()
     return [
-        Segment(ns_to_datetime(s), ns_to_datetime(e), str(label), int(c), user)
-        for s, e, label, c, user in zip(
-            ts[first].tolist(),
-            (ts[last] + width * 1_000_000_000).tolist(),
-            labels,
-            (ends - starts).tolist(),
-            owners,
-        )
+        Segment(ns_to_datetime(s), ns_to_datetime(e), str(label), c, user)
+        for s, e, label, c, user in zip(start_ns, end_ns, labels, counts, owners)
     ]
 
 

@@ -98,9 +98,7 @@ def viterbi_codes(
     back = np.zeros(log_emission.shape, dtype=np.int8)
     first = log_emission[starts]
     score = viterbi_forward(log_emission, starts + 1, lengths - 1, log_transition, first, back)
-    best = score.argmax(axis=1)[:, None]
-    path = viterbi_backtrace(back, starts + lengths, lengths, best)
-    return path[:, 0]
+    return viterbi_backtrace(back, starts + lengths, lengths, score.argmax(axis=1)[:, None])[:, 0]
 
 
 class ViterbiSmoother(FrameTransformer):
