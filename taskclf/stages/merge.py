@@ -124,10 +124,8 @@ def merge_short_segments(
 
 
 class HysteresisMerger(FrameTransformer):
-    """Pipeline stage: merge short segments and give every row its final ``label``.
-
-    Rewrites ``segment_id`` to the merged segments (each user's numbered
-    from 0 in time order). The rule, its parameters and ``join_equal``
+    """Pipeline stage: merge short segments, renumber ``segment_id`` (per user from 0, in time
+    order) and give every row its final ``label``. The rule, its parameters and ``join_equal``
     (``False`` keeps taskclf 0.4's segments) are in docs/contract.md.
 
     Examples

@@ -70,10 +70,8 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
 
 
 class MajoritySmoother(FrameTransformer):
-    """Pipeline stage: ``smoothed_label``, the rolling majority of ``raw_label``.
-
-    The rule, ``window`` (in buckets), ``max_gap_seconds`` and ``timelines``
-    are in docs/contract.md.
+    """Pipeline stage: ``smoothed_label``, the rolling majority of ``raw_label`` (the rule, the
+    ``window`` in buckets and the other parameters: docs/contract.md).
 
     Examples
     --------
