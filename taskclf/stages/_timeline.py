@@ -20,12 +20,10 @@ from taskclf.stages._base import GAP, one_of
 
 @attrs.frozen(eq=False)
 class Timelines:
-    """How the rows of a frame fall into timelines.
-
-    ``order``: row positions in timeline order (by user, then time), or ``None``
-    when the frame is in that order; ``bounds``: where each timeline starts, then
-    ``n``; ``ts_ns`` (ns, UTC) and ``user_codes`` (into ``users``): timeline order.
-    """
+    """How the rows of a frame fall into timelines: ``order``, the row positions in timeline
+    order (by user, then time), or ``None`` when the frame is in that order; ``bounds``, where
+    each timeline starts, then ``n``; ``ts_ns`` (ns, UTC) and ``user_codes`` (into ``users``)
+    in timeline order."""
 
     order: np.ndarray | None
     bounds: np.ndarray

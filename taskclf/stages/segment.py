@@ -40,8 +40,13 @@ class Segment:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping with ISO 8601 UTC timestamps (``+00:00``)."""
-        start, end = (ts_utc_aware_get(t).isoformat() for t in (self.start_ts, self.end_ts))
-        return {**attrs.asdict(self), "start_ts": start, "end_ts": end}
+        return {
+            "start_ts": ts_utc_aware_get(self.start_ts).isoformat(),
+            "end_ts": ts_utc_aware_get(self.end_ts).isoformat(),
+            "label": self.label,
+            "bucket_count": self.bucket_count,
+            "user_id": self.user_id,
+        }
 
 
 def run_starts(codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
