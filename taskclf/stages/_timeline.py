@@ -93,13 +93,13 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_us
     if mode == "as_given":
         timelines = Timelines(None, np.array([0, len(ts)], np.int64), ts, None, None)
     else:
-        timelines = _split(ts, *user_codes_of(df), round(max_gap_seconds * 1_000_000_000))
+        timelines = _find(ts, *user_codes_of(df), round(max_gap_seconds * 1_000_000_000))
     if shared is not None:
         shared[key] = timelines
     return timelines
 
 
-def _split(
+def _find(
     ts: np.ndarray, codes: np.ndarray | None, users: np.ndarray | None, gap_ns: int
 ) -> Timelines:
     n = len(ts)
