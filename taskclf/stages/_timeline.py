@@ -102,6 +102,7 @@ def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_us
 def _find(
     ts: np.ndarray, codes: np.ndarray | None, users: np.ndarray | None, gap_ns: int
 ) -> Timelines:
+    """The per-user timelines of rows with timestamps ``ts`` and user codes ``codes``."""
     n = len(ts)
     if n == 0:
         return Timelines(None, np.zeros(1, np.int64), ts, codes, users)
