@@ -12,8 +12,7 @@ from sklearn.utils import Tags
 from taskclf.core.types import OUTPUT_LABELS
 from taskclf.exceptions import ColumnTypeError, InputError, MissingColumnsError
 
-LABEL_DTYPE = pd.CategoricalDtype(list(OUTPUT_LABELS))
-"""Dtype of every label column a stage writes: the classes, then ``Mixed/Unknown``."""
+LABEL_DTYPE = pd.CategoricalDtype(list(OUTPUT_LABELS))  # of every label column a stage writes
 
 
 def check_frame(X: object, where: str) -> pd.DataFrame:
@@ -59,6 +58,15 @@ def add_columns(X: pd.DataFrame, columns: Mapping[str, Any] | pd.DataFrame) -> p
         base[column] = new[column]
     appended = new.drop(columns=replaced) if replaced else new
     return pd.concat([base, appended], axis=1) if appended.shape[1] else base
+
+
+def refuse_missing(missing: np.ndarray, name: str) -> None:
+    """Refuse the rows flagged ``missing`` in column ``name``, naming the first."""
+    if missing.any():
+        raise ColumnTypeError(
+            f"column {name!r} has {int(missing.sum())} missing value(s); "
+            f"first at row {int(np.flatnonzero(missing)[0])}"
+        )
 
 
 def factorize_labels(

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskclf.exceptions import ColumnTypeError, InvalidParameterError, MissingColumnsError
-from taskclf.infer.smooth import Segment, segmentize
+from taskclf.infer.smooth import Segment, aggregate_session_label, segmentize
 from taskclf.stages.segment import Segmenter, frame_to_segments, run_starts
 
 UTC = dt.UTC
@@ -170,3 +170,18 @@ def test_frame_to_segments_by_user_and_time():
     assert (only.user_id, only.end_ts, only.bucket_count) == (None, minute(1, 30), 2)
     assert frame_to_segments(df.iloc[:0], label_column="smoothed_label") == []
     refused(lambda: frame_to_segments(frame), MissingColumnsError, "'segment_id'", "'label'")
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        ([("Build", 7), ("Debug", 3)], "Build"),
+        ([("Build", 5), ("Debug", 5)], "Mixed"),
+        ([], "Mixed"),
+    ],
+)
+def test_session_label_is_the_label_of_most_buckets_when_it_holds_the_threshold(runs, expected):
+    t = dt.datetime(2025, 1, 6, 9)
+    segments = [Segment(t, t, label, count) for label, count in runs]
+    assert aggregate_session_label(segments) == expected
+    assert aggregate_session_label(segments, threshold=0.5) == (runs[0][0] if runs else "Mixed")

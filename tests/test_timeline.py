@@ -35,7 +35,7 @@ def reference_timelines(users, minutes, max_gap_seconds):
 
 
 def timelines_as_rows(t):
-    order = np.arange(t.n_rows) if t.order is None else t.order
+    order = np.arange(len(t.ts_ns)) if t.order is None else t.order
     return [order[lo:hi].tolist() for lo, hi in zip(t.bounds[:-1], t.bounds[1:])]
 
 
@@ -81,7 +81,7 @@ def test_timestamps_are_read_as_utc():
 def test_empty_frame_has_no_timeline():
     t = find_timelines(timeline_frame(["u"], [0]).iloc[:0], max_gap_seconds=300)
     assert t.bounds.tolist() == [0]
-    assert t.n_rows == 0
+    assert len(t.ts_ns) == 0
 
 
 @settings(max_examples=40, deadline=None)

@@ -60,10 +60,9 @@ def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.S
             ) from None
     missing = out.isna().to_numpy()
     if missing.any():
-        position = int(np.flatnonzero(missing)[0])
         raise TimestampError(
             f"column {column!r} has {int(missing.sum())} missing timestamp(s); "
-            f"first at row {position}"
+            f"first at row {int(np.flatnonzero(missing)[0])}"
         )
     try:
         return out.astype("datetime64[ns, UTC]")
@@ -80,8 +79,7 @@ def timestamps_ns(df: pd.DataFrame, column: str = "bucket_start_ts") -> np.ndarr
     """The ``column`` of ``df`` as int64 nanoseconds since the epoch, UTC."""
     if column not in df.columns:
         raise MissingColumnsError([column])
-    series = to_utc_series(df[column], column=column)
-    return series.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return to_utc_series(df[column], column=column).to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
 def ns_to_datetime(value_ns: int) -> dt.datetime:

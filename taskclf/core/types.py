@@ -20,23 +20,18 @@ class CoreLabel(enum.StrEnum):
 
 
 LABEL_SET_V1: Final[frozenset[str]] = frozenset(label.value for label in CoreLabel)
-"""The eight core label names."""
 
-CLASS_ORDER: Final[tuple[str, ...]] = tuple(sorted(LABEL_SET_V1))
-"""Class index order used everywhere: probability columns, booster classes."""
+CLASS_ORDER: Final[tuple[str, ...]] = tuple(sorted(LABEL_SET_V1))  # of probabilities, classes
 
 CLASS_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(CLASS_ORDER)}
-"""Map a core label name to its class index."""
 
 N_CLASSES: Final[int] = len(CLASS_ORDER)
 
-MIXED_UNKNOWN: Final[str] = "Mixed/Unknown"
-"""Label of a rejected bucket."""
+MIXED_UNKNOWN: Final[str] = "Mixed/Unknown"  # the label of a rejected bucket
 
-OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)
-"""Categories of every label column the pipeline writes (``Mixed/Unknown`` is code 8)."""
+OUTPUT_LABELS: Final[tuple[str, ...]] = (*CLASS_ORDER, MIXED_UNKNOWN)  # of every label column
 
-LABEL_COLORS: Final[dict[str, str]] = {
+LABEL_COLORS: Final[dict[str, str]] = {  # Okabe-Ito (colour-blind safe), grey and white
     "Build": "#0072B2",
     "Debug": "#D55E00",
     "Review": "#56B4E9",
@@ -47,4 +42,3 @@ LABEL_COLORS: Final[dict[str, str]] = {
     "BreakIdle": "#999999",
     MIXED_UNKNOWN: "#FFFFFF",
 }
-"""Display colour of each label: the colour-blind-safe Okabe-Ito palette, grey and white."""

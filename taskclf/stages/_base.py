@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numbers
+import operator
 import reprlib
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -33,14 +34,12 @@ def integer(low: int, high: int) -> Rule:
 def real(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Rule:
     """A real number (not a bool) between ``low`` and ``high``, each end open or closed."""
     expected = f"a number in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    above = operator.lt if open_low else operator.le
+    below = operator.lt if open_high else operator.le
 
-    def rule(value: Any) -> str | None:
-        if not _is_number(value, numbers.Real):
-            return expected
-        value = float(value)
-        above = value > low if open_low else value >= low
-        below = value < high if open_high else value <= high
-        return None if above and below else expected
+    def rule(v: Any) -> str | None:
+        inside = _is_number(v, numbers.Real) and above(low, v) and below(v, high)
+        return None if inside else expected
 
     return rule
 
@@ -59,12 +58,7 @@ def instance_of(*types: type, what: str) -> Rule:
 
 def optional(rule: Rule) -> Rule:
     """``None``, or a value ``rule`` accepts."""
-
-    def check(value: Any) -> str | None:
-        expected = None if value is None else rule(value)
-        return None if expected is None else f"None or {expected}"
-
-    return check
+    return lambda v: None if v is None or rule(v) is None else f"None or {rule(v)}"
 
 
 SECONDS = integer(1, MAX_SECONDS)  # whole seconds, > 0
@@ -89,11 +83,8 @@ def check_params(estimator: Any) -> None:
 
 
 class FrameTransformer(TransformerMixin, BaseEstimator):
-    """Base of the stages that learn nothing: DataFrame in, annotated DataFrame out.
-
-    Subclasses declare ``_parameter_rules`` and implement ``_transform``;
-    ``fit`` and ``transform`` check the parameters.
-    """
+    """Base of the stages that learn nothing: DataFrame in, annotated DataFrame out; subclasses
+    declare ``_parameter_rules`` (checked by ``fit`` and ``transform``) and ``_transform``."""
 
     _parameter_rules: ClassVar[dict[str, Rule]] = {}
 

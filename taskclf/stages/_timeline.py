@@ -1,9 +1,5 @@
-"""Timelines: one user's rows in time order, split at long gaps (docs/contract.md).
-
-Stages working along time run their kernels on the sorted, concatenated
-timelines :func:`find_timelines` gives; within :func:`shared_timelines` (a
-pipeline call) they are found once per frame.
-"""
+"""Timelines: one user's rows in time order, split at long gaps (docs/contract.md); the time
+stages run their kernels on them, sorted and concatenated, found once per pipeline call."""
 
 from __future__ import annotations
 
@@ -16,28 +12,24 @@ import numpy as np
 import pandas as pd
 
 from taskclf._columns import BUCKET_START_TS, USER_ID
+from taskclf._frame import refuse_missing
 from taskclf.core.time import ns_to_datetime, timestamps_ns
-from taskclf.exceptions import ColumnTypeError, DuplicateRowsError
+from taskclf.exceptions import DuplicateRowsError
+from taskclf.stages._base import GAP, one_of
 
 
 @attrs.frozen(eq=False)
 class Timelines:
-    """How the rows of a frame fall into timelines.
-
-    ``order``: row positions in timeline order (by user, then time), or ``None``
-    when the frame is in that order; ``bounds``: where each timeline starts, then
-    ``n``; ``ts_ns`` (ns, UTC) and ``user_codes`` (into ``users``): timeline order.
-    """
+    """How the rows of a frame fall into timelines: ``order``, the row positions in timeline
+    order (by user, then time), or ``None`` when the frame is in that order; ``bounds``, where
+    each timeline starts, then ``n``; ``ts_ns`` (ns, UTC) and ``user_codes`` (into ``users``)
+    in timeline order."""
 
     order: np.ndarray | None
     bounds: np.ndarray
     ts_ns: np.ndarray
     user_codes: np.ndarray | None
     users: np.ndarray | None
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.bounds[-1])
 
     def to_sorted(self, values: np.ndarray) -> np.ndarray:
         """Reorder per-row ``values`` from input order into timeline order."""
@@ -53,16 +45,18 @@ class Timelines:
 
     def number_per_user(self, starts: np.ndarray) -> np.ndarray:
         """Ids of the runs starting at sorted ``starts`` (timeline order), from 0 per user."""
-        new = np.zeros(self.n_rows, dtype=np.int64)
+        n = len(self.ts_ns)
+        new = np.zeros(n, dtype=np.int64)
         new[starts] = 1
         ids = np.cumsum(new) - 1
-        if self.user_codes is not None and self.n_rows:
+        if self.user_codes is not None and n:
             first = np.flatnonzero(np.diff(self.user_codes, prepend=-1) != 0)
-            ids -= np.repeat(ids[first], np.diff(np.append(first, self.n_rows)))
+            ids -= np.repeat(ids[first], np.diff(np.append(first, n)))
         return ids
 
 
 TIMELINE_MODES = ("per_user", "as_given")
+TIMELINE_RULES = {"max_gap_seconds": GAP, "timelines": one_of(*TIMELINE_MODES)}
 
 _shared: ContextVar[dict[tuple[int, float, str], Timelines] | None] = ContextVar(
     "taskclf_timelines", default=None
@@ -84,41 +78,31 @@ def user_codes_of(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | Non
     if USER_ID not in df.columns:
         return None, None
     codes, users = pd.factorize(df[USER_ID], sort=False)
-    if (codes < 0).any():
-        raise ColumnTypeError(
-            f"column 'user_id' has {int((codes < 0).sum())} missing value(s); "
-            f"first at row {int(np.flatnonzero(codes < 0)[0])}"
-        )
+    refuse_missing(codes < 0, USER_ID)
     return codes.astype(np.int64, copy=False), np.asarray(users)
 
 
 def find_timelines(df: pd.DataFrame, max_gap_seconds: float, mode: str = "per_user") -> Timelines:
-    """Split the rows of ``df`` into timelines (``"as_given"``: one, in the order given).
-
-    Raises
-    ------
-    MissingColumnsError, TimestampError
-        Without ``bucket_start_ts``, or on missing or unparseable timestamps.
-    DuplicateRowsError
-        When two rows share ``(user_id, bucket_start_ts)``.
-    """
+    """Split the rows of ``df`` into timelines (``"as_given"``: one, in the order given); a
+    ``DuplicateRowsError`` when two rows share ``(user_id, bucket_start_ts)``."""
     shared = _shared.get()
     key = (len(df), float(max_gap_seconds), mode)
     if shared is not None and key in shared:
         return shared[key]
+    ts = timestamps_ns(df, BUCKET_START_TS)
     if mode == "as_given":
-        ts = timestamps_ns(df, BUCKET_START_TS)
         timelines = Timelines(None, np.array([0, len(ts)], np.int64), ts, None, None)
     else:
-        timelines = _find(df, round(max_gap_seconds * 1_000_000_000))
+        timelines = _find(ts, *user_codes_of(df), round(max_gap_seconds * 1_000_000_000))
     if shared is not None:
         shared[key] = timelines
     return timelines
 
 
-def _find(df: pd.DataFrame, gap_ns: int) -> Timelines:
-    ts = timestamps_ns(df, BUCKET_START_TS)
-    codes, users = user_codes_of(df)
+def _find(
+    ts: np.ndarray, codes: np.ndarray | None, users: np.ndarray | None, gap_ns: int
+) -> Timelines:
+    """The per-user timelines of rows with timestamps ``ts`` and user codes ``codes``."""
     n = len(ts)
     if n == 0:
         return Timelines(None, np.zeros(1, np.int64), ts, codes, users)

@@ -16,6 +16,7 @@ from taskclf._frame import (
     label_accuracy,
     label_codes,
     labels_from_codes,
+    refuse_missing,
     require_columns,
 )
 from taskclf.core.defaults import (
@@ -24,16 +25,8 @@ from taskclf.core.defaults import (
     MIN_BLOCK_DURATION_SECONDS,
 )
 from taskclf.exceptions import ColumnTypeError
-from taskclf.stages._base import (
-    DURATION,
-    GAP,
-    SECONDS,
-    FrameTransformer,
-    check_value,
-    instance_of,
-    one_of,
-)
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
+from taskclf.stages._base import DURATION, SECONDS, FrameTransformer, check_value, instance_of
+from taskclf.stages._timeline import TIMELINE_RULES, find_timelines
 from taskclf.stages.segment import Segment, run_starts
 
 
@@ -42,33 +35,17 @@ def min_buckets_of(min_duration_seconds: int, bucket_seconds: int) -> int:
     return max(1, int(min_duration_seconds) // int(bucket_seconds))
 
 
-def segment_ids(column: pd.Series) -> np.ndarray:
-    """The ``segment_id`` column as int64, checked."""
-    if column.hasnans:
-        position = int(np.flatnonzero(column.isna().to_numpy())[0])
-        raise ColumnTypeError(
-            f"column {SEGMENT_ID!r} has {int(column.isna().sum())} missing value(s); "
-            f"first at row {position}"
-        )
-    if not pd.api.types.is_integer_dtype(column.dtype):
-        raise ColumnTypeError(
-            f"column {SEGMENT_ID!r} must hold integers (as Segmenter writes them), "
-            f"found {column.dtype}"
-        )
-    return column.to_numpy(dtype=np.int64)
-
-
 def merge_runs(
     labels: list[int], counts: list[int], min_buckets: int
 ) -> tuple[list[int], list[int], list[int]]:
-    """Apply the hysteresis rule to one timeline's segments (label codes, bucket counts).
-
-    Returns each merged segment's first input segment, label and count. The
-    cases (i)-(v) below are the contract's, in its order (docs/contract.md).
-    """
+    """Apply the hysteresis rule (docs/contract.md; cases (i)-(v) in its order) to one
+    timeline's segments; return each merged segment's first input segment, label and count."""
     firsts = list(range(len(labels)))
     labels, counts = list(labels), list(counts)
-    while len(labels) > 1:
+    # A pass changes nothing once all segments are long but a first one that stays (iii).
+    while min(counts[1:], default=min_buckets) < min_buckets or (
+        len(labels) > 1 and counts[0] < min_buckets and labels[1] == labels[0]
+    ):
         out: list[list[int]] = []  # [first, label, count] of each emitted segment
         i = 0
         while i < len(labels):
@@ -84,8 +61,6 @@ def merge_runs(
             else:  # (iv), (v) previous
                 out[-1][2] += count
             i += 1
-        if len(out) == len(labels):
-            break
         firsts, labels, counts = (list(column) for column in zip(*out))
     return firsts, labels, counts
 
@@ -98,30 +73,25 @@ def merge_segment_codes(
     *,
     join_equal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`merge_runs` over concatenated timelines (``bounds``: first segment of each).
-
-    Returns the merged segment of each input segment (numbered from 0) and
-    the label code of each merged segment; ``join_equal`` then joins
-    neighbours of one timeline with the same label.
-    """
-    keep_start = np.ones(len(labels), dtype=bool)  # segments untouched by merging stay
-    merged_labels = labels.copy()
+    """:func:`merge_runs` over concatenated timelines (``bounds``: first segment of each), then
+    with ``join_equal`` joining neighbours of one label: the merged segment of each input
+    segment (numbered from 0), and the label code of each merged segment."""
     sizes = np.diff(bounds)
+    timeline = np.repeat(np.arange(len(sizes)), sizes)
     # Only timelines of several segments, one of them short, change.
-    short = np.add.reduceat(counts < min_buckets, bounds[:-1]) > 0 if len(labels) else sizes > 0
-    for t in np.flatnonzero(short & (sizes > 1)).tolist():
-        lo, hi = int(bounds[t]), int(bounds[t + 1])
-        firsts, new_labels, _ = merge_runs(
-            labels[lo:hi].tolist(), counts[lo:hi].tolist(), min_buckets
-        )
-        keep_start[lo:hi] = False
-        starts = np.asarray(firsts, dtype=np.int64) + lo
+    busy = (np.bincount(timeline[counts < min_buckets], minlength=len(sizes)) > 0) & (sizes > 1)
+    keep_start = ~busy[timeline]  # segments untouched by merging stay
+    merged_labels = labels.copy()
+    all_labels, all_counts = labels.tolist(), counts.tolist()
+    for lo, hi in zip(bounds[:-1][busy].tolist(), bounds[1:][busy].tolist()):
+        firsts, new_labels, _ = merge_runs(all_labels[lo:hi], all_counts[lo:hi], min_buckets)
+        starts = np.add(firsts, lo)
         keep_start[starts] = True
         merged_labels[starts] = new_labels
     merged_id = np.cumsum(keep_start) - 1
     merged_labels = merged_labels[keep_start]
     if join_equal and len(merged_labels) > 1:
-        timeline = np.repeat(np.arange(len(sizes)), sizes)[keep_start]
+        timeline = timeline[keep_start]
         same = (merged_labels[1:] == merged_labels[:-1]) & (timeline[1:] == timeline[:-1])
         new = np.concatenate(([True], ~same))
         merged_id = (np.cumsum(new) - 1)[merged_id]
@@ -135,19 +105,8 @@ def merge_short_segments(
     min_duration_seconds: int = MIN_BLOCK_DURATION_SECONDS,
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> list[Segment]:
-    """Merge segments shorter than ``min_duration_seconds`` into neighbours.
-
-    The list form of :class:`HysteresisMerger` without ``join_equal``.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> t = [dt.datetime(2025, 1, 6, 9, m) for m in (0, 5, 6, 11)]
-    >>> segs = [Segment(t[0], t[1], "A", 5), Segment(t[1], t[2], "B", 1),
-    ...         Segment(t[2], t[3], "A", 5)]
-    >>> [(s.label, s.bucket_count) for s in merge_short_segments(segs)]
-    [('A', 6), ('A', 5)]
-    """
+    """Merge segments shorter than ``min_duration_seconds`` into neighbours: the list form
+    of :class:`HysteresisMerger` without ``join_equal``."""
     where = "merge_short_segments"
     width = check_value(bucket_seconds, SECONDS, "bucket_seconds", where)
     minimum = check_value(min_duration_seconds, DURATION, "min_duration_seconds", where)
@@ -159,21 +118,14 @@ def merge_short_segments(
     firsts, labels, merged = merge_runs(codes.tolist(), counts, min_buckets_of(minimum, width))
     lasts = [*(f - 1 for f in firsts[1:]), len(segments) - 1]
     return [
-        attrs.evolve(
-            segments[first],
-            end_ts=segments[last].end_ts,
-            label=str(names[label]),
-            bucket_count=count,
-        )
-        for first, last, label, count in zip(firsts, lasts, labels, merged)
+        attrs.evolve(segments[a], end_ts=segments[b].end_ts, label=str(names[c]), bucket_count=n)
+        for a, b, c, n in zip(firsts, lasts, labels, merged)
     ]
 
 
 class HysteresisMerger(FrameTransformer):
-    """Pipeline stage: merge short segments and give every row its final ``label``.
-
-    Rewrites ``segment_id`` to the merged segments (each user's numbered
-    from 0 in time order). The rule, its parameters and ``join_equal``
+    """Pipeline stage: merge short segments, renumber ``segment_id`` (per user from 0, in time
+    order) and give every row its final ``label``. The rule, its parameters and ``join_equal``
     (``False`` keeps taskclf 0.4's segments) are in docs/contract.md.
 
     Examples
@@ -191,8 +143,7 @@ class HysteresisMerger(FrameTransformer):
     _parameter_rules: ClassVar = {
         "min_block_seconds": DURATION,
         "bucket_seconds": SECONDS,
-        "max_gap_seconds": GAP,
-        "timelines": one_of(*TIMELINE_MODES),
+        **TIMELINE_RULES,
         "join_equal": instance_of(bool, what="True or False"),
     }
 
@@ -213,18 +164,21 @@ class HysteresisMerger(FrameTransformer):
     def _transform(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, [SEGMENT_ID, SMOOTHED_LABEL, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
-        segment = timelines.to_sorted(segment_ids(X[SEGMENT_ID]))
+        refuse_missing(X[SEGMENT_ID].isna().to_numpy(), SEGMENT_ID)
+        if not pd.api.types.is_integer_dtype(X[SEGMENT_ID].dtype):
+            raise ColumnTypeError(
+                f"column {SEGMENT_ID!r} must hold integers (as Segmenter writes them), "
+                f"found {X[SEGMENT_ID].dtype}"
+            )
+        segment = timelines.to_sorted(X[SEGMENT_ID].to_numpy(dtype=np.int64))
         codes = timelines.to_sorted(label_codes(X[SMOOTHED_LABEL], SMOOTHED_LABEL))
         # A segment starts where the id changes or a timeline starts.
         starts = run_starts(segment, timelines.bounds)
         counts = np.diff(np.append(starts, len(segment)))
         seg_bounds = np.searchsorted(starts, timelines.bounds)
+        minimum = min_buckets_of(self.min_block_seconds, self.bucket_seconds)
         merged_id, merged_labels = merge_segment_codes(
-            codes[starts],
-            counts,
-            seg_bounds,
-            min_buckets_of(self.min_block_seconds, self.bucket_seconds),
-            join_equal=self.join_equal,
+            codes[starts], counts, seg_bounds, minimum, join_equal=self.join_equal
         )
         merged = np.repeat(merged_id, counts)
         row_segment = timelines.number_per_user(np.flatnonzero(np.diff(merged, prepend=-1)))

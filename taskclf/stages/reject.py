@@ -19,35 +19,25 @@ from taskclf._frame import (
 from taskclf.core.types import N_CLASSES
 from taskclf.stages._base import FrameTransformer, optional, real
 
-MIXED_CODE = N_CLASSES
-"""Code of ``Mixed/Unknown`` in the label columns (after the eight classes)."""
+MIXED_CODE = N_CLASSES  # the code of Mixed/Unknown in the label columns, after the classes
 
 
 def reject_codes(
     proba: np.ndarray, threshold: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Confidence, rejection flags and label codes of a probability matrix (docs/contract.md)."""
-    best = proba.argmax(axis=1)
-    confidence = proba[np.arange(len(proba)), best]
+    confidence = proba.max(axis=1)
+    best = np.zeros(len(proba), dtype=np.int8)
+    for k in range(proba.shape[1] - 1, -1, -1):  # the first maximum, faster than argmax
+        best = np.where(proba[:, k] == confidence, k, best)
     rejected = np.zeros(len(proba), dtype=bool) if threshold is None else confidence < threshold
     codes = np.where(rejected, MIXED_CODE, best).astype(np.int8)
     return confidence, rejected, codes
 
 
 class Rejector(FrameTransformer):
-    """Pipeline stage: ``confidence``, ``is_rejected`` and ``raw_label`` of each bucket.
-
-    The rule is :func:`reject_codes`'s, on the calibrated probabilities;
-    ``threshold=None`` rejects nothing.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from taskclf._columns import PROBA_COLUMNS
-    >>> frame = pd.DataFrame([[0.5, 0.5] + [0.0] * 6], columns=PROBA_COLUMNS)
-    >>> Rejector(threshold=0.55).transform(frame)["raw_label"].tolist()
-    ['Mixed/Unknown']
-    """
+    """Pipeline stage: ``confidence``, ``is_rejected`` and ``raw_label`` of each bucket, by
+    :func:`reject_codes`'s rule on the calibrated probabilities (``None`` rejects nothing)."""
 
     _parameter_rules: ClassVar = {"threshold": optional(real(0.0, 1.0))}
 

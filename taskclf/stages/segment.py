@@ -15,8 +15,8 @@ from taskclf._frame import add_columns, factorize_labels, label_codes, require_c
 from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.time import ns_to_datetime, timestamps_ns, to_utc_series, ts_utc_aware_get
 from taskclf.exceptions import InputError
-from taskclf.stages._base import GAP, SECONDS, FrameTransformer, check_value, one_of
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines, user_codes_of
+from taskclf.stages._base import SECONDS, FrameTransformer, check_value, one_of
+from taskclf.stages._timeline import TIMELINE_MODES, TIMELINE_RULES, find_timelines, user_codes_of
 
 
 def _datetime(value: dt.datetime) -> dt.datetime:
@@ -30,13 +30,6 @@ class Segment:
     ``start_ts`` is the first bucket's start, ``end_ts`` the last's plus the
     bucket width (aware UTC from the pipeline; naive values from
     :func:`segmentize` mean UTC); ``user_id`` is the user, when known.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> seg = Segment(dt.datetime(2025, 1, 6, 9), dt.datetime(2025, 1, 6, 9, 3), "Build", 3)
-    >>> seg.to_dict()["end_ts"]
-    '2025-01-06T09:03:00+00:00'
     """
 
     start_ts: dt.datetime = attrs.field(converter=_datetime)
@@ -82,28 +75,14 @@ def segmentize(
     labels: Sequence[str],
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
 ) -> list[Segment]:
-    """Turn one time-ordered sequence of labels into segments (naive starts are UTC).
-
-    Raises
-    ------
-    InputError
-        If the two sequences differ in length.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> starts = [dt.datetime(2025, 1, 6, 9, m) for m in range(3)]
-    >>> [(s.label, s.bucket_count) for s in segmentize(starts, ["A", "A", "B"])]
-    [('A', 2), ('B', 1)]
-    """
+    """Turn one time-ordered sequence of labels into segments (naive starts are UTC);
+    :class:`~taskclf.exceptions.InputError` if the two sequences differ in length."""
     width = int(check_value(bucket_seconds, SECONDS, "bucket_seconds", "segmentize"))
     if len(bucket_starts) != len(labels):
         raise InputError(
             f"bucket_starts ({len(bucket_starts)}) and labels ({len(labels)}) "
             "must have the same length"
         )
-    if len(labels) == 0:
-        return []
     # checked as every frame's timestamps are: a bad value is a TimestampError
     to_utc_series(pd.Series(list(bucket_starts), dtype=object), column="bucket_starts")
     codes, uniques = factorize_labels(labels)
@@ -123,18 +102,8 @@ def aggregate_session_label(
     session_end_ts: dt.datetime | None = None,
     threshold: float = 0.6,
 ) -> str:
-    """The label holding at least ``threshold`` of the session's buckets, else ``"Mixed"``.
-
-    Among labels with the most buckets the first seen counts. The session
-    bounds are taskclf 0.4's signature and not used, as there.
-
-    Examples
-    --------
-    >>> import datetime as dt
-    >>> t = dt.datetime(2025, 1, 6, 9)
-    >>> aggregate_session_label([Segment(t, t, "Build", 7), Segment(t, t, "Debug", 3)])
-    'Build'
-    """
+    """The label holding at least ``threshold`` of the session's buckets (the first seen among
+    ties), else ``"Mixed"``; the session bounds are taskclf 0.4's signature, unused as there."""
     counts: dict[str, int] = {}
     for segment in segments:
         counts[segment.label] = counts.get(segment.label, 0) + segment.bucket_count
@@ -166,48 +135,28 @@ def frame_to_segments(
         return []
     ts = timestamps_ns(frame)
     codes, users = (None, None) if as_given else user_codes_of(frame)
+    user = np.zeros(len(ts), dtype=np.int64) if codes is None else codes
     seg = frame[SEGMENT_ID].to_numpy()
-    if as_given:
-        order = np.arange(len(seg))
-    else:
-        order = np.lexsort((ts, seg) if codes is None else (ts, seg, codes))
-    key = seg[order] if codes is None else np.stack([codes[order], seg[order]])
-    change = np.any(np.atleast_2d(np.diff(key)) != 0, axis=0)
-    starts = np.flatnonzero(np.concatenate(([True], change)))
+    order = np.arange(len(seg)) if as_given else np.lexsort((ts, seg, user))
+    user_starts = np.flatnonzero(np.diff(user[order], prepend=-1))
+    starts = run_starts(seg[order], np.append(user_starts, len(order)))
     ends = np.append(starts[1:], len(order))
     first, last = order[starts], order[ends - 1]
     labels = np.asarray(frame[label_column].to_numpy(dtype=object))[first].tolist()
     owners = [None] * len(first) if users is None else users[codes[first]].tolist()  # type: ignore[index]
+    start_ns, end_ns = ts[first].tolist(), (ts[last] + width * 1_000_000_000).tolist()
+    counts = (ends - starts).tolist()
     return [
-        Segment(ns_to_datetime(s), ns_to_datetime(e), str(label), int(c), user)
-        for s, e, label, c, user in zip(
-            ts[first].tolist(),
-            (ts[last] + width * 1_000_000_000).tolist(),
-            labels,
-            (ends - starts).tolist(),
-            owners,
-        )
+        Segment(ns_to_datetime(s), ns_to_datetime(e), str(label), c, user)
+        for s, e, label, c, user in zip(start_ns, end_ns, labels, counts, owners)
     ]
 
 
 class Segmenter(FrameTransformer):
-    """Pipeline stage: ``segment_id`` (int64), the runs of equal ``smoothed_label``.
+    """Pipeline stage: ``segment_id`` (int64), the runs of equal ``smoothed_label`` (the rule
+    and parameters: docs/contract.md); :func:`frame_to_segments` reads the segments."""
 
-    The rule, ``max_gap_seconds`` and ``timelines`` are in docs/contract.md;
-    :func:`frame_to_segments` reads the segments from the annotated frame.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> frame = pd.DataFrame({
-    ...     "bucket_start_ts": pd.date_range("2025-01-06 09:00", periods=4, freq="min"),
-    ...     "smoothed_label": ["Build", "Build", "Debug", "Debug"],
-    ... })
-    >>> Segmenter().transform(frame)["segment_id"].tolist()
-    [0, 0, 1, 1]
-    """
-
-    _parameter_rules: ClassVar = {"max_gap_seconds": GAP, "timelines": one_of(*TIMELINE_MODES)}
+    _parameter_rules: ClassVar = TIMELINE_RULES
 
     def __init__(
         self, max_gap_seconds: float = DEFAULT_IDLE_GAP_SECONDS, timelines: str = "per_user"

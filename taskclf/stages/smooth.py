@@ -17,60 +17,51 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
-from taskclf.stages._base import GAP, MAX_BUCKETS, FrameTransformer, check_params, integer, one_of
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
+from taskclf.stages._base import MAX_BUCKETS, FrameTransformer, check_params, integer
+from taskclf.stages._timeline import TIMELINE_RULES, find_timelines
 
 
 def rolling_majority_codes(
     codes: np.ndarray, bounds: np.ndarray, window: int, n_labels: int
 ) -> np.ndarray:
-    """Rolling majority (docs/contract.md) of label codes over concatenated timelines.
-
-    ``bounds`` holds each timeline's start, then ``n``; ``n_labels`` is the
-    number of distinct codes. Returns smoothed codes of ``codes``'s dtype.
-    """
+    """Rolling majority (docs/contract.md) of label codes (``0 … n_labels - 1``) over
+    concatenated timelines, each starting at ``bounds`` (then ``n``); ``codes``'s dtype."""
     n = len(codes)
     half = window // 2
-    if half == 0 or n == 0:
-        return codes.copy()
-    position = np.arange(n, dtype=np.int64)
-    timeline = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-    lo = np.maximum(position - half, bounds[timeline])
-    hi = np.minimum(position + half, bounds[timeline + 1] - 1) + 1  # exclusive
-
-    # cumulative[k, j]: how many of rows [0, j) carry label k.
-    cumulative = np.zeros((n_labels, n + 1), dtype=np.int32)
-    best = np.zeros(n, dtype=np.int32)
-    for k in np.flatnonzero(np.bincount(codes, minlength=n_labels)):
-        np.cumsum(codes == k, out=cumulative[k, 1:])
-        np.maximum(best, cumulative[k, hi] - cumulative[k, lo], out=best)
-    own = cumulative[codes, hi] - cumulative[codes, lo]
-
     out = codes.copy()
-    changed = np.flatnonzero(own < best)
-    lo_c, hi_c, best_c = lo[changed], hi[changed], best[changed]
-    counts = cumulative[:, hi_c] - cumulative[:, lo_c]  # (n_labels, n_changed)
-    unresolved = np.ones(len(changed), dtype=bool)
-    columns = np.arange(len(changed))
+    if half == 0 or n == 0:
+        return out
+    timeline = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    lo = np.maximum(np.arange(n) - half, bounds[timeline])
+    hi = np.minimum(np.arange(n) + half, bounds[timeline + 1] - 1)  # inclusive
+    # Only a row whose window holds a change of label can change.
+    changes = np.zeros(n, dtype=np.int32)
+    np.cumsum(codes[1:] != codes[:-1], out=changes[1:])
+    rows = np.flatnonzero(changes[hi] != changes[lo])
+    lo, hi = lo[rows], hi[rows] + 1
+    counts = np.zeros((n_labels, len(rows)), dtype=np.int32)  # of each label in each window
+    cumulative = np.zeros(n + 1, dtype=np.int32)
+    for k in np.flatnonzero(np.bincount(codes, minlength=n_labels)):
+        np.cumsum(codes == k, out=cumulative[1:])
+        np.subtract(cumulative[hi], cumulative[lo], out=counts[k])
+    best = counts.max(axis=0)
+    beaten = counts[codes[rows], np.arange(len(rows))] < best  # the row's own label is not top
+    rows, lo, hi, best = rows[beaten], lo[beaten], hi[beaten], best[beaten]
+    counts = counts[:, beaten]
+    unresolved = np.ones(len(rows), dtype=bool)
     for offset in range(2 * half + 1):  # the first label in the window with the top count
         if not unresolved.any():
             break
-        at = lo_c + offset
+        at = lo + offset
         candidate = codes[np.minimum(at, n - 1)]
-        wins = unresolved & (at < hi_c) & (counts[candidate, columns] == best_c)
-        out[changed[wins]] = candidate[wins]
+        wins = unresolved & (at < hi) & (counts[candidate, np.arange(len(rows))] == best)
+        out[rows[wins]] = candidate[wins]
         unresolved &= ~wins
     return out
 
 
 def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW) -> list[str]:
-    """Smooth one time-ordered sequence of labels with a centred rolling majority.
-
-    Examples
-    --------
-    >>> rolling_majority(["Build", "Debug", "Build", "Build"], window=3)
-    ['Build', 'Build', 'Build', 'Build']
-    """
+    """Smooth one time-ordered sequence of labels with a centred rolling majority."""
     check_params(MajoritySmoother(window))
     codes, uniques = factorize_labels(labels)
     bounds = np.array([0, len(codes)], dtype=np.int64)
@@ -79,10 +70,8 @@ def rolling_majority(labels: Sequence[str], window: int = DEFAULT_SMOOTH_WINDOW)
 
 
 class MajoritySmoother(FrameTransformer):
-    """Pipeline stage: ``smoothed_label``, the rolling majority of ``raw_label``.
-
-    The rule, ``window`` (in buckets), ``max_gap_seconds`` and ``timelines``
-    are in docs/contract.md.
+    """Pipeline stage: ``smoothed_label``, the rolling majority of ``raw_label`` (the rule, the
+    ``window`` in buckets and the other parameters: docs/contract.md).
 
     Examples
     --------
@@ -95,11 +84,7 @@ class MajoritySmoother(FrameTransformer):
     ['Build', 'Build', 'Build', 'Build']
     """
 
-    _parameter_rules: ClassVar = {
-        "window": integer(1, MAX_BUCKETS),
-        "max_gap_seconds": GAP,
-        "timelines": one_of(*TIMELINE_MODES),
-    }
+    _parameter_rules: ClassVar = {"window": integer(1, MAX_BUCKETS), **TIMELINE_RULES}
 
     def __init__(
         self,

@@ -19,8 +19,8 @@ from taskclf._frame import (
 from taskclf.calibration import PROBA_FLOOR
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.types import N_CLASSES
-from taskclf.stages._base import GAP, FrameTransformer, one_of, real
-from taskclf.stages._timeline import TIMELINE_MODES, find_timelines
+from taskclf.stages._base import FrameTransformer, real
+from taskclf.stages._timeline import TIMELINE_RULES, find_timelines
 from taskclf.stages.reject import MIXED_CODE
 
 DEFAULT_SWITCH_PROB = 0.02
@@ -49,23 +49,12 @@ def viterbi_forward(
     score: np.ndarray,
     back: np.ndarray,
 ) -> np.ndarray:
-    """Forward steps of Viterbi: timeline ``i`` goes on from ``score[i]`` over its rows.
+    """Forward steps of Viterbi: timeline ``i`` (rows ``starts[i]`` on, ``lengths[i]`` of them)
+    goes on from ``score[i]`` (its scores before its first row, shape (n_timelines, k)).
 
-    Row ``t`` scores state ``j`` as ``max_s(score[s] + log_transition[s, j])
-    + log_emission[t, j]`` and stores the best ``s`` (the lowest on ties) in
-    ``back[t, j]``, filled in place.
-
-    Parameters
-    ----------
-    starts, lengths : ndarray of int, shape (n_timelines,)
-        The rows ``starts[i] … starts[i] + lengths[i] - 1`` of each timeline.
-    score : ndarray of float64, shape (n_timelines, k)
-        Scores before each timeline's first row.
-
-    Returns
-    -------
-    ndarray of float64, shape (n_timelines, k)
-        The scores at each timeline's last row.
+    Row ``t`` scores state ``j`` as ``max_s(score[s] + log_transition[s, j]) +
+    log_emission[t, j]``; the best ``s`` (the lowest on ties) goes into ``back[t, j]``
+    in place. Returns the scores at each timeline's last row.
     """
     score = score.copy()
     for t in range(int(lengths.max(initial=0))):
@@ -80,12 +69,8 @@ def viterbi_forward(
 def viterbi_backtrace(
     back: np.ndarray, ends: np.ndarray, lengths: np.ndarray, states: np.ndarray
 ) -> np.ndarray:
-    """The states of ``s`` back-pointer chains per timeline, followed from its end.
-
-    ``ends`` is each timeline's last row + 1, ``lengths`` how many rows to
-    follow back, ``states`` (n_timelines, s) the states the chains end in.
-    Returns the state of each chain at each row followed, shape (n, s), 0 elsewhere.
-    """
+    """The states (n, s; 0 elsewhere) of ``s`` back-pointer chains per timeline, followed
+    ``lengths`` rows back from its end ``ends`` (last row + 1), ending in ``states``."""
     out = np.zeros((len(back), states.shape[1]), dtype=np.int8)
     states = states.astype(np.intp)
     for t in range(int(lengths.max(initial=0))):
@@ -99,21 +84,12 @@ def viterbi_backtrace(
 def viterbi_codes(
     log_emission: np.ndarray, bounds: np.ndarray, log_transition: np.ndarray
 ) -> np.ndarray:
-    """Most likely state path (int8 codes) of each timeline.
+    """Most likely state path (int8 codes) of each timeline (docs/contract.md).
 
     ``log_emission`` (n, k) holds the timelines concatenated in time order,
     ``bounds`` the start of each, then ``n``; ``log_transition[i, j]`` is
     ``log P(next = j | previous = i)``. A timeline starts from its first
     row's emission (no prior) and ends in its best state (the lowest on ties).
-
-    Examples
-    --------
-    >>> e = np.log([[0.9, 0.1], [0.4, 0.6], [0.9, 0.1]])
-    >>> a = np.log([[0.9, 0.1], [0.1, 0.9]])
-    >>> viterbi_codes(e, np.array([0, 3]), a).tolist()
-    [0, 0, 0]
-    >>> viterbi_codes(e, np.array([0, 1, 2, 3]), a).tolist()
-    [0, 1, 0]
     """
     bounds = np.asarray(bounds, dtype=np.int64)
     lengths = np.diff(bounds)
@@ -122,29 +98,17 @@ def viterbi_codes(
     back = np.zeros(log_emission.shape, dtype=np.int8)
     first = log_emission[starts]
     score = viterbi_forward(log_emission, starts + 1, lengths - 1, log_transition, first, back)
-    best = score.argmax(axis=1)[:, None]
-    path = viterbi_backtrace(back, starts + lengths, lengths, best)
-    return path[:, 0]
+    return viterbi_backtrace(back, starts + lengths, lengths, score.argmax(axis=1)[:, None])[:, 0]
 
 
 class ViterbiSmoother(FrameTransformer):
-    """Pipeline stage: Viterbi decoding of the calibrated probabilities.
+    """Pipeline stage: ``smoothed_label``, the Viterbi path of the calibrated probabilities.
 
-    A drop-in alternative to :class:`~taskclf.MajoritySmoother`: adds
-    ``smoothed_label``, the most likely label path of each timeline (emission
-    scores ``log(clip(p, 1e-12))``; a label stays with probability
-    ``1 - switch_prob``, else moves to any of the seven others). A rejected
+    A drop-in alternative to :class:`~taskclf.MajoritySmoother`. A rejected
     row (``is_rejected``, else a ``Mixed/Unknown`` ``raw_label``) keeps
-    ``Mixed/Unknown`` and has a flat emission: it neither votes nor breaks a task.
-
-    Parameters
-    ----------
-    switch_prob : float, default 0.02
-        In (0, 1); ``7/8`` gives each row's most probable label.
-    max_gap_seconds : float, default 300.0
-        Longest gap between bucket starts inside one timeline.
-    timelines : {"per_user", "as_given"}, default "per_user"
-        ``"as_given"``: one sequence in the order given (docs/migrating.md).
+    ``Mixed/Unknown`` and has a flat emission: it neither votes nor breaks a
+    task. The rule and the parameters are in docs/contract.md;
+    ``switch_prob=7/8`` gives each row's most probable label.
 
     Examples
     --------
@@ -159,8 +123,7 @@ class ViterbiSmoother(FrameTransformer):
 
     _parameter_rules: ClassVar = {
         "switch_prob": real(0.0, 1.0, open_low=True, open_high=True),
-        "max_gap_seconds": GAP,
-        "timelines": one_of(*TIMELINE_MODES),
+        **TIMELINE_RULES,
     }
 
     def __init__(
@@ -178,13 +141,13 @@ class ViterbiSmoother(FrameTransformer):
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
-        proba = timelines.to_sorted(proba)
         if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
             rejected = X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
         else:
             rejected = label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
         rejected = timelines.to_sorted(rejected)
         transitions = sticky_log_transitions(float(self.switch_prob))
-        codes = viterbi_codes(log_emissions(proba, rejected), timelines.bounds, transitions)
+        emissions = log_emissions(timelines.to_sorted(proba), rejected)
+        codes = viterbi_codes(emissions, timelines.bounds, transitions)
         codes[rejected] = MIXED_CODE
         return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(codes))})
