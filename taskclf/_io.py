@@ -26,21 +26,22 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while a write is under way, so it cleans up."""
+def signals_interrupt(*signums: int) -> Iterator[None]:
+    """Turn ``signums`` (SIGTERM when none) into KeyboardInterrupt inside the block."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {s: signal.signal(s, interrupt) for s in signums or (signal.SIGTERM,)}
     except ValueError:  # only the main thread of the main interpreter sets handlers
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -67,7 +68,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _terminate_as_interrupt():
+    with signals_interrupt():
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         temporary = Path(name)
@@ -121,7 +122,7 @@ def atomic_directory(
     target = Path(directory)
     check_replaceable(target, is_ours, what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _terminate_as_interrupt():
+    with signals_interrupt():
         staging = Path(
             tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         )
