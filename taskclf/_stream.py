@@ -32,12 +32,13 @@ class Rules:
 class State:
     """Everything a stream remembers, as arrays (never changed in place).
 
-    ``per_user``: ``last_ns``, ``next_id`` (id of the joined segment of
-    ``head``, the open merged segment as a :class:`_Head`, zeros for none)
-    and ``score`` (Viterbi). ``rows``, the pending rows (output of the
-    per-row stages in ``frame``), with ``smooth`` -1 while not final and
-    ``done`` once handed back (kept as context). An open timeline keeps
-    its last rows, so a user has pending rows iff its timeline is open.
+    ``per_user``: ``last_ns``, ``next_id`` (id of the joined segment of ``head``),
+    ``head``, the open merged segment (label, the count rule (v) compares, joined count,
+    first and last bucket, whether its last run may still grow; zeros for none) and
+    ``score`` (Viterbi). ``rows``, the pending rows (output of the per-row stages in
+    ``frame``), with ``smooth`` -1 while not final and ``done`` once handed back (kept as
+    context). An open timeline keeps its last rows, so a user has pending rows iff its
+    timeline is open.
     """
 
     users: pd.Index
