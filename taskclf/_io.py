@@ -26,22 +26,21 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def signals_interrupt(*signums: int) -> Iterator[None]:
-    """Turn ``signums`` (SIGTERM when none) into KeyboardInterrupt inside the block."""
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while a write is under way, so it cleans up."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
-        previous = {s: signal.signal(s, interrupt) for s in signums or (signal.SIGTERM,)}
+        previous = signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # only the main thread of the main interpreter sets handlers
         yield
         return
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -68,7 +67,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with signals_interrupt():
+    with _terminate_as_interrupt():
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         temporary = Path(name)
@@ -122,7 +121,7 @@ def atomic_directory(
     target = Path(directory)
     check_replaceable(target, is_ours, what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with signals_interrupt():
+    with _terminate_as_interrupt():
         staging = Path(
             tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         )

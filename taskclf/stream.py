@@ -38,7 +38,7 @@ from taskclf._frame import (
     labels_from_codes,
     require_columns,
 )
-from taskclf._io import atomic_write_bytes, read_regular_file, signals_interrupt
+from taskclf._io import atomic_write_bytes, read_regular_file
 from taskclf._stream import Rules, State, Step, advance
 from taskclf.core.time import format_utc, ns_to_datetime, timestamps_ns
 from taskclf.exceptions import (
@@ -393,14 +393,33 @@ def _from_parquet(data: np.ndarray, dtypes: dict[str, Any]) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGTERM and Ctrl-C wait until the block ends."""
-    held = {signal.SIGTERM, signal.SIGINT}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
+def _signals_deferred() -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+    """SIGTERM and Ctrl-C: raised while waiting for input, deferred while ``working()``."""
+    busy, stopped = [False], [False]
+
+    def handle(signum: int, frame: object) -> None:
+        if not busy[0]:
+            raise KeyboardInterrupt(f"signal {signum}")
+        stopped[0] = True
+
+    @contextlib.contextmanager
+    def working() -> Iterator[None]:
+        busy[0] = True
         yield
+        busy[0] = False
+        if stopped[0]:
+            raise KeyboardInterrupt("stopped")
+
+    try:
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # only the main thread sets handlers
+        yield working
+        return
+    try:
+        yield working
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _row_from_json(line: str, number: int) -> pd.DataFrame:
@@ -462,14 +481,14 @@ def run_stream(
     if state_path is not None and os.path.exists(state_path):
         stream = StreamingPipeline.load(state_path, pipeline)
     try:
-        with signals_interrupt(signal.SIGTERM, signal.SIGINT):
+        with _signals_deferred() as working:
             for number, line in enumerate(lines_in, start=1):
                 if line.strip():
-                    with _signals_held():
+                    with working():
                         result = stream.update(_row_from_json(line, number))
                         for text in _lines(result, stream._columns or [], provisional):
                             write_line(text)
-            with _signals_held():
+            with working():
                 for text in _lines(stream.close(), stream._columns or [], False):
                     write_line(text)
         return True
