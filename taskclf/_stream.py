@@ -209,8 +209,10 @@ def _merge(
     and the segments it finishes; sets ``per_user``'s ``head`` and ``next_id``.
 
     Each unit's runs, after its open merged segment (``head``), go through the batch kernel
-    twice: as they are, and with the last run grown without end. What both give is final,
-    except in a timeline that starts short before it has two long neighbours.
+    twice: as they are, and with the last run grown without end. After a long segment the
+    rule is one pass, in which a run's fate depends on the next run's count only through a
+    threshold, so what both give is final (docs/streaming.md); a timeline that starts short
+    is final only up to its last pair of long neighbours.
     """
     head = per_user["head"] = per_user["head"].copy()
     next_id = per_user["next_id"] = per_user["next_id"].copy()
