@@ -25,22 +25,26 @@ def _umask() -> int:
     return mask
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while a write is under way, so it cleans up."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
+def signals_handled(
+    handler: Callable[[int, object], None] = _interrupt, *signums: int
+) -> Iterator[None]:
+    """Handle ``signums`` (SIGTERM when none) with ``handler`` inside the block; the default
+    raises KeyboardInterrupt, so that an interrupted write cleans up."""
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {s: signal.signal(s, handler) for s in signums or (signal.SIGTERM,)}
     except ValueError:  # only the main thread of the main interpreter sets handlers
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler_before in previous.items():
+            signal.signal(s, handler_before)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -67,7 +71,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _terminate_as_interrupt():
+    with signals_handled():
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         temporary = Path(name)
@@ -121,7 +125,7 @@ def atomic_directory(
     target = Path(directory)
     check_replaceable(target, is_ours, what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _terminate_as_interrupt():
+    with signals_handled():
         staging = Path(
             tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         )

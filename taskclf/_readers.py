@@ -32,8 +32,10 @@ COLUMN_TYPES: Final[dict[str, str]] = {**dict(SCHEMA_V3.registry), LABEL: "str"}
 """Type name of every known column (v3's registry holds v1's and v2's)."""
 
 _SNIFF_BYTES: Final = 8192
-_TRUE: Final = frozenset({"true", "1", "1.0", "yes"})
-_FALSE: Final = frozenset({"false", "0", "0.0", "no"})
+_BOOLEANS: Final = {
+    **dict.fromkeys(("true", "1", "1.0", "yes"), True),
+    **dict.fromkeys(("false", "0", "0.0", "no"), False),
+}
 PREDICTIONS_FILE: Final = "predictions.csv"
 SEGMENTS_FILE: Final = "segments.json"
 MAX_SEGMENTS_BYTES: Final = 1 << 30
@@ -226,12 +228,9 @@ def _as_bool(column: pd.Series, path: Path) -> pd.Series:
     """True/False, yes/no or 1/0 (text or numbers) as pandas' nullable booleans."""
     if pd.api.types.is_bool_dtype(column.dtype):
         return column
-    text = column.astype("str").str.strip().str.lower()
-    missing = column.isna().to_numpy()
-    _refuse(column, ~(text.isin(_TRUE | _FALSE).to_numpy() | missing), "True/False", path)
-    out = pd.Series(text.isin(_TRUE).to_numpy(), index=column.index, dtype="boolean")
-    out[missing] = pd.NA
-    return out
+    out = column.astype("str").str.strip().str.lower().map(_BOOLEANS)
+    _refuse(column, (out.isna() & column.notna()).to_numpy(), "True/False", path)
+    return out.astype("boolean")
 
 
 def _as_lists(column: pd.Series) -> pd.Series:
@@ -383,19 +382,6 @@ def write_segments_json(segments: Sequence[Segment], path: str | os.PathLike[str
     return atomic_write_text(path, json.dumps(records, indent=2, default=_json_scalar))
 
 
-def _timestamp(value: object) -> dt.datetime:
-    """An ISO 8601 text within the years pandas holds (ValueError otherwise)."""
-    try:
-        parsed = dt.datetime.fromisoformat(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"holds {reprlib.repr(value)}, not an ISO 8601 timestamp") from None
-    try:
-        pd.Timestamp(parsed).as_unit("ns")
-    except pd.errors.OutOfBoundsDatetime:
-        raise ValueError(f"holds {value!r}, outside the years 1677-2262") from None
-    return parsed
-
-
 def _segment(record: object) -> Segment:
     """One record of a segments file, checked field by field (ValueError names the field)."""
     if not isinstance(record, dict):
@@ -404,11 +390,19 @@ def _segment(record: object) -> Segment:
         if name not in record:
             raise ValueError(f"no field {name!r}")
     fields: dict[str, Any] = {}
-    for name in ("start_ts", "end_ts"):
+    for name in ("start_ts", "end_ts"):  # ISO 8601 within the years pandas holds
+        value = record[name]
         try:
-            fields[name] = _timestamp(record[name])
-        except ValueError as exc:
-            raise ValueError(f"field {name!r} {exc}") from None
+            fields[name] = dt.datetime.fromisoformat(value)
+            pd.Timestamp(fields[name]).as_unit("ns")
+        except pd.errors.OutOfBoundsDatetime:
+            raise ValueError(
+                f"field {name!r} holds {value!r}, outside the years 1677-2262"
+            ) from None
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"field {name!r} holds {reprlib.repr(value)}, not an ISO 8601 timestamp"
+            ) from None
     label, count, user = record["label"], record["bucket_count"], record.get("user_id")
     if not isinstance(label, str):
         raise ValueError(f"field 'label' holds {reprlib.repr(label)}, not text")

@@ -32,12 +32,13 @@ class Rules:
 class State:
     """Everything a stream remembers, as arrays (never changed in place).
 
-    ``per_user``: ``last_ns``, ``next_id`` (id of the joined segment of
-    ``head``, the open merged segment as a :class:`_Head`, zeros for none)
-    and ``score`` (Viterbi). ``rows``, the pending rows (output of the
-    per-row stages in ``frame``), with ``smooth`` -1 while not final and
-    ``done`` once handed back (kept as context). An open timeline keeps
-    its last rows, so a user has pending rows iff its timeline is open.
+    ``per_user``: ``last_ns``, ``next_id`` (id of the joined segment of ``head``),
+    ``head``, the open merged segment (label, the count rule (v) compares, joined count,
+    first and last bucket, whether its last run may still grow; zeros for none) and
+    ``score`` (Viterbi). ``rows``, the pending rows (output of the per-row stages in
+    ``frame``), with ``smooth`` -1 while not final and ``done`` once handed back (kept as
+    context). An open timeline keeps its last rows, so a user has pending rows iff its
+    timeline is open.
     """
 
     users: pd.Index
@@ -120,8 +121,7 @@ def advance(state: State, new: dict[str, Any] | None, closing: np.ndarray, rules
         smooth, per_user["score"] = _viterbi(state, rows, units, rules)
     else:
         smooth = _majority(rows, units, rules.window)
-    merged = _Merged(per_user, rules)
-    emitted, label, segment_id = merged.run(ts, smooth, rows["done"], units)
+    emitted, label, segment_id, segments = _merge(per_user, rules, ts, smooth, rows["done"], units)
 
     # Keep what is not final, and an open unit's last rows (context, or one row).
     done = rows["done"].copy()
@@ -145,7 +145,7 @@ def advance(state: State, new: dict[str, Any] | None, closing: np.ndarray, rules
         smooth=smooth[emitted],
         label=label,
         segment_id=segment_id,
-        segments=np.array(merged.finished, np.int64).reshape(-1, 5),
+        segments=segments,
     )
 
 
@@ -197,139 +197,118 @@ def _viterbi(
     return np.where(decided, path, rows["smooth"]).astype(np.int8), saved
 
 
-@attrs.define
-class _Head:
-    """The pass's last merged segment (``rule`` buckets, what rule (v) compares),
-    inside a joined segment of ``count`` buckets from ``first`` to ``last``."""
+def _merge(
+    per_user: dict[str, np.ndarray],
+    rules: Rules,
+    ts: np.ndarray,
+    smooth: np.ndarray,
+    done: np.ndarray,
+    units: _Units,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The hysteresis rule as far as it is final: the rows it decides, their labels and ids,
+    and the segments it finishes; sets ``per_user``'s ``head`` and ``next_id``.
 
-    label: int
-    rule: int
-    count: int
-    first: int
-    last: int
-    growing: int  # its last run may still grow
+    Each unit's runs, after its open merged segment (``head``), go through the batch kernel
+    twice: as they are, and with the last run grown without end. After a long segment the
+    rule is one pass, in which a run's fate depends on the next run's count only through a
+    threshold, so what both give is final (docs/streaming.md); a timeline that starts short
+    is final only up to its last pair of long neighbours.
+    """
+    head = per_user["head"] = per_user["head"].copy()
+    next_id = per_user["next_id"] = per_user["next_id"].copy()
+    rows = np.flatnonzero((smooth >= 0) & ~done)
+    unit_of, n_units = units.of_row[rows], len(units.user)
+    inner = np.unique(np.searchsorted(unit_of, np.arange(n_units)))
+    lo = run_starts(smooth[rows], np.append(inner[inner < len(rows)], len(rows)))
+    hi = np.append(lo, len(rows))[1:]
+    bounds = np.searchsorted(unit_of[lo], np.arange(n_units + 1))
+    runs = {"label": smooth[rows[lo]], "count": hi - lo, "first": ts[rows[lo]]}
+    runs |= {"last": ts[rows[hi - 1]], "run": np.arange(len(lo)), "unit": unit_of[lo]}
+    # Each open merged segment (label, rule, count, first, last, growing) leads its unit
+    # and takes the unit's first run if that continues its last run.
+    old = head[units.user]
+    unit = np.flatnonzero(units.continues & (old[:, 2] > 0))
+    first = np.append(runs["label"], -1)[bounds[unit]]
+    takes = (old[unit, 5] == 1) & (bounds[unit + 1] > bounds[unit]) & (first == old[unit, 0])
+    took = bounds[unit][takes]
+    extra = np.zeros(len(unit), np.int64)
+    extra[takes] = runs["count"][took]
+    last = old[unit, 4]
+    last[takes] = runs["last"][took]
+    run = np.full(len(unit), -1)
+    run[takes] = took
+    heads = {"label": old[unit, 0], "count": old[unit, 2] + extra, "first": old[unit, 3]}
+    heads |= {"last": last, "run": run, "unit": unit, "rule": old[unit, 1] + extra}
+    runs["rule"] = runs["count"]
+    keep = np.ones(len(lo), bool)
+    keep[took] = False
+    e = {name: np.concatenate([heads[name], values[keep]]) for name, values in runs.items()}
+    e = {name: values[np.lexsort((e["run"], e["unit"]))] for name, values in e.items()}
+    n, unit = len(e["run"]), e["unit"]
+    at = np.arange(n)
+    e_bounds = np.searchsorted(unit, np.arange(n_units + 1))
+    sizes, is_open = np.diff(e_bounds), ~units.closed
+    kernel_bounds = np.append(e_bounds[:-1][sizes > 0], n)
+    grown = e["rule"].copy()
+    grown[e_bounds[1:][is_open & (sizes > 0)] - 1] = 1 << 62
+    group, labels = merge_segment_codes(e["label"], e["rule"], kernel_bounds, rules.min_buckets)
+    if_grown = merge_segment_codes(e["label"], grown, kernel_bounds, rules.min_buckets)[0]
+    unit_first = e_bounds[unit]
+    agree = group - group[unit_first] == if_grown - if_grown[unit_first]
+    final_end = e_bounds[1:].copy()
+    np.minimum.at(final_end, unit[~agree], at[~agree])
+    long = e["rule"] >= rules.min_buckets
+    pairs = np.bincount(unit[1:][long[1:] & long[:-1] & (unit[1:] == unit[:-1])], minlength=n_units)
+    waits = is_open & (sizes > 0) & ~np.append(long, True)[e_bounds[:-1]] & (pairs == 0)
+    waits[heads["unit"]] = False
+    final_end[waits] = e_bounds[:-1][waits]
+    final = at < final_end[unit]
 
-    def absorb(self, count: int, last: int) -> None:
-        self.rule, self.count, self.last = self.rule + count, self.count + count, last
+    label = labels[group]
+    joins = rules.join_equal & (label == np.append(-1, label[:-1]))
+    joined = np.cumsum((at == unit_first) | ((np.diff(group, prepend=-1) != 0) & ~joins)) - 1
+    user = units.user[unit]
+    user_first = np.maximum.accumulate(np.where(np.diff(user, prepend=-1) != 0, joined, 0))
+    segment_id = next_id[user] + joined - user_first
+    taken = final & (e["run"] >= 0)
+    size = runs["count"][e["run"][taken]]
+    start = lo[e["run"][taken]]
+    emitted = np.repeat(start - np.cumsum(size) + size, size) + np.arange(size.sum())
 
+    last_final = np.full(n_units, -1)
+    np.maximum.at(last_final, unit[final], at[final])
+    finished = final & (units.closed[unit] | (joined < joined[last_final[unit]]))
+    f = {name: values[finished] for name, values in e.items()}
+    starts = np.flatnonzero(np.diff(joined[finished], prepend=-1))
+    ends = np.flatnonzero(np.diff(joined[finished], append=n))
+    total = np.add.reduceat(f["count"], starts)
+    segments = np.stack(
+        [
+            user[finished][starts],
+            f["first"][starts],
+            f["last"][ends],
+            label[finished][starts],
+            total,
+        ],
+        axis=1,
+    )
+    np.add.at(next_id, user[finished][starts], 1)
 
-class _Merged:
-    """The hysteresis rule over one step's segments, as far as it is final (one pass of
-    ``merge_runs`` from a long segment on; the batch kernel for a short start)."""
-
-    def __init__(self, per_user: dict[str, np.ndarray], rules: Rules) -> None:
-        for name in ("next_id", "head"):
-            per_user[name] = per_user[name].copy()
-        self.next_id, self.heads = per_user["next_id"], per_user["head"]
-        self.m, self.join = rules.min_buckets, rules.join_equal
-        self.finished: list[tuple[int, ...]] = []
-
-    def run(
-        self, ts: np.ndarray, smooth: np.ndarray, done: np.ndarray, units: _Units
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows whose merged segment is known, their labels and ids."""
-        rows = np.flatnonzero((smooth >= 0) & ~done)
-        unit_of = units.of_row[rows]
-        inner = np.unique(np.searchsorted(unit_of, np.arange(len(units.user))))
-        lo = run_starts(smooth[rows], np.append(inner[inner < len(rows)], len(rows)))
-        hi = np.append(lo, len(rows))[1:]
-        segments = np.stack([smooth[rows[lo]], hi - lo, ts[rows[lo]], ts[rows[hi - 1]]], axis=1)
-        bounds = np.searchsorted(unit_of[lo], np.arange(len(units.user) + 1))
-        # Most units only grow the last run of a growing head: at once, for all of them.
-        head, first = self.heads[units.user], bounds[:-1]
-        grows = units.continues & ~units.closed & (np.diff(bounds) == 1) & (head[:, 5] == 1)
-        grows &= segments[np.minimum(first, len(lo) - 1), 0] == head[:, 0] if len(lo) else False
-        g_user, g_segment = units.user[grows], first[grows]
-        self.heads[g_user, 1:3] += segments[g_segment, 1:2]
-        self.heads[g_user, 4] = segments[g_segment, 3]
-        decided = [np.stack([g_segment, head[grows, 0], self.next_id[g_user]], axis=1)]
-        for unit in np.flatnonzero(~grows).tolist():
-            user, a, b = int(units.user[unit]), int(bounds[unit]), int(bounds[unit + 1])
-            start = _Head(*self.heads[user].tolist()) if units.continues[unit] else None
-            got = self._unit(user, start if start and start.count else None,
-                             segments[a:b].tolist(), bool(units.closed[unit]))  # fmt: skip
-            decided.append(np.array([(a + j, *pair) for j, pair in enumerate(got)]).reshape(-1, 3))
-        segment, label, segment_id = np.concatenate(decided).astype(np.int64).T
-        sizes = hi[segment] - lo[segment]
-        emitted = np.repeat(lo[segment] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
-        return rows[emitted], np.repeat(label, sizes).astype(np.int8), np.repeat(segment_id, sizes)
-
-    def _unit(
-        self, user: int, head: _Head | None, segments: list[list[int]], closed: bool
-    ) -> list[tuple[int, int]]:
-        """Merge one unit's segments (label, count, first, last) after ``head``;
-        the label and id of each segment decided."""
-        n, i, out = len(segments), 0, []
-        if head is not None and head.growing and n and segments[0][0] == head.label:
-            head.absorb(segments[0][1], segments[0][3])  # its last run, grown
-            out.append((head.label, int(self.next_id[user])))
-            i = 1
-        if head is None and n and segments[0][1] < self.m:
-            i = self._short_start(user, np.array(segments), closed, out)
-            if i == 0:
-                return out  # the timeline still starts short: nothing is final
-        while i < n:
-            label, count, first, last = segments[i]
-            if head is None or count >= self.m:
-                head = self._start(user, head, label, count, first, last)
-            elif i == n - 1 and not closed:
-                break  # a short run still growing
-            elif label == head.label or i == n - 1:  # (i), (iv)
-                head.absorb(count, last)
-            elif segments[i + 1][1] > head.rule:  # (v): pairs with the next one
-                i += 1
-                pair = count + segments[i][1]
-                head = self._start(user, head, segments[i][0], pair, first, segments[i][3])
-                out.append((head.label, int(self.next_id[user])))
-            elif i + 1 < n - 1 or closed:  # (v): the previous one absorbs it
-                head.absorb(count, last)
-            else:
-                break  # the next run may still outgrow the previous merged segment
-            out.append((head.label, int(self.next_id[user])))
-            i += 1
-        if head is not None and n:
-            head.growing = int(i == n and not closed)
-        if closed and head is not None:
-            self._finish(user, head)
-            head = None
-        self.heads[user] = attrs.astuple(head) if head else 0
-        return out
-
-    def _start(
-        self, user: int, head: _Head | None, label: int, count: int, first: int, last: int
-    ) -> _Head:
-        """A merged segment of the pass begins: it joins ``head`` or follows it."""
-        if head is not None and self.join and head.label == label:
-            head.rule, head.count, head.last = count, head.count + count, last
-            return head
-        if head is not None:
-            self._finish(user, head)
-        return _Head(label, count, count, first, last, 0)
-
-    def _finish(self, user: int, head: _Head) -> None:
-        self.finished.append((user, head.first, head.last, head.label, head.count))
-        self.next_id[user] += 1
-
-    def _short_start(
-        self, user: int, segments: np.ndarray, closed: bool, out: list[tuple[int, int]]
-    ) -> int:
-        """Merge a timeline that starts short up to its last pair of long neighbours;
-        the first segment not merged (0 when nothing is final)."""
-        labels, counts, first, last = segments.T
-        long = counts >= self.m
-        pairs = np.flatnonzero(long[1:] & long[:-1]) + 1
-        end = len(labels) if closed else int(pairs[-1]) if len(pairs) else 0
-        if end == 0:
-            return 0
-        merged_id, merged_labels = merge_segment_codes(
-            labels[:end], counts[:end], np.array([0, end]), self.m, join_equal=self.join
-        )
-        base = int(self.next_id[user])
-        out += zip(merged_labels[merged_id].tolist(), (base + merged_id).tolist())
-        starts = np.flatnonzero(np.diff(merged_id, prepend=-1))
-        ends = np.append(starts[1:], end) - 1
-        totals = np.add.reduceat(counts[:end], starts)
-        for row in zip(first[starts], last[ends], merged_labels, totals):
-            self.finished.append((user, *map(int, row)))
-        self.next_id[user] = base + len(merged_labels)
-        return end
+    last_of_user = np.append(units.user[1:] != units.user[:-1], True)
+    head[units.user[last_of_user]] = 0
+    open_at = np.flatnonzero(last_of_user & is_open & (last_final >= 0))
+    end = last_final[open_at]
+    j_start, g_start = np.searchsorted(joined, joined[end]), np.searchsorted(group, group[end])
+    counts, rule = np.cumsum(e["count"]), np.cumsum(e["rule"])
+    growing = np.where(bounds[1:] > bounds[:-1], final_end == e_bounds[1:], old[:, 5])
+    new_head = [
+        label[end],
+        rule[end] - rule[g_start] + e["rule"][g_start],
+        counts[end] - counts[j_start] + e["count"][j_start],
+        e["first"][j_start],
+        e["last"][end],
+        growing[open_at],
+    ]
+    head[units.user[open_at]] = np.stack(new_head, axis=1)
+    row_label = np.repeat(label[taken], size).astype(np.int8)
+    return rows[emitted], row_label, np.repeat(segment_id[taken], size), segments

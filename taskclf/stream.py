@@ -37,7 +37,7 @@ from taskclf._frame import (
     labels_from_codes,
     require_columns,
 )
-from taskclf._io import atomic_write_bytes, read_regular_file
+from taskclf._io import atomic_write_bytes, read_regular_file, signals_handled
 from taskclf._stream import Rules, State, Step, advance
 from taskclf.core.time import format_utc, ns_to_datetime, timestamps_ns
 from taskclf.exceptions import (
@@ -409,16 +409,8 @@ def _signals_deferred() -> Iterator[Callable[[], contextlib.AbstractContextManag
         if stopped[0]:
             raise KeyboardInterrupt("stopped")
 
-    try:
-        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:  # only the main thread sets handlers
+    with signals_handled(handle, signal.SIGTERM, signal.SIGINT):
         yield working
-        return
-    try:
-        yield working
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _row_from_json(line: str, number: int) -> pd.DataFrame:

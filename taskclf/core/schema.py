@@ -266,13 +266,8 @@ def describe_schema(version: str) -> pd.DataFrame:
         group = name.rsplit("_", 1)[0] if name in SKETCH_COLUMNS else name
         if group != name and not name.endswith("_000"):
             continue
-        role = (
-            "model feature, categorical"
-            if name in schema.categorical_columns
-            else "model feature"
-            if name in schema.feature_columns
-            else "row metadata"
-        )
+        role = "model feature" if name in schema.feature_columns else "row metadata"
+        role += ", categorical" if name in schema.categorical_columns else ""
         meaning, unit = _MEANINGS[group]
         label = f"{group}_000 … {group}_127" if group != name else name
         rows.append({"column": label, "type": kind, "role": role, "meaning": meaning, "unit": unit})
