@@ -111,7 +111,11 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
     InputError (``ddf`` is not a Dask DataFrame) and the pipeline's own errors
     on the columns are raised here, before any task runs.
     """
-    where = "taskclf.distributed.transform"
+    return _transform(pipeline, ddf, "taskclf.distributed.transform")
+
+
+def _transform(pipeline: Any, ddf: dd.DataFrame, where: str) -> dd.DataFrame:
+    """:func:`transform`, its errors naming the public function ``where``."""
     ddf = _check_frame(ddf, where)
     meta = _check_pipeline(pipeline, where).transform(ddf._meta)  # column errors: here, now
     if not isinstance(meta, pd.DataFrame):
@@ -127,7 +131,7 @@ def transform(pipeline: Any, ddf: dd.DataFrame) -> dd.DataFrame:
 def predict(pipeline: Any, ddf: dd.DataFrame) -> dd.Series:
     """:func:`transform`'s categorical ``label`` column: equal to
     ``pipeline.predict(ddf.compute())`` once aligned on the index."""
-    out = transform(pipeline, ddf)
+    out = _transform(pipeline, ddf, "taskclf.distributed.predict")
     if LABEL not in out.columns:
         raise InvalidParameterError(
             f"the pipeline's output has no {LABEL!r} column; it ends with "
