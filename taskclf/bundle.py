@@ -39,7 +39,6 @@ from taskclf.exceptions import (
     InvalidParameterError,
     NotFittedError,
     ReaderError,
-    TaskclfError,
 )
 from taskclf.stages.model import BoosterPredictor
 
@@ -124,18 +123,15 @@ class BundleMetadata:
             raise BundleError(f"{where}: metadata: {exc}") from None
 
 
-def _json_ready(value: Any, what: str) -> Any:
-    """``value`` as plain JSON types (numpy scalars as numbers), or raise ValueError."""
+def _json_ready(value: Any) -> Any:
+    """``value`` as plain JSON types (numpy scalars as numbers), or raise TypeError/ValueError."""
 
     def plain(item: Any) -> Any:
         if isinstance(item, np.generic):
             return item.item()
-        raise ValueError(f"{what}: a {type(item).__name__} is not JSON-ready")
+        raise TypeError(f"a {type(item).__name__} is not JSON-ready")
 
-    try:
-        return json.loads(json.dumps(value, allow_nan=False, default=plain))
-    except TypeError as exc:  # keys that are not strings or numbers
-        raise ValueError(f"{what}: {exc}") from None
+    return json.loads(json.dumps(value, allow_nan=False, default=plain))
 
 
 def _scalar_params(pipeline: Pipeline) -> dict[str, Any]:
@@ -145,8 +141,8 @@ def _scalar_params(pipeline: Pipeline) -> dict[str, Any]:
         if "__" not in key or (isinstance(value, (list, tuple, Mapping)) and len(value) > 64):
             continue
         try:
-            out[key] = _json_ready(value, key)
-        except ValueError:
+            out[key] = _json_ready(value)
+        except (TypeError, ValueError):
             continue
     return out
 
@@ -173,13 +169,9 @@ def make_metadata(
     """The metadata :func:`save_bundle` records for a fitted pipeline."""
     predictor = predictor_of(pipeline, where)
     try:
-        schema = predictor.schema_
-    except TaskclfError as exc:
-        raise BundleError(f"{where}: cannot tell the model's feature schema: {exc}") from None
-    try:
-        extra_json = _json_ready(dict(extra or {}), f"{where}: metadata")
+        extra_json = _json_ready(dict(extra or {}))
     except (TypeError, ValueError) as exc:
-        raise InvalidParameterError(f"{exc} (it must be JSON-ready)") from None
+        raise InvalidParameterError(f"{where}: metadata: {exc} (it must be JSON-ready)") from None
     calibrate = pipeline.named_steps.get("calibrate")
     names = [f"{n}_{w}" for n in ("brier", "log_loss") for w in ("before", "after")]
     names += ["accuracy", "macro_f1"]
@@ -187,8 +179,8 @@ def make_metadata(
     metrics = {k: x for k, x in scores.items() if isinstance(x, float) and np.isfinite(x)}
     fingerprint = getattr(predictor, "training_fingerprint_", None)
     return BundleMetadata(
-        schema_version=schema.version,
-        schema_hash=schema.schema_hash,
+        schema_version=predictor.schema_.version,
+        schema_hash=predictor.schema_.schema_hash,
         label_set=CLASS_ORDER,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         versions=library_versions(),

@@ -172,19 +172,21 @@ def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
     return meta, pipeline
 
 
-def _checked_dir(path: Path) -> Path:
-    """``path`` if it is a bundle directory (also taskclf 0.4's), else raise BundleError."""
+def _is_04_dir(path: Path) -> bool:
+    """Whether bundle directory ``path`` is taskclf 0.4's (raise BundleError if it is neither)."""
     if not path.is_dir():
         state = (
             "is a file; load bundle files with load_bundle" if path.exists() else "does not exist"
         )
         raise BundleError(f"bundle directory {str(path)!r} {state}")
-    if not (path / MANIFEST).exists() and not _is_04_dir(path):
-        raise BundleError(
-            f"bundle directory {str(path)!r} is not a taskclf bundle: it has neither "
-            f"{MANIFEST} nor a taskclf 0.4 model"
-        )
-    return path
+    if (path / MANIFEST).exists():
+        return False
+    if (path / "metadata.json").exists() and (path / "model.txt").exists():
+        return True
+    raise BundleError(
+        f"bundle directory {str(path)!r} is not a taskclf bundle: it has neither "
+        f"{MANIFEST} nor a taskclf 0.4 model"
+    )
 
 
 def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
@@ -198,7 +200,7 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     ``categorical_encoders.json``.
     """
     path = Path(directory)
-    if _is_04_dir(_checked_dir(path)):
+    if _is_04_dir(path):
         return _load_04(path)
     meta, data = _read_manifest(path)
     bundle.check_schema_and_labels(meta, f"bundle directory {str(path)!r}")
@@ -231,7 +233,7 @@ class BundleDirInfo:
 def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
     """Read a bundle directory's metadata and verify its files' digests, or raise BundleError."""
     path = Path(directory)
-    if _is_04_dir(_checked_dir(path)):
+    if _is_04_dir(path):
         files = {
             p.name: hashlib.sha256(bundle.read_file(p, bundle.MAX_BUNDLE_BYTES)).hexdigest()
             for p in sorted(path.iterdir())
@@ -245,31 +247,21 @@ def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
 # The model directories of taskclf 0.4 (their files: docs/bundles.md).
 
 
-def _is_04_dir(directory: Path) -> bool:
-    """Whether ``directory`` has no manifest but the files of a taskclf 0.4 model."""
-    files = ("metadata.json", "model.txt")
-    return not (directory / MANIFEST).exists() and all((directory / f).exists() for f in files)
-
-
-def _checked_threshold(value: Any, path: Path) -> float:
-    if type(value) not in (int, float) or not 0.0 <= value <= 1.0:
-        raise BundleError(f"{_where(path)}: reject_threshold {value!r} is not a number in [0, 1]")
-    return float(value)
-
-
 def _04_threshold(directory: Path, recorded: Any) -> tuple[float, str]:
     """The reject threshold taskclf 0.4 used for this model, and where it comes from."""
     here = directory.resolve()
+    value, source = recorded, directory / "metadata.json"
     policy_path = here.parent / "inference_policy.json"
     if policy_path.exists():
         policy = bundle.read_json(policy_path, bundle.MAX_HEADER_BYTES)
         named = policy.get("model_dir") if isinstance(policy, dict) else None
         if isinstance(named, str) and (here.parent.parent / named).resolve() == here:
-            return _checked_threshold(policy.get("reject_threshold"), policy_path), str(policy_path)
-    if recorded is not None:
-        path = directory / "metadata.json"
-        return _checked_threshold(recorded, path), str(path)
-    return DEFAULT_REJECT_THRESHOLD, "taskclf 0.4's default (metadata.json records none)"
+            value, source = policy.get("reject_threshold"), policy_path
+    if value is None and source != policy_path:
+        return DEFAULT_REJECT_THRESHOLD, "taskclf 0.4's default (metadata.json records none)"
+    if type(value) not in (int, float) or not 0.0 <= value <= 1.0:
+        raise BundleError(f"{_where(source)}: reject_threshold {value!r} is not a number in [0, 1]")
+    return float(value), str(source)
 
 
 def _read_04_metadata(directory: Path) -> bundle.BundleMetadata:
@@ -279,22 +271,18 @@ def _read_04_metadata(directory: Path) -> bundle.BundleMetadata:
         raise BundleError(f"{_where(path)}: must hold a JSON object")
     threshold, source = _04_threshold(directory, data.get("reject_threshold"))
     known = ("schema_version", "schema_hash", "label_set", "created_at")
-    try:
-        meta = bundle.BundleMetadata(
-            schema_version=data.get("schema_version", ""),
-            schema_hash=data.get("schema_hash", ""),
-            label_set=data.get("label_set"),
-            created_at=str(data.get("created_at", "")),
-            versions={"taskclf": "0.4"},
-            steps=(),
-            params={"reject__threshold": threshold},
-            extra={
-                **{k: v for k, v in data.items() if k not in known},
-                "reject_threshold_source": source,
-            },
-        )
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"{_where(path)}: {exc}") from None
+    fields = {
+        "schema_version": data.get("schema_version", ""),
+        "schema_hash": data.get("schema_hash", ""),
+        "label_set": data.get("label_set"),
+        "created_at": str(data.get("created_at", "")),
+        "versions": {"taskclf": "0.4"},
+        "steps": (),
+        "params": {"reject__threshold": threshold},
+        "extra": {k: v for k, v in data.items() if k not in known},
+    }
+    fields["extra"]["reject_threshold_source"] = source
+    meta = bundle.BundleMetadata.from_dict(fields, _where(path))
     bundle.check_schema_and_labels(meta, _where(path))
     return meta
 
