@@ -205,10 +205,9 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     meta, data = _read_manifest(path)
     bundle.check_schema_and_labels(meta, f"bundle directory {str(path)!r}")
     where = _where(path / PIPELINE_FILE)
+    trusted = _trusted_names(data, where)
     try:
-        pipeline = _skops_io().loads(data, trusted=_trusted_names(data, where))
-    except BundleError:
-        raise
+        pipeline = _skops_io().loads(data, trusted=trusted)
     except Exception as exc:  # skops raises many kinds on a malformed file
         raise BundleError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
     return bundle.check_runs(pipeline, meta, where)

@@ -152,13 +152,9 @@ def _check_class_weight(value: Any) -> str | None:
 class BoosterPredictor(TransformerMixin, BaseEstimator):
     """Pipeline stage: ``proba_<Label>`` for the eight classes, from a LightGBM booster.
 
-    ``fit(X, y)`` trains a seeded, deterministic LightGBM multiclass model
-    on the schema's feature columns (``y``: core labels); :meth:`from_booster`
-    wraps a pre-trained one. ``fit_transform`` (what ``Pipeline.fit`` calls)
-    returns *out-of-fold* probabilities: each of ``n_folds`` group-aware
-    folds (by user, or by UTC day for one user) is scored by a model trained
-    on the other folds, so that calibration learns from rows the model never
-    saw; ``transform`` uses the model trained on all rows.
+    ``fit(X, y)`` trains a seeded, deterministic LightGBM multiclass model on the
+    schema's feature columns; :meth:`from_booster` wraps a pre-trained one.
+    ``fit_transform`` returns *out-of-fold* probabilities (docs/tuning.md).
 
     Parameters
     ----------
@@ -244,13 +240,8 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         """A fitted stage around a pre-trained booster (schema guessed from its width).
 
         ``user_vocabulary`` (a ``LabelEncoder`` or values) encodes a v1 booster's ``user_id``.
-
-        Raises
-        ------
-        InvalidParameterError
-            If ``booster`` is not a LightGBM booster.
-        SchemaMismatchError
-            If its width matches no schema (or not the given one).
+        Raises InvalidParameterError for a non-booster, SchemaMismatchError if its width
+        matches no schema (or not the given one).
         """
         if not hasattr(booster, "predict") or not hasattr(booster, "num_feature"):
             raise InvalidParameterError(
