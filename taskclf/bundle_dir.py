@@ -192,12 +192,9 @@ def _is_04_dir(path: Path) -> bool:
 def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     """Rebuild a pipeline from a bundle directory (or taskclf 0.4's), without unpickling.
 
-    ``pipeline.skops``'s SHA-256, the schema and label set, and every type
-    the file names are checked before skops builds anything.
-
-    Raises BundleError naming the file and the cause (or how to re-export a taskclf
-    0.5.0 directory); warns (TaskclfWarning) for a taskclf 0.4 directory without
-    ``categorical_encoders.json``.
+    Checks everything docs/bundles.md lists before skops builds anything. Raises
+    BundleError naming the file and the cause; warns (TaskclfWarning) for a taskclf
+    0.4 directory without ``categorical_encoders.json``.
     """
     path = Path(directory)
     if _is_04_dir(path):
@@ -215,12 +212,10 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
 
 @attrs.frozen
 class BundleDirInfo:
-    """What a bundle directory says about itself.
+    """What a bundle directory says about itself (docs/bundles.md).
 
-    ``files`` maps file name to SHA-256 (verified; for taskclf 0.4 as found).
-    ``legacy`` is True for a taskclf 0.4 model directory, whose metadata's
-    ``params["reject__threshold"]`` is the threshold the pipeline uses and
-    ``extra["reject_threshold_source"]`` its origin.
+    ``files`` maps file name to SHA-256 (verified; for taskclf 0.4 as found);
+    ``legacy`` is True for a taskclf 0.4 model directory.
     """
 
     path: Path

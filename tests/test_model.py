@@ -22,7 +22,7 @@ from taskclf.exceptions import (
     SchemaMismatchError,
 )
 from taskclf.stages.encode import CategoricalEncoder
-from taskclf.stages.model import BoosterPredictor, booster_schema, feature_matrix
+from taskclf.stages.model import BoosterPredictor, feature_matrix
 
 
 def reference_matrix(df, encoders, schema):
@@ -100,7 +100,6 @@ def test_transform_adds_probabilities_from_the_booster(small, encoder, stage, en
 
 
 def test_schema_is_guessed_from_the_booster_width_or_checked_against_it(booster_v1):
-    assert booster_schema(booster_v1, None) is SCHEMA_V1
     assert BoosterPredictor.from_booster(booster_v1).schema_ is SCHEMA_V1
     with pytest.raises(SchemaMismatchError, match="schema v2 has 38 .* booster expects 39"):
         BoosterPredictor.from_booster(booster_v1, schema_version="v2")

@@ -103,26 +103,6 @@ def feature_matrix(
     return fill_matrix(arrays, 0, np.empty((len(X), len(arrays))))
 
 
-def booster_schema(booster: Any, schema_version: str | None) -> FeatureSchema:
-    """The feature schema of ``booster``: the given version, or guessed from its width."""
-    n_features = int(booster.num_feature())
-    if schema_version is None:
-        guessed = schema_for_n_features(n_features)
-        if guessed is None:
-            raise SchemaMismatchError(
-                f"the booster expects {n_features} features, which matches no schema "
-                "(v1: 39, v2: 38, v3: 299)"
-            )
-        return guessed
-    schema = get_schema(schema_version)
-    if schema.n_features != n_features:
-        raise SchemaMismatchError(
-            f"schema {schema.version} has {schema.n_features} feature columns but "
-            f"the booster expects {n_features}"
-        )
-    return schema
-
-
 def predict_matrix(booster: Any, matrix: np.ndarray) -> np.ndarray:
     """``booster.predict`` checked to give one probability column per class."""
     proba = np.asarray(booster.predict(matrix), dtype=np.float64)
@@ -249,8 +229,22 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
             )
         stage = cls(schema_version, backend=backend)
         check_params(stage)
+        n_features = int(booster.num_feature())
+        schema = schema_for_n_features(n_features)
+        if schema_version is not None:
+            schema = get_schema(schema_version)
+            if schema.n_features != n_features:
+                raise SchemaMismatchError(
+                    f"schema {schema.version} has {schema.n_features} feature columns but "
+                    f"the booster expects {n_features}"
+                )
+        if schema is None:
+            raise SchemaMismatchError(
+                f"the booster expects {n_features} features, which matches no schema "
+                "(v1: 39, v2: 38, v3: 299)"
+            )
         stage.booster_ = booster
-        stage.schema_ = booster_schema(booster, schema_version)
+        stage.schema_ = schema
         stage.user_vocabulary_ = None
         if user_vocabulary is not None:
             stage.user_vocabulary_ = vocabulary_of(user_vocabulary, "user_vocabulary")
