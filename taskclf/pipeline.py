@@ -30,7 +30,6 @@ from taskclf.stages.smooth import MajoritySmoother
 from taskclf.stages.viterbi import ViterbiSmoother
 from taskclf.taxonomy import TaxonomyMapper
 
-STEP_NAMES = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
 SMOOTHERS = ("majority", "viterbi")
 
 

@@ -45,7 +45,7 @@ from taskclf.exceptions import (
     SchemaMismatchError,
 )
 from taskclf.infer.smooth import merge_short_segments, rolling_majority, segmentize
-from taskclf.pipeline import STEP_NAMES, TaskPipeline
+from taskclf.pipeline import TaskPipeline
 
 PER_ROW = [*PROBA_COLUMNS, "confidence", "is_rejected", "raw_label", "smoothed_label", "label"]
 
@@ -83,8 +83,8 @@ def timelines_of(df):
 
 def test_transform_annotates_every_row_in_steps_order(pipeline, annotated, unseen):
     assert isinstance(pipeline, Pipeline)
-    assert tuple(name for name, _ in pipeline.steps) == STEP_NAMES
-    assert STEP_NAMES == ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
+    names = ("encode", "predict", "calibrate", "reject", "smooth", "segment", "merge")
+    assert tuple(name for name, _ in pipeline.steps) == names
     added = [*PER_ROW[:-1], "segment_id", "label"]
     assert list(annotated.columns) == [*unseen.columns, *added]
     for column in ("raw_label", "smoothed_label", "label"):
