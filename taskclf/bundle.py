@@ -192,8 +192,17 @@ def make_metadata(
     )
 
 
-def check_schema_and_labels(meta: BundleMetadata, where: str) -> None:
-    """Refuse metadata whose schema (version and hash) or label set differs from this taskclf's."""
+def _series(version: str) -> tuple[int, ...] | None:
+    """The part of ``version`` that must match: the major version, or major.minor while 0.x."""
+    match = re.match(r"(\d+)(?:\.(\d+))?", version)
+    if match is None:
+        return None
+    major, minor = int(match[1]), int(match[2] or 0)
+    return (major,) if major else (0, minor)
+
+
+def check_compatibility(meta: BundleMetadata, where: str, *, versions: bool = True) -> None:
+    """Refuse other schemas and label sets (and major library versions; warn on minor ones)."""
     schema = SCHEMAS.get(meta.schema_version)
     if schema is None:
         raise BundleError(
@@ -210,20 +219,8 @@ def check_schema_and_labels(meta: BundleMetadata, where: str) -> None:
             f"{where}: label set mismatch: the bundle has {sorted(meta.label_set)}, "
             f"this taskclf has {sorted(CLASS_ORDER)}"
         )
-
-
-def _series(version: str) -> tuple[int, ...] | None:
-    """The part of ``version`` that must match: the major version, or major.minor while 0.x."""
-    match = re.match(r"(\d+)(?:\.(\d+))?", version)
-    if match is None:
-        return None
-    major, minor = int(match[1]), int(match[2] or 0)
-    return (major,) if major else (0, minor)
-
-
-def check_compatibility(meta: BundleMetadata, where: str) -> None:
-    """Refuse other schemas, label sets and major library versions; warn on minor ones."""
-    check_schema_and_labels(meta, where)
+    if not versions:
+        return
     current = library_versions()
     drift = []
     for name in CHECKED_LIBRARIES:

@@ -200,7 +200,7 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     if _is_04_dir(path):
         return _load_04(path)
     meta, data = _read_manifest(path)
-    bundle.check_schema_and_labels(meta, f"bundle directory {str(path)!r}")
+    bundle.check_compatibility(meta, f"bundle directory {str(path)!r}", versions=False)
     where = _where(path / PIPELINE_FILE)
     trusted = _trusted_names(data, where)
     try:
@@ -277,7 +277,7 @@ def _read_04_metadata(directory: Path) -> bundle.BundleMetadata:
     }
     fields["extra"]["reject_threshold_source"] = source
     meta = bundle.BundleMetadata.from_dict(fields, _where(path))
-    bundle.check_schema_and_labels(meta, _where(path))
+    bundle.check_compatibility(meta, _where(path), versions=False)
     return meta
 
 
