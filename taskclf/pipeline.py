@@ -94,12 +94,9 @@ def build_pipeline(
 ) -> Pipeline:
     """The batch-inference pipeline: around a trained booster, or to be fitted.
 
-    With ``booster`` the pipeline predicts without ``fit``: the given
-    booster, vocabulary and calibration maps are fitted stages in
-    :class:`sklearn.frozen.FrozenEstimator` (``fit`` and ``clone`` keep
-    them). Without it, ``pipeline.fit(df, y)`` learns the vocabulary,
-    trains a LightGBM model and fits the calibration on out-of-fold
-    probabilities (see :class:`~taskclf.BoosterPredictor`).
+    With ``booster`` the pipeline predicts without ``fit`` (the given booster, vocabulary
+    and calibration maps are stages in :class:`sklearn.frozen.FrozenEstimator`); without
+    it, ``pipeline.fit(df, y)`` trains them (docs/tuning.md).
 
     Parameters
     ----------

@@ -140,10 +140,8 @@ def run_batch_inference(
 ) -> BatchInferenceResult:
     """Predict, calibrate, reject, smooth, segment and merge in one call.
 
-    Runs the stages of :func:`taskclf.build_pipeline` on ``features_df``.
-    Timelines are per user (when the frame has ``user_id``), in time order
-    and split at gaps of more than 300 s; per-row results come back in
-    input order.
+    Runs the stages of :func:`taskclf.build_pipeline` on ``features_df`` (timelines:
+    docs/contract.md); per-row results come back in input order.
 
     Parameters
     ----------
