@@ -384,12 +384,9 @@ def save_bundle(
     """Write a fitted pipeline and its :class:`BundleMetadata` to one file, atomically.
 
     ``path`` (conventionally ``*.taskclf``) is replaced if it exists, and returned;
-    ``metadata`` (your own JSON-ready entries) is stored as ``extra``.
-
-    Raises
-    ------
-    BundleError, NotFittedError, InvalidParameterError
-        If ``pipeline`` is not a fitted taskclf pipeline, or ``metadata`` not JSON-ready.
+    ``metadata`` (your own JSON-ready entries) is stored as ``extra``. Raises BundleError,
+    NotFittedError or InvalidParameterError if ``pipeline`` is not a fitted taskclf
+    pipeline or ``metadata`` not JSON-ready.
 
     Examples
     --------
