@@ -33,19 +33,6 @@ from taskclf.taxonomy import TaxonomyMapper
 SMOOTHERS = ("majority", "viterbi")
 
 
-def _checked(method: str) -> Any:
-    """``Pipeline.<method>`` that first checks every step's parameters, timelines shared."""
-
-    def run(self: TaskPipeline, *args: Any, **params: Any) -> Any:
-        self._check_steps()
-        with shared_timelines():
-            return getattr(Pipeline, method)(self, *args, **params)
-
-    run.__name__, run.__qualname__ = method, f"TaskPipeline.{method}"
-    run.__doc__ = f"``Pipeline.{method}``, parameters checked first."
-    return run
-
-
 class TaskPipeline(Pipeline):
     """``sklearn.pipeline.Pipeline`` that checks every step's parameters first.
 
@@ -59,11 +46,30 @@ class TaskPipeline(Pipeline):
             if hasattr(type(step), "_parameter_rules"):
                 check_params(step)
 
-    fit = _checked("fit")
-    fit_transform = _checked("fit_transform")
-    transform = _checked("transform")
-    predict = _checked("predict")
-    score = _checked("score")
+    def _run(self, method: str, *args: Any, **params: Any) -> Any:
+        self._check_steps()
+        with shared_timelines():
+            return getattr(super(), method)(*args, **params)
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> TaskPipeline:
+        """``Pipeline.fit``, parameters checked first."""
+        return self._run("fit", X, y, **params)
+
+    def fit_transform(self, X: Any, y: Any = None, **params: Any) -> Any:
+        """``Pipeline.fit_transform``, parameters checked first."""
+        return self._run("fit_transform", X, y, **params)
+
+    def transform(self, X: Any, **params: Any) -> Any:
+        """``Pipeline.transform``, parameters checked first."""
+        return self._run("transform", X, **params)
+
+    def predict(self, X: Any, **params: Any) -> Any:
+        """``Pipeline.predict``, parameters checked first."""
+        return self._run("predict", X, **params)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None, **params: Any) -> float:
+        """``Pipeline.score``, parameters checked first."""
+        return self._run("score", X, y, sample_weight=sample_weight, **params)
 
 
 def build_pipeline(
