@@ -7,8 +7,7 @@ written against scikit-learn's conventions keeps working.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from typing import TYPE_CHECKING
 
 
 class TaskclfError(Exception):
@@ -57,10 +56,6 @@ class InvalidParameterError(TaskclfError, ValueError):
     """A parameter value is out of its allowed range."""
 
 
-class NotFittedError(TaskclfError, SklearnNotFittedError):
-    """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
-
-
 class TaxonomyError(TaskclfError, ValueError):
     """A taxonomy configuration is invalid (unknown label, bad colour, ...)."""
 
@@ -87,3 +82,24 @@ class TaskclfWarning(UserWarning):
 
 class BundleVersionWarning(TaskclfWarning):
     """A bundle was saved with other (compatible) library versions than these."""
+
+
+if TYPE_CHECKING:
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(TaskclfError, SklearnNotFittedError):
+        """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
+
+
+def __getattr__(name: str) -> type:
+    """Define :class:`NotFittedError` on first use: importing scikit-learn takes a second."""
+    if name != "NotFittedError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(TaskclfError, SklearnNotFittedError):
+        """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
+
+    NotFittedError.__qualname__ = name  # pickled by name, as the other errors are
+    globals()[name] = NotFittedError
+    return NotFittedError
