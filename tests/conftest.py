@@ -27,15 +27,37 @@ from taskclf.exceptions import (
 # used: pytest-xdist's controller imports this file too, and runs no test.
 
 
+SLOWEST_FIRST = (
+    "test_cli.py",
+    "test_distributed.py",
+    "test_tune.py",
+    "test_stream.py",
+    "test_compiled.py",
+    "test_estimator_checks.py",
+    "test_report.py",
+)
+"""The files that take longest, in that order: pytest-xdist starts them first."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Shared machines run the suite under load: hypothesis examples are judged
-    by their results, never by how long one took."""
+    """Under pytest-xdist, each file runs on one worker (its module fixtures are
+    computed once), unless ``--dist`` says otherwise. Shared machines run the suite
+    under load: hypothesis examples are judged by their results, never by how long
+    one took."""
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        if not any(arg.startswith("--dist") for arg in config.invocation_params.args):
+            config.option.dist = "loadfile"
+            config.option.loadscopereorder = False  # keep SLOWEST_FIRST's order
         return  # pytest-xdist's controller: it runs no test
     from hypothesis import settings
 
     settings.register_profile("taskclf", deadline=None)
     settings.load_profile("taskclf")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: k for k, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 APPS = {
