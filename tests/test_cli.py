@@ -437,23 +437,30 @@ def big_features(work, features) -> Path:
     return write_features(pd.concat(copies, ignore_index=True), work / "big.parquet")
 
 
-def test_sigterm_during_a_run_leaves_the_old_output_and_no_temporary_files(
-    tmp_path, big_features, bundle, predictions
-):
-    out = tmp_path / "out"
-    shutil.copytree(predictions, out)
-    old = {p.name: p.read_bytes() for p in out.iterdir()}
+def start_writing(tmp_path: Path, *args: object) -> subprocess.Popen:
+    """``taskclf infer ARGS --out tmp_path/out`` in a new process, once it is writing
+    (its staging directory exists)."""
     child = subprocess.Popen(
-        command("infer", big_features, "--bundle", bundle, "--out", out),
+        command("infer", *args, "--out", tmp_path / "out"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
     )
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):  # the staging dir
+    while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
         time.sleep(0.005)
+    return child
+
+
+def test_sigterm_during_a_run_leaves_the_old_output_and_no_temporary_files(
+    tmp_path, big_features, bundle, predictions
+):
+    out = tmp_path / "out"
+    shutil.copytree(predictions, out)
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    child = start_writing(tmp_path, big_features, "--bundle", bundle)
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
@@ -465,14 +472,12 @@ def test_sigterm_during_a_run_leaves_the_old_output_and_no_temporary_files(
 def test_concurrent_runs_into_one_directory_leave_one_complete_run(
     tmp_path, features, big_features, bundle
 ):
+    # One run in another process; while it writes, one here.
     out = tmp_path / "out"
-    inputs = {len(read_features(p)): p for p in (features, big_features)}
-    runs = [
-        subprocess.Popen(command("infer", path, "--bundle", bundle, "--out", out, "-q"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        for path in inputs.values()
-    ]  # fmt: skip
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in runs]
+    inputs = {len(read_features(p)) for p in (features, big_features)}
+    child = start_writing(tmp_path, big_features, "--bundle", bundle, "-q")
+    results = [run_cli("infer", features, "--bundle", bundle, "--out", out, "-q")[::2]]
+    results.append((child.wait(timeout=300), child.communicate()[1]))
     assert any(code == 0 for code, _ in results), results
     assert all(code in (0, 2) and "Traceback" not in err for code, err in results), results
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
