@@ -7,7 +7,6 @@ written against scikit-learn's conventions keeps working.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 
 class TaskclfError(Exception):
@@ -84,14 +83,7 @@ class BundleVersionWarning(TaskclfWarning):
     """A bundle was saved with other (compatible) library versions than these."""
 
 
-if TYPE_CHECKING:
-    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
-
-    class NotFittedError(TaskclfError, SklearnNotFittedError):
-        """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
-
-
-def __getattr__(name: str) -> type:
+def __getattr__(name: str) -> type[Exception]:
     """Define :class:`NotFittedError` on first use: importing scikit-learn takes a second."""
     if name != "NotFittedError":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -101,5 +93,4 @@ def __getattr__(name: str) -> type:
         """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
 
     NotFittedError.__qualname__ = name  # pickled by name, as the other errors are
-    globals()[name] = NotFittedError
-    return NotFittedError
+    return globals().setdefault(name, NotFittedError)  # one class, even when threads race
