@@ -122,7 +122,11 @@ def _progress_bars(quiet: bool) -> Iterator[None]:
     from taskclf._progress import listening
 
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
+    # printed lines go above the bars on a terminal, and as they are into a pipe or file
+    redirect = sys.stdout.isatty()
+    with Progress(
+        *columns, console=Console(stderr=True), transient=True, redirect_stdout=redirect
+    ) as bars:
 
         def bar(description: str, total: int) -> Any:
             task = bars.add_task(description, total=total)

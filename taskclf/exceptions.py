@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
-
 
 class TaskclfError(Exception):
     """Base class of every error taskclf raises on purpose."""
@@ -57,10 +55,6 @@ class InvalidParameterError(TaskclfError, ValueError):
     """A parameter value is out of its allowed range."""
 
 
-class NotFittedError(TaskclfError, SklearnNotFittedError):
-    """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
-
-
 class TaxonomyError(TaskclfError, ValueError):
     """A taxonomy configuration is invalid (unknown label, bad colour, ...)."""
 
@@ -87,3 +81,16 @@ class TaskclfWarning(UserWarning):
 
 class BundleVersionWarning(TaskclfWarning):
     """A bundle was saved with other (compatible) library versions than these."""
+
+
+def __getattr__(name: str) -> type[Exception]:
+    """Define :class:`NotFittedError` on first use: importing scikit-learn takes a second."""
+    if name != "NotFittedError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(TaskclfError, SklearnNotFittedError):
+        """A stage was used before it was fitted (also scikit-learn's ``NotFittedError``)."""
+
+    NotFittedError.__qualname__ = name  # pickled by name, as the other errors are
+    return globals().setdefault(name, NotFittedError)  # one class, even when threads race

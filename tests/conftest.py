@@ -6,25 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-import dask
-import dask.dataframe as dd
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import settings
-from sklearn.preprocessing import LabelEncoder
 
-from taskclf import (
-    CalibratorStore,
-    TemperatureCalibrator,
-    build_pipeline,
-    distributed,
-    export_bundle_dir,
-    save_bundle,
-)
+import taskclf
 from taskclf._columns import PROBA_COLUMNS
-from taskclf._readers import write_features
 from taskclf.core.schema import get_schema
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import (
@@ -35,16 +22,43 @@ from taskclf.exceptions import (
     TaskclfError,
     TimestampError,
 )
-from taskclf.infer.batch import (
-    predict_labels,
-    predict_proba,
-    run_batch_inference,
-)
 
-# Shared machines run the suite under load: examples are judged by their
-# results, never by how long one took.
-settings.register_profile("taskclf", deadline=None)
-settings.load_profile("taskclf")
+# Heavy libraries (scikit-learn, LightGBM, Dask) are imported where they are
+# used: pytest-xdist's controller imports this file too, and runs no test.
+
+
+SLOWEST_FIRST = (
+    "test_cli.py",
+    "test_distributed.py",
+    "test_tune.py",
+    "test_stream.py",
+    "test_compiled.py",
+    "test_estimator_checks.py",
+    "test_report.py",
+)
+"""The files that take longest, in that order: pytest-xdist starts them first."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each file runs on one worker (its module fixtures are
+    computed once), unless ``--dist`` says otherwise. Shared machines run the suite
+    under load: hypothesis examples are judged by their results, never by how long
+    one took."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        if not any(arg.startswith("--dist") for arg in config.invocation_params.args):
+            config.option.dist = "loadfile"
+            config.option.loadscopereorder = False  # keep SLOWEST_FIRST's order
+        return  # pytest-xdist's controller: it runs no test
+    from hypothesis import settings
+
+    settings.register_profile("taskclf", deadline=None)
+    settings.load_profile("taskclf")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: k for k, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 APPS = {
     "BreakIdle": ["lockscreen", "music"],
@@ -97,6 +111,9 @@ def make_frame(
 
 
 def train_booster(df: pd.DataFrame, schema_version: str = "v1", rounds: int = 25):
+    import lightgbm as lgb
+    from sklearn.preprocessing import LabelEncoder
+
     schema = get_schema(schema_version)
     encoders = {}
     X = df[list(schema.feature_columns)].copy()
@@ -146,6 +163,8 @@ def features_v1(frame_v1) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def booster_3_classes(frame_v1, encoders_v1):
     """A real booster over the v1 feature width, trained on only 3 classes."""
+    import lightgbm as lgb
+
     X = frame_v1[list(get_schema("v1").feature_columns)].copy()
     for c in get_schema("v1").categorical_columns:
         X[c] = encoders_v1[c].transform(X[c])
@@ -170,7 +189,7 @@ def labelled() -> tuple[pd.DataFrame, pd.Series]:
 def fitted(labelled):
     """A pipeline trained here (encoder, booster, temperature calibration)."""
     X, y = labelled
-    return build_pipeline(booster_params=SMALL_TREES, **FAST).fit(X, y)
+    return taskclf.build_pipeline(booster_params=SMALL_TREES, **FAST).fit(X, y)
 
 
 # --------------------------------------------------------------------------
@@ -241,36 +260,48 @@ def frame() -> pd.DataFrame:
 
 
 def via_predict(booster, encoders, frame, **params):
-    return build_pipeline(booster, encoders, **params).predict(frame)
+    return taskclf.build_pipeline(booster, encoders, **params).predict(frame)
 
 
 def via_transform(booster, encoders, frame, **params):
-    return build_pipeline(booster, encoders, **params).transform(frame)
+    return taskclf.build_pipeline(booster, encoders, **params).transform(frame)
 
 
 def via_fit(booster, encoders, frame, **params):
-    return build_pipeline(booster, encoders, **params).fit(frame).predict(frame)
+    return taskclf.build_pipeline(booster, encoders, **params).fit(frame).predict(frame)
 
 
 def via_batch(booster, encoders, frame, **params):
+    from taskclf.infer.batch import run_batch_inference
+
     return run_batch_inference(booster, frame, cat_encoders=encoders, **params)
 
 
 def _on_dask(frame):
     """A two-partition Dask frame of ``frame`` (anything else as it is)."""
+    import dask.dataframe as dd
+
     if isinstance(frame, pd.DataFrame):
         return dd.from_pandas(frame, npartitions=2, sort=False)
     return frame
 
 
 def via_dask_predict(booster, encoders, frame, **params):
-    pipeline = build_pipeline(booster, encoders, **params)
+    import dask
+
+    from taskclf import distributed
+
+    pipeline = taskclf.build_pipeline(booster, encoders, **params)
     with dask.config.set(scheduler="synchronous"):
         return distributed.predict(pipeline, _on_dask(frame)).compute()
 
 
 def via_dask_transform(booster, encoders, frame, **params):
-    pipeline = build_pipeline(booster, encoders, **params)
+    import dask
+
+    from taskclf import distributed
+
+    pipeline = taskclf.build_pipeline(booster, encoders, **params)
     with dask.config.set(scheduler="synchronous"):
         return distributed.transform(pipeline, _on_dask(frame)).compute()
 
@@ -286,11 +317,15 @@ ENTRY_POINTS = {
 
 
 def via_predict_proba(booster, encoders, frame, **params):
+    from taskclf.infer.batch import predict_proba
+
     return predict_proba(booster, frame, encoders)
 
 
 def via_predict_labels(booster, encoders, frame, **params):
     from sklearn.preprocessing import LabelEncoder
+
+    from taskclf.infer.batch import predict_labels
 
     return predict_labels(booster, frame, LabelEncoder().fit(list(CLASS_ORDER)), encoders)
 
@@ -429,20 +464,25 @@ def labelled_frame(frame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def bundle_file(tmp_path_factory, booster_v1, encoders_v1) -> Path:
     path = tmp_path_factory.mktemp("bundle") / "model.taskclf"
-    save_bundle(build_pipeline(booster_v1, encoders_v1, reject_threshold=0.5), path)
+    taskclf.save_bundle(taskclf.build_pipeline(booster_v1, encoders_v1, reject_threshold=0.5), path)
     return path
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory, booster_v1, encoders_v1) -> Path:
-    store = CalibratorStore(TemperatureCalibrator(1.4), {"user0": TemperatureCalibrator(0.6)})
-    pipeline = build_pipeline(booster_v1, encoders_v1, reject_threshold=0.5, calibrator_store=store)
-    return export_bundle_dir(pipeline, tmp_path_factory.mktemp("bundles") / "model")
+    calibrator = taskclf.TemperatureCalibrator
+    store = taskclf.CalibratorStore(calibrator(1.4), {"user0": calibrator(0.6)})
+    pipeline = taskclf.build_pipeline(
+        booster_v1, encoders_v1, reject_threshold=0.5, calibrator_store=store
+    )
+    return taskclf.export_bundle_dir(pipeline, tmp_path_factory.mktemp("bundles") / "model")
 
 
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory, frame, labelled_frame, bundle_file, bundle_dir) -> dict[str, Path]:
     """Real input files for the taskclf command."""
+    from taskclf._readers import write_features
+
     root = tmp_path_factory.mktemp("cli")
     files = {"bundle": bundle_file, "bundle_dir": bundle_dir, "root": root}
 
