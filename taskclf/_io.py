@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +23,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _sibling(target: Path, suffix: str) -> Path:
+    """A new hidden name beside ``target``: created inside the block that removes it, so a
+    signal never leaves it behind (``tempfile`` creates before the caller has the name)."""
+    return target.parent / f".{target.name}.{secrets.token_hex(8)}{suffix}"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -72,10 +78,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with signals_handled():
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        temporary = Path(name)
+        temporary = _sibling(target, ".tmp")
         try:
+            os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             yield temporary
             with open(temporary, "rb+") as handle:
                 os.fsync(handle.fileno())
@@ -126,22 +131,20 @@ def atomic_directory(
     check_replaceable(target, is_ours, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     with signals_handled():
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        )
+        staging = _sibling(target, ".tmp")
         try:
-            os.chmod(staging, 0o777 & ~_umask())
+            staging.mkdir()  # the umask's permissions
             yield staging
             check_replaceable(target, is_ours, what)  # still ours after the work?
             if target.exists():
-                retired = Path(
-                    tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
-                )
-                os.replace(target, retired / target.name)
+                retired = _sibling(target, ".old")
                 try:
+                    retired.mkdir(mode=0o700)
+                    os.replace(target, retired / target.name)
                     os.replace(staging, target)
                 except BaseException:
-                    os.replace(retired / target.name, target)
+                    if not target.exists() and (retired / target.name).exists():
+                        os.replace(retired / target.name, target)  # the old output back
                     raise
                 finally:
                     shutil.rmtree(retired, ignore_errors=True)

@@ -118,6 +118,35 @@ def test_atomic_directory_replaces_only_its_own_output_with_umask_modes(tmp_path
     assert listing(tmp_path) == ["foreign", "ours"]  # nothing left over
 
 
+@pytest.mark.parametrize("step", ["staging created", "old output retired"])
+def test_an_interrupt_between_two_steps_leaves_the_old_output_and_nothing_else(
+    tmp_path, monkeypatch, step
+):
+    # A signal's KeyboardInterrupt can come between any two steps; raise it at the worst ones.
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "MARKER").write_bytes(OLD)
+    real_mkdir, real_replace = Path.mkdir, os.replace
+
+    def mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if step == "staging created" and self.name.endswith(".tmp"):
+            raise KeyboardInterrupt
+
+    def replace(source, destination):
+        real_replace(source, destination)
+        if step == "old output retired" and Path(source) == target:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt), atomic_directory(target, ours, "t") as staging:
+        (staging / "MARKER").write_bytes(b"new")
+    monkeypatch.undo()
+    assert listing(tmp_path) == ["out"]
+    assert (target / "MARKER").read_bytes() == OLD
+
+
 def forked(work: Callable[[Callable[[str], None]], object]) -> tuple[BaseProcess, str]:
     """Start ``work(report)`` in a forked process; the process and the text it reported."""
     receive, send = multiprocessing.Pipe(duplex=False)
