@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import skops.io
 from conftest import make_frame, refused
 from sklearn.frozen import FrozenEstimator
 from test_bundle import finishes
@@ -128,6 +127,8 @@ def test_untrusted_types_are_refused_at_export_and_before_loading(pipeline, expo
     refused(lambda: export_bundle_dir({"a": 1}, tmp_path / "m"), BundleError, "taskclf pipeline")
     refused(lambda: export_bundle_dir(build_pipeline(), tmp_path / "m"), NotFittedError, "fit")
     assert list(tmp_path.iterdir()) == []
+    import skops.io  # here: it imports every scikit-learn estimator, slow to collect
+
     directory = with_pipeline_file(
         shutil.copytree(exported, tmp_path / "d"), skops.io.dumps(strange)
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import matplotlib
 import pandas as pd
 import pytest
 
@@ -57,6 +56,8 @@ ROWS = [
 
 
 def test_tables_per_user_and_day(tmp_path):
+    import matplotlib  # here: collecting the tests needs no matplotlib
+
     before = matplotlib.get_backend()
     report = write_report(write_minutes(tmp_path / "in", ROWS), tmp_path / "out")
     assert matplotlib.get_backend() == before  # drawn on the Agg canvas, no pyplot
@@ -113,6 +114,8 @@ def test_report_of_a_real_run_has_the_runs_segments(booster_v1, encoders_v1, fra
     assert data.startswith(PNG_MAGIC)
     assert int.from_bytes(data[16:20], "big") == 1200
     # The evaluation's pictures are drawn the same way, on the Agg canvas.
+    import matplotlib  # here: collecting the tests needs no matplotlib
+
     before = matplotlib.get_backend()
     evaluate_to_directory(
         pipeline, frame_v1.drop(columns="label"), frame_v1["label"], tmp_path / "e"
