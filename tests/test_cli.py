@@ -518,28 +518,6 @@ def test_demo_end_to_end_drawing_progress_bars_on_a_terminal(tmp_path):
         assert str(path.parent if path.parent.name == "model" else path) in stdout, name
 
 
-@pytest.mark.slow
-def test_infer_on_a_local_dask_cluster(work, features, bundle, predictions):
-    """`--dask local`: the in-memory run's predictions and segments."""
-    frame = read_features(features)
-    parquet = work / "parquet"
-    for i, user in enumerate(sorted(frame["user_id"].unique())):
-        write_features(frame[frame["user_id"] == user], parquet / f"part-{i}.parquet")
-    out = work / "dask-out"
-    code, _, err = run_cli("infer", parquet, "--bundle", bundle, "--out", out, "--dask", "local",
-                           "--workers", 1)  # fmt: skip
-    assert code == 0, err
-    key = ["user_id", "bucket_start_ts"]
-    on_dask = pd.read_csv(out / "predictions.csv").sort_values(key, ignore_index=True)
-    in_memory = pd.read_csv(predictions / "predictions.csv").sort_values(key, ignore_index=True)
-    in_memory = in_memory.drop(columns="true_label")  # the Dask path predicts; it does not score
-    pd.testing.assert_frame_equal(on_dask, in_memory)
-    order = lambda s: (s.user_id, s.start_ts)  # noqa: E731
-    assert sorted(read_segments_json(out / "segments.json"), key=order) == sorted(
-        read_segments_json(predictions / "segments.json"), key=order
-    )
-
-
 def test_calibrator_stores_in_and_out_of_the_command(work, features, bundle, predictions):
     """train writes its store in taskclf 0.4's layout; infer calibrates with a store."""
     from taskclf.calibration import load_calibrator_store

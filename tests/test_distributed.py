@@ -225,6 +225,28 @@ def test_a_local_cluster_equals_in_memory(cluster, pipeline, features, tmp_path)
     assert sorted(os.listdir(out)) == ["predictions.csv", "segments.json"]
 
 
+def test_the_infer_command_on_a_cluster_equals_in_memory(cluster, pipeline, features, tmp_path):
+    """`taskclf infer DIR --dask ADDRESS` writes what the command writes without Dask."""
+    from taskclf import save_bundle
+    from taskclf.cli import main
+
+    bundle = str(save_bundle(pipeline, tmp_path / "model.taskclf"))
+    source = str(write_parquet_dir(features, tmp_path / "features", n_files=3))
+    on_dask, in_memory = tmp_path / "dask", tmp_path / "memory"
+    address = cluster.scheduler.address
+    assert (
+        main(["infer", source, "--bundle", bundle, "--out", str(on_dask), "--dask", address]) == 0
+    )
+    assert main(["infer", source, "--bundle", bundle, "--out", str(in_memory)]) == 0
+    key = ["user_id", "bucket_start_ts"]
+    rows = [
+        pd.read_csv(d / "predictions.csv").sort_values(key, ignore_index=True)
+        for d in (on_dask, in_memory)
+    ]
+    pd.testing.assert_frame_equal(*rows)
+    assert segments_of_run(on_dask) == segments_of_run(in_memory)
+
+
 def test_worker_errors_reach_the_caller_and_leave_outputs_alone(
     cluster, pipeline, features, tmp_path
 ):
