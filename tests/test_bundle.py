@@ -16,7 +16,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-import skops.io
 from conftest import make_frame, refused
 
 import taskclf.bundle as bundle_module
@@ -180,6 +179,8 @@ def test_bundles_of_the_earlier_layout_load_and_predict_alike(
     new = fitted if trained else pipeline
     old = old_layout(new)
     path = edited(save_bundle(new, tmp_path / "m.taskclf"), tmp_path, payload=old)
+    import skops.io  # here: it imports every scikit-learn estimator, slow to collect
+
     directory = export_bundle_dir(new, tmp_path / "m")
     data = skops.io.dumps(old)
     (directory / "pipeline.skops").write_bytes(data)
