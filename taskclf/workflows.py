@@ -362,6 +362,10 @@ def _bucket_seconds(pipeline: Pipeline) -> int:
     return int(pipeline.get_params().get("merge__bucket_seconds", DEFAULT_BUCKET_SECONDS))
 
 
+def _timelines(pipeline: Pipeline) -> str:
+    return str(pipeline.get_params().get("merge__timelines", "per_user"))
+
+
 def run_columns(columns: Sequence[str]) -> list[str]:
     """The columns of a transformed frame that :func:`infer_to_directory` writes."""
     wanted = [BUCKET_START_TS, USER_ID, LABEL, CONFIDENCE, IS_REJECTED, MAPPED_LABEL]
@@ -411,7 +415,10 @@ def infer_to_directory(
         out = (transform or pipeline.transform)(features)
         label = MAPPED_LABEL if view == "mapped" else LABEL
         segments = frame_to_segments(
-            out, bucket_seconds=_bucket_seconds(pipeline), label_column=label
+            out,
+            bucket_seconds=_bucket_seconds(pipeline),
+            label_column=label,
+            timelines=_timelines(pipeline),
         )
         mapped = out[MAPPED_LABEL].astype(str).tolist() if MAPPED_LABEL in out else None
         extra = {} if truth is None else {TRUE_LABEL: truth.to_numpy()}

@@ -12,7 +12,7 @@ from taskclf import build_pipeline
 from taskclf._readers import read_segments_json
 from taskclf.exceptions import InputError, NotOursError, ReaderError
 from taskclf.report import read_predictions, segments_frame, split_by_day, write_report
-from taskclf.stages.segment import Segment
+from taskclf.stages.segment import Segment, frame_to_segments
 from taskclf.workflows import evaluate_to_directory, infer_to_directory
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -171,3 +171,15 @@ def test_a_run_ends_segments_one_pipeline_bucket_after_their_last_start(
     ends = pd.to_datetime(segments["end"]).sort_values().reset_index(drop=True)
     expected = (last + pd.Timedelta(seconds=300)).sort_values().reset_index(drop=True)
     assert ends.equals(expected)
+
+
+def test_a_run_reads_its_segments_as_the_pipeline_found_its_timelines(
+    booster_v1, encoders_v1, frame_v1, tmp_path
+):
+    # With timelines="as_given" the frame is one timeline: its segments belong to no user.
+    one_user = frame_v1[frame_v1["user_id"] == frame_v1["user_id"].iloc[0]].drop(columns="label")
+    pipeline = build_pipeline(booster_v1, encoders_v1, timelines="as_given")
+    run = infer_to_directory(pipeline, one_user, tmp_path / "run")
+    written = read_segments_json(run.directory / "segments.json")
+    expected = frame_to_segments(pipeline.transform(one_user), timelines="as_given")
+    assert written == expected and {s.user_id for s in written} == {None}
