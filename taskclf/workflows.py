@@ -41,7 +41,12 @@ from taskclf._readers import (
     write_predictions_csv,
     write_segments_json,
 )
-from taskclf.core.defaults import DEFAULT_BUCKET_SECONDS, DEFAULT_SMOOTH_WINDOW
+from taskclf.core.defaults import (
+    DEFAULT_BUCKET_SECONDS,
+    DEFAULT_IDLE_GAP_SECONDS,
+    DEFAULT_SMOOTH_WINDOW,
+    MIN_BLOCK_DURATION_SECONDS,
+)
 from taskclf.exceptions import InputError, InvalidParameterError, MissingColumnsError
 from taskclf.stages.segment import frame_to_segments
 
@@ -358,8 +363,15 @@ class InferenceRun:
         return tuple(self.directory / name for name in RUN_FILES)
 
 
-def _bucket_seconds(pipeline: Pipeline) -> int:
-    return int(pipeline.get_params().get("merge__bucket_seconds", DEFAULT_BUCKET_SECONDS))
+def _widths(pipeline: Pipeline) -> dict[str, Any]:
+    """The merge step's ``bucket_seconds``, ``min_block_seconds`` and ``max_gap_seconds``."""
+    params = pipeline.get_params()
+    defaults = {
+        "bucket_seconds": DEFAULT_BUCKET_SECONDS,
+        "min_block_seconds": MIN_BLOCK_DURATION_SECONDS,
+        "max_gap_seconds": DEFAULT_IDLE_GAP_SECONDS,
+    }
+    return {name: params.get(f"merge__{name}", value) for name, value in defaults.items()}
 
 
 def _timelines(pipeline: Pipeline) -> str:
@@ -416,7 +428,7 @@ def infer_to_directory(
         label = MAPPED_LABEL if view == "mapped" else LABEL
         segments = frame_to_segments(
             out,
-            bucket_seconds=_bucket_seconds(pipeline),
+            bucket_seconds=_widths(pipeline)["bucket_seconds"],
             label_column=label,
             timelines=_timelines(pipeline),
         )
@@ -627,7 +639,7 @@ def evaluate_to_directory(
 
     target = Path(out_dir)
     check_replaceable(target, _is_evaluation, "taskclf evaluation")
-    result = evaluate(pipeline.transform(X), y, bucket_seconds=_bucket_seconds(pipeline))
+    result = evaluate(pipeline.transform(X), y, **_widths(pipeline))
     report = {
         "pooled": _headline(result["pooled"]),
         "per_user": {str(u): _headline(r) for u, r in result["per_user"].items()},

@@ -183,3 +183,21 @@ def test_a_run_reads_its_segments_as_the_pipeline_found_its_timelines(
     written = read_segments_json(run.directory / "segments.json")
     expected = frame_to_segments(pipeline.transform(one_user), timelines="as_given")
     assert written == expected and {s.user_id for s in written} == {None}
+
+
+def test_an_evaluation_scores_with_the_pipelines_widths(
+    booster_v1, encoders_v1, frame_v1, tmp_path
+):
+    import json
+
+    from taskclf.metrics import evaluate
+
+    X, y = frame_v1.drop(columns="label"), frame_v1["label"]
+    pipeline = build_pipeline(booster_v1, encoders_v1, min_block_seconds=1800, max_gap_seconds=120)
+    written = evaluate_to_directory(pipeline, X, y, tmp_path / "e")["pooled"]["label"]
+    out = pipeline.transform(X)
+    expected = evaluate(out, y, min_block_seconds=1800, max_gap_seconds=120)["pooled"]["label"]
+    default = evaluate(out, y)["pooled"]["label"]
+    text = lambda figures: json.dumps(figures, sort_keys=True, default=str)  # noqa: E731
+    assert text(expected) != text(default)  # the widths matter on this frame
+    assert text(written) == text(expected)
