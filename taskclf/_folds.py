@@ -7,7 +7,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from taskclf._columns import BUCKET_START_TS, USER_ID
-from taskclf.core.time import timestamps_ns
+from taskclf.core.time import NS_PER_DAY, timestamps_ns
 from taskclf.core.types import CLASS_ORDER
 from taskclf.exceptions import InputError
 from taskclf.stages._base import check_value, integer
@@ -44,7 +44,7 @@ def fold_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
     if BUCKET_START_TS not in X.columns:
         return np.arange(len(X), dtype=np.int64), "row"
     ts = timestamps_ns(X, BUCKET_START_TS)
-    days = ts // (86_400 * 1_000_000_000)
+    days = ts // NS_PER_DAY
     if len(np.unique(days)) > 1:
         return days.astype(np.int64, copy=False), "day"
     return np.argsort(np.argsort(ts, kind="stable")).astype(np.int64, copy=False), "row"

@@ -57,7 +57,7 @@ def library_versions() -> dict[str, str]:
     """Versions of taskclf, the libraries a saved pipeline depends on, and Python."""
     from taskclf import __version__
 
-    names = ("scikit-learn", "lightgbm", "numpy", "pandas", "joblib")
+    names = (*CHECKED_LIBRARIES[1:], "joblib")
     versions = {"taskclf": __version__, **{n: importlib_metadata.version(n) for n in names}}
     return {**versions, "python": platform.python_version()}
 

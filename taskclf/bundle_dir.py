@@ -138,8 +138,8 @@ def export_bundle_dir(
     return Path(directory)
 
 
-def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
-    """The metadata and the verified ``pipeline.skops`` bytes of a bundle directory."""
+def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes, str]:
+    """The metadata, the verified ``pipeline.skops`` bytes and their SHA-256."""
     where = _where(directory / MANIFEST)
     data = bundle.read_json(directory / MANIFEST, bundle.MAX_HEADER_BYTES)
     if not isinstance(data, dict) or data.get("format") != DIR_FORMAT:
@@ -169,7 +169,7 @@ def _read_manifest(directory: Path) -> tuple[bundle.BundleMetadata, bytes]:
         raise BundleError(f"{where} is not a skops file: {exc}") from None
     if unpacked > bundle.MAX_BUNDLE_BYTES:
         raise BundleError(f"{where} unpacks to an absurd {unpacked} bytes")
-    return meta, pipeline
+    return meta, pipeline, files[PIPELINE_FILE]
 
 
 def _is_04_dir(path: Path) -> bool:
@@ -199,7 +199,7 @@ def load_bundle_dir(directory: str | os.PathLike[str]) -> Pipeline:
     path = Path(directory)
     if _is_04_dir(path):
         return _load_04(path)
-    meta, data = _read_manifest(path)
+    meta, data, _ = _read_manifest(path)
     bundle.check_compatibility(meta, f"bundle directory {str(path)!r}", versions=False)
     where = _where(path / PIPELINE_FILE)
     trusted = _trusted_names(data, where)
@@ -234,8 +234,8 @@ def read_bundle_dir_info(directory: str | os.PathLike[str]) -> BundleDirInfo:
             if p.suffix in (".txt", ".json")
         }
         return BundleDirInfo(path, _read_04_metadata(path), files, legacy=True)
-    meta, data = _read_manifest(path)
-    return BundleDirInfo(path, meta, {PIPELINE_FILE: hashlib.sha256(data).hexdigest()})
+    meta, _, digest = _read_manifest(path)
+    return BundleDirInfo(path, meta, {PIPELINE_FILE: digest})
 
 
 # The model directories of taskclf 0.4 (their files: docs/bundles.md).

@@ -179,10 +179,13 @@ class CalibratorStore:
             raise ProbabilityShapeError(
                 f"CalibratorStore: {len(proba)} probability rows but {len(users)} user ids"
             )
-        out = np.array(self.global_calibrator.calibrate(proba), dtype=np.float64)
-        for user, rows in users.groupby(users, sort=False).indices.items():
-            if user in self.user_calibrators:
-                out[rows] = self.user_calibrators[user].calibrate(proba[rows])
+        own = users.isin(list(self.user_calibrators)).to_numpy()
+        out = np.empty(proba.shape, dtype=np.float64)
+        if not own.all():  # each map works row by row, so a subset calibrates alike
+            out[~own] = self.global_calibrator.calibrate(proba[~own])
+        for user, rows in users[own].groupby(users[own], sort=False).indices.items():
+            where = np.flatnonzero(own)[rows]
+            out[where] = self.user_calibrators[user].calibrate(proba[where])
         return out
 
 

@@ -165,12 +165,13 @@ def _counts(
 
     true_runs, pred_runs = _runs(true, bounds), _runs(pred, bounds)
     long_runs = pred_runs[1] - pred_runs[0] >= min_buckets
+    predicted = per_label(pred)
     counts = {
         "buckets": np.diff(bounds),
         "true": per_label(true),
-        "pred": per_label(pred),
+        "pred": predicted,
         "hits": per_label(true, true == pred),
-        "rejected": per_label(pred)[:, labels == MIXED_UNKNOWN].sum(axis=1),
+        "rejected": predicted[:, labels == MIXED_UNKNOWN].sum(axis=1),
         "changes": label_changes(pred, bounds),
         "true_runs": np.bincount(true_runs[3], minlength=k),
         "pred_runs": np.bincount(pred_runs[3], minlength=k),

@@ -25,6 +25,7 @@ from taskclf._readers import PREDICTIONS_FILE
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS
 from taskclf.core.types import CLASS_ORDER, LABEL_COLORS, MIXED_UNKNOWN
 from taskclf.exceptions import InputError, ReaderError
+from taskclf.stages._timeline import shared_timelines
 from taskclf.stages.segment import Segment, frame_to_segments, number_runs
 from taskclf.workflows import VIEWS
 
@@ -341,7 +342,8 @@ def write_report(
         rejected=minutes["is_rejected"].map({True: "rejected", False: ""}),
     )
     columns = [name for name in ("label", TRUE_LABEL, "rejected") if name in minutes]
-    segments = {name: runs(minutes, name, width) for name in columns}
+    with shared_timelines():  # the three kinds of run share one split into timelines
+        segments = {name: runs(minutes, name, width) for name in columns}
     pieces = {name: split_by_day(segments_frame(found)) for name, found in segments.items()}
     pieces["rejected"] = pieces["rejected"][pieces["rejected"]["label"] == "rejected"]
     summary = summarize_segments(segments["label"])

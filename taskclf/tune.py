@@ -23,13 +23,11 @@ from sklearn.utils.validation import check_is_fitted, indexable
 
 from taskclf._columns import LABEL, USER_ID
 from taskclf._progress import step
-from taskclf.core.time import timestamps_ns
+from taskclf.core.time import NS_PER_DAY, timestamps_ns
 from taskclf.exceptions import InvalidParameterError, NotFittedError
 from taskclf.pipeline import TaskPipeline
 
 __all__ = ["PostprocessingSearchCV", "day_fingerprints", "training_overlap"]
-
-NS_PER_DAY = 86_400 * 1_000_000_000
 
 
 def _cv_results(

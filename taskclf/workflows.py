@@ -364,18 +364,16 @@ class InferenceRun:
 
 
 def _widths(pipeline: Pipeline) -> dict[str, Any]:
-    """The merge step's ``bucket_seconds``, ``min_block_seconds`` and ``max_gap_seconds``."""
-    params = pipeline.get_params()
+    """The merge step's ``bucket_seconds``, ``min_block_seconds``, ``max_gap_seconds`` and
+    ``timelines`` (the defaults for a pipeline without one)."""
+    merge = pipeline.named_steps.get("merge")
     defaults = {
         "bucket_seconds": DEFAULT_BUCKET_SECONDS,
         "min_block_seconds": MIN_BLOCK_DURATION_SECONDS,
         "max_gap_seconds": DEFAULT_IDLE_GAP_SECONDS,
+        "timelines": "per_user",
     }
-    return {name: params.get(f"merge__{name}", value) for name, value in defaults.items()}
-
-
-def _timelines(pipeline: Pipeline) -> str:
-    return str(pipeline.get_params().get("merge__timelines", "per_user"))
+    return {name: getattr(merge, name, value) for name, value in defaults.items()}
 
 
 def run_columns(columns: Sequence[str]) -> list[str]:
@@ -426,11 +424,12 @@ def infer_to_directory(
     with atomic_directory(target, _is_run, "taskclf inference output") as staging:
         out = (transform or pipeline.transform)(features)
         label = MAPPED_LABEL if view == "mapped" else LABEL
+        widths = _widths(pipeline)
         segments = frame_to_segments(
             out,
-            bucket_seconds=_widths(pipeline)["bucket_seconds"],
+            bucket_seconds=widths["bucket_seconds"],
             label_column=label,
-            timelines=_timelines(pipeline),
+            timelines=widths["timelines"],
         )
         mapped = out[MAPPED_LABEL].astype(str).tolist() if MAPPED_LABEL in out else None
         extra = {} if truth is None else {TRUE_LABEL: truth.to_numpy()}
@@ -639,7 +638,9 @@ def evaluate_to_directory(
 
     target = Path(out_dir)
     check_replaceable(target, _is_evaluation, "taskclf evaluation")
-    result = evaluate(pipeline.transform(X), y, **_widths(pipeline))
+    widths = _widths(pipeline)
+    del widths["timelines"]  # evaluate finds timelines per user
+    result = evaluate(pipeline.transform(X), y, **widths)
     report = {
         "pooled": _headline(result["pooled"]),
         "per_user": {str(u): _headline(r) for u, r in result["per_user"].items()},

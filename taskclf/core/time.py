@@ -75,6 +75,10 @@ def to_utc_series(values: pd.Series, *, column: str = "bucket_start_ts") -> pd.S
         ) from None
 
 
+NS_PER_DAY = 86_400 * 1_000_000_000
+"""Nanoseconds in a UTC day."""
+
+
 def timestamps_ns(df: pd.DataFrame, column: str = "bucket_start_ts") -> np.ndarray:
     """The ``column`` of ``df`` as int64 nanoseconds since the epoch, UTC."""
     if column not in df.columns:

@@ -28,7 +28,7 @@ from taskclf.calibration import (
     TemperatureCalibrator,
     isotonic_regression,
 )
-from taskclf.core.time import timestamps_ns
+from taskclf.core.time import NS_PER_DAY, timestamps_ns
 from taskclf.core.types import N_CLASSES
 from taskclf.exceptions import InvalidParameterError, NotFittedError
 from taskclf.metrics import brier_score, log_loss
@@ -155,14 +155,16 @@ class Calibrator(TransformerMixin, BaseEstimator):
             return {}
         require_columns(X, [BUCKET_START_TS], f"{type(self).__name__}(per_user=True)")
         users = X[USER_ID].to_numpy(dtype=object)
-        days = timestamps_ns(X, BUCKET_START_TS) // (86_400 * 1_000_000_000)
+        days = timestamps_ns(X, BUCKET_START_TS) // NS_PER_DAY
         stats = pd.DataFrame({"user": users, "day": days, "label": codes})
-        stats = stats.groupby("user", sort=False).agg(
+        grouped = stats.groupby("user", sort=False)
+        rows = grouped.indices
+        stats = grouped.agg(
             rows=("label", "size"), days=("day", "nunique"), labels=("label", "nunique")
         )
         minimums = [self.min_user_rows, self.min_user_days, self.min_user_labels]
         chosen = stats.index[(stats >= minimums).all(axis=1).to_numpy()]
-        return {u: _FIT[self.method](proba[users == u], codes[users == u]) for u in chosen}
+        return {u: _FIT[self.method](proba[rows[u]], codes[rows[u]]) for u in chosen}
 
     def fit(self, X: pd.DataFrame, y: object = None) -> Calibrator:
         """Fit the calibration map(s) on the probability columns and core labels ``y``.

@@ -19,6 +19,7 @@ from taskclf._progress import step
 from taskclf.core.defaults import DEFAULT_MIN_CATEGORY_FREQ, DEFAULT_UNKNOWN_MASK_RATE
 from taskclf.core.schema import (
     SCHEMA_VERSIONS,
+    SCHEMAS,
     FeatureSchema,
     check_frame_schema,
     get_schema,
@@ -241,7 +242,7 @@ class BoosterPredictor(TransformerMixin, BaseEstimator):
         if schema is None:
             raise SchemaMismatchError(
                 f"the booster expects {n_features} features, which matches no schema "
-                "(v1: 39, v2: 38, v3: 299)"
+                f"({', '.join(f'{s.version}: {s.n_features}' for s in SCHEMAS.values())})"
             )
         stage.booster_ = booster
         stage.schema_ = schema

@@ -17,6 +17,7 @@ from taskclf._frame import (
     require_columns,
 )
 from taskclf.core.defaults import DEFAULT_IDLE_GAP_SECONDS, DEFAULT_SMOOTH_WINDOW
+from taskclf.core.types import OUTPUT_LABELS
 from taskclf.stages._base import MAX_BUCKETS, FrameTransformer, check_params, integer
 from taskclf.stages._timeline import TIMELINE_RULES, find_timelines
 
@@ -100,5 +101,7 @@ class MajoritySmoother(FrameTransformer):
         require_columns(X, [RAW_LABEL, BUCKET_START_TS], type(self).__name__)
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         codes = timelines.to_sorted(label_codes(X[RAW_LABEL], RAW_LABEL))
-        smoothed = rolling_majority_codes(codes, timelines.bounds, int(self.window), n_labels=9)
+        smoothed = rolling_majority_codes(
+            codes, timelines.bounds, int(self.window), n_labels=len(OUTPUT_LABELS)
+        )
         return add_columns(X, {SMOOTHED_LABEL: labels_from_codes(timelines.to_input(smoothed))})

@@ -141,8 +141,10 @@ class ViterbiSmoother(FrameTransformer):
         timelines = find_timelines(X, self.max_gap_seconds, self.timelines)
         proba = X[list(PROBA_COLUMNS)].to_numpy(dtype=np.float64)
         check_finite_columns(proba, PROBA_COLUMNS)  # NaN would steer the path silently
-        if IS_REJECTED in X.columns or RAW_LABEL not in X.columns:
-            rejected = X.get(IS_REJECTED, pd.Series(False, X.index)).to_numpy(dtype=bool)
+        if IS_REJECTED in X.columns:
+            rejected = X[IS_REJECTED].to_numpy(dtype=bool)
+        elif RAW_LABEL not in X.columns:
+            rejected = np.zeros(len(X), dtype=bool)
         else:
             rejected = label_codes(X[RAW_LABEL], RAW_LABEL) == MIXED_CODE
         rejected = timelines.to_sorted(rejected)
