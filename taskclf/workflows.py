@@ -214,10 +214,14 @@ def configure(
             raise InvalidParameterError(f"smoother must be one of {SMOOTHERS}, got {smoother!r}")
         current = pipeline.named_steps["smooth"]
         if smoother == "viterbi" and not isinstance(current, ViterbiSmoother):
-            pipeline.set_params(smooth=ViterbiSmoother(max_gap_seconds=current.max_gap_seconds))
+            pipeline.set_params(
+                smooth=ViterbiSmoother(
+                    max_gap_seconds=current.max_gap_seconds, timelines=current.timelines
+                )
+            )
         elif smoother == "majority" and not isinstance(current, MajoritySmoother):
             window, gap = DEFAULT_SMOOTH_WINDOW, current.max_gap_seconds
-            pipeline.set_params(smooth=MajoritySmoother(window, gap))
+            pipeline.set_params(smooth=MajoritySmoother(window, gap, current.timelines))
     if reject_threshold is not None:
         pipeline.set_params(reject__threshold=reject_threshold)
     if smooth_window is not None:

@@ -428,3 +428,16 @@ def test_numbers_in_object_columns_are_numbers(frame, booster_v1, encoders_v1):
     refused(
         lambda: via_predict(booster_v1, encoders_v1, text), ColumnTypeError, "'hour_of_day'", "'9'"
     )
+
+
+@pytest.mark.parametrize("first, then", [("majority", "viterbi"), ("viterbi", "majority")])
+def test_a_swapped_smoother_keeps_the_pipelines_timelines(first, then):
+    from taskclf.workflows import configure
+
+    pipeline = configure(build_pipeline(smoother=first, timelines="as_given"), smoother=then)
+    params = pipeline.get_params()
+    assert (
+        type(pipeline.named_steps["smooth"]).__name__
+        != type(build_pipeline(smoother=first).named_steps["smooth"]).__name__
+    )
+    assert params["smooth__timelines"] == params["segment__timelines"] == "as_given"
